@@ -1,0 +1,184 @@
+"""Events: what happened, in the past tense. They come up from the engine through one subscription.
+
+Execution and step events carry a snapshot (a copy) of the object after the change, so every
+subscriber (store writer, TUI, WebSocket hub) can apply them without asking back.
+Coalescable events (log lines, progress, resource samples) may be dropped for a lagging
+non-lossless subscriber; status events never are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from engine.model import Artifact, Execution, LogLine, Step, Stream
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    #: events a lagging subscriber may lose (the store writer never loses any)
+    coalescable = False
+
+    @property
+    def execution_id(self) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+@dataclass(slots=True, frozen=True)
+class ExecutionCreated(Event):
+    execution: Execution
+    #: the tree known at creation: branches and workflow steps, all pending
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def execution_id(self) -> str:
+        return self.execution.id
+
+
+@dataclass(slots=True, frozen=True)
+class ExecutionStarted(Event):
+    execution: Execution
+
+    @property
+    def execution_id(self) -> str:
+        return self.execution.id
+
+
+@dataclass(slots=True, frozen=True)
+class ExecutionUpdated(Event):
+    """Counters, progress or metadata changed (not the status)."""
+
+    execution: Execution
+    coalescable = True
+
+    @property
+    def execution_id(self) -> str:
+        return self.execution.id
+
+
+@dataclass(slots=True, frozen=True)
+class ExecutionFinished(Event):
+    execution: Execution
+
+    @property
+    def execution_id(self) -> str:
+        return self.execution.id
+
+
+@dataclass(slots=True, frozen=True)
+class ExecutionDeleted(Event):
+    id: str
+
+    @property
+    def execution_id(self) -> str:
+        return self.id
+
+
+@dataclass(slots=True, frozen=True)
+class StepAdded(Event):
+    """A step appeared after creation (a marker step, or a retry's attempt)."""
+
+    step: Step
+
+    @property
+    def execution_id(self) -> str:
+        return self.step.execution_id
+
+
+@dataclass(slots=True, frozen=True)
+class StepStarted(Event):
+    step: Step
+
+    @property
+    def execution_id(self) -> str:
+        return self.step.execution_id
+
+
+@dataclass(slots=True, frozen=True)
+class StepUpdated(Event):
+    """Progress, metadata, description or resource usage changed (not the status)."""
+
+    step: Step
+    coalescable = True
+
+    @property
+    def execution_id(self) -> str:
+        return self.step.execution_id
+
+
+@dataclass(slots=True, frozen=True)
+class StepFinished(Event):
+    step: Step
+
+    @property
+    def execution_id(self) -> str:
+        return self.step.execution_id
+
+
+@dataclass(slots=True, frozen=True)
+class LinesLogged(Event):
+    """Consecutive lines of one stream of one step, numbered start_seq, start_seq+1, ..."""
+
+    exec_id: str
+    step_id: str | None
+    stream: Stream
+    start_seq: int
+    timestamp: datetime
+    lines: tuple[str, ...]
+    coalescable = True
+
+    @property
+    def execution_id(self) -> str:
+        return self.exec_id
+
+    def log_lines(self) -> list[LogLine]:
+        return [
+            LogLine(self.exec_id, self.step_id, self.start_seq + i, self.stream, self.timestamp, text)
+            for i, text in enumerate(self.lines)
+        ]
+
+
+@dataclass(slots=True, frozen=True)
+class ArtifactAdded(Event):
+    artifact: Artifact
+
+    @property
+    def execution_id(self) -> str:
+        return self.artifact.execution_id
+
+
+@dataclass(slots=True, frozen=True)
+class ArtifactDeleted(Event):
+    exec_id: str
+    artifact_id: str
+
+    @property
+    def execution_id(self) -> str:
+        return self.exec_id
+
+
+@dataclass(slots=True, frozen=True)
+class Notice(Event):
+    """A message for people watching (a warning, an annotation, a refused artifact)."""
+
+    exec_id: str
+    step_id: str | None
+    level: str
+    message: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def execution_id(self) -> str:
+        return self.exec_id
+
+
+@dataclass(slots=True, frozen=True)
+class LinesDropped(Event):
+    """Sent to a lagging subscriber in place of the log lines it lost."""
+
+    exec_id: str
+    count: int
+
+    @property
+    def execution_id(self) -> str:
+        return self.exec_id

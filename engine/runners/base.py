@@ -1,0 +1,71 @@
+"""The runner interface: what local, SSH and Docker runners implement alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from engine.model import Stream
+
+
+class SpawnError(Exception):
+    """The command could not be started (missing program, bad cwd, unreachable host...).
+
+    The message is for people: it says what failed and where, without a traceback.
+    """
+
+
+class FetchError(Exception):
+    """A file could not be fetched back from where the command ran."""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    #: run this argv directly when given
+    argv: Sequence[str] | None = None
+    #: or this text through `shell -c` (bash by default; `sh` when bash is missing)
+    script: str | None = None
+    shell: str = "bash"
+    #: added to (and overriding) the runner's base environment
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSample:
+    cpu_percent: float
+    rss_bytes: int
+
+
+class RunningCommand(Protocol):
+    @property
+    def pid(self) -> int | None: ...
+
+    def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        """Chunks from stdout and stderr as they arrive, until both are closed."""
+
+    async def wait(self) -> int:
+        """The exit status: the exit code, or 128 + signal number when killed by a signal."""
+
+    async def terminate(self, grace: float) -> None:
+        """SIGTERM to the whole process group (or remote equivalent), wait up to `grace`
+        seconds, then SIGKILL. Returns when nothing of it is left running."""
+
+    def sample(self) -> ResourceSample | None:
+        """CPU% and RSS of the process tree, where the runner can know them."""
+
+
+class Runner(Protocol):
+    async def start(self, spec: CommandSpec) -> RunningCommand:
+        """Start the command; raises SpawnError with a clear message when it cannot."""
+
+    async def fetch(self, path: str, cwd: str | None, dest: Path) -> str:
+        """Copy the file at `path` (relative paths against `cwd`) to `dest`; return the resolved
+        source path. Raises FetchError when missing, and when `path` escapes `cwd`."""
+
+    async def glob(self, pattern: str, cwd: str | None) -> list[str]:
+        """Paths (relative to cwd) matching a glob pattern, never outside cwd."""
+
+    async def close(self) -> None: ...

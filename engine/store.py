@@ -1,0 +1,80 @@
+"""The store interface the engine needs. `storage.SqliteStore` implements it.
+
+Writes come only through `apply` (a batch of events, one transaction), called by the engine's
+store writer. Reads return engine domain objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.events import Event
+from engine.model import Artifact, ArtifactFilter, Execution, ExecutionFilter, LogLine, Step
+
+
+@dataclass(slots=True)
+class StoreStats:
+    total_executions: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    total_steps: int = 0
+    total_artifacts: int = 0
+    total_log_lines: int = 0
+    database_size_bytes: int = 0
+    wal_mode: str = ""
+    cache_size: int = 0
+    storage_path: str = ""
+    oldest_execution: str | None = None
+    newest_execution: str | None = None
+
+
+class Store(Protocol):
+    async def open(self) -> None:
+        """Create the file if needed, apply migrations and pragmas."""
+
+    async def close(self) -> None: ...
+
+    async def apply(self, events: Sequence[Event]) -> None:
+        """Persist a batch of events in one transaction (upserts of snapshots, inserts of lines)."""
+
+    async def mark_lost(self) -> list[str]:
+        """Executions left pending/running by a dead engine become failed with reason 'engine lost'
+        (their open steps too). Returns their ids."""
+
+    async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
+        """Newest first; returns (page, total matching)."""
+
+    async def get_execution(self, execution_id: str) -> Execution | None: ...
+
+    async def resolve_execution_id(self, prefix: str) -> list[str]:
+        """Ids starting with prefix (at most a few), for the CLI's short ids."""
+
+    async def get_steps(self, execution_id: str) -> list[Step]:
+        """All steps (branches included) of an execution, by index."""
+
+    async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]: ...
+
+    async def get_artifact(self, artifact_id: str) -> Artifact | None: ...
+
+    async def get_log_lines(
+        self,
+        execution_id: str,
+        *,
+        step_ids: Sequence[str] | None = None,
+        after_seq: int = -1,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[LogLine]:
+        """Lines with after_seq < seq < before_seq, in seq order (or reversed when newest_first)."""
+
+    async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int: ...
+
+    async def delete_execution(self, execution_id: str) -> bool:
+        """Delete the rows (steps, lines, artifacts rows); artifact files are the engine's to remove."""
+
+    async def stats(self) -> StoreStats: ...
+
+    async def optimize(self) -> list[str]:
+        """ANALYZE, WAL checkpoint, PRAGMA optimize; returns what was done."""
