@@ -1,0 +1,105 @@
+"""The one interface clients (the TUI, the CLI, the API) use to talk to an engine.
+
+`engine.engine.Engine` implements it in-process; `stepflow_tui.remote.RemoteEngine` implements it
+over the StepFlow Monitor HTTP/WebSocket API. Commands return at once; nobody awaits a whole run.
+Events come through `subscribe()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from engine.events import Event
+from engine.model import (
+    AbortReason,
+    Artifact,
+    ArtifactFilter,
+    Execution,
+    ExecutionFilter,
+    LogLine,
+    Step,
+)
+
+
+class Subscription(Protocol):
+    """An async iterator of events with its own bounded queue. A lagging non-lossless subscriber
+    loses coalescable events (it gets a `LinesDropped` in their place), never status events."""
+
+    def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    async def __anext__(self) -> Event: ...
+
+    def close(self) -> None: ...
+
+
+class EngineClient(Protocol):
+    # -- commands (validate, persist the new rows, start, return at once) -------------------
+    async def submit_command(
+        self,
+        command: str,
+        *,
+        name: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        target: str = "local",
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, object] | None = None,
+        user: str | None = None,
+        markers: str = "strict",
+    ) -> Execution:
+        """Run a shell command (`bash -c`); its markers become steps."""
+
+    async def submit_workflow(
+        self,
+        path: str | Path | None = None,
+        *,
+        text: str | None = None,
+        targets: Sequence[str] | None = None,
+        name: str | None = None,
+        user: str | None = None,
+    ) -> Execution:
+        """Run a workflow file (or its text). Raises `engine.workflow.WorkflowError` before
+        anything runs when the file does not validate."""
+
+    async def cancel(self, execution_id: str, reason: AbortReason = AbortReason.USER) -> None:
+        """Ask a running execution to stop (SIGTERM, grace, SIGKILL). Returns at once."""
+
+    async def rerun(self, execution_id: str, *, from_failed: bool = False) -> Execution:
+        """A new execution of the same command/workflow. `from_failed`: steps that completed in
+        the original are recorded as skipped ("done in <id>") and only the rest run."""
+
+    async def delete(self, execution_id: str) -> None:
+        """Delete a finished execution with its logs and artifacts. Raises `Conflict` if it runs."""
+
+    # -- reads (history from the store; live changes come as events) ------------------------
+    async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]: ...
+
+    async def get_execution(self, execution_id: str) -> Execution | None: ...
+
+    async def get_steps(self, execution_id: str) -> list[Step]: ...
+
+    async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]: ...
+
+    async def read_artifact(self, artifact_id: str) -> bytes:
+        """The artifact's content (raises NotFound)."""
+
+    async def get_log_lines(
+        self,
+        execution_id: str,
+        *,
+        step_ids: Sequence[str] | None = None,
+        after_seq: int = -1,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[LogLine]: ...
+
+    async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int: ...
+
+    def subscribe(self, *, maxsize: int = 10_000) -> Subscription: ...
+
+    @property
+    def description(self) -> str:
+        """Where this engine is, for a status line: a data directory or a URL."""
