@@ -1,0 +1,321 @@
+"""Running one command under a node of the tree: output → lines → markers → steps, logs, artifacts.
+
+The pump reads the command's output until both streams close, so whatever the command prints while
+it is being stopped (its cleanup messages) is kept too. Cancellation and timeouts terminate the
+process group; the pump then drains what is left and reports the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import marker_tree as mt
+from engine.artifacts import ArtifactStore
+from engine.events import ArtifactAdded
+from engine.execution_state import ExecutionState
+from engine.lines import LineSplitter
+from engine.markers import MarkerParser, may_have_markers
+from engine.model import AbortReason, Step, StepStatus, Stream, new_id
+from engine.runners.base import CommandSpec, FetchError, RunningCommand, Runner, SpawnError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class CommandOutcome:
+    exit_code: int | None
+    #: why it ended early, if it did
+    reason: AbortReason | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None and self.exit_code == 0
+
+
+class CommandPump:
+    def __init__(
+        self,
+        state: ExecutionState,
+        owner: Step,
+        runner: Runner,
+        spec: CommandSpec,
+        artifacts: ArtifactStore,
+        *,
+        lenient_markers: bool = False,
+        kill_grace: float = 10.0,
+    ) -> None:
+        self.state = state
+        self.owner = owner
+        self.runner = runner
+        self.spec = spec
+        self.artifacts = artifacts
+        self.kill_grace = kill_grace
+        self.lenient = lenient_markers
+        self._parser = MarkerParser(lenient=lenient_markers)
+        self._tree = mt.MarkerTree()
+        self._local_steps: dict[int, Step] = {}
+        self._proc: RunningCommand | None = None
+        self._terminating: asyncio.Task[None] | None = None
+        self._stop_on_error: str | None = None
+
+    # -- entry ------------------------------------------------------------------------------
+    async def run(self, timeout: float | None = None) -> CommandOutcome:
+        try:
+            self._proc = await self.runner.start(self.spec)
+        except SpawnError as exc:
+            await self.state.system_line(self.owner.id, f"error: {exc}")
+            return CommandOutcome(exit_code=None, reason=AbortReason.SPAWN_ERROR, error=str(exc))
+        proc = self._proc
+        stop_watch = asyncio.create_task(self._watch_stop(proc))
+        sampler = asyncio.create_task(self._sample(proc))
+        pump = asyncio.create_task(self._pump(proc))
+        timed_out = False
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(pump)
+            except TimeoutError:
+                timed_out = True
+                await self.state.system_line(
+                    self.owner.id, f"timed out after {_fmt_seconds(timeout)}; stopping the command"
+                )
+                self._terminate(proc)
+                await pump
+            exit_code = await proc.wait()
+            if self._terminating is not None:
+                await self._terminating
+        except asyncio.CancelledError:
+            # the engine itself is going away: leave nothing running behind
+            await asyncio.shield(proc.terminate(0.5))
+            raise
+        finally:
+            stop_watch.cancel()
+            sampler.cancel()
+        return await self._outcome(exit_code, timed_out, timeout)
+
+    async def _outcome(self, exit_code: int, timed_out: bool, timeout: float | None) -> CommandOutcome:
+        if timed_out:
+            outcome = CommandOutcome(exit_code, AbortReason.TIMEOUT, f"timed out after {_fmt_seconds(timeout)}")
+        elif self._stop_on_error is not None:
+            outcome = CommandOutcome(exit_code, AbortReason.STOP_ON_ERROR, self._stop_on_error)
+        elif self.state.stop_reason is not None and self._terminating is not None:
+            outcome = CommandOutcome(exit_code, self.state.stop_reason, self.state.stop_message)
+        else:
+            outcome = CommandOutcome(exit_code)
+        # marker steps still open: completed with the exit code, or ended as the command was
+        if outcome.reason is None:
+            for action in self._tree.finish(exit_code):
+                await self._apply(action)
+        else:
+            status = StepStatus.CANCELLED if outcome.reason in (AbortReason.USER, AbortReason.SHUTDOWN) \
+                else StepStatus.FAILED
+            for step in sorted(self._local_steps.values(), key=lambda s: s.index, reverse=True):
+                await self.state.finish_step(step, status, error=outcome.error, reason=outcome.reason,
+                                             exit_code=exit_code)
+        return outcome
+
+    # -- reading output -----------------------------------------------------------------------
+    async def _pump(self, proc: RunningCommand) -> None:
+        splitters = {Stream.STDOUT: LineSplitter(), Stream.STDERR: LineSplitter()}
+        async for stream, chunk in proc.output():
+            lines = splitters[stream].feed(chunk)
+            if lines:
+                await self._ingest(stream, lines)
+        for stream, splitter in splitters.items():
+            rest = splitter.flush()
+            if rest:
+                await self._ingest(stream, rest)
+
+    def _current_step_id(self) -> str:
+        local = self._tree.current()
+        if local is not None and local in self._local_steps:
+            return self._local_steps[local].id
+        return self.owner.id
+
+    async def _ingest(self, stream: Stream, lines: list[str]) -> None:
+        if not may_have_markers("\n".join(lines), lenient=self.lenient):
+            await self.state.log_lines(self._current_step_id(), stream, lines)
+            return
+        start = 0
+        parse = self._parser.parse
+        for i, line in enumerate(lines):
+            markers = parse(line)
+            if not markers:
+                continue
+            if i > start:
+                await self.state.log_lines(self._current_step_id(), stream, lines[start:i])
+            before = self._current_step_id()
+            opened: str | None = None
+            for marker in markers:
+                for action in self._tree.feed(marker):
+                    new_step = await self._apply(action)
+                    if new_step is not None:
+                        opened = new_step
+            # the marker line itself belongs to the step it opens, or the one it closes
+            await self.state.log_lines(opened or before, stream, [line])
+            start = i + 1
+        if start < len(lines):
+            await self.state.log_lines(self._current_step_id(), stream, lines[start:])
+
+    # -- applying marker actions ---------------------------------------------------------------
+    def _step_for(self, local_id: int | None) -> Step:
+        if local_id is not None and local_id in self._local_steps:
+            return self._local_steps[local_id]
+        return self.owner
+
+    async def _apply(self, action: object) -> str | None:
+        state = self.state
+        match action:
+            case mt.OpenStep():
+                parent = self._step_for(action.parent_local_id)
+                meta = dict(action.params)
+                if action.dialect != "stepflow":
+                    meta.setdefault("dialect", action.dialect)
+                step = await state.add_marker_step(
+                    parent.id,
+                    action.name,
+                    stop_on_error=action.stop_on_error,
+                    estimated_duration=action.estimated_duration,
+                    metadata=meta,
+                )
+                self._local_steps[action.local_id] = step
+                return step.id
+            case mt.CloseStep():
+                step = self._local_steps.get(action.local_id)
+                if step is not None:
+                    if action.failed:
+                        await state.finish_step(step, StepStatus.FAILED, error=action.error,
+                                                exit_code=getattr(action, "exit_code", None))
+                    else:
+                        await state.finish_step(step, StepStatus.COMPLETED,
+                                                exit_code=getattr(action, "exit_code", None))
+            case mt.SetProgress():
+                step = self._step_for(action.local_id)
+                if action.percent is not None:
+                    step.progress = max(0.0, min(100.0, float(action.percent)))
+                if action.text:
+                    step.metadata["progress_text"] = action.text
+                await state.update_step(step)
+            case mt.SetMeta():
+                await self._set_meta(action.local_id, action.key, action.value)
+            case mt.AddArtifact():
+                await self._add_artifact(self._step_for(action.local_id), action.path, action.description)
+            case mt.Annotate():
+                step = self._step_for(action.local_id)
+                annotations = step.metadata.setdefault("annotations", [])
+                note = {"level": action.level, "message": state.masker.mask(action.message)}
+                if action.file:
+                    note["file"] = action.file
+                if action.line is not None:
+                    note["line"] = str(action.line)
+                annotations.append(note)
+                await state.update_step(step)
+                await state.notice(step.id, action.level, action.message)
+            case mt.AddMask():
+                state.masker.add(action.value)
+            case mt.StopExecution():
+                step = self._step_for(action.local_id)
+                self._stop_on_error = action.message or f"step '{step.name}' failed (stop_on_error)"
+                await state.system_line(step.id, f"stop_on_error: {self._stop_on_error}; stopping the command")
+                if self._proc is not None:
+                    self._terminate(self._proc)
+            case mt.Warn():
+                log.warning("%s: %s", state.execution.id, action.message)
+                await state.notice(self._current_step_id(), "warning", action.message)
+        return None
+
+    async def _set_meta(self, local_id: int | None, key: str, value: str) -> None:
+        state = self.state
+        if local_id is None or local_id not in self._local_steps:
+            # no marker step open: the metadata is the execution's (or its workflow step's)
+            target_meta = state.execution.metadata if self.owner.parent_id is None else self.owner.metadata
+        else:
+            target_meta = self._local_steps[local_id].metadata
+        upper = key.upper()
+        step = self._step_for(local_id)
+        if upper == "ESTIMATED_DURATION":
+            with contextlib.suppress(ValueError):
+                step.estimated_duration = float(value)
+        elif upper == "DESCRIPTION":
+            step.description = value
+        else:
+            target_meta[key] = value
+        await state.update_step(step)
+
+    async def _add_artifact(self, step: Step, path: str, description: str) -> None:
+        state = self.state
+        artifact_id = new_id()
+        folder = self.artifacts.folder_for(state.execution.id, artifact_id)
+        from engine.artifacts import safe_file_name
+
+        dest = folder / safe_file_name(Path(path).name)
+        try:
+            await self.runner.fetch(path, self.spec.cwd, dest)
+        except (FetchError, OSError) as exc:
+            message = f"artifact refused: {exc}"
+            log.error("%s: %s", state.execution.id, message)
+            await state.system_line(step.id, message)
+            await state.notice(step.id, "error", message)
+            return
+        artifact = await self.artifacts.describe(
+            artifact_id=artifact_id,
+            execution_id=state.execution.id,
+            step_id=step.id,
+            stored=dest,
+            name=description or Path(path).name,
+            description=description,
+        )
+        await state.hub.publish(ArtifactAdded(artifact))
+
+    async def collect_globs(self, patterns: list[str]) -> None:
+        for pattern in patterns:
+            try:
+                matches = await self.runner.glob(pattern, self.spec.cwd)
+            except (FetchError, OSError) as exc:
+                await self.state.system_line(self.owner.id, f"artifacts {pattern!r}: {exc}")
+                continue
+            if not matches:
+                await self.state.system_line(self.owner.id, f"artifacts {pattern!r}: no file matched")
+            for match in matches:
+                await self._add_artifact(self.owner, match, "")
+
+    # -- stopping ---------------------------------------------------------------------------------
+    def _terminate(self, proc: RunningCommand) -> None:
+        if self._terminating is None:
+            self._terminating = asyncio.create_task(proc.terminate(self.kill_grace))
+
+    async def _watch_stop(self, proc: RunningCommand) -> None:
+        await self.state.stopping.wait()
+        self._terminate(proc)
+
+    async def _sample(self, proc: RunningCommand) -> None:
+        owner = self.owner
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL)
+            try:
+                sample = proc.sample()
+            except Exception:  # psutil races with exiting processes; a missed sample is harmless
+                continue
+            if sample is None:
+                return
+            owner.cpu_percent = round(sample.cpu_percent, 1)
+            owner.rss_bytes = sample.rss_bytes
+            peak = owner.metadata.get("peak_rss_bytes", 0)
+            if sample.rss_bytes > peak:
+                owner.metadata["peak_rss_bytes"] = sample.rss_bytes
+            await self.state.update_step(owner)
+
+
+def _fmt_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds == int(seconds):
+        return f"{int(seconds)}s"
+    return f"{seconds:g}s"

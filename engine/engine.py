@@ -1,0 +1,536 @@
+"""The engine: owns every live execution; commands go down through its methods, events come up
+through `subscribe()`. It implements `engine.client.EngineClient` in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import os
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.artifacts import ArtifactStore
+from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted
+from engine.execution_run import ExecutionPlan, ExecutionRun, StepPlan
+from engine.execution_state import ExecutionState
+from engine.hub import Hub, Subscriber
+from engine.masking import Masker
+from engine.model import (
+    AbortReason,
+    Artifact,
+    ArtifactFilter,
+    ArtifactType,
+    Execution,
+    ExecutionFilter,
+    ExecutionKind,
+    LogLine,
+    Step,
+    StepKind,
+    StepStatus,
+    new_id,
+)
+from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown
+from engine.runners.base import CommandSpec, Runner
+from engine.store import Store, StoreStats
+from engine.store_writer import StoreWriter
+from engine.workflow import Workflow, load_workflow, parse_workflow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    #: seconds between SIGTERM and SIGKILL when stopping a command
+    kill_grace: float = 10.0
+    #: seconds running executions get to stop at shutdown before they are abandoned
+    shutdown_grace: float = 10.0
+    #: targets known besides `local` (from the user's targets file), name -> target config
+    targets: dict[str, Any] = field(default_factory=dict)
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path,
+        config: EngineConfig | None = None,
+        *,
+        runner_factory: Callable[[str, Any], Runner] | None = None,
+    ) -> None:
+        self.store = store
+        self.data_dir = Path(data_dir)
+        self.config = config or EngineConfig()
+        self.hub = Hub()
+        self.writer = StoreWriter(store, self.hub.sink)
+        self.artifacts = ArtifactStore(self.data_dir / "artifacts")
+        self._runner_factory = runner_factory or _default_runner_factory
+        self._runners: dict[str, Runner] = {}
+        self._runs: dict[str, tuple[ExecutionState, asyncio.Task[None]]] = {}
+        self._closing = False
+        self._started = False
+
+    @property
+    def description(self) -> str:
+        return str(self.data_dir)
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> list[str]:
+        """Open the store, mark what a dead engine left running as lost, start writing.
+        Returns the ids of the executions found lost."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        lost = await self.store.mark_lost()
+        if lost:
+            log.warning("marked %d execution(s) left running by a dead engine as failed", len(lost))
+        self.writer.start()
+        self._started = True
+        return lost
+
+    async def __aenter__(self) -> Engine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop intake, ask running executions to stop (reason "shutdown"), wait up to the grace
+        period, abandon the rest (recorded as cancelled), flush the store and close it."""
+        if not self._started:
+            return
+        self._closing = True
+        grace = self.config.shutdown_grace if grace is None else grace
+        for state, _task in list(self._runs.values()):
+            state.request_stop(AbortReason.SHUTDOWN, "cancelled: the engine was shutting down")
+        tasks = [task for _state, task in self._runs.values()]
+        if tasks:
+            _done, still = await asyncio.wait(tasks, timeout=grace + 1)
+            for task in still:
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=5)
+        await self.writer.stop()
+        for runner in self._runners.values():
+            try:
+                await runner.close()
+            except Exception:
+                log.exception("closing a runner failed")
+        self.hub.close()
+        await self.store.close()
+        self._started = False
+
+    # -- commands ---------------------------------------------------------------------------------
+    async def submit_command(
+        self,
+        command: str | Sequence[str],
+        *,
+        name: str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        target: str = "local",
+        tags: Sequence[str] = (),
+        metadata: Mapping[str, object] | None = None,
+        user: str | None = None,
+        markers: str = "strict",
+        secrets: Sequence[str] = (),
+        rerun_of: str | None = None,
+    ) -> Execution:
+        self._check_open()
+        if isinstance(command, str):
+            if not command.strip():
+                raise InvalidRequest("the command is empty")
+            spec_cmd = {"script": command}
+            command_text = command
+        else:
+            if not command:
+                raise InvalidRequest("the command is empty")
+            spec_cmd = {"argv": list(command)}
+            command_text = shlex.join(command)
+        if markers not in ("strict", "lenient"):
+            raise InvalidRequest(f"markers must be 'strict' or 'lenient', not {markers!r}")
+        self._check_target(target)
+        workdir = str(Path(cwd).expanduser()) if cwd else os.getcwd()
+        env_map = {str(k): str(v) for k, v in (env or {}).items()}
+        masker = Masker([env_map.get(k) or os.environ.get(k, "") for k in secrets])
+        execution = Execution(
+            id=new_id(),
+            name=name or _default_name(command_text),
+            kind=ExecutionKind.COMMAND,
+            command=command_text,
+            working_directory=workdir,
+            environment=masker.mask_env(env_map),
+            user=user or _current_user(),
+            tags=list(tags),
+            metadata=dict(metadata or {}),
+            targets=[target],
+            rerun_of=rerun_of,
+        )
+        if markers == "lenient":
+            execution.metadata["markers"] = "lenient"
+        branch = Step(id=new_id(), execution_id=execution.id, name=target, kind=StepKind.BRANCH,
+                      index=0, target=target)
+        spec = CommandSpec(env=env_map, cwd=workdir, **spec_cmd)  # type: ignore[arg-type]
+        plan = ExecutionPlan(
+            branches=[branch],
+            steps=[StepPlan(step=branch, branch=branch, spec=spec, lenient_markers=markers == "lenient")],
+            is_command=True,
+            kill_grace=self.config.kill_grace,
+        )
+        return await self._launch(execution, [branch], plan, masker)
+
+    async def submit_workflow(
+        self,
+        path: str | Path | None = None,
+        *,
+        text: str | None = None,
+        targets: Sequence[str] | None = None,
+        name: str | None = None,
+        user: str | None = None,
+        rerun_of: str | None = None,
+        done_steps: Mapping[tuple[str, str], str] | None = None,
+    ) -> Execution:
+        """Validate and start a workflow. `done_steps` maps (target, step name) to the id of the
+        execution where that step already completed (rerun from the failed step)."""
+        self._check_open()
+        known = set(self.config.targets)
+        if text is not None:
+            workflow = parse_workflow(text, str(path) if path else "<workflow>", known_targets=known)
+        elif path is not None:
+            workflow = load_workflow(path, known_targets=known)
+        else:
+            raise InvalidRequest("a workflow needs a file path or its text")
+        if targets:
+            for target in targets:
+                self._check_target(target, workflow)
+        execution, steps, plan, masker = self._plan_workflow(workflow, targets, name, user, done_steps or {})
+        execution.rerun_of = rerun_of
+        return await self._launch(execution, steps, plan, masker, workflow.targets)
+
+    def _plan_workflow(
+        self,
+        workflow: Workflow,
+        override_targets: Sequence[str] | None,
+        name: str | None,
+        user: str | None,
+        done_steps: Mapping[tuple[str, str], str],
+    ) -> tuple[Execution, list[Step], ExecutionPlan, Masker]:
+        env = {**workflow.env}
+        secret_values = [env.get(k) or os.environ.get(k, "") for k in workflow.secrets]
+        masker = Masker([v for v in secret_values if v])
+        base_dir = str(Path(workflow.source_path).resolve().parent) if workflow.source_path else os.getcwd()
+        default_targets = list(override_targets or workflow.runs_on or ["local"])
+        execution = Execution(
+            id=new_id(),
+            name=name or workflow.name,
+            kind=ExecutionKind.WORKFLOW,
+            command=str(workflow.source_path or "<workflow>"),
+            working_directory=base_dir,
+            environment=masker.mask_env(env),
+            user=user or _current_user(),
+            workflow_source=workflow.source_text,
+        )
+        if workflow.markers == "lenient":
+            execution.metadata["markers"] = "lenient"
+        # branches: every target any step runs on, in order of first use
+        step_targets: dict[str, list[str]] = {}
+        order: list[str] = []
+        for wstep in workflow.steps:
+            names = list(override_targets) if override_targets else list(wstep.runs_on or default_targets)
+            step_targets[wstep.name] = names
+            for t in names:
+                if t not in order:
+                    order.append(t)
+        execution.targets = order
+        index = 0
+        branches: dict[str, Step] = {}
+        for t in order:
+            branches[t] = Step(id=new_id(), execution_id=execution.id, name=t, kind=StepKind.BRANCH,
+                               index=index, target=t)
+            index += 1
+        steps: list[Step] = list(branches.values())
+        plans: dict[tuple[str, str], StepPlan] = {}
+        by_name: dict[str, list[StepPlan]] = {}
+        defaults = workflow.defaults
+        for wstep in workflow.steps:
+            for t in step_targets[wstep.name]:
+                step = Step(
+                    id=new_id(), execution_id=execution.id, name=wstep.name, kind=StepKind.WORKFLOW,
+                    parent_id=branches[t].id, index=index, description=wstep.description or "",
+                    target=t, metadata={"run": masker.mask(wstep.run)},
+                )
+                index += 1
+                steps.append(step)
+                cwd = wstep.cwd or defaults.cwd or base_dir
+                step_env = {**env, **wstep.env}
+                spec = CommandSpec(script=wstep.run, shell=wstep.shell or defaults.shell, env=step_env, cwd=cwd)
+                markers_mode = wstep.markers or workflow.markers
+                plan = StepPlan(
+                    step=step, branch=branches[t], spec=spec,
+                    timeout=wstep.timeout if wstep.timeout is not None else defaults.timeout,
+                    retries=wstep.retries if wstep.retries is not None else defaults.retries,
+                    continue_on_error=wstep.continue_on_error,
+                    lenient_markers=markers_mode == "lenient",
+                    artifacts=list(wstep.artifacts),
+                    done_in=done_steps.get((t, wstep.name)),
+                )
+                plans[(t, wstep.name)] = plan
+                by_name.setdefault(wstep.name, []).append(plan)
+        for wstep in workflow.steps:
+            for t in step_targets[wstep.name]:
+                plan = plans[(t, wstep.name)]
+                for need in wstep.needs:
+                    plan.needs.extend(by_name.get(need, []))
+        execution.total_steps = sum(1 for s in steps if s.kind is not StepKind.BRANCH)
+        plan = ExecutionPlan(
+            branches=list(branches.values()),
+            steps=[plans[(t, w.name)] for w in workflow.steps for t in step_targets[w.name]],
+            max_parallel=workflow.max_parallel,
+            max_parallel_targets=workflow.max_parallel_targets,
+            allow_failed_targets=workflow.allow_failed_targets,
+            kill_grace=defaults.kill_grace if defaults.kill_grace is not None else self.config.kill_grace,
+        )
+        for t in order:
+            self._check_target(t, workflow)
+        return execution, steps, plan, masker
+
+    async def _launch(self, execution: Execution, steps: list[Step], plan: ExecutionPlan,
+                      masker: Masker, workflow_targets: Mapping[str, Any] | None = None) -> Execution:
+        state = ExecutionState(execution, steps, self.hub, masker)
+        await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in steps)))
+        await self.writer.barrier()
+        targets = workflow_targets or {}
+        run = ExecutionRun(state, plan, lambda t: self._runner(t, targets), self.artifacts)
+        task = asyncio.create_task(run.run(), name=f"execution-{execution.id}")
+        self._runs[execution.id] = (state, task)
+        task.add_done_callback(lambda _t, eid=execution.id: self._runs.pop(eid, None))
+        return execution.snapshot()
+
+    async def cancel(self, execution_id: str, reason: AbortReason = AbortReason.USER) -> None:
+        entry = self._runs.get(execution_id)
+        if entry is None:
+            execution = await self.store.get_execution(execution_id)
+            if execution is None:
+                raise NotFound(f"no execution {execution_id}")
+            raise Conflict(f"execution {execution_id} is {execution.status.value}, not running")
+        state, _task = entry
+        message = "cancelled by user" if reason is AbortReason.USER else None
+        state.request_stop(reason, message)
+
+    async def wait(self, execution_id: str) -> Execution:
+        """Wait for a live execution to end and return its final state (for the CLI and tests)."""
+        entry = self._runs.get(execution_id)
+        if entry is not None:
+            state, task = entry
+            await asyncio.shield(task)
+            await self.writer.barrier()
+            return state.execution.snapshot()
+        await self.writer.barrier()
+        execution = await self.store.get_execution(execution_id)
+        if execution is None:
+            raise NotFound(f"no execution {execution_id}")
+        return execution
+
+    async def rerun(self, execution_id: str, *, from_failed: bool = False) -> Execution:
+        original = await self.get_execution(execution_id)
+        if original is None:
+            raise NotFound(f"no execution {execution_id}")
+        if original.kind is ExecutionKind.WORKFLOW:
+            if not original.workflow_source:
+                raise Conflict("this execution has no stored workflow to run again")
+            done: dict[tuple[str, str], str] = {}
+            if from_failed:
+                for step in await self.get_steps(execution_id):
+                    if step.kind is StepKind.WORKFLOW and (
+                        step.status is StepStatus.COMPLETED
+                        or (step.status is StepStatus.SKIPPED and step.metadata.get("completed_in"))
+                    ):
+                        done[(step.target, step.name)] = step.metadata.get("completed_in") or execution_id
+            path = original.command if original.command and original.command != "<workflow>" else None
+            return await self.submit_workflow(
+                path, text=original.workflow_source, targets=None, name=original.name,
+                rerun_of=execution_id, done_steps=done,
+            )
+        markers = str(original.metadata.get("markers", "strict"))
+        meta = {k: v for k, v in original.metadata.items() if k != "markers"}
+        return await self.submit_command(
+            original.command, name=original.name, cwd=original.working_directory or None,
+            env=original.environment, target=(original.targets or ["local"])[0], tags=original.tags,
+            metadata=meta, markers=markers, rerun_of=execution_id,
+        )
+
+    async def delete(self, execution_id: str) -> None:
+        if execution_id in self._runs:
+            raise Conflict("the execution is still running: cancel it first")
+        execution = await self.store.get_execution(execution_id)
+        if execution is None:
+            raise NotFound(f"no execution {execution_id}")
+        if not execution.status.is_terminal:
+            raise Conflict(f"the execution is {execution.status.value}: cancel it first")
+        await self.hub.publish(ExecutionDeleted(execution_id))
+        await self.writer.barrier()
+        await self.artifacts.remove_execution(execution_id)
+
+    # -- artifacts (API uploads) -----------------------------------------------------------------
+    async def add_artifact(
+        self,
+        execution_id: str,
+        *,
+        name: str,
+        file_name: str,
+        data: bytes,
+        step_id: str | None = None,
+        description: str = "",
+        artifact_type: ArtifactType | None = None,
+        tags: Sequence[str] = (),
+    ) -> Artifact:
+        if await self.get_execution(execution_id) is None:
+            raise NotFound(f"no execution {execution_id}")
+        if step_id is not None and not any(s.id == step_id for s in await self.get_steps(execution_id)):
+            raise NotFound(f"no step {step_id} in execution {execution_id}")
+        artifact = await self.artifacts.save_bytes(
+            execution_id=execution_id, step_id=step_id, name=name, file_name=file_name, data=data,
+            description=description, artifact_type=artifact_type, tags=list(tags),
+        )
+        await self.hub.publish(ArtifactAdded(artifact))
+        await self.writer.barrier()
+        return artifact
+
+    async def get_artifact(self, artifact_id: str) -> Artifact | None:
+        return await self.store.get_artifact(artifact_id)
+
+    def artifact_path(self, artifact: Artifact) -> Path:
+        return self.artifacts.path_of(artifact)
+
+    async def read_artifact(self, artifact_id: str) -> bytes:
+        artifact = await self.store.get_artifact(artifact_id)
+        if artifact is None:
+            raise NotFound(f"no artifact {artifact_id}")
+        path = self.artifacts.path_of(artifact)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise NotFound(f"the file of artifact {artifact_id} is missing") from None
+
+    async def delete_artifact(self, artifact_id: str) -> None:
+        artifact = await self.store.get_artifact(artifact_id)
+        if artifact is None:
+            raise NotFound(f"no artifact {artifact_id}")
+        await self.hub.publish(ArtifactDeleted(exec_id=artifact.execution_id, artifact_id=artifact_id))
+        await self.writer.barrier()
+        await self.artifacts.remove(artifact)
+
+    # -- reads ------------------------------------------------------------------------------------
+    def is_live(self, execution_id: str) -> bool:
+        return execution_id in self._runs
+
+    @property
+    def running_count(self) -> int:
+        return len(self._runs)
+
+    async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
+        return await self.store.list_executions(flt)
+
+    async def get_execution(self, execution_id: str) -> Execution | None:
+        entry = self._runs.get(execution_id)
+        if entry is not None:
+            return entry[0].execution.snapshot()
+        return await self.store.get_execution(execution_id)
+
+    async def resolve_execution_id(self, prefix: str) -> str:
+        if prefix in self._runs:
+            return prefix
+        matches = await self.store.resolve_execution_id(prefix)
+        if not matches:
+            raise NotFound(f"no execution with id {prefix!r}")
+        if len(matches) > 1 and prefix not in matches:
+            raise InvalidRequest(f"{prefix!r} is ambiguous: {', '.join(m[:12] for m in matches[:5])}")
+        return prefix if prefix in matches else matches[0]
+
+    async def get_steps(self, execution_id: str) -> list[Step]:
+        entry = self._runs.get(execution_id)
+        if entry is not None:
+            return sorted((s.snapshot() for s in entry[0].steps.values()), key=lambda s: s.index)
+        return await self.store.get_steps(execution_id)
+
+    async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]:
+        return await self.store.list_artifacts(flt)
+
+    async def get_log_lines(
+        self,
+        execution_id: str,
+        *,
+        step_ids: Sequence[str] | None = None,
+        after_seq: int = -1,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[LogLine]:
+        return await self.store.get_log_lines(
+            execution_id, step_ids=step_ids, after_seq=after_seq, before_seq=before_seq,
+            limit=limit, newest_first=newest_first,
+        )
+
+    async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
+        return await self.store.count_log_lines(execution_id, step_ids=step_ids)
+
+    async def stats(self) -> StoreStats:
+        return await self.store.stats()
+
+    async def optimize(self) -> list[str]:
+        await self.writer.barrier()
+        return await self.store.optimize()
+
+    def subscribe(self, *, maxsize: int = 10_000) -> Subscriber:
+        return self.hub.subscribe(maxsize)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closing:
+            raise ShuttingDown("the engine is shutting down and takes no new work")
+        if not self._started:
+            raise ShuttingDown("the engine is not started")
+
+    def _check_target(self, target: str, workflow: Workflow | None = None) -> None:
+        if target == "local" or target in self.config.targets:
+            return
+        if workflow is not None and target in workflow.targets:
+            return
+        known = sorted({"local", *self.config.targets, *(workflow.targets if workflow else {})})
+        raise InvalidRequest(f"unknown target {target!r} (known: {', '.join(known)})")
+
+    def _runner(self, target: str, workflow_targets: Mapping[str, Any]) -> Runner:
+        config = workflow_targets.get(target) or self.config.targets.get(target)
+        key = f"{target}:{id(config) if config is not None else 'local'}"
+        runner = self._runners.get(key)
+        if runner is None:
+            runner = self._runner_factory(target, config)
+            self._runners[key] = runner
+        return runner
+
+
+def _default_runner_factory(target: str, config: Any) -> Runner:
+    if config is None or getattr(config, "type", "local") == "local":
+        from engine.runners.local import LocalRunner
+
+        return LocalRunner()
+    try:
+        from engine.runners.targets import runner_for
+    except ImportError as exc:  # pragma: no cover - until remote runners land
+        raise RuntimeError(f"target type {config.type!r} is not supported yet") from exc
+    return runner_for(config)
+
+
+def _default_name(command: str) -> str:
+    first = command.strip().splitlines()[0] if command.strip() else "command"
+    return first if len(first) <= 60 else first[:57] + "..."
+
+
+def _current_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER", "")

@@ -1,0 +1,359 @@
+"""Running one execution: its branches (one per target) and, for a workflow, the DAG of its steps."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.artifacts import ArtifactStore
+from engine.command_pump import CommandOutcome, CommandPump
+from engine.execution_state import ExecutionState
+from engine.model import AbortReason, ExecutionStatus, Step, StepStatus
+from engine.runners.base import CommandSpec, Runner
+
+log = logging.getLogger(__name__)
+
+#: reasons after which a stopped step is "cancelled" rather than "failed"
+_CANCEL_REASONS = {AbortReason.USER, AbortReason.SHUTDOWN}
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """One workflow step on one target (or the single command of a command execution)."""
+
+    step: Step
+    branch: Step
+    spec: CommandSpec
+    timeout: float | None = None
+    retries: int = 0
+    continue_on_error: bool = False
+    lenient_markers: bool = False
+    artifacts: list[str] = field(default_factory=list)
+    needs: list[StepPlan] = field(default_factory=list)
+    #: rerun from the failed step: this one completed in that execution and is not run again
+    done_in: str | None = None
+
+
+@dataclass(slots=True)
+class ExecutionPlan:
+    branches: list[Step]
+    steps: list[StepPlan]
+    #: a command execution runs its command directly under the branch (no workflow step node)
+    is_command: bool = False
+    max_parallel: int = 4
+    max_parallel_targets: int = 8
+    allow_failed_targets: bool = False
+    kill_grace: float = 10.0
+
+
+class ExecutionRun:
+    def __init__(
+        self,
+        state: ExecutionState,
+        plan: ExecutionPlan,
+        runner_for: Callable[[str], Runner],
+        artifacts: ArtifactStore,
+    ) -> None:
+        self.state = state
+        self.plan = plan
+        self.runner_for = runner_for
+        self.artifacts = artifacts
+        self._branch_slots = {b.id: asyncio.Semaphore(plan.max_parallel) for b in plan.branches}
+        self._target_slots = asyncio.Semaphore(plan.max_parallel_targets)
+        self._active_targets: dict[str, int] = {}
+        self._last_exit: int | None = None
+
+    async def run(self) -> None:
+        state = self.state
+        try:
+            await state.start()
+            await self._schedule()
+            await self._finish_branches()
+            await self._finish_execution()
+        except asyncio.CancelledError:
+            # the engine is going away without its grace period: record it, then let go
+            await asyncio.shield(self._abandon())
+            raise
+        except Exception as exc:  # a bug must not leave the execution "running"
+            log.exception("execution %s crashed", state.execution.id)
+            await asyncio.shield(self._abandon(error=f"internal error: {exc}"))
+
+    async def _abandon(self, error: str | None = None) -> None:
+        state = self.state
+        reason = state.stop_reason or AbortReason.SHUTDOWN
+        status = StepStatus.CANCELLED if error is None else StepStatus.FAILED
+        for branch in self.plan.branches:
+            await state.close_open_children(branch.id, status, reason)
+            await state.finish_step(branch, status, reason=reason)
+        if error is None:
+            await state.finish(ExecutionStatus.CANCELLED, reason=reason, error=state.stop_message)
+        else:
+            await state.finish(ExecutionStatus.FAILED, error=error)
+
+    # -- scheduling ---------------------------------------------------------------------------
+    async def _schedule(self) -> None:
+        state = self.state
+        pending = [p for p in self.plan.steps]
+        running: dict[asyncio.Task[None], StepPlan] = {}
+        stop_wait: asyncio.Task[bool] = asyncio.create_task(state.stopping.wait())
+        try:
+            while pending or running:
+                if state.stopping.is_set():
+                    for plan in pending:
+                        await self._skip(plan, stopped=True)
+                    pending.clear()
+                for plan in list(pending):
+                    verdict = self._readiness(plan)
+                    if verdict == "wait":
+                        continue
+                    pending.remove(plan)
+                    if verdict == "skip":
+                        await self._skip(plan, stopped=False)
+                    elif verdict == "done":
+                        await self._mark_done_elsewhere(plan)
+                    else:
+                        running[asyncio.create_task(self._run_step(plan))] = plan
+                if not running:
+                    if pending:  # cannot happen with a validated DAG; never spin
+                        for plan in pending:
+                            await self._skip(plan, stopped=False)
+                        pending.clear()
+                    break
+                waiters: set[asyncio.Task[object]] = set(running)  # type: ignore[arg-type]
+                if not stop_wait.done():
+                    waiters.add(stop_wait)  # type: ignore[arg-type]
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task in running:
+                        del running[task]  # type: ignore[arg-type]
+                        task.result()
+        except asyncio.CancelledError:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        finally:
+            stop_wait.cancel()
+
+    def _readiness(self, plan: StepPlan) -> str:
+        if plan.done_in is not None:
+            return "done"
+        for need in plan.needs:
+            status = need.step.status
+            if need.done_in is not None:
+                continue
+            if status is StepStatus.COMPLETED:
+                continue
+            if status is StepStatus.FAILED and need.continue_on_error:
+                continue
+            if status.is_terminal:
+                return "skip"
+            return "wait"
+        return "run"
+
+    async def _skip(self, plan: StepPlan, *, stopped: bool) -> None:
+        state = self.state
+        if stopped:
+            reason = state.stop_reason
+            status = StepStatus.CANCELLED if reason in _CANCEL_REASONS else StepStatus.SKIPPED
+            await state.finish_step(plan.step, status, reason=reason)
+            return
+        failed = [n.step.name for n in plan.needs if n.step.status.is_terminal
+                  and n.step.status is not StepStatus.COMPLETED]
+        message = f"skipped: needs {', '.join(repr(n) for n in sorted(set(failed)))} which did not complete"
+        await state.finish_step(plan.step, StepStatus.SKIPPED, error=message)
+
+    async def _mark_done_elsewhere(self, plan: StepPlan) -> None:
+        plan.step.metadata["completed_in"] = plan.done_in
+        plan.step.description = plan.step.description or f"completed in {plan.done_in}"
+        await self.state.finish_step(plan.step, StepStatus.SKIPPED)
+
+    # -- one step --------------------------------------------------------------------------
+    async def _run_step(self, plan: StepPlan) -> None:
+        async with self._branch_slots[plan.branch.id]:
+            async with self._target_slot(plan.branch):
+                if self.state.stopping.is_set():
+                    await self._skip(plan, stopped=True)
+                    return
+                await self.state.start_step(plan.branch)
+                if not self.plan.is_command:
+                    await self.state.start_step(plan.step)
+                outcome = await self._run_attempts(plan)
+                await self._finish_step(plan, outcome)
+
+    def _target_slot(self, branch: Step) -> _TargetSlot:
+        return _TargetSlot(self, branch.id)
+
+    async def _run_attempts(self, plan: StepPlan) -> CommandOutcome:
+        state = self.state
+        try:
+            runner = self.runner_for(plan.branch.target)
+        except Exception as exc:
+            message = f"target {plan.branch.target!r}: {exc}"
+            await state.system_line(plan.step.id, f"error: {message}")
+            return CommandOutcome(None, AbortReason.SPAWN_ERROR, message)
+        attempts = plan.retries + 1
+        outcome = CommandOutcome(None)
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                plan.step.metadata["attempt"] = attempt
+                await state.system_line(
+                    plan.step.id, f"retrying (attempt {attempt} of {attempts}) after {_describe(outcome)}"
+                )
+            pump = CommandPump(
+                state, plan.step, runner, plan.spec, self.artifacts,
+                lenient_markers=plan.lenient_markers, kill_grace=self.plan.kill_grace,
+            )
+            outcome = await pump.run(plan.timeout)
+            if plan.artifacts and attempt == attempts or plan.artifacts and outcome.ok:
+                await pump.collect_globs(plan.artifacts)
+            if outcome.ok or outcome.reason in _CANCEL_REASONS or outcome.reason is AbortReason.STOP_ON_ERROR:
+                break
+            if state.stopping.is_set():
+                break
+        return outcome
+
+    async def _finish_step(self, plan: StepPlan, outcome: CommandOutcome) -> None:
+        state = self.state
+        self._last_exit = outcome.exit_code
+        step = plan.step
+        if outcome.ok:
+            await state.finish_step(step, StepStatus.COMPLETED, exit_code=outcome.exit_code)
+            return
+        if outcome.reason is AbortReason.STOP_ON_ERROR:
+            state.request_stop(AbortReason.STOP_ON_ERROR, outcome.error)
+        if outcome.reason in _CANCEL_REASONS or (
+            outcome.reason is AbortReason.STOP_ON_ERROR and state.stop_message != outcome.error
+        ):
+            status = StepStatus.CANCELLED
+        else:
+            status = StepStatus.FAILED
+        error = outcome.error or _describe(outcome)
+        if self.plan.is_command:
+            # the branch is the node that ran the command; it is finished in _finish_branches
+            step.metadata["outcome_error"] = error
+            step.metadata["outcome_status"] = status.value
+            if outcome.reason is not None:
+                step.metadata["outcome_reason"] = outcome.reason.value
+            return
+        await state.finish_step(step, status, exit_code=outcome.exit_code, error=error, reason=outcome.reason)
+
+    # -- endings ---------------------------------------------------------------------------
+    async def _finish_branches(self) -> None:
+        state = self.state
+        for branch in self.plan.branches:
+            if branch.status.is_terminal:
+                continue
+            if self.plan.is_command:
+                await self._finish_command_branch(branch)
+                continue
+            mine = [p for p in self.plan.steps if p.branch is branch]
+            failed = [p for p in mine if p.step.status is StepStatus.FAILED and not p.continue_on_error]
+            cancelled = [p for p in mine if p.step.status is StepStatus.CANCELLED]
+            skipped = [p for p in mine if p.step.status is StepStatus.SKIPPED and p.done_in is None]
+            if branch.status is StepStatus.PENDING:
+                if cancelled or state.stop_reason in _CANCEL_REASONS:
+                    await state.finish_step(branch, StepStatus.CANCELLED, reason=state.stop_reason)
+                else:
+                    await state.finish_step(branch, StepStatus.SKIPPED)
+                continue
+            if failed:
+                first = failed[0].step
+                await state.finish_step(
+                    branch, StepStatus.FAILED, exit_code=first.exit_code,
+                    error=f"step '{first.name}' failed: {first.error_message or 'failed'}",
+                )
+            elif cancelled or (skipped and state.stop_reason in _CANCEL_REASONS):
+                await state.finish_step(branch, StepStatus.CANCELLED, reason=state.stop_reason)
+            elif skipped:
+                names = ", ".join(repr(p.step.name) for p in skipped)
+                await state.finish_step(branch, StepStatus.FAILED, error=f"steps not run: {names}")
+            else:
+                await state.finish_step(branch, StepStatus.COMPLETED, exit_code=0)
+
+    async def _finish_command_branch(self, branch: Step) -> None:
+        state = self.state
+        plan = next((p for p in self.plan.steps if p.branch is branch), None)
+        if plan is None or branch.status is StepStatus.PENDING:
+            status = StepStatus.CANCELLED if state.stop_reason in _CANCEL_REASONS else StepStatus.SKIPPED
+            await state.finish_step(branch, status, reason=state.stop_reason)
+            return
+        meta = branch.metadata
+        if "outcome_status" not in meta:
+            await state.finish_step(branch, StepStatus.COMPLETED, exit_code=self._exit_of(branch))
+            return
+        status = StepStatus(meta.pop("outcome_status"))
+        error = meta.pop("outcome_error", None)
+        reason_text = meta.pop("outcome_reason", None)
+        reason = AbortReason(reason_text) if reason_text else None
+        await state.finish_step(branch, status, exit_code=self._exit_of(branch), error=error, reason=reason)
+
+    def _exit_of(self, branch: Step) -> int | None:
+        return self._last_exit
+
+    async def _finish_execution(self) -> None:
+        state = self.state
+        branches = self.plan.branches
+        reason = state.stop_reason
+        if reason in _CANCEL_REASONS:
+            await state.finish(ExecutionStatus.CANCELLED, reason=reason,
+                               error=state.stop_message or _cancel_message(reason), exit_code=self._last_exit)
+            return
+        failed = [b for b in branches if b.status is not StepStatus.COMPLETED]
+        ok = [b for b in branches if b.status is StepStatus.COMPLETED]
+        if not failed or (self.plan.allow_failed_targets and ok):
+            exit_code = self._last_exit if self.plan.is_command else 0
+            await state.finish(ExecutionStatus.COMPLETED, exit_code=exit_code if exit_code is not None else 0)
+            return
+        first = failed[0]
+        error = first.error_message or f"branch '{first.name}' {first.status.value}"
+        if len(branches) > 1:
+            error = f"{first.name}: {error}"
+        if reason is AbortReason.STOP_ON_ERROR:
+            error = state.stop_message or error
+        exit_code = first.exit_code if first.exit_code not in (None, 0) else 1
+        await state.finish(ExecutionStatus.FAILED, exit_code=exit_code, error=error, reason=_failure_reason(first, reason))
+
+
+class _TargetSlot:
+    """Holds one of the execution's target slots while any step of that branch runs."""
+
+    def __init__(self, run: ExecutionRun, branch_id: str) -> None:
+        self.run = run
+        self.branch_id = branch_id
+
+    async def __aenter__(self) -> None:
+        active = self.run._active_targets
+        if active.get(self.branch_id, 0) == 0:
+            await self.run._target_slots.acquire()
+        active[self.branch_id] = active.get(self.branch_id, 0) + 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        active = self.run._active_targets
+        active[self.branch_id] -= 1
+        if active[self.branch_id] == 0:
+            self.run._target_slots.release()
+
+
+def _describe(outcome: CommandOutcome) -> str:
+    if outcome.error:
+        return outcome.error
+    if outcome.exit_code is None:
+        return "did not run"
+    if outcome.exit_code > 128:
+        return f"killed by signal {outcome.exit_code - 128}"
+    return f"exit code {outcome.exit_code}"
+
+
+def _cancel_message(reason: AbortReason | None) -> str:
+    if reason is AbortReason.SHUTDOWN:
+        return "cancelled: the engine was shutting down"
+    return "cancelled by user"
+
+
+def _failure_reason(branch: Step, reason: AbortReason | None) -> AbortReason | None:
+    if reason is not None:
+        return reason
+    return branch.abort_reason

@@ -1,0 +1,214 @@
+"""The live state of one execution, and the only place that changes it and publishes the events.
+
+Everything that runs for an execution (its branches, steps, command pumps) goes through this object,
+so each change is applied with the transition tables and published exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from engine.events import (
+    ExecutionFinished,
+    ExecutionStarted,
+    ExecutionUpdated,
+    LinesLogged,
+    Notice,
+    StepAdded,
+    StepFinished,
+    StepStarted,
+    StepUpdated,
+)
+from engine.masking import Masker
+from engine.model import (
+    AbortReason,
+    Execution,
+    ExecutionStatus,
+    Step,
+    StepKind,
+    StepStatus,
+    Stream,
+    new_id,
+    utcnow,
+)
+from engine.transitions import can_move_step, move_execution, move_step
+
+if TYPE_CHECKING:
+    from engine.hub import Hub
+
+log = logging.getLogger(__name__)
+
+
+class ExecutionState:
+    def __init__(self, execution: Execution, steps: Sequence[Step], hub: Hub, masker: Masker) -> None:
+        self.execution = execution
+        self.steps: dict[str, Step] = {s.id: s for s in steps}
+        self.hub = hub
+        self.masker = masker
+        self._next_seq = 0
+        self._next_index = max((s.index for s in steps), default=-1) + 1
+        #: set when the execution is asked to stop; running commands are terminated
+        self.stop_reason: AbortReason | None = None
+        self.stop_message: str | None = None
+        self.stopping = asyncio.Event()
+        self._last_counters: tuple[int, int, int | None, float] | None = None
+
+    # -- steps ----------------------------------------------------------------------------
+    async def add_marker_step(
+        self,
+        parent_id: str,
+        name: str,
+        *,
+        stop_on_error: bool = False,
+        estimated_duration: float | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Step:
+        parent = self.steps[parent_id]
+        step = Step(
+            id=new_id(),
+            execution_id=self.execution.id,
+            name=name,
+            kind=StepKind.MARKER,
+            parent_id=parent_id,
+            index=self._take_index(),
+            stop_on_error=stop_on_error,
+            estimated_duration=estimated_duration,
+            metadata=dict(metadata or {}),
+            target=parent.target,
+        )
+        move_step(step, StepStatus.RUNNING)
+        self.steps[step.id] = step
+        self.execution.current_step_index = step.index
+        await self.hub.publish(StepAdded(step.snapshot()))
+        await self._counters_changed()
+        return step
+
+    def _take_index(self) -> int:
+        index = self._next_index
+        self._next_index += 1
+        return index
+
+    async def start_step(self, step: Step) -> None:
+        if step.status is not StepStatus.PENDING:
+            return
+        move_step(step, StepStatus.RUNNING)
+        if step.kind is not StepKind.BRANCH:
+            self.execution.current_step_index = step.index
+        await self.hub.publish(StepStarted(step.snapshot()))
+
+    async def finish_step(
+        self,
+        step: Step,
+        status: StepStatus,
+        *,
+        exit_code: int | None = None,
+        error: str | None = None,
+        reason: AbortReason | None = None,
+    ) -> None:
+        if not can_move_step(step, status):
+            return
+        if error is not None:
+            error = self.masker.mask(error)
+        move_step(step, status, exit_code=exit_code, error=error, reason=reason)
+        await self.hub.publish(StepFinished(step.snapshot()))
+        await self._counters_changed()
+
+    async def update_step(self, step: Step) -> None:
+        await self.hub.publish(StepUpdated(step.snapshot()))
+
+    async def close_open_children(self, parent_id: str, status: StepStatus, reason: AbortReason | None) -> None:
+        """Finish every still-open step below `parent_id` (deepest first)."""
+        for step in sorted(self.steps.values(), key=lambda s: s.index, reverse=True):
+            if step.status.is_terminal or step.id == parent_id:
+                continue
+            if self._is_below(step, parent_id):
+                to = status
+                if step.status is StepStatus.PENDING and status is not StepStatus.CANCELLED:
+                    to = StepStatus.SKIPPED
+                await self.finish_step(step, to, reason=reason)
+
+    def _is_below(self, step: Step, ancestor_id: str) -> bool:
+        parent = step.parent_id
+        while parent is not None:
+            if parent == ancestor_id:
+                return True
+            parent = self.steps[parent].parent_id if parent in self.steps else None
+        return False
+
+    # -- log lines ------------------------------------------------------------------------
+    async def log_lines(self, step_id: str | None, stream: Stream, lines: Sequence[str]) -> None:
+        if not lines:
+            return
+        if self.masker:
+            lines = [self.masker.mask(line) for line in lines]
+        start = self._next_seq
+        self._next_seq += len(lines)
+        await self.hub.publish(
+            LinesLogged(
+                exec_id=self.execution.id,
+                step_id=step_id,
+                stream=stream,
+                start_seq=start,
+                timestamp=utcnow(),
+                lines=tuple(lines),
+            )
+        )
+
+    async def system_line(self, step_id: str | None, text: str) -> None:
+        await self.log_lines(step_id, Stream.SYSTEM, [text])
+
+    async def notice(self, step_id: str | None, level: str, message: str, **extra: str) -> None:
+        await self.hub.publish(
+            Notice(exec_id=self.execution.id, step_id=step_id, level=level, message=self.masker.mask(message),
+                   extra=extra)
+        )
+
+    # -- the execution itself -------------------------------------------------------------
+    async def start(self) -> None:
+        move_execution(self.execution, ExecutionStatus.RUNNING)
+        await self.hub.publish(ExecutionStarted(self.execution.snapshot()))
+
+    async def finish(
+        self,
+        status: ExecutionStatus,
+        *,
+        exit_code: int | None = None,
+        error: str | None = None,
+        reason: AbortReason | None = None,
+    ) -> None:
+        if self.execution.status.is_terminal:
+            return
+        self._recount()
+        if error is not None:
+            error = self.masker.mask(error)
+        move_execution(self.execution, status, exit_code=exit_code, error=error, reason=reason)
+        await self.hub.publish(ExecutionFinished(self.execution.snapshot()))
+
+    def request_stop(self, reason: AbortReason, message: str | None = None) -> bool:
+        """Mark the execution as stopping; returns False if it already was."""
+        if self.stop_reason is not None:
+            return False
+        self.stop_reason = reason
+        self.stop_message = message
+        self.stopping.set()
+        return True
+
+    def _recount(self) -> None:
+        ex = self.execution
+        work = [s for s in self.steps.values() if s.kind is not StepKind.BRANCH]
+        ex.total_steps = len(work)
+        ex.completed_steps = sum(1 for s in work if s.status is StepStatus.COMPLETED)
+        done = sum(1 for s in work if s.status.is_terminal)
+        if work:
+            ex.progress_percentage = round(100.0 * done / len(work), 1)
+
+    async def _counters_changed(self) -> None:
+        self._recount()
+        ex = self.execution
+        counters = (ex.total_steps, ex.completed_steps, ex.current_step_index, ex.progress_percentage)
+        if counters != self._last_counters:
+            self._last_counters = counters
+            await self.hub.publish(ExecutionUpdated(ex.snapshot()))

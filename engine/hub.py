@@ -1,0 +1,87 @@
+"""Fan-out of events: one lossless sink (the store writer) and any number of lossy subscribers.
+
+The sink's queue is bounded and `publish` awaits room in it, so when the disk is slower than the
+command, the reading of the command's pipe waits (the command blocks on a full pipe) and nothing is
+dropped. Every other subscriber has its own bounded queue: when it lags, coalescable events
+(log lines, progress) are dropped and counted, status events never are, and the publisher never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator
+
+from engine.events import Event, LinesDropped, LinesLogged
+
+
+class Subscriber:
+    def __init__(self, hub: Hub, maxsize: int) -> None:
+        self._hub = hub
+        self._maxsize = maxsize
+        self._items: collections.deque[Event] = collections.deque()
+        self._dropped: dict[str, int] = {}
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    def offer(self, event: Event) -> None:
+        if self._closed:
+            return
+        if event.coalescable and len(self._items) >= self._maxsize:
+            if isinstance(event, LinesLogged):
+                key = event.execution_id
+                self._dropped[key] = self._dropped.get(key, 0) + len(event.lines)
+            return
+        self._items.append(event)
+        self._wakeup.set()
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self._dropped.values())
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self
+
+    async def __anext__(self) -> Event:
+        while True:
+            if self._dropped and (not self._items or len(self._items) < self._maxsize // 2):
+                exec_id, count = self._dropped.popitem()
+                return LinesDropped(exec_id=exec_id, count=count)
+            if self._items:
+                return self._items.popleft()
+            if self._closed:
+                raise StopAsyncIteration
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def get_nowait(self) -> Event | None:
+        if self._items:
+            return self._items.popleft()
+        return None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._wakeup.set()
+            self._hub._subscribers.discard(self)
+
+
+class Hub:
+    def __init__(self, sink_size: int = 256) -> None:
+        self._subscribers: set[Subscriber] = set()
+        #: the store writer's queue: Events, or Futures used as barriers
+        self.sink: asyncio.Queue[Event | asyncio.Future[None]] = asyncio.Queue(maxsize=sink_size)
+
+    def subscribe(self, maxsize: int = 10_000) -> Subscriber:
+        sub = Subscriber(self, maxsize)
+        self._subscribers.add(sub)
+        return sub
+
+    async def publish(self, event: Event) -> None:
+        await self.sink.put(event)
+        for sub in tuple(self._subscribers):
+            sub.offer(event)
+
+    def close(self) -> None:
+        for sub in tuple(self._subscribers):
+            sub.close()
