@@ -1,0 +1,304 @@
+"""What the CLI prints: the live progress of `run`/`exec`, the tree of `show`, tables of `ls`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from engine.events import (
+    Event,
+    ExecutionFinished,
+    LinesDropped,
+    LinesLogged,
+    Notice,
+    StepAdded,
+    StepFinished,
+    StepStarted,
+    StepUpdated,
+)
+from engine.model import Execution, ExecutionStatus, Step, StepKind, StepStatus, Stream
+
+GLYPHS = {
+    "pending": ("·", "dim"),
+    "running": ("▶", "cyan"),
+    "completed": ("✓", "green"),
+    "failed": ("✗", "red"),
+    "skipped": ("↷", "yellow"),
+    "cancelled": ("■", "magenta"),
+}
+
+
+def glyph(status: str) -> tuple[str, str]:
+    return GLYPHS.get(status, ("?", ""))
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def fmt_time(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def ordered_tree(steps: Iterable[Step]) -> list[tuple[int, Step]]:
+    """Steps in tree order (depth-first by index) with their depth."""
+    children: dict[str | None, list[Step]] = {}
+    for step in steps:
+        children.setdefault(step.parent_id, []).append(step)
+    for kids in children.values():
+        kids.sort(key=lambda s: s.index)
+    out: list[tuple[int, Step]] = []
+    known = {s.id for s in steps}
+
+    def walk(parent: str | None, depth: int) -> None:
+        for kid in children.get(parent, []):
+            out.append((depth, kid))
+            walk(kid.id, depth + 1)
+
+    walk(None, 0)
+    # orphans (parent unknown): show at top level rather than lose them
+    for parent, kids in children.items():
+        if parent is not None and parent not in known:
+            for kid in kids:
+                out.append((0, kid))
+                walk(kid.id, 1)
+    return out
+
+
+def step_line(depth: int, step: Step, *, show_branch: bool) -> Text:
+    mark, style = glyph(step.status.value)
+    text = Text("  " * depth)
+    text.append(f"{mark} ", style=style)
+    name = step.name if step.kind is not StepKind.BRANCH else f"[{step.name}]"
+    text.append(name, style="bold" if step.kind is StepKind.BRANCH else "")
+    if step.status is StepStatus.RUNNING and step.progress is not None:
+        text.append(f"  {progress_bar(step.progress)} {step.progress:.0f}%", style="cyan")
+    duration = fmt_duration(step.duration_seconds)
+    if duration:
+        text.append(f"  {duration}", style="dim")
+    if step.error_message and step.status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
+        text.append(f"  {step.error_message}", style="red" if step.status is StepStatus.FAILED else "yellow")
+    if step.rss_bytes:
+        text.append(f"  cpu {step.cpu_percent or 0:.0f}% rss {step.rss_bytes / 1e6:.0f}MB", style="dim")
+    return text
+
+
+def progress_bar(percent: float, width: int = 12) -> str:
+    filled = int(round(width * max(0.0, min(100.0, percent)) / 100))
+    return "█" * filled + "░" * (width - filled)
+
+
+class ProgressPrinter:
+    """Follows one execution's events and shows them: a live tree on a terminal, plain lines
+    otherwise (one per step start/finish, and the command's output with `verbose`)."""
+
+    def __init__(self, execution: Execution, steps: list[Step], *, console: Console | None = None,
+                 live: bool | None = None, verbose: bool = False) -> None:
+        self.console = console or Console(stderr=False, highlight=False)
+        self.execution = execution
+        self.steps: dict[str, Step] = {s.id: s for s in steps}
+        self.live_mode = self.console.is_terminal if live is None else live
+        self.verbose = verbose
+        self.tail: deque[tuple[str | None, str]] = deque(maxlen=8)
+        self.failed_tails: dict[str, deque[str]] = {}
+        self._live: Live | None = None
+        self._started = time.monotonic()
+        self._single_branch = sum(1 for s in steps if s.kind is StepKind.BRANCH) <= 1
+
+    def __enter__(self) -> ProgressPrinter:
+        self.console.print(f"[bold]{escape(self.execution.name)}[/]  [dim]execution {self.execution.id}[/]")
+        if self.live_mode:
+            self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._render(final=True))
+            self._live.__exit__(None, None, None)
+            self._live = None
+
+    def refresh(self) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def handle(self, event: Event) -> None:
+        match event:
+            case StepAdded(step=step) | StepStarted(step=step):
+                self.steps[step.id] = step
+                if not self.live_mode and step.kind is not StepKind.BRANCH:
+                    self._plain(step, "started")
+            case StepUpdated(step=step):
+                self.steps[step.id] = step
+            case StepFinished(step=step):
+                self.steps[step.id] = step
+                if not self.live_mode and (step.kind is not StepKind.BRANCH or not self._single_branch):
+                    self._plain(step, step.status.value)
+            case LinesLogged():
+                for line in event.lines:
+                    self.tail.append((event.step_id, line))
+                    tail = self.failed_tails.setdefault(event.step_id or "", deque(maxlen=20))
+                    tail.append(line)
+                    if self.verbose and not self.live_mode:
+                        prefix = "! " if event.stream is Stream.STDERR else "  "
+                        self.console.out(prefix + line, highlight=False)
+            case LinesDropped():
+                pass
+            case Notice(level=level, message=message) if level in ("error", "warning"):
+                self.console.print(f"[{'red' if level == 'error' else 'yellow'}]{level}:[/] {escape(message)}")
+            case ExecutionFinished(execution=execution):
+                self.execution = execution
+        self.refresh()
+
+    def _plain(self, step: Step, what: str) -> None:
+        mark, style = glyph(step.status.value)
+        parts = [f"[{style}]{mark}[/] {escape(self._path(step))} {what}"]
+        duration = fmt_duration(step.duration_seconds) if step.status.is_terminal else ""
+        if duration:
+            parts.append(f"[dim]({duration})[/]")
+        if step.error_message and step.status.is_terminal and step.status is not StepStatus.COMPLETED:
+            parts.append(f"[red]{escape(step.error_message)}[/]")
+        self.console.print(" ".join(parts))
+
+    def _path(self, step: Step) -> str:
+        names = []
+        current: Step | None = step
+        while current is not None:
+            if current.kind is not StepKind.BRANCH or not self._single_branch:
+                names.append(current.name)
+            current = self.steps.get(current.parent_id) if current.parent_id else None
+        return " › ".join(reversed(names)) or step.name
+
+    def _render(self, final: bool = False) -> Group:
+        table = Table.grid(padding=(0, 1))
+        for depth, step in ordered_tree(self.steps.values()):
+            if step.kind is StepKind.BRANCH and self._single_branch:
+                continue
+            d = depth - 1 if self._single_branch else depth
+            table.add_row(step_line(max(d, 0), step, show_branch=not self._single_branch))
+        parts: list[object] = [table]
+        if not final and self.tail:
+            tail = Text()
+            for _step_id, line in list(self.tail)[-5:]:
+                tail.append("  │ " + Text.from_ansi(line).plain[:200] + "\n", style="dim")
+            parts.append(tail)
+        elapsed = time.monotonic() - self._started
+        if not final:
+            parts.append(Text(f"  {fmt_duration(elapsed)} elapsed · Ctrl-C cancels", style="dim"))
+        return Group(*parts)  # type: ignore[arg-type]
+
+    def summary(self, execution: Execution) -> None:
+        mark, style = glyph(execution.status.value)
+        duration = fmt_duration(execution.duration_seconds)
+        line = f"[{style}]{mark} {execution.status.value}[/] {escape(execution.name)} in {duration}"
+        if execution.exit_code not in (None, 0):
+            line += f" (exit code {execution.exit_code})"
+        self.console.print(line)
+        if execution.status is not ExecutionStatus.COMPLETED:
+            if execution.error_message:
+                self.console.print(f"  [red]{escape(execution.error_message)}[/]")
+            for step in self.steps.values():
+                if step.status is StepStatus.FAILED and step.kind is not StepKind.BRANCH or (
+                    step.status is StepStatus.FAILED and self._single_branch
+                ):
+                    tail = self.failed_tails.get(step.id)
+                    if tail and not self.verbose:
+                        self.console.print(f"[dim]── last lines of {escape(step.name)} ──[/]")
+                        for text in list(tail)[-10:]:
+                            self.console.out("  " + Text.from_ansi(text).plain, highlight=False)
+        self.console.print(f"[dim]stepflow show {execution.id[:8]}  ·  stepflow logs {execution.id[:8]}[/]")
+
+
+def render_show(console: Console, execution: Execution, steps: list[Step], artifacts: list) -> None:
+    mark, style = glyph(execution.status.value)
+    console.print(f"[bold]{escape(execution.name)}[/]  [{style}]{mark} {execution.status.value}[/]")
+    rows = [
+        ("id", execution.id),
+        ("kind", execution.kind.value),
+        ("command", execution.command),
+        ("directory", execution.working_directory),
+        ("targets", ", ".join(execution.targets)),
+        ("user", execution.user),
+        ("created", fmt_time(execution.created_at)),
+        ("started", fmt_time(execution.started_at)),
+        ("finished", fmt_time(execution.completed_at)),
+        ("duration", fmt_duration(execution.duration_seconds)),
+        ("steps", f"{execution.completed_steps}/{execution.total_steps} completed"),
+    ]
+    if execution.exit_code is not None:
+        rows.append(("exit code", str(execution.exit_code)))
+    if execution.abort_reason:
+        rows.append(("reason", execution.abort_reason.value))
+    if execution.error_message:
+        rows.append(("error", execution.error_message))
+    if execution.rerun_of:
+        rows.append(("rerun of", execution.rerun_of))
+    grid = Table.grid(padding=(0, 2))
+    for key, value in rows:
+        if value:
+            grid.add_row(Text(key, style="dim"), Text(value))
+    console.print(grid)
+    console.print()
+    for depth, step in ordered_tree(steps):
+        console.print(step_line(depth, step, show_branch=True))
+    if artifacts:
+        console.print()
+        table = Table("artifact", "type", "size", "step", box=None, header_style="dim")
+        names = {s.id: s.name for s in steps}
+        for a in artifacts:
+            table.add_row(a.name, a.artifact_type.value, human_size(a.file_size), names.get(a.step_id or "", ""))
+        console.print(table)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{size}B"
+
+
+def render_list(console: Console, executions: list[Execution]) -> None:
+    table = Table("", "id", "name", "status", "steps", "started", "duration", box=None, header_style="dim")
+    for ex in executions:
+        mark, style = glyph(ex.status.value)
+        table.add_row(
+            Text(mark, style=style),
+            ex.id[:8],
+            ex.name,
+            Text(ex.status.value, style=style),
+            f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else "",
+            fmt_time(ex.started_at or ex.created_at),
+            fmt_duration(ex.duration_seconds),
+        )
+    console.print(table)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def stdout_is_tty() -> bool:
+    return sys.stdout.isatty()
