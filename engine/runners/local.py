@@ -1,0 +1,489 @@
+"""Run commands on this machine.
+
+Each command gets its own session and process group, stdin from /dev/null and one pipe each for
+stdout and stderr. `subprocess.Popen` runs in a worker thread: started from the event loop (as
+`asyncio.create_subprocess_exec` does) it blocks the loop for the fork and exec of every command,
+measured at about ten times longer than the thread's hand-over. The pipes are then read by the loop
+(`connect_read_pipe`) and the exit is watched through a pidfd, so no thread waits per command.
+
+A command is stopped as a tree: SIGTERM to its process group and to the descendants that left it,
+a grace period, then SIGKILL. Descendants are found by parentage, by session and group, and by a
+tag in their environment (`STEPFLOW_PROCESS_TAG`), which also finds daemons that double-forked
+away from the tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import errno
+import functools
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import psutil
+
+from engine.model import Stream
+from engine.runners.base import CommandSpec, FetchError, ResourceSample, SpawnError
+
+log = logging.getLogger(__name__)
+
+#: largest chunk handed to the consumer of `output()`
+READ_CHUNK = 65536
+#: bytes read but not yet taken by the consumer above which reading pauses (the command then
+#: blocks on its full pipe), and below which it resumes
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+#: environment variable carrying a per-command tag, inherited by everything the command starts
+TAG_VARIABLE = "STEPFLOW_PROCESS_TAG"
+#: how long to wait for SIGKILLed processes to disappear before giving up on them
+KILL_WAIT = 5.0
+#: grace given to commands still running when the runner is closed
+CLOSE_GRACE = 1.0
+
+
+class LocalRunner:
+    """Runs commands as child processes of this one."""
+
+    def __init__(self) -> None:
+        self._running: set[LocalCommand] = set()
+
+    async def start(self, spec: CommandSpec) -> LocalCommand:
+        env = {**os.environ, **spec.env}
+        cwd = spec.cwd
+        if cwd is not None:
+            if not os.path.exists(cwd):
+                raise SpawnError(f"working directory {cwd!r} does not exist")
+            if not os.path.isdir(cwd):
+                raise SpawnError(f"working directory {cwd!r} is not a directory")
+        argv = _argv_for(spec, env.get("PATH", os.defpath))
+        tag = uuid.uuid4().hex
+        env[TAG_VARIABLE] = tag
+        popen = functools.partial(
+            subprocess.Popen,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+        loop = asyncio.get_running_loop()
+        spawning = loop.run_in_executor(None, popen)
+        try:
+            proc = await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            spawning.add_done_callback(_kill_abandoned)
+            raise
+        except OSError as exc:
+            raise SpawnError(_spawn_error_message(argv[0], cwd, exc)) from None
+        try:
+            command = LocalCommand(proc, tag)
+            await command._connect()
+        except BaseException:
+            _kill_abandoned_process(proc)
+            raise
+        self._running.add(command)
+        command._exited.add_done_callback(lambda _: self._running.discard(command))
+        return command
+
+    async def fetch(self, path: str, cwd: str | None, dest: Path) -> str:
+        return await asyncio.to_thread(_fetch, path, cwd, dest)
+
+    async def glob(self, pattern: str, cwd: str | None) -> list[str]:
+        return await asyncio.to_thread(_glob, pattern, cwd)
+
+    async def close(self) -> None:
+        """Stop the commands still running."""
+        running = list(self._running)
+        if running:
+            await asyncio.gather(*(command.terminate(CLOSE_GRACE) for command in running))
+
+
+class LocalCommand:
+    """One started command: its output, its exit, and its process tree."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], tag: str) -> None:
+        self._proc = proc
+        self._tag = tag
+        self._loop = asyncio.get_running_loop()
+        #: the process group (and session) the command was started in
+        self._pgid = proc.pid
+        self._group_gone = False
+        self._leader = _process(proc.pid)
+        #: processes seen in the tree, kept so that their cpu_percent has a previous reading
+        self._sampled: dict[int, psutil.Process] = {}
+        self._chunks: collections.deque[tuple[Stream, bytes]] = collections.deque()
+        self._buffered = 0
+        self._paused = False
+        self._open_pipes = 0
+        self._transports: list[asyncio.ReadTransport] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._exited: asyncio.Future[int] = self._loop.create_future()
+        self._terminate_lock = asyncio.Lock()
+        self._watch_exit()
+
+    async def _connect(self) -> None:
+        for stream, pipe in ((Stream.STDOUT, self._proc.stdout), (Stream.STDERR, self._proc.stderr)):
+            transport, _ = await self._loop.connect_read_pipe(
+                functools.partial(_PipeProtocol, self, stream), pipe
+            )
+            self._transports.append(transport)
+            self._open_pipes += 1
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    # -- output -----------------------------------------------------------------------------
+    async def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        chunks = self._chunks
+        while True:
+            while chunks:
+                stream, data = chunks.popleft()
+                self._buffered -= len(data)
+                if self._paused and self._buffered <= LOW_WATER:
+                    self._set_paused(False)
+                if len(data) <= READ_CHUNK:
+                    yield stream, data
+                else:
+                    for start in range(0, len(data), READ_CHUNK):
+                        yield stream, data[start : start + READ_CHUNK]
+            if self._open_pipes == 0:
+                return
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def _on_data(self, stream: Stream, data: bytes) -> None:
+        self._chunks.append((stream, data))
+        self._buffered += len(data)
+        if not self._paused and self._buffered > HIGH_WATER:
+            self._set_paused(True)
+        self._wake()
+
+    def _on_pipe_closed(self) -> None:
+        self._open_pipes -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        for transport in self._transports:
+            if not transport.is_closing():
+                if paused:
+                    transport.pause_reading()
+                else:
+                    transport.resume_reading()
+
+    # -- exit -------------------------------------------------------------------------------
+    def _watch_exit(self) -> None:
+        try:
+            pidfd = os.pidfd_open(self._proc.pid)
+        except (AttributeError, OSError):
+            # No pidfd (old kernel, seccomp): one daemon thread waits for this process.
+            threading.Thread(target=self._wait_in_thread, name=f"wait-{self._proc.pid}", daemon=True).start()
+            return
+
+        def exited() -> None:
+            if self._proc.poll() is None:
+                return
+            self._loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self._set_exited()
+
+        self._loop.add_reader(pidfd, exited)
+
+    def _wait_in_thread(self) -> None:
+        self._proc.wait()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            self._loop.call_soon_threadsafe(self._set_exited)
+
+    def _set_exited(self) -> None:
+        if not self._exited.done():
+            code = self._proc.returncode
+            assert code is not None
+            self._exited.set_result(128 - code if code < 0 else code)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    # -- stopping ---------------------------------------------------------------------------
+    async def terminate(self, grace: float) -> None:
+        async with self._terminate_lock:
+            tree = await asyncio.to_thread(self._find_tree, {})
+            if tree or not self._exited.done():
+                self._signal(signal.SIGTERM, tree)
+                tree = await self._wait_gone(tree, grace)
+            deadline = self._loop.time() + KILL_WAIT
+            # Rounds, because a process may fork while it is being killed.
+            while self._loop.time() < deadline:
+                tree = await asyncio.to_thread(self._find_tree, tree)
+                if not tree and (self._group_gone or not await asyncio.to_thread(self._group_alive)):
+                    break
+                self._signal(signal.SIGKILL, tree)
+                tree = await self._wait_gone(tree, min(1.0, deadline - self._loop.time()))
+            else:
+                log.warning("pid %s: processes still alive after SIGKILL: %s", self.pid, sorted(tree))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - self._loop.time())):
+                    await asyncio.shield(self._exited)
+
+    def _signal(self, sig: signal.Signals, tree: dict[int, psutil.Process]) -> None:
+        if not self._group_gone:
+            try:
+                os.killpg(self._pgid, sig)
+            except ProcessLookupError:
+                # Never signal this group id again: once empty, the number may be reused.
+                self._group_gone = self._exited.done()
+            except PermissionError:
+                pass
+        for pid, process in tree.items():
+            if pid == self._pgid or _in_group(pid, self._pgid):
+                continue  # the group signal reached it
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(sig)
+
+    async def _wait_gone(self, tree: dict[int, psutil.Process], timeout: float) -> dict[int, psutil.Process]:
+        """Wait until the tree and the group are gone, or the timeout; return what is left."""
+        deadline = self._loop.time() + timeout
+        delay = 0.002
+        while True:
+            tree = {pid: p for pid, p in tree.items() if _alive(p)}
+            if not tree and self._exited.done() and not await asyncio.to_thread(self._group_alive):
+                return tree
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return tree
+            # Nothing signals that a process group became empty: poll, briefly and then less often.
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+
+    def _group_alive(self) -> bool:
+        """Whether a process that is not a zombie remains in the command's group or session."""
+        if self._group_gone:
+            return False
+        try:
+            os.killpg(self._pgid, 0)
+        except ProcessLookupError:
+            self._group_gone = self._exited.done()
+            return False
+        except PermissionError:
+            return True
+        # The group exists, maybe only as zombies whose parent does not reap them.
+        return any(_alive(p) for p in self._members())
+
+    def _members(self) -> list[psutil.Process]:
+        members = []
+        me = os.getpid()
+        for pid in psutil.pids():
+            if pid == me:
+                continue
+            try:
+                if os.getpgid(pid) == self._pgid or os.getsid(pid) == self._pgid:
+                    members.append(psutil.Process(pid))
+            except (OSError, psutil.Error):
+                continue
+        return members
+
+    def _find_tree(self, known: dict[int, psutil.Process]) -> dict[int, psutil.Process]:
+        """Live processes of the command: the leader, its descendants, its group and session,
+        those carrying its tag, and their descendants."""
+        found: dict[int, psutil.Process] = {}
+
+        def add(process: psutil.Process) -> None:
+            if process.pid not in found and _alive(process):
+                found[process.pid] = process
+
+        roots = list(known.values())
+        if self._leader is not None and not self._exited.done():
+            roots.append(self._leader)
+        if not self._group_gone:
+            roots += self._members()
+        me = os.getpid()
+        for process in psutil.process_iter():
+            if process.pid == me or process.pid in found:
+                continue
+            with contextlib.suppress(psutil.Error, OSError):
+                if process.environ().get(TAG_VARIABLE) == self._tag:
+                    roots.append(process)
+        for root in roots:
+            add(root)
+            with contextlib.suppress(psutil.Error):
+                for child in root.children(recursive=True):
+                    add(child)
+        return found
+
+    # -- resources --------------------------------------------------------------------------
+    def sample(self) -> ResourceSample | None:
+        leader = self._leader
+        if leader is None or self._proc.returncode is not None:
+            return None
+        try:
+            tree = [leader, *leader.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return None
+        cpu = 0.0
+        rss = 0
+        seen: dict[int, psutil.Process] = {}
+        for process in tree:
+            known = self._sampled.get(process.pid)
+            if known is not None and known == process:  # same pid and start time
+                process = known
+            try:
+                with process.oneshot():
+                    # The first reading of a process is 0.0: it sets the start of the interval.
+                    cpu += process.cpu_percent(None)
+                    rss += process.memory_info().rss
+            except psutil.Error:
+                continue
+            seen[process.pid] = process
+        self._sampled = seen
+        return ResourceSample(cpu_percent=cpu, rss_bytes=rss)
+
+
+class _PipeProtocol(asyncio.Protocol):
+    def __init__(self, command: LocalCommand, stream: Stream) -> None:
+        self._command = command
+        self._stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        self._command._on_data(self._stream, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._command._on_pipe_closed()
+
+
+# -- starting ---------------------------------------------------------------------------------
+def _argv_for(spec: CommandSpec, path: str) -> list[str]:
+    if spec.argv is not None:
+        if not spec.argv:
+            raise SpawnError("cannot start an empty command")
+        return list(spec.argv)
+    if spec.script is None:
+        raise SpawnError("cannot start a command without argv or script")
+    shell = spec.shell
+    if shutil.which(shell, path=path) is None:
+        if shell == "bash" and shutil.which("sh", path=path) is not None:
+            shell = "sh"
+        else:
+            raise SpawnError(f"cannot start shell {shell!r}: command not found")
+    return [shell, "-c", spec.script]
+
+
+def _spawn_error_message(program: str, cwd: str | None, exc: OSError) -> str:
+    where = os.path.join(cwd or "", program)
+    if exc.errno == errno.ENOENT:
+        if os.sep in program and os.path.isfile(where):
+            return f"cannot start {program!r}: its interpreter (#! line) was not found"
+        return f"cannot start {program!r}: command not found"
+    if exc.errno == errno.EACCES:
+        if os.sep in program and os.path.isdir(where):
+            return f"cannot start {program!r}: it is a directory"
+        return f"cannot start {program!r}: permission denied (not executable?)"
+    if exc.errno == errno.ENOEXEC:
+        return f"cannot start {program!r}: not an executable (exec format error; missing #! line?)"
+    return f"cannot start {program!r}: {exc.strerror or exc}"
+
+
+def _kill_abandoned(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if not spawning.cancelled() and spawning.exception() is None:
+        _kill_abandoned_process(spawning.result())
+
+
+def _kill_abandoned_process(proc: subprocess.Popen[bytes]) -> None:
+    """The start was cancelled after the process was created: it must not outlive us."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    threading.Thread(target=proc.wait, daemon=True).start()
+
+
+# -- processes ----------------------------------------------------------------------------------
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Running, or able to run: a zombie has ended, whoever is to reap it."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _in_group(pid: int, pgid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pgid
+    except OSError:
+        return False
+
+
+# -- files ------------------------------------------------------------------------------------
+def _base_dir(cwd: str | None) -> Path:
+    return Path(cwd if cwd is not None else os.getcwd()).resolve()
+
+
+def _fetch(path: str, cwd: str | None, dest: Path) -> str:
+    base = _base_dir(cwd)
+    if not base.is_dir():
+        raise FetchError(f"working directory {str(base)!r} does not exist")
+    source = (base / path).resolve()
+    if not source.is_relative_to(base):
+        raise FetchError(f"artifact path {path!r} escapes the working directory")
+    if not source.exists():
+        raise FetchError(f"artifact {path!r} not found in {str(base)!r}")
+    if source.is_dir():
+        raise FetchError(f"artifact path {path!r} is a directory")
+    if not source.is_file():
+        raise FetchError(f"artifact path {path!r} is not a regular file")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, dest)
+    except OSError as exc:
+        raise FetchError(f"cannot copy artifact {path!r}: {exc.strerror or exc}") from None
+    return str(source)
+
+
+def _glob(pattern: str, cwd: str | None) -> list[str]:
+    base = _base_dir(cwd)
+    if not pattern or not base.is_dir():
+        return []
+    if os.path.isabs(pattern):
+        absolute = Path(pattern)
+        if not absolute.is_relative_to(base):
+            return []
+        pattern = str(absolute.relative_to(base))
+    matches: list[str] = []
+    for match in base.glob(pattern):
+        with contextlib.suppress(OSError):
+            if match.is_file() and match.resolve().is_relative_to(base):
+                matches.append(match.relative_to(base).as_posix())
+    return sorted(matches)
+
+
+# For type checkers: the runner and its commands implement the interfaces in `base`.
+if False:  # pragma: no cover
+    from engine.runners.base import Runner, RunningCommand
+
+    _runner: Runner = LocalRunner()
+    _command: Callable[..., RunningCommand] = LocalCommand
