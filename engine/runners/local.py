@@ -26,7 +26,7 @@ import signal
 import subprocess
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
@@ -283,49 +283,56 @@ class LocalCommand:
             self._group_gone = self._exited.done()
             return False
         except PermissionError:
-            return True
+            pass  # a member runs as another user
         # The group exists, maybe only as zombies whose parent does not reap them.
         return any(_alive(p) for p in self._members())
 
     def _members(self) -> list[psutil.Process]:
-        members = []
         me = os.getpid()
+        members = []
         for pid in psutil.pids():
-            if pid == me:
-                continue
-            try:
-                if os.getpgid(pid) == self._pgid or os.getsid(pid) == self._pgid:
-                    members.append(psutil.Process(pid))
-            except (OSError, psutil.Error):
-                continue
+            if pid != me and (_in_group(pid, self._pgid) or _in_session(pid, self._pgid)):
+                process = _process(pid)
+                if process is not None:
+                    members.append(process)
         return members
 
     def _find_tree(self, known: dict[int, psutil.Process]) -> dict[int, psutil.Process]:
-        """Live processes of the command: the leader, its descendants, its group and session,
-        those carrying its tag, and their descendants."""
-        found: dict[int, psutil.Process] = {}
-
-        def add(process: psutil.Process) -> None:
-            if process.pid not in found and _alive(process):
-                found[process.pid] = process
-
-        roots = list(known.values())
-        if self._leader is not None and not self._exited.done():
-            roots.append(self._leader)
-        if not self._group_gone:
-            roots += self._members()
+        """Live processes of the command: the leader and what is in its group or session or
+        carries its tag, with all their descendants (a child that called setsid included)."""
         me = os.getpid()
-        for process in psutil.process_iter():
-            if process.pid == me or process.pid in found:
+        live: dict[int, psutil.Process] = {}
+        children: dict[int, list[int]] = collections.defaultdict(list)
+        roots = [pid for pid in known]
+        if not self._exited.done():
+            roots.append(self._pgid)
+        for process in psutil.process_iter(["ppid", "status", "environ"]):
+            pid = process.pid
+            info = process.info
+            if pid == me or info["status"] in (None, psutil.STATUS_ZOMBIE):
                 continue
-            with contextlib.suppress(psutil.Error, OSError):
-                if process.environ().get(TAG_VARIABLE) == self._tag:
-                    roots.append(process)
-        for root in roots:
-            add(root)
-            with contextlib.suppress(psutil.Error):
-                for child in root.children(recursive=True):
-                    add(child)
+            previous = known.get(pid)
+            if previous is not None and previous != process:
+                continue  # the pid was reused by another process
+            live[pid] = process
+            if info["ppid"] is not None:
+                children[info["ppid"]].append(pid)
+            if self._group_gone:
+                pass
+            elif _in_group(pid, self._pgid) or _in_session(pid, self._pgid):
+                roots.append(pid)
+                continue
+            environ = info["environ"]
+            if environ is not None and environ.get(TAG_VARIABLE) == self._tag:
+                roots.append(pid)
+        found: dict[int, psutil.Process] = {}
+        pending = roots
+        while pending:
+            pid = pending.pop()
+            if pid in found or pid not in live:
+                continue
+            found[pid] = live[pid]
+            pending.extend(children.get(pid, ()))
         return found
 
     # -- resources --------------------------------------------------------------------------
@@ -438,6 +445,13 @@ def _in_group(pid: int, pgid: int) -> bool:
         return False
 
 
+def _in_session(pid: int, sid: int) -> bool:
+    try:
+        return os.getsid(pid) == sid
+    except OSError:
+        return False
+
+
 # -- files ------------------------------------------------------------------------------------
 def _base_dir(cwd: str | None) -> Path:
     return Path(cwd if cwd is not None else os.getcwd()).resolve()
@@ -479,11 +493,3 @@ def _glob(pattern: str, cwd: str | None) -> list[str]:
             if match.is_file() and match.resolve().is_relative_to(base):
                 matches.append(match.relative_to(base).as_posix())
     return sorted(matches)
-
-
-# For type checkers: the runner and its commands implement the interfaces in `base`.
-if False:  # pragma: no cover
-    from engine.runners.base import Runner, RunningCommand
-
-    _runner: Runner = LocalRunner()
-    _command: Callable[..., RunningCommand] = LocalCommand

@@ -1,0 +1,128 @@
+"""The listener's configuration: defaults, environment variables, and the checks made before binding."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+DEFAULT_WS_PORT = 8765
+DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message says why and what to change."""
+
+
+@dataclass(slots=True, frozen=True)
+class ApiConfig:
+    #: address and port of the main listener (every API, and the WebSocket at /ws)
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    #: the StepFlow Monitor WebSocket on its own port, as documented; None disables that socket
+    ws_host: str = DEFAULT_HOST
+    ws_port: int | None = DEFAULT_WS_PORT
+    #: every route and socket needs `Authorization: Bearer <token>`
+    auth_enabled: bool = False
+    #: where the token secret lives (None: the engine's data directory)
+    data_dir: Path | None = None
+    #: origins allowed by CORS; empty: no CORS headers at all. "*" allows any origin.
+    cors_origins: tuple[str, ...] = ()
+    #: largest accepted artifact upload, in bytes (413 beyond)
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    #: largest accepted JSON body, in bytes
+    max_json_bytes: int = 1024 * 1024
+    #: log entries a WebSocket client may have queued before newer ones are dropped for it
+    ws_client_queue: int = 2_000
+    #: write one access-log line per request (slow; for debugging)
+    access_log: bool = False
+    #: seconds in-flight requests get when the listener stops
+    shutdown_timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiConfig:
+        """Read the documented variables (`STEPFLOW_WEBSOCKET_HOST`, `STEPFLOW_WEBSOCKET_PORT`,
+        `STEPFLOW_AUTH_ENABLED`, `STEPFLOW_STORAGE_PATH`, `STEPFLOW_LOG_LEVEL`) and ours
+        (`STEPFLOW_API_HOST`, `STEPFLOW_API_PORT`, `STEPFLOW_CORS_ORIGINS`,
+        `STEPFLOW_MAX_UPLOAD_MB`). Keyword overrides (command-line options) win when not None."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        if v := env.get("STEPFLOW_API_HOST"):
+            values["host"] = v
+        if v := env.get("STEPFLOW_API_PORT"):
+            values["port"] = _port("STEPFLOW_API_PORT", v)
+        if v := env.get("STEPFLOW_WEBSOCKET_HOST"):
+            values["ws_host"] = v
+        if (v := env.get("STEPFLOW_WEBSOCKET_PORT")) is not None and v.strip() != "":
+            values["ws_port"] = None if v.strip().lower() in ("off", "none", "disabled") else _port(
+                "STEPFLOW_WEBSOCKET_PORT", v
+            )
+        if (v := env.get("STEPFLOW_AUTH_ENABLED")) is not None:
+            values["auth_enabled"] = _bool("STEPFLOW_AUTH_ENABLED", v)
+        if v := env.get("STEPFLOW_STORAGE_PATH"):
+            values["data_dir"] = Path(v).expanduser()
+        if v := env.get("STEPFLOW_CORS_ORIGINS"):
+            values["cors_origins"] = tuple(o.strip().rstrip("/") for o in v.split(",") if o.strip())
+        if v := env.get("STEPFLOW_MAX_UPLOAD_MB"):
+            try:
+                values["max_upload_bytes"] = int(float(v) * 1024 * 1024)
+            except ValueError:
+                raise ConfigError(f"STEPFLOW_MAX_UPLOAD_MB={v!r} is not a number of megabytes") from None
+        if env.get("STEPFLOW_LOG_LEVEL", "").upper() == "DEBUG":
+            values["access_log"] = True
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(values.get("data_dir"), str):
+            values["data_dir"] = Path(str(values["data_dir"])).expanduser()
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> ApiConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def check(self) -> None:
+        """Refuse what must not run: an address other than loopback without authentication."""
+        for what, host in (("the API", self.host), ("the WebSocket", self.ws_host if self.ws_port else None)):
+            if host is None or is_loopback(host) or self.auth_enabled:
+                continue
+            raise ConfigError(
+                f"refusing to serve {what} on {host!r} without authentication: anyone who can reach "
+                f"that address could run commands on this machine. Set STEPFLOW_AUTH_ENABLED=true "
+                f"(and give clients a token from `stepflow token create`), or bind to 127.0.0.1."
+            )
+        if self.max_upload_bytes <= 0:
+            raise ConfigError("the upload cap must be a positive number of bytes")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _port(name: str, value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise ConfigError(f"{name}={value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{name}={value!r} is not a port number (0-65535)")
+    return port
+
+
+def _bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{name}={value!r}: use true or false")
