@@ -57,35 +57,14 @@ class LocalRunner:
         self._running: set[LocalCommand] = set()
 
     async def start(self, spec: CommandSpec) -> LocalCommand:
-        env = {**os.environ, **spec.env}
-        cwd = spec.cwd
-        if cwd is not None:
-            if not os.path.exists(cwd):
-                raise SpawnError(f"working directory {cwd!r} does not exist")
-            if not os.path.isdir(cwd):
-                raise SpawnError(f"working directory {cwd!r} is not a directory")
-        argv = _argv_for(spec, env.get("PATH", os.defpath))
         tag = uuid.uuid4().hex
-        env[TAG_VARIABLE] = tag
-        popen = functools.partial(
-            subprocess.Popen,
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        )
         loop = asyncio.get_running_loop()
-        spawning = loop.run_in_executor(None, popen)
+        spawning = loop.run_in_executor(None, _spawn, spec, tag)
         try:
             proc = await asyncio.shield(spawning)
         except asyncio.CancelledError:
             spawning.add_done_callback(_kill_abandoned)
             raise
-        except OSError as exc:
-            raise SpawnError(_spawn_error_message(argv[0], cwd, exc)) from None
         try:
             command = LocalCommand(proc, tag)
             await command._connect()
@@ -226,21 +205,23 @@ class LocalCommand:
     async def terminate(self, grace: float) -> None:
         async with self._terminate_lock:
             tree = await asyncio.to_thread(self._find_tree, {})
-            if tree or not self._exited.done():
-                self._signal(signal.SIGTERM, tree)
-                tree = await self._wait_gone(tree, grace)
+            if not tree and self._exited.done() and not await asyncio.to_thread(self._group_alive):
+                return
+            self._signal(signal.SIGTERM, tree)
+            tree = await self._wait_gone(tree, grace)
             deadline = self._loop.time() + KILL_WAIT
             # Rounds, because a process may fork while it is being killed.
-            while self._loop.time() < deadline:
+            while True:
                 tree = await asyncio.to_thread(self._find_tree, tree)
-                if not tree and (self._group_gone or not await asyncio.to_thread(self._group_alive)):
+                if not tree and not await asyncio.to_thread(self._group_alive):
+                    break
+                if self._loop.time() >= deadline:
+                    log.warning("pid %s: still alive after SIGKILL: %s", self.pid, sorted(tree))
                     break
                 self._signal(signal.SIGKILL, tree)
                 tree = await self._wait_gone(tree, min(1.0, deadline - self._loop.time()))
-            else:
-                log.warning("pid %s: processes still alive after SIGKILL: %s", self.pid, sorted(tree))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(max(0.0, deadline - self._loop.time())):
+                async with asyncio.timeout(max(0.1, deadline - self._loop.time())):
                     await asyncio.shield(self._exited)
 
     def _signal(self, sig: signal.Signals, tree: dict[int, psutil.Process]) -> None:
@@ -258,9 +239,9 @@ class LocalCommand:
             with contextlib.suppress(psutil.Error):
                 process.send_signal(sig)
 
-    async def _wait_gone(self, tree: dict[int, psutil.Process], timeout: float) -> dict[int, psutil.Process]:
-        """Wait until the tree and the group are gone, or the timeout; return what is left."""
-        deadline = self._loop.time() + timeout
+    async def _wait_gone(self, tree: dict[int, psutil.Process], within: float) -> dict[int, psutil.Process]:
+        """Wait until the tree and the group are gone, at most `within` seconds; return what is left."""
+        deadline = self._loop.time() + within
         delay = 0.002
         while True:
             tree = {pid: p for pid, p in tree.items() if _alive(p)}
@@ -376,6 +357,30 @@ class _PipeProtocol(asyncio.Protocol):
 
 
 # -- starting ---------------------------------------------------------------------------------
+def _spawn(spec: CommandSpec, tag: str) -> subprocess.Popen[bytes]:
+    """Start the command (in a worker thread: everything here may block)."""
+    env = {**os.environ, **spec.env, TAG_VARIABLE: tag}
+    cwd = spec.cwd
+    if cwd is not None:
+        if not os.path.exists(cwd):
+            raise SpawnError(f"working directory {cwd!r} does not exist")
+        if not os.path.isdir(cwd):
+            raise SpawnError(f"working directory {cwd!r} is not a directory")
+    argv = _argv_for(spec, env.get("PATH", os.defpath))
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise SpawnError(_spawn_error_message(argv[0], cwd, exc)) from None
+
+
 def _argv_for(spec: CommandSpec, path: str) -> list[str]:
     if spec.argv is not None:
         if not spec.argv:

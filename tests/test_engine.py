@@ -1,0 +1,342 @@
+"""The engine with real subprocesses and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine.events import ExecutionFinished, StepAdded
+from engine.model import AbortReason, ArtifactFilter, ExecutionStatus, StepKind, StepStatus, Stream
+from engine.workflow import WorkflowError
+from tests.engine_helpers import all_text, by_name, engine_at, finished
+
+
+async def test_marker_script_becomes_steps_and_everything_is_stored(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        echo "before any step"
+        echo "STEP_START:prepare[stop_on_error=false]{duration:5}"
+        echo "preparing"
+        echo "STEP_PROGRESS:50"
+        echo "STEP_COMPLETE:prepare"
+        echo "STEP_START:work"
+        echo "oops" >&2
+        echo "STEP_COMPLETE:work"
+    """)
+    async with engine_at(tmp_path) as engine:
+        ex = await engine.submit_command(script, name="markers")
+        assert ex.status is ExecutionStatus.PENDING
+        done = await finished(engine, ex)
+        assert done.status is ExecutionStatus.COMPLETED
+        assert done.exit_code == 0
+        steps = by_name(await engine.get_steps(ex.id))
+        assert steps["prepare"].status is StepStatus.COMPLETED
+        assert steps["prepare"].estimated_duration == 5
+        assert steps["work"].status is StepStatus.COMPLETED
+        assert steps["prepare"].parent_id == steps["local"].id
+        assert steps["local"].kind is StepKind.BRANCH
+        lines = await engine.get_log_lines(ex.id)
+        assert [line.text for line in lines][0] == "before any step"
+        assert lines[0].step_id == steps["local"].id
+        oops = next(line for line in lines if line.text == "oops")
+        assert oops.stream is Stream.STDERR and oops.step_id == steps["work"].id
+        assert [line.seq for line in lines] == list(range(len(lines)))
+        stored = await engine.store.get_execution(ex.id)
+        assert stored is not None and stored.status is ExecutionStatus.COMPLETED
+        assert stored.total_steps == 2 and stored.completed_steps == 2
+
+
+async def test_failing_command_records_exit_code(tmp_path: Path) -> None:
+    async with engine_at(tmp_path) as engine:
+        done = await finished(engine, await engine.submit_command("echo STEP_START:a; exit 3"))
+        assert done.status is ExecutionStatus.FAILED
+        assert done.exit_code == 3
+        steps = by_name(await engine.get_steps(done.id))
+        assert steps["a"].status is StepStatus.FAILED  # still open at exit: failed with the exit code
+        assert steps["a"].exit_code == 3
+
+
+async def test_missing_command_is_a_clear_spawn_error(tmp_path: Path) -> None:
+    async with engine_at(tmp_path) as engine:
+        done = await finished(engine, await engine.submit_command(["no-such-command-xyz", "--flag"]))
+        assert done.status is ExecutionStatus.FAILED
+        assert "no-such-command-xyz" in (done.error_message or "")
+        assert "not found" in (done.error_message or "")
+        assert any("no-such-command-xyz" in t for t in await all_text(engine, done.id))
+
+
+async def test_stop_on_error_stops_the_command_and_fails(tmp_path: Path) -> None:
+    script = textwrap.dedent("""
+        echo "STEP_START:check[stop_on_error=true]"
+        echo "STEP_ERROR:database unreachable"
+        sleep 30
+        echo "STEP_START:never"
+    """)
+    started = time.monotonic()
+    async with engine_at(tmp_path) as engine:
+        done = await finished(engine, await engine.submit_command(script))
+        assert time.monotonic() - started < 10
+        assert done.status is ExecutionStatus.FAILED
+        assert done.abort_reason is AbortReason.STOP_ON_ERROR
+        assert "database unreachable" in (done.error_message or "")
+        steps = by_name(await engine.get_steps(done.id))
+        assert steps["check"].status is StepStatus.FAILED
+        assert steps["check"].error_message == "database unreachable"
+        assert "never" not in steps
+
+
+async def test_workflow_step_timeout(tmp_path: Path) -> None:
+    wf = tmp_path / "wf.yaml"
+    wf.write_text("name: t\nsteps:\n  - name: slow\n    run: sleep 30\n    timeout: 0.5\n"
+                  "  - name: after\n    needs: [slow]\n    run: echo hi\n")
+    async with engine_at(tmp_path / "data", kill_grace=0.5) as engine:
+        started = time.monotonic()
+        done = await finished(engine, await engine.submit_workflow(wf))
+        assert time.monotonic() - started < 10
+        steps = by_name(await engine.get_steps(done.id))
+        assert steps["slow"].status is StepStatus.FAILED
+        assert steps["slow"].abort_reason is AbortReason.TIMEOUT
+        assert "timed out" in (steps["slow"].error_message or "")
+        assert steps["after"].status is StepStatus.SKIPPED
+        assert done.status is ExecutionStatus.FAILED
+
+
+async def test_cancel_kills_the_whole_tree_even_a_sigterm_ignoring_grandchild(tmp_path: Path) -> None:
+    pids_file = tmp_path / "pids"
+    script = textwrap.dedent(f"""
+        bash -c 'trap "" TERM; echo $$ >> {pids_file}; sleep 1000' &
+        echo $$ >> {pids_file}
+        echo STEP_START:waiting
+        wait
+    """)
+    async with engine_at(tmp_path / "data", kill_grace=0.5) as engine:
+        sub = engine.subscribe()
+        ex = await engine.submit_command(script)
+        async with asyncio.timeout(10):
+            async for event in sub:
+                if isinstance(event, StepAdded) and event.step.name == "waiting":
+                    break
+        async with asyncio.timeout(10):
+            while not pids_file.exists() or len(pids_file.read_text().split()) < 2:
+                await asyncio.sleep(0.02)  # the script writes the file; no event to await across processes
+        await engine.cancel(ex.id)
+        done = await finished(engine, ex)
+        assert done.status is ExecutionStatus.CANCELLED
+        assert done.abort_reason is AbortReason.USER
+        steps = by_name(await engine.get_steps(ex.id))
+        assert steps["waiting"].status is StepStatus.CANCELLED
+        for pid in map(int, pids_file.read_text().split()):
+            assert not _alive(pid), f"process {pid} of the cancelled tree is still running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_a_10_mb_line_and_binary_output_are_stored(tmp_path: Path) -> None:
+    async with engine_at(tmp_path) as engine:
+        big = await engine.submit_command([sys.executable, "-c", "import sys; sys.stdout.write('x' * 10_000_000)"])
+        done = await finished(engine, big)
+        assert done.status is ExecutionStatus.COMPLETED
+        texts = await all_text(engine, big.id)
+        assert sum(len(t) for t in texts) == 10_000_000
+        assert max(len(t) for t in texts) <= 65536
+        binary = await engine.submit_command(
+            [sys.executable, "-c", "import sys; sys.stdout.buffer.write(bytes(range(256)) * 4 + b'\\nend\\n')"])
+        await finished(engine, binary)
+        texts = await all_text(engine, binary.id)
+        assert texts[-1] == "end"
+        assert any("\ufffd" in t for t in texts)
+
+
+async def test_workflow_dag_with_a_failure(tmp_path: Path) -> None:
+    wf = tmp_path / "dag.yaml"
+    wf.write_text(textwrap.dedent("""
+        name: dag
+        steps:
+          - {name: setup, run: echo setup}
+          - {name: lint, run: echo lint, needs: [setup]}
+          - {name: test, run: "echo failing; exit 2", needs: [setup]}
+          - {name: docs, run: echo docs, needs: [lint]}
+          - {name: package, run: echo package, needs: [lint, test]}
+          - {name: flaky, run: "exit 1", continue_on_error: true}
+          - {name: after-flaky, run: echo ok, needs: [flaky]}
+    """))
+    async with engine_at(tmp_path / "data") as engine:
+        done = await finished(engine, await engine.submit_workflow(wf))
+        steps = by_name(await engine.get_steps(done.id))
+        assert steps["setup"].status is StepStatus.COMPLETED
+        assert steps["lint"].status is StepStatus.COMPLETED
+        assert steps["docs"].status is StepStatus.COMPLETED
+        assert steps["test"].status is StepStatus.FAILED and steps["test"].exit_code == 2
+        assert steps["package"].status is StepStatus.SKIPPED
+        assert "test" in (steps["package"].error_message or "")
+        assert steps["flaky"].status is StepStatus.FAILED
+        assert steps["after-flaky"].status is StepStatus.COMPLETED
+        assert done.status is ExecutionStatus.FAILED
+        assert "test" in (done.error_message or "")
+
+
+async def test_independent_steps_run_in_parallel(tmp_path: Path) -> None:
+    wf = tmp_path / "par.yaml"
+    wf.write_text("name: par\nsteps:\n" + "".join(
+        f"  - {{name: s{i}, run: 'sleep 0.5'}}\n" for i in range(4)))
+    async with engine_at(tmp_path / "data") as engine:
+        started = time.monotonic()
+        done = await finished(engine, await engine.submit_workflow(wf))
+        assert done.status is ExecutionStatus.COMPLETED
+        assert time.monotonic() - started < 1.8  # 4 x 0.5 s sequentially would be 2 s
+
+
+async def test_invalid_workflow_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    wf = tmp_path / "bad.yaml"
+    wf.write_text("name: bad\nsteps:\n  - name: a\n    run: echo\n    needs: [b]\n")
+    async with engine_at(tmp_path / "data") as engine:
+        with pytest.raises(WorkflowError) as err:
+            await engine.submit_workflow(wf)
+        assert f"{wf}:5:" in str(err.value)
+        executions, total = await engine.list_executions(__import__("engine.model").model.ExecutionFilter())
+        assert total == 0
+
+
+async def test_artifacts_markers_globs_and_escape_refused(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "secret.txt").write_text("outside")
+    wf = work / "art.yaml"
+    wf.write_text(textwrap.dedent("""
+        name: art
+        steps:
+          - name: make
+            run: |
+              mkdir -p out
+              echo '# hi' > out/report.md
+              echo 'a,b' > out/data.csv
+              echo '{}' > out/x.json
+              echo "ARTIFACT:out/report.md:The report"
+              echo "##teamcity[publishArtifacts 'out/data.csv']"
+              echo "ARTIFACT:../secret.txt:sneaky"
+            artifacts: ["out/*.json"]
+    """))
+    async with engine_at(tmp_path / "data") as engine:
+        done = await finished(engine, await engine.submit_workflow(wf))
+        assert done.status is ExecutionStatus.COMPLETED
+        artifacts, total = await engine.list_artifacts(ArtifactFilter(execution_id=done.id))
+        names = {a.file_name: a for a in artifacts}
+        assert set(names) == {"report.md", "data.csv", "x.json"}
+        report = names["report.md"]
+        assert report.name == "The report" and report.artifact_type.value == "document"
+        assert names["data.csv"].artifact_type.value == "data"
+        assert report.file_size == 5 and len(report.sha256) == 64
+        assert Path(report.file_path).read_text() == "# hi\n"
+        assert Path(report.file_path).is_relative_to(tmp_path / "data" / "artifacts")
+        texts = await all_text(engine, done.id)
+        assert any("artifact refused" in t and "secret.txt" in t for t in texts)
+
+
+async def test_secrets_are_masked_in_stored_lines(tmp_path: Path) -> None:
+    wf = tmp_path / "sec.yaml"
+    wf.write_text(textwrap.dedent("""
+        name: sec
+        env: {API_TOKEN: hunter2-very-secret}
+        secrets: [API_TOKEN]
+        steps:
+          - name: leak
+            run: |
+              echo "token is $API_TOKEN"
+              echo "::add-mask::later-secret"
+              echo "and later-secret too"
+    """))
+    async with engine_at(tmp_path / "data") as engine:
+        done = await finished(engine, await engine.submit_workflow(wf))
+        texts = "\n".join(await all_text(engine, done.id))
+        assert "hunter2-very-secret" not in texts
+        assert "token is ***" in texts
+        assert "and *** too" in texts
+        stored = await engine.get_execution(done.id)
+        assert stored is not None and stored.environment["API_TOKEN"] == "***"
+
+
+async def test_retries_then_success(tmp_path: Path) -> None:
+    marker = tmp_path / "once"
+    wf = tmp_path / "retry.yaml"
+    wf.write_text(f"name: r\nsteps:\n  - name: flaky\n    retries: 2\n"
+                  f"    run: 'if [ -e {marker} ]; then echo ok; else touch {marker}; exit 1; fi'\n")
+    async with engine_at(tmp_path / "data") as engine:
+        done = await finished(engine, await engine.submit_workflow(wf))
+        assert done.status is ExecutionStatus.COMPLETED
+        assert any("retrying (attempt 2 of 3)" in t for t in await all_text(engine, done.id))
+
+
+async def test_rerun_from_the_failed_step(tmp_path: Path) -> None:
+    flag = tmp_path / "fixed"
+    wf = tmp_path / "rerun.yaml"
+    wf.write_text(textwrap.dedent(f"""
+        name: rerun
+        steps:
+          - {{name: build, run: echo built}}
+          - {{name: test, run: "test -e {flag}", needs: [build]}}
+    """))
+    async with engine_at(tmp_path / "data") as engine:
+        first = await finished(engine, await engine.submit_workflow(wf))
+        assert first.status is ExecutionStatus.FAILED
+        flag.touch()
+        second = await finished(engine, await engine.rerun(first.id, from_failed=True))
+        assert second.status is ExecutionStatus.COMPLETED
+        assert second.rerun_of == first.id
+        steps = by_name(await engine.get_steps(second.id))
+        assert steps["build"].status is StepStatus.SKIPPED
+        assert steps["build"].metadata["completed_in"] == first.id
+        assert steps["test"].status is StepStatus.COMPLETED
+
+
+async def test_shutdown_cancels_running_executions_and_records_it(tmp_path: Path) -> None:
+    async with engine_at(tmp_path, kill_grace=0.5) as engine:
+        sub = engine.subscribe()
+        ex = await engine.submit_command("echo STEP_START:long; sleep 60")
+        async with asyncio.timeout(10):
+            async for event in sub:
+                if isinstance(event, StepAdded):
+                    break
+    from storage import SqliteStore
+    from storage.paths import database_path
+
+    store = SqliteStore(database_path(tmp_path))
+    await store.open()
+    try:
+        stored = await store.get_execution(ex.id)
+        assert stored is not None
+        assert stored.status is ExecutionStatus.CANCELLED
+        assert stored.abort_reason is AbortReason.SHUTDOWN
+    finally:
+        await store.close()
+
+
+async def test_events_arrive_in_order_for_a_subscriber(tmp_path: Path) -> None:
+    async with engine_at(tmp_path) as engine:
+        sub = engine.subscribe()
+        ex = await engine.submit_command("echo STEP_START:a; echo hi; echo STEP_COMPLETE:a")
+        kinds = []
+        async with asyncio.timeout(10):
+            async for event in sub:
+                if event.execution_id == ex.id:
+                    kinds.append(type(event).__name__)
+                if isinstance(event, ExecutionFinished):
+                    break
+        assert kinds[0] == "ExecutionCreated"
+        assert kinds.index("ExecutionStarted") < kinds.index("StepAdded") < kinds.index("ExecutionFinished")
+        assert "LinesLogged" in kinds
+
+
+def test_no_zombies_left_in_this_process() -> None:
+    children = psutil.Process(os.getpid()).children(recursive=True)
+    assert not [c for c in children if c.status() == psutil.STATUS_ZOMBIE]
