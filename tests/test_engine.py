@@ -108,30 +108,29 @@ async def test_workflow_step_timeout(tmp_path: Path) -> None:
 
 
 async def test_cancel_kills_the_whole_tree_even_a_sigterm_ignoring_grandchild(tmp_path: Path) -> None:
-    pids_file = tmp_path / "pids"
-    script = textwrap.dedent(f"""
-        bash -c 'trap "" TERM; echo $$ >> {pids_file}; sleep 1000' &
-        echo $$ >> {pids_file}
-        echo STEP_START:waiting
+    # both processes announce their pid as a step name, so the test awaits events, not files
+    script = textwrap.dedent("""
+        bash -c 'trap "" TERM; echo "STEP_START:pid-$$"; sleep 1000' &
+        echo "STEP_START:pid-$$"
         wait
     """)
-    async with engine_at(tmp_path / "data", kill_grace=0.5) as engine:
+    async with engine_at(tmp_path, kill_grace=0.5) as engine:
         sub = engine.subscribe()
         ex = await engine.submit_command(script)
+        pids: set[int] = set()
         async with asyncio.timeout(10):
             async for event in sub:
-                if isinstance(event, StepAdded) and event.step.name == "waiting":
-                    break
-        async with asyncio.timeout(10):
-            while not pids_file.exists() or len(pids_file.read_text().split()) < 2:
-                await asyncio.sleep(0.02)  # the script writes the file; no event to await across processes
+                if isinstance(event, StepAdded) and event.step.name.startswith("pid-"):
+                    pids.add(int(event.step.name[4:]))
+                    if len(pids) == 2:
+                        break
         await engine.cancel(ex.id)
         done = await finished(engine, ex)
         assert done.status is ExecutionStatus.CANCELLED
         assert done.abort_reason is AbortReason.USER
-        steps = by_name(await engine.get_steps(ex.id))
-        assert steps["waiting"].status is StepStatus.CANCELLED
-        for pid in map(int, pids_file.read_text().split()):
+        steps = await engine.get_steps(ex.id)
+        assert all(s.status.is_terminal for s in steps)
+        for pid in pids:
             assert not _alive(pid), f"process {pid} of the cancelled tree is still running"
 
 

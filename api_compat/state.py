@@ -1,0 +1,58 @@
+"""Typed application state shared by the surfaces, and what the listener needs of the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from aiohttp import web
+
+from api_compat.config import ApiConfig
+from api_compat.surface import Surface
+from engine.client import EngineClient
+from engine.model import Artifact, ArtifactType
+from engine.store import StoreStats
+
+if TYPE_CHECKING:
+    from api_compat.auth import TokenVerifier
+    from api_compat.monitor.ws import WsHub
+
+
+class ServedEngine(EngineClient, Protocol):
+    """`engine.engine.Engine`: the client interface plus what the health and artifact routes use."""
+
+    data_dir: Path
+
+    async def stats(self) -> StoreStats: ...
+
+    async def optimize(self) -> list[str]: ...
+
+    async def add_artifact(
+        self,
+        execution_id: str,
+        *,
+        name: str,
+        file_name: str,
+        data: bytes,
+        step_id: str | None = None,
+        description: str = "",
+        artifact_type: ArtifactType | None = None,
+        tags: Sequence[str] = (),
+    ) -> Artifact: ...
+
+    async def get_artifact(self, artifact_id: str) -> Artifact | None: ...
+
+    async def delete_artifact(self, artifact_id: str) -> None: ...
+
+    def artifact_path(self, artifact: Artifact) -> Path: ...
+
+
+ENGINE = web.AppKey("engine", ServedEngine)
+CONFIG = web.AppKey("config", ApiConfig)
+SURFACES = web.AppKey("surfaces", list[Surface])
+#: None when authentication is off
+VERIFIER = web.AppKey("verifier", "TokenVerifier | None")
+WS_HUB = web.AppKey("ws_hub", "WsHub")
+#: time.monotonic() when the app was built, for uptime
+STARTED_AT = web.AppKey("started_at", float)
