@@ -52,7 +52,7 @@ ENGINE = web.AppKey("engine", ServedEngine)
 CONFIG = web.AppKey("config", ApiConfig)
 SURFACES = web.AppKey("surfaces", list[Surface])
 #: None when authentication is off
-VERIFIER = web.AppKey("verifier", "TokenVerifier | None")
-WS_HUB = web.AppKey("ws_hub", "WsHub")
+VERIFIER: web.AppKey[TokenVerifier | None] = web.AppKey("verifier")
+WS_HUB: web.AppKey[WsHub] = web.AppKey("ws_hub")
 #: time.monotonic() when the app was built, for uptime
 STARTED_AT = web.AppKey("started_at", float)

@@ -1,0 +1,37 @@
+"""StepFlow Monitor's envelope: `{success, data, error, timestamp}` on every response."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from engine.model import utcnow
+from engine.views import iso
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+dumps = _encoder.encode
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status and a message for the `error` field."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def now_iso() -> str:
+    return iso(utcnow())  # type: ignore[return-value]
+
+
+def ok(data: Any, status: int = 200) -> web.Response:
+    body = dumps({"success": True, "data": data, "error": None, "timestamp": now_iso()})
+    return web.Response(text=body, status=status, content_type="application/json")
+
+
+def fail(message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
+    body = dumps({"success": False, "data": None, "error": message, "timestamp": now_iso()})
+    return web.Response(text=body, status=status, content_type="application/json", headers=headers)

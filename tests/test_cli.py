@@ -1,0 +1,199 @@
+"""The finished `stepflow` command, run as a user would (a real process, a real data directory)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_workflows"
+
+
+def stepflow(data: Path, *args: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
+    return subprocess.run(
+        [sys.executable, "-m", "stepflow_tui.cli", *args],
+        env=env, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def spawn(data: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "stepflow_tui.cli", *args],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def read_until(proc: subprocess.Popen, needle: str, limit: int = 200) -> str:
+    """Read the child's output line by line until `needle` shows (the pytest timeout bounds it)."""
+    seen = []
+    assert proc.stdout is not None
+    for _ in range(limit):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    raise AssertionError(f"{needle!r} never appeared in:\n{''.join(seen)}")
+
+
+def wait_for_stored_line(db: Path, text: str, timeout: float = 10) -> None:
+    """The line is in the database (written by another process: the file is the only channel)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(db, timeout=5)) as conn:
+            if conn.execute("SELECT 1 FROM log_lines WHERE text = ?", (text,)).fetchone():
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} was not stored within {timeout} s")
+
+
+def ls_json(data: Path, *args: str) -> list[dict]:
+    result = stepflow(data, "ls", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_run_sample_workflow_succeeds_with_plain_output(tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "run", str(SAMPLES / "build-and-test.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "execution" in result.stdout
+    assert "package" in result.stdout and "completed" in result.stdout
+    [execution] = ls_json(tmp_path)
+    assert execution["status"] == "completed"
+    assert execution["id"] in result.stdout
+
+
+def test_stop_on_error_sample_exits_1(tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "run", str(SAMPLES / "stop-on-error.yaml"))
+    assert result.returncode == 1
+    assert "database unreachable" in result.stdout
+    [execution] = ls_json(tmp_path)
+    assert execution["status"] == "failed"
+    show = json.loads(stepflow(tmp_path, "show", execution["id"][:8], "--json").stdout)
+    steps = {s["name"]: s for s in show["steps"]}
+    assert steps["deploy"]["status"] == "skipped"
+    assert steps["database_check"]["status"] == "failed"
+    assert steps["database_check"]["parent_id"] == steps["checks"]["id"]
+
+
+def test_validate_reports_file_line_column(tmp_path: Path) -> None:
+    bad = tmp_path / "my.yaml"
+    bad.write_text(textwrap.dedent("""\
+        name: demo
+        steps:
+          - name: test
+            run: pytest
+          - name: deploy
+            run: ./deploy.sh
+            needs: [tset]
+    """))
+    result = stepflow(tmp_path, "validate", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:7:" in result.stderr
+    assert "unknown step 'tset'" in result.stderr
+    assert "Traceback" not in result.stderr
+    good = stepflow(tmp_path, "validate", str(SAMPLES / "build-and-test.yaml"))
+    assert good.returncode == 0 and "ok" in good.stdout
+
+
+def test_run_of_an_invalid_file_runs_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsteps:\n  - name: a\n    rn: echo\n")
+    result = stepflow(tmp_path, "run", str(bad))
+    assert result.returncode == 2
+    assert f"{bad}:4:5:" in result.stderr
+    assert ls_json(tmp_path) == []
+
+
+def test_schema_is_json_schema(tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "schema")
+    schema = json.loads(result.stdout)
+    assert "steps" in json.dumps(schema)
+    assert schema.get("$schema", "").startswith("https://json-schema.org/")
+
+
+def test_exec_show_ls_and_logs(tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "exec", "--name", "deploy", "--", "bash", str(SAMPLES / "scripts" / "deploy.sh"))
+    assert result.returncode == 0, result.stderr
+    failing = stepflow(tmp_path, "exec", "--shell", "--", "echo STEP_START:x; echo boom >&2; exit 4")
+    assert failing.returncode == 1
+    executions = ls_json(tmp_path)
+    assert [e["status"] for e in executions] == ["failed", "completed"]  # newest first
+    assert ls_json(tmp_path, "--status", "failed")[0]["exit_code"] == 4
+    deploy_id = executions[1]["id"]
+    detail = json.loads(stepflow(tmp_path, "show", deploy_id, "--json").stdout)
+    assert set(detail) == {"execution", "steps", "artifacts"}
+    for key in ("id", "name", "command", "working_directory", "status", "exit_code", "error_message",
+                "created_at", "started_at", "completed_at", "environment", "user", "tags", "total_steps",
+                "completed_steps", "current_step_index", "duration_seconds", "progress_percentage", "metadata"):
+        assert key in detail["execution"], key
+    names = [s["name"] for s in detail["steps"]]
+    assert names == ["local", "environment_setup", "build", "migrate", "restart"]
+    assert all("parent_id" in s for s in detail["steps"])
+    logs = stepflow(tmp_path, "logs", deploy_id[:6]).stdout.splitlines()
+    assert logs[0] == "META:DESCRIPTION:Deploy the sample service"
+    assert "service is up" in logs
+    build = stepflow(tmp_path, "logs", deploy_id, "--step", "build").stdout.splitlines()
+    assert build[0] == "STEP_START:build --duration=3"
+    assert "compiling module 3" in build and "service is up" not in build
+    human = stepflow(tmp_path, "show", deploy_id[:8])
+    assert "environment_setup" in human.stdout and "completed" in human.stdout
+    missing = stepflow(tmp_path, "show", "ffffffff")
+    assert missing.returncode == 1 and "no execution" in missing.stderr
+
+
+def test_ctrl_c_cancels_and_exits_130(tmp_path: Path) -> None:
+    proc = spawn(tmp_path, "exec", "--plain", "-v", "--kill-grace", "1", "--shell", "--",
+                 "echo STEP_START:wait; echo ready; sleep 60")
+    try:
+        read_until(proc, "ready")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 130
+    finally:
+        proc.kill()
+        proc.wait()
+    [execution] = ls_json(tmp_path)
+    assert execution["status"] == "cancelled"
+    assert execution["abort_reason"] == "user"
+
+
+def test_kill_9_mid_run_then_start_again_marks_engine_lost(tmp_path: Path) -> None:
+    script = "for i in $(seq 1 50); do echo line-$i; done; echo STEP_START:busy; echo ready; sleep 60"
+    proc = spawn(tmp_path, "exec", "--plain", "-v", "--shell", "--", script)
+    try:
+        read_until(proc, "ready")
+        wait_for_stored_line(tmp_path / "stepflow.db", "ready")
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # the killed engine's command is an orphan now; a new engine start finds the execution lost
+    again = stepflow(tmp_path, "exec", "--shell", "--", "true")
+    assert again.returncode == 0
+    executions = ls_json(tmp_path)
+    lost = executions[-1]
+    assert lost["status"] == "failed"
+    assert lost["abort_reason"] == "engine lost"
+    logs = stepflow(tmp_path, "logs", lost["id"]).stdout.splitlines()
+    assert logs[:50] == [f"line-{i}" for i in range(1, 51)]
+    assert "ready" in logs
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.yaml")))
+def test_every_sample_validates(sample: str, tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "validate", str(SAMPLES / sample))
+    assert result.returncode == 0, result.stderr
