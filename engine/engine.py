@@ -19,6 +19,7 @@ from engine.execution_run import ExecutionPlan, ExecutionRun, StepPlan
 from engine.execution_state import ExecutionState
 from engine.hub import Hub, Subscriber
 from engine.masking import Masker
+from engine.ownership import owner_is_alive, this_engine
 from engine.model import (
     AbortReason,
     Artifact,
@@ -83,7 +84,7 @@ class Engine:
         Returns the ids of the executions found lost."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
-        lost = await self.store.mark_lost()
+        lost = await self.store.mark_lost(owner_alive)
         if lost:
             log.warning("marked %d execution(s) left running by a dead engine as failed", len(lost))
         self.writer.start()
@@ -299,6 +300,7 @@ class Engine:
 
     async def _launch(self, execution: Execution, steps: list[Step], plan: ExecutionPlan,
                       masker: Masker, workflow_targets: Mapping[str, Any] | None = None) -> Execution:
+        execution.owner = this_engine()
         state = ExecutionState(execution, steps, self.hub, masker)
         await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in steps)))
         await self.writer.barrier()
@@ -510,6 +512,10 @@ class Engine:
             runner = self._runner_factory(target, config)
             self._runners[key] = runner
         return runner
+
+
+def owner_alive(owner: str | None) -> bool:
+    return owner == this_engine() or owner_is_alive(owner)
 
 
 def _default_runner_factory(target: str, config: Any) -> Runner:

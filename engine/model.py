@@ -144,6 +144,8 @@ class Execution:
     workflow_source: str | None = None
     #: id of the execution this one reruns, if any
     rerun_of: str | None = None
+    #: the engine process running it ("host:pid:start-time"), to tell a live engine from a dead one
+    owner: str | None = None
 
     @property
     def duration_seconds(self) -> float | None:

@@ -6,7 +6,7 @@ store writer. Reads return engine domain objects.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,9 +38,10 @@ class Store(Protocol):
     async def apply(self, events: Sequence[Event]) -> None:
         """Persist a batch of events in one transaction (upserts of snapshots, inserts of lines)."""
 
-    async def mark_lost(self) -> list[str]:
+    async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
         """Executions left pending/running by a dead engine become failed with reason 'engine lost'
-        (their open steps too). Returns their ids."""
+        (their open steps too). `owner_alive(execution.owner)` returning True spares an execution
+        whose engine still runs; without it every pending/running execution is lost. Returns ids."""
 
     async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
         """Newest first; returns (page, total matching)."""
