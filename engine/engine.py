@@ -199,7 +199,8 @@ class Engine:
         self._check_open()
         known = set(self.config.targets)
         if text is not None:
-            workflow = parse_workflow(text, str(path) if path else "<workflow>", known_targets=known)
+            workflow = parse_workflow(text, str(path) if path else "<workflow>", known_targets=known,
+                                      source_path=path)
         elif path is not None:
             workflow = load_workflow(path, known_targets=known)
         else:
@@ -267,12 +268,12 @@ class Engine:
                 steps.append(step)
                 cwd = wstep.cwd or defaults.cwd or base_dir
                 step_env = {**env, **wstep.env}
-                spec = CommandSpec(script=wstep.run, shell=wstep.shell or defaults.shell, env=step_env, cwd=cwd)
-                markers_mode = wstep.markers or workflow.markers
+                spec = CommandSpec(script=wstep.run, shell=wstep.shell, env=step_env, cwd=cwd)
+                markers_mode = wstep.markers
                 plan = StepPlan(
                     step=step, branch=branches[t], spec=spec,
-                    timeout=wstep.timeout if wstep.timeout is not None else defaults.timeout,
-                    retries=wstep.retries if wstep.retries is not None else defaults.retries,
+                    timeout=wstep.timeout,
+                    retries=wstep.retries,
                     continue_on_error=wstep.continue_on_error,
                     lenient_markers=markers_mode == "lenient",
                     artifacts=list(wstep.artifacts),

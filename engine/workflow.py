@@ -40,6 +40,7 @@ from engine.workflow_schema import (
 )
 
 __all__ = [
+    "EXTENSION_PREFIX",
     "LOCAL",
     "Defaults",
     "DockerTarget",
@@ -61,6 +62,9 @@ __all__ = [
 LOCAL = "local"
 
 Markers = Literal["strict", "lenient"]
+
+#: top-level keys starting with this are ignored: a place for YAML anchors (`x-common: &common`)
+EXTENSION_PREFIX = "x-"
 
 
 # -- issues -----------------------------------------------------------------------------------
@@ -250,9 +254,7 @@ def load_workflow(path: str | Path, *, known_targets: Collection[str] = ()) -> W
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         message = f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})"
         raise WorkflowError([WorkflowIssue(filename, line, column, message)]) from None
-    return parse_workflow(
-        text, filename, known_targets=known_targets, source_path=os.path.abspath(path)
-    )
+    return parse_workflow(text, filename, known_targets=known_targets, source_path=os.path.abspath(path))
 
 
 def parse_workflow(
@@ -272,20 +274,26 @@ def parse_workflow(
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         raise WorkflowError([_syntax_issue(filename, exc)]) from None
-    except yaml.YAMLError as exc:  # ReaderError: a character YAML does not allow
-        position = getattr(exc, "position", 0) or 0
-        line = text.count("\n", 0, position) + 1
-        column = position - (text.rfind("\n", 0, position) + 1) + 1
-        raise WorkflowError([WorkflowIssue(filename, line, column, f"invalid YAML: {exc}")]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"invalid YAML: character #x{exc.character:04x} is not allowed"
+        raise WorkflowError([WorkflowIssue(filename, line, column, message)]) from None
 
     if root is None:
-        raise WorkflowError([WorkflowIssue(filename, 1, 1, "the file is empty: a workflow needs at least 'steps'")])
+        raise WorkflowError(
+            [WorkflowIssue(filename, 1, 1, "the file is empty: a workflow needs at least 'steps'")]
+        )
     if not isinstance(root, yaml.MappingNode):
-        got = _describe(reader.read(root, ()))
-        reader.issue(root.start_mark, (), f"a workflow must be a mapping of keys (name, steps, ...), got {got}")
+        value = reader.read(root, ())
+        if value is not _UNREADABLE:
+            message = f"a workflow must be a mapping of keys (name, steps, ...), got {_describe(value)}"
+            reader.issue(root.start_mark, (), message)
         raise WorkflowError(reader.issues)
 
     raw = reader.read(root, ())
+    for key in [key for key in raw if key.startswith(EXTENSION_PREFIX)]:
+        del raw[key]
     model: WorkflowModel | None = None
     try:
         model = WorkflowModel.model_validate(raw)
@@ -303,6 +311,8 @@ def parse_workflow(
 Loc = tuple[str | int, ...]
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+# what the reader returns for a node it already reported; validation errors about it are dropped
+_UNREADABLE = object()
 # YAML scalars read as numbers or booleans; in `env` the text as written is kept instead
 _TYPED_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool"))
 
@@ -343,10 +353,10 @@ class _Reader:
                     self.issue(node.start_mark, loc, f"unsupported YAML tag '{node.tag}'")
                 else:
                     self.issue(node.start_mark, loc, f"invalid value: {exc.problem}")
-                return None
+                return _UNREADABLE
         if id(node) in self._open:
             self.issue(node.start_mark, loc, "a YAML alias refers to a node that contains it")
-            return None
+            return _UNREADABLE
         self._open.add(id(node))
         try:
             if isinstance(node, yaml.SequenceNode):
@@ -403,6 +413,8 @@ class _Reader:
     # -- pydantic errors -------------------------------------------------------------------------
 
     def report_validation_error(self, error: Mapping[str, Any], raw: dict[str, Any]) -> None:
+        if error.get("input") is _UNREADABLE:
+            return
         loc = _without_union_tags(tuple(error["loc"]))
         kind = error["type"]
         ctx = error.get("ctx") or {}
@@ -485,10 +497,10 @@ def _error_text(error: Mapping[str, Any], loc: Loc) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = {
-            "greater_than_equal": f"at least {ctx.get('ge')}",
-            "greater_than": f"greater than {ctx.get('gt')}",
-            "less_than_equal": f"at most {ctx.get('le')}",
-            "less_than": f"less than {ctx.get('lt')}",
+            "greater_than_equal": f"at least {_describe(ctx.get('ge'))}",
+            "greater_than": f"greater than {_describe(ctx.get('gt'))}",
+            "less_than_equal": f"at most {_describe(ctx.get('le'))}",
+            "less_than": f"less than {_describe(ctx.get('lt'))}",
         }[kind]
         return f"must be {bound}, got {_describe(value)}"
     if kind == "too_short":
@@ -503,6 +515,8 @@ def _describe(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, str):
@@ -534,7 +548,10 @@ def _format_loc(loc: Loc) -> str:
 def _syntax_issue(filename: str, exc: yaml.MarkedYAMLError) -> WorkflowIssue:
     mark = exc.problem_mark or exc.context_mark
     message = f"invalid YAML: {exc.problem or exc.context or 'cannot parse'}"
-    if exc.context and exc.problem:
+    if exc.context and exc.problem and exc.problem.startswith("but "):
+        # "expected a single document in the stream" + "but found another document"
+        message = f"invalid YAML: {exc.context}, {exc.problem}"
+    elif exc.context and exc.problem:
         message += f" ({exc.context}"
         if exc.context_mark is not None and exc.context_mark is not mark:
             message += f" at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
@@ -558,7 +575,7 @@ def _strings(value: Any, loc: Loc) -> list[tuple[str, Loc]]:
 def _check_references(raw: dict[str, Any], reader: _Reader, known_targets: Collection[str]) -> None:
     """Step names, needs, cycles and target names, on the values as read (valid or not), so that
     these mistakes are reported together with the schema's."""
-    steps = raw.get("steps") if isinstance(raw.get("steps"), list) else []
+    steps: list[Any] = raw["steps"] if isinstance(raw.get("steps"), list) else []
     index: dict[str, int] = {}
     for i, step in enumerate(steps):
         name = step.get("name") if isinstance(step, dict) else None
@@ -567,7 +584,8 @@ def _check_references(raw: dict[str, Any], reader: _Reader, known_targets: Colle
         if name in index:
             first = reader.line(("steps", index[name], "name"))
             reader.issue(
-                reader.mark(("steps", i, "name")), ("steps", i, "name"),
+                reader.mark(("steps", i, "name")),
+                ("steps", i, "name"),
                 f"duplicate step name '{name}' (first on line {first})",
             )
         else:
@@ -589,21 +607,25 @@ def _check_references(raw: dict[str, Any], reader: _Reader, known_targets: Colle
                 needs[own].append((need, loc))
     _check_cycles(needs, index, reader)
 
-    targets = raw.get("targets") if isinstance(raw.get("targets"), dict) else {}
+    targets: dict[str, Any] = raw["targets"] if isinstance(raw.get("targets"), dict) else {}
     local = targets.get(LOCAL)
     if isinstance(local, dict) and local.get("type") in TARGET_MODELS and local.get("type") != "local":
         reader.issue(
-            reader.mark(("targets", LOCAL), key=True), ("targets",),
+            reader.mark(("targets", LOCAL), key=True),
+            ("targets",),
             f"'{LOCAL}' is the built-in local target; give this {local['type']} target another name",
         )
     known = {LOCAL, *targets, *known_targets}
-    for i, step in [(None, raw), *enumerate(steps)]:
-        if not isinstance(step, dict):
+    holders: list[tuple[Loc, Any]] = [((), raw), *((("steps", i), step) for i, step in enumerate(steps))]
+    for holder, values in holders:
+        if not isinstance(values, dict):
             continue
-        where: Loc = ("runs_on",) if i is None else ("steps", i, "runs_on")
-        for target, loc in _strings(step.get("runs_on"), where):
+        where: Loc = (*holder, "runs_on")
+        for target, loc in _strings(values.get("runs_on"), where):
             if target not in known:
-                reader.issue(reader.mark(loc), where, f"unknown target '{target}'{_did_you_mean(target, known)}")
+                reader.issue(
+                    reader.mark(loc), where, f"unknown target '{target}'{_did_you_mean(target, known)}"
+                )
 
 
 def _check_cycles(needs: dict[str, list[tuple[str, Loc]]], index: dict[str, int], reader: _Reader) -> None:
@@ -656,11 +678,17 @@ def _check_cycles(needs: dict[str, list[tuple[str, Loc]]], index: dict[str, int]
 # -- building the result -------------------------------------------------------------------------
 
 
-def _build(model: WorkflowModel, reader: _Reader, filename: str, source_path: str | None, text: str) -> Workflow:
+def _build(
+    model: WorkflowModel, reader: _Reader, filename: str, source_path: str | None, text: str
+) -> Workflow:
     base = os.path.dirname(source_path) if source_path else None
     d = model.defaults
     defaults = Defaults(
-        timeout=d.timeout, shell=d.shell, cwd=_resolve(d.cwd, base), retries=d.retries, kill_grace=d.kill_grace
+        timeout=d.timeout,
+        shell=d.shell,
+        cwd=_resolve(d.cwd, base),
+        retries=d.retries,
+        kill_grace=d.kill_grace,
     )
     steps = [
         WorkflowStep(
@@ -704,7 +732,9 @@ def _build(model: WorkflowModel, reader: _Reader, filename: str, source_path: st
     )
 
 
-def _target(name: str, target: LocalTargetModel | SshTargetModel | DockerTargetModel, base: str | None) -> Target:
+def _target(
+    name: str, target: LocalTargetModel | SshTargetModel | DockerTargetModel, base: str | None
+) -> Target:
     if isinstance(target, SshTargetModel):
         return SshTarget(
             name=name,

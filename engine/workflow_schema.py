@@ -79,23 +79,26 @@ def _positive_duration(value: Any) -> float:
     return seconds
 
 
-_DURATION_SCHEMA: dict[str, Any] = {
-    "anyOf": [
-        {"type": "number", "minimum": 0},
+def _duration_schema(bound: str, *, nullable: bool = False) -> dict[str, Any]:
+    choices: list[dict[str, Any]] = [
+        {"type": "number", bound: 0},
         {"type": "string", "pattern": _DURATION_PATTERN},
     ]
-}
+    return {"anyOf": [*choices, {"type": "null"}] if nullable else choices}
+
 
 #: seconds, > 0, or null for none; also "90s", "10m", "1h30m"
 Timeout = Annotated[
     float | None,
     BeforeValidator(_timeout),
-    WithJsonSchema({"anyOf": [*_DURATION_SCHEMA["anyOf"], {"type": "null"}]}),
+    WithJsonSchema(_duration_schema("exclusiveMinimum", nullable=True)),
 ]
 #: seconds, >= 0; also "90s", "10m"
-Grace = Annotated[float, BeforeValidator(_grace), WithJsonSchema(_DURATION_SCHEMA)]
+Grace = Annotated[float, BeforeValidator(_grace), WithJsonSchema(_duration_schema("minimum"))]
 #: seconds, > 0; also "90s", "10m"
-PositiveDuration = Annotated[float, BeforeValidator(_positive_duration), WithJsonSchema(_DURATION_SCHEMA)]
+PositiveDuration = Annotated[
+    float, BeforeValidator(_positive_duration), WithJsonSchema(_duration_schema("exclusiveMinimum"))
+]
 
 
 def _not_blank(value: str) -> str:
@@ -155,7 +158,10 @@ def _one_or_many(value: Any) -> Any:
 
 
 _ONE_OR_MANY_SCHEMA: dict[str, Any] = {
-    "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": {"type": "string", "minLength": 1}}]
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}},
+    ]
 }
 
 #: a list of strings; a single string is taken as a one-item list
@@ -201,7 +207,12 @@ Memory = Annotated[
     str,
     BeforeValidator(_memory),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "pattern": "^\\d+(\\.\\d+)?[bkmgBKMG]?$"}, {"type": "integer", "minimum": 0}]}
+        {
+            "anyOf": [
+                {"type": "string", "pattern": "^\\d+(\\.\\d+)?[bkmgBKMG]?$"},
+                {"type": "integer", "minimum": 0},
+            ]
+        }
     ),
 ]
 
@@ -220,9 +231,12 @@ class DefaultsModel(FileModel):
     model_config = ConfigDict(title="defaults")
 
     timeout: Timeout = Field(
-        None, description="Seconds a step may run before it is stopped (also '90s', '10m', '1h30m'); null: none."
+        None,
+        description="Seconds a step may run before it is stopped (also '90s', '10m', '1h30m'); null: none.",
     )
-    shell: NonEmptyStr = Field("bash", description="The shell that runs each step's `run` text (`SHELL -c TEXT`).")
+    shell: NonEmptyStr = Field(
+        "bash", description="The shell that runs each step's `run` text (`SHELL -c TEXT`)."
+    )
     cwd: str | None = Field(
         None, description="Working directory of the steps; a relative path is relative to the workflow file."
     )
@@ -240,17 +254,23 @@ class StepModel(FileModel):
     name: NonEmptyStr = Field(description="Unique name of the step; other steps name it in `needs`.")
     run: NonEmptyStr = Field(description="The command text, run by the shell (`bash -c` by default).")
     description: str = Field("", description="A line for people, shown beside the step.")
-    env: Env = Field(default_factory=dict, description="Environment variables for this step (over the workflow's).")
+    env: Env = Field(
+        default_factory=dict, description="Environment variables for this step (over the workflow's)."
+    )
     cwd: str | None = Field(
-        None, description="Working directory; a relative path is relative to the workflow file. Default: defaults.cwd."
+        None,
+        description="Working directory; a relative path is relative to the workflow file. Default: defaults.cwd.",
     )
     timeout: Timeout = Field(
         None,
         description="Seconds the step may run (also '90s', '10m', '1h30m'); default: defaults.timeout; null: none.",
     )
-    retries: int | None = Field(None, ge=0, description="Times to run the step again when it fails; default: defaults.retries.")
+    retries: int | None = Field(
+        None, ge=0, description="Times to run the step again when it fails; default: defaults.retries."
+    )
     continue_on_error: bool = Field(
-        False, description="When true, a failure of this step does not fail the branch, and steps needing it still run."
+        False,
+        description="When true, a failure of this step does not fail the branch, and steps needing it still run.",
     )
     needs: StrList = Field(
         default_factory=list, description="Names of steps that must complete first (a string or a list)."
@@ -260,7 +280,8 @@ class StepModel(FileModel):
         description="Glob patterns, relative to the step's working directory, of files to keep after the step.",
     )
     runs_on: TargetList | None = Field(
-        None, description="Target(s) this step runs on (a string or a list); default: the workflow's `runs_on`."
+        None,
+        description="Target(s) this step runs on (a string or a list); default: the workflow's `runs_on`.",
     )
     shell: NonEmptyStr | None = Field(None, description="The shell for this step; default: defaults.shell.")
     markers: Markers | None = Field(
@@ -285,9 +306,13 @@ class SshTargetModel(FileModel):
 
     type: Literal["ssh"] = Field(description="Target kind.")
     host: NonEmptyStr = Field(description="Host name or address (or a Host alias from ~/.ssh/config).")
-    user: str | None = Field(None, description="User to log in as; default: from ~/.ssh/config, else the local user.")
+    user: str | None = Field(
+        None, description="User to log in as; default: from ~/.ssh/config, else the local user."
+    )
     port: int = Field(22, ge=1, le=65535, description="SSH port.")
-    key: str | None = Field(None, description="Path of a private key file; relative paths are relative to the workflow file.")
+    key: str | None = Field(
+        None, description="Path of a private key file; relative paths are relative to the workflow file."
+    )
     password_env: EnvName | None = Field(
         None, description="Name of an environment variable holding the password (never the password itself)."
     )
@@ -299,7 +324,9 @@ class SshTargetModel(FileModel):
         False, description="Accept and record the host key of a host not yet in known_hosts."
     )
     jump_host: str | None = Field(None, description="A host to connect through ([user@]host[:port]).")
-    connect_timeout: PositiveDuration = Field(10.0, description="Seconds to wait for the connection (also '30s').")
+    connect_timeout: PositiveDuration = Field(
+        10.0, description="Seconds to wait for the connection (also '30s')."
+    )
 
 
 class DockerTargetModel(FileModel):
@@ -310,7 +337,8 @@ class DockerTargetModel(FileModel):
     type: Literal["docker"] = Field(description="Target kind.")
     image: NonEmptyStr = Field(description="Image to run, such as python:3.12-slim.")
     docker_host: str | None = Field(
-        None, description="Docker Engine API address (unix:///..., tcp://...); default: DOCKER_HOST or the local socket."
+        None,
+        description="Docker Engine API address (unix:///..., tcp://...); default: DOCKER_HOST or the local socket.",
     )
     volumes: StrList = Field(
         default_factory=list, description="Volumes to mount, as 'SOURCE:DEST[:ro]' (a string or a list)."
@@ -318,7 +346,9 @@ class DockerTargetModel(FileModel):
     cpus: float | None = Field(None, gt=0, description="CPU limit, in CPUs (0.5, 2...).")
     memory: Memory | None = Field(None, description="Memory limit such as '512m' or '2g'.")
     workdir: str | None = Field(None, description="Working directory inside the container.")
-    reuse: bool = Field(False, description="Run every step of the branch in one container instead of one per step.")
+    reuse: bool = Field(
+        False, description="Run every step of the branch in one container instead of one per step."
+    )
     keep: bool = Field(False, description="Keep the container after the execution (for inspection).")
     pull: bool = Field(False, description="Pull the image before starting, even when it is present.")
 
@@ -337,9 +367,12 @@ TARGET_MODELS: dict[str, type[FileModel]] = {
 class WorkflowModel(FileModel):
     """A stepflow workflow: steps forming a DAG, run on one or more targets."""
 
-    model_config = ConfigDict(title="stepflow workflow")
+    # keys starting with "x-" are ignored by the loader: a place for YAML anchors
+    model_config = ConfigDict(title="stepflow workflow", json_schema_extra={"patternProperties": {"^x-": {}}})
 
-    name: NonEmptyStr | None = Field(None, description="Name of the workflow; default: the file name without extension.")
+    name: NonEmptyStr | None = Field(
+        None, description="Name of the workflow; default: the file name without extension."
+    )
     description: str = Field("", description="A line or two for people.")
     env: Env = Field(default_factory=dict, description="Environment variables for every step.")
     secrets: EnvNameList = Field(
@@ -353,7 +386,10 @@ class WorkflowModel(FileModel):
         default_factory=lambda: ["local"],
         description="Default target(s) of the steps, a string or a list; one branch per target.",
     )
-    defaults: DefaultsModel = Field(default_factory=DefaultsModel, description="Values every step gets unless it sets its own.")
+    defaults: DefaultsModel = Field(
+        default_factory=lambda: DefaultsModel.model_validate({}),
+        description="Values every step gets unless it sets its own.",
+    )
     steps: list[StepModel] = Field(min_length=1, description="The steps; at least one.")
     markers: Markers = Field(
         "strict",

@@ -97,8 +97,12 @@ async def running_engine(data_dir: Path, *, kill_grace: float | None = None) -> 
 
 @contextlib.asynccontextmanager
 async def read_store(data_dir: Path) -> AsyncIterator[object]:
+    from engine.engine import owner_alive
+
     store = make_store(data_dir)
     await store.open()
+    # executions of an engine that died show as failed ("engine lost"), not as running forever
+    await store.mark_lost(owner_alive)
     try:
         yield store
     finally:

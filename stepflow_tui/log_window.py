@@ -134,11 +134,9 @@ class LogWindow:
         end = start + count
         if end >= self.total:
             # the tail: the newest `count` lines (plus one, for the boundary before them)
+            before = self.last_seq + 1 if self.last_seq >= 0 else None
             lines = await self.client.get_log_lines(
-                ex, step_ids=self.step_ids, before_seq=self.last_seq + 1 if self.last_seq >= 0 else None,
-                limit=count + 1, newest_first=True,
-            ) if self.last_seq >= 0 else await self.client.get_log_lines(
-                ex, step_ids=self.step_ids, limit=count + 1, newest_first=True
+                ex, step_ids=self.step_ids, before_seq=before, limit=count + 1, newest_first=True
             )
             lines.reverse()
             if len(lines) == count + 1:

@@ -343,9 +343,15 @@ async def test_closing_the_runner_stops_what_still_runs(tmp_path):
     runner = LocalRunner()
     command = await runner.start(CommandSpec(script="echo up; sleep 1000"))
     await LineReader(command).until(lambda line: line == "up")
+    left_behind = await runner.start(CommandSpec(script="sleep 1000 & echo $!"))
+    reader = LineReader(left_behind)
+    background = int((await reader.until(str.isdigit))[-1])
+    assert await left_behind.wait() == 0 and running(background)
     async with asyncio.timeout(10):
         await runner.close()
         assert await command.wait() == 128 + signal.SIGTERM
+    assert not running(background)
+    await reader.drain()
 
 
 # -- resources ------------------------------------------------------------------------------------
@@ -358,7 +364,7 @@ async def test_sample_sums_the_tree_and_is_none_after_exit(runner):
         "print('busy done', flush=True)\n"
         "time.sleep(1000)\n"
     )
-    command = await runner.start(CommandSpec(script=f"sleep 1000 & {PY} -c \"{code}\"; wait"))
+    command = await runner.start(CommandSpec(script=f'sleep 1000 & {PY} -c "{code}"; wait'))
     reader = LineReader(command)
     await reader.until(lambda line: line == "ready")
     first = command.sample()
@@ -396,7 +402,9 @@ async def test_fetch_copies_a_file_and_creates_parent_folders(runner, workdir, t
     assert dest.read_text() == "<b/>"
 
 
-async def test_fetch_accepts_an_absolute_path_inside_cwd_and_a_symlink_that_stays_inside(runner, workdir, tmp_path):
+async def test_fetch_accepts_an_absolute_path_inside_cwd_and_a_symlink_that_stays_inside(
+    runner, workdir, tmp_path
+):
     await runner.fetch(str(workdir / "reports" / "a.xml"), str(workdir), tmp_path / "1")
     await runner.fetch("reports/inside.xml", str(workdir), tmp_path / "2")
     assert (tmp_path / "2").read_text() == "<a/>"

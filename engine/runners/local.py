@@ -71,8 +71,9 @@ class LocalRunner:
         except BaseException:
             _kill_abandoned_process(proc)
             raise
+        # Kept until it exited and its pipes closed: until then something of it may still run.
         self._running.add(command)
-        command._exited.add_done_callback(lambda _: self._running.discard(command))
+        command._done.add_done_callback(lambda _: self._running.discard(command))
         return command
 
     async def fetch(self, path: str, cwd: str | None, dest: Path) -> str:
@@ -82,7 +83,8 @@ class LocalRunner:
         return await asyncio.to_thread(_glob, pattern, cwd)
 
     async def close(self) -> None:
-        """Stop the commands still running."""
+        """Stop the commands still running, and what finished commands left running behind
+        while holding their output open."""
         running = list(self._running)
         if running:
             await asyncio.gather(*(command.terminate(CLOSE_GRACE) for command in running))
@@ -104,10 +106,13 @@ class LocalCommand:
         self._chunks: collections.deque[tuple[Stream, bytes]] = collections.deque()
         self._buffered = 0
         self._paused = False
-        self._open_pipes = 0
+        #: stdout and stderr, until each is closed
+        self._open_pipes = 2
         self._transports: list[asyncio.ReadTransport] = []
         self._waiter: asyncio.Future[None] | None = None
         self._exited: asyncio.Future[int] = self._loop.create_future()
+        #: resolved once the command exited and both pipes closed
+        self._done: asyncio.Future[None] = self._loop.create_future()
         self._terminate_lock = asyncio.Lock()
         self._watch_exit()
 
@@ -117,7 +122,6 @@ class LocalCommand:
                 functools.partial(_PipeProtocol, self, stream), pipe
             )
             self._transports.append(transport)
-            self._open_pipes += 1
 
     @property
     def pid(self) -> int | None:
@@ -125,6 +129,10 @@ class LocalCommand:
 
     # -- output -----------------------------------------------------------------------------
     async def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
+        """Chunks of at most READ_CHUNK bytes, in arrival order, until both pipes are closed.
+
+        For one consumer. While it does not read, at most about HIGH_WATER bytes wait here; then
+        the pipes are no longer read and the command blocks on its next write."""
         chunks = self._chunks
         while True:
             while chunks:
@@ -155,6 +163,11 @@ class LocalCommand:
     def _on_pipe_closed(self) -> None:
         self._open_pipes -= 1
         self._wake()
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self._exited.done() and self._open_pipes == 0 and not self._done.done():
+            self._done.set_result(None)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -197,6 +210,7 @@ class LocalCommand:
             code = self._proc.returncode
             assert code is not None
             self._exited.set_result(128 - code if code < 0 else code)
+            self._check_done()
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)

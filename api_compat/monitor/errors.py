@@ -1,0 +1,134 @@
+"""StepFlow Monitor's one error middleware: auth, then every failure as the documented envelope.
+
+Engine errors map to statuses (NotFound 404, Conflict 409, InvalidRequest 400, ShuttingDown 503);
+bad JSON 400, bad query parameters 400, bad bodies 422, too large 413. Anything unexpected is logged
+and answered with a 500 in the same envelope, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api_compat.auth import AuthError
+from api_compat.monitor.envelope import ApiError, fail
+from api_compat.state import SURFACES, VERIFIER
+from api_compat.surface import Handler, Surface
+from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+_ENGINE_STATUS: tuple[tuple[type[EngineError], int], ...] = (
+    (NotFound, 404),
+    (Conflict, 409),
+    (InvalidRequest, 400),
+    (ShuttingDown, 503),
+)
+
+
+def _workflow_error() -> type[Exception] | None:
+    try:
+        from engine.workflow import WorkflowError
+    except ImportError:  # pragma: no cover - until the workflow module lands
+        return None
+    return WorkflowError
+
+
+def describe_validation(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+async def read_json(request: web.Request, model: type[M], *, optional: bool = False) -> M:
+    """The body validated against `model`: 400 when it is not JSON, 422 when it does not fit."""
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return model()
+        raise ApiError(400, "the request body must be a JSON object")
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ApiError(422, "the request body must be a JSON object")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise ApiError(422, describe_validation(exc)) from None
+
+
+def read_query(request: web.Request, model: type[M]) -> M:
+    """Query parameters validated against `model` (400 when they do not fit). A field typed as a
+    list takes every occurrence of its parameter."""
+    values: dict[str, Any] = {}
+    for key in request.query.keys():
+        field = model.model_fields.get(key)
+        if field is None:
+            continue
+        if "list" in str(field.annotation):
+            values[key] = request.query.getall(key)
+        else:
+            values[key] = request.query[key]
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ApiError(400, "invalid query parameters: " + describe_validation(exc)) from None
+
+
+def error_middleware(surface: Surface) -> Any:
+    workflow_error = _workflow_error()
+
+    @web.middleware
+    async def monitor_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not surface.owns(request, request.app[SURFACES]):
+            return await handler(request)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return await handler(request)  # a CORS preflight: the CORS middleware answers it
+        verifier = request.app[VERIFIER] if surface.auth else None
+        if verifier is not None:
+            try:
+                # browsers cannot set headers on a WebSocket: accept ?token= on an upgrade only
+                is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+                query_token = request.query.get("token") if is_upgrade else None
+                verifier.check_header(request.headers.get("Authorization"), query_token)
+            except AuthError as exc:
+                return fail(str(exc), 401, {"WWW-Authenticate": 'Bearer realm="stepflow"'})
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return fail(exc.message, exc.status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
+            message = exc.reason if exc.status != 404 else f"no route {request.method} {request.path}"
+            if exc.status == 413:
+                message = "the request body is too large"
+            return fail(message, exc.status, headers)
+        except EngineError as exc:
+            for cls, status in _ENGINE_STATUS:
+                if isinstance(exc, cls):
+                    return fail(exc.message, status)
+            return fail(exc.message, 400)
+        except ValidationError as exc:
+            return fail(describe_validation(exc), 422)
+        except Exception as exc:
+            if workflow_error is not None and isinstance(exc, workflow_error):
+                return fail(str(exc), 422)
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return fail("internal server error (see the server log)", 500)
+
+    return monitor_errors

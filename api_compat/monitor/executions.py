@@ -1,0 +1,137 @@
+"""Executions: list, detail, create (returns at once, `pending`), delete; and ours: cancel, rerun,
+log lines, workflows."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api_compat.monitor.envelope import ApiError, ok
+from api_compat.monitor.errors import read_json, read_query
+from api_compat.monitor.schemas import (
+    CreateExecutionBody,
+    CreateWorkflowBody,
+    ListExecutionsQuery,
+    LogCountQuery,
+    LogLinesQuery,
+    RerunBody,
+)
+from api_compat.state import ENGINE
+from engine.model import ArtifactFilter, Execution, ExecutionFilter, LogLine, Stream
+from engine.views import artifact_dict, execution_dict, iso, step_dict
+
+_LEVEL = {Stream.STDOUT: "info", Stream.STDERR: "error", Stream.SYSTEM: "warning"}
+
+
+def log_level(stream: Stream) -> str:
+    return _LEVEL.get(stream, "info")
+
+
+def line_dict(line: LogLine) -> dict[str, object]:
+    return {
+        "seq": line.seq,
+        "step_id": line.step_id,
+        "stream": line.stream.value,
+        "level": log_level(line.stream),
+        "timestamp": iso(line.timestamp),
+        "content": line.text,
+    }
+
+
+def created(execution: Execution) -> web.Response:
+    return ok(
+        {"execution_id": execution.id, "status": execution.status.value, "created_at": iso(execution.created_at)},
+        status=201,
+    )
+
+
+async def _existing(request: web.Request) -> Execution:
+    execution_id = request.match_info["execution_id"]
+    execution = await request.app[ENGINE].get_execution(execution_id)
+    if execution is None:
+        raise ApiError(404, f"execution {execution_id} not found")
+    return execution
+
+
+async def list_executions(request: web.Request) -> web.Response:
+    q = read_query(request, ListExecutionsQuery)
+    flt = ExecutionFilter(status=q.status, user=q.user, text=q.text, limit=q.limit, offset=q.offset)
+    executions, total = await request.app[ENGINE].list_executions(flt)
+    return ok({
+        "executions": [execution_dict(e) for e in executions],
+        "total_count": total,
+        "has_more": q.offset + len(executions) < total,
+    })
+
+
+async def get_execution(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    execution = await _existing(request)
+    steps = await engine.get_steps(execution.id)
+    artifacts, _total = await engine.list_artifacts(ArtifactFilter(execution_id=execution.id, limit=1000))
+    return ok({
+        "execution": execution_dict(execution),
+        "steps": [step_dict(s) for s in steps],
+        "artifacts": [artifact_dict(a) for a in artifacts],
+    })
+
+
+async def create_execution(request: web.Request) -> web.Response:
+    body = await read_json(request, CreateExecutionBody)
+    execution = await request.app[ENGINE].submit_command(
+        body.command,
+        name=body.name,
+        cwd=body.working_directory,
+        env=body.environment,
+        target=body.target,
+        tags=body.tags,
+        metadata=body.metadata,
+        user=body.user,
+        markers=body.markers,
+    )
+    return created(execution)
+
+
+async def delete_execution(request: web.Request) -> web.Response:
+    execution_id = request.match_info["execution_id"]
+    # the engine refuses a running execution (409): cancel it first
+    await request.app[ENGINE].delete(execution_id)
+    return ok({"message": "Execution deleted successfully", "execution_id": execution_id})
+
+
+async def cancel_execution(request: web.Request) -> web.Response:
+    execution_id = request.match_info["execution_id"]
+    await request.app[ENGINE].cancel(execution_id)
+    return ok({"message": "Cancellation requested", "execution_id": execution_id})
+
+
+async def rerun_execution(request: web.Request) -> web.Response:
+    body = await read_json(request, RerunBody, optional=True)
+    execution = await request.app[ENGINE].rerun(request.match_info["execution_id"], from_failed=body.from_failed)
+    return created(execution)
+
+
+async def get_log_lines(request: web.Request) -> web.Response:
+    q = read_query(request, LogLinesQuery)
+    execution = await _existing(request)
+    lines = await request.app[ENGINE].get_log_lines(
+        execution.id, step_ids=q.step_id, after_seq=q.after_seq, before_seq=q.before_seq,
+        limit=q.limit, newest_first=q.newest_first,
+    )
+    return ok({"execution_id": execution.id, "lines": [line_dict(line) for line in lines]})
+
+
+async def count_log_lines(request: web.Request) -> web.Response:
+    q = read_query(request, LogCountQuery)
+    execution = await _existing(request)
+    count = await request.app[ENGINE].count_log_lines(execution.id, step_ids=q.step_id)
+    return ok({"execution_id": execution.id, "count": count})
+
+
+async def create_workflow(request: web.Request) -> web.Response:
+    body = await read_json(request, CreateWorkflowBody)
+    if (body.path is None) == (body.text is None):
+        raise ApiError(422, "give exactly one of 'path' (a file on the server) or 'text' (the workflow itself)")
+    execution = await request.app[ENGINE].submit_workflow(
+        body.path, text=body.text, targets=body.targets, name=body.name, user=body.user,
+    )
+    return created(execution)

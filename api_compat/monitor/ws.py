@@ -1,0 +1,457 @@
+"""StepFlow Monitor's WebSocket: engine events become messages, fanned out to clients.
+
+One engine subscription feeds the hub; each event is encoded once and offered to the clients that
+want it. Each client has its own queue and sender task, so a slow client never stalls the others
+nor the engine. A client's queue holds at most `limit` droppable messages (`log_entry`, and
+`step_update` for progress-only changes); beyond that they are dropped for that client and counted,
+and once it catches up it gets an `error` message with `error_code` `LOG_ENTRIES_DROPPED` saying how
+many and which sequence numbers to fetch again (`GET /api/executions/{id}/logs`). Status messages
+are never dropped. A client whose queue passes a hard bound anyway (it stopped reading) is closed
+with 1008 "client too slow".
+
+Who gets what (see api_compat/README.md): every client gets `execution_started`,
+`execution_completed` and `artifact_created` for every execution; `step_update`, `log_entry` and
+`error` only for the executions it subscribed to (`subscribe` with an id, or `"*"` for all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import json
+import logging
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from api_compat.monitor.envelope import dumps, now_iso
+from api_compat.monitor.executions import log_level
+from api_compat.state import WS_HUB
+from engine.client import EngineClient, Subscription
+from engine.events import (
+    ArtifactAdded,
+    Event,
+    ExecutionFinished,
+    ExecutionStarted,
+    LinesDropped,
+    LinesLogged,
+    Notice,
+    StepAdded,
+    StepFinished,
+    StepStarted,
+    StepUpdated,
+)
+from engine.model import ArtifactFilter, Execution
+from engine.views import execution_dict, iso, step_dict
+
+log = logging.getLogger(__name__)
+
+WILDCARD = "*"
+#: a client whose queue holds this many times its limit has stopped reading
+_HARD_FACTOR = 4
+
+
+def message(type_: str, data: dict[str, Any]) -> str:
+    return dumps({"type": type_, "data": data, "timestamp": now_iso()})
+
+
+def error_message(code: str, text: str, execution_id: str | None = None, **extra: Any) -> str:
+    return message("error", {"execution_id": execution_id, "error_message": text, "error_code": code,
+                             "timestamp": now_iso(), **extra})
+
+
+class WsClient:
+    __slots__ = ("id", "ws", "hub", "limit", "subscriptions", "wildcard", "_queue", "_droppable",
+                 "_dropped", "_wake", "_closing", "sender", "__weakref__")
+
+    def __init__(self, hub: WsHub, ws: web.WebSocketResponse, client_id: int, limit: int) -> None:
+        self.id = client_id
+        self.ws = ws
+        self.hub = hub
+        self.limit = limit
+        self.subscriptions: set[str] = set()
+        self.wildcard = False
+        # (text, droppable)
+        self._queue: collections.deque[tuple[str, bool]] = collections.deque()
+        self._droppable = 0
+        # execution id -> [count, first_seq, last_seq]
+        self._dropped: dict[str, list[int]] = {}
+        self._wake = asyncio.Event()
+        self._closing = False
+        self.sender: asyncio.Task[None] | None = None
+
+    def wants(self, execution_id: str) -> bool:
+        return self.wildcard or execution_id in self.subscriptions
+
+    # -- queueing (called by the hub, never awaits) ----------------------------------------------
+    def send(self, text: str) -> None:
+        """A message that must arrive (status, replies)."""
+        self._queue.append((text, False))
+        self._wake.set()
+        if len(self._queue) > self.limit * _HARD_FACTOR and not self._closing:
+            log.warning("WebSocket client %s stopped reading; closing it", self.id)
+            self._closing = True
+            asyncio.get_running_loop().create_task(
+                self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"client too slow")
+            )
+
+    def send_droppable(self, execution_id: str, texts: list[str], first_seq: int = -1) -> None:
+        if self._dropped and self._droppable <= self.limit // 2:
+            self._flush_drop_notices()
+        room = self.limit - self._droppable
+        if room >= len(texts):
+            self._queue.extend((t, True) for t in texts)
+            self._droppable += len(texts)
+        else:
+            kept = texts[:max(room, 0)]
+            self._queue.extend((t, True) for t in kept)
+            self._droppable += len(kept)
+            lost = len(texts) - len(kept)
+            start = first_seq + len(kept) if first_seq >= 0 else -1
+            self.note_dropped(execution_id, lost, start, start + lost - 1 if start >= 0 else -1)
+        self._wake.set()
+
+    def note_dropped(self, execution_id: str, count: int, first_seq: int = -1, last_seq: int = -1) -> None:
+        entry = self._dropped.get(execution_id)
+        if entry is None:
+            self._dropped[execution_id] = [count, first_seq, last_seq]
+        else:
+            entry[0] += count
+            if first_seq >= 0:
+                entry[1] = first_seq if entry[1] < 0 else min(entry[1], first_seq)
+                entry[2] = max(entry[2], last_seq)
+        self._wake.set()
+
+    def _flush_drop_notices(self) -> None:
+        for execution_id, (count, first, last) in self._dropped.items():
+            self._queue.append((error_message(
+                "LOG_ENTRIES_DROPPED",
+                f"{count} log entries were not sent because this client fell behind; "
+                f"fetch them with GET /api/executions/{execution_id}/logs",
+                execution_id,
+                dropped_count=count,
+                first_seq=first if first >= 0 else None,
+                last_seq=last if last >= 0 else None,
+            ), False))
+        self._dropped.clear()
+
+    # -- sending -----------------------------------------------------------------------------------
+    async def run(self) -> None:
+        queue = self._queue
+        ws = self.ws
+        try:
+            while True:
+                while queue:
+                    text, droppable = queue.popleft()
+                    if droppable:
+                        self._droppable -= 1
+                    await ws.send_str(text)
+                    self.hub.total_messages += 1
+                if self._dropped:
+                    self._flush_drop_notices()
+                    continue
+                if self._closing or ws.closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+        except (ConnectionError, RuntimeError):
+            pass  # the peer went away; the reader ends the connection
+
+    async def close(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"", *,
+                    flush_timeout: float = 1.0) -> None:
+        """Send what is queued (up to `flush_timeout`), then close with `code`."""
+        self._closing = True
+        self._wake.set()
+        if self.sender is not None and not self.sender.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self.sender), flush_timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                self.sender.cancel()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.ws.close(code=code, message=message)
+
+
+class WsHub:
+    def __init__(self, engine: EngineClient, *, client_queue: int = 2_000) -> None:
+        self.engine = engine
+        self.client_queue = client_queue
+        self.clients: weakref.WeakSet[WsClient] = weakref.WeakSet()
+        self._by_execution: dict[str, set[WsClient]] = {}
+        self._wildcard: set[WsClient] = set()
+        self._ids = itertools.count(1)
+        self._subscription: Subscription | None = None
+        self._pump: asyncio.Task[None] | None = None
+        #: artifact ids seen in events, per execution still running (the store may lag behind)
+        self._artifacts_seen: dict[str, set[str]] = {}
+        self.total_messages = 0
+        self.running = False
+        self.accepting = False
+
+    @property
+    def client_count(self) -> int:
+        return len(self.clients)
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.running:
+            return
+        self._subscription = self.engine.subscribe(maxsize=50_000)
+        self._pump = asyncio.create_task(self._run(), name="ws-hub")
+        self.running = True
+        self.accepting = True
+
+    async def stop(self, *, drain_timeout: float = 2.0) -> None:
+        """Deliver what the engine already published, then close every client with 1001."""
+        self.accepting = False
+        if self._subscription is not None:
+            self._subscription.close()
+        if self._pump is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._pump), drain_timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                self._pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._pump
+            self._pump = None
+        self.running = False
+        await self.close_clients()
+
+    async def close_clients(self) -> None:
+        clients = list(self.clients)
+        if clients:
+            await asyncio.gather(*(c.close(WSCloseCode.GOING_AWAY, b"server shutting down") for c in clients),
+                                 return_exceptions=True)
+
+    # -- clients -------------------------------------------------------------------------------------
+    def register(self, ws: web.WebSocketResponse) -> WsClient:
+        client = WsClient(self, ws, next(self._ids), self.client_queue)
+        self.clients.add(client)
+        client.sender = asyncio.create_task(client.run(), name=f"ws-client-{client.id}")
+        return client
+
+    def unregister(self, client: WsClient) -> None:
+        self.clients.discard(client)
+        self._wildcard.discard(client)
+        for execution_id in client.subscriptions:
+            subs = self._by_execution.get(execution_id)
+            if subs is not None:
+                subs.discard(client)
+                if not subs:
+                    del self._by_execution[execution_id]
+        client.subscriptions.clear()
+
+    def subscribe(self, client: WsClient, execution_id: str) -> None:
+        if execution_id == WILDCARD:
+            client.wildcard = True
+            self._wildcard.add(client)
+        else:
+            client.subscriptions.add(execution_id)
+            self._by_execution.setdefault(execution_id, set()).add(client)
+
+    def unsubscribe(self, client: WsClient, execution_id: str) -> None:
+        if execution_id == WILDCARD:
+            client.wildcard = False
+            self._wildcard.discard(client)
+            return
+        client.subscriptions.discard(execution_id)
+        subs = self._by_execution.get(execution_id)
+        if subs is not None:
+            subs.discard(client)
+            if not subs:
+                del self._by_execution[execution_id]
+
+    def interested(self, execution_id: str) -> Iterable[WsClient]:
+        subs = self._by_execution.get(execution_id)
+        if not subs:
+            return self._wildcard
+        if not self._wildcard:
+            return subs
+        return self._wildcard | subs
+
+    def broadcast(self, text: str) -> None:
+        for client in self.clients:
+            client.send(text)
+
+    # -- events -> messages -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        assert self._subscription is not None
+        try:
+            async for event in self._subscription:
+                try:
+                    await self.dispatch(event)
+                except Exception:
+                    log.exception("turning %s into WebSocket messages failed", type(event).__name__)
+        finally:
+            self.running = False
+
+    async def dispatch(self, event: Event) -> None:
+        if isinstance(event, LinesLogged):
+            targets = self.interested(event.exec_id)
+            if not targets:
+                return
+            level = log_level(event.stream)
+            ts = iso(event.timestamp)
+            texts = [
+                message("log_entry", {
+                    "execution_id": event.exec_id, "step_id": event.step_id, "content": line,
+                    "timestamp": ts, "level": level, "stream": event.stream.value, "seq": event.start_seq + i,
+                })
+                for i, line in enumerate(event.lines)
+            ]
+            for client in tuple(targets):
+                client.send_droppable(event.exec_id, texts, event.start_seq)
+        elif isinstance(event, (StepStarted, StepFinished, StepAdded)):
+            self._to_interested(event.step.execution_id, self._step_message(event.step))
+        elif isinstance(event, StepUpdated):
+            targets = self.interested(event.step.execution_id)
+            if targets:
+                text = self._step_message(event.step)
+                for client in tuple(targets):
+                    client.send_droppable(event.step.execution_id, [text])
+        elif isinstance(event, ExecutionStarted):
+            ex = event.execution
+            self._artifacts_seen.setdefault(ex.id, set())
+            self.broadcast(message("execution_started", {
+                "execution_id": ex.id, "name": ex.name, "command": ex.command,
+                "started_at": iso(ex.started_at), "status": ex.status.value,
+            }))
+        elif isinstance(event, ExecutionFinished):
+            self.broadcast(await self._completed_message(event.execution))
+        elif isinstance(event, ArtifactAdded):
+            art = event.artifact
+            self._artifacts_seen.setdefault(art.execution_id, set()).add(art.id)
+            self.broadcast(message("artifact_created", {
+                "execution_id": art.execution_id,
+                "artifact": {"id": art.id, "name": art.name, "file_name": art.file_name,
+                             "download_url": art.download_url, "step_id": art.step_id,
+                             "file_size": art.file_size, "mime_type": art.mime_type,
+                             "artifact_type": art.artifact_type.value},
+            }))
+        elif isinstance(event, Notice):
+            if event.level.lower() == "error":
+                self._to_interested(event.exec_id, error_message(
+                    "EXECUTION_ERROR", event.message, event.exec_id, step_id=event.step_id,
+                ))
+        elif isinstance(event, LinesDropped):
+            # the hub's own engine subscription lagged: tell the clients that wanted those lines
+            for client in tuple(self.interested(event.exec_id)):
+                client.note_dropped(event.exec_id, event.count)
+
+    def _to_interested(self, execution_id: str, text: str) -> None:
+        for client in tuple(self.interested(execution_id)):
+            client.send(text)
+
+    @staticmethod
+    def _step_message(step: Any) -> str:
+        return message("step_update", {"execution_id": step.execution_id, "step": step_dict(step)})
+
+    async def _completed_message(self, ex: Execution) -> str:
+        seen = self._artifacts_seen.pop(ex.id, set())
+        try:
+            stored, _total = await self.engine.list_artifacts(ArtifactFilter(execution_id=ex.id, limit=1000))
+            count = len(seen | {a.id for a in stored})
+        except Exception:
+            log.exception("counting the artifacts of %s failed", ex.id)
+            count = len(seen)
+        return message("execution_completed", {
+            "execution_id": ex.id,
+            "status": ex.status.value,
+            "exit_code": ex.exit_code,
+            "completed_at": iso(ex.completed_at),
+            "duration_seconds": None if ex.duration_seconds is None else round(ex.duration_seconds, 3),
+            "total_steps": ex.total_steps,
+            "artifacts_count": count,
+            "error_message": ex.error_message,
+            "abort_reason": ex.abort_reason.value if ex.abort_reason else None,
+        })
+
+    # -- client commands ------------------------------------------------------------------------------
+    async def handle_command(self, client: WsClient, raw: str) -> None:
+        try:
+            payload = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            client.send(error_message("INVALID_MESSAGE", f"the message is not JSON: {exc}"))
+            return
+        if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
+            client.send(error_message("INVALID_MESSAGE", 'a message is a JSON object with a "type"'))
+            return
+        kind = payload["type"]
+        data = payload.get("data")
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            client.send(error_message("INVALID_MESSAGE", '"data" must be a JSON object'))
+            return
+        # the reference web client nests execution_id in data; its server read it at the top level
+        execution_id = data.get("execution_id", payload.get("execution_id"))
+        if execution_id is not None and not isinstance(execution_id, str):
+            client.send(error_message("INVALID_MESSAGE", "execution_id must be a string"))
+            return
+        if kind == "ping":
+            client.send(message("pong", {"timestamp": now_iso()}))
+        elif kind in ("subscribe", "subscribe_execution", "unsubscribe"):
+            if not execution_id:
+                client.send(error_message("INVALID_MESSAGE", f"{kind} needs data.execution_id"))
+                return
+            if kind == "unsubscribe":
+                self.unsubscribe(client, execution_id)
+                client.send(message("unsubscribed", {"execution_id": execution_id}))
+                return
+            if execution_id != WILDCARD and await self.engine.get_execution(execution_id) is None:
+                client.send(error_message("NOT_FOUND", f"execution {execution_id} not found", execution_id))
+                return
+            self.subscribe(client, execution_id)
+            client.send(message("subscribed", {"execution_id": execution_id}))
+        elif kind == "get_status":
+            if not execution_id:
+                client.send(message("server_status", {
+                    "running": self.running, "connected_clients": self.client_count, "timestamp": now_iso(),
+                }))
+                return
+            execution = await self.engine.get_execution(execution_id)
+            if execution is None:
+                client.send(error_message("NOT_FOUND", f"execution {execution_id} not found", execution_id))
+                return
+            steps = await self.engine.get_steps(execution_id)
+            client.send(message("execution_status", {
+                "execution_id": execution_id,
+                "execution": execution_dict(execution),
+                "steps": [step_dict(s) for s in steps],
+            }))
+        else:
+            client.send(error_message("UNKNOWN_MESSAGE_TYPE", f"unknown message type {kind!r}"))
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    hub = request.app[WS_HUB]
+    if not hub.accepting:
+        raise web.HTTPServiceUnavailable(reason="the server is shutting down")
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(reason="this address takes WebSocket connections only")
+    await ws.prepare(request)
+    client = hub.register(ws)
+    client.send(message("connection_established", {
+        "client_id": client.id, "server_time": now_iso(), "connected_clients": hub.client_count,
+    }))
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT:
+                try:
+                    await hub.handle_command(client, msg.data)
+                except Exception:
+                    log.exception("handling a WebSocket command failed")
+                    client.send(error_message("INTERNAL_ERROR", "the command failed (see the server log)"))
+            elif msg.type is WSMsgType.BINARY:
+                client.send(error_message("INVALID_MESSAGE", "send JSON text messages, not binary"))
+            elif msg.type is WSMsgType.ERROR:
+                break
+    finally:
+        hub.unregister(client)
+        if client.sender is not None and not client.sender.done():
+            client.sender.cancel()
+    return ws

@@ -1,0 +1,121 @@
+"""`/api/openapi.json`: an OpenAPI 3.1 document built from the routes every surface registered."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api_compat.monitor.envelope import dumps
+from api_compat.state import SURFACES
+from api_compat.surface import RouteDoc, Surface
+
+_REF = "#/components/schemas/{model}"
+_STATUS_TEXT = {400: "Bad request", 401: "Authentication required", 404: "Not found", 409: "Conflict",
+                413: "Too large", 422: "Invalid body", 500: "Server error", 503: "Shutting down"}
+#: the document, built on first request (the routes are frozen by then)
+OPENAPI_CACHE = web.AppKey("openapi_cache", dict[str, str])
+
+
+def _models(surfaces: list[Surface]) -> list[type[BaseModel]]:
+    found: dict[type[BaseModel], None] = {}
+    for s in surfaces:
+        if s.error_model is not None:
+            found[s.error_model] = None
+        for doc in s.routes:
+            for m in (doc.query, doc.body, doc.response):
+                if isinstance(m, type) and issubclass(m, BaseModel):
+                    found[s.envelope(m) if (m is doc.response and s.envelope) else m] = None
+    return list(found)
+
+
+def _schema_ref(model: type[BaseModel], refs: dict[tuple[type[BaseModel], str], dict[str, Any]],
+                mode: str = "validation") -> dict[str, Any]:
+    return refs.get((model, mode)) or refs[(model, "validation")]
+
+
+def _parameters(doc: RouteDoc) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)", doc.path)
+    ]
+    if doc.query is not None:
+        schema = doc.query.model_json_schema()
+        for name, prop in schema.get("properties", {}).items():
+            prop = dict(prop)
+            description = prop.pop("description", None)
+            param = {"name": name, "in": "query", "required": name in schema.get("required", []),
+                     "schema": prop}
+            if "array" in str(prop):
+                param["explode"] = True
+            if description:
+                param["description"] = description
+            params.append(param)
+    return params
+
+
+def build(app: web.Application) -> dict[str, Any]:
+    surfaces = app[SURFACES]
+    models = _models(surfaces)
+    refs, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
+    components = defs.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for surface in surfaces:
+        for doc in surface.routes:
+            op: dict[str, Any] = {
+                "summary": doc.summary,
+                "tags": [f"{surface.title}: {doc.tag}"],
+                "operationId": doc.operation_id or f"{surface.name}_{doc.method.lower()}_"
+                + re.sub(r"\W+", "_", doc.path).strip("_"),
+                "parameters": _parameters(doc),
+            }
+            if doc.description:
+                op["description"] = doc.description
+            if doc.body is not None:
+                schema = (_schema_ref(doc.body, refs) if isinstance(doc.body, type) else doc.body)
+                op["requestBody"] = {"required": True, "content": {doc.body_content_type: {"schema": schema}}}
+            responses: dict[str, Any] = {}
+            if isinstance(doc.response, dict):
+                responses[str(doc.status)] = doc.response
+            elif doc.response is not None:
+                model = surface.envelope(doc.response) if surface.envelope else doc.response
+                responses[str(doc.status)] = {
+                    "description": "Success",
+                    "content": {"application/json": {"schema": _schema_ref(model, refs)}},
+                }
+            else:
+                responses[str(doc.status)] = {"description": "Success"}
+            for status in sorted({*doc.errors, 401, 500}):
+                entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Error")}
+                if surface.error_model is not None:
+                    entry["content"] = {"application/json": {"schema": _schema_ref(surface.error_model, refs)}}
+                responses[str(status)] = entry
+            op["responses"] = responses
+            if surface.auth:
+                op["security"] = [{}, {"bearer": []}]
+            paths.setdefault(doc.path, {})[doc.method.lower()] = op
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "stepflow",
+            "version": "1.0.0",
+            "description": "The APIs of stepflow's embedded listener. Authentication (a bearer token from "
+                           "`stepflow token create`) is required when STEPFLOW_AUTH_ENABLED is true.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    cache = request.app[OPENAPI_CACHE]
+    text = cache.get("doc")
+    if text is None:
+        text = cache["doc"] = dumps(build(request.app))
+    return web.Response(text=text, content_type="application/json")

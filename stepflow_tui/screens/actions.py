@@ -1,0 +1,88 @@
+"""The commands on one execution (cancel, rerun, rerun from the failed step, delete), shared by the
+list and the execution view. The screen says which execution is current; confirmations first."""
+
+from __future__ import annotations
+
+from textual.binding import Binding
+from textual.screen import Screen
+
+from engine.model import Execution, ExecutionStatus
+from stepflow_tui.screens.dialogs import ConfirmDialog
+
+EXECUTION_BINDINGS = [
+    Binding("c", "cancel_execution", "Cancel", id="execution.cancel"),
+    Binding("r", "rerun", "Rerun", id="execution.rerun"),
+    Binding("R", "rerun_failed", "Rerun failed", show=False, id="execution.rerun_failed"),
+    Binding("d", "delete_execution", "Delete", id="execution.delete"),
+]
+
+
+class ExecutionActions(Screen):
+    """Mixed into screens that have a current execution."""
+
+    def current_execution(self) -> Execution | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("cancel_execution", "rerun", "rerun_failed", "delete_execution"):
+            # shown only with an execution at hand; what does not fit its status says why
+            return self.current_execution() is not None
+        return True
+
+    def action_cancel_execution(self) -> None:
+        ex = self.current_execution()
+        if ex is None:
+            return
+        if ex.status.is_terminal:
+            self.notify(f"{ex.name} already {ex.status.value}", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.engine_call(self.app.client.cancel(ex.id),  # type: ignore[attr-defined]
+                                     done=lambda _r: self.notify(f"Cancelling {ex.name}…"))
+
+        self.app.push_screen(
+            ConfirmDialog("Cancel execution?",
+                          f"Stop “{ex.name}”? Its commands get SIGTERM, then SIGKILL after a grace period; "
+                          "it is recorded as cancelled.", confirm="Cancel it"),
+            answered,
+        )
+
+    def action_rerun(self) -> None:
+        self._rerun(from_failed=False)
+
+    def action_rerun_failed(self) -> None:
+        self._rerun(from_failed=True)
+
+    def _rerun(self, *, from_failed: bool) -> None:
+        ex = self.current_execution()
+        if ex is None:
+            return
+        if from_failed and ex.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
+            self.notify(f"{ex.name} is {ex.status.value}: nothing failed to rerun from", severity="warning")
+            return
+        self.app.engine_call(  # type: ignore[attr-defined]
+            self.app.client.rerun(ex.id, from_failed=from_failed),  # type: ignore[attr-defined]
+            done=self.app.open_execution,  # type: ignore[attr-defined]
+        )
+
+    def action_delete_execution(self) -> None:
+        ex = self.current_execution()
+        if ex is None:
+            return
+        if not ex.status.is_terminal:
+            self.notify(f"{ex.name} is {ex.status.value}: cancel it first", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.engine_call(self.app.client.delete(ex.id),  # type: ignore[attr-defined]
+                                     done=lambda _r: self.notify(f"Deleted {ex.name}"))
+
+        self.app.push_screen(
+            ConfirmDialog("Delete execution?",
+                          f"Delete “{ex.name}” with its logs and artifacts? This cannot be undone.",
+                          confirm="Delete"),
+            answered,
+        )

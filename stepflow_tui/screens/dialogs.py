@@ -1,0 +1,102 @@
+"""Small typed modal dialogs: confirm, ask for a line of text, show every key binding."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Yes/no. `y` or enter on the confirm button says yes; `n` or escape says no."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Yes", id="confirm.yes"),
+        Binding("n,escape", "answer(False)", "No", id="confirm.no"),
+    ]
+
+    def __init__(self, title: str, message: str, *, confirm: str = "Yes", danger: bool = True) -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text = title
+        self.message = message
+        self.confirm = confirm
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Static(self.message, classes="dialog-body")
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(f"{self.confirm} (y)", id="yes", variant="error" if self.danger else "primary")
+                yield Button("No (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class TextPrompt(ModalScreen[str | None]):
+    """One line of text (a path to save to...). Enter accepts, escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="prompt.cancel")]
+
+    def __init__(self, title: str, value: str = "", *, placeholder: str = "") -> None:
+        super().__init__(classes="dialog-screen")
+        self.title_text = title
+        self.value = value
+        self.placeholder = placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+            yield Static("enter: accept · esc: cancel", classes="dialog-hint")
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        value = event.value.strip()
+        self.dismiss(value or None)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every binding active where help was asked, with the id to remap it."""
+
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
+
+    def __init__(self, rows: list[tuple[str, str, str, str]], keys_path: str) -> None:
+        super().__init__(classes="dialog-screen")
+        self.rows = rows
+        self.keys_path = keys_path
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, expand=True, show_edge=False, pad_edge=False)
+        table.add_column("Key", style="bold", no_wrap=True)
+        table.add_column("Action")
+        table.add_column("Where", style="dim", no_wrap=True)
+        table.add_column("Id (for remapping)", style="dim", no_wrap=True)
+        for key, description, where, binding_id in self.rows:
+            table.add_row(key, description, where, binding_id)
+        with Vertical(classes="dialog help-dialog"):
+            yield Label("Keys", classes="dialog-title")
+            with VerticalScroll():
+                yield Static(table)
+            yield Static(Text(f"Remap keys in {self.keys_path} ([keys] id = \"key\"). "
+                              "ctrl+p lists every action. esc closes.", style="dim"), classes="dialog-hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,227 @@
+"""One execution: the tree on the left; the log (or the artifacts) on the right."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+
+from engine.events import (
+    ArtifactAdded,
+    ArtifactDeleted,
+    Event,
+    ExecutionDeleted,
+    ExecutionFinished,
+    ExecutionStarted,
+    ExecutionUpdated,
+    LinesDropped,
+    LinesLogged,
+    StepAdded,
+    StepFinished,
+    StepStarted,
+    StepUpdated,
+)
+from engine.model import Execution, ExecutionStatus, Step
+from stepflow_tui.display import duration_between, fmt_duration, progress_bar, status_glyph
+from stepflow_tui.screens.actions import EXECUTION_BINDINGS, ExecutionActions
+from stepflow_tui.widgets.artifact_pane import ArtifactPane, ArtifactTable
+from stepflow_tui.widgets.log_view import LogView
+from stepflow_tui.widgets.status_strip import StatusStrip
+from stepflow_tui.widgets.step_tree import StepTree
+
+
+class ExecutionScreen(ExecutionActions):
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="execution.back"),
+        Binding("slash", "search", "Search", id="log.search"),
+        Binding("a", "toggle_artifacts", "Artifacts", id="execution.artifacts"),
+        Binding("l", "focus_log", "Log", show=False, id="execution.focus_log"),
+        Binding("T", "focus_tree", "Tree", show=False, id="execution.focus_tree"),
+        *EXECUTION_BINDINGS,
+    ]
+
+    def __init__(self, execution: Execution) -> None:
+        super().__init__()
+        self.execution = execution
+        self.steps: dict[str, Step] = {}
+        self._filter_step: Step | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="execution-title", classes="screen-title")
+        with Horizontal(id="execution-body"):
+            yield StepTree(id="step-tree")
+            with TabbedContent(id="execution-tabs"):
+                with TabPane("Log", id="tab-log"):
+                    with Vertical():
+                        yield Static(id="log-status", classes="pane-status")
+                        yield LogView(id="log")
+                        yield Input(placeholder="search the log (enter: find, n/N: next/previous)",
+                                    id="log-search", classes="hidden")
+                with TabPane("Artifacts", id="tab-artifacts"):
+                    yield ArtifactPane(id="artifacts")
+        yield StatusStrip(self.app.client.description, sample_machine=self.app.sample_machine)  # type: ignore[attr-defined]
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.log_view.show(self.execution.id)
+        self.log_view.focus()
+        self._update_title()
+        self._load()
+
+    @property
+    def log_view(self) -> LogView:
+        return self.query_one(LogView)
+
+    @property
+    def tree(self) -> StepTree:
+        return self.query_one(StepTree)
+
+    def current_execution(self) -> Execution | None:
+        return self.execution
+
+    @work(group="execution-load", exclusive=True)
+    async def _load(self) -> None:
+        client = self.app.client  # type: ignore[attr-defined]
+        try:
+            execution = await client.get_execution(self.execution.id)
+            steps = await client.get_steps(self.execution.id)
+        except Exception as exc:
+            self.app.report_error(exc)  # type: ignore[attr-defined]
+            return
+        if execution is not None:
+            self.execution = execution
+        # events that came while reading win over what was read
+        for step in steps:
+            if step.id not in self.steps:
+                self.steps[step.id] = step
+        self.tree.set_steps(self.steps.values())
+        self._update_title()
+        self.query_one(ArtifactPane).show(self.execution.id, {s.id: s.name for s in self.steps.values()})
+
+    # -- events ----------------------------------------------------------------------------------
+    def apply_events(self, events: list[Event]) -> None:
+        my_id = self.execution.id
+        lines = []
+        title = False
+        for ev in events:
+            if ev.execution_id != my_id:
+                continue
+            if isinstance(ev, LinesLogged):
+                lines.extend(ev.log_lines())
+            elif isinstance(ev, StepAdded | StepStarted | StepUpdated | StepFinished):
+                self.steps[ev.step.id] = ev.step
+                self.tree.update_step(ev.step)
+                if isinstance(ev, StepAdded):
+                    self._step_added(ev.step)
+            elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
+                self.execution = ev.execution
+                title = True
+            elif isinstance(ev, LinesDropped):
+                self.log_view.add_dropped()
+            elif isinstance(ev, ArtifactAdded | ArtifactDeleted):
+                self.query_one(ArtifactPane).reload()
+            elif isinstance(ev, ExecutionDeleted):
+                self.notify(f"{self.execution.name} was deleted")
+                self.dismiss()
+                return
+        if lines:
+            self.log_view.add_live(lines)
+        if title:
+            self._update_title()
+            self.refresh_bindings()
+
+    def _step_added(self, step: Step) -> None:
+        # a new sub-step of the node the log is filtered to: widen the filter (at the tail)
+        window = self.log_view.window
+        if self._filter_step is not None and window is not None and step.parent_id in (window.step_ids or ()):
+            if self.log_view.follow:
+                self.log_view.show(self.execution.id, self.tree.subtree_ids(self._filter_step.id))
+
+    def tick(self) -> None:
+        self.tree.tick()
+        if self.execution.status is ExecutionStatus.RUNNING:
+            self._update_title()
+
+    def _update_title(self) -> None:
+        ex = self.execution
+        glyph, style = status_glyph(ex.status.value)
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f" {glyph} ", style=style)
+        text.append(ex.name, style="bold")
+        text.append(f"  {ex.status.value}", style=style)
+        duration = duration_between(ex.started_at, ex.completed_at, self.app.now())  # type: ignore[attr-defined]
+        if duration is not None:
+            text.append(f"  {fmt_duration(duration)}")
+        if ex.total_steps:
+            text.append(f"  {ex.completed_steps}/{ex.total_steps} steps  ")
+            text.append_text(progress_bar(ex.progress_percentage, 10))
+        if ex.exit_code is not None and ex.status.is_terminal:
+            text.append(f"  exit {ex.exit_code}", style="dim")
+        if ex.error_message and ex.status is ExecutionStatus.FAILED:
+            text.append(f"  {ex.error_message}", style="red")
+        text.append(f"  {ex.id[:8]}", style="dim")
+        self.query_one("#execution-title", Static).update(text)
+
+    @on(LogView.StateChanged)
+    def _log_state(self, event: LogView.StateChanged) -> None:
+        text = Text(no_wrap=True, overflow="ellipsis")
+        where = self._filter_step.name if self._filter_step else "all steps"
+        text.append(f" {where}", style="bold")
+        text.append(" · " + event.log_view.status_text(), style="dim")
+        self.query_one("#log-status", Static).update(text)
+
+    @on(StepTree.Selected)
+    def _step_selected(self, event: StepTree.Selected) -> None:
+        self._filter_step = event.step
+        self.log_view.show(self.execution.id, event.step_ids)
+        if self.log_view.search:
+            self.log_view.set_search(self.log_view.search)
+
+    # -- actions -----------------------------------------------------------------------------------
+    def action_back(self) -> None:
+        box = self.query_one("#log-search", Input)
+        if box.has_focus:
+            # escape in the search box closes the box first
+            box.add_class("hidden")
+            self.log_view.focus()
+            return
+        self.dismiss()
+
+    def action_search(self) -> None:
+        self.query_one(TabbedContent).active = "tab-log"
+        box = self.query_one("#log-search", Input)
+        box.remove_class("hidden")
+        box.value = self.log_view.search
+        box.focus()
+
+    @on(Input.Submitted, "#log-search")
+    def _search(self, event: Input.Submitted) -> None:
+        event.stop()
+        box = self.query_one("#log-search", Input)
+        if not event.value:
+            box.add_class("hidden")
+        self.log_view.set_search(event.value)
+        self.log_view.focus()
+
+    def action_toggle_artifacts(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        if tabs.active == "tab-artifacts":
+            tabs.active = "tab-log"
+            self.log_view.focus()
+        else:
+            tabs.active = "tab-artifacts"
+            self.query_one(ArtifactTable).focus()
+
+    def action_focus_log(self) -> None:
+        self.query_one(TabbedContent).active = "tab-log"
+        self.log_view.focus()
+
+    def action_focus_tree(self) -> None:
+        self.tree.focus()
+
+    @on(ArtifactTable.SaveRequested)
+    def _save(self, event: ArtifactTable.SaveRequested) -> None:
+        self.app.save_artifact(event.artifact)  # type: ignore[attr-defined]

@@ -1,0 +1,159 @@
+"""The launch dialog: pick a workflow file or type a command.
+
+Workflow files come from the configured directories (sample_workflows/, the current directory) and
+the recently launched ones; the list stays fresh as files appear or change (watchfiles).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, OptionList, Static
+from textual.widgets.option_list import Option
+
+RECENT_MAX = 10
+WORKFLOW_SUFFIXES = (".yml", ".yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchRequest:
+    #: a workflow file to run, or None
+    workflow: Path | None = None
+    #: a shell command to run, or None
+    command: str | None = None
+
+
+def recent_path() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "stepflow" / "recent-workflows.json"
+
+
+def read_recent(path: Path | None = None) -> list[Path]:
+    try:
+        data = json.loads((path or recent_path()).read_text())
+    except (OSError, ValueError):
+        return []
+    return [Path(p) for p in data if isinstance(p, str)][:RECENT_MAX]
+
+
+def remember_recent(workflow: Path, path: Path | None = None) -> None:
+    path = path or recent_path()
+    items = [str(workflow.resolve())] + [str(p) for p in read_recent(path) if str(p) != str(workflow.resolve())]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(items[:RECENT_MAX]))
+    except OSError:
+        pass  # remembering is a convenience
+
+
+def find_workflows(dirs: list[Path], recent: list[Path]) -> list[tuple[Path, str]]:
+    """(path, where it came from), recent first, each file once."""
+    seen: set[Path] = set()
+    out: list[tuple[Path, str]] = []
+    for path in recent:
+        if path.is_file() and path.resolve() not in seen:
+            seen.add(path.resolve())
+            out.append((path, "recent"))
+    for directory in dirs:
+        try:
+            entries = sorted(directory.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            if path.suffix in WORKFLOW_SUFFIXES and path.is_file() and path.resolve() not in seen:
+                seen.add(path.resolve())
+                out.append((path, str(directory)))
+    return out
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+class LaunchDialog(ModalScreen[LaunchRequest | None]):
+    BINDINGS = [
+        Binding("escape", "cancel", "Close", id="launch.cancel"),
+    ]
+
+    def __init__(self, workflow_dirs: list[Path], *, watch: bool = True, recent: list[Path] | None = None) -> None:
+        super().__init__(classes="dialog-screen")
+        self.workflow_dirs = workflow_dirs
+        self.watch = watch
+        self.recent = read_recent() if recent is None else recent
+        self.workflows: list[Path] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog launch-dialog"):
+            yield Label("Launch", classes="dialog-title")
+            yield Label("Workflow file:")
+            yield OptionList(id="workflow-list")
+            yield Label("Or a command:")
+            yield Input(placeholder="e.g. ./build.sh --verbose", id="command-input")
+            yield Static("enter: run · tab: next field · esc: close", classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self._scan()
+        if self.watch:
+            self._watch()
+
+    @work(thread=True, group="launch-scan", exclusive=True)
+    def _scan(self) -> None:
+        found = find_workflows(self.workflow_dirs, self.recent)
+        self.app.call_from_thread(self._show, found)
+
+    def _show(self, found: list[tuple[Path, str]]) -> None:
+        options = self.query_one("#workflow-list", OptionList)
+        previous = options.highlighted
+        self.workflows = [p for p, _src in found]
+        options.clear_options()
+        if not found:
+            options.add_option(Option(Text("no workflow files found", style="dim"), disabled=True))
+            self.query_one("#command-input", Input).focus()
+            return
+        for path, source in found:
+            label = Text(display_path(path))
+            if source == "recent":
+                label.append("  recent", style="dim")
+            options.add_option(Option(label))
+        options.highlighted = min(previous or 0, len(found) - 1)
+        if self.focused is None:
+            options.focus()
+
+    @work(group="launch-watch", exclusive=True)
+    async def _watch(self) -> None:
+        import watchfiles
+
+        dirs = [str(d) for d in self.workflow_dirs if d.is_dir()]
+        if not dirs:
+            return
+        try:
+            async for _changes in watchfiles.awatch(*dirs, recursive=False, debounce=200, step=50):
+                self._scan()
+        except Exception:  # watching is a convenience: the list still works without it
+            return
+
+    @on(OptionList.OptionSelected, "#workflow-list")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        if 0 <= event.option_index < len(self.workflows):
+            self.dismiss(LaunchRequest(workflow=self.workflows[event.option_index]))
+
+    @on(Input.Submitted, "#command-input")
+    def _command(self, event: Input.Submitted) -> None:
+        event.stop()
+        if event.value.strip():
+            self.dismiss(LaunchRequest(command=event.value.strip()))
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

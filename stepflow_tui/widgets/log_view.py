@@ -1,0 +1,443 @@
+"""The log pane: a virtual view over one execution's stored log (see `log_window.LogWindow`).
+
+The scroll position is a log row: the view lays out from the top row down, so wrapped lines take
+several screen rows and hidden marker lines none, without knowing every line's height. Live lines
+arrive through `add_live()`; the repaint happens once per frame however many came.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual import work
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from engine.model import LogLine, Stream
+from stepflow_tui.display import fmt_clock
+from stepflow_tui.log_window import LogWindow, strip_ansi
+from stepflow_tui.widgets.strips import text_strip
+
+#: marker lines (specs/step-markers.md), as the engine recognises them at the start of a line
+MARKER_LINE = re.compile(
+    r"^\s*(?:STEP_START:|STEP_COMPLETE:|STEP_ERROR:|STEP_PROGRESS:|ARTIFACT:|META:"
+    r"|::(?:group|endgroup|error|warning|notice|add-mask|debug)\b|section_(?:start|end):"
+    r"|##teamcity\[|##\[(?:group|endgroup)\]|##vso\[|(?:---|\+\+\+|~~~) )"
+)
+GUTTER = {Stream.STDOUT: (" ", ""), Stream.STDERR: ("!", "bold red"), Stream.SYSTEM: ("»", "bold yellow")}
+
+
+def is_marker_line(text: str) -> bool:
+    return bool(MARKER_LINE.match(strip_ansi(text)))
+
+
+class LogView(ScrollView, can_focus=True):
+    BINDINGS = [
+        Binding("up,k", "scroll_rows(-1)", "Up", show=False, id="log.up"),
+        Binding("down,j", "scroll_rows(1)", "Down", show=False, id="log.down"),
+        Binding("pageup", "page(-1)", "Page up", show=False, id="log.page_up"),
+        Binding("pagedown,space", "page(1)", "Page down", show=False, id="log.page_down"),
+        Binding("home,g", "top", "Top", show=False, id="log.top"),
+        Binding("end,G", "bottom", "Bottom", show=False, id="log.bottom"),
+        Binding("f", "toggle_follow", "Follow", id="log.follow"),
+        Binding("t", "toggle_timestamps", "Times", id="log.timestamps"),
+        Binding("w", "toggle_wrap", "Wrap", id="log.wrap"),
+        Binding("m", "toggle_markers", "Markers", show=False, id="log.markers"),
+        Binding("n", "next_match(1)", "Next", id="log.next_match"),
+        Binding("N", "next_match(-1)", "Previous", id="log.previous_match"),
+    ]
+
+    COMPONENT_CLASSES = {"log-view--match", "log-view--match-line", "log-view--placeholder", "log-view--marker"}
+
+    DEFAULT_CSS = """
+    LogView > .log-view--match { background: $warning; color: $background; }
+    LogView > .log-view--match-line { background: $warning 25%; }
+    LogView > .log-view--placeholder { color: $text-muted; }
+    LogView > .log-view--marker { color: $text-muted; text-style: italic; }
+    """
+
+    follow: reactive[bool] = reactive(True)
+    timestamps: reactive[bool] = reactive(False)
+    wrap: reactive[bool] = reactive(False)
+    show_markers: reactive[bool] = reactive(True)
+
+    @dataclass
+    class StateChanged(Message):
+        """Follow, rows, search state: for the pane's title line."""
+
+        log_view: LogView
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.window: LogWindow | None = None
+        self.search: str = ""
+        self.match_row: int | None = None
+        self.searching = False
+        self._texts: OrderedDict[tuple[int, int], tuple[Text, bool]] = OrderedDict()
+        self._layout_key: tuple | None = None
+        self._layout: list[tuple[int, Text | None]] = []
+        self._max_width = 0
+        self._fetching: set[int] = set()
+        self._tail_pending = False
+
+    @property
+    def client(self):
+        return self.app.client  # type: ignore[attr-defined]
+
+    # -- source ----------------------------------------------------------------------------------
+    def show(self, execution_id: str, step_ids: Sequence[str] | None = None) -> None:
+        """Point the view at an execution (and optionally a set of steps) and show its tail."""
+        self.window = LogWindow(self.client, execution_id, step_ids)
+        self._texts.clear()
+        self._layout_key = None
+        self._max_width = 0
+        self.match_row = None
+        self.follow = True
+        self._open(self.window)
+
+    @work(group="log-open", exclusive=True)
+    async def _open(self, window: LogWindow) -> None:
+        try:
+            await window.open()
+        except Exception as exc:
+            self.app.report_error(exc)  # type: ignore[attr-defined]
+            return
+        if window is not self.window:
+            return
+        self._rows_changed()
+
+    @property
+    def total(self) -> int:
+        return self.window.total if self.window else 0
+
+    def add_live(self, lines: Sequence[LogLine]) -> None:
+        window = self.window
+        if window is None or not window.opened:
+            return
+        if window.add_live([ln for ln in lines if ln.execution_id == window.execution_id]):
+            self._rows_changed()
+        if window.tail_dirty:
+            self._schedule_tail()
+
+    def add_dropped(self) -> None:
+        if self.window is not None and self.window.opened:
+            self.window.add_dropped()
+            self._schedule_tail()
+
+    def _schedule_tail(self) -> None:
+        if not self._tail_pending:
+            self._tail_pending = True
+            # the store writer commits every ~100 ms: read a little after that
+            self.set_timer(0.15, self._fetch_tail)
+
+    @work(group="log-tail", exclusive=True)
+    async def _fetch_tail(self) -> None:
+        self._tail_pending = False
+        window = self.window
+        if window is None:
+            return
+        try:
+            added = await window.fetch_tail()
+        except Exception as exc:
+            self.app.report_error(exc)  # type: ignore[attr-defined]
+            return
+        if added and window is self.window:
+            self._rows_changed()
+
+    def _rows_changed(self) -> None:
+        self._update_virtual_size()
+        if self.follow:
+            self._scroll_to_tail()
+        self.refresh()
+        self.post_message(self.StateChanged(self))
+
+    def _update_virtual_size(self) -> None:
+        height = self.total
+        if self.wrap or not self.show_markers:
+            height += max(self.size.height - 1, 0)
+        width = self.size.width if self.wrap else max(self._max_width, self.size.width)
+        self.virtual_size = Size(width, height)
+
+    # -- layout ----------------------------------------------------------------------------------
+    def _text(self, row: int, line: LogLine) -> tuple[Text, bool]:
+        """The line's text with its ANSI colours, and whether it is a marker line (cached)."""
+        key = (row, line.seq)
+        cached = self._texts.get(key)
+        if cached is None:
+            marker = is_marker_line(line.text)
+            if marker:
+                text = Text(strip_ansi(line.text), style=self.get_component_rich_style("log-view--marker"))
+            else:
+                text = Text.from_ansi(line.text) if "\x1b" in line.text else Text(line.text)
+            text.end = ""
+            cached = (text, marker)
+            self._texts[key] = cached
+            if len(self._texts) > 4000:
+                self._texts.popitem(last=False)
+        return cached
+
+    def _decorated(self, row: int, line: LogLine) -> Text | None:
+        text, marker = self._text(row, line)
+        if marker and not self.show_markers:
+            return None
+        out = Text(no_wrap=not self.wrap, end="")
+        gutter, style = GUTTER.get(line.stream, (" ", ""))
+        out.append(gutter, style=style)
+        if self.timestamps:
+            out.append(fmt_clock(line.timestamp) + " ", style="dim")
+        out.append_text(text)
+        if line.stream is Stream.STDERR:
+            out.stylize("red", 1 + (13 if self.timestamps else 0))
+        if self.search:
+            plain = out.plain.lower()
+            needle = self.search.lower()
+            match_style = self.get_component_rich_style("log-view--match")
+            start = plain.find(needle)
+            while start != -1:
+                out.stylize(match_style, start, start + len(needle))
+                start = plain.find(needle, start + len(needle))
+        if row == self.match_row:
+            out.stylize(self.get_component_rich_style("log-view--match-line"))
+        return out
+
+    def _compute_layout(self) -> list[tuple[int, Text | None]]:
+        """Screen rows: (log row, text of that screen row or None when not loaded)."""
+        width = max(self.size.width - (1 if self.show_vertical_scrollbar else 0), 1)
+        height = self.size.height
+        top = int(self.scroll_offset.y)
+        key = (top, width, height, self.total, self.wrap, self.timestamps, self.show_markers, self.search,
+               self.match_row, id(self.window))
+        if key == self._layout_key:
+            return self._layout
+        out: list[tuple[int, Text | None]] = []
+        window = self.window
+        row = top
+        missing_from: int | None = None
+        while window is not None and len(out) < height and row < window.total:
+            line = window.line(row)
+            if line is None:
+                missing_from = row if missing_from is None else missing_from
+                out.append((row, None))
+            else:
+                text = self._decorated(row, line)
+                if text is not None:
+                    if self.wrap and text.cell_len > width:
+                        for part in text.wrap(self.app.console, width, no_wrap=False):
+                            part.end = ""
+                            out.append((row, part))
+                    else:
+                        self._max_width = max(self._max_width, text.cell_len)
+                        out.append((row, text))
+            row += 1
+        if window is not None:
+            self._request_blocks(top, max(row, top + height))
+        self._layout = out[:height]
+        self._layout_key = key if missing_from is None else None
+        return self._layout
+
+    def render_line(self, y: int) -> Strip:
+        layout = self._compute_layout()
+        width = self.size.width
+        base = self.rich_style
+        if y >= len(layout):
+            if y == 0 and self.window is not None and self.window.opened and self.total == 0:
+                return text_strip(Text(" No output yet.", style="dim italic"), self.app.console, width, base)
+            return Strip.blank(width, base)
+        _row, text = layout[y]
+        if text is None:
+            text = Text(" …", style=self.get_component_rich_style("log-view--placeholder"))
+        return text_strip(text, self.app.console, width, base, offset=0 if self.wrap else int(self.scroll_offset.x))
+
+    def _request_blocks(self, first: int, last: int) -> None:
+        window = self.window
+        if window is None or not window.opened:
+            return
+        for k in window.blocks_missing(first, last):
+            if k not in self._fetching:
+                self._fetching.add(k)
+                self._fetch_block(window, k)
+
+    @work(group="log-blocks")
+    async def _fetch_block(self, window: LogWindow, k: int) -> None:
+        try:
+            await window.fetch_block(k)
+        except Exception as exc:
+            self.app.report_error(exc)  # type: ignore[attr-defined]
+        finally:
+            self._fetching.discard(k)
+        if window is self.window:
+            self._layout_key = None
+            self.refresh()
+
+    def on_resize(self) -> None:
+        self._layout_key = None
+        self._update_virtual_size()
+        if self.follow:
+            self._scroll_to_tail()
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        self._layout_key = None
+        super().watch_scroll_y(old, new)
+
+    def watch_scroll_x(self, old: float, new: float) -> None:
+        super().watch_scroll_x(old, new)
+
+    # -- follow and scrolling --------------------------------------------------------------------
+    def _tail_top(self) -> int:
+        """The top row that shows the last line at the bottom."""
+        window = self.window
+        height = self.size.height
+        if window is None or window.total <= height and not self.wrap:
+            return 0
+        if not self.wrap and self.show_markers:
+            return max(window.total - height, 0)
+        width = max(self.size.width - 1, 1)
+        used = 0
+        row = window.total - 1
+        while row >= 0:
+            line = window.line(row)
+            rows = 1
+            if line is not None:
+                text = self._decorated(row, line)
+                if text is None:
+                    rows = 0
+                elif self.wrap:
+                    rows = max(len(text.wrap(self.app.console, width, no_wrap=False)), 1)
+            if used + rows > height:
+                return row + 1
+            used += rows
+            row -= 1
+        return 0
+
+    def _scroll_to_tail(self) -> None:
+        self.scroll_to(y=self._tail_top(), animate=False, immediate=True)
+
+    def _user_scroll(self, y: int) -> None:
+        top = max(min(y, max(self.total - 1, 0)), 0)
+        self.scroll_to(y=top, animate=False, immediate=True)
+        at_tail = top >= self._tail_top()
+        if self.follow != at_tail:
+            self.follow = at_tail
+
+    def action_scroll_rows(self, delta: int) -> None:
+        self._user_scroll(int(self.scroll_offset.y) + delta)
+
+    def action_page(self, direction: int) -> None:
+        self._user_scroll(int(self.scroll_offset.y) + direction * max(self.size.height - 1, 1))
+
+    def action_top(self) -> None:
+        self._user_scroll(0)
+
+    def action_bottom(self) -> None:
+        self.follow = True
+
+    def _on_mouse_scroll_up(self, event) -> None:
+        if self.follow:
+            self.follow = False
+
+    def action_toggle_follow(self) -> None:
+        self.follow = not self.follow
+
+    def watch_follow(self, follow: bool) -> None:
+        if follow:
+            self._scroll_to_tail()
+        self.post_message(self.StateChanged(self))
+
+    def action_toggle_timestamps(self) -> None:
+        self.timestamps = not self.timestamps
+
+    def action_toggle_wrap(self) -> None:
+        self.wrap = not self.wrap
+
+    def action_toggle_markers(self) -> None:
+        self.show_markers = not self.show_markers
+
+    def _view_changed(self) -> None:
+        self._layout_key = None
+        self._update_virtual_size()
+        if self.follow:
+            self._scroll_to_tail()
+        self.refresh()
+        self.post_message(self.StateChanged(self))
+
+    watch_timestamps = watch_wrap = watch_show_markers = lambda self, _value: self._view_changed()  # noqa: E731
+
+    # -- search ----------------------------------------------------------------------------------
+    def set_search(self, needle: str) -> None:
+        self.search = needle
+        self.match_row = None
+        self._layout_key = None
+        self.refresh()
+        if needle:
+            self.follow = False
+            self._find(needle, int(self.scroll_offset.y) - 1, 1)
+        self.post_message(self.StateChanged(self))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "next_match":
+            # without a search, `n` is free for the app (launch)
+            return bool(self.search)
+        return True
+
+    def action_next_match(self, direction: int) -> None:
+        if not self.search:
+            return
+        start = self.match_row if self.match_row is not None else int(self.scroll_offset.y)
+        self.follow = False
+        self._find(self.search, start, direction)
+
+    @work(group="log-search", exclusive=True)
+    async def _find(self, needle: str, start: int, direction: int) -> None:
+        window = self.window
+        if window is None:
+            return
+        self.searching = True
+        self.post_message(self.StateChanged(self))
+        try:
+            row = await window.search(needle, start, forward=direction > 0)
+            wrapped = False
+            if row is None:
+                wrapped = True
+                row = await window.search(needle, -1 if direction > 0 else window.total, forward=direction > 0)
+        except Exception as exc:
+            self.app.report_error(exc)  # type: ignore[attr-defined]
+            return
+        finally:
+            self.searching = False
+        if window is not self.window or needle != self.search:
+            return
+        if row is None:
+            self.app.notify(f"No match for {needle!r}", severity="warning", timeout=3)
+        else:
+            if wrapped:
+                self.app.notify("Search wrapped around", timeout=2)
+            self.match_row = row
+            # the match with a few lines of context above it
+            self.scroll_to(y=max(row - max(self.size.height // 3, 1), 0), animate=False, immediate=True)
+        self._layout_key = None
+        self.refresh()
+        self.post_message(self.StateChanged(self))
+
+    def status_text(self) -> str:
+        parts = [f"{self.total:,} lines"]
+        parts.append("following" if self.follow else "paused")
+        if self.wrap:
+            parts.append("wrap")
+        if self.timestamps:
+            parts.append("times")
+        if not self.show_markers:
+            parts.append("markers hidden")
+        if self.search:
+            state = "searching…" if self.searching else (
+                f"match at line {self.match_row + 1:,}" if self.match_row is not None else "no match")
+            parts.append(f"/{self.search}: {state}")
+        return " · ".join(parts)

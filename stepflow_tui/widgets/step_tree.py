@@ -1,0 +1,128 @@
+"""The execution tree: branches → workflow steps → marker steps, with status, duration, progress,
+errors and resource usage. Selecting a node filters the log pane to that node's subtree."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from engine.model import Step, StepKind, StepStatus
+from stepflow_tui.display import duration_between, fmt_duration, fmt_size, progress_bar, status_glyph
+
+ALL = "__all__"
+
+
+def step_label(step: Step, now) -> Text:
+    glyph, style = status_glyph(step.status.value)
+    text = Text()
+    text.append(glyph, style=style)
+    text.append(" ")
+    text.append(step.name, style="bold" if step.kind is StepKind.BRANCH else "")
+    if step.kind is StepKind.BRANCH:
+        text.append(" (target)", style="dim")
+    duration = duration_between(step.started_at, step.completed_at, now)
+    if duration is not None:
+        text.append(f" {fmt_duration(duration)}", style="dim")
+    if step.status is StepStatus.RUNNING and step.progress is not None:
+        text.append(" ")
+        text.append_text(progress_bar(step.progress, 8))
+    if step.cpu_percent is not None or step.rss_bytes is not None:
+        usage = []
+        if step.cpu_percent is not None:
+            usage.append(f"{step.cpu_percent:.0f}%cpu")
+        if step.rss_bytes is not None:
+            usage.append(fmt_size(step.rss_bytes))
+        text.append(f" [{' '.join(usage)}]", style="dim")
+    if step.status is StepStatus.FAILED and step.error_message:
+        text.append(f" — {step.error_message}", style="red")
+    elif step.status is StepStatus.SKIPPED and step.metadata.get("completed_in"):
+        text.append(f" — done in {str(step.metadata['completed_in'])[:8]}", style="dim")
+    return text
+
+
+class StepTree(Tree[str]):
+    BINDINGS = [
+        Binding("enter", "select_cursor", "Filter log", id="tree.select"),
+        Binding("space", "toggle_node", "Fold", show=False, id="tree.toggle"),
+    ]
+
+    @dataclass
+    class Selected(Message):
+        """A node was chosen: the log pane shows `step_ids` (None: the whole execution)."""
+
+        step: Step | None
+        step_ids: list[str] | None
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__("All output", data=ALL, id=id, classes=classes)
+        self.show_root = True
+        self.auto_expand = False
+        self.guide_depth = 2
+        self.steps: dict[str, Step] = {}
+        self._nodes: dict[str, TreeNode[str]] = {}
+        self._children: dict[str | None, list[str]] = {}
+
+    def on_mount(self) -> None:
+        self.root.expand()
+
+    def set_steps(self, steps: Iterable[Step]) -> None:
+        self.clear()
+        self.root.expand()
+        self.steps.clear()
+        self._nodes.clear()
+        self._children.clear()
+        for step in sorted(steps, key=lambda s: s.index):
+            self.update_step(step)
+
+    def update_step(self, step: Step) -> None:
+        self.steps[step.id] = step
+        node = self._nodes.get(step.id)
+        label = step_label(step, self.app.now())  # type: ignore[attr-defined]
+        if node is not None:
+            node.set_label(label)
+            return
+        parent = self._nodes.get(step.parent_id) if step.parent_id else None
+        parent_node = parent if parent is not None else self.root
+        node = parent_node.add(label, data=step.id, expand=True, allow_expand=False)
+        if parent is not None:
+            parent.allow_expand = True
+        self._nodes[step.id] = node
+        self._children.setdefault(step.parent_id, []).append(step.id)
+
+    def subtree_ids(self, step_id: str) -> list[str]:
+        out = [step_id]
+        i = 0
+        while i < len(out):
+            out.extend(self._children.get(out[i], ()))
+            i += 1
+        return out
+
+    def tick(self) -> None:
+        """Running steps' durations move: relabel them."""
+        now = self.app.now()  # type: ignore[attr-defined]
+        for step in self.steps.values():
+            if step.status is StepStatus.RUNNING:
+                self._nodes[step.id].set_label(step_label(step, now))
+
+    @on(Tree.NodeSelected)
+    def _selected(self, event: Tree.NodeSelected[str]) -> None:
+        event.stop()
+        data = event.node.data
+        if data is None or data == ALL:
+            self.post_message(self.Selected(None, None))
+        else:
+            self.post_message(self.Selected(self.steps.get(data), self.subtree_ids(data)))
+
+    @property
+    def selected_step(self) -> Step | None:
+        node = self.cursor_node
+        if node is None or node.data in (None, ALL):
+            return None
+        return self.steps.get(node.data)

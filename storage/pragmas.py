@@ -1,0 +1,62 @@
+"""Set-up every pooled SQLite connection gets: the pragmas, and transactions begun by us.
+
+Python's sqlite3 module begins transactions implicitly, only before DML, and always DEFERRED. We
+turn that off (`isolation_level = None`) and emit BEGIN from SQLAlchemy's "begin" event instead
+(the recipe in SQLAlchemy's SQLite dialect docs), so that:
+  * a read of several statements sees one snapshot (a deferred BEGIN), and
+  * a write begins with BEGIN IMMEDIATE: it takes the write lock up front and waits for it under
+    `busy_timeout`, instead of failing with SQLITE_BUSY when upgrading a read snapshot that another
+    process's write made stale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+#: execution option of the connections that write (see `SqliteStore._writer`)
+WRITE = "stepflow_write"
+
+CACHE_SIZE_KIB = 65_536
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+#: in order: busy_timeout first, so that switching to WAL waits for a lock instead of failing
+PRAGMAS: tuple[tuple[str, str | int], ...] = (
+    ("busy_timeout", 5000),
+    ("journal_mode", "WAL"),
+    ("synchronous", "NORMAL"),
+    ("foreign_keys", "ON"),
+    # negative: KiB rather than pages; a per-connection upper bound, the cache grows as used
+    ("cache_size", -CACHE_SIZE_KIB),
+    ("temp_store", "MEMORY"),
+    # the WAL file is truncated back to this size after a checkpoint instead of staying at its peak
+    ("journal_size_limit", JOURNAL_SIZE_LIMIT),
+)
+
+
+def install(engine: Engine) -> None:
+    """Listen on the (sync) engine behind an AsyncEngine: `install(async_engine.sync_engine)`."""
+    event.listen(engine, "connect", _on_connect)
+    event.listen(engine, "begin", _on_begin)
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for name, value in PRAGMAS:
+            cursor.execute(f"PRAGMA {name}={value}")
+            # journal_mode answers with the mode in effect; WAL can be refused (e.g. on some
+            # network file systems) and then we would silently run without it
+            if name == "journal_mode":
+                mode = cursor.fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise RuntimeError(f"SQLite refused journal_mode=WAL (it is {mode!r})")
+    finally:
+        cursor.close()
+
+
+def _on_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")

@@ -1,0 +1,56 @@
+"""Helpers shared by the API tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+from pydantic import BaseModel
+
+from api_compat.monitor.schemas import Envelope, ErrorEnvelope
+from engine.model import Execution
+from tests.api.scripted_engine import ScriptedEngine
+
+
+async def finish(engine: Any, execution_id: str, timeout: float = 30) -> Execution:
+    """Wait for a real execution to end; end a scripted one at once."""
+    if isinstance(engine, ScriptedEngine):
+        await engine.start(execution_id)
+        await engine.finish(execution_id)
+        return (await engine.get_execution(execution_id))  # type: ignore[return-value]
+    async with asyncio.timeout(timeout):
+        return await engine.wait(execution_id)
+
+
+def check_ok(status: int, body: Any, model: type[BaseModel] | None = None, expect: int = 200) -> Any:
+    assert status == expect, body
+    Envelope[Any].model_validate(body)
+    assert body["success"] is True and body["error"] is None
+    if model is not None:
+        Envelope[model].model_validate(body)  # type: ignore[valid-type]
+    return body["data"]
+
+
+def check_fail(status: int, body: Any, expect: int) -> str:
+    assert status == expect, body
+    ErrorEnvelope.model_validate(body)
+    return body["error"]
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -> dict[str, Any]:
+    msg = await ws.receive(timeout=timeout)
+    assert msg.type is aiohttp.WSMsgType.TEXT, msg
+    return json.loads(msg.data)
+
+
+async def receive_until(ws: aiohttp.ClientWebSocketResponse, predicate: Any, timeout: float = 20) -> list[dict]:
+    """Every message up to and including the first for which predicate(message) is true."""
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            message = await receive(ws, timeout)
+            seen.append(message)
+            if predicate(message):
+                return seen

@@ -1,0 +1,366 @@
+"""The SSH runner against real SSH servers on loopback: asyncssh's, and OpenSSH's sshd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncssh
+import psutil
+import pytest
+
+from engine.model import Stream
+from engine.runners.base import CommandSpec, FetchError, SpawnError
+from engine.runners.ssh import SshCommand, SshConnectionPool, SshRunner
+from tests.servers import SshServer, free_port
+
+
+@pytest.fixture(params=["asyncssh", "openssh"])
+def server(request: pytest.FixtureRequest) -> SshServer:
+    return request.getfixturevalue("asyncssh_server" if request.param == "asyncssh" else "sshd_server")
+
+
+def runner_for(server: SshServer, **options) -> SshRunner:
+    options.setdefault("pool", SshConnectionPool())
+    return SshRunner(
+        server.host,
+        server.port,
+        server.user,
+        key=server.client_key,
+        known_hosts=options.pop("known_hosts", server.known_hosts),
+        **options,
+    )
+
+
+@pytest.fixture
+async def runner(server: SshServer) -> AsyncIterator[SshRunner]:
+    runner = runner_for(server)
+    yield runner
+    await runner.close()
+
+
+async def collect(command: SshCommand, within: float = 20) -> dict[Stream, bytes]:
+    out = {Stream.STDOUT: bytearray(), Stream.STDERR: bytearray()}
+    async with asyncio.timeout(within):
+        async for stream, chunk in command.output():
+            assert chunk
+            out[stream] += chunk
+    return {stream: bytes(data) for stream, data in out.items()}
+
+
+async def run(runner: SshRunner, spec: CommandSpec) -> tuple[dict[Stream, bytes], int]:
+    command = await runner.start(spec)
+    out = await collect(command)
+    async with asyncio.timeout(10):
+        return out, await command.wait()
+
+
+def alive_with(token: str) -> list[psutil.Process]:
+    """Processes of this machine (the SSH host) whose command line holds `token`, zombies aside."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any(token in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def tcp_connections_to(port: int) -> int:
+    return sum(
+        1
+        for conn in psutil.Process().net_connections(kind="tcp")
+        if conn.raddr and conn.raddr.port == port and conn.status == psutil.CONN_ESTABLISHED
+    )
+
+
+# -- running ----------------------------------------------------------------------------------
+async def test_output_comes_through_with_stdout_and_stderr_apart(runner):
+    script = "echo '::step::build'; echo 'hello out'; echo 'hello err' >&2; printf 'no newline'"
+    out, code = await run(runner, CommandSpec(script=script))
+    assert code == 0
+    assert out[Stream.STDOUT] == b"::step::build\nhello out\nno newline"
+    assert out[Stream.STDERR] == b"hello err\n"
+
+
+async def test_output_is_streamed_live(runner, tmp_path):
+    flag = tmp_path / "go"
+    script = f"echo first; while [ ! -e {flag} ]; do sleep 0.02; done; echo second"
+    command = await runner.start(CommandSpec(script=script))
+    seen = b""
+    async with asyncio.timeout(20):
+        async for stream, chunk in command.output():
+            assert stream is Stream.STDOUT
+            seen += chunk
+            if seen == b"first\n":
+                flag.touch()  # the command only goes on once we have seen its first line
+        assert seen == b"first\nsecond\n"
+        assert await command.wait() == 0
+
+
+async def test_large_binary_output_arrives_whole(runner):
+    script = "head -c 3000000 /dev/zero | tr '\\0' 'x'; printf '\\377\\000end'"
+    out, code = await run(runner, CommandSpec(script=script))
+    assert code == 0
+    assert out[Stream.STDOUT] == b"x" * 3_000_000 + b"\xff\x00end"
+
+
+@pytest.mark.parametrize(("script", "expected"), [("true", 0), ("exit 3", 3), ("exit 255", 255)])
+async def test_exit_codes(runner, script, expected):
+    _, code = await run(runner, CommandSpec(script=script))
+    assert code == expected
+
+
+async def test_a_signal_gives_128_plus_its_number(runner):
+    _, code = await run(runner, CommandSpec(script="kill -TERM $$"))
+    assert code == 128 + 15
+
+
+async def test_env_and_cwd(runner, tmp_path):
+    workdir = tmp_path / "a dir with 'quotes'"
+    workdir.mkdir()
+    env = {"GREETING": "hello 'world' \"and\" $HOME `x`", "MULTI": "line1\nline2"}
+    script = 'pwd; printf "%s|%s\\n" "$GREETING" "$MULTI"'
+    out, code = await run(runner, CommandSpec(script=script, env=env, cwd=str(workdir)))
+    assert code == 0, out
+    assert out[Stream.STDOUT] == f"{workdir}\n{env['GREETING']}|line1\nline2\n".encode()
+
+
+async def test_argv_is_run_without_a_shell_interpreting_it(runner, tmp_path):
+    out, code = await run(runner, CommandSpec(argv=["printf", "%s|", "a b", "$HOME", "*"], cwd=str(tmp_path)))
+    assert code == 0
+    assert out[Stream.STDOUT] == b"a b|$HOME|*|"
+
+
+async def test_script_runs_with_bash(runner):
+    out, _ = await run(runner, CommandSpec(script='echo "$BASH_VERSION" | cut -c1'))
+    assert out[Stream.STDOUT].strip().isdigit()
+
+
+async def test_missing_working_directory_is_a_spawn_error(runner, tmp_path):
+    with pytest.raises(SpawnError, match="working directory .*nope.* does not exist on"):
+        await runner.start(CommandSpec(script="true", cwd=str(tmp_path / "nope")))
+
+
+async def test_missing_shell_is_a_spawn_error(runner):
+    with pytest.raises(SpawnError, match="cannot start shell 'no-such-shell'"):
+        await runner.start(CommandSpec(script="true", shell="no-such-shell"))
+
+
+async def test_missing_program_exits_127(runner):
+    out, code = await run(runner, CommandSpec(argv=["no-such-program-xyz"]))
+    assert code == 127
+    assert b"not found" in out[Stream.STDERR]
+
+
+# -- stopping ---------------------------------------------------------------------------------
+async def test_terminate_stops_the_whole_tree_on_the_host(runner):
+    token = f"stepflow-test-{uuid.uuid4().hex}"
+    script = f"bash -c 'sleep 1000; : {token}' & bash -c 'sleep 1000; : {token}' & echo ready; wait"
+    command = await runner.start(CommandSpec(script=script))
+    output = command.output()
+    async with asyncio.timeout(20):
+        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    assert len(alive_with(token)) >= 2  # the two sleepers (and the shells that hold the script)
+    await command.terminate(grace=5)
+    assert alive_with(token) == []
+    async with asyncio.timeout(10):
+        assert await command.wait() == 128 + 15
+        assert [chunk async for chunk in output] == []
+
+
+async def test_terminate_kills_what_ignores_sigterm_after_the_grace(runner):
+    token = f"stepflow-test-{uuid.uuid4().hex}"
+    # An ignored signal stays ignored in children: nothing here stops on SIGTERM.
+    script = f"trap '' TERM; bash -c 'sleep 1000; : {token}' & echo ready; wait; wait"
+    command = await runner.start(CommandSpec(script=script))
+    output = command.output()
+    async with asyncio.timeout(20):
+        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    started = time.monotonic()
+    await command.terminate(grace=0.5)
+    elapsed = time.monotonic() - started
+    assert alive_with(token) == []
+    assert 0.5 <= elapsed < 8
+    async with asyncio.timeout(10):
+        assert await command.wait() == 128 + 9
+
+
+async def test_terminate_after_exit_does_nothing(runner):
+    command = await runner.start(CommandSpec(script="exit 4"))
+    await collect(command)
+    assert await command.wait() == 4
+    await command.terminate(grace=1)
+    assert await command.wait() == 4
+
+
+async def test_close_stops_running_commands(server):
+    runner = runner_for(server)
+    token = f"stepflow-test-{uuid.uuid4().hex}"
+    command = await runner.start(CommandSpec(script=f"echo ready; bash -c 'sleep 1000; : {token}'"))
+    output = command.output()
+    async with asyncio.timeout(20):
+        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    await runner.close()
+    assert alive_with(token) == []
+
+
+# -- connecting -------------------------------------------------------------------------------
+async def test_commands_share_one_connection(server):
+    pool = SshConnectionPool()
+    first, second = runner_for(server, pool=pool), runner_for(server, pool=pool)
+    try:
+        before = tcp_connections_to(server.port)
+        for runner in (first, second, first):
+            _, code = await run(runner, CommandSpec(script="true"))
+            assert code == 0
+        assert tcp_connections_to(server.port) == before + 1
+        # Parallel commands too, beyond OpenSSH's 10 sessions per connection.
+        commands = await asyncio.gather(*(first.start(CommandSpec(script=f"echo {i}")) for i in range(12)))
+        outs = await asyncio.gather(*(collect(command) for command in commands))
+        assert sorted(int(out[Stream.STDOUT]) for out in outs) == list(range(12))
+        assert [await command.wait() for command in commands] == [0] * 12
+        await first.close()
+        _, code = await run(second, CommandSpec(script="true"))  # still connected for the other runner
+        assert code == 0
+    finally:
+        await first.close()
+        await second.close()
+    assert tcp_connections_to(server.port) == before
+
+
+async def test_a_changed_host_key_is_refused(server, tmp_path):
+    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[{server.host}]:{server.port} {other}\n")
+    runner = runner_for(server, known_hosts=str(known_hosts), trust_on_first_use=True)
+    try:
+        with pytest.raises(SpawnError) as caught:
+            await runner.start(CommandSpec(script="true"))
+        assert str(caught.value) == (
+            f"host key for {server.host}:{server.port} does not match known_hosts (possible man-in-the-middle)"
+        )
+    finally:
+        await runner.close()
+
+
+async def test_an_unknown_host_key_is_refused_unless_trusted_on_first_use(server, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    runner = runner_for(server, known_hosts=str(known_hosts))
+    try:
+        with pytest.raises(SpawnError, match=f"host key for {server.host}:{server.port} is unknown"):
+            await runner.start(CommandSpec(script="true"))
+    finally:
+        await runner.close()
+    trusting = runner_for(server, known_hosts=str(known_hosts), trust_on_first_use=True)
+    try:
+        assert (await run(trusting, CommandSpec(script="true")))[1] == 0
+    finally:
+        await trusting.close()
+    assert known_hosts.read_text().startswith(f"[{server.host}]:{server.port} ssh-ed25519 ")
+    strict = runner_for(server, known_hosts=str(known_hosts))
+    try:
+        assert (await run(strict, CommandSpec(script="true")))[1] == 0
+    finally:
+        await strict.close()
+
+
+async def test_a_refused_key_fails_authentication(server, tmp_path):
+    stranger = tmp_path / "stranger"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger))
+    runner = SshRunner(
+        server.host, server.port, server.user, key=str(stranger), known_hosts=server.known_hosts, pool=SshConnectionPool()
+    )
+    try:
+        with pytest.raises(SpawnError, match=f"cannot connect to {server.user}@{server.host}:{server.port}: authentication failed"):
+            await runner.start(CommandSpec(script="true"))
+    finally:
+        await runner.close()
+
+
+async def test_an_unreachable_port_fails_quickly():
+    port = free_port()
+    runner = SshRunner("127.0.0.1", port, "deploy", pool=SshConnectionPool())
+    started = time.monotonic()
+    with pytest.raises(SpawnError) as caught:
+        await runner.start(CommandSpec(script="true"))
+    assert str(caught.value) == f"cannot connect to deploy@127.0.0.1:{port}: connection refused"
+    assert time.monotonic() - started < 3
+    await runner.close()
+
+
+async def test_a_silent_host_times_out(tmp_path):
+    # A listening socket that never answers: the SSH handshake cannot complete.
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    runner = SshRunner("127.0.0.1", port, "deploy", connect_timeout=0.5, pool=SshConnectionPool())
+    try:
+        started = time.monotonic()
+        with pytest.raises(SpawnError, match=f"cannot connect to deploy@127.0.0.1:{port}: timed out after 0.5s"):
+            await runner.start(CommandSpec(script="true"))
+        assert time.monotonic() - started < 5
+    finally:
+        await runner.close()
+        server.close()
+
+
+async def test_a_missing_key_file_is_named(server, tmp_path):
+    runner = runner_for(server, key=str(tmp_path / "nope"))
+    with pytest.raises(SpawnError, match="key file .*nope.* not found"):
+        await runner.start(CommandSpec(script="true"))
+    await runner.close()
+
+
+# -- files ------------------------------------------------------------------------------------
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    root = tmp_path / "work"
+    (root / "reports" / "sub").mkdir(parents=True)
+    (root / "reports" / "a.xml").write_text("<a/>")
+    (root / "reports" / "sub" / "b.xml").write_text("<b/>")
+    (root / "reports" / "sub" / "c.txt").write_text("c")
+    (tmp_path / "secret.xml").write_text("secret")
+    os.symlink(tmp_path / "secret.xml", root / "reports" / "outside.xml")
+    os.symlink(root / "reports" / "a.xml", root / "reports" / "inside.xml")
+    return root
+
+
+async def test_fetch_copies_a_file_over_sftp(runner, workdir, tmp_path):
+    dest = tmp_path / "store" / "deep" / "b.xml"
+    source = await runner.fetch("reports/sub/b.xml", str(workdir), dest)
+    assert source == str(workdir / "reports" / "sub" / "b.xml")
+    assert dest.read_text() == "<b/>"
+    await runner.fetch(str(workdir / "reports" / "a.xml"), str(workdir), tmp_path / "1")
+    source = await runner.fetch("reports/inside.xml", str(workdir), tmp_path / "2")
+    assert source == str(workdir / "reports" / "a.xml")
+    assert (tmp_path / "2").read_text() == "<a/>"
+
+
+@pytest.mark.parametrize("path", ["../secret.xml", "reports/outside.xml", "/etc/hostname", "reports/../../secret.xml"])
+async def test_fetch_refuses_what_escapes_the_working_directory(runner, workdir, tmp_path, path):
+    with pytest.raises(FetchError, match="escapes the working directory"):
+        await runner.fetch(path, str(workdir), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+async def test_fetch_refuses_a_missing_file_and_a_directory(runner, workdir, tmp_path):
+    with pytest.raises(FetchError, match="not found"):
+        await runner.fetch("reports/nope.xml", str(workdir), tmp_path / "x")
+    with pytest.raises(FetchError, match="is a directory"):
+        await runner.fetch("reports/sub", str(workdir), tmp_path / "x")
+    with pytest.raises(FetchError, match="does not exist"):
+        await runner.fetch("a.xml", str(workdir / "nope"), tmp_path / "x")
+
+
+async def test_glob_matches_files_inside_cwd_only(runner, workdir):
+    assert await runner.glob("reports/*.xml", str(workdir)) == ["reports/a.xml", "reports/inside.xml"]
+    assert await runner.glob("reports/**/*.txt", str(workdir)) == ["reports/sub/c.txt"]
+    assert await runner.glob("../*.xml", str(workdir)) == []
+    assert await runner.glob("/etc/*", str(workdir)) == []
+    assert await runner.glob(str(workdir / "reports" / "a.*"), str(workdir)) == ["reports/a.xml"]
+    assert await runner.glob("nothing/*", str(workdir)) == []
+    assert await runner.glob("*.xml", str(workdir / "nope")) == []
