@@ -88,7 +88,7 @@ class ApiConfig:
 
     def check(self) -> None:
         """Refuse what must not run: an address other than loopback without authentication."""
-        for what, host in (("the API", self.host), ("the WebSocket", self.ws_host if self.ws_port else None)):
+        for what, host in (("the API", self.host), ("the WebSocket", self.ws_host if self.ws_port is not None else None)):
             if host is None or is_loopback(host) or self.auth_enabled:
                 continue
             raise ConfigError(

@@ -18,7 +18,7 @@ from engine.artifacts import ArtifactStore
 from engine.events import ArtifactAdded
 from engine.execution_state import ExecutionState
 from engine.lines import LineSplitter
-from engine.markers import MarkerParser, may_have_markers
+from engine.markers import MarkerParser
 from engine.model import AbortReason, Step, StepStatus, Stream, new_id
 from engine.runners.base import CommandSpec, FetchError, RunningCommand, Runner, SpawnError
 
@@ -140,15 +140,8 @@ class CommandPump:
         return self.owner.id
 
     async def _ingest(self, stream: Stream, lines: list[str]) -> None:
-        if not may_have_markers("\n".join(lines), lenient=self.lenient):
-            await self.state.log_lines(self._current_step_id(), stream, lines)
-            return
         start = 0
-        parse = self._parser.parse
-        for i, line in enumerate(lines):
-            markers = parse(line)
-            if not markers:
-                continue
+        for i, markers in self._parser.parse_lines(lines):
             if i > start:
                 await self.state.log_lines(self._current_step_id(), stream, lines[start:i])
             before = self._current_step_id()
@@ -159,7 +152,7 @@ class CommandPump:
                     if new_step is not None:
                         opened = new_step
             # the marker line itself belongs to the step it opens, or the one it closes
-            await self.state.log_lines(opened or before, stream, [line])
+            await self.state.log_lines(opened or before, stream, [lines[i]])
             start = i + 1
         if start < len(lines):
             await self.state.log_lines(self._current_step_id(), stream, lines[start:])

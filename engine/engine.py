@@ -229,7 +229,7 @@ class Engine:
             id=new_id(),
             name=name or workflow.name,
             kind=ExecutionKind.WORKFLOW,
-            command=str(workflow.source_path or "<workflow>"),
+            command=str(Path(workflow.source_path).resolve()) if workflow.source_path else "<workflow>",
             working_directory=base_dir,
             environment=masker.mask_env(env),
             user=user or _current_user(),

@@ -117,7 +117,9 @@ class Warn:
     message: str
 
 
-Action = OpenStep | CloseStep | SetProgress | SetMeta | AddArtifact | Annotate | AddMask | StopExecution | Warn
+Action = (
+    OpenStep | CloseStep | SetProgress | SetMeta | AddArtifact | Annotate | AddMask | StopExecution | Warn
+)
 
 #: how each dialect's closing marker reads, for warnings
 _CLOSER = {
@@ -164,9 +166,6 @@ class MarkerTree:
         """Local id of the innermost open step (where log lines go); None when none is open."""
         return self._stack[-1].local_id if self._stack else None
 
-    def open_count(self) -> int:
-        return len(self._stack)
-
     def feed(self, marker: m.Marker) -> list[Action]:
         """What ``marker`` does, as actions to apply in order."""
         match marker:
@@ -183,8 +182,11 @@ class MarkerTree:
             case m.ArtifactDeclared():
                 return [AddArtifact(self.current(), marker.path, marker.description)]
             case m.Annotated():
-                return [Annotate(self.current(), marker.level, marker.message, marker.file, marker.line,
-                                 marker.title)]
+                return [
+                    Annotate(
+                        self.current(), marker.level, marker.message, marker.file, marker.line, marker.title
+                    )
+                ]
             case m.MaskAdded():
                 return [AddMask(marker.value)]
         return []
@@ -236,7 +238,11 @@ class MarkerTree:
         entry = self._stack[index]
         if dialect == "stepflow" and marker.name is not None and marker.name != entry.name:
             return [Warn(f"{closer} ignored: the open step is '{entry.name}'")]
-        return self._close_from(index, False, None)
+        actions = self._close_from(index, False, None)
+        if dialect == "stepflow":
+            # closed by its own STEP_COMPLETE: a second one is a mistake worth a warning
+            self._closed_early = None
+        return actions
 
     def _error(self, message: str) -> list[Action]:
         index = self._find("stepflow")
@@ -272,7 +278,9 @@ class MarkerTree:
                 return index
         return None
 
-    def _close_from(self, index: int, failed: bool, error: str | None, exit_code: int | None = None) -> list[Action]:
+    def _close_from(
+        self, index: int, failed: bool, error: str | None, exit_code: int | None = None
+    ) -> list[Action]:
         """Close the step at stack ``index`` and every step opened inside it, innermost first."""
         actions: list[Action] = []
         while len(self._stack) > index:

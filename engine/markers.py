@@ -17,8 +17,10 @@ implementation does (so ``Uploading artifact: foo`` declares an artifact). The C
 parsed the same way in both modes: each system defines them by the start of the line.
 
 Most output holds no marker at all, so the cost that matters is rejecting plain lines:
-`may_have_markers` and `candidate_line_indexes` do it on a whole block of lines with a few substring
-searches that run in C, and `MarkerParser.parse_lines` parses only the lines they let through.
+`may_have_markers` and `candidate_line_indexes` do it on a whole block of lines joined with "\\n",
+with one regex scan that jumps from line end to line end (plus three substring searches in lenient
+mode), and `MarkerParser.parse_lines` parses only the lines they let through. About 0.1 s for a
+million plain lines in strict mode, against 0.2 s calling `MarkerParser.parse` on each line.
 """
 
 from __future__ import annotations
@@ -106,7 +108,16 @@ class MaskAdded:
     value: str
 
 
-Marker = StepOpened | StepClosed | StepErrored | ArtifactDeclared | MetaSet | ProgressReported | Annotated | MaskAdded
+Marker = (
+    StepOpened
+    | StepClosed
+    | StepErrored
+    | ArtifactDeclared
+    | MetaSet
+    | ProgressReported
+    | Annotated
+    | MaskAdded
+)
 
 
 # -- where a marker can be -------------------------------------------------------------------------------
@@ -209,7 +220,15 @@ def _clean(text: str) -> str:
 _INT_RE = re.compile(r"[+-]?\d{1,18}")
 _FLOAT_RE = re.compile(r"[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d{1,3})?")
 _DURATION_RE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|secs|m|min|mins|h|hr|hrs)?", re.IGNORECASE)
-_DURATION_UNITS = {"ms": 0.001, "m": 60.0, "min": 60.0, "mins": 60.0, "h": 3600.0, "hr": 3600.0, "hrs": 3600.0}
+_DURATION_UNITS = {
+    "ms": 0.001,
+    "m": 60.0,
+    "min": 60.0,
+    "mins": 60.0,
+    "h": 3600.0,
+    "hr": 3600.0,
+    "hrs": 3600.0,
+}
 _TRUE_WORDS = frozenset({"true", "yes", "on", "1", "y"})
 
 
@@ -378,7 +397,11 @@ def _github_property(text: str) -> str:
     if "%" not in text:
         return text
     return (
-        text.replace("%0D", "\r").replace("%0A", "\n").replace("%3A", ":").replace("%2C", ",").replace("%25", "%")
+        text.replace("%0D", "\r")
+        .replace("%0A", "\n")
+        .replace("%3A", ":")
+        .replace("%2C", ",")
+        .replace("%25", "%")
     )
 
 
@@ -446,7 +469,17 @@ _TEAMCITY_RE = re.compile(
 )
 _TC_ATTR_RE = re.compile(rf"([\w.:-]+)\s*=\s*({_TC_VALUE})")
 _TC_ESCAPE_RE = re.compile(r"\|(0x[0-9A-Fa-f]{4}|.)")
-_TC_ESCAPES = {"'": "'", "n": "\n", "r": "\r", "]": "]", "[": "[", "|": "|", "x": "\x85", "l": "\u2028", "p": "\u2029"}
+_TC_ESCAPES = {
+    "'": "'",
+    "n": "\n",
+    "r": "\r",
+    "]": "]",
+    "[": "[",
+    "|": "|",
+    "x": "\x85",
+    "l": "\u2028",
+    "p": "\u2029",
+}
 
 
 def _tc_unescape(quoted: str) -> str:
@@ -565,8 +598,14 @@ def _parse_azure(body: str) -> list[Marker]:
         level = props.get("type", "").lower()
         if level not in ("error", "warning"):
             return []
-        return [Annotated(level, _strip_ansi(data), props.get("sourcepath") or None,
-                          _int_or_none(props.get("linenumber")))]
+        return [
+            Annotated(
+                level,
+                _strip_ansi(data),
+                props.get("sourcepath") or None,
+                _int_or_none(props.get("linenumber")),
+            )
+        ]
     if command == "artifact.upload":
         path = data.strip()
         return [ArtifactDeclared(path, props.get("artifactname", ""))] if path else []
@@ -667,6 +706,7 @@ class MarkerParser:
                 return markers
         if self.lenient:
             lowered = line.lower()
+            # _LENIENT_NEEDLES, spelt out: this runs for every line in lenient mode
             if "step_" not in lowered and "artifact:" not in lowered and "meta:" not in lowered:
                 return []
             for match in _LENIENT_RE.finditer(line):

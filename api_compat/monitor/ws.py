@@ -89,7 +89,10 @@ class WsClient:
 
     # -- queueing (called by the hub, never awaits) ----------------------------------------------
     def send(self, text: str) -> None:
-        """A message that must arrive (status, replies)."""
+        """A message that must arrive (status, replies). Entries lost before it are reported
+        before it, so that a client knows its log is incomplete when an execution ends."""
+        if self._dropped:
+            self._flush_drop_notices()
         self._queue.append((text, False))
         self._wake.set()
         if len(self._queue) > self.limit * _HARD_FACTOR and not self._closing:

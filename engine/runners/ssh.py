@@ -220,7 +220,9 @@ class SshRunner:
             options["known_hosts"] = None
             record_host_key = True
         elif self.known_hosts is not None:
-            options["known_hosts"] = self.known_hosts
+            exists = await asyncio.to_thread(os.path.exists, self.known_hosts)
+            # A file not yet written trusts no key (asyncssh would fail to read it).
+            options["known_hosts"] = self.known_hosts if exists else b""
         try:
             async with asyncio.timeout(self.connect_timeout + 5):
                 conn = await asyncssh.connect(self.host, **options)  # type: ignore[arg-type]

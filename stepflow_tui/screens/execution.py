@@ -62,7 +62,7 @@ class ExecutionScreen(ExecutionActions):
                                     id="log-search", classes="hidden")
                 with TabPane("Artifacts", id="tab-artifacts"):
                     yield ArtifactPane(id="artifacts")
-        yield StatusStrip(self.app.client.description, sample_machine=self.app.sample_machine)  # type: ignore[attr-defined]
+        yield StatusStrip(self.app.data_dir_label, sample_machine=self.app.sample_machine)  # type: ignore[attr-defined]
         yield Footer()
 
     def on_mount(self) -> None:
@@ -93,10 +93,15 @@ class ExecutionScreen(ExecutionActions):
             return
         if execution is not None:
             self.execution = execution
-        # events that came while reading win over what was read
+        # what the events told (before this screen opened, or while reading) wins over the store
+        live = self.app.live.get(self.execution.id)  # type: ignore[attr-defined]
+        if live is not None:
+            if live.execution is not None:
+                self.execution = live.execution
+            steps = [live.steps.get(s.id, s) for s in steps]
+            steps += [s for s in live.steps.values() if s.id not in {x.id for x in steps}]
         for step in steps:
-            if step.id not in self.steps:
-                self.steps[step.id] = step
+            self.steps[step.id] = step
         self.tree.set_steps(self.steps.values())
         self._update_title()
         self.query_one(ArtifactPane).show(self.execution.id, {s.id: s.name for s in self.steps.values()})

@@ -28,7 +28,7 @@ class ExecutionsScreen(ExecutionActions):
         yield ExecutionList(id="executions")
         yield Input(placeholder="filter: text, or a status (running, failed…); esc clears", id="list-filter",
                     classes="hidden")
-        yield StatusStrip(self.app.client.description, sample_machine=self.app.sample_machine)  # type: ignore[attr-defined]
+        yield StatusStrip(self.app.data_dir_label, sample_machine=self.app.sample_machine)  # type: ignore[attr-defined]
         yield Footer()
 
     def on_mount(self) -> None:

@@ -11,7 +11,6 @@ import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from rich.style import Style
 from rich.text import Text
 from textual import work
 from textual.binding import Binding
@@ -208,8 +207,9 @@ class ExecutionList(ScrollView, can_focus=True):
             return
         if reset:
             self._pages.clear()
+        live = getattr(self.app, "live", None)
         for page, rows in results.items():
-            self._pages[page] = rows
+            self._pages[page] = [live.newest(ex) for ex in rows] if live is not None else rows
         while len(self._pages) > MAX_PAGES:
             self._pages.popitem(last=False)
         self.total = total
@@ -247,6 +247,8 @@ class ExecutionList(ScrollView, can_focus=True):
                 changed = self._patch(ev.execution) or changed
         if reload:
             self._schedule_reload()
+            # the store may commit a new execution a moment after its event: look once more
+            self.set_timer(0.5, self._schedule_reload)
         elif changed:
             self.refresh()
             if self.current is not None:

@@ -12,7 +12,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rich.style import Style
 from rich.text import Text
 from textual import work
 from textual.binding import Binding
@@ -84,7 +83,7 @@ class LogView(ScrollView, can_focus=True):
         self.searching = False
         self._texts: OrderedDict[tuple[int, int], tuple[Text, bool]] = OrderedDict()
         self._layout_key: tuple | None = None
-        self._layout: list[tuple[int, Text | None]] = []
+        self._screen_rows: list[tuple[int, Text | None]] = []
         self._max_width = 0
         self._fetching: set[int] = set()
         self._tail_pending = False
@@ -114,6 +113,8 @@ class LogView(ScrollView, can_focus=True):
         if window is not self.window:
             return
         self._rows_changed()
+        # lines logged before this view opened may reach the store a moment later
+        self._schedule_tail()
 
     @property
     def total(self) -> int:
@@ -217,7 +218,7 @@ class LogView(ScrollView, can_focus=True):
         key = (top, width, height, self.total, self.wrap, self.timestamps, self.show_markers, self.search,
                self.match_row, id(self.window))
         if key == self._layout_key:
-            return self._layout
+            return self._screen_rows
         out: list[tuple[int, Text | None]] = []
         window = self.window
         row = top
@@ -240,9 +241,9 @@ class LogView(ScrollView, can_focus=True):
             row += 1
         if window is not None:
             self._request_blocks(top, max(row, top + height))
-        self._layout = out[:height]
+        self._screen_rows = out[:height]
         self._layout_key = key if missing_from is None else None
-        return self._layout
+        return self._screen_rows
 
     def render_line(self, y: int) -> Strip:
         layout = self._compute_layout()

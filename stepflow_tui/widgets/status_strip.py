@@ -23,6 +23,7 @@ class StatusStrip(Widget):
         self.sample_machine = sample_machine
 
     def on_mount(self) -> None:
+        self.running = len(getattr(self.app, "running", ()))
         if self.sample_machine:
             self._sample()
             self.set_interval(2.0, self._sample)

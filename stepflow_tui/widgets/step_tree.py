@@ -66,8 +66,8 @@ class StepTree(Tree[str]):
         self.auto_expand = False
         self.guide_depth = 2
         self.steps: dict[str, Step] = {}
-        self._nodes: dict[str, TreeNode[str]] = {}
-        self._children: dict[str | None, list[str]] = {}
+        self._step_nodes: dict[str, TreeNode[str]] = {}
+        self._child_ids: dict[str | None, list[str]] = {}
 
     def on_mount(self) -> None:
         self.root.expand()
@@ -76,31 +76,31 @@ class StepTree(Tree[str]):
         self.clear()
         self.root.expand()
         self.steps.clear()
-        self._nodes.clear()
-        self._children.clear()
+        self._step_nodes.clear()
+        self._child_ids.clear()
         for step in sorted(steps, key=lambda s: s.index):
             self.update_step(step)
 
     def update_step(self, step: Step) -> None:
         self.steps[step.id] = step
-        node = self._nodes.get(step.id)
+        node = self._step_nodes.get(step.id)
         label = step_label(step, self.app.now())  # type: ignore[attr-defined]
         if node is not None:
             node.set_label(label)
             return
-        parent = self._nodes.get(step.parent_id) if step.parent_id else None
+        parent = self._step_nodes.get(step.parent_id) if step.parent_id else None
         parent_node = parent if parent is not None else self.root
         node = parent_node.add(label, data=step.id, expand=True, allow_expand=False)
         if parent is not None:
             parent.allow_expand = True
-        self._nodes[step.id] = node
-        self._children.setdefault(step.parent_id, []).append(step.id)
+        self._step_nodes[step.id] = node
+        self._child_ids.setdefault(step.parent_id, []).append(step.id)
 
     def subtree_ids(self, step_id: str) -> list[str]:
         out = [step_id]
         i = 0
         while i < len(out):
-            out.extend(self._children.get(out[i], ()))
+            out.extend(self._child_ids.get(out[i], ()))
             i += 1
         return out
 
@@ -109,7 +109,7 @@ class StepTree(Tree[str]):
         now = self.app.now()  # type: ignore[attr-defined]
         for step in self.steps.values():
             if step.status is StepStatus.RUNNING:
-                self._nodes[step.id].set_label(step_label(step, now))
+                self._step_nodes[step.id].set_label(step_label(step, now))
 
     @on(Tree.NodeSelected)
     def _selected(self, event: Tree.NodeSelected[str]) -> None:

@@ -14,13 +14,13 @@ from engine.model import Execution
 from tests.api.scripted_engine import ScriptedEngine
 
 
-async def finish(engine: Any, execution_id: str, timeout: float = 30) -> Execution:
+async def finish(engine: Any, execution_id: str, within: float = 30) -> Execution:
     """Wait for a real execution to end; end a scripted one at once."""
     if isinstance(engine, ScriptedEngine):
         await engine.start(execution_id)
         await engine.finish(execution_id)
         return (await engine.get_execution(execution_id))  # type: ignore[return-value]
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         return await engine.wait(execution_id)
 
 
@@ -39,18 +39,19 @@ def check_fail(status: int, body: Any, expect: int) -> str:
     return body["error"]
 
 
-async def receive(ws: aiohttp.ClientWebSocketResponse, timeout: float = 10) -> dict[str, Any]:
-    msg = await ws.receive(timeout=timeout)
+async def receive(ws: aiohttp.ClientWebSocketResponse, within: float = 10) -> dict[str, Any]:
+    msg = await ws.receive(timeout=within)
     assert msg.type is aiohttp.WSMsgType.TEXT, msg
     return json.loads(msg.data)
 
 
-async def receive_until(ws: aiohttp.ClientWebSocketResponse, predicate: Any, timeout: float = 20) -> list[dict]:
+async def receive_until(ws: aiohttp.ClientWebSocketResponse, predicate: Any,
+                        within: float = 20) -> list[dict]:
     """Every message up to and including the first for which predicate(message) is true."""
     seen: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
-            message = await receive(ws, timeout)
+            message = await receive(ws, within)
             seen.append(message)
             if predicate(message):
                 return seen

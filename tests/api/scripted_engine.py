@@ -4,12 +4,13 @@ through the engine's own `Hub`, so the listener sees the same subscription seman
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from engine.artifacts import classify, guess_mime
-from engine.errors import Conflict, NotFound
+from engine.errors import Conflict, InvalidRequest, NotFound
 from engine.events import (
     ArtifactAdded,
     Event,
@@ -63,6 +64,8 @@ class ScriptedEngine:
                              env: Mapping[str, str] | None = None, target: str = "local",
                              tags: Sequence[str] = (), metadata: Mapping[str, object] | None = None,
                              user: str | None = None, markers: str = "strict") -> Execution:
+        if target != "local":
+            raise InvalidRequest(f"unknown target {target!r} (known: local)")
         ex = Execution(id=new_id(), name=name or command, command=command, working_directory=cwd or "/",
                        environment=dict(env or {}), user=user or "tester", tags=list(tags),
                        metadata=dict(metadata or {}), targets=[target])
@@ -156,7 +159,7 @@ class ScriptedEngine:
         return items[flt.offset:flt.offset + flt.limit], len(items)
 
     async def read_artifact(self, artifact_id: str) -> bytes:
-        return Path(self.artifacts[artifact_id].file_path).read_bytes()
+        return await asyncio.to_thread(Path(self.artifacts[artifact_id].file_path).read_bytes)
 
     async def get_log_lines(self, execution_id: str, *, step_ids=None, after_seq: int = -1, before_seq=None,
                             limit=None, newest_first: bool = False) -> list[LogLine]:

@@ -1,0 +1,298 @@
+"""The Textual app: wires the engine client, the event bridge, the screens and the error handler.
+
+The app talks to the engine only through `engine.client.EngineClient`; it never runs anything
+itself, and every engine call happens in a worker so the UI never waits on I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from engine.client import EngineClient
+from engine.events import ExecutionDeleted, ExecutionFinished, ExecutionStarted
+from engine.model import Artifact, Execution, ExecutionFilter, ExecutionStatus
+from stepflow_tui.bridge import EngineBridge
+from stepflow_tui.display import Clock, utc_clock
+from stepflow_tui.keymap import default_keys_path, load_keymap
+from stepflow_tui.live import LiveCache
+from stepflow_tui.screens.dialogs import ConfirmDialog, HelpScreen, TextPrompt
+from stepflow_tui.screens.execution import ExecutionScreen
+from stepflow_tui.screens.executions import ExecutionsScreen
+from stepflow_tui.screens.launch import LaunchDialog, LaunchRequest, remember_recent
+from stepflow_tui.widgets.status_strip import StatusStrip
+
+
+class StepflowApp(App[None]):
+    CSS_PATH = "stepflow.tcss"
+    TITLE = "stepflow"
+    ENABLE_COMMAND_PALETTE = True
+
+    BINDINGS = [
+        Binding("q", "quit_app", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Keys", id="app.help"),
+        Binding("n", "launch", "Launch", id="app.launch"),
+    ]
+
+    def __init__(
+        self,
+        client: EngineClient,
+        *,
+        data_dir_label: str | None = None,
+        workflow_dirs: Iterable[Path] = (),
+        keys_path: Path | None = None,
+        clock: Clock | None = None,
+        sample_machine: bool = True,
+        watch_workflows: bool = True,
+        quit_stops_executions: bool = True,
+    ) -> None:
+        super().__init__()
+        self.client = client
+        self.data_dir_label = data_dir_label or client.description
+        self.workflow_dirs = [Path(d) for d in workflow_dirs]
+        self.keys_path = keys_path or default_keys_path()
+        self.clock = clock or utc_clock
+        self.sample_machine = sample_machine
+        self.watch_workflows = watch_workflows
+        self.quit_stops_executions = quit_stops_executions
+        self.running: set[str] = set()
+        self.live = LiveCache()
+        self.bridge = EngineBridge(client, self)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    # -- start and events ------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.bridge.open()
+        self._events()
+        self._apply_keymap()
+        self.push_screen(ExecutionsScreen())
+        self._count_running()
+        self.set_interval(1.0, self._tick)
+
+    def _apply_keymap(self) -> None:
+        loaded = load_keymap(self.keys_path)
+        if loaded.keys:
+            self.set_keymap(loaded.keys)
+        for problem in loaded.problems:
+            self.notify(problem, title="Key remaps", severity="warning", timeout=8)
+
+    @work(group="engine-events", exit_on_error=False)
+    async def _events(self) -> None:
+        await self.bridge.run()
+
+    @work(group="count-running", exclusive=True)
+    async def _count_running(self) -> None:
+        try:
+            rows, _total = await self.client.list_executions(
+                ExecutionFilter(status=ExecutionStatus.RUNNING, limit=1000))
+        except Exception as exc:
+            self.report_error(exc)
+            return
+        self.running.update(ex.id for ex in rows)
+        self._show_running()
+
+    @on(EngineBridge.Changed)
+    def _engine_changed(self) -> None:
+        events = self.bridge.take()
+        if not events:
+            return
+        self.live.apply(events)
+        before = len(self.running)
+        for ev in events:
+            if isinstance(ev, ExecutionStarted):
+                self.running.add(ev.execution.id)
+            elif isinstance(ev, ExecutionFinished | ExecutionDeleted):
+                self.running.discard(ev.execution_id)
+        if len(self.running) != before:
+            self._show_running()
+        for screen in self.screen_stack:
+            apply = getattr(screen, "apply_events", None)
+            if apply is not None:
+                apply(events)
+
+    @on(EngineBridge.Closed)
+    def _engine_closed(self) -> None:
+        self.notify("The engine's event stream ended: the view no longer updates.",
+                    title="Engine gone", severity="error", timeout=10)
+
+    def _show_running(self) -> None:
+        for screen in self.screen_stack:
+            for strip in screen.query(StatusStrip):
+                strip.running = len(self.running)
+
+    def _tick(self) -> None:
+        tick = getattr(self.screen, "tick", None)
+        if tick is not None:
+            tick()
+
+    # -- errors ----------------------------------------------------------------------------------
+    def report_error(self, exc: BaseException) -> None:
+        """The one place errors are shown: a notification with a human title and message."""
+        title = getattr(exc, "title", None) or type(exc).__name__.replace("Error", " error").strip()
+        message = getattr(exc, "message", None) or str(exc) or repr(exc)
+        self.log.error(f"{title}: {message}")
+        self.notify(str(message), title=str(title), severity="error", timeout=10)
+
+    def engine_call(self, call: Awaitable[Any], *, done: Callable[[Any], object] | None = None) -> None:
+        """Await an engine command in a worker; errors become notifications."""
+        self._engine_call(call, done)
+
+    @work(group="engine-calls")
+    async def _engine_call(self, call: Awaitable[Any], done: Callable[[Any], object] | None) -> None:
+        try:
+            result = await call
+        except Exception as exc:
+            self.report_error(exc)
+            return
+        if done is not None:
+            done(result)
+
+    # -- navigation --------------------------------------------------------------------------------
+    def open_execution(self, execution: Execution) -> None:
+        """Show an execution (on top of the list; replacing another execution view)."""
+        if isinstance(self.screen, ExecutionScreen):
+            self.switch_screen(ExecutionScreen(execution))
+        else:
+            self.push_screen(ExecutionScreen(execution))
+
+    # -- app actions ---------------------------------------------------------------------------------
+    def action_launch(self) -> None:
+        def chosen(request: LaunchRequest | None) -> None:
+            if request is None:
+                return
+            if request.workflow is not None:
+                remember_recent(request.workflow)
+                self.engine_call(self.client.submit_workflow(request.workflow), done=self._launched)
+            elif request.command:
+                self.engine_call(self.client.submit_command(request.command), done=self._launched)
+
+        self.push_screen(LaunchDialog(self.workflow_dirs, watch=self.watch_workflows), chosen)
+
+    def _launched(self, execution: Execution) -> None:
+        self.notify(f"Started {execution.name}", timeout=3)
+        self.open_execution(execution)
+
+    def action_quit_app(self) -> None:
+        if not self.running:
+            self.exit()
+            return
+        count = len(self.running)
+        them = "it" if count == 1 else "them"
+        if self.quit_stops_executions:
+            what = (f"{count} execution{'s are' if count > 1 else ' is'} running. Quitting stops the engine: "
+                    f"{them} get{'s' if count == 1 else ''} SIGTERM and {'is' if count == 1 else 'are'} "
+                    "recorded as cancelled (reason: shutdown).")
+        else:
+            what = (f"{count} execution{'s are' if count > 1 else ' is'} running. They keep running in the "
+                    "engine; you can reconnect later.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(ConfirmDialog("Quit stepflow?", what, confirm="Quit"), answered)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.binding_rows(), str(self.keys_path)))
+
+    def binding_rows(self) -> list[tuple[str, str, str, str]]:
+        """(key, description, where, id) for every binding of the current screen and the app."""
+        rows: list[tuple[str, str, str, str]] = []
+        seen: set[tuple[str, str]] = set()
+        screen = self.screen
+        nodes = [self, screen, *screen.walk_children()]
+        for node in nodes:
+            where = "everywhere" if node is self else type(node).__name__
+            by_action: dict[str, list[str]] = {}
+            info: dict[str, tuple[str, str]] = {}
+            for bindings in node._bindings.key_to_bindings.values():
+                for binding in bindings:
+                    if not binding.id:
+                        continue
+                    by_action.setdefault(binding.id, []).append(self.get_key_display(binding))
+                    info[binding.id] = (binding.description or binding.action, where)
+            for binding_id, keys in by_action.items():
+                if (binding_id, where) in seen:
+                    continue
+                seen.add((binding_id, where))
+                description, where_ = info[binding_id]
+                rows.append((" ".join(dict.fromkeys(keys)), description, where_, binding_id))
+        return rows
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Launch", "Run a workflow file or a command", self.action_launch)
+        yield SystemCommand("Keys", "Show every key binding and its id", self.action_help)
+        for name, help_text, action in (
+            ("Cancel execution", "Stop the current execution", "cancel_execution"),
+            ("Rerun execution", "Run the current execution again", "rerun"),
+            ("Rerun from the failed step", "Rerun, skipping the steps that completed", "rerun_failed"),
+            ("Delete execution", "Delete the current execution with its logs", "delete_execution"),
+        ):
+            if hasattr(screen, f"action_{action}") and screen.check_action(action, ()):
+                yield SystemCommand(name, help_text, getattr(screen, f"action_{action}"))
+        for name, help_text, action in (
+            ("Toggle follow", "Follow the end of the log", "toggle_follow"),
+            ("Toggle timestamps", "Show each log line's time", "toggle_timestamps"),
+            ("Toggle wrap", "Wrap long log lines", "toggle_wrap"),
+            ("Toggle marker lines", "Hide or show step marker lines", "toggle_markers"),
+        ):
+            for log_view in screen.query("LogView"):
+                yield SystemCommand(name, help_text, getattr(log_view, f"action_{action}"))
+
+    def save_artifact(self, artifact: Artifact) -> None:
+        def chosen(path: str | None) -> None:
+            if path:
+                self._save_artifact(artifact, Path(path).expanduser())
+
+        self.push_screen(TextPrompt(f"Save a copy of {artifact.name} to:", str(Path.cwd() / artifact.file_name)),
+                         chosen)
+
+    @work(group="artifact-save")
+    async def _save_artifact(self, artifact: Artifact, path: Path) -> None:
+        try:
+            data = await self.client.read_artifact(artifact.id)
+            path = await asyncio.to_thread(_write_copy, path, artifact.file_name, data)
+        except Exception as exc:
+            self.report_error(exc)
+            return
+        self.notify(f"Saved {artifact.name} to {path}")
+
+    async def on_unmount(self) -> None:
+        self.bridge.close()
+
+
+def _write_copy(path: Path, file_name: str, data: bytes) -> Path:
+    if path.is_dir():
+        path = path / file_name
+    path.write_bytes(data)
+    return path
+
+
+async def run_tui(
+    client: EngineClient,
+    *,
+    data_dir_label: str | None = None,
+    workflow_dirs: Iterable[Path] = (),
+    keys_path: Path | None = None,
+    quit_stops_executions: bool = True,
+) -> None:
+    """Run the TUI until the user quits. The caller owns the engine (start it before, shut it down after)."""
+    app = StepflowApp(client, data_dir_label=data_dir_label, workflow_dirs=workflow_dirs, keys_path=keys_path,
+                      quit_stops_executions=quit_stops_executions)
+    await app.run_async()
+
+
+__all__ = ["StepflowApp", "run_tui"]

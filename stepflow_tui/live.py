@@ -1,0 +1,70 @@
+"""The newest state of recently active executions, as the events told it.
+
+Reads from the store can lag the events (the store writer commits in batches), and events that
+came before a screen opened were not seen by it. Screens merge what they read with this cache:
+an object here is at least as new as the store's copy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from engine.events import (
+    Event,
+    ExecutionCreated,
+    ExecutionDeleted,
+    ExecutionFinished,
+    ExecutionStarted,
+    ExecutionUpdated,
+    StepAdded,
+    StepFinished,
+    StepStarted,
+    StepUpdated,
+)
+from engine.model import Execution, Step
+
+KEEP = 200
+
+
+@dataclass(slots=True)
+class LiveExecution:
+    execution: Execution | None = None
+    steps: dict[str, Step] = field(default_factory=dict)
+
+
+class LiveCache:
+    def __init__(self, keep: int = KEEP) -> None:
+        self.keep = keep
+        self._items: OrderedDict[str, LiveExecution] = OrderedDict()
+
+    def get(self, execution_id: str) -> LiveExecution | None:
+        return self._items.get(execution_id)
+
+    def _entry(self, execution_id: str) -> LiveExecution:
+        entry = self._items.get(execution_id)
+        if entry is None:
+            entry = self._items[execution_id] = LiveExecution()
+            while len(self._items) > self.keep:
+                self._items.popitem(last=False)
+        else:
+            self._items.move_to_end(execution_id)
+        return entry
+
+    def apply(self, events: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, ExecutionCreated):
+                entry = self._entry(ev.execution.id)
+                entry.execution = ev.execution
+                for step in ev.steps:
+                    entry.steps[step.id] = step
+            elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
+                self._entry(ev.execution.id).execution = ev.execution
+            elif isinstance(ev, StepAdded | StepStarted | StepUpdated | StepFinished):
+                self._entry(ev.step.execution_id).steps[ev.step.id] = ev.step
+            elif isinstance(ev, ExecutionDeleted):
+                self._items.pop(ev.id, None)
+
+    def newest(self, execution: Execution) -> Execution:
+        entry = self._items.get(execution.id)
+        return entry.execution if entry is not None and entry.execution is not None else execution

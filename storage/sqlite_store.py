@@ -1,0 +1,379 @@
+"""The SQLite store: the engine's `Store`, over SQLAlchemy's async engine and aiosqlite.
+
+Connections come from SQLAlchemy's pool for aiosqlite files (AsyncAdaptedQueuePool), each with its
+own thread; in WAL mode a read on one connection goes on while another writes. Every connection
+gets the pragmas of `storage.pragmas`. Writes in this process take turns on an asyncio lock (cheaper
+than SQLite's busy-wait), and begin with BEGIN IMMEDIATE against writers in other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.util.exc import CommandError
+from sqlalchemy import (
+    URL,
+    ColumnElement,
+    Connection,
+    String,
+    and_,
+    func,
+    literal,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from engine.events import Event
+from engine.model import (
+    AbortReason,
+    Artifact,
+    ArtifactFilter,
+    Execution,
+    ExecutionFilter,
+    ExecutionStatus,
+    LogLine,
+    Step,
+    StepStatus,
+    Stream,
+    utcnow,
+)
+from engine.store import StoreStats
+from storage import pragmas
+from storage.rows import artifact_from, execution_from, step_from
+from storage.tables import UtcDateTime, artifacts, executions, log_lines, steps
+from storage.writes import BatchWriter
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+LOST_MESSAGE = "the engine running it stopped unexpectedly"
+#: how many ids `resolve_execution_id` returns at most
+MAX_RESOLVED = 10
+
+_OPEN_EXECUTION = (ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)
+_STREAMS = {s.value: s for s in Stream}
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._engine: AsyncEngine | None = None
+        self._writer: AsyncEngine | None = None
+        self._write_lock = asyncio.Lock()
+
+    # -- life cycle ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Create the file if needed, apply the migrations; every connection gets the pragmas."""
+        if self._engine is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(URL.create("sqlite+aiosqlite", database=str(self.path)))
+        pragmas.install(engine.sync_engine)
+        writer = engine.execution_options(**{pragmas.WRITE: True})
+        try:
+            async with writer.begin() as conn:
+                await conn.run_sync(_migrate, self.path)
+        except BaseException:
+            await engine.dispose()
+            raise
+        self._engine, self._writer = engine, writer
+
+    async def close(self) -> None:
+        engine, self._engine, self._writer = self._engine, None, None
+        if engine is None:
+            return
+        try:
+            # SQLite's advice: let it refresh the planner's statistics it found missing, on closing
+            async with engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                await raw.driver_connection.execute("PRAGMA optimize")
+        except Exception:
+            log.warning("PRAGMA optimize on closing the store failed", exc_info=True)
+        await engine.dispose()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        async with self._write_lock, self._writer.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """One read transaction (a deferred BEGIN): the statements in it see one snapshot."""
+        if self._engine is None:
+            raise RuntimeError("the store is not open")
+        async with self._engine.connect() as conn:
+            yield conn
+
+    # -- writes ----------------------------------------------------------------------------------
+    async def apply(self, events: Sequence[Event]) -> None:
+        if not events:
+            return
+        async with self._write() as conn:
+            await BatchWriter(conn).write(events)
+
+    async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
+        now = utcnow()
+        at = literal(now, UtcDateTime())
+        async with self._write() as conn:
+            result = await conn.execute(
+                select(executions.c.id, executions.c.owner).where(executions.c.status.in_(_OPEN_EXECUTION))
+            )
+            lost = [i for i, owner in result.tuples() if owner_alive is None or not owner_alive(owner)]
+            if not lost:
+                return []
+            lost_fields: dict[str, Any] = {
+                "abort_reason": AbortReason.ENGINE_LOST.value,
+                "error_message": LOST_MESSAGE,
+                "completed_at": now,
+            }
+            for was, becomes in ((StepStatus.RUNNING, StepStatus.FAILED), (StepStatus.PENDING, StepStatus.SKIPPED)):
+                await conn.execute(
+                    update(steps)
+                    .where(steps.c.execution_id.in_(lost), steps.c.status == was.value)
+                    .values(status=becomes.value, **lost_fields)
+                )
+            await conn.execute(
+                update(executions)
+                .where(executions.c.id.in_(lost), executions.c.status.in_(_OPEN_EXECUTION))
+                .values(
+                    status=ExecutionStatus.FAILED.value,
+                    # as engine.transitions does for a terminal status never started
+                    started_at=func.coalesce(executions.c.started_at, at),
+                    **lost_fields,
+                )
+            )
+        return lost
+
+    async def delete_execution(self, execution_id: str) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(executions.delete().where(executions.c.id == execution_id))
+        return result.rowcount > 0
+
+    # -- executions and steps --------------------------------------------------------------------
+    async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
+        where: list[ColumnElement[bool]] = []
+        if flt.status is not None:
+            where.append(executions.c.status == ExecutionStatus(flt.status).value)
+        if flt.user is not None:
+            where.append(executions.c.user == flt.user)
+        if flt.text:
+            # ASCII case folding (SQLite's lower()); enough for names and commands
+            where.append(or_(executions.c.name.icontains(flt.text, autoescape=True),
+                             executions.c.command.icontains(flt.text, autoescape=True)))
+        cond = and_(True, *where)
+        page = (
+            select(executions)
+            .where(cond)
+            .order_by(executions.c.created_at.desc(), executions.c.pk.desc())
+            .limit(max(flt.limit, 0))
+            .offset(max(flt.offset, 0))
+        )
+        async with self._read() as conn:
+            total = await conn.scalar(select(func.count()).select_from(executions).where(cond)) or 0
+            rows = (await conn.execute(page)).mappings().all()
+        return [execution_from(r) for r in rows], total
+
+    async def get_execution(self, execution_id: str) -> Execution | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(executions).where(executions.c.id == execution_id))).mappings().first()
+        return None if row is None else execution_from(row)
+
+    async def resolve_execution_id(self, prefix: str) -> list[str]:
+        stmt = (
+            select(executions.c.id)
+            .where(executions.c.id.startswith(prefix, autoescape=True))
+            .order_by(executions.c.id)
+            .limit(MAX_RESOLVED)
+        )
+        async with self._read() as conn:
+            return list((await conn.scalars(stmt)).all())
+
+    async def get_steps(self, execution_id: str) -> list[Step]:
+        stmt = select(steps).where(steps.c.execution_id == execution_id).order_by(steps.c.step_index, steps.c.pk)
+        async with self._read() as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return [step_from(r) for r in rows]
+
+    # -- artifacts -------------------------------------------------------------------------------
+    async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]:
+        where: list[ColumnElement[bool]] = []
+        if flt.execution_id is not None:
+            where.append(artifacts.c.execution_id == flt.execution_id)
+        if flt.step_id is not None:
+            where.append(artifacts.c.step_id == flt.step_id)
+        if flt.artifact_type is not None:
+            where.append(artifacts.c.artifact_type == flt.artifact_type.value)
+        cond = and_(True, *where)
+        page = (
+            select(artifacts)
+            .where(cond)
+            .order_by(artifacts.c.created_at, artifacts.c.id)
+            .limit(max(flt.limit, 0))
+            .offset(max(flt.offset, 0))
+        )
+        async with self._read() as conn:
+            total = await conn.scalar(select(func.count()).select_from(artifacts).where(cond)) or 0
+            rows = (await conn.execute(page)).mappings().all()
+        return [artifact_from(r) for r in rows], total
+
+    async def get_artifact(self, artifact_id: str) -> Artifact | None:
+        async with self._read() as conn:
+            row = (await conn.execute(select(artifacts).where(artifacts.c.id == artifact_id))).mappings().first()
+        return None if row is None else artifact_from(row)
+
+    # -- log lines -------------------------------------------------------------------------------
+    async def get_log_lines(
+        self,
+        execution_id: str,
+        *,
+        step_ids: Sequence[str] | None = None,
+        after_seq: int = -1,
+        before_seq: int | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[LogLine]:
+        async with self._read() as conn:
+            where = await self._lines_where(conn, execution_id, step_ids)
+            if where is None:
+                return []
+            where.append(log_lines.c.seq > after_seq)
+            if before_seq is not None:
+                where.append(log_lines.c.seq < before_seq)
+            stmt = (
+                select(log_lines.c.seq, steps.c.id, log_lines.c.stream, log_lines.c.ts, log_lines.c.text)
+                .select_from(log_lines.outerjoin(steps, steps.c.pk == log_lines.c.step_pk))
+                .where(*where)
+                .order_by(log_lines.c.seq.desc() if newest_first else log_lines.c.seq)
+                .limit(limit)
+            )
+            rows = (await conn.execute(stmt)).tuples().all()
+        lines = []
+        last_ts: float | None = None
+        when = datetime.now(UTC)
+        for seq, step_id, stream, ts, text in rows:
+            if ts != last_ts:  # the lines of one event share a timestamp
+                last_ts, when = ts, datetime.fromtimestamp(ts, UTC)
+            lines.append(LogLine(execution_id, step_id, seq, _STREAMS[stream], when, text))
+        return lines
+
+    async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
+        async with self._read() as conn:
+            where = await self._lines_where(conn, execution_id, step_ids)
+            if where is None:
+                return 0
+            return await conn.scalar(select(func.count()).select_from(log_lines).where(*where)) or 0
+
+    @staticmethod
+    async def _lines_where(
+        conn: AsyncConnection, execution_id: str, step_ids: Sequence[str] | None
+    ) -> list[ColumnElement[bool]] | None:
+        """The conditions on log_lines' integer keys, or None when nothing can match."""
+        execution_pk = await conn.scalar(select(executions.c.pk).where(executions.c.id == execution_id))
+        if execution_pk is None:
+            return None
+        where: list[ColumnElement[bool]] = [log_lines.c.execution_pk == execution_pk]
+        if step_ids is not None:
+            step_pks = (
+                await conn.scalars(
+                    select(steps.c.pk).where(steps.c.execution_id == execution_id, steps.c.id.in_(list(step_ids)))
+                )
+            ).all()
+            if not step_pks:
+                return None
+            where.append(log_lines.c.step_pk.in_(step_pks))
+        return where
+
+    # -- the database itself ---------------------------------------------------------------------
+    async def stats(self) -> StoreStats:
+        def count(table: Any) -> Any:
+            return select(func.count()).select_from(table).scalar_subquery()
+
+        created_text = type_coerce(executions.c.created_at, String)
+        async with self._read() as conn:
+            totals = (
+                await conn.execute(
+                    select(
+                        count(executions), count(steps), count(artifacts), count(log_lines),
+                        func.min(created_text), func.max(created_text),
+                    )
+                )
+            ).one()
+            by_status = dict(
+                (await conn.execute(select(executions.c.status, func.count()).group_by(executions.c.status))).tuples().all()
+            )
+            journal_mode = await conn.exec_driver_sql("PRAGMA journal_mode")
+            mode = str(journal_mode.scalar())
+            cache_size = int((await conn.exec_driver_sql("PRAGMA cache_size")).scalar() or 0)
+            page_size = int((await conn.exec_driver_sql("PRAGMA page_size")).scalar() or 4096)
+        return StoreStats(
+            total_executions=totals[0],
+            by_status={s.value: by_status.get(s.value, 0) for s in ExecutionStatus},
+            total_steps=totals[1],
+            total_artifacts=totals[2],
+            total_log_lines=totals[3],
+            database_size_bytes=await asyncio.to_thread(self._size_on_disk),
+            wal_mode=mode,
+            # in pages, as SQLite counts it when given a positive number (negative means KiB)
+            cache_size=cache_size if cache_size >= 0 else -cache_size * 1024 // page_size,
+            storage_path=str(self.path),
+            oldest_execution=totals[4],
+            newest_execution=totals[5],
+        )
+
+    def _size_on_disk(self) -> int:
+        size = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                size += Path(f"{self.path}{suffix}").stat().st_size
+            except FileNotFoundError:
+                pass
+        return size
+
+    async def optimize(self) -> list[str]:
+        """ANALYZE (sampled, so it stays quick on millions of lines), PRAGMA optimize, then a WAL
+        checkpoint that truncates the WAL file. Holds this process's write turn meanwhile."""
+        done = []
+        if self._engine is None:
+            raise RuntimeError("the store is not open")
+        async with self._write_lock, self._engine.connect() as conn:
+            # autocommit on the driver: a checkpoint cannot run inside a transaction
+            db = (await conn.get_raw_connection()).driver_connection
+            await db.execute("PRAGMA analysis_limit=1000")
+            await db.execute("ANALYZE")
+            done.append("ANALYZE: refreshed the query planner's statistics")
+            await db.execute("PRAGMA optimize")
+            done.append("PRAGMA optimize: let SQLite tune what it found worth it")
+            cursor = await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, wal_frames, moved = await cursor.fetchone()
+            await cursor.close()
+            if busy:
+                done.append(f"PRAGMA wal_checkpoint(TRUNCATE): {moved} of {wal_frames} WAL frames copied back; "
+                            "readers still use the rest, the WAL was not truncated")
+            else:
+                done.append(f"PRAGMA wal_checkpoint(TRUNCATE): {moved} WAL frames copied back, WAL truncated")
+        return done
+
+
+def _migrate(conn: Connection, path: Path) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
+    config.attributes["connection"] = conn
+    try:
+        command.upgrade(config, "head")
+    except CommandError as exc:
+        # most likely a revision this version does not know: a newer stepflow wrote the file
+        raise RuntimeError(f"cannot bring the database {path} to this stepflow's schema: {exc}") from exc
+

@@ -1,0 +1,232 @@
+"""The StepFlow Monitor WebSocket, on its own port and at /ws: messages, commands, bad input, and
+a slow client (scripted engine, so that the events are exactly known)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from api_compat import ApiListener
+from engine.model import ExecutionStatus, StepStatus, Stream
+from tests.api.conftest import make_config, running
+from tests.api.helpers import receive, receive_until
+from tests.api.scripted_engine import ScriptedEngine
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def scripted_listener(scripted: ScriptedEngine, tmp_path: Path):
+    async with running(scripted, make_config(tmp_path, ws_client_queue=500)) as lst:
+        yield lst
+
+
+def ws_urls(lst: ApiListener) -> list[str]:
+    return [lst.ws_url or "", f"{lst.ws_url}/ws", lst.url.replace("http", "ws") + "/ws"]
+
+
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["own-port", "own-port-/ws", "main-port-/ws"])
+async def test_connection_established_and_commands(scripted_listener: ApiListener, scripted: ScriptedEngine,
+                                                   session: aiohttp.ClientSession, which: int) -> None:
+    ex = await scripted.submit_command("echo")
+    async with session.ws_connect(ws_urls(scripted_listener)[which]) as ws:
+        hello = await receive(ws)
+        assert hello["type"] == "connection_established"
+        assert set(hello["data"]) == {"client_id", "server_time", "connected_clients"}
+        assert isinstance(hello["data"]["client_id"], int) and hello["data"]["connected_clients"] == 1
+        assert hello["timestamp"].endswith("Z")
+
+        await ws.send_json({"type": "ping"})
+        assert (await receive(ws))["type"] == "pong"
+        await ws.send_json({"type": "get_status"})
+        status = await receive(ws)
+        assert status["type"] == "server_status" and status["data"]["connected_clients"] == 1
+        await ws.send_json({"type": "get_status", "data": {"execution_id": ex.id}})
+        status = await receive(ws)
+        assert status["type"] == "execution_status"
+        assert status["data"]["execution"]["id"] == ex.id and status["data"]["steps"][0]["kind"] == "branch"
+        await ws.send_json({"type": "subscribe", "data": {"execution_id": ex.id}})
+        reply = await receive(ws)
+        assert reply["type"] == "subscribed" and reply["data"] == {"execution_id": ex.id}
+        # the reference web client's form, and its server's (execution_id at the top level)
+        await ws.send_json({"type": "subscribe_execution", "data": {"execution_id": ex.id}})
+        assert (await receive(ws))["type"] == "subscribed"
+        await ws.send_json({"type": "subscribe_execution", "execution_id": ex.id})
+        assert (await receive(ws))["type"] == "subscribed"
+        await ws.send_json({"type": "unsubscribe", "data": {"execution_id": ex.id}})
+        assert (await receive(ws))["type"] == "unsubscribed"
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    ("not json", "INVALID_MESSAGE"),
+    ("[1, 2]", "INVALID_MESSAGE"),
+    ('{"data": {}}', "INVALID_MESSAGE"),
+    ('{"type": "launch_rockets"}', "UNKNOWN_MESSAGE_TYPE"),
+    ('{"type": "subscribe"}', "INVALID_MESSAGE"),
+    ('{"type": "subscribe", "data": "x"}', "INVALID_MESSAGE"),
+    ('{"type": "subscribe", "data": {"execution_id": 7}}', "INVALID_MESSAGE"),
+    ('{"type": "subscribe", "data": {"execution_id": "nope"}}', "NOT_FOUND"),
+    ('{"type": "get_status", "data": {"execution_id": "nope"}}', "NOT_FOUND"),
+])
+async def test_bad_messages_get_an_error_and_the_socket_stays(scripted_listener: ApiListener,
+                                                              session: aiohttp.ClientSession,
+                                                              raw: str, code: str) -> None:
+    async with session.ws_connect(scripted_listener.ws_url) as ws:
+        await receive(ws)
+        await ws.send_str(raw)
+        error = await receive(ws)
+        assert error["type"] == "error" and error["data"]["error_code"] == code
+        assert set(error["data"]) >= {"execution_id", "error_message", "error_code", "timestamp"}
+        await ws.send_bytes(b"\x00")
+        assert (await receive(ws))["data"]["error_code"] == "INVALID_MESSAGE"
+        await ws.send_json({"type": "ping"})
+        assert (await receive(ws))["type"] == "pong"
+
+
+async def test_plain_http_on_the_ws_port_is_a_400_envelope(scripted_listener: ApiListener,
+                                                           session: aiohttp.ClientSession) -> None:
+    async with session.get(scripted_listener.ws_url.replace("ws://", "http://") + "/") as resp:
+        body = await resp.json()
+        assert resp.status == 400 and body["success"] is False
+
+
+async def test_unsubscribed_clients_get_lifecycle_only(scripted_listener: ApiListener, scripted: ScriptedEngine,
+                                                       session: aiohttp.ClientSession) -> None:
+    ex = await scripted.submit_command("echo")
+    async with session.ws_connect(scripted_listener.ws_url) as watcher, \
+            session.ws_connect(scripted_listener.ws_url) as subscriber:
+        await receive(watcher)
+        await receive(subscriber)
+        await subscriber.send_json({"type": "subscribe", "data": {"execution_id": ex.id}})
+        assert (await receive(subscriber))["type"] == "subscribed"
+        await scripted.start(ex.id)
+        step = await scripted.start_step(ex.id, "build")
+        await scripted.log(ex.id, step.id, ["compiling"])
+        await scripted.log(ex.id, step.id, ["warning: x"], Stream.STDERR)
+        await scripted.finish_step(step)
+        await scripted.add_artifact(ex.id, name="r", file_name="r.txt", data=b"r", step_id=step.id)
+        await scripted.finish(ex.id)
+        got = await receive_until(subscriber, lambda m: m["type"] == "execution_completed")
+        assert [m["type"] for m in got] == ["execution_started", "step_update", "log_entry", "log_entry",
+                                            "step_update", "artifact_created", "execution_completed"]
+        assert got[1]["data"]["step"]["status"] == "running" and got[1]["data"]["step"]["index"] == 1
+        assert got[2]["data"]["level"] == "info" and got[3]["data"]["level"] == "error"
+        assert got[2]["data"]["content"] == "compiling" and got[2]["data"]["step_id"] == step.id
+        assert got[6]["data"]["artifacts_count"] == 1 and got[6]["data"]["total_steps"] == 1
+        seen = await receive_until(watcher, lambda m: m["type"] == "execution_completed")
+        assert [m["type"] for m in seen] == ["execution_started", "artifact_created", "execution_completed"]
+
+
+async def test_wildcard_subscription_sees_every_execution(scripted_listener: ApiListener,
+                                                          scripted: ScriptedEngine,
+                                                          session: aiohttp.ClientSession) -> None:
+    async with session.ws_connect(scripted_listener.ws_url) as ws:
+        await receive(ws)
+        await ws.send_json({"type": "subscribe", "data": {"execution_id": "*"}})
+        assert (await receive(ws))["type"] == "subscribed"
+        ex = await scripted.submit_command("echo")
+        await scripted.start(ex.id)
+        step = await scripted.start_step(ex.id, "a")
+        await scripted.finish_step(step, StepStatus.FAILED)
+        await scripted.finish(ex.id, ExecutionStatus.FAILED, 1)
+        got = await receive_until(ws, lambda m: m["type"] == "execution_completed")
+        assert [m["type"] for m in got] == ["execution_started", "step_update", "step_update",
+                                            "execution_completed"]
+        assert got[-1]["data"]["status"] == "failed" and got[-1]["data"]["exit_code"] == 1
+
+
+def pause_reading(ws: aiohttp.ClientWebSocketResponse) -> asyncio.Transport:
+    """Make a client stop reading its socket, as a stuck or slow peer does (the kernel buffers
+    fill, then the server's writes wait)."""
+    transport = ws._response.connection.transport  # type: ignore[union-attr]
+    transport.pause_reading()
+    return transport
+
+
+async def test_a_slow_client_loses_log_entries_not_status_and_is_told(
+        scripted_listener: ApiListener, scripted: ScriptedEngine, session: aiohttp.ClientSession) -> None:
+    """The queue limit is 500 log entries here. A client that does not read while 2,000 lines of
+    8 kB go by gets every status message, LOG_ENTRIES_DROPPED errors, and the lines that fit; a
+    client reading next to it gets everything, and the engine never waits."""
+    ex = await scripted.submit_command("echo")
+    async with session.ws_connect(scripted_listener.ws_url) as slow, \
+            session.ws_connect(scripted_listener.ws_url) as fast:
+        for ws in (slow, fast):
+            await receive(ws)
+            await ws.send_json({"type": "subscribe", "data": {"execution_id": ex.id}})
+            assert (await receive(ws))["type"] == "subscribed"
+        fast_messages: list[dict] = []
+
+        async def read_fast() -> None:
+            fast_messages.extend(await receive_until(fast, lambda m: m["type"] == "execution_completed"))
+
+        reader = asyncio.create_task(read_fast())
+        transport = pause_reading(slow)
+        await scripted.start(ex.id)
+        step = await scripted.start_step(ex.id, "flood")
+        padding = "x" * 8192
+        for batch in range(40):
+            await scripted.log(ex.id, step.id, [f"line {batch * 50 + i} {padding}" for i in range(50)])
+            await asyncio.sleep(0.005)
+        await scripted.finish_step(step)
+        await scripted.finish(ex.id)
+        await asyncio.wait_for(reader, 20)
+        assert sum(m["type"] == "log_entry" for m in fast_messages) == 2000
+        assert [m["type"] for m in fast_messages if m["type"] != "log_entry"] == [
+            "execution_started", "step_update", "step_update", "execution_completed"]
+
+        transport.resume_reading()
+        got = await receive_until(slow, lambda m: m["type"] == "execution_completed")
+        types = [m["type"] for m in got]
+        assert types.count("execution_started") == 1 and types.count("step_update") == 2
+        logs = [m for m in got if m["type"] == "log_entry"]
+        drops = [m for m in got if m["type"] == "error"]
+        assert drops and all(d["data"]["error_code"] == "LOG_ENTRIES_DROPPED" for d in drops)
+        assert len(logs) + sum(d["data"]["dropped_count"] for d in drops) == 2000
+        assert len(logs) < 2000
+        seqs = [m["data"]["seq"] for m in logs]
+        assert seqs == sorted(seqs)
+        first_drop = drops[0]["data"]
+        assert first_drop["execution_id"] == ex.id and first_drop["first_seq"] not in seqs
+        assert "/logs" in first_drop["error_message"]
+
+
+async def test_events_from_before_a_socket_connects_are_not_replayed(
+        scripted_listener: ApiListener, scripted: ScriptedEngine, session: aiohttp.ClientSession) -> None:
+    ex = await scripted.submit_command("echo")
+    await scripted.start(ex.id)
+    await asyncio.sleep(0.05)
+    async with session.ws_connect(scripted_listener.ws_url) as ws:
+        await receive(ws)
+        await scripted.finish(ex.id)
+        msg = await receive(ws)
+        assert msg["type"] == "execution_completed"
+
+
+async def test_shutdown_closes_sockets_with_going_away(scripted: ScriptedEngine, tmp_path: Path,
+                                                       session: aiohttp.ClientSession) -> None:
+    lst = ApiListener(scripted, make_config(tmp_path))
+    await lst.start()
+    try:
+        own = await session.ws_connect(lst.ws_url)
+        main = await session.ws_connect(lst.url + "/ws")
+        for ws in (own, main):
+            await receive(ws)
+    finally:
+        await lst.stop()
+    for ws in (own, main):
+        msg = await ws.receive(timeout=5)
+        assert msg.type is aiohttp.WSMsgType.CLOSE
+        assert msg.data == aiohttp.WSCloseCode.GOING_AWAY
+        await ws.close()
+
+
+def test_messages_are_json_objects_with_type_data_timestamp() -> None:
+    from api_compat.monitor.ws import message
+
+    decoded = json.loads(message("x", {"a": 1}))
+    assert set(decoded) == {"type", "data", "timestamp"}

@@ -1,0 +1,256 @@
+"""The Docker runner against a real Docker Engine API: podman's service, with a busybox image."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import docker
+import pytest
+
+from engine.model import Stream
+from engine.runners.base import CommandSpec, FetchError, SpawnError
+from engine.runners.docker import LABEL, DockerCommand, DockerRunner, glob_regex
+
+
+@pytest.fixture
+async def runner(podman_socket: str, busybox_image: str) -> AsyncIterator[DockerRunner]:
+    runner = DockerRunner(busybox_image, docker_host=podman_socket)
+    yield runner
+    await runner.close()
+
+
+@pytest.fixture
+def client(podman_socket: str):
+    client = docker.DockerClient(base_url=podman_socket)
+    yield client
+    client.close()
+
+
+async def collect(command: DockerCommand, within: float = 30) -> dict[Stream, bytes]:
+    out = {Stream.STDOUT: bytearray(), Stream.STDERR: bytearray()}
+    async with asyncio.timeout(within):
+        async for stream, chunk in command.output():
+            out[stream] += chunk
+    return {stream: bytes(data) for stream, data in out.items()}
+
+
+async def run(runner: DockerRunner, spec: CommandSpec) -> tuple[dict[Stream, bytes], int]:
+    command = await runner.start(spec)
+    out = await collect(command)
+    async with asyncio.timeout(30):
+        return out, await command.wait()
+
+
+async def test_runs_a_script_with_stdout_and_stderr_apart(runner):
+    out, code = await run(runner, CommandSpec(script="echo '::step::build'; echo out; echo err >&2; exit 3"))
+    assert out == {Stream.STDOUT: b"::step::build\nout\n", Stream.STDERR: b"err\n"}
+    assert code == 3
+
+
+async def test_output_is_streamed_live(runner):
+    # The command waits for nothing we do, but the first line must come before it ends.
+    command = await runner.start(CommandSpec(script="echo first; sleep 2; echo second"))
+    output = command.output()
+    async with asyncio.timeout(30):
+        assert await anext(output) == (Stream.STDOUT, b"first\n")
+        started = time.monotonic()
+        assert await anext(output) == (Stream.STDOUT, b"second\n")
+    assert time.monotonic() - started > 0.5  # it was not all there at once
+    assert await command.wait() == 0
+
+
+async def test_argv_env_and_workdir(runner):
+    out, code = await run(
+        runner,
+        CommandSpec(argv=["sh", "-c", 'pwd; echo "$GREETING"'], env={"GREETING": "hello 'world' $x"}, cwd="/tmp"),
+    )
+    assert code == 0
+    assert out[Stream.STDOUT] == b"/tmp\nhello 'world' $x\n"
+
+
+async def test_script_falls_back_to_sh_without_bash(runner):
+    out, code = await run(runner, CommandSpec(script="echo ${0##*/}"))
+    assert (out[Stream.STDOUT], code) == (b"sh\n", 0)
+
+
+async def test_exit_code_of_a_signal(runner):
+    _, code = await run(runner, CommandSpec(script="sleep 10 & kill -KILL $!; wait $!"))
+    assert code == 137
+
+
+async def test_terminate_lets_a_command_clean_up_within_the_grace(runner):
+    script = "trap 'echo cleaning; exit 5' TERM; echo ready; while :; do sleep 0.1; done"
+    command = await runner.start(CommandSpec(script=script))
+    output = command.output()
+    async with asyncio.timeout(30):
+        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    started = time.monotonic()
+    await command.terminate(grace=10)
+    assert time.monotonic() - started < 8
+    async with asyncio.timeout(30):
+        assert await command.wait() == 5
+        assert [chunk async for _, chunk in output] == [b"cleaning\n"]
+
+
+async def test_terminate_kills_after_the_grace(runner, client):
+    # PID 1 of a container gets no default signal action: SIGTERM is ignored unless trapped.
+    command = await runner.start(CommandSpec(script="echo ready; sleep 1000"))
+    output = command.output()
+    async with asyncio.timeout(30):
+        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    started = time.monotonic()
+    await command.terminate(grace=1)
+    assert 0.9 < time.monotonic() - started < 15
+    assert await command.wait() == 137
+    container = await asyncio.to_thread(client.containers.get, command.container_id)
+    assert container.status in ("exited", "stopped")
+
+
+async def test_containers_are_removed_when_the_runner_closes(podman_socket, busybox_image, client):
+    runner = DockerRunner(busybox_image, docker_host=podman_socket)
+    _, code = await run(runner, CommandSpec(script="true"))
+    assert code == 0
+    mine = {"label": f"{LABEL}=1"}
+    ids = {c.id for c in await asyncio.to_thread(client.containers.list, all=True, filters=mine)}
+    assert ids
+    await runner.close()
+    left = {c.id for c in await asyncio.to_thread(client.containers.list, all=True, filters=mine)}
+    assert not ids & left
+
+
+async def test_keep_leaves_the_container(podman_socket, busybox_image, client):
+    runner = DockerRunner(busybox_image, docker_host=podman_socket, keep=True)
+    command = await runner.start(CommandSpec(script="true"))
+    await collect(command)
+    await command.wait()
+    await runner.close()
+    container = await asyncio.to_thread(client.containers.get, command.container_id)
+    await asyncio.to_thread(container.remove, force=True)
+
+
+async def test_memory_and_cpu_limits_are_applied(podman_socket, busybox_image, client):
+    runner = DockerRunner(busybox_image, docker_host=podman_socket, cpus=0.5, memory="64m", keep=True)
+    try:
+        command = await runner.start(CommandSpec(script="true"))
+        await collect(command)
+        await command.wait()
+        container = await asyncio.to_thread(client.containers.get, command.container_id)
+        assert container.attrs["HostConfig"]["Memory"] == 64 * 1024 * 1024
+        assert container.attrs["HostConfig"]["NanoCpus"] == 500_000_000
+        await asyncio.to_thread(container.remove, force=True)
+    finally:
+        await runner.close()
+
+
+async def test_volumes_are_mounted(podman_socket, busybox_image, tmp_path):
+    (tmp_path / "in.txt").write_text("from the host")
+    runner = DockerRunner(busybox_image, docker_host=podman_socket, volumes=[f"{tmp_path}:/data"])
+    try:
+        out, code = await run(runner, CommandSpec(script="cat /data/in.txt; echo written > /data/out.txt"))
+        assert (out[Stream.STDOUT], code) == (b"from the host", 0)
+        assert (tmp_path / "out.txt").read_text() == "written\n"
+    finally:
+        await runner.close()
+
+
+async def test_a_missing_image_is_a_spawn_error(podman_socket):
+    runner = DockerRunner("nope", docker_host=podman_socket)
+    try:
+        with pytest.raises(SpawnError) as caught:
+            await runner.start(CommandSpec(script="true"))
+        assert str(caught.value) == "image 'nope:latest' not found"
+    finally:
+        await runner.close()
+
+
+async def test_an_unreachable_daemon_fails_quickly(tmp_path):
+    url = f"unix://{tmp_path}/no-such.sock"
+    runner = DockerRunner("busybox", docker_host=url)
+    started = time.monotonic()
+    with pytest.raises(SpawnError) as caught:
+        await runner.start(CommandSpec(script="true"))
+    assert str(caught.value) == f"cannot reach the Docker daemon at {url}: no such socket"
+    assert time.monotonic() - started < 5
+    await runner.close()
+
+
+async def test_a_silent_daemon_times_out():
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    runner = DockerRunner("busybox", docker_host=f"tcp://127.0.0.1:{port}", connect_timeout=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(SpawnError, match=r"cannot reach the Docker daemon at tcp://127.0.0.1:\d+: timed out"):
+            await runner.start(CommandSpec(script="true"))
+        assert time.monotonic() - started < 5
+    finally:
+        await runner.close()
+        server.close()
+
+
+# -- files ------------------------------------------------------------------------------------
+MAKE_FILES = """
+mkdir -p /work/reports/sub
+echo '<a/>' > /work/reports/a.xml
+echo '<b/>' > /work/reports/sub/b.xml
+echo c > /work/reports/sub/c.txt
+echo secret > /secret.xml
+ln -s /secret.xml /work/reports/outside.xml
+ln -s a.xml /work/reports/inside.xml
+"""
+
+
+@pytest.fixture
+async def ran(runner) -> DockerRunner:
+    _, code = await run(runner, CommandSpec(script=MAKE_FILES, cwd="/work"))
+    assert code == 0
+    return runner
+
+
+async def test_fetch_copies_a_file_out_of_the_finished_container(ran, tmp_path):
+    dest = tmp_path / "store" / "b.xml"
+    assert await ran.fetch("reports/sub/b.xml", "/work", dest) == "/work/reports/sub/b.xml"
+    assert dest.read_text() == "<b/>\n"
+    assert await ran.fetch("/work/reports/inside.xml", "/work", tmp_path / "i") == "/work/reports/a.xml"
+    assert (tmp_path / "i").read_text() == "<a/>\n"
+
+
+@pytest.mark.parametrize("path", ["../secret.xml", "reports/outside.xml", "/etc/passwd"])
+async def test_fetch_refuses_what_escapes_the_working_directory(ran, tmp_path, path):
+    with pytest.raises(FetchError, match="escapes the working directory"):
+        await ran.fetch(path, "/work", tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+async def test_fetch_refuses_a_missing_file_and_a_directory(ran, tmp_path):
+    with pytest.raises(FetchError, match="not found"):
+        await ran.fetch("reports/nope.xml", "/work", tmp_path / "x")
+    with pytest.raises(FetchError, match="is a directory"):
+        await ran.fetch("reports/sub", "/work", tmp_path / "x")
+
+
+async def test_glob_lists_files_inside_cwd(ran):
+    assert await ran.glob("reports/*.xml", "/work") == ["reports/a.xml", "reports/inside.xml"]
+    assert await ran.glob("reports/**/*.txt", "/work") == ["reports/sub/c.txt"]
+    assert await ran.glob("**/*.xml", "/work") == ["reports/a.xml", "reports/inside.xml", "reports/sub/b.xml"]
+    assert await ran.glob("../*.xml", "/work") == []
+    assert await ran.glob("/etc/*", "/work") == []
+    assert await ran.glob("nothing/*", "/work") == []
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "matches"),
+    [
+        ("*.xml", "a.xml", True),
+        ("*.xml", "d/a.xml", False),
+        ("**/*.xml", "a.xml", True),
+        ("**/*.xml", "d/e/a.xml", True),
+        ("r/**/x?.[tc]sv", "r/d/x1.csv", True),
+        ("r/[!a]*", "r/a1", False),
+        ("r/[!a]*", "r/b1", True),
+    ],
+)
+def test_glob_regex_follows_pathlib(pattern, path, matches):
+    assert bool(glob_regex(pattern).match(path)) is matches
