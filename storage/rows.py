@@ -51,7 +51,7 @@ def execution_row(e: Execution) -> dict[str, Any]:
     }
 
 
-def execution_from(row: Mapping[str, Any]) -> Execution:
+def execution_from(row: Mapping[Any, Any]) -> Execution:
     return Execution(
         id=row["id"],
         name=row["name"],
@@ -106,7 +106,7 @@ def step_row(s: Step) -> dict[str, Any]:
     }
 
 
-def step_from(row: Mapping[str, Any]) -> Step:
+def step_from(row: Mapping[Any, Any]) -> Step:
     return Step(
         id=row["id"],
         execution_id=row["execution_id"],
@@ -152,7 +152,7 @@ def artifact_row(a: Artifact) -> dict[str, Any]:
     }
 
 
-def artifact_from(row: Mapping[str, Any]) -> Artifact:
+def artifact_from(row: Mapping[Any, Any]) -> Artifact:
     return Artifact(
         id=row["id"],
         execution_id=row["execution_id"],

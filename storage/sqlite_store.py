@@ -50,6 +50,7 @@ from engine.model import (
 )
 from engine.store import StoreStats
 from storage import pragmas
+from storage.driver import driver_connection
 from storage.rows import artifact_from, execution_from, step_from
 from storage.tables import UtcDateTime, artifacts, executions, log_lines, steps
 from storage.writes import BatchWriter
@@ -90,17 +91,19 @@ class SqliteStore:
         self._engine, self._writer = engine, writer
 
     async def close(self) -> None:
-        engine, self._engine, self._writer = self._engine, None, None
-        if engine is None:
-            return
-        try:
-            # SQLite's advice: let it refresh the planner's statistics it found missing, on closing
-            async with engine.connect() as conn:
-                raw = await conn.get_raw_connection()
-                await raw.driver_connection.execute("PRAGMA optimize")
-        except Exception:
-            log.warning("PRAGMA optimize on closing the store failed", exc_info=True)
-        await engine.dispose()
+        async with self._write_lock:
+            engine, self._engine, self._writer = self._engine, None, None
+            if engine is None:
+                return
+            try:
+                # SQLite's advice for long-lived connections: on closing, let it refresh the planner's
+                # statistics it found missing (sampled, see analysis_limit in storage.pragmas)
+                async with engine.connect() as conn:
+                    async with (await driver_connection(conn)).execute("PRAGMA optimize"):
+                        pass
+            except Exception:
+                log.warning("PRAGMA optimize on closing the store failed", exc_info=True)
+            await engine.dispose()
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
@@ -311,7 +314,7 @@ class SqliteStore:
                     )
                 )
             ).one()
-            by_status = dict(
+            by_status: dict[str, int] = dict(
                 (await conn.execute(select(executions.c.status, func.count()).group_by(executions.c.status))).tuples().all()
             )
             journal_mode = await conn.exec_driver_sql("PRAGMA journal_mode")
@@ -334,37 +337,50 @@ class SqliteStore:
         )
 
     def _size_on_disk(self) -> int:
-        size = 0
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                size += Path(f"{self.path}{suffix}").stat().st_size
-            except FileNotFoundError:
-                pass
-        return size
+        return sum(_file_size(Path(f"{self.path}{suffix}")) for suffix in ("", "-wal", "-shm"))
 
     async def optimize(self) -> list[str]:
-        """ANALYZE (sampled, so it stays quick on millions of lines), PRAGMA optimize, then a WAL
+        """ANALYZE (sampled: see analysis_limit in storage.pragmas), PRAGMA optimize, then a WAL
         checkpoint that truncates the WAL file. Holds this process's write turn meanwhile."""
         done = []
         if self._engine is None:
             raise RuntimeError("the store is not open")
         async with self._write_lock, self._engine.connect() as conn:
             # autocommit on the driver: a checkpoint cannot run inside a transaction
-            db = (await conn.get_raw_connection()).driver_connection
-            await db.execute("PRAGMA analysis_limit=1000")
-            await db.execute("ANALYZE")
+            db = await driver_connection(conn)
+
+            async def run(sql: str) -> list[Any]:
+                async with db.execute(sql) as cursor:
+                    return list(await cursor.fetchall())
+
+            await run("ANALYZE")
             done.append("ANALYZE: refreshed the query planner's statistics")
-            await db.execute("PRAGMA optimize")
+            await run("PRAGMA optimize")
             done.append("PRAGMA optimize: let SQLite tune what it found worth it")
-            cursor = await db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            busy, wal_frames, moved = await cursor.fetchone()
-            await cursor.close()
+            wal_before = await asyncio.to_thread(_file_size, Path(f"{self.path}-wal"))
+            busy = (await run("PRAGMA wal_checkpoint(TRUNCATE)"))[0][0]
             if busy:
-                done.append(f"PRAGMA wal_checkpoint(TRUNCATE): {moved} of {wal_frames} WAL frames copied back; "
-                            "readers still use the rest, the WAL was not truncated")
+                done.append(f"PRAGMA wal_checkpoint(TRUNCATE): WAL of {_human(wal_before)} partly copied back; "
+                            "a reader still uses it, so it was not truncated")
             else:
-                done.append(f"PRAGMA wal_checkpoint(TRUNCATE): {moved} WAL frames copied back, WAL truncated")
+                done.append(f"PRAGMA wal_checkpoint(TRUNCATE): WAL of {_human(wal_before)} copied back "
+                            "into the database and truncated")
         return done
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _human(size: int) -> str:
+    if size < 1024:
+        return f"{size} bytes"
+    if size < 1024 * 1024:
+        return f"{size / 1024:.1f} KiB"
+    return f"{size / (1024 * 1024):.1f} MiB"
 
 
 def _migrate(conn: Connection, path: Path) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from enum import StrEnum
 from itertools import chain, count, repeat
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -45,10 +45,13 @@ from engine.events import (
 )
 from engine.model import Step
 from engine.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
+from storage.driver import driver_connection
 from storage.rows import artifact_row, execution_row, step_row
 from storage.tables import artifacts, executions, steps
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=StrEnum)
 
 #: the one statement of the hot path, sent through the driver (no SQLAlchemy per-row work).
 #: OR IGNORE: a repeated (execution, seq) is an engine bug, but failing the statement would fail
@@ -58,7 +61,7 @@ INSERT_LINES = (
 )
 
 
-def guard_sql(table: str, transitions: Mapping[StrEnum, frozenset[StrEnum]]) -> str:
+def guard_sql(table: str, transitions: Mapping[S, frozenset[S]]) -> str:
     """`excluded.status` may replace `<table>.status`: the same status, or an allowed transition."""
     pairs = sorted((src.value, to.value) for to, sources in transitions.items() for src in sources)
     allowed = ", ".join(f"('{src}', '{to}')" for src, to in pairs)
@@ -181,8 +184,7 @@ class BatchWriter:
         rows = chain.from_iterable(self._line_rows(e) for e in known)
         # Down to the driver: aiosqlite runs executemany in its thread, consuming the generator there,
         # so no list of rows is built and SQLite does the work with the GIL released.
-        raw = await self._conn.get_raw_connection()
-        cursor = await raw.driver_connection.executemany(INSERT_LINES, rows)
+        cursor = await (await driver_connection(self._conn)).executemany(INSERT_LINES, rows)
         inserted = cursor.rowcount
         await cursor.close()
         self.lines_written += inserted

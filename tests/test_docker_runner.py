@@ -49,22 +49,27 @@ async def test_runs_a_script_with_stdout_and_stderr_apart(runner):
     assert code == 3
 
 
-async def test_output_is_streamed_live(runner):
-    # The command waits for nothing we do, but the first line must come before it ends.
-    command = await runner.start(CommandSpec(script="echo first; sleep 2; echo second"))
-    output = command.output()
-    async with asyncio.timeout(30):
-        assert await anext(output) == (Stream.STDOUT, b"first\n")
-        started = time.monotonic()
-        assert await anext(output) == (Stream.STDOUT, b"second\n")
-    assert time.monotonic() - started > 0.5  # it was not all there at once
-    assert await command.wait() == 0
+async def test_output_is_streamed_live(podman_socket, busybox_image, tmp_path):
+    runner = DockerRunner(busybox_image, docker_host=podman_socket, volumes=[f"{tmp_path}:/shared"])
+    try:
+        script = "echo first; while [ ! -e /shared/go ]; do sleep 0.02; done; echo second >&2"
+        command = await runner.start(CommandSpec(script=script))
+        output = command.output()
+        async with asyncio.timeout(30):
+            assert await anext(output) == (Stream.STDOUT, b"first\n")
+            (tmp_path / "go").touch()  # the command only goes on once we have seen its first line
+            assert await anext(output) == (Stream.STDERR, b"second\n")
+            assert await command.wait() == 0
+    finally:
+        await runner.close()
 
 
 async def test_argv_env_and_workdir(runner):
     out, code = await run(
         runner,
-        CommandSpec(argv=["sh", "-c", 'pwd; echo "$GREETING"'], env={"GREETING": "hello 'world' $x"}, cwd="/tmp"),
+        CommandSpec(
+            argv=["sh", "-c", 'pwd; echo "$GREETING"'], env={"GREETING": "hello 'world' $x"}, cwd="/tmp"
+        ),
     )
     assert code == 0
     assert out[Stream.STDOUT] == b"/tmp\nhello 'world' $x\n"
@@ -182,7 +187,9 @@ async def test_a_silent_daemon_times_out():
     runner = DockerRunner("busybox", docker_host=f"tcp://127.0.0.1:{port}", connect_timeout=0.5)
     try:
         started = time.monotonic()
-        with pytest.raises(SpawnError, match=r"cannot reach the Docker daemon at tcp://127.0.0.1:\d+: timed out"):
+        with pytest.raises(
+            SpawnError, match=r"cannot reach the Docker daemon at tcp://127.0.0.1:\d+: timed out"
+        ):
             await runner.start(CommandSpec(script="true"))
         assert time.monotonic() - started < 5
     finally:
@@ -254,3 +261,18 @@ async def test_glob_lists_files_inside_cwd(ran):
 )
 def test_glob_regex_follows_pathlib(pattern, path, matches):
     assert bool(glob_regex(pattern).match(path)) is matches
+
+
+async def test_runner_for_a_docker_target_of_a_workflow(podman_socket, busybox_image):
+    from engine.runners.targets import runner_for
+    from engine.workflow import DockerTarget
+
+    runner = runner_for(
+        DockerTarget(name="box", image=busybox_image, docker_host=podman_socket, workdir="/tmp")
+    )
+    assert isinstance(runner, DockerRunner)
+    try:
+        out, code = await run(runner, CommandSpec(script="pwd"))
+        assert (out[Stream.STDOUT], code) == (b"/tmp\n", 0)
+    finally:
+        await runner.close()

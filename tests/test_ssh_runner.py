@@ -273,10 +273,18 @@ async def test_a_refused_key_fails_authentication(server, tmp_path):
     stranger = tmp_path / "stranger"
     asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger))
     runner = SshRunner(
-        server.host, server.port, server.user, key=str(stranger), known_hosts=server.known_hosts, pool=SshConnectionPool()
+        server.host,
+        server.port,
+        server.user,
+        key=str(stranger),
+        known_hosts=server.known_hosts,
+        pool=SshConnectionPool(),
     )
     try:
-        with pytest.raises(SpawnError, match=f"cannot connect to {server.user}@{server.host}:{server.port}: authentication failed"):
+        with pytest.raises(
+            SpawnError,
+            match=f"cannot connect to {server.user}@{server.host}:{server.port}: authentication failed",
+        ):
             await runner.start(CommandSpec(script="true"))
     finally:
         await runner.close()
@@ -300,7 +308,9 @@ async def test_a_silent_host_times_out(tmp_path):
     runner = SshRunner("127.0.0.1", port, "deploy", connect_timeout=0.5, pool=SshConnectionPool())
     try:
         started = time.monotonic()
-        with pytest.raises(SpawnError, match=f"cannot connect to deploy@127.0.0.1:{port}: timed out after 0.5s"):
+        with pytest.raises(
+            SpawnError, match=f"cannot connect to deploy@127.0.0.1:{port}: timed out after 0.5s"
+        ):
             await runner.start(CommandSpec(script="true"))
         assert time.monotonic() - started < 5
     finally:
@@ -340,7 +350,9 @@ async def test_fetch_copies_a_file_over_sftp(runner, workdir, tmp_path):
     assert (tmp_path / "2").read_text() == "<a/>"
 
 
-@pytest.mark.parametrize("path", ["../secret.xml", "reports/outside.xml", "/etc/hostname", "reports/../../secret.xml"])
+@pytest.mark.parametrize(
+    "path", ["../secret.xml", "reports/outside.xml", "/etc/hostname", "reports/../../secret.xml"]
+)
 async def test_fetch_refuses_what_escapes_the_working_directory(runner, workdir, tmp_path, path):
     with pytest.raises(FetchError, match="escapes the working directory"):
         await runner.fetch(path, str(workdir), tmp_path / "x")
@@ -364,3 +376,24 @@ async def test_glob_matches_files_inside_cwd_only(runner, workdir):
     assert await runner.glob(str(workdir / "reports" / "a.*"), str(workdir)) == ["reports/a.xml"]
     assert await runner.glob("nothing/*", str(workdir)) == []
     assert await runner.glob("*.xml", str(workdir / "nope")) == []
+
+
+async def test_runner_for_an_ssh_target_of_a_workflow(server):
+    from engine.runners.targets import runner_for
+    from engine.workflow import SshTarget
+
+    target = SshTarget(
+        name="web1",
+        host=server.host,
+        port=server.port,
+        user=server.user,
+        key=server.client_key,
+        known_hosts=server.known_hosts,
+    )
+    runner = runner_for(target)
+    assert isinstance(runner, SshRunner)
+    try:
+        out, code = await run(runner, CommandSpec(script="echo hi"))
+        assert (out[Stream.STDOUT], code) == (b"hi\n", 0)
+    finally:
+        await runner.close()

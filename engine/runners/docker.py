@@ -62,7 +62,8 @@ class DockerRunner:
     `docker_host` is a Docker API URL (`unix:///path`, `tcp://host:2375`, `ssh://user@host`);
     without it DOCKER_HOST and the other DOCKER_* variables are honoured. `volumes` are
     `host:container[:mode]` strings; `cpus` a fraction of CPUs; `memory` bytes or a string such as
-    "512m". A missing image is an error unless `pull`, which pulls it once when missing.
+    "512m". A missing image is an error; `pull` pulls the image (once, even when present) before
+    the first command.
     """
 
     def __init__(
@@ -79,9 +80,9 @@ class DockerRunner:
         connect_timeout: float = 10,
         api_timeout: float = 120,
     ) -> None:
-        if reuse:
-            raise NotImplementedError("DockerRunner(reuse=True) is not implemented yet")
         self.image = image
+        #: one long-lived container for every command: not implemented yet (`start` says so)
+        self.reuse = reuse
         self.docker_host = docker_host
         self.volumes = list(volumes)
         self.cpus = cpus
@@ -136,19 +137,20 @@ class DockerRunner:
         return client
 
     async def _ensure_image(self, client: docker.DockerClient) -> None:
+        """With `pull`, pull the image once (even when present), before the first command."""
         if not self.pull or self._pulled:
             return
-        try:
-            await asyncio.to_thread(client.images.get, self.image)
-        except docker.errors.ImageNotFound:
+        async with self._client_lock:
+            if self._pulled:
+                return
             log.info("pulling %s from %s", self.image_name, self.where)
             try:
                 await asyncio.to_thread(client.images.pull, self.image_name)
+            except docker.errors.ImageNotFound:
+                raise SpawnError(f"image {self.image_name!r} not found (pull failed)") from None
             except docker.errors.APIError as exc:
                 raise SpawnError(f"cannot pull image {self.image_name!r}: {_explain(exc)}") from None
-        except docker.errors.APIError as exc:
-            raise SpawnError(f"cannot inspect image {self.image_name!r}: {_explain(exc)}") from None
-        self._pulled = True
+            self._pulled = True
 
     # -- commands ---------------------------------------------------------------------------
     def _command(self, spec: CommandSpec) -> list[str]:
@@ -165,6 +167,8 @@ class DockerRunner:
         return [spec.shell, "-c", spec.script]
 
     async def start(self, spec: CommandSpec) -> DockerCommand:
+        if self.reuse:
+            raise SpawnError("docker targets with reuse: true are not supported yet (use reuse: false)")
         command = self._command(spec)
         client = await self._docker()
         await self._ensure_image(client)
@@ -319,13 +323,9 @@ class DockerCommand:
     async def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
         pending: dict[asyncio.Future[bytes | None], Stream] = {}
         try:
-            try:
-                streams = {
-                    Stream.STDOUT: await self._runner._blocking(self._follow, stdout=True),
-                    Stream.STDERR: await self._runner._blocking(self._follow, stdout=False),
-                }
-            except docker.errors.NotFound:
-                return  # removed under us
+            # Opened lazily, by the first `next` in a worker thread, and both at once: podman
+            # answers a log request only when the stream has something to say.
+            streams = {Stream.STDOUT: self._follow(stdout=True), Stream.STDERR: self._follow(stdout=False)}
             for stream, frames in streams.items():
                 pending[self._next(frames)] = stream
             while pending:
@@ -345,7 +345,10 @@ class DockerCommand:
                 self._output_done.set_result(None)
 
     def _follow(self, stdout: bool) -> Iterator[bytes]:
-        return self.container.logs(stream=True, follow=True, stdout=stdout, stderr=not stdout)
+        try:
+            yield from self.container.logs(stream=True, follow=True, stdout=stdout, stderr=not stdout)
+        except docker.errors.NotFound:
+            return  # removed under us
 
     def _next(self, frames: Iterator[bytes]) -> asyncio.Future[bytes | None]:
         def next_frame() -> bytes | None:

@@ -145,7 +145,8 @@ class SshRunner:
     and the default key files). `known_hosts` is a file; None means asyncssh's default
     (~/.ssh/known_hosts, or what ~/.ssh/config names). An unknown host key is refused unless
     `trust_on_first_use`, which then records it in `known_hosts` (or ~/.ssh/known_hosts); a key
-    that differs from the recorded one is always refused. `jump_host` is `[user@]host[:port]`.
+    that differs from the recorded one is always refused. `check_host_keys=False` accepts any host
+    key (a workflow's `known_hosts: null`). `jump_host` is `[user@]host[:port]`.
     """
 
     def __init__(
@@ -160,6 +161,7 @@ class SshRunner:
         jump_host: str | None = None,
         connect_timeout: float = 10,
         pool: SshConnectionPool | None = None,
+        check_host_keys: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -168,6 +170,7 @@ class SshRunner:
         self.password = password
         self.known_hosts = os.path.expanduser(known_hosts) if known_hosts else None
         self.trust_on_first_use = trust_on_first_use
+        self.check_host_keys = check_host_keys
         self.jump_host = jump_host
         self.connect_timeout = connect_timeout
         self._pool = pool if pool is not None else DEFAULT_POOL
@@ -216,7 +219,9 @@ class SshRunner:
         if self.jump_host is not None:
             options["tunnel"] = self.jump_host
         record_host_key = False
-        if self.trust_on_first_use and not self._host_is_known():
+        if not self.check_host_keys:
+            options["known_hosts"] = None
+        elif self.trust_on_first_use and not self._host_is_known():
             options["known_hosts"] = None
             record_host_key = True
         elif self.known_hosts is not None:

@@ -30,7 +30,7 @@ from stepflow_tui.screens.actions import EXECUTION_BINDINGS, ExecutionActions
 from stepflow_tui.widgets.artifact_pane import ArtifactPane, ArtifactTable
 from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.status_strip import StatusStrip
-from stepflow_tui.widgets.step_tree import StepTree
+from stepflow_tui.widgets.step_tree import StepTree, step_detail
 
 
 class ExecutionScreen(ExecutionActions):
@@ -52,7 +52,9 @@ class ExecutionScreen(ExecutionActions):
     def compose(self) -> ComposeResult:
         yield Static(id="execution-title", classes="screen-title")
         with Horizontal(id="execution-body"):
-            yield StepTree(id="step-tree")
+            with Vertical(id="tree-column"):
+                yield StepTree(id="step-tree")
+                yield Static(id="step-detail")
             with TabbedContent(id="execution-tabs"):
                 with TabPane("Log", id="tab-log"):
                     with Vertical():
@@ -177,6 +179,14 @@ class ExecutionScreen(ExecutionActions):
         text.append(f" {where}", style="bold")
         text.append(" · " + event.log_view.status_text(), style="dim")
         self.query_one("#log-status", Static).update(text)
+
+    @on(StepTree.Highlighted)
+    def _step_highlighted(self, event: StepTree.Highlighted) -> None:
+        detail = self.query_one("#step-detail", Static)
+        if event.step is None:
+            detail.update(Text(f"{len(self.steps)} steps · enter filters the log", style="dim"))
+        else:
+            detail.update(step_detail(event.step, self.app.now()))  # type: ignore[attr-defined]
 
     @on(StepTree.Selected)
     def _step_selected(self, event: StepTree.Selected) -> None:

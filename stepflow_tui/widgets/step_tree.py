@@ -54,6 +54,12 @@ class StepTree(Tree[str]):
     ]
 
     @dataclass
+    class Highlighted(Message):
+        """The cursor is on a step (None: the root)."""
+
+        step: Step | None
+
+    @dataclass
     class Selected(Message):
         """A node was chosen: the log pane shows `step_ids` (None: the whole execution)."""
 
@@ -87,6 +93,8 @@ class StepTree(Tree[str]):
         label = step_label(step, self.app.now())  # type: ignore[attr-defined]
         if node is not None:
             node.set_label(label)
+            if self.cursor_node is node:
+                self.post_message(self.Highlighted(step))
             return
         parent = self._step_nodes.get(step.parent_id) if step.parent_id else None
         parent_node = parent if parent is not None else self.root
@@ -111,6 +119,11 @@ class StepTree(Tree[str]):
             if step.status is StepStatus.RUNNING:
                 self._step_nodes[step.id].set_label(step_label(step, now))
 
+    @on(Tree.NodeHighlighted)
+    def _highlighted(self, event: Tree.NodeHighlighted[str]) -> None:
+        event.stop()
+        self.post_message(self.Highlighted(self.steps.get(event.node.data or "")))
+
     @on(Tree.NodeSelected)
     def _selected(self, event: Tree.NodeSelected[str]) -> None:
         event.stop()
@@ -126,3 +139,27 @@ class StepTree(Tree[str]):
         if node is None or node.data in (None, ALL):
             return None
         return self.steps.get(node.data)
+
+
+def step_detail(step: Step, now) -> Text:
+    """Everything about one step, for the line under the tree (the tree itself may be narrow)."""
+    glyph, style = status_glyph(step.status.value)
+    text = Text()
+    text.append(f"{glyph} {step.name}", style=style)
+    text.append(f"  {step.status.value}")
+    duration = duration_between(step.started_at, step.completed_at, now)
+    if duration is not None:
+        text.append(f"  {fmt_duration(duration)}")
+    if step.progress is not None and not step.status.is_terminal:
+        text.append(f"  {step.progress:.0f}%")
+    if step.exit_code is not None:
+        text.append(f"  exit {step.exit_code}")
+    if step.cpu_percent is not None:
+        text.append(f"  cpu {step.cpu_percent:.0f}%")
+    if step.rss_bytes is not None:
+        text.append(f"  rss {fmt_size(step.rss_bytes)}")
+    if step.error_message:
+        text.append(f"\n{step.error_message}", style="red")
+    elif step.description:
+        text.append(f"\n{step.description}", style="dim")
+    return text

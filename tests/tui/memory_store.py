@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import dataclasses
 from collections.abc import Sequence
@@ -154,12 +155,16 @@ class StoreClient:
         self.artifact_bytes = artifact_bytes or {}
         self.submit_error: Exception | None = None
         self._opened = False
+        self._lock: asyncio.Lock | None = None
         self._description = description
 
     async def _ready(self) -> None:
-        if not self._opened:
-            self._opened = True
-            await self.store.open()
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if not self._opened:
+                await self.store.open()
+                self._opened = True
 
     async def publish(self, *events: Event) -> None:
         await self._ready()
@@ -250,3 +255,8 @@ class StoreClient:
 
     def subscribe(self, *, maxsize: int = 10_000):
         return self.hub.subscribe(maxsize)
+
+    async def aclose(self) -> None:
+        self.hub.close()
+        if self._opened:
+            await self.store.close()

@@ -1,0 +1,158 @@
+"""HTTP latency and throughput of the StepFlow Monitor API with 10,000 executions stored.
+
+The server (engine + SqliteStore + ApiListener) runs in a child process, the client here, each on
+its own event loop, so the figures are the server's and not the client's.
+
+    .venv/bin/python bench/api_http.py [--executions 10000] [--requests 3000] [--concurrency 32]
+
+Goals (issue 4): median latency at concurrency 1 <= 1 ms for GET /api/health and
+GET /api/executions?limit=10; >= 3,000 requests/s at concurrency 32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+
+ROUTES = ["/api/health", "/api/executions?limit=10"]
+
+
+async def seed(data_dir: Path, count: int) -> None:
+    from engine.events import ExecutionCreated, ExecutionFinished
+    from engine.model import Execution, ExecutionStatus, Step, StepKind, new_id, utcnow
+    from storage import SqliteStore
+    from storage.paths import database_path
+
+    store = SqliteStore(database_path(data_dir))
+    await store.open()
+    try:
+        base = utcnow() - timedelta(days=30)
+        batch = []
+        for i in range(count):
+            created = base + timedelta(seconds=i * 60)
+            ex = Execution(id=new_id(), name=f"bench {i}", command=f"echo {i}", working_directory="/tmp",
+                           user="bench", tags=["bench"], created_at=created, targets=["local"])
+            branch = Step(id=new_id(), execution_id=ex.id, name="local", kind=StepKind.BRANCH)
+            batch.append(ExecutionCreated(ex.snapshot(), (branch,)))
+            ex.status = ExecutionStatus.RUNNING
+            ex.started_at = created
+            ex.status = ExecutionStatus.COMPLETED if i % 10 else ExecutionStatus.FAILED
+            ex.exit_code = 0 if i % 10 else 1
+            ex.completed_at = created + timedelta(seconds=5)
+            batch.append(ExecutionFinished(ex.snapshot()))
+            if len(batch) >= 2000:
+                await store.apply(batch)
+                batch = []
+        if batch:
+            await store.apply(batch)
+    finally:
+        await store.close()
+
+
+async def run_server(data_dir: Path, port_file: Path) -> None:
+    from api_compat import ApiConfig, ApiListener
+    from engine.engine import Engine, EngineConfig
+    from storage import SqliteStore
+    from storage.paths import database_path
+
+    engine = Engine(SqliteStore(database_path(data_dir)), data_dir, EngineConfig())
+    await engine.start()
+    listener = ApiListener(engine, ApiConfig(port=0, ws_port=None, data_dir=data_dir))
+    await listener.start()
+    port_file.write_text(str(listener.port))
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await listener.stop()
+        await engine.shutdown()
+
+
+async def latency(session: aiohttp.ClientSession, url: str, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        started = time.perf_counter()
+        async with session.get(url) as resp:
+            await resp.read()
+            assert resp.status == 200, resp.status
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def throughput(url: str, total: int, concurrency: int) -> float:
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                async with session.get(url) as resp:
+                    await resp.read()
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))  # warm the connections
+        remaining = total
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return total / (time.perf_counter() - started)
+
+
+async def measure(base: str, n: int, total: int, concurrency: int) -> None:
+    async with aiohttp.ClientSession() as session:
+        for route in ROUTES:
+            await latency(session, base + route, 200)  # warm up
+            times = await latency(session, base + route, n)
+            rps = await throughput(base + route, total, concurrency)
+            times.sort()
+            print(f"GET {route:28s} median {statistics.median(times) * 1000:6.3f} ms  "
+                  f"p99 {times[int(len(times) * 0.99)] * 1000:6.3f} ms  "
+                  f"{rps:8.0f} req/s at concurrency {concurrency}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--executions", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=3_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        data_dir, port_file = args.serve.split(os.pathsep)
+        asyncio.run(run_server(Path(data_dir), Path(port_file)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        data_dir.mkdir()
+        started = time.perf_counter()
+        asyncio.run(seed(data_dir, args.executions))
+        print(f"seeded {args.executions} executions in {time.perf_counter() - started:.1f} s")
+        port_file = Path(tmp) / "port"
+        server = subprocess.Popen([sys.executable, __file__, "--serve", f"{data_dir}{os.pathsep}{port_file}"])
+        try:
+            deadline = time.monotonic() + 30
+            while not port_file.exists() or not port_file.read_text():
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the server did not start")
+                time.sleep(0.05)
+            base = f"http://127.0.0.1:{port_file.read_text()}"
+            asyncio.run(measure(base, args.requests, args.requests * 3, args.concurrency))
+        finally:
+            server.terminate()
+            server.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""The runner for a target: `local`, an SSH host, or a Docker image."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from engine.runners.base import Runner, SpawnError
+
+
+def _get(target: Any, name: str, default: Any = None) -> Any:
+    if isinstance(target, Mapping):
+        return target.get(name, default)
+    return getattr(target, name, default)
+
+
+def runner_for(target: Any) -> Runner:
+    """A runner for a target config: an `engine.workflow` target (`LocalTarget`, `SshTarget`,
+    `DockerTarget`) or a mapping with the same fields (from the user's targets file)."""
+    kind = _get(target, "type", "local") if target is not None else "local"
+    if kind == "local":
+        from engine.runners.local import LocalRunner
+
+        return LocalRunner()
+    if kind == "ssh":
+        from engine.runners.ssh import SshRunner
+
+        password = None
+        password_env = _get(target, "password_env")
+        if password_env:
+            password = os.environ.get(password_env)
+            if password is None:
+                raise SpawnError(f"environment variable {password_env!r} (the SSH password) is not set")
+        known_hosts = _get(target, "known_hosts", "~/.ssh/known_hosts")
+        return SshRunner(
+            _get(target, "host"),
+            port=_get(target, "port"),
+            user=_get(target, "user"),
+            key=_get(target, "key"),
+            password=password,
+            known_hosts=known_hosts,
+            check_host_keys=known_hosts is not None,
+            trust_on_first_use=bool(_get(target, "trust_on_first_use", False)),
+            jump_host=_get(target, "jump_host"),
+            connect_timeout=float(_get(target, "connect_timeout", 10.0)),
+        )
+    if kind == "docker":
+        from engine.runners.docker import DockerRunner
+
+        return DockerRunner(
+            _get(target, "image"),
+            docker_host=_get(target, "docker_host"),
+            volumes=tuple(_get(target, "volumes") or ()),
+            cpus=_get(target, "cpus"),
+            memory=_get(target, "memory"),
+            workdir=_get(target, "workdir"),
+            reuse=bool(_get(target, "reuse", False)),
+            keep=bool(_get(target, "keep", False)),
+            pull=bool(_get(target, "pull", False)),
+        )
+    raise SpawnError(f"unknown target type {kind!r} (expected local, ssh or docker)")
