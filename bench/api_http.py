@@ -31,7 +31,7 @@ ROUTES = ["/api/health", "/api/executions?limit=10"]
 
 
 async def seed(data_dir: Path, count: int) -> None:
-    from engine.events import ExecutionCreated, ExecutionFinished
+    from engine.events import ExecutionCreated, ExecutionFinished, ExecutionStarted
     from engine.model import Execution, ExecutionStatus, Step, StepKind, new_id, utcnow
     from storage import SqliteStore
     from storage.paths import database_path
@@ -49,6 +49,7 @@ async def seed(data_dir: Path, count: int) -> None:
             batch.append(ExecutionCreated(ex.snapshot(), (branch,)))
             ex.status = ExecutionStatus.RUNNING
             ex.started_at = created
+            batch.append(ExecutionStarted(ex.snapshot()))
             ex.status = ExecutionStatus.COMPLETED if i % 10 else ExecutionStatus.FAILED
             ex.exit_code = 0 if i % 10 else 1
             ex.completed_at = created + timedelta(seconds=5)

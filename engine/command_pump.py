@@ -25,6 +25,8 @@ from engine.runners.base import CommandSpec, FetchError, RunningCommand, Runner,
 log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 1.0
+#: seconds a command's leftover background processes may hold its output open after it exits
+LEFTOVER_GRACE = 5.0
 
 
 @dataclass(slots=True)
@@ -64,6 +66,7 @@ class CommandPump:
         self._proc: RunningCommand | None = None
         self._terminating: asyncio.Task[None] | None = None
         self._stop_on_error: str | None = None
+        self._leftovers = False
 
     # -- entry ------------------------------------------------------------------------------
     async def run(self, timeout: float | None = None) -> CommandOutcome:
@@ -80,7 +83,7 @@ class CommandPump:
         try:
             try:
                 async with asyncio.timeout(timeout):
-                    await asyncio.shield(pump)
+                    await asyncio.shield(self._until_output_ends(proc, pump))
             except TimeoutError:
                 timed_out = True
                 await self.state.system_line(
@@ -100,12 +103,34 @@ class CommandPump:
             sampler.cancel()
         return await self._outcome(exit_code, timed_out, timeout)
 
+    async def _until_output_ends(self, proc: RunningCommand, pump: asyncio.Task[None]) -> None:
+        """The output ends when the command and everything it started close their pipes. A
+        background process that keeps them open after the command exited (`server &`) gets
+        LEFTOVER_GRACE seconds, then the group is stopped: nothing is left running behind a step."""
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            await asyncio.wait({pump, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if pump.done():
+                return
+            done, _ = await asyncio.wait({pump}, timeout=LEFTOVER_GRACE)
+            if not done:
+                await self.state.system_line(
+                    self.owner.id,
+                    "the command exited but processes it started still hold its output open; stopping them",
+                )
+                self._leftovers = True
+                self._terminate(proc)
+                await pump
+        finally:
+            if not exited.done():
+                exited.cancel()
+
     async def _outcome(self, exit_code: int, timed_out: bool, timeout: float | None) -> CommandOutcome:
         if timed_out:
             outcome = CommandOutcome(exit_code, AbortReason.TIMEOUT, f"timed out after {_fmt_seconds(timeout)}")
         elif self._stop_on_error is not None:
             outcome = CommandOutcome(exit_code, AbortReason.STOP_ON_ERROR, self._stop_on_error)
-        elif self.state.stop_reason is not None and self._terminating is not None:
+        elif self.state.stop_reason is not None and self._terminating is not None and not self._leftovers:
             outcome = CommandOutcome(exit_code, self.state.stop_reason, self.state.stop_message)
         else:
             outcome = CommandOutcome(exit_code)

@@ -507,7 +507,7 @@ class Engine:
 
     def _runner(self, target: str, workflow_targets: Mapping[str, Any]) -> Runner:
         config = workflow_targets.get(target) or self.config.targets.get(target)
-        key = f"{target}:{id(config) if config is not None else 'local'}"
+        key = f"{target}:{config!r}"
         runner = self._runners.get(key)
         if runner is None:
             runner = self._runner_factory(target, config)

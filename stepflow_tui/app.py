@@ -32,7 +32,7 @@ from stepflow_tui.widgets.status_strip import StatusStrip
 
 
 class StepflowApp(App[None]):
-    CSS_PATH = "stepflow.tcss"
+    CSS_PATH = Path(__file__).with_name("stepflow.tcss")
     TITLE = "stepflow"
     ENABLE_COMMAND_PALETTE = True
 

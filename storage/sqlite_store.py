@@ -134,7 +134,7 @@ class SqliteStore:
             result = await conn.execute(
                 select(executions.c.id, executions.c.owner).where(executions.c.status.in_(_OPEN_EXECUTION))
             )
-            lost = [i for i, owner in result.tuples() if owner_alive is None or not owner_alive(owner)]
+            lost = [i for i, owner in result if owner_alive is None or not owner_alive(owner)]
             if not lost:
                 return []
             lost_fields: dict[str, Any] = {
@@ -262,7 +262,7 @@ class SqliteStore:
                 .order_by(log_lines.c.seq.desc() if newest_first else log_lines.c.seq)
                 .limit(limit)
             )
-            rows = (await conn.execute(stmt)).tuples().all()
+            rows = (await conn.execute(stmt)).all()
         lines = []
         last_ts: float | None = None
         when = datetime.now(UTC)
@@ -315,7 +315,7 @@ class SqliteStore:
                 )
             ).one()
             by_status: dict[str, int] = dict(
-                (await conn.execute(select(executions.c.status, func.count()).group_by(executions.c.status))).tuples().all()
+                (await conn.execute(select(executions.c.status, func.count()).group_by(executions.c.status))).all()
             )
             journal_mode = await conn.exec_driver_sql("PRAGMA journal_mode")
             mode = str(journal_mode.scalar())

@@ -1,13 +1,23 @@
 """The write path: one batch of events becomes the statements of one transaction.
 
-Consecutive events that write the same way are sent as one `executemany` (a burst of step
-snapshots, a run of log lines), in the order they came, so a batch costs a few round trips to
-SQLite's thread instead of one per event.
+A batch holds thousands of events (log lines, and between them step and counter snapshots). Sent one
+by one, each would cost a round trip to aiosqlite's thread; instead the batch is sorted into a few
+`executemany` calls, one per table, in an order that keeps what matters:
+
+1. execution snapshots, in the order they came;
+2. step snapshots, in order (a new step's parent comes before it: the engine creates parents first);
+3. artifact additions and deletions, in order;
+4. log lines (they need the execution and step rows above, for their integer keys);
+5. execution deletions last: a deletion takes effect at the end of its batch, removing anything the
+   batch wrote for that execution too.
+Order matters only among the snapshots of one row, and that order is kept.
 
 Snapshots are upserts guarded by the transition tables: the row changes only when the stored status
 may move to the snapshot's status (or is the same), so a late `ExecutionUpdated` carrying "running"
 never resurrects a finished execution. The guard is one SQL expression for every row (the allowed
-(from, to) pairs written out), which is what lets a run of snapshots go in one `executemany`.
+(from, to) pairs written out), which is what lets all of a table's snapshots go in one
+`executemany`. A snapshot followed in the same batch by one of the same row and status is dropped:
+whatever the guard decides, the later one gets the same decision and overwrites every field.
 
 A row the database refuses (a step of an unknown execution, say) is logged and skipped; it does not
 fail the batch: the store writer would retry and then drop the whole batch, losing the good rows.
@@ -19,7 +29,8 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from enum import StrEnum
-from itertools import chain, count, repeat
+from itertools import chain, count, groupby, repeat
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, delete, select, text
@@ -86,104 +97,113 @@ STATEMENTS: dict[str, Executable] = {
 }
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
-_LINES = "lines"
+#: ids per `IN (...)`, well under SQLite's limit on bound parameters
+_IN_CHUNK = 5_000
+
+
+class _Snapshots:
+    """Rows of one table in arrival order; a snapshot replaces the row's previous one in place when
+    the status is the same (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._latest: dict[str, int] = {}
+
+    def add(self, row: dict[str, Any]) -> None:
+        at = self._latest.get(row["id"])
+        if at is not None and self.rows[at]["status"] == row["status"]:
+            self.rows[at] = row
+        else:
+            self._latest[row["id"]] = len(self.rows)
+            self.rows.append(row)
 
 
 class BatchWriter:
-    """Turns events into statements on one connection, inside the caller's transaction."""
+    """Sorts a batch of events into the statements of the caller's transaction on `conn`."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-        self._kind: str | None = None
-        self._pending: list[Any] = []
-        # id -> integer key, for the log lines of this batch
-        self._execution_pks: dict[str, int] = {}
-        self._step_pks: dict[str, int] = {}
+        self._executions = _Snapshots()
+        self._steps = _Snapshots()
+        self._artifacts: list[tuple[str, dict[str, Any]]] = []
+        self._lines: list[LinesLogged] = []
+        self._deleted: list[dict[str, Any]] = []
         self.lines_written = 0
 
     async def write(self, events: Iterable[Event]) -> None:
         for event in events:
-            await self._add(event)
-        await self._flush()
+            self._add(event)
+        await self._execute("execution", self._executions.rows)
+        await self._execute("step", self._steps.rows)
+        for kind, group in groupby(self._artifacts, key=itemgetter(0)):
+            await self._execute(kind, [row for _kind, row in group])
+        await self._insert_lines(self._lines)
+        await self._execute("execution deletion", self._deleted)
 
-    async def _add(self, event: Event) -> None:
+    def _add(self, event: Event) -> None:
         match event:
             case LinesLogged():
-                await self._push(_LINES, event)
+                self._lines.append(event)
             case ExecutionCreated(execution=execution, steps=created):
-                await self._push("execution", execution_row(execution))
+                self._executions.add(execution_row(execution))
                 for step in parents_first(created):
-                    await self._push("step", step_row(step))
+                    self._steps.add(step_row(step))
             case ExecutionStarted(execution=e) | ExecutionUpdated(execution=e) | ExecutionFinished(execution=e):
-                await self._push("execution", execution_row(e))
+                self._executions.add(execution_row(e))
             case StepAdded(step=s) | StepStarted(step=s) | StepUpdated(step=s) | StepFinished(step=s):
-                await self._push("step", step_row(s))
+                self._steps.add(step_row(s))
             case ArtifactAdded(artifact=artifact):
-                await self._push("artifact", artifact_row(artifact))
+                self._artifacts.append(("artifact", artifact_row(artifact)))
             case ArtifactDeleted(artifact_id=artifact_id):
-                await self._push("artifact deletion", {"id": artifact_id})
+                self._artifacts.append(("artifact deletion", {"id": artifact_id}))
             case ExecutionDeleted(id=execution_id):
-                await self._push("execution deletion", {"id": execution_id})
+                self._deleted.append({"id": execution_id})
             case _:
                 pass  # Notice, LinesDropped: for people watching, not kept
 
-    async def _push(self, kind: str, item: Any) -> None:
-        if kind is not self._kind:
-            await self._flush()
-            self._kind = kind
-        self._pending.append(item)
-
-    async def _flush(self) -> None:
-        kind, pending = self._kind, self._pending
-        self._kind, self._pending = None, []
-        if not pending:
+    async def _execute(self, kind: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
             return
-        if kind == _LINES:
-            await self._insert_lines(pending)
-            return
-        assert kind is not None
-        changed = await self._execute(kind, pending)
-        if kind in _GUARDED and changed < len(pending):
-            log.debug("%d %s snapshot(s) not applied: the stored status had moved past them",
-                      len(pending) - changed, kind)
-        if kind == "execution deletion":
-            # the keys of deleted rows may be given out again
-            self._execution_pks.clear()
-            self._step_pks.clear()
-
-    async def _execute(self, kind: str, rows: list[dict[str, Any]]) -> int:
         stmt = STATEMENTS[kind]
         try:
-            return (await self._conn.execute(stmt, rows)).rowcount
+            changed = (await self._conn.execute(stmt, rows)).rowcount
         except IntegrityError:
-            pass
+            changed = await self._one_by_one(kind, rows)
+        if kind in _GUARDED and changed < len(rows):
+            log.debug("%d %s snapshot(s) not applied: the stored status had moved past them",
+                      len(rows) - changed, kind)
+
+    async def _one_by_one(self, kind: str, rows: list[dict[str, Any]]) -> int:
         # Some row was refused. SQLite undid only that statement, the transaction goes on; the rows
-        # before it were written, and writing them again is harmless (same snapshot, same delete).
+        # before it were written, and writing them again in order leaves the same result (a guarded
+        # snapshot of a row that moved on is refused again, a deleted row is already gone).
         changed = 0
         for row in rows:
             try:
-                changed += (await self._conn.execute(stmt, row)).rowcount
+                changed += (await self._conn.execute(STATEMENTS[kind], row)).rowcount
             except IntegrityError as exc:
                 log.warning("skipped writing the %s of %s: %s", kind, row["id"], exc.orig)
         return changed
 
     async def _insert_lines(self, events: list[LinesLogged]) -> None:
-        await self._resolve(executions, {e.exec_id for e in events}, self._execution_pks)
-        await self._resolve(steps, {e.step_id for e in events if e.step_id is not None}, self._step_pks)
-        known = [e for e in events if e.exec_id in self._execution_pks]
+        if not events:
+            return
+        execution_pks = await self._keys(executions, {e.exec_id for e in events})
+        step_pks = await self._keys(steps, {e.step_id for e in events if e.step_id is not None})
+        known = [e for e in events if e.exec_id in execution_pks]
         if len(known) < len(events):
-            lost = {e.exec_id for e in events} - self._execution_pks.keys()
+            lost = {e.exec_id for e in events} - execution_pks.keys()
             log.warning("dropped %d log line(s) of unknown execution(s) %s",
                         sum(len(e.lines) for e in events if e.exec_id in lost), ", ".join(sorted(lost)))
-        missing_steps = {e.step_id for e in known if e.step_id is not None} - self._step_pks.keys()
+        missing_steps = {e.step_id for e in known if e.step_id is not None} - step_pks.keys()
         if missing_steps:
             log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
         expected = sum(len(e.lines) for e in known)
         if not expected:
             return
-        rows = chain.from_iterable(self._line_rows(e) for e in known)
+        rows = chain.from_iterable(_line_rows(e, execution_pks, step_pks) for e in known)
         # Down to the driver: aiosqlite runs executemany in its thread, consuming the generator there,
-        # so no list of rows is built and SQLite does the work with the GIL released.
+        # so no list of rows is built, and SQLite does its work with the GIL released.
         cursor = await (await driver_connection(self._conn)).executemany(INSERT_LINES, rows)
         inserted = cursor.rowcount
         await cursor.close()
@@ -192,19 +212,24 @@ class BatchWriter:
             log.warning("%d log line(s) repeated a (execution, seq) already stored and were ignored",
                         expected - inserted)
 
-    def _line_rows(self, e: LinesLogged) -> Iterator[tuple[Any, ...]]:
-        ts = e.timestamp.timestamp() if e.timestamp.tzinfo else e.timestamp.replace(tzinfo=UTC).timestamp()
-        step_pk = None if e.step_id is None else self._step_pks.get(e.step_id)
-        return zip(
-            repeat(self._execution_pks[e.exec_id]), count(e.start_seq), repeat(step_pk),
-            repeat(e.stream.value), repeat(ts), e.lines, strict=False,
-        )
+    async def _keys(self, table: Table, ids: set[str]) -> dict[str, int]:
+        """id -> integer key of the rows that exist."""
+        keys: dict[str, int] = {}
+        wanted = sorted(ids)
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start:start + _IN_CHUNK]
+            result = await self._conn.execute(select(table.c.id, table.c.pk).where(table.c.id.in_(chunk)))
+            keys.update(result.all())
+        return keys
 
-    async def _resolve(self, table: Table, ids: set[str], cache: dict[str, int]) -> None:
-        wanted = [i for i in ids if i not in cache]
-        if wanted:
-            result = await self._conn.execute(select(table.c.id, table.c.pk).where(table.c.id.in_(wanted)))
-            cache.update(result.tuples().all())
+
+def _line_rows(e: LinesLogged, execution_pks: dict[str, int], step_pks: dict[str, int]) -> Iterator[tuple[Any, ...]]:
+    ts = e.timestamp.timestamp() if e.timestamp.tzinfo else e.timestamp.replace(tzinfo=UTC).timestamp()
+    step_pk = None if e.step_id is None else step_pks.get(e.step_id)
+    return zip(
+        repeat(execution_pks[e.exec_id]), count(e.start_seq), repeat(step_pk), repeat(e.stream.value),
+        repeat(ts), e.lines, strict=False,
+    )
 
 
 def parents_first(created: Sequence[Step]) -> list[Step]:

@@ -27,6 +27,7 @@ async def test_marker_script_becomes_steps_and_everything_is_stored(tmp_path: Pa
         echo "STEP_COMPLETE:prepare"
         echo "STEP_START:work"
         echo "oops" >&2
+        sleep 0.3  # stdout and stderr are separate pipes: let stderr arrive while the step is open
         echo "STEP_COMPLETE:work"
     """)
     async with engine_at(tmp_path) as engine:
@@ -339,3 +340,17 @@ async def test_events_arrive_in_order_for_a_subscriber(tmp_path: Path) -> None:
 def test_no_zombies_left_in_this_process() -> None:
     children = psutil.Process(os.getpid()).children(recursive=True)
     assert not [c for c in children if c.status() == psutil.STATUS_ZOMBIE]
+
+
+async def test_background_process_holding_output_does_not_hang_the_step(tmp_path: Path, monkeypatch) -> None:
+    import engine.command_pump as pump
+
+    monkeypatch.setattr(pump, "LEFTOVER_GRACE", 0.3)
+    async with engine_at(tmp_path, kill_grace=0.3) as engine:
+        started = time.monotonic()
+        done = await finished(engine, await engine.submit_command("sleep 60 & echo started"))
+        assert time.monotonic() - started < 10
+        assert done.status is ExecutionStatus.COMPLETED
+        texts = await all_text(engine, done.id)
+        assert "started" in texts
+        assert any("still hold its output open" in t for t in texts)

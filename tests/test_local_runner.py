@@ -146,9 +146,27 @@ async def test_exit_is_known_even_while_a_background_process_holds_the_pipes(run
     command = await runner.start(CommandSpec(script="sleep 1000 & exit 7"))
     async with asyncio.timeout(10):
         assert await command.wait() == 7
-    assert_reaped(command.pid)
+    # Not reaped yet: while something of the command runs, the leader's pid stays taken, so its
+    # process group id cannot be given to another process group.
+    assert psutil.Process(command.pid).status() == psutil.STATUS_ZOMBIE
     await command.terminate(0.5)
     await collect(command)  # the pipes close once the background process is gone
+    assert_reaped(command.pid)
+
+
+async def test_without_pidfd_a_thread_watches_the_exit(runner, monkeypatch):
+    def no_pidfd(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "pidfd_open", no_pidfd)
+    out, code = await run(runner, CommandSpec(script="echo hi; exit 5"))
+    assert (out[Stream.STDOUT], code) == (b"hi\n", 5)
+    command = await runner.start(CommandSpec(script="echo up; sleep 1000"))
+    await LineReader(command).until(lambda line: line == "up")
+    async with asyncio.timeout(10):
+        await command.terminate(1)
+        assert await command.wait() == 128 + signal.SIGTERM
+    assert_reaped(command.pid)
 
 
 # -- spawn errors ---------------------------------------------------------------------------------

@@ -17,11 +17,12 @@ Who gets what (see api_compat/README.md): every client gets `execution_started`,
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import json
 import logging
+import socket
+import struct
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -53,6 +54,12 @@ log = logging.getLogger(__name__)
 WILDCARD = "*"
 #: a client whose queue holds this many times its limit has stopped reading
 _HARD_FACTOR = 4
+#: seconds before writing again to clients whose transports were full
+_RETRY = 0.05
+#: seconds messages are gathered before they are written
+_TICK = 0.02
+#: kernel send buffer of a WebSocket connection
+_SNDBUF = 64 * 1024
 
 
 def message(type_: str, data: dict[str, Any]) -> str:
@@ -64,59 +71,80 @@ def error_message(code: str, text: str, execution_id: str | None = None, **extra
                              "timestamp": now_iso(), **extra})
 
 
-class WsClient:
-    __slots__ = ("id", "ws", "hub", "limit", "subscriptions", "wildcard", "_queue", "_droppable",
-                 "_dropped", "_wake", "_closing", "sender", "__weakref__")
+def frame(text: str) -> bytes:
+    """A server-to-client text frame (unmasked, uncompressed): the same bytes serve every client."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
 
-    def __init__(self, hub: WsHub, ws: web.WebSocketResponse, client_id: int, limit: int) -> None:
+
+class WsClient:
+    """One socket. Messages are encoded and framed once by the hub and shared by every client;
+    a client holds the frames it has not written yet. Writing never waits: the hub's flush writes
+    a client's frames when its transport has room (below `HIGH_WATER` bytes buffered), otherwise
+    they wait there, and log entries beyond `limit` are dropped for this client and counted."""
+
+    HIGH_WATER = 64 * 1024
+
+    __slots__ = ("id", "ws", "transport", "hub", "limit", "subscriptions", "wildcard", "_frames",
+                 "_droppable", "_messages", "_dropped", "_closing", "__weakref__")
+
+    def __init__(self, hub: WsHub, ws: web.WebSocketResponse, transport: asyncio.Transport | None,
+                 client_id: int, limit: int) -> None:
         self.id = client_id
         self.ws = ws
+        self.transport = transport
         self.hub = hub
         self.limit = limit
         self.subscriptions: set[str] = set()
         self.wildcard = False
-        # (text, droppable)
-        self._queue: collections.deque[tuple[str, bool]] = collections.deque()
+        self._frames: list[bytes] = []
+        #: log entries among the waiting frames
         self._droppable = 0
+        #: messages among the waiting frames
+        self._messages = 0
         # execution id -> [count, first_seq, last_seq]
         self._dropped: dict[str, list[int]] = {}
-        self._wake = asyncio.Event()
         self._closing = False
-        self.sender: asyncio.Task[None] | None = None
 
     def wants(self, execution_id: str) -> bool:
         return self.wildcard or execution_id in self.subscriptions
 
     # -- queueing (called by the hub, never awaits) ----------------------------------------------
-    def send(self, text: str) -> None:
+    def send(self, text: str | bytes) -> None:
         """A message that must arrive (status, replies). Entries lost before it are reported
         before it, so that a client knows its log is incomplete when an execution ends."""
         if self._dropped:
-            self._flush_drop_notices()
-        self._queue.append((text, False))
-        self._wake.set()
-        if len(self._queue) > self.limit * _HARD_FACTOR and not self._closing:
+            self._drop_notices()
+        self._frames.append(frame(text) if isinstance(text, str) else text)
+        self._messages += 1
+        self.hub.mark_dirty(self)
+        if self._messages > self.limit * _HARD_FACTOR and not self._closing:
             log.warning("WebSocket client %s stopped reading; closing it", self.id)
             self._closing = True
+            self._frames.clear()
             asyncio.get_running_loop().create_task(
                 self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"client too slow")
             )
 
-    def send_droppable(self, execution_id: str, texts: list[str], first_seq: int = -1) -> None:
+    def send_droppable(self, execution_id: str, frames: bytes, count: int, first_seq: int = -1) -> None:
+        """`count` log entries (or progress updates) as one blob of frames: all or none."""
+        if self._droppable + count > self.limit:
+            last = first_seq + count - 1 if first_seq >= 0 else -1
+            self.note_dropped(execution_id, count, first_seq, last)
+            return
         if self._dropped and self._droppable <= self.limit // 2:
-            self._flush_drop_notices()
-        room = self.limit - self._droppable
-        if room >= len(texts):
-            self._queue.extend((t, True) for t in texts)
-            self._droppable += len(texts)
-        else:
-            kept = texts[:max(room, 0)]
-            self._queue.extend((t, True) for t in kept)
-            self._droppable += len(kept)
-            lost = len(texts) - len(kept)
-            start = first_seq + len(kept) if first_seq >= 0 else -1
-            self.note_dropped(execution_id, lost, start, start + lost - 1 if start >= 0 else -1)
-        self._wake.set()
+            self._drop_notices()
+        self._frames.append(frames)
+        self._droppable += count
+        self._messages += count
+        self.hub.mark_dirty(self)
 
     def note_dropped(self, execution_id: str, count: int, first_seq: int = -1, last_seq: int = -1) -> None:
         entry = self._dropped.get(execution_id)
@@ -127,11 +155,11 @@ class WsClient:
             if first_seq >= 0:
                 entry[1] = first_seq if entry[1] < 0 else min(entry[1], first_seq)
                 entry[2] = max(entry[2], last_seq)
-        self._wake.set()
+        self.hub.mark_dirty(self)
 
-    def _flush_drop_notices(self) -> None:
+    def _drop_notices(self) -> None:
         for execution_id, (count, first, last) in self._dropped.items():
-            self._queue.append((error_message(
+            self._frames.append(frame(error_message(
                 "LOG_ENTRIES_DROPPED",
                 f"{count} log entries were not sent because this client fell behind; "
                 f"fetch them with GET /api/executions/{execution_id}/logs",
@@ -139,41 +167,36 @@ class WsClient:
                 dropped_count=count,
                 first_seq=first if first >= 0 else None,
                 last_seq=last if last >= 0 else None,
-            ), False))
+            )))
+            self._messages += 1
         self._dropped.clear()
 
-    # -- sending -----------------------------------------------------------------------------------
-    async def run(self) -> None:
-        queue = self._queue
-        ws = self.ws
-        try:
-            while True:
-                while queue:
-                    text, droppable = queue.popleft()
-                    if droppable:
-                        self._droppable -= 1
-                    await ws.send_str(text)
-                    self.hub.total_messages += 1
-                if self._dropped:
-                    self._flush_drop_notices()
-                    continue
-                if self._closing or ws.closed:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-        except (ConnectionError, RuntimeError):
-            pass  # the peer went away; the reader ends the connection
+    # -- writing -----------------------------------------------------------------------------------
+    def flush(self, *, force: bool = False) -> bool:
+        """Write what waits if the transport has room (or `force`); True when nothing is left."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self._frames.clear()
+            self._dropped.clear()
+            self._droppable = self._messages = 0
+            return True
+        if not force and transport.get_write_buffer_size() > self.HIGH_WATER:
+            return False
+        if self._dropped and not self._frames:
+            self._drop_notices()
+        if self._frames:
+            transport.write(b"".join(self._frames) if len(self._frames) > 1 else self._frames[0])
+            self.hub.total_messages += self._messages
+            self._frames.clear()
+            self._droppable = self._messages = 0
+        return not self._dropped
 
-    async def close(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"", *,
-                    flush_timeout: float = 1.0) -> None:
-        """Send what is queued (up to `flush_timeout`), then close with `code`."""
+    async def close(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"") -> None:
+        """Hand what waits to the transport (bounded by the queue limits), then close with `code`:
+        the close frame follows the messages."""
         self._closing = True
-        self._wake.set()
-        if self.sender is not None and not self.sender.done():
-            try:
-                await asyncio.wait_for(asyncio.shield(self.sender), flush_timeout)
-            except (TimeoutError, asyncio.CancelledError):
-                self.sender.cancel()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            self.flush(force=True)
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self.ws.close(code=code, message=message)
 
@@ -193,6 +216,8 @@ class WsHub:
         self.total_messages = 0
         self.running = False
         self.accepting = False
+        self._dirty: set[WsClient] = set()
+        self._flush_handle: asyncio.Handle | None = None
 
     @property
     def client_count(self) -> int:
@@ -230,14 +255,36 @@ class WsHub:
                                  return_exceptions=True)
 
     # -- clients -------------------------------------------------------------------------------------
-    def register(self, ws: web.WebSocketResponse) -> WsClient:
-        client = WsClient(self, ws, next(self._ids), self.client_queue)
+    def register(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> WsClient:
+        client = WsClient(self, ws, transport, next(self._ids), self.client_queue)
         self.clients.add(client)
-        client.sender = asyncio.create_task(client.run(), name=f"ws-client-{client.id}")
         return client
+
+    # -- writing: one flush per loop iteration for every client that has something waiting -------
+    def mark_dirty(self, client: WsClient) -> None:
+        self._dirty.add(client)
+        if self._flush_handle is None:
+            # writes are gathered for a short moment: one write per client per tick, not per event
+            self._flush_handle = asyncio.get_running_loop().call_later(_TICK, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        dirty = self._dirty
+        self._dirty = set()
+        for client in dirty:
+            try:
+                done = client.flush()
+            except (ConnectionError, RuntimeError):
+                done = True
+            if not done:
+                self._dirty.add(client)
+        if self._dirty:
+            # transports still full: look again shortly (their readers are slow)
+            self._flush_handle = asyncio.get_running_loop().call_later(_RETRY, self._flush)
 
     def unregister(self, client: WsClient) -> None:
         self.clients.discard(client)
+        self._dirty.discard(client)
         self._wildcard.discard(client)
         for execution_id in client.subscriptions:
             subs = self._by_execution.get(execution_id)
@@ -276,8 +323,9 @@ class WsHub:
         return self._wildcard | subs
 
     def broadcast(self, text: str) -> None:
+        blob = frame(text)
         for client in self.clients:
-            client.send(text)
+            client.send(blob)
 
     # -- events -> messages -------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -298,23 +346,24 @@ class WsHub:
                 return
             level = log_level(event.stream)
             ts = iso(event.timestamp)
-            texts = [
-                message("log_entry", {
+            blob = b"".join(
+                frame(message("log_entry", {
                     "execution_id": event.exec_id, "step_id": event.step_id, "content": line,
                     "timestamp": ts, "level": level, "stream": event.stream.value, "seq": event.start_seq + i,
-                })
+                }))
                 for i, line in enumerate(event.lines)
-            ]
+            )
+            count = len(event.lines)
             for client in tuple(targets):
-                client.send_droppable(event.exec_id, texts, event.start_seq)
+                client.send_droppable(event.exec_id, blob, count, event.start_seq)
         elif isinstance(event, (StepStarted, StepFinished, StepAdded)):
             self._to_interested(event.step.execution_id, self._step_message(event.step))
         elif isinstance(event, StepUpdated):
             targets = self.interested(event.step.execution_id)
             if targets:
-                text = self._step_message(event.step)
+                blob = frame(self._step_message(event.step))
                 for client in tuple(targets):
-                    client.send_droppable(event.step.execution_id, [text])
+                    client.send_droppable(event.step.execution_id, blob, 1)
         elif isinstance(event, ExecutionStarted):
             ex = event.execution
             self._artifacts_seen.setdefault(ex.id, set())
@@ -345,8 +394,9 @@ class WsHub:
                 client.note_dropped(event.exec_id, event.count)
 
     def _to_interested(self, execution_id: str, text: str) -> None:
+        blob = frame(text)
         for client in tuple(self.interested(execution_id)):
-            client.send(text)
+            client.send(blob)
 
     @staticmethod
     def _step_message(step: Any) -> str:
@@ -433,11 +483,19 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[WS_HUB]
     if not hub.accepting:
         raise web.HTTPServiceUnavailable(reason="the server is shutting down")
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
+    # no permessage-deflate: one frame's bytes are then the same for every client
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024, compress=False)
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(reason="this address takes WebSocket connections only")
     await ws.prepare(request)
-    client = hub.register(ws)
+    transport = request.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        # a small kernel buffer: what a slow reader cannot take waits here, where it can be
+        # dropped, instead of seconds of log in the kernel ahead of the next status message
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
+    client = hub.register(ws, transport)  # type: ignore[arg-type]
     client.send(message("connection_established", {
         "client_id": client.id, "server_time": now_iso(), "connected_clients": hub.client_count,
     }))
@@ -455,6 +513,4 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
                 break
     finally:
         hub.unregister(client)
-        if client.sender is not None and not client.sender.done():
-            client.sender.cancel()
     return ws

@@ -184,7 +184,7 @@ class ExecutionScreen(ExecutionActions):
     def _step_highlighted(self, event: StepTree.Highlighted) -> None:
         detail = self.query_one("#step-detail", Static)
         if event.step is None:
-            detail.update(Text(f"{len(self.steps)} steps · enter filters the log", style="dim"))
+            detail.update(Text("enter on a node shows its lines only", style="dim"))
         else:
             detail.update(step_detail(event.step, self.app.now()))  # type: ignore[attr-defined]
 

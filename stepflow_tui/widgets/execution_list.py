@@ -176,7 +176,7 @@ class ExecutionList(ScrollView, can_focus=True):
     def set_filter(self, flt: ExecutionFilter) -> None:
         self.filter = dataclasses.replace(flt, limit=PAGE, offset=0)
         self.cursor = 0
-        self.scroll_to(y=0, animate=False)
+        self.scroll_to(y=0, animate=False, force=True)
         self.reload()
 
     def reload(self) -> None:
@@ -327,9 +327,9 @@ class ExecutionList(ScrollView, can_focus=True):
         height = max(self.size.height, 1)
         top = int(self.scroll_offset.y)
         if new < top:
-            self.scroll_to(y=new, animate=False)
+            self.scroll_to(y=new, animate=False, force=True)
         elif new >= top + height:
-            self.scroll_to(y=new - height + 1, animate=False)
+            self.scroll_to(y=new - height + 1, animate=False, force=True)
         self.post_message(self.Highlighted(self.current))
 
     def _move(self, to: int) -> None:

@@ -165,7 +165,8 @@ class LogView(ScrollView, can_focus=True):
         height = self.total
         if self.wrap or not self.show_markers:
             height += max(self.size.height - 1, 0)
-        width = self.size.width if self.wrap else max(self._max_width, self.size.width)
+        # wider than the view only when a line is: no horizontal scrollbar otherwise
+        width = 0 if self.wrap else self._max_width
         self.virtual_size = Size(width, height)
 
     # -- layout ----------------------------------------------------------------------------------
@@ -212,8 +213,9 @@ class LogView(ScrollView, can_focus=True):
 
     def _compute_layout(self) -> list[tuple[int, Text | None]]:
         """Screen rows: (log row, text of that screen row or None when not loaded)."""
-        width = max(self.size.width - (1 if self.show_vertical_scrollbar else 0), 1)
-        height = self.size.height
+        region = self.scrollable_content_region
+        width = max(region.width, 1)
+        height = region.height
         top = int(self.scroll_offset.y)
         key = (top, width, height, self.total, self.wrap, self.timestamps, self.show_markers, self.search,
                self.match_row, id(self.window))
@@ -236,7 +238,10 @@ class LogView(ScrollView, can_focus=True):
                             part.end = ""
                             out.append((row, part))
                     else:
-                        self._max_width = max(self._max_width, text.cell_len)
+                        if text.cell_len > self._max_width:
+                            self._max_width = text.cell_len
+                            if text.cell_len > width:
+                                self.call_later(self._update_virtual_size)
                         out.append((row, text))
             row += 1
         if window is not None:
@@ -296,12 +301,13 @@ class LogView(ScrollView, can_focus=True):
     def _tail_top(self) -> int:
         """The top row that shows the last line at the bottom."""
         window = self.window
-        height = self.size.height
+        region = self.scrollable_content_region
+        height = region.height
         if window is None or window.total <= height and not self.wrap:
             return 0
         if not self.wrap and self.show_markers:
             return max(window.total - height, 0)
-        width = max(self.size.width - 1, 1)
+        width = max(region.width, 1)
         used = 0
         row = window.total - 1
         while row >= 0:
@@ -320,11 +326,11 @@ class LogView(ScrollView, can_focus=True):
         return 0
 
     def _scroll_to_tail(self) -> None:
-        self.scroll_to(y=self._tail_top(), animate=False, immediate=True)
+        self.scroll_to(y=self._tail_top(), animate=False, immediate=True, force=True)
 
     def _user_scroll(self, y: int) -> None:
         top = max(min(y, max(self.total - 1, 0)), 0)
-        self.scroll_to(y=top, animate=False, immediate=True)
+        self.scroll_to(y=top, animate=False, immediate=True, force=True)
         at_tail = top >= self._tail_top()
         if self.follow != at_tail:
             self.follow = at_tail
@@ -423,7 +429,7 @@ class LogView(ScrollView, can_focus=True):
                 self.app.notify("Search wrapped around", timeout=2)
             self.match_row = row
             # the match with a few lines of context above it
-            self.scroll_to(y=max(row - max(self.size.height // 3, 1), 0), animate=False, immediate=True)
+            self.scroll_to(y=max(row - max(self.size.height // 3, 1), 0), animate=False, immediate=True, force=True)
         self._layout_key = None
         self.refresh()
         self.post_message(self.StateChanged(self))

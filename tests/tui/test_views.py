@@ -99,8 +99,8 @@ async def test_selecting_a_step_filters_the_log(seeded_client):
         await pilot.press("enter")
         log = screen.query_one(LogView)
         await wait_for(pilot, lambda: log.window.step_ids == [setup.id] and log.total == 2, what="filtered log")
-        text = screen_text(app)
-        assert "installing dependencies" in text and "collected 120 items" not in text
+        await wait_for(pilot, lambda: "collected 120 items" not in screen_text(app), what="repaint")
+        assert "installing dependencies" in screen_text(app)
         tree.move_cursor(tree.root)
         await pilot.press("enter")
         await wait_for(pilot, lambda: log.window.step_ids is None and log.total == 8, what="all lines")
