@@ -73,7 +73,7 @@ async def run_server(data_dir: Path, port_file: Path) -> None:
     await engine.start()
     listener = ApiListener(engine, ApiConfig(port=0, ws_port=None, data_dir=data_dir))
     await listener.start()
-    port_file.write_text(str(listener.port))
+    await asyncio.to_thread(port_file.write_text, str(listener.port))
     try:
         await asyncio.Event().wait()
     finally:

@@ -65,7 +65,7 @@ async def run_server(data_dir: Path, port_file: Path) -> None:
     await engine.start()
     listener = ApiListener(engine, ApiConfig(port=0, ws_port=0, data_dir=data_dir))
     await listener.start()
-    port_file.write_text(f"{listener.port} {listener.ws_port}")
+    await asyncio.to_thread(port_file.write_text, f"{listener.port} {listener.ws_port}")
     try:
         await asyncio.Event().wait()
     finally:

@@ -19,6 +19,7 @@ from engine.execution_run import ExecutionPlan, ExecutionRun, StepPlan
 from engine.execution_state import ExecutionState
 from engine.hub import Hub, Subscriber
 from engine.masking import Masker
+from engine.shell_fastpath import direct_argv
 from engine.ownership import owner_is_alive, this_engine
 from engine.model import (
     AbortReason,
@@ -225,6 +226,10 @@ class Engine:
         masker = Masker([v for v in secret_values if v])
         base_dir = str(Path(workflow.source_path).resolve().parent) if workflow.source_path else os.getcwd()
         default_targets = list(override_targets or workflow.runs_on or ["local"])
+
+        def target_is_local(name: str) -> bool:
+            config = workflow.targets.get(name) or self.config.targets.get(name)
+            return config is None or getattr(config, "type", "local") == "local"
         execution = Execution(
             id=new_id(),
             name=name or workflow.name,
@@ -268,7 +273,9 @@ class Engine:
                 steps.append(step)
                 cwd = wstep.cwd or defaults.cwd or base_dir
                 step_env = {**env, **wstep.env}
-                spec = CommandSpec(script=wstep.run, shell=wstep.shell, env=step_env, cwd=cwd)
+                argv = direct_argv(wstep.run) if target_is_local(t) else None
+                spec = CommandSpec(argv=argv, script=None if argv else wstep.run, shell=wstep.shell,
+                                   env=step_env, cwd=cwd)
                 markers_mode = wstep.markers
                 plan = StepPlan(
                     step=step, branch=branches[t], spec=spec,

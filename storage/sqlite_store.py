@@ -32,6 +32,7 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from engine.events import Event
@@ -72,6 +73,7 @@ class SqliteStore:
         self._engine: AsyncEngine | None = None
         self._writer: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
+        self._json_lines = True
 
     # -- life cycle ------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -85,6 +87,8 @@ class SqliteStore:
         try:
             async with writer.begin() as conn:
                 await conn.run_sync(_migrate, self.path)
+            async with engine.connect() as conn:
+                self._json_lines = await _has_json_each(conn)
         except BaseException:
             await engine.dispose()
             raise
@@ -125,7 +129,7 @@ class SqliteStore:
         if not events:
             return
         async with self._write() as conn:
-            await BatchWriter(conn).write(events)
+            await BatchWriter(conn, json_lines=self._json_lines).write(events)
 
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
         now = utcnow()
@@ -381,6 +385,15 @@ def _human(size: int) -> str:
     if size < 1024 * 1024:
         return f"{size / 1024:.1f} KiB"
     return f"{size / (1024 * 1024):.1f} MiB"
+
+
+async def _has_json_each(conn: AsyncConnection) -> bool:
+    try:
+        await conn.exec_driver_sql("SELECT count(*) FROM json_each('[1]')")
+    except OperationalError:
+        log.info("this SQLite has no JSON functions: log lines are written one row at a time")
+        return False
+    return True
 
 
 def _migrate(conn: Connection, path: Path) -> None:

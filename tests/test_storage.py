@@ -513,6 +513,42 @@ async def test_the_tail_of_a_million_lines_takes_milliseconds(store: SqliteStore
     assert await store.count_log_lines(e.id) == n
 
 
+async def test_lines_json_cannot_carry_are_stored_whole(store: SqliteStore) -> None:
+    """Lines go to SQLite as one JSON array per event; a NUL would end the text there, so those
+    events take the per-line statement, in the same batch."""
+    e = execution()
+    await created(store, e)
+    odd = ("a\x00b", "\x00", "literal \\u0000 text", "emoji 😀 ünï \u2028")
+    await store.apply([lines(e, None, 0, 3), LinesLogged(e.id, None, Stream.STDOUT, 3, T0, odd),
+                       lines(e, None, 7, 3)])
+    got = await store.get_log_lines(e.id)
+    assert [line.text for line in got] == ["line 0", "line 1", "line 2", *odd, "line 7", "line 8", "line 9"]
+    assert seqs(got) == list(range(10))
+
+
+async def test_a_line_utf8_cannot_encode_is_stored_with_a_replacement(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    e = execution()
+    await created(store, e)
+    await store.apply([lines(e, None, 0, 2), LinesLogged(e.id, None, Stream.STDERR, 2, T0, ("bad \udc80 name",)),
+                       lines(e, None, 3, 2)])
+    assert [line.text for line in await store.get_log_lines(e.id)] == [
+        "line 0", "line 1", "bad ? name", "line 3", "line 4"]
+    assert "UTF-8 cannot encode" in caplog.text
+
+
+async def test_lines_without_sqlite_json(store: SqliteStore) -> None:
+    store._json_lines = False  # as on an SQLite built without JSON functions
+    e = execution()
+    b = branch_of(e)
+    await created(store, e, b)
+    await store.apply([lines(e, b, 0, 5), LinesLogged(e.id, None, Stream.STDERR, 5, T0, ("a\x00b", "bad \udc80"))])
+    got = await store.get_log_lines(e.id)
+    assert [(line.seq, line.step_id, line.text) for line in got] == [
+        *((i, b.id, f"line {i}") for i in range(5)), (5, None, "a\x00b"), (6, None, "bad ?")]
+
+
 async def test_a_repeated_seq_is_ignored_and_the_rest_kept(store: SqliteStore) -> None:
     e = execution()
     await created(store, e)

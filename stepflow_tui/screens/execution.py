@@ -215,9 +215,7 @@ class ExecutionScreen(ExecutionActions):
     @on(Input.Submitted, "#log-search")
     def _search(self, event: Input.Submitted) -> None:
         event.stop()
-        box = self.query_one("#log-search", Input)
-        if not event.value:
-            box.add_class("hidden")
+        self.query_one("#log-search", Input).add_class("hidden")
         self.log_view.set_search(event.value)
         self.log_view.focus()
 

@@ -116,8 +116,9 @@ async def test_every_message_type_in_order_for_a_marker_script(engine: Any, list
     assert detail["execution"]["status"] == "completed" and len(detail["artifacts"]) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="engine: after a run ends and before the store writer's next flush, "
-                                       "get_execution reads the store and returns the stale 'running'")
+@pytest.mark.xfail(strict=False, reason="engine: after a run ends and before the store writer's next flush, "
+                                        "get_execution reads the store and returns the stale 'running' "
+                                        "(a race: it does not fail every time)")
 async def test_rest_agrees_with_the_socket_right_after_completion(engine: Any, listener: ApiListener,
                                                                   session: aiohttp.ClientSession) -> None:
     async with session.ws_connect(listener.ws_url) as ws:
