@@ -1,6 +1,9 @@
 """Log lines into SQLite: `SqliteStore.apply` beside raw `sqlite3.executemany` into the same schema
 with the same pragmas, in the same run. Prints lines/s of each and the peak RSS of this process.
 
+Two raw figures: one row per line (the usual executemany), and one row per event with the lines as a
+JSON array (the statement the store uses, see storage/writes.py), both from plain sqlite3 in one thread.
+
     .venv/bin/python bench/raw_sqlite.py [--lines 1000000] [--batch 10000] [--per-event 500]
 
 `--per-event` is how many lines one LinesLogged event carries (the engine sends what one read of the
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import resource
 import sqlite3
 import sys
@@ -26,7 +30,7 @@ from engine.events import ExecutionCreated, LinesLogged  # noqa: E402
 from engine.model import Execution, Step, StepKind, Stream, new_id, utcnow  # noqa: E402
 from storage import SqliteStore  # noqa: E402
 from storage.pragmas import PRAGMAS  # noqa: E402
-from storage.writes import INSERT_LINES  # noqa: E402
+from storage.writes import INSERT_LINES, INSERT_LINES_JSON  # noqa: E402
 
 
 def text_of(i: int) -> str:
@@ -80,8 +84,9 @@ async def _schema_for_raw(path: Path) -> tuple[int, list[int]]:
     return execution_pk, step_pks
 
 
-def raw_lines_per_second(path: Path, n: int, batch: int) -> float:
-    """The floor: Python's sqlite3 alone, rows as a list per batch, one transaction per batch."""
+def raw_lines_per_second(path: Path, n: int, batch: int, per_event: int | None = None) -> float:
+    """Python's sqlite3 alone, rows as a list per batch, one transaction per batch; with `per_event`,
+    one row per that many lines, as a JSON array."""
     execution_pk, step_pks = asyncio.run(_schema_for_raw(path))
     db = sqlite3.connect(path, isolation_level=None)
     for name, value in PRAGMAS:
@@ -89,10 +94,17 @@ def raw_lines_per_second(path: Path, n: int, batch: int) -> float:
     ts = utcnow().timestamp()
     started = time.perf_counter()
     for start in range(0, n, batch):
-        rows = [(execution_pk, i, step_pks[(i // 1000) % len(step_pks)], "stdout", ts, text_of(i))
-                for i in range(start, min(n, start + batch))]
+        end = min(n, start + batch)
         db.execute("BEGIN IMMEDIATE")
-        db.executemany(INSERT_LINES, rows)
+        if per_event is None:
+            rows = [(execution_pk, i, step_pks[(i // 1000) % len(step_pks)], "stdout", ts, text_of(i))
+                    for i in range(start, end)]
+            db.executemany(INSERT_LINES, rows)
+        else:
+            docs = [(execution_pk, first, step_pks[(first // 1000) % len(step_pks)], "stdout", ts,
+                     json.dumps([text_of(i) for i in range(first, min(end, first + per_event))], ensure_ascii=False))
+                    for first in range(start, end, per_event)]
+            db.executemany(INSERT_LINES_JSON, docs)
         db.execute("COMMIT")
     elapsed = time.perf_counter() - started
     db.close()
@@ -107,10 +119,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         raw = raw_lines_per_second(Path(tmp) / "raw.db", args.lines, args.batch)
+        raw_json = raw_lines_per_second(Path(tmp) / "raw-json.db", args.lines, args.batch, args.per_event)
         ours = asyncio.run(store_lines_per_second(Path(tmp) / "store.db", args.lines, args.batch, args.per_event))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"lines: {args.lines:,} in batches of {args.batch:,} ({args.per_event} per LinesLogged event)")
-    print(f"raw sqlite3 executemany : {raw:12,.0f} lines/s")
+    print(f"raw sqlite3 executemany : {raw:12,.0f} lines/s  (a row per line)")
+    print(f"raw sqlite3, json_each  : {raw_json:12,.0f} lines/s  (a row per {args.per_event} lines)")
     print(f"SqliteStore.apply       : {ours:12,.0f} lines/s  ({ours / raw:.0%} of raw)")
     print(f"peak RSS of this process: {peak_mb:.0f} MB")
 

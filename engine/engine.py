@@ -314,10 +314,17 @@ class Engine:
         await self.writer.barrier()
         targets = workflow_targets or {}
         run = ExecutionRun(state, plan, lambda t: self._runner(t, targets), self.artifacts)
-        task = asyncio.create_task(run.run(), name=f"execution-{execution.id}")
+        task = asyncio.create_task(self._run_then_forget(run, execution.id), name=f"execution-{execution.id}")
         self._runs[execution.id] = (state, task)
-        task.add_done_callback(lambda _t, eid=execution.id: self._runs.pop(eid, None))
         return execution.snapshot()
+
+    async def _run_then_forget(self, run: ExecutionRun, execution_id: str) -> None:
+        try:
+            await run.run()
+            # readers fall back to the store once the run is forgotten: it must hold the end first
+            await self.writer.barrier()
+        finally:
+            self._runs.pop(execution_id, None)
 
     async def cancel(self, execution_id: str, reason: AbortReason = AbortReason.USER) -> None:
         entry = self._runs.get(execution_id)

@@ -31,6 +31,8 @@ class StoreWriter:
 
     async def barrier(self) -> None:
         """Return when every event published before this call is in the store."""
+        if self._task is None:
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._sink.put(fut)
         await fut
@@ -39,12 +41,12 @@ class StoreWriter:
         if self._task is None:
             return
         await self.barrier()
-        self._task.cancel()
+        task, self._task = self._task, None
+        task.cancel()
         try:
-            await self._task
+            await task
         except asyncio.CancelledError:
             pass
-        self._task = None
 
     async def _run(self) -> None:
         while True:
