@@ -103,7 +103,7 @@ async def bench_store(data_dir: Path, big_id: str, results: dict) -> None:
             await pilot.pause(0.1)
             t = time.perf_counter()
             await pilot.press("enter")
-            await until(pilot, lambda: isinstance(app.screen, ExecutionScreen))
+            await until(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen.query(LogView))
             log = app.screen.query_one(LogView)
             await until(pilot, lambda: log.window is not None and log.window.opened
                         and log.window.line(log.total - 1) is not None)
@@ -136,7 +136,7 @@ async def bench_live(data_dir: Path, rate: int, seconds: float, results: dict) -
             (data_dir / "spam.py").write_text(script)
             ex = await engine.submit_command(f"{sys.executable} {data_dir / 'spam.py'}")
             app.open_execution(ex)
-            await until(pilot, lambda: isinstance(app.screen, ExecutionScreen))
+            await until(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen.query(LogView))
             log = app.screen.query_one(LogView)
             latencies = []
             t_end = time.perf_counter() + seconds - 0.5

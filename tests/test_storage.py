@@ -549,14 +549,18 @@ async def test_lines_without_sqlite_json(store: SqliteStore) -> None:
         *((i, b.id, f"line {i}") for i in range(5)), (5, None, "a\x00b"), (6, None, "bad ?")]
 
 
-async def test_a_repeated_seq_is_ignored_and_the_rest_kept(store: SqliteStore) -> None:
+async def test_a_repeated_seq_is_ignored_and_the_rest_kept(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
     e = execution()
     await created(store, e)
     await store.apply([lines(e, None, 0, 10)])
+    assert "repeated" not in caplog.text
     await store.apply([LinesLogged(e.id, None, Stream.STDOUT, 5, T0, tuple(f"again {i}" for i in range(5, 15)))])
     got = await store.get_log_lines(e.id)
     assert seqs(got) == list(range(15))
     assert got[5].text == "line 5" and got[14].text == "again 14"
+    assert "5 log line(s) repeated" in caplog.text
 
 
 async def test_rows_the_database_refuses_are_skipped_not_the_batch(

@@ -68,10 +68,16 @@ class ExecutionScreen(ExecutionActions):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.log_view.show(self.execution.id)
-        self.log_view.focus()
         self._update_title()
+        # the tabs mount their panes a moment after the screen
+        self.call_after_refresh(self._start)
+
+    def _start(self) -> None:
         self._load()
+        log = self.log_view
+        if log.window is None:
+            log.show(self.execution.id)
+        log.focus()
 
     @property
     def log_view(self) -> LogView:
@@ -126,15 +132,15 @@ class ExecutionScreen(ExecutionActions):
             elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
                 self.execution = ev.execution
                 title = True
-            elif isinstance(ev, LinesDropped):
+            elif isinstance(ev, LinesDropped) and self.query(LogView):
                 self.log_view.add_dropped()
-            elif isinstance(ev, ArtifactAdded | ArtifactDeleted):
+            elif isinstance(ev, ArtifactAdded | ArtifactDeleted) and self.query(ArtifactPane):
                 self.query_one(ArtifactPane).reload()
             elif isinstance(ev, ExecutionDeleted):
                 self.notify(f"{self.execution.name} was deleted")
                 self.dismiss()
                 return
-        if lines:
+        if lines and self.query(LogView):
             self.log_view.add_live(lines)
         if title:
             self._update_title()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the stepflow database; run by `SqliteStore.open()`."""

@@ -1,0 +1,1 @@
+"""Alembic revisions (the package marker lets setuptools ship them; Alembic skips this file)."""
