@@ -64,6 +64,10 @@ class StepflowApp(App[None]):
         self.watch_workflows = watch_workflows
         self.quit_stops_executions = quit_stops_executions
         self.running: set[str] = set()
+        #: (title, message) the composition root wants shown at start (an API listener that failed...)
+        self.startup_notes: list[tuple[str, str]] = []
+        #: where the embedded API listens, for the status strip
+        self.api_url: str | None = None
         self.live = LiveCache()
         self.bridge = EngineBridge(client, self)
 
@@ -78,6 +82,8 @@ class StepflowApp(App[None]):
         self.push_screen(ExecutionsScreen())
         self._count_running()
         self.set_interval(1.0, self._tick)
+        for title, message in self.startup_notes:
+            self.notify(message, title=title, severity="warning", timeout=10)
 
     def _apply_keymap(self) -> None:
         loaded = load_keymap(self.keys_path)

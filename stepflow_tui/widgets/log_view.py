@@ -87,6 +87,7 @@ class LogView(ScrollView, can_focus=True):
         self._max_width = 0
         self._fetching: set[int] = set()
         self._tail_pending = False
+        self._state_pending = False
 
     @property
     def client(self):
@@ -159,6 +160,13 @@ class LogView(ScrollView, can_focus=True):
         if self.follow:
             self._scroll_to_tail()
         self.refresh()
+        # the line count in the title: a few times a second is enough
+        if not self._state_pending:
+            self._state_pending = True
+            self.set_timer(0.25, self._post_state)
+
+    def _post_state(self) -> None:
+        self._state_pending = False
         self.post_message(self.StateChanged(self))
 
     def _update_virtual_size(self) -> None:

@@ -49,4 +49,7 @@ class StatusStrip(Widget):
             text.append(f"  cpu {self.cpu:3.0f}%  mem {self.memory:3.0f}%")
         text.append("  ")
         text.append(self.location, style="dim")
+        api_url = getattr(self.app, "api_url", None)
+        if api_url:
+            text.append(f"  api {api_url}", style="dim")
         return text
