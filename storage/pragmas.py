@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 #: execution option of the connections that write (see `SqliteStore._writer`)
 WRITE = "stepflow_write"
 
-CACHE_SIZE_KIB = 65_536
+CACHE_SIZE_KIB = 16_384
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 #: in order: busy_timeout first, so that switching to WAL waits for a lock instead of failing
