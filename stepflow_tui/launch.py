@@ -8,7 +8,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from api_compat import ApiConfig, ApiListener, ConfigError, ListenerError, create_token as mint_token, serve
+from api_compat import ApiConfig, ApiListener, ConfigError, ListenerError, serve
+from api_compat import create_token as mint_token
 from engine.engine import Engine, EngineConfig
 from stepflow_tui.cli import CliError, load_targets_config, make_store, resolve_data_dir
 

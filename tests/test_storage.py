@@ -52,6 +52,7 @@ from engine.model import (
 from storage import SqliteStore, artifacts_dir, database_path, default_data_dir
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
+from storage.pragmas import CACHE_SIZE_KIB
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -147,7 +148,7 @@ async def test_every_pooled_connection_gets_the_pragmas(store: SqliteStore) -> N
     engine = store._engine
     assert engine is not None
     wanted = {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 5000,
-              "cache_size": -65536, "temp_store": 2}
+              "cache_size": -CACHE_SIZE_KIB, "temp_store": 2}
     # three connections checked out at once: three distinct pooled connections
     conns = [await engine.connect() for _ in range(3)]
     try:
@@ -706,7 +707,7 @@ async def test_stats(store: SqliteStore, logged: tuple[Execution, Step, Step]) -
     on_disk = sum(p.stat().st_size for p in store.path.parent.iterdir() if p.name.startswith(store.path.name))
     assert stats.database_size_bytes == on_disk > 0
     assert stats.wal_mode == "wal"
-    assert stats.cache_size == 65536 * 1024 // 4096  # pages
+    assert stats.cache_size == CACHE_SIZE_KIB * 1024 // 4096  # pages
     assert stats.storage_path == str(store.path)
     assert stats.oldest_execution is not None and datetime.fromisoformat(stats.oldest_execution) == e.created_at
     assert stats.newest_execution is not None and datetime.fromisoformat(stats.newest_execution) == later.created_at

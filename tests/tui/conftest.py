@@ -79,8 +79,8 @@ def fixed_clock():
     return NOW
 
 
-async def wait_for(pilot, predicate: Callable[[], object], timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
+async def wait_for(pilot, predicate: Callable[[], object], limit: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + limit
     while True:
         value = predicate()
         if value:

@@ -40,7 +40,7 @@ async def test_launch_a_sample_workflow_and_follow_it(engine):
             await pilot.press("down")
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
-        await wait_for(pilot, lambda: status_of(app) is ExecutionStatus.COMPLETED, timeout=30, what="completed")
+        await wait_for(pilot, lambda: status_of(app) is ExecutionStatus.COMPLETED, limit=30, what="completed")
         await wait_for(pilot, lambda: "packaged" in screen_text(app), what="last line followed")
         text = screen_text(app)
         for step in ("setup", "lint", "unit-tests", "package", "create-venv"):
@@ -144,8 +144,8 @@ async def test_live_follow_of_a_fast_command(engine):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await launch_command(pilot, "seq 1 50000")
         log = screen.query_one(LogView)
-        await wait_for(pilot, lambda: status_of(app).is_terminal, timeout=30, what="finished")
-        await wait_for(pilot, lambda: log.total == 50000, timeout=10, what="all lines counted")
+        await wait_for(pilot, lambda: status_of(app).is_terminal, limit=30, what="finished")
+        await wait_for(pilot, lambda: log.total == 50000, limit=10, what="all lines counted")
         await wait_for(pilot, lambda: "50000" in screen_text(app), what="tail shown")
         assert log.window.loaded_lines <= log.window.block * log.window.max_blocks
 
