@@ -20,7 +20,7 @@ from engine.execution_state import ExecutionState
 from engine.lines import LineSplitter
 from engine.markers import MarkerParser
 from engine.model import AbortReason, Step, StepStatus, Stream, new_id
-from engine.runners.base import CommandSpec, FetchError, RunningCommand, Runner, SpawnError
+from engine.runners.base import CommandSpec, FetchError, Runner, RunningCommand, SpawnError
 
 log = logging.getLogger(__name__)
 

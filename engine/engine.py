@@ -14,13 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from engine.artifacts import ArtifactStore
+from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown
 from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted
 from engine.execution_run import ExecutionPlan, ExecutionRun, StepPlan
 from engine.execution_state import ExecutionState
 from engine.hub import Hub, Subscriber
 from engine.masking import Masker
-from engine.shell_fastpath import direct_argv
-from engine.ownership import owner_is_alive, this_engine
 from engine.model import (
     AbortReason,
     Artifact,
@@ -35,8 +34,9 @@ from engine.model import (
     StepStatus,
     new_id,
 )
-from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown
+from engine.ownership import owner_is_alive, this_engine
 from engine.runners.base import CommandSpec, Runner
+from engine.shell_fastpath import direct_argv
 from engine.store import Store, StoreStats
 from engine.store_writer import StoreWriter
 from engine.workflow import Workflow, load_workflow, parse_workflow
@@ -155,7 +155,7 @@ class Engine:
         if markers not in ("strict", "lenient"):
             raise InvalidRequest(f"markers must be 'strict' or 'lenient', not {markers!r}")
         self._check_target(target)
-        workdir = str(Path(cwd).expanduser()) if cwd else os.getcwd()
+        workdir = _expand_home(cwd) if cwd else os.getcwd()
         env_map = {str(k): str(v) for k, v in (env or {}).items()}
         masker = Masker([env_map.get(k) or os.environ.get(k, "") for k in secrets])
         execution = Execution(
@@ -555,3 +555,10 @@ def _current_user() -> str:
         return getpass.getuser()
     except Exception:
         return os.environ.get("USER", "")
+
+
+def _expand_home(path: str) -> str:
+    """`~/x` → the home folder's x (no file system access, so fine on the event loop)."""
+    if path == "~" or path.startswith("~/"):
+        return os.environ.get("HOME", "~") + path[1:]
+    return path

@@ -24,6 +24,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from engine.workflow import (
+    _UNREADABLE,
     LOCAL,
     Target,
     WorkflowError,
@@ -32,7 +33,6 @@ from engine.workflow import (
     _Reader,
     _syntax_issue,
     _target,
-    _UNREADABLE,
 )
 from engine.workflow_schema import NonEmptyStr, TargetModel
 

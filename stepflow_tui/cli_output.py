@@ -25,6 +25,7 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
+from engine.markers import MarkerParser
 from engine.model import Execution, ExecutionStatus, Step, StepKind, StepStatus, Stream
 
 GLYPHS = {
@@ -125,6 +126,7 @@ class ProgressPrinter:
         self._live: Live | None = None
         self._started = time.monotonic()
         self._single_branch = sum(1 for s in steps if s.kind is StepKind.BRANCH) <= 1
+        self._parser = MarkerParser()
 
     def __enter__(self) -> ProgressPrinter:
         self.console.print(f"[bold]{escape(self.execution.name)}[/]  [dim]execution {self.execution.id}[/]")
@@ -156,8 +158,10 @@ class ProgressPrinter:
                 if not self.live_mode and (step.kind is not StepKind.BRANCH or not self._single_branch):
                     self._plain(step, step.status.value)
             case LinesLogged():
-                for line in event.lines:
-                    self.tail.append((event.step_id, line))
+                markers = {i for i, _m in self._parser.parse_lines(event.lines)} if self.live_mode else set()
+                for i, line in enumerate(event.lines):
+                    if i not in markers:  # the live tail shows output, not the markers driving the tree
+                        self.tail.append((event.step_id, line))
                     tail = self.failed_tails.setdefault(event.step_id or "", deque(maxlen=20))
                     tail.append(line)
                     if self.verbose and not self.live_mode:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,28 @@ def step_event(kind: type, name: str) -> Callable[[Event], bool]:
 
 def line_event(text: str) -> Callable[[Event], bool]:
     return lambda e: isinstance(e, LinesLogged) and text in e.lines
+
+
+@contextlib.contextmanager
+def log_records(logger: str, text: str) -> Iterator[asyncio.Event]:
+    """An event set when `logger` logs a record containing `text` (records come on this loop)."""
+    seen = asyncio.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if text in record.getMessage():
+                seen.set()
+
+    handler = Handler(logging.DEBUG)
+    target = logging.getLogger(logger)
+    old_level = target.level
+    target.addHandler(handler)
+    target.setLevel(logging.DEBUG)
+    try:
+        yield seen
+    finally:
+        target.removeHandler(handler)
+        target.setLevel(old_level)
 
 
 def comparable(execution: Execution | None) -> Execution | None:
@@ -404,7 +427,11 @@ async def test_events_missed_while_the_socket_was_down_are_replayed(served: Serv
     # drop the socket and refuse new ones while the execution goes on and ends, and another runs
     hub = served.listener.app[WS_HUB]  # type: ignore[index]
     hub.accepting = False
-    await hub.close_clients()
+    with log_records("stepflow_tui.remote", "503") as refused:
+        await hub.close_clients()
+        async with asyncio.timeout(10):
+            await refused.wait()  # the client tried again and was turned away
+    assert not remote.connected
     go.touch()
     await finished(served.engine, await served.engine.get_execution(execution.id))  # type: ignore[arg-type]
     other = await served.engine.submit_command("echo meanwhile", name="meanwhile")

@@ -50,9 +50,9 @@ from engine.model import (
     new_id,
 )
 from storage import SqliteStore, artifacts_dir, database_path, default_data_dir
+from storage.pragmas import CACHE_SIZE_KIB
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
-from storage.pragmas import CACHE_SIZE_KIB
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
