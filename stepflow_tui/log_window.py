@@ -233,6 +233,8 @@ class LogWindow:
 
     async def fetch_tail(self) -> bool:
         """Read lines after the last known one from the store. Returns True if rows were added."""
+        if not self.opened:
+            return False
         self.tail_dirty = False
         added = False
         for _ in range(20):

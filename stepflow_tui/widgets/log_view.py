@@ -145,7 +145,8 @@ class LogView(ScrollView, can_focus=True):
     async def _fetch_tail(self) -> None:
         self._tail_pending = False
         window = self.window
-        if window is None:
+        if window is None or not window.opened:
+            # a window still opening reads its tail itself, then asks for this again
             return
         try:
             added = await window.fetch_tail()
