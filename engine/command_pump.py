@@ -315,6 +315,9 @@ class CommandPump:
 
     async def _sample(self, proc: RunningCommand) -> None:
         owner = self.owner
+        # psutil's first CPU reading of a process is always 0: prime it so the first sample counts
+        with contextlib.suppress(Exception):
+            proc.sample()
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL)
             try:

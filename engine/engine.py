@@ -271,7 +271,8 @@ class Engine:
                 )
                 index += 1
                 steps.append(step)
-                cwd = wstep.cwd or defaults.cwd or base_dir
+                # a remote target starts where its login (or its image's workdir) puts it
+                cwd = wstep.cwd or defaults.cwd or (base_dir if target_is_local(t) else None)
                 step_env = {**env, **wstep.env}
                 argv = direct_argv(wstep.run) if target_is_local(t) else None
                 spec = CommandSpec(argv=argv, script=None if argv else wstep.run, shell=wstep.shell,
@@ -292,7 +293,10 @@ class Engine:
             for t in step_targets[wstep.name]:
                 plan = plans[(t, wstep.name)]
                 for need in wstep.needs:
-                    plan.needs.extend(by_name.get(need, []))
+                    # the needed step on this step's own target; on all of its targets only when
+                    # it does not run here (`unit` on [py] needing `check` on [web1, web2])
+                    same = plans.get((t, need))
+                    plan.needs.extend([same] if same is not None else by_name.get(need, []))
         execution.total_steps = sum(1 for s in steps if s.kind is not StepKind.BRANCH)
         plan = ExecutionPlan(
             branches=list(branches.values()),

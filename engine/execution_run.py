@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from engine.artifacts import ArtifactStore
@@ -62,7 +62,10 @@ class ExecutionRun:
         self.artifacts = artifacts
         self._branch_slots = {b.id: asyncio.Semaphore(plan.max_parallel) for b in plan.branches}
         self._target_slots = asyncio.Semaphore(plan.max_parallel_targets)
-        self._active_targets: dict[str, int] = {}
+        #: branches holding a target slot: from their first step until they have nothing left to
+        #: run but steps waiting on other branches (see `_release_idle_targets`)
+        self._holding: set[str] = set()
+        self._holding_locks = {b.id: asyncio.Lock() for b in plan.branches}
         self._last_exit: int | None = None
 
     async def run(self) -> None:
@@ -115,6 +118,7 @@ class ExecutionRun:
                         await self._mark_done_elsewhere(plan)
                     else:
                         running[asyncio.create_task(self._run_step(plan))] = plan
+                self._release_idle_targets(running.values())
                 if not running:
                     if pending:  # cannot happen with a validated DAG; never spin
                         for plan in pending:
@@ -136,6 +140,18 @@ class ExecutionRun:
             raise
         finally:
             stop_wait.cancel()
+            self._release_idle_targets(())
+
+    def _release_idle_targets(self, running: Iterable[StepPlan]) -> None:
+        """A branch keeps its target slot while it has a step started or ready to start, so that
+        `max_parallel_targets` branches run to their end before the next ones begin. A branch
+        whose remaining steps all wait on other branches lets its slot go: holding it could
+        starve the very branch it waits for."""
+        busy = {plan.branch.id for plan in running}
+        for branch_id in list(self._holding):
+            if branch_id not in busy:
+                self._holding.discard(branch_id)
+                self._target_slots.release()
 
     def _readiness(self, plan: StepPlan) -> str:
         if plan.done_in is not None:
@@ -254,7 +270,11 @@ class ExecutionRun:
             cancelled = [p for p in mine if p.step.status is StepStatus.CANCELLED]
             skipped = [p for p in mine if p.step.status is StepStatus.SKIPPED and p.done_in is None]
             if branch.status is StepStatus.PENDING:
-                if cancelled or state.stop_reason in _CANCEL_REASONS:
+                if mine and all(p.done_in is not None for p in mine):
+                    # rerun from the failed step: this branch had completed in an earlier execution
+                    branch.metadata["completed_in"] = mine[0].done_in
+                    await state.finish_step(branch, StepStatus.SKIPPED)
+                elif cancelled or state.stop_reason in _CANCEL_REASONS:
                     await state.finish_step(branch, StepStatus.CANCELLED, reason=state.stop_reason)
                 else:
                     await state.finish_step(branch, StepStatus.SKIPPED)
@@ -301,8 +321,8 @@ class ExecutionRun:
             await state.finish(ExecutionStatus.CANCELLED, reason=reason,
                                error=state.stop_message or _cancel_message(reason), exit_code=self._last_exit)
             return
-        failed = [b for b in branches if b.status is not StepStatus.COMPLETED]
-        ok = [b for b in branches if b.status is StepStatus.COMPLETED]
+        failed = [b for b in branches if b.status is not StepStatus.COMPLETED and "completed_in" not in b.metadata]
+        ok = [b for b in branches if b not in failed]
         if not failed or (self.plan.allow_failed_targets and ok):
             exit_code = self._last_exit if self.plan.is_command else 0
             await state.finish(ExecutionStatus.COMPLETED, exit_code=exit_code if exit_code is not None else 0)
@@ -318,23 +338,22 @@ class ExecutionRun:
 
 
 class _TargetSlot:
-    """Holds one of the execution's target slots while any step of that branch runs."""
+    """Takes one of the execution's target slots for the branch, unless it holds one already;
+    the scheduler gives it back (`ExecutionRun._release_idle_targets`)."""
 
     def __init__(self, run: ExecutionRun, branch_id: str) -> None:
         self.run = run
         self.branch_id = branch_id
 
     async def __aenter__(self) -> None:
-        active = self.run._active_targets
-        if active.get(self.branch_id, 0) == 0:
-            await self.run._target_slots.acquire()
-        active[self.branch_id] = active.get(self.branch_id, 0) + 1
+        run = self.run
+        async with run._holding_locks[self.branch_id]:
+            if self.branch_id not in run._holding:
+                await run._target_slots.acquire()
+                run._holding.add(self.branch_id)
 
     async def __aexit__(self, *exc: object) -> None:
-        active = self.run._active_targets
-        active[self.branch_id] -= 1
-        if active[self.branch_id] == 0:
-            self.run._target_slots.release()
+        return None
 
 
 def _describe(outcome: CommandOutcome) -> str:

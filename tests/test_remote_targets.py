@@ -32,13 +32,6 @@ from tests.servers import SshServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: tests of fan-out semantics the engine gets wrong today; the fix is proposed with issue 5
-#: (engine.py: a step needs the needed step on its own target; execution_run.py: a branch holds
-#: its target slot until it is done, and a branch that completed earlier does not fail a rerun)
-needs_engine_fix = pytest.mark.xfail(
-    strict=True, reason="engine fan-out fix proposed in issue 5 (needs per target, target slots per branch)"
-)
-
 MARKER_SCRIPT = """\
 echo "STEP_START:compile"
 echo "compiling"
@@ -172,7 +165,6 @@ async def test_two_ssh_targets_run_as_two_branches(
     assert everything.count("compiling") == 2
 
 
-@needs_engine_fix
 async def test_an_unreachable_target_fails_its_branch_while_the_other_completes(
     engine: Engine, tmp_path: Path, asyncssh_server: SshServer
 ) -> None:
@@ -282,7 +274,6 @@ sleep {token}
     assert no_process_with(token) == []
 
 
-@needs_engine_fix
 async def test_max_parallel_targets_is_respected(
     engine: Engine, tmp_path: Path, asyncssh_server: SshServer, sshd_server: SshServer
 ) -> None:
@@ -310,7 +301,6 @@ async def test_max_parallel_targets_is_respected(
     assert peak == 2, f"{peak} branches ran at once (limit 2): {sorted(spans)}"
 
 
-@needs_engine_fix
 async def test_rerun_from_failed_reruns_only_the_failed_branch(
     engine: Engine, tmp_path: Path, asyncssh_server: SshServer, sshd_server: SshServer
 ) -> None:
