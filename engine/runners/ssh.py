@@ -225,9 +225,8 @@ class SshRunner:
             options["known_hosts"] = None
             record_host_key = True
         elif self.known_hosts is not None:
-            exists = await asyncio.to_thread(os.path.exists, self.known_hosts)
-            # A file not yet written trusts no key (asyncssh would fail to read it).
-            options["known_hosts"] = self.known_hosts if exists else b""
+            # parsed once per file version: a fan-out to 100 hosts would otherwise parse it 100 times
+            options["known_hosts"] = await asyncio.to_thread(_parsed_known_hosts, self.known_hosts)
         try:
             async with asyncio.timeout(self.connect_timeout + 5):
                 conn = await asyncssh.connect(self.host, **options)  # type: ignore[arg-type]
@@ -637,3 +636,20 @@ def _remote_command(spec: CommandSpec, nonce: str) -> str:
     lines.append(f"setsid sh -c {shlex.quote(leader)} </dev/null &")
     lines.append("wait $!")
     return "exec sh -c " + shlex.quote("\n".join(lines))
+
+
+_KNOWN_HOSTS_CACHE: dict[str, tuple[float, int, object]] = {}
+
+
+def _parsed_known_hosts(path: str) -> object:
+    """The parsed known_hosts file, cached by path, mtime and size; a missing file trusts no key."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return b""
+    cached = _KNOWN_HOSTS_CACHE.get(path)
+    if cached is not None and cached[0] == st.st_mtime and cached[1] == st.st_size:
+        return cached[2]
+    parsed = asyncssh.read_known_hosts(path)
+    _KNOWN_HOSTS_CACHE[path] = (st.st_mtime, st.st_size, parsed)
+    return parsed
