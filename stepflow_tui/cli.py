@@ -193,6 +193,18 @@ async def cmd_exec(args: argparse.Namespace) -> int:
         )
 
 
+async def cmd_rerun(args: argparse.Namespace) -> int:
+    data_dir = resolve_data_dir(args.data_dir)
+    async with running_engine(data_dir, kill_grace=args.kill_grace) as engine:
+        execution_id = await engine.resolve_execution_id(args.id)
+        return await follow_execution(
+            engine,
+            lambda: engine.rerun(execution_id, from_failed=args.from_failed),
+            verbose=args.verbose,
+            plain=args.plain,
+        )
+
+
 # -- validate / schema ---------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
     known = set(load_targets_config())
@@ -385,6 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     live_opts(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_exec, is_async=True)
+
+    p = sub.add_parser("rerun", parents=[common], help="run an execution's command or workflow again")
+    p.add_argument("id", help="execution id (a unique prefix is enough)")
+    p.add_argument("--from-failed", action="store_true",
+                   help="skip the workflow steps that completed; run the failed ones and what follows")
+    live_opts(p)
+    p.set_defaults(func=cmd_rerun, is_async=True)
 
     p = sub.add_parser("validate", help="check workflow files without running them")
     p.add_argument("files", nargs="+", metavar="FILE")

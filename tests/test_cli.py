@@ -197,3 +197,20 @@ def test_kill_9_mid_run_then_start_again_marks_engine_lost(tmp_path: Path) -> No
 def test_every_sample_validates(sample: str, tmp_path: Path) -> None:
     result = stepflow(tmp_path, "validate", str(SAMPLES / sample))
     assert result.returncode == 0, result.stderr
+
+
+def test_rerun_from_failed_on_the_command_line(tmp_path: Path) -> None:
+    flag = tmp_path / "fixed"
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(f"name: two\nsteps:\n  - {{name: build, run: echo built}}\n"
+                  f"  - {{name: test, run: 'test -e {flag}', needs: [build]}}\n")
+    first = stepflow(tmp_path / "data", "run", str(wf))
+    assert first.returncode == 1
+    [failed] = ls_json(tmp_path / "data")
+    flag.touch()
+    again = stepflow(tmp_path / "data", "rerun", failed["id"][:8], "--from-failed")
+    assert again.returncode == 0, again.stdout + again.stderr
+    newest = ls_json(tmp_path / "data")[0]
+    assert newest["rerun_of"] == failed["id"] and newest["status"] == "completed"
+    steps = {s["name"]: s for s in json.loads(stepflow(tmp_path / "data", "show", newest["id"], "--json").stdout)["steps"]}
+    assert steps["build"]["status"] == "skipped" and steps["test"]["status"] == "completed"
