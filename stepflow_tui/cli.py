@@ -304,31 +304,46 @@ async def cmd_logs(args: argparse.Namespace) -> int:
             step_ids = sorted(ids)
         after = -1
         write = sys.stdout.write
-        while True:
-            batch = await store.get_log_lines(execution_id, step_ids=step_ids, after_seq=after, limit=10_000)
-            for line in batch:
-                prefix = ""
-                if args.timestamps:
-                    prefix = line.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
-                if line.stream is Stream.SYSTEM:
-                    prefix += "[stepflow] "
-                write(prefix + line.text + "\n")
-            if batch:
-                after = batch[-1].seq
-                if len(batch) == 10_000:
-                    continue
-            if not args.follow:
-                break
-            execution = await store.get_execution(execution_id)
-            if execution is None or execution.status.is_terminal:
-                # one last read: lines written just before the status changed
-                if not batch:
+        changes = _database_changes(resolve_data_dir(args.data_dir)) if args.follow else None
+        try:
+            while True:
+                batch = await store.get_log_lines(execution_id, step_ids=step_ids, after_seq=after, limit=10_000)
+                for line in batch:
+                    prefix = ""
+                    if args.timestamps:
+                        prefix = line.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
+                    if line.stream is Stream.SYSTEM:
+                        prefix += "[stepflow] "
+                    write(prefix + line.text + "\n")
+                if batch:
+                    after = batch[-1].seq
+                    if len(batch) == 10_000:
+                        continue
+                if changes is None:
                     break
-                continue
-            sys.stdout.flush()
-            await asyncio.sleep(0.2)  # another process writes: the database is the only channel
+                execution = await store.get_execution(execution_id)
+                if execution is None or execution.status.is_terminal:
+                    # one last read: lines written just before the status changed
+                    if not batch:
+                        break
+                    continue
+                sys.stdout.flush()
+                # another process writes: wait until the database files change (or a second passes)
+                await anext(changes)
+        finally:
+            if changes is not None:
+                await changes.aclose()
     sys.stdout.flush()
     return EXIT_OK
+
+
+async def _database_changes(data_dir: Path) -> AsyncIterator[object]:
+    """Yields whenever the database files change, and at least once a second."""
+    import watchfiles
+
+    async for changed in watchfiles.awatch(data_dir, debounce=50, step=20, rust_timeout=1000,
+                                           yield_on_timeout=True, recursive=False):
+        yield changed
 
 
 # -- TUI / serve ----------------------------------------------------------------------------------------

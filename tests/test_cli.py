@@ -214,3 +214,27 @@ def test_rerun_from_failed_on_the_command_line(tmp_path: Path) -> None:
     assert newest["rerun_of"] == failed["id"] and newest["status"] == "completed"
     steps = {s["name"]: s for s in json.loads(stepflow(tmp_path / "data", "show", newest["id"], "--json").stdout)["steps"]}
     assert steps["build"]["status"] == "skipped" and steps["test"]["status"] == "completed"
+
+
+def test_logs_follow_prints_lines_as_they_come_and_stops_at_the_end(tmp_path: Path) -> None:
+    flag = tmp_path / "go"
+    runner = spawn(tmp_path, "exec", "--plain", "-v", "--shell", "--",
+                   f"echo first; echo ready; while [ ! -e {flag} ]; do sleep 0.05; done; "
+                   "for i in 1 2 3; do echo later-$i; done")
+    follower = None
+    try:
+        read_until(runner, "ready")
+        [execution] = ls_json(tmp_path)
+        follower = spawn(tmp_path, "logs", execution["id"], "-f")
+        seen = read_until(follower, "ready")
+        assert "later" not in seen
+        flag.touch()  # only now does the command print the rest: the follower must pick it up live
+        seen += read_until(follower, "later-3")
+        assert follower.wait(timeout=30) == 0  # and it ends by itself when the execution ends
+        assert runner.wait(timeout=30) == 0
+    finally:
+        for proc in (runner, follower):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert seen.splitlines() == ["first", "ready", "later-1", "later-2", "later-3"]
