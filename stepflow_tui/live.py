@@ -17,6 +17,7 @@ from engine.events import (
     ExecutionFinished,
     ExecutionStarted,
     ExecutionUpdated,
+    LinesLogged,
     StepAdded,
     StepFinished,
     StepStarted,
@@ -31,6 +32,13 @@ KEEP = 200
 class LiveExecution:
     execution: Execution | None = None
     steps: dict[str, Step] = field(default_factory=dict)
+    #: step id -> seq of the last line the events showed for it
+    last_seq: dict[str | None, int] = field(default_factory=dict)
+
+    def seen_seq(self, step_ids: list[str] | None) -> int:
+        if step_ids is None:
+            return max(self.last_seq.values(), default=-1)
+        return max((self.last_seq.get(s, -1) for s in step_ids), default=-1)
 
 
 class LiveCache:
@@ -62,6 +70,8 @@ class LiveCache:
                 self._entry(ev.execution.id).execution = ev.execution
             elif isinstance(ev, StepAdded | StepStarted | StepUpdated | StepFinished):
                 self._entry(ev.step.execution_id).steps[ev.step.id] = ev.step
+            elif isinstance(ev, LinesLogged) and ev.lines:
+                self._entry(ev.exec_id).last_seq[ev.step_id] = ev.start_seq + len(ev.lines) - 1
             elif isinstance(ev, ExecutionDeleted):
                 self._items.pop(ev.id, None)
 

@@ -47,6 +47,11 @@ def install(engine: Engine) -> None:
 
 def _on_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
+    apply(dbapi_connection)
+
+
+def apply(dbapi_connection: Any) -> None:
+    """The pragmas on one DB-API connection (pooled ones get them from `install`)."""
     cursor = dbapi_connection.cursor()
     try:
         for name, value in PRAGMAS:

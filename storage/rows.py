@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from engine.model import (
@@ -169,4 +171,129 @@ def artifact_from(row: Mapping[Any, Any]) -> Artifact:
         tags=row["tags"],
         is_public=row["is_public"],
         retention_days=row["retention_days"],
+    )
+
+
+# -- the read path (storage.reads): plain tuples in the order of these columns -------------------------
+EXECUTION_COLUMNS = (
+    "id", "name", "kind", "command", "working_directory", "status", "exit_code", "error_message",
+    "abort_reason", "created_at", "started_at", "completed_at", "environment", "user", "tags", "metadata",
+    "targets", "total_steps", "completed_steps", "current_step_index", "progress_percentage",
+    "workflow_source", "rerun_of", "owner",
+)
+STEP_COLUMNS = (
+    "id", "execution_id", "parent_id", "name", "kind", "step_index", "description", "status", "exit_code",
+    "error_message", "abort_reason", "created_at", "started_at", "completed_at", "estimated_duration",
+    "stop_on_error", "progress", "metadata", "target", "cpu_percent", "rss_bytes",
+)
+ARTIFACT_COLUMNS = (
+    "id", "execution_id", "step_id", "name", "file_name", "file_path", "file_size", "mime_type",
+    "artifact_type", "sha256", "description", "created_at", "tags", "is_public", "retention_days",
+)
+
+# enum lookups by stored value: a dict is several times cheaper than calling the enum
+_EXECUTION_KINDS = {k.value: k for k in ExecutionKind}
+_EXECUTION_STATUSES = {s.value: s for s in ExecutionStatus}
+_STEP_KINDS = {k.value: k for k in StepKind}
+_STEP_STATUSES = {s.value: s for s in StepStatus}
+_ARTIFACT_TYPES = {t.value: t for t in ArtifactType}
+_REASONS: dict[str | None, AbortReason | None] = {None: None, **{r.value: r for r in AbortReason}}
+_loads = json.JSONDecoder().decode
+_fromiso = datetime.fromisoformat
+
+
+def _json(text: str) -> Any:
+    # most rows hold empty environments, tags and metadata
+    if text == "{}":
+        return {}
+    if text == "[]":
+        return []
+    return _loads(text)
+
+
+def _when(text: str | None) -> datetime | None:
+    return None if text is None else _fromiso(text)
+
+
+def _enum(table: Mapping[Any, Any], value: Any, kind: Callable[[Any], Any]) -> Any:
+    found = table.get(value)
+    # an unknown value raises as the enum itself would
+    return found if found is not None or value is None else kind(value)
+
+
+def execution_from_values(r: Sequence[Any]) -> Execution:
+    """A row of EXECUTION_COLUMNS, as sqlite3 returns it (text datetimes and JSON)."""
+    return Execution(
+        id=r[0],
+        name=r[1],
+        kind=_enum(_EXECUTION_KINDS, r[2], ExecutionKind),
+        command=r[3],
+        working_directory=r[4],
+        status=_enum(_EXECUTION_STATUSES, r[5], ExecutionStatus),
+        exit_code=r[6],
+        error_message=r[7],
+        abort_reason=_enum(_REASONS, r[8], AbortReason),
+        created_at=_fromiso(r[9]),
+        started_at=_when(r[10]),
+        completed_at=_when(r[11]),
+        environment=_json(r[12]),
+        user=r[13],
+        tags=_json(r[14]),
+        metadata=_json(r[15]),
+        targets=_json(r[16]),
+        total_steps=r[17],
+        completed_steps=r[18],
+        current_step_index=r[19],
+        progress_percentage=r[20],
+        workflow_source=r[21],
+        rerun_of=r[22],
+        owner=r[23],
+    )
+
+
+def step_from_values(r: Sequence[Any]) -> Step:
+    """A row of STEP_COLUMNS."""
+    return Step(
+        id=r[0],
+        execution_id=r[1],
+        parent_id=r[2],
+        name=r[3],
+        kind=_enum(_STEP_KINDS, r[4], StepKind),
+        index=r[5],
+        description=r[6],
+        status=_enum(_STEP_STATUSES, r[7], StepStatus),
+        exit_code=r[8],
+        error_message=r[9],
+        abort_reason=_enum(_REASONS, r[10], AbortReason),
+        created_at=_fromiso(r[11]),
+        started_at=_when(r[12]),
+        completed_at=_when(r[13]),
+        estimated_duration=r[14],
+        stop_on_error=bool(r[15]),
+        progress=r[16],
+        metadata=_json(r[17]),
+        target=r[18],
+        cpu_percent=r[19],
+        rss_bytes=r[20],
+    )
+
+
+def artifact_from_values(r: Sequence[Any]) -> Artifact:
+    """A row of ARTIFACT_COLUMNS."""
+    return Artifact(
+        id=r[0],
+        execution_id=r[1],
+        step_id=r[2],
+        name=r[3],
+        file_name=r[4],
+        file_path=r[5],
+        file_size=r[6],
+        mime_type=r[7],
+        artifact_type=_enum(_ARTIFACT_TYPES, r[8], ArtifactType),
+        sha256=r[9],
+        description=r[10],
+        created_at=_fromiso(r[11]),
+        tags=_json(r[12]),
+        is_public=bool(r[13]),
+        retention_days=r[14],
     )

@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,10 @@ from alembic.config import Config
 from alembic.util.exc import CommandError
 from sqlalchemy import (
     URL,
-    ColumnElement,
     Connection,
     String,
-    and_,
     func,
     literal,
-    or_,
     select,
     type_coerce,
     update,
@@ -46,13 +42,12 @@ from engine.model import (
     LogLine,
     Step,
     StepStatus,
-    Stream,
     utcnow,
 )
 from engine.store import StoreStats
-from storage import pragmas
+from storage import pragmas, queries
 from storage.driver import driver_connection
-from storage.rows import artifact_from, execution_from, step_from
+from storage.reads import Reader
 from storage.tables import UtcDateTime, artifacts, executions, log_lines, steps
 from storage.writes import BatchWriter
 
@@ -64,7 +59,6 @@ LOST_MESSAGE = "the engine running it stopped unexpectedly"
 MAX_RESOLVED = 10
 
 _OPEN_EXECUTION = (ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)
-_STREAMS = {s.value: s for s in Stream}
 
 
 class SqliteStore:
@@ -74,6 +68,7 @@ class SqliteStore:
         self._writer: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
         self._json_lines = True
+        self._reader = Reader(self.path)
 
     # -- life cycle ------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -93,12 +88,14 @@ class SqliteStore:
             await engine.dispose()
             raise
         self._engine, self._writer = engine, writer
+        self._reader.open()
 
     async def close(self) -> None:
         async with self._write_lock:
             engine, self._engine, self._writer = self._engine, None, None
             if engine is None:
                 return
+            await self._reader.close()
             try:
                 # SQLite's advice for long-lived connections: on closing, let it refresh the planner's
                 # statistics it found missing (sampled, see analysis_limit in storage.pragmas)
@@ -169,77 +166,28 @@ class SqliteStore:
             result = await conn.execute(executions.delete().where(executions.c.id == execution_id))
         return result.rowcount > 0
 
-    # -- executions and steps --------------------------------------------------------------------
+    # -- executions and steps ----------------------------------------------------------------------
+    # Reads: plain SQL (storage.queries) through storage.reads. Those by index of at most a page of
+    # rows run inline on the loop (the caller turns each row into a response there anyway), within
+    # a time budget; log lines, many rows, on a reader thread.
     async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
-        where: list[ColumnElement[bool]] = []
-        if flt.status is not None:
-            where.append(executions.c.status == ExecutionStatus(flt.status).value)
-        if flt.user is not None:
-            where.append(executions.c.user == flt.user)
-        if flt.text:
-            # ASCII case folding (SQLite's lower()); enough for names and commands
-            where.append(or_(executions.c.name.icontains(flt.text, autoescape=True),
-                             executions.c.command.icontains(flt.text, autoescape=True)))
-        cond = and_(True, *where)
-        page = (
-            select(executions)
-            .where(cond)
-            .order_by(executions.c.created_at.desc(), executions.c.pk.desc())
-            .limit(max(flt.limit, 0))
-            .offset(max(flt.offset, 0))
-        )
-        async with self._read() as conn:
-            total = await conn.scalar(select(func.count()).select_from(executions).where(cond)) or 0
-            rows = (await conn.execute(page)).mappings().all()
-        return [execution_from(r) for r in rows], total
+        return await self._reader.run(queries.list_executions, flt, snapshot=True, inline=True)
 
     async def get_execution(self, execution_id: str) -> Execution | None:
-        async with self._read() as conn:
-            row = (await conn.execute(select(executions).where(executions.c.id == execution_id))).mappings().first()
-        return None if row is None else execution_from(row)
+        return await self._reader.run(queries.get_execution, execution_id, inline=True)
 
     async def resolve_execution_id(self, prefix: str) -> list[str]:
-        stmt = (
-            select(executions.c.id)
-            .where(executions.c.id.startswith(prefix, autoescape=True))
-            .order_by(executions.c.id)
-            .limit(MAX_RESOLVED)
-        )
-        async with self._read() as conn:
-            return list((await conn.scalars(stmt)).all())
+        return await self._reader.run(queries.resolve_execution_id, prefix, MAX_RESOLVED, inline=True)
 
     async def get_steps(self, execution_id: str) -> list[Step]:
-        stmt = select(steps).where(steps.c.execution_id == execution_id).order_by(steps.c.step_index, steps.c.pk)
-        async with self._read() as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        return [step_from(r) for r in rows]
+        return await self._reader.run(queries.get_steps, execution_id, inline=True)
 
     # -- artifacts -------------------------------------------------------------------------------
     async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]:
-        where: list[ColumnElement[bool]] = []
-        if flt.execution_id is not None:
-            where.append(artifacts.c.execution_id == flt.execution_id)
-        if flt.step_id is not None:
-            where.append(artifacts.c.step_id == flt.step_id)
-        if flt.artifact_type is not None:
-            where.append(artifacts.c.artifact_type == flt.artifact_type.value)
-        cond = and_(True, *where)
-        page = (
-            select(artifacts)
-            .where(cond)
-            .order_by(artifacts.c.created_at, artifacts.c.id)
-            .limit(max(flt.limit, 0))
-            .offset(max(flt.offset, 0))
-        )
-        async with self._read() as conn:
-            total = await conn.scalar(select(func.count()).select_from(artifacts).where(cond)) or 0
-            rows = (await conn.execute(page)).mappings().all()
-        return [artifact_from(r) for r in rows], total
+        return await self._reader.run(queries.list_artifacts, flt, snapshot=True, inline=True)
 
     async def get_artifact(self, artifact_id: str) -> Artifact | None:
-        async with self._read() as conn:
-            row = (await conn.execute(select(artifacts).where(artifacts.c.id == artifact_id))).mappings().first()
-        return None if row is None else artifact_from(row)
+        return await self._reader.run(queries.get_artifact, artifact_id, inline=True)
 
     # -- log lines -------------------------------------------------------------------------------
     async def get_log_lines(
@@ -252,56 +200,11 @@ class SqliteStore:
         limit: int | None = None,
         newest_first: bool = False,
     ) -> list[LogLine]:
-        async with self._read() as conn:
-            where = await self._lines_where(conn, execution_id, step_ids)
-            if where is None:
-                return []
-            where.append(log_lines.c.seq > after_seq)
-            if before_seq is not None:
-                where.append(log_lines.c.seq < before_seq)
-            stmt = (
-                select(log_lines.c.seq, steps.c.id, log_lines.c.stream, log_lines.c.ts, log_lines.c.text)
-                .select_from(log_lines.outerjoin(steps, steps.c.pk == log_lines.c.step_pk))
-                .where(*where)
-                .order_by(log_lines.c.seq.desc() if newest_first else log_lines.c.seq)
-                .limit(limit)
-            )
-            rows = (await conn.execute(stmt)).all()
-        lines = []
-        last_ts: float | None = None
-        when = datetime.now(UTC)
-        for seq, step_id, stream, ts, text in rows:
-            if ts != last_ts:  # the lines of one event share a timestamp
-                last_ts, when = ts, datetime.fromtimestamp(ts, UTC)
-            lines.append(LogLine(execution_id, step_id, seq, _STREAMS[stream], when, text))
-        return lines
+        return await self._reader.run(queries.get_log_lines, execution_id, step_ids, after_seq, before_seq, limit,
+                                      newest_first, snapshot=True)
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
-        async with self._read() as conn:
-            where = await self._lines_where(conn, execution_id, step_ids)
-            if where is None:
-                return 0
-            return await conn.scalar(select(func.count()).select_from(log_lines).where(*where)) or 0
-
-    @staticmethod
-    async def _lines_where(
-        conn: AsyncConnection, execution_id: str, step_ids: Sequence[str] | None
-    ) -> list[ColumnElement[bool]] | None:
-        """The conditions on log_lines' integer keys, or None when nothing can match."""
-        execution_pk = await conn.scalar(select(executions.c.pk).where(executions.c.id == execution_id))
-        if execution_pk is None:
-            return None
-        where: list[ColumnElement[bool]] = [log_lines.c.execution_pk == execution_pk]
-        if step_ids is not None:
-            step_pks = (
-                await conn.scalars(
-                    select(steps.c.pk).where(steps.c.execution_id == execution_id, steps.c.id.in_(list(step_ids)))
-                )
-            ).all()
-            if not step_pks:
-                return None
-            where.append(log_lines.c.step_pk.in_(step_pks))
-        return where
+        return await self._reader.run(queries.count_log_lines, execution_id, step_ids, snapshot=True)
 
     # -- the database itself ---------------------------------------------------------------------
     async def stats(self) -> StoreStats:

@@ -48,6 +48,8 @@ class ExecutionScreen(ExecutionActions):
         self.execution = execution
         self.steps: dict[str, Step] = {}
         self._filter_step: Step | None = None
+        #: the widgets are mounted (the tabs mount theirs a moment after the screen)
+        self._ready = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="execution-title", classes="screen-title")
@@ -73,6 +75,7 @@ class ExecutionScreen(ExecutionActions):
         self.call_after_refresh(self._start)
 
     def _start(self) -> None:
+        self._ready = True
         self._load()
         log = self.log_view
         if log.window is None:
@@ -126,21 +129,24 @@ class ExecutionScreen(ExecutionActions):
                 lines.extend(ev.log_lines())
             elif isinstance(ev, StepAdded | StepStarted | StepUpdated | StepFinished):
                 self.steps[ev.step.id] = ev.step
-                self.tree.update_step(ev.step)
-                if isinstance(ev, StepAdded):
-                    self._step_added(ev.step)
+                if self._ready:
+                    self.tree.update_step(ev.step)
+                    if isinstance(ev, StepAdded):
+                        self._step_added(ev.step)
             elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
                 self.execution = ev.execution
                 title = True
-            elif isinstance(ev, LinesDropped) and self.query(LogView):
+            elif isinstance(ev, LinesDropped) and self._ready:
                 self.log_view.add_dropped()
-            elif isinstance(ev, ArtifactAdded | ArtifactDeleted) and self.query(ArtifactPane):
+            elif isinstance(ev, ArtifactAdded | ArtifactDeleted) and self._ready:
                 self.query_one(ArtifactPane).reload()
             elif isinstance(ev, ExecutionDeleted):
                 self.notify(f"{self.execution.name} was deleted")
                 self.dismiss()
                 return
-        if lines and self.query(LogView):
+        if not self._ready:
+            return
+        if lines:
             self.log_view.add_live(lines)
         if title:
             self._update_title()
@@ -154,6 +160,8 @@ class ExecutionScreen(ExecutionActions):
                 self.log_view.show(self.execution.id, self.tree.subtree_ids(self._filter_step.id))
 
     def tick(self) -> None:
+        if not self._ready:
+            return
         self.tree.tick()
         if self.execution.status is ExecutionStatus.RUNNING:
             self._update_title()

@@ -88,6 +88,7 @@ class LogView(ScrollView, can_focus=True):
         self._fetching: set[int] = set()
         self._tail_pending = False
         self._state_pending = False
+        self._seen_seq = -1
 
     @property
     def client(self):
@@ -97,6 +98,9 @@ class LogView(ScrollView, can_focus=True):
     def show(self, execution_id: str, step_ids: Sequence[str] | None = None) -> None:
         """Point the view at an execution (and optionally a set of steps) and show its tail."""
         self.window = LogWindow(self.client, execution_id, step_ids)
+        live = getattr(self.app, "live", None)
+        entry = live.get(execution_id) if live is not None else None
+        self._seen_seq = entry.seen_seq(self.window.step_ids) if entry is not None else -1
         self._texts.clear()
         self._layout_key = None
         self._max_width = 0
@@ -123,7 +127,13 @@ class LogView(ScrollView, can_focus=True):
 
     def add_live(self, lines: Sequence[LogLine]) -> None:
         window = self.window
-        if window is None or not window.opened:
+        if window is None:
+            return
+        mine = [ln for ln in lines if ln.execution_id == window.execution_id and window.matches(ln.step_id)]
+        if mine:
+            # what the events told: the store will have it a moment later, if not yet
+            self._seen_seq = max(self._seen_seq, mine[-1].seq)
+        if not window.opened:
             return
         if window.add_live([ln for ln in lines if ln.execution_id == window.execution_id]):
             self._rows_changed()
@@ -153,8 +163,13 @@ class LogView(ScrollView, can_focus=True):
         except Exception as exc:
             self.app.report_error(exc)  # type: ignore[attr-defined]
             return
-        if added and window is self.window:
+        if window is not self.window:
+            return
+        if added:
             self._rows_changed()
+        if window.last_seq < self._seen_seq:
+            # the store writer has not committed everything the events showed yet: look again
+            self._schedule_tail()
 
     def _rows_changed(self) -> None:
         self._update_virtual_size()

@@ -1,0 +1,188 @@
+"""The store's reads as plain SQL on a reader connection (`storage.reads`): each function runs on a
+reader thread, whole, and returns domain objects.
+
+The statements are fixed strings (sqlite3 keeps them prepared in its statement cache); filters only
+pick among a few. Plans (EXPLAIN QUERY PLAN, 10,000 executions): the list walks
+`ix_executions_created_at` backwards (or `ix_executions_status_created_at` / `..._user_created_at`
+with a filter) and stops after offset + limit rows; its count uses a covering index.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from engine.model import (
+    Artifact,
+    ArtifactFilter,
+    Execution,
+    ExecutionFilter,
+    ExecutionStatus,
+    LogLine,
+    Step,
+    Stream,
+)
+from storage.rows import (
+    ARTIFACT_COLUMNS,
+    EXECUTION_COLUMNS,
+    STEP_COLUMNS,
+    artifact_from_values,
+    execution_from_values,
+    step_from_values,
+)
+
+_STREAMS = {s.value: s for s in Stream}
+_EXECUTION_SELECT = f"SELECT {', '.join(f'executions.{c}' for c in EXECUTION_COLUMNS)} FROM executions"
+_STEP_SELECT = f"SELECT {', '.join(STEP_COLUMNS)} FROM steps"
+_ARTIFACT_SELECT = f"SELECT {', '.join(ARTIFACT_COLUMNS)} FROM artifacts"
+# as SQLAlchemy's `autoescape=True`
+_ESCAPE = "/"
+
+
+def _like_escape(text: str) -> str:
+    return text.replace(_ESCAPE, _ESCAPE * 2).replace("%", _ESCAPE + "%").replace("_", _ESCAPE + "_")
+
+
+# -- executions and steps ------------------------------------------------------------------------------
+def list_executions(conn: sqlite3.Connection, flt: ExecutionFilter) -> tuple[list[Execution], int]:
+    """Run in a snapshot: the page and the count agree."""
+    where: list[str] = []
+    params: list[object] = []
+    if flt.status is not None:
+        where.append("status = ?")
+        params.append(ExecutionStatus(flt.status).value)
+    if flt.user is not None:
+        where.append('"user" = ?')
+        params.append(flt.user)
+    if flt.text:
+        # ASCII case folding (SQLite's lower()); enough for names and commands
+        where.append("(lower(name) LIKE lower(?) ESCAPE '/' OR lower(command) LIKE lower(?) ESCAPE '/')")
+        pattern = f"%{_like_escape(flt.text)}%"
+        params += (pattern, pattern)
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    limit, offset = max(flt.limit, 0), max(flt.offset, 0)
+    rows = conn.execute(
+        f"{_EXECUTION_SELECT}{cond} ORDER BY created_at DESC, pk DESC LIMIT ? OFFSET ?", (*params, limit, offset)
+    ).fetchall()
+    if offset == 0 and len(rows) < limit:
+        total = len(rows)  # the whole of it is on this page
+    else:
+        total = conn.execute(f"SELECT count(*) FROM executions{cond}", params).fetchone()[0]
+    return [execution_from_values(r) for r in rows], total
+
+
+def get_execution(conn: sqlite3.Connection, execution_id: str) -> Execution | None:
+    row = conn.execute(f"{_EXECUTION_SELECT} WHERE id = ?", (execution_id,)).fetchone()
+    return None if row is None else execution_from_values(row)
+
+
+def resolve_execution_id(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:
+    rows = conn.execute(
+        "SELECT id FROM executions WHERE id LIKE ? ESCAPE '/' ORDER BY id LIMIT ?",
+        (f"{_like_escape(prefix)}%", limit),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def get_steps(conn: sqlite3.Connection, execution_id: str) -> list[Step]:
+    rows = conn.execute(f"{_STEP_SELECT} WHERE execution_id = ? ORDER BY step_index, pk", (execution_id,)).fetchall()
+    return [step_from_values(r) for r in rows]
+
+
+# -- artifacts -----------------------------------------------------------------------------------------
+def list_artifacts(conn: sqlite3.Connection, flt: ArtifactFilter) -> tuple[list[Artifact], int]:
+    """Run in a snapshot: the page and the count agree."""
+    where: list[str] = []
+    params: list[object] = []
+    if flt.execution_id is not None:
+        where.append("execution_id = ?")
+        params.append(flt.execution_id)
+    if flt.step_id is not None:
+        where.append("step_id = ?")
+        params.append(flt.step_id)
+    if flt.artifact_type is not None:
+        where.append("artifact_type = ?")
+        params.append(flt.artifact_type.value)
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    limit, offset = max(flt.limit, 0), max(flt.offset, 0)
+    rows = conn.execute(
+        f"{_ARTIFACT_SELECT}{cond} ORDER BY created_at, id LIMIT ? OFFSET ?", (*params, limit, offset)
+    ).fetchall()
+    if offset == 0 and len(rows) < limit:
+        total = len(rows)
+    else:
+        total = conn.execute(f"SELECT count(*) FROM artifacts{cond}", params).fetchone()[0]
+    return [artifact_from_values(r) for r in rows], total
+
+
+def get_artifact(conn: sqlite3.Connection, artifact_id: str) -> Artifact | None:
+    row = conn.execute(f"{_ARTIFACT_SELECT} WHERE id = ?", (artifact_id,)).fetchone()
+    return None if row is None else artifact_from_values(row)
+
+
+# -- log lines -----------------------------------------------------------------------------------------
+def _lines_where(
+    conn: sqlite3.Connection, execution_id: str, step_ids: Sequence[str] | None
+) -> tuple[list[str], list[object]] | None:
+    """The conditions on log_lines' integer keys, or None when nothing can match."""
+    row = conn.execute("SELECT pk FROM executions WHERE id = ?", (execution_id,)).fetchone()
+    if row is None:
+        return None
+    where, params = ["log_lines.execution_pk = ?"], [row[0]]
+    if step_ids is not None:
+        ids = list(step_ids)
+        step_pks = [r[0] for r in conn.execute(
+            f"SELECT pk FROM steps WHERE execution_id = ? AND id IN ({', '.join('?' * len(ids))})",
+            (execution_id, *ids),
+        )] if ids else []
+        if not step_pks:
+            return None
+        where.append(f"log_lines.step_pk IN ({', '.join('?' * len(step_pks))})")
+        params += step_pks
+    return where, params
+
+
+def get_log_lines(
+    conn: sqlite3.Connection,
+    execution_id: str,
+    step_ids: Sequence[str] | None,
+    after_seq: int,
+    before_seq: int | None,
+    limit: int | None,
+    newest_first: bool,
+) -> list[LogLine]:
+    """Run in a snapshot."""
+    found = _lines_where(conn, execution_id, step_ids)
+    if found is None:
+        return []
+    where, params = found
+    where.append("log_lines.seq > ?")
+    params.append(after_seq)
+    if before_seq is not None:
+        where.append("log_lines.seq < ?")
+        params.append(before_seq)
+    order = "DESC" if newest_first else "ASC"
+    rows = conn.execute(
+        "SELECT log_lines.seq, steps.id, log_lines.stream, log_lines.ts, log_lines.text "
+        "FROM log_lines LEFT OUTER JOIN steps ON steps.pk = log_lines.step_pk "
+        f"WHERE {' AND '.join(where)} ORDER BY log_lines.seq {order} LIMIT ?",
+        (*params, -1 if limit is None else limit),
+    ).fetchall()
+    lines = []
+    last_ts: float | None = None
+    when = datetime.now(UTC)
+    for seq, step_id, stream, ts, text in rows:
+        if ts != last_ts:  # the lines of one event share a timestamp
+            last_ts, when = ts, datetime.fromtimestamp(ts, UTC)
+        lines.append(LogLine(execution_id, step_id, seq, _STREAMS[stream], when, text))
+    return lines
+
+
+def count_log_lines(conn: sqlite3.Connection, execution_id: str, step_ids: Sequence[str] | None) -> int:
+    """Run in a snapshot."""
+    found = _lines_where(conn, execution_id, step_ids)
+    if found is None:
+        return 0
+    where, params = found
+    return conn.execute(f"SELECT count(*) FROM log_lines WHERE {' AND '.join(where)}", params).fetchone()[0]
