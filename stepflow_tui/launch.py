@@ -80,7 +80,8 @@ async def run_tui(args: argparse.Namespace) -> int:
             message = getattr(exc, "message", None) or str(exc)
             raise CliError(message, 1) from None
         try:
-            app = StepflowApp(client, data_dir_label=args.connect, workflow_dirs=workflow_dirs)
+            app = StepflowApp(client, data_dir_label=args.connect, workflow_dirs=workflow_dirs,
+                              quit_stops_executions=False)
             await app.run_async()
         finally:
             await client.close()

@@ -18,6 +18,7 @@ so nothing here can write.
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import threading
 import time
@@ -47,7 +48,7 @@ class Reader:
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._inline: sqlite3.Connection | None = None
-        self._deadline = 0.0
+        self._deadline = math.inf
         #: reads that ran out of their inline budget and moved to a thread (for tests and curiosity)
         self.moved = 0
 
@@ -61,8 +62,8 @@ class Reader:
         await asyncio.to_thread(executor.shutdown, wait=True)
         with self._lock:
             connections, self._connections = self._connections, []
-        inline, self._inline = self._inline, None
-        for conn in connections if inline is None else [*connections, inline]:
+        self._inline = None
+        for conn in connections:
             conn.close()
 
     async def run(self, fn: Callable[..., T], *args: Any, snapshot: bool = False, inline: bool = False) -> T:
@@ -75,9 +76,8 @@ class Reader:
             if conn is None:
                 conn = self._inline = self._connect()
                 conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
-            self._deadline = time.perf_counter() + INLINE_BUDGET
             try:
-                return self._in_transaction(conn, fn, args, snapshot)
+                return self._in_transaction(conn, fn, args, snapshot, budget=True)
             except sqlite3.OperationalError as exc:
                 if str(exc) != "interrupted":
                     raise
@@ -93,16 +93,20 @@ class Reader:
             conn = self._local.conn = self._connect()
         return self._in_transaction(conn, fn, args, snapshot)
 
-    @staticmethod
-    def _in_transaction(conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...], snapshot: bool) -> T:
-        if not snapshot:
-            return fn(conn, *args)
-        conn.execute("BEGIN")
+    def _in_transaction(self, conn: sqlite3.Connection, fn: Callable[..., T], args: tuple[Any, ...],
+                        snapshot: bool, *, budget: bool = False) -> T:
+        if conn.in_transaction:  # left open by a failure; never expected
+            conn.execute("ROLLBACK")
+        if snapshot:
+            conn.execute("BEGIN")
+        if budget:
+            self._deadline = time.perf_counter() + INLINE_BUDGET
         try:
             return fn(conn, *args)
         finally:
-            # ROLLBACK ends a read as COMMIT would, and also when a statement was interrupted
-            # midway (COMMIT would refuse: "SQL statements in progress")
+            self._deadline = math.inf
+            # ROLLBACK ends a read as COMMIT would, and also after a statement interrupted midway
+            # (COMMIT would refuse: "SQL statements in progress")
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
 
