@@ -63,7 +63,7 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     WebSocket hub (subscribed to the engine) and, on shutdown, closes the sockets with 1001."""
     config.check()
     verifier = TokenVerifier(_data_dir(engine, config)) if config.auth_enabled else None
-    hub = WsHub(engine, client_queue=config.ws_client_queue)
+    hub = WsHub(engine, client_queue=config.ws_client_queue, log_budget=config.ws_log_budget)
     middlewares = [_cors_middleware(config.cors_origins)] if config.cors_origins else []
     app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
     _common_state(app, engine, config, verifier, hub)

@@ -42,6 +42,9 @@ class ApiConfig:
     max_json_bytes: int = 1024 * 1024
     #: log entries a WebSocket client may have queued before newer ones are dropped for it
     ws_client_queue: int = 2_000
+    #: log entries per second the WebSocket streams for one execution, summed over its subscribers
+    #: (1,000 subscribers: 50 each per second; one: all of them); 0 for no budget
+    ws_log_budget: int = 20_000
     #: write one access-log line per request (slow; for debugging)
     access_log: bool = False
     #: seconds in-flight requests get when the listener stops
@@ -52,7 +55,7 @@ class ApiConfig:
         """Read the documented variables (`STEPFLOW_WEBSOCKET_HOST`, `STEPFLOW_WEBSOCKET_PORT`,
         `STEPFLOW_AUTH_ENABLED`, `STEPFLOW_STORAGE_PATH`, `STEPFLOW_LOG_LEVEL`) and ours
         (`STEPFLOW_API_HOST`, `STEPFLOW_API_PORT`, `STEPFLOW_CORS_ORIGINS`,
-        `STEPFLOW_MAX_UPLOAD_MB`). Keyword overrides (command-line options) win when not None."""
+        `STEPFLOW_MAX_UPLOAD_MB`, `STEPFLOW_WS_LOG_BUDGET`). Keyword overrides (command-line options) win when not None."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         if v := env.get("STEPFLOW_API_HOST"):
@@ -76,6 +79,11 @@ class ApiConfig:
                 values["max_upload_bytes"] = int(float(v) * 1024 * 1024)
             except ValueError:
                 raise ConfigError(f"STEPFLOW_MAX_UPLOAD_MB={v!r} is not a number of megabytes") from None
+        if v := env.get("STEPFLOW_WS_LOG_BUDGET"):
+            try:
+                values["ws_log_budget"] = max(int(v), 0)
+            except ValueError:
+                raise ConfigError(f"STEPFLOW_WS_LOG_BUDGET={v!r} is not a number of log entries per second") from None
         if env.get("STEPFLOW_LOG_LEVEL", "").upper() == "DEBUG":
             values["access_log"] = True
         values.update({k: v for k, v in overrides.items() if v is not None})

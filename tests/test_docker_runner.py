@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 
 import docker
 import pytest
+from docker.models.containers import Container
 
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
@@ -274,5 +276,230 @@ async def test_runner_for_a_docker_target_of_a_workflow(podman_socket, busybox_i
     try:
         out, code = await run(runner, CommandSpec(script="pwd"))
         assert (out[Stream.STDOUT], code) == (b"/tmp\n", 0)
+    finally:
+        await runner.close()
+
+
+# -- the end of the output --------------------------------------------------------------------
+# podman's log follow sometimes never ends (it misses the container's `died` event when the
+# container exits between its state check and its subscription to events) and sometimes ends short
+# of the last lines. The output must end, whole, when the container exits, whatever the follows do.
+class _NeverEnding:
+    """A log follow that gives nothing and never ends, until closed."""
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        self._closed.wait(60)
+        raise StopIteration
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+@pytest.mark.parametrize("follow", ["never-ends", "ends-at-once"])
+async def test_output_ends_whole_when_the_container_exits_whatever_the_follow_does(
+    runner, monkeypatch, follow
+):
+    real_logs = Container.logs
+    follows: list[object] = []
+
+    def logs(self, **kwargs):
+        if kwargs.get("follow"):
+            follows.append(kwargs)
+            return _NeverEnding() if follow == "never-ends" else iter(())
+        return real_logs(self, **kwargs)
+
+    monkeypatch.setattr(Container, "logs", logs)
+    started = time.monotonic()
+    out, code = await run(runner, CommandSpec(script="echo out; echo err >&2; sleep 0.5; echo last; exit 4"))
+    assert out == {Stream.STDOUT: b"out\nlast\n", Stream.STDERR: b"err\n"}
+    assert code == 4
+    assert follows
+    assert time.monotonic() - started < 15
+
+
+async def test_a_follow_that_times_out_before_a_first_line_is_opened_again(runner):
+    # podman sends a follow's headers only with the stream's first line: a stream silent for longer
+    # than the API timeout times out, and must be followed again, not ended.
+    command = await runner.start(CommandSpec(script="echo early; sleep 3; echo late >&2"))
+    client = runner._client
+    assert client is not None
+    client.api.timeout = 1
+    asyncio.get_running_loop().call_later(2.5, setattr, client.api, "timeout", 120)
+    output = command.output()
+    async with asyncio.timeout(30):
+        assert await anext(output) == (Stream.STDOUT, b"early\n")
+        started = time.monotonic()
+        assert await anext(output) == (Stream.STDERR, b"late\n")
+        assert time.monotonic() - started < 10  # live, not from the read after the exit
+        assert [chunk async for _, chunk in output] == []
+        assert await command.wait() == 0
+
+
+# -- reuse: true ------------------------------------------------------------------------------
+@pytest.fixture
+async def reusing(podman_socket: str, busybox_image: str) -> AsyncIterator[DockerRunner]:
+    runner = DockerRunner(busybox_image, docker_host=podman_socket, reuse=True)
+    yield runner
+    await runner.close()
+
+
+async def processes(runner: DockerRunner) -> str:
+    out, code = await run(runner, CommandSpec(argv=["ps", "-o", "pid,pgid,stat,args"]))
+    assert code == 0
+    return out[Stream.STDOUT].decode()
+
+
+async def test_reuse_runs_every_command_in_one_container(reusing, client):
+    first = await reusing.start(CommandSpec(script="echo one > /tmp/shared.txt; echo written"))
+    assert await collect(first) == {Stream.STDOUT: b"written\n", Stream.STDERR: b""}
+    assert await first.wait() == 0
+    second = await reusing.start(CommandSpec(script="cat /tmp/shared.txt"))
+    assert await collect(second) == {Stream.STDOUT: b"one\n", Stream.STDERR: b""}
+    assert await second.wait() == 0
+    assert first.container_id == second.container_id
+    container = await asyncio.to_thread(client.containers.get, first.container_id)
+    assert container.status == "running"
+    assert container.labels.get(LABEL) == "1"
+
+
+async def test_reuse_exit_codes_and_stdout_stderr_apart(reusing):
+    out, code = await run(reusing, CommandSpec(script="echo '::step::build'; echo out; echo err >&2; exit 3"))
+    assert out == {Stream.STDOUT: b"::step::build\nout\n", Stream.STDERR: b"err\n"}
+    assert code == 3
+    _, code = await run(reusing, CommandSpec(script="sleep 10 & kill -KILL $!; wait $!"))
+    assert code == 137
+    _, code = await run(reusing, CommandSpec(argv=["sh", "-c", "kill -TERM $$"]))
+    assert code == 143
+    out, code = await run(reusing, CommandSpec(script="echo ${0##*/}; printf 'no newline' >&2"))
+    assert out == {Stream.STDOUT: b"sh\n", Stream.STDERR: b"no newline"}
+    assert code == 0
+
+
+async def test_reuse_env_and_workdir_per_command(reusing):
+    spec = CommandSpec(
+        argv=["sh", "-c", 'pwd; echo "[$GREETING]"'], env={"GREETING": "hello 'world' $x"}, cwd="/tmp"
+    )
+    out, code = await run(reusing, spec)
+    assert (out[Stream.STDOUT], code) == (b"/tmp\n[hello 'world' $x]\n", 0)
+    out, code = await run(reusing, CommandSpec(argv=["sh", "-c", 'pwd; echo "[$GREETING]"']))
+    assert (out[Stream.STDOUT], code) == (b"/\n[]\n", 0)
+
+
+async def test_reuse_output_is_streamed_live(reusing):
+    command = await reusing.start(
+        CommandSpec(script="echo first; while [ ! -e /tmp/go ]; do sleep 0.02; done; echo second >&2")
+    )
+    output = command.output()
+    async with asyncio.timeout(30):
+        assert await anext(output) == (Stream.STDOUT, b"first\n")
+        # the command goes on once another command, in the same container, made the file
+        assert (await run(reusing, CommandSpec(argv=["touch", "/tmp/go"])))[1] == 0
+        assert await anext(output) == (Stream.STDERR, b"second\n")
+        assert [chunk async for _, chunk in output] == []
+        assert await command.wait() == 0
+
+
+async def test_reuse_terminate_lets_a_command_clean_up_within_the_grace(reusing):
+    script = "trap 'echo cleaning; exit 5' TERM; echo ready; while :; do sleep 0.1; done"
+    command = await reusing.start(CommandSpec(script=script))
+    output = command.output()
+    async with asyncio.timeout(30):
+        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    started = time.monotonic()
+    await command.terminate(grace=10)
+    assert time.monotonic() - started < 8
+    async with asyncio.timeout(30):
+        assert await command.wait() == 5
+        assert [chunk async for _, chunk in output] == [b"cleaning\n"]
+    assert "while :" not in await processes(reusing)
+
+
+async def test_reuse_terminate_kills_the_whole_tree_after_the_grace(reusing):
+    # The whole tree ignores SIGTERM: only SIGKILL, after the grace, ends it.
+    script = "trap '' TERM; sleep 1000 & (sleep 1001; true) & echo ready; wait"
+    command = await reusing.start(CommandSpec(script=script))
+    output = command.output()
+    async with asyncio.timeout(30):
+        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    before = await processes(reusing)
+    assert "sleep 1000" in before and "sleep 1001" in before
+    started = time.monotonic()
+    await command.terminate(grace=1)
+    assert 0.9 < time.monotonic() - started < 15
+    async with asyncio.timeout(30):
+        assert [chunk async for _, chunk in output] == []
+        assert await command.wait() == 137
+    after = await processes(reusing)
+    assert "sleep 100" not in after
+    assert not [line for line in after.splitlines()[1:] if line.split()[2].startswith("Z")], after
+    # the container goes on serving commands
+    out, code = await run(reusing, CommandSpec(script="echo still here"))
+    assert (out[Stream.STDOUT], code) == (b"still here\n", 0)
+
+
+async def test_reuse_terminate_of_a_finished_command_returns_at_once(reusing):
+    command = await reusing.start(CommandSpec(script="true"))
+    await collect(command)
+    assert await command.wait() == 0
+    started = time.monotonic()
+    await command.terminate(grace=5)
+    assert time.monotonic() - started < 4
+
+
+async def test_reuse_artifacts_come_from_the_live_container(reusing, tmp_path):
+    _, code = await run(reusing, CommandSpec(script=MAKE_FILES, cwd="/work"))
+    assert code == 0
+    dest = tmp_path / "b.xml"
+    assert await reusing.fetch("reports/sub/b.xml", "/work", dest) == "/work/reports/sub/b.xml"
+    assert dest.read_text() == "<b/>\n"
+    assert await reusing.glob("reports/*.xml", "/work") == ["reports/a.xml", "reports/inside.xml"]
+    with pytest.raises(FetchError, match="escapes the working directory"):
+        await reusing.fetch("reports/outside.xml", "/work", tmp_path / "x")
+    # a later command's files, from the same container
+    _, code = await run(reusing, CommandSpec(script="echo later > /work/reports/later.txt"))
+    assert code == 0
+    assert await reusing.fetch("reports/later.txt", "/work", tmp_path / "later") == "/work/reports/later.txt"
+    assert (tmp_path / "later").read_text() == "later\n"
+
+
+async def test_reuse_close_removes_the_container(podman_socket, busybox_image, client):
+    runner = DockerRunner(busybox_image, docker_host=podman_socket, reuse=True)
+    try:
+        command = await runner.start(CommandSpec(script="sleep 1000"))
+        container = await asyncio.to_thread(client.containers.get, command.container_id)
+        assert container.status == "running"
+    finally:
+        started = time.monotonic()
+        await runner.close()
+    assert time.monotonic() - started < 15
+    with pytest.raises(docker.errors.NotFound):
+        await asyncio.to_thread(client.containers.get, command.container_id)
+
+
+async def test_reuse_keep_leaves_the_container_stopped(podman_socket, busybox_image, client):
+    runner = DockerRunner(busybox_image, docker_host=podman_socket, reuse=True, keep=True)
+    try:
+        _, code = await run(runner, CommandSpec(script="true"))
+        assert code == 0
+        container_id = runner._containers()[0].id
+    finally:
+        await runner.close()
+    container = await asyncio.to_thread(client.containers.get, container_id)
+    assert container.status in ("exited", "stopped")
+    await asyncio.to_thread(container.remove, force=True)
+
+
+async def test_reuse_with_a_missing_image_is_a_spawn_error(podman_socket):
+    runner = DockerRunner("nope", docker_host=podman_socket, reuse=True)
+    try:
+        with pytest.raises(SpawnError) as caught:
+            await runner.start(CommandSpec(script="true"))
+        assert str(caught.value) == "image 'nope:latest' not found"
     finally:
         await runner.close()

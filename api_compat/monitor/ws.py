@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import json
 import logging
@@ -52,14 +53,24 @@ from engine.views import execution_dict, iso, step_dict
 log = logging.getLogger(__name__)
 
 WILDCARD = "*"
-#: a client whose queue holds this many times its limit has stopped reading
-_HARD_FACTOR = 4
 #: seconds before writing again to clients whose transports were full
 _RETRY = 0.05
 #: seconds messages are gathered before they are written
-_TICK = 0.02
+_TICK = 0.05
 #: kernel send buffer of a WebSocket connection
 _SNDBUF = 64 * 1024
+#: a client whose transport holds this many bytes of status messages it has not read is closed
+_HARD_BYTES = 4 * 1024 * 1024
+#: seconds between pings; a client that sent nothing (not even a pong) for `_PING_TIMEOUT` is closed.
+#: Lagging is not silence: a client reading behind a backlog still answers, later.
+_PING_EVERY = 30.0
+_PING_TIMEOUT = 120.0
+_PING_FRAME = b"\x89\x00"
+#: the log budget is given out per window of this many seconds: log entries reach a client in at most
+#: a few writes per second, whatever the execution's rate
+_WINDOW = 0.25
+#: log entries per second an execution's subscribers get at least, however many they are
+_MIN_RATE = 20
 
 
 def message(type_: str, data: dict[str, Any]) -> str:
@@ -69,6 +80,17 @@ def message(type_: str, data: dict[str, Any]) -> str:
 def error_message(code: str, text: str, execution_id: str | None = None, **extra: Any) -> str:
     return message("error", {"execution_id": execution_id, "error_message": text, "error_code": code,
                              "timestamp": now_iso(), **extra})
+
+
+def dropped_message(execution_id: str, count: int, first: int, last: int, why: str) -> str:
+    return error_message(
+        "LOG_ENTRIES_DROPPED",
+        f"{count} log entries were not sent {why}; fetch them with GET /api/executions/{execution_id}/logs",
+        execution_id,
+        dropped_count=count,
+        first_seq=first if first >= 0 else None,
+        last_seq=last if last >= 0 else None,
+    )
 
 
 def frame(text: str) -> bytes:
@@ -86,14 +108,17 @@ def frame(text: str) -> bytes:
 
 class WsClient:
     """One socket. Messages are encoded and framed once by the hub and shared by every client;
-    a client holds the frames it has not written yet. Writing never waits: the hub's flush writes
-    a client's frames when its transport has room (below `HIGH_WATER` bytes buffered), otherwise
-    they wait there, and log entries beyond `limit` are dropped for this client and counted."""
+    a client holds the frames it has not written yet, in two lanes: status messages (and replies)
+    and log entries (with progress-only step updates and drop notices). Writing never waits: the
+    hub's flush writes a client's frames when its transport has room (below `HIGH_WATER` bytes
+    buffered), in the order they came. A client whose transport is full is lagging: its status
+    messages are written at once, ahead of its queued log entries, and log entries beyond `limit`
+    are dropped for it and counted."""
 
     HIGH_WATER = 64 * 1024
 
-    __slots__ = ("id", "ws", "transport", "hub", "limit", "subscriptions", "wildcard", "_frames",
-                 "_droppable", "_messages", "_dropped", "_closing", "__weakref__")
+    __slots__ = ("id", "ws", "transport", "hub", "limit", "subscriptions", "wildcard", "_status", "_logs",
+                 "_n", "_droppable", "_dropped", "_closing", "_lagging", "last_seen", "__weakref__")
 
     def __init__(self, hub: WsHub, ws: web.WebSocketResponse, transport: asyncio.Transport | None,
                  client_id: int, limit: int) -> None:
@@ -104,34 +129,32 @@ class WsClient:
         self.limit = limit
         self.subscriptions: set[str] = set()
         self.wildcard = False
-        self._frames: list[bytes] = []
+        # (order, frame bytes): the order merges the two lanes back when the client keeps up
+        self._status: list[tuple[int, bytes]] = []
+        self._logs: list[tuple[int, bytes]] = []
+        self._n = 0
         #: log entries among the waiting frames
         self._droppable = 0
-        #: messages among the waiting frames
-        self._messages = 0
         # execution id -> [count, first_seq, last_seq]
         self._dropped: dict[str, list[int]] = {}
         self._closing = False
+        self._lagging = False
+        #: loop time of the last message received from the client (pongs included)
+        self.last_seen = asyncio.get_running_loop().time()
 
     def wants(self, execution_id: str) -> bool:
         return self.wildcard or execution_id in self.subscriptions
 
     # -- queueing (called by the hub, never awaits) ----------------------------------------------
     def send(self, text: str | bytes) -> None:
-        """A message that must arrive (status, replies). Entries lost before it are reported
-        before it, so that a client knows its log is incomplete when an execution ends."""
+        """A message that must arrive (status, replies). Entries lost before it are reported in
+        the log lane first, so that a client that keeps up learns its log is incomplete before
+        an execution's end."""
         if self._dropped:
             self._drop_notices()
-        self._frames.append(frame(text) if isinstance(text, str) else text)
-        self._messages += 1
+        self._n += 1
+        self._status.append((self._n, frame(text) if isinstance(text, str) else text))
         self.hub.mark_dirty(self)
-        if self._messages > self.limit * _HARD_FACTOR and not self._closing:
-            log.warning("WebSocket client %s stopped reading; closing it", self.id)
-            self._closing = True
-            self._frames.clear()
-            asyncio.get_running_loop().create_task(
-                self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"client too slow")
-            )
 
     def send_droppable(self, execution_id: str, frames: bytes, count: int, first_seq: int = -1) -> None:
         """`count` log entries (or progress updates) as one blob of frames: all or none."""
@@ -141,9 +164,19 @@ class WsClient:
             return
         if self._dropped and self._droppable <= self.limit // 2:
             self._drop_notices()
-        self._frames.append(frames)
+        self._n += 1
+        self._logs.append((self._n, frames))
         self._droppable += count
-        self._messages += count
+        self.hub.mark_dirty(self)
+
+    def send_notice(self, execution_id: str, notice: bytes, count: int, first_seq: int, last_seq: int) -> None:
+        """The hub dropped entries for every client (its log budget): `notice` says so, shared. A
+        client that lost entries of its own meanwhile gets one notice of its own for both."""
+        if execution_id in self._dropped:
+            self.note_dropped(execution_id, count, first_seq, last_seq)
+            return
+        self._n += 1
+        self._logs.append((self._n, notice))
         self.hub.mark_dirty(self)
 
     def note_dropped(self, execution_id: str, count: int, first_seq: int = -1, last_seq: int = -1) -> None:
@@ -159,37 +192,67 @@ class WsClient:
 
     def _drop_notices(self) -> None:
         for execution_id, (count, first, last) in self._dropped.items():
-            self._frames.append(frame(error_message(
-                "LOG_ENTRIES_DROPPED",
-                f"{count} log entries were not sent because this client fell behind; "
-                f"fetch them with GET /api/executions/{execution_id}/logs",
-                execution_id,
-                dropped_count=count,
-                first_seq=first if first >= 0 else None,
-                last_seq=last if last >= 0 else None,
-            )))
-            self._messages += 1
+            self._n += 1
+            self._logs.append((self._n, frame(dropped_message(
+                execution_id, count, first, last, "because this client fell behind"))))
         self._dropped.clear()
 
     # -- writing -----------------------------------------------------------------------------------
     def flush(self, *, force: bool = False) -> bool:
-        """Write what waits if the transport has room (or `force`); True when nothing is left."""
+        """Write what waits if the transport has room (or `force`); True when nothing is left.
+        Status messages are written even when it has none."""
         transport = self.transport
         if transport is None or transport.is_closing():
-            self._frames.clear()
+            self._status.clear()
+            self._logs.clear()
             self._dropped.clear()
-            self._droppable = self._messages = 0
+            self._droppable = 0
             return True
-        if not force and transport.get_write_buffer_size() > self.HIGH_WATER:
+        buffered = transport.get_write_buffer_size()
+        if not force and buffered > self.HIGH_WATER:
+            self._lagging = True
+            if self._status:
+                # ahead of the queued log entries
+                transport.write(b"".join([f for _, f in self._status]))
+                self.hub.total_messages += len(self._status)
+                self._status.clear()
+                if buffered > _HARD_BYTES:
+                    self._close_too_slow()
             return False
-        if self._dropped and not self._frames:
+        if self._dropped and not self._logs:
             self._drop_notices()
-        if self._frames:
-            transport.write(b"".join(self._frames) if len(self._frames) > 1 else self._frames[0])
-            self.hub.total_messages += self._messages
-            self._frames.clear()
-            self._droppable = self._messages = 0
+        status, logs = self._status, self._logs
+        if status or logs:
+            if not logs:
+                frames = [f for _, f in status]
+            elif not status:
+                frames = [f for _, f in logs]
+            elif self._lagging:
+                frames = [f for _, f in status] + [f for _, f in logs]
+            else:
+                frames = [f for _, f in heapq.merge(status, logs)]
+            transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
+            self.hub.total_messages += len(status) + len(logs)
+            status.clear()
+            logs.clear()
+            self._droppable = 0
+        self._lagging = False
         return not self._dropped
+
+    def _close_too_slow(self) -> None:
+        if self._closing:
+            return
+        log.warning("WebSocket client %s stopped reading; closing it", self.id)
+        self._closing = True
+        self._logs.clear()
+        asyncio.get_running_loop().create_task(
+            self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"client too slow")
+        )
+
+    def ping(self) -> None:
+        self._n += 1
+        self._status.append((self._n, _PING_FRAME))
+        self.hub.mark_dirty(self)
 
     async def close(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"") -> None:
         """Hand what waits to the transport (bounded by the queue limits), then close with `code`:
@@ -201,10 +264,32 @@ class WsClient:
             await self.ws.close(code=code, message=message)
 
 
+class _Budget:
+    """An execution's log entries streamed to sockets, per window; what was dropped for everyone."""
+
+    __slots__ = ("window_end", "left", "count", "first", "last")
+
+    def __init__(self) -> None:
+        self.window_end = 0.0
+        self.left = 0
+        self.count = 0
+        self.first = -1
+        self.last = -1
+
+
 class WsHub:
-    def __init__(self, engine: EngineClient, *, client_queue: int = 2_000) -> None:
+    """`log_budget`: log entries per second streamed for one execution, summed over the clients that
+    want it (each gets budget / clients per second, at least `_MIN_RATE`); 0: no budget. The rest
+    is dropped for every client, which is told (LOG_ENTRIES_DROPPED) before the next entries or
+    status message of that execution. Writing to a thousand sockets costs per entry and per client:
+    this keeps the fan-out's cost (and the engine's ingestion beside it) bounded."""
+
+    def __init__(self, engine: EngineClient, *, client_queue: int = 2_000, log_budget: int = 20_000) -> None:
         self.engine = engine
         self.client_queue = client_queue
+        self.log_budget = log_budget
+        self._budgets: dict[str, _Budget] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
         self.clients: weakref.WeakSet[WsClient] = weakref.WeakSet()
         self._by_execution: dict[str, set[WsClient]] = {}
         self._wildcard: set[WsClient] = set()
@@ -229,12 +314,18 @@ class WsHub:
             return
         self._subscription = self.engine.subscribe(maxsize=50_000)
         self._pump = asyncio.create_task(self._run(), name="ws-hub")
+        self._heartbeat = asyncio.create_task(self._ping_clients(), name="ws-heartbeat")
         self.running = True
         self.accepting = True
 
     async def stop(self, *, drain_timeout: float = 2.0) -> None:
         """Deliver what the engine already published, then close every client with 1001."""
         self.accepting = False
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            self._heartbeat = None
         if self._subscription is not None:
             self._subscription.close()
         if self._pump is not None:
@@ -253,6 +344,24 @@ class WsHub:
         if clients:
             await asyncio.gather(*(c.close(WSCloseCode.GOING_AWAY, b"server shutting down") for c in clients),
                                  return_exceptions=True)
+
+    async def _ping_clients(self) -> None:
+        """A ping to every client every `_PING_EVERY` s (ahead of its queued log entries); a client
+        that sent nothing for `_PING_TIMEOUT` s is gone. aiohttp's own heartbeat closed clients that
+        were only slow to read (their pong waits behind what they have not read yet)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_PING_EVERY)
+            now = loop.time()
+            for client in list(self.clients):
+                if client._closing:
+                    continue
+                if now - client.last_seen > _PING_TIMEOUT:
+                    log.info("WebSocket client %s answered no ping for %.0f s; closing it", client.id,
+                             now - client.last_seen)
+                    loop.create_task(client.close(WSCloseCode.GOING_AWAY, b"no answer to pings"))
+                else:
+                    client.ping()
 
     # -- clients -------------------------------------------------------------------------------------
     def register(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> WsClient:
@@ -344,17 +453,22 @@ class WsHub:
             targets = self.interested(event.exec_id)
             if not targets:
                 return
+            count = self._allow(event.exec_id, len(targets), len(event.lines), event.start_seq)
+            if not count:
+                return
+            targets = tuple(targets)
+            self._tell_dropped(event.exec_id, targets)
             level = log_level(event.stream)
             ts = iso(event.timestamp)
+            stream = event.stream.value
             blob = b"".join(
                 frame(message("log_entry", {
                     "execution_id": event.exec_id, "step_id": event.step_id, "content": line,
-                    "timestamp": ts, "level": level, "stream": event.stream.value, "seq": event.start_seq + i,
+                    "timestamp": ts, "level": level, "stream": stream, "seq": event.start_seq + i,
                 }))
-                for i, line in enumerate(event.lines)
+                for i, line in enumerate(event.lines[:count])
             )
-            count = len(event.lines)
-            for client in tuple(targets):
+            for client in targets:
                 client.send_droppable(event.exec_id, blob, count, event.start_seq)
         elif isinstance(event, (StepStarted, StepFinished, StepAdded)):
             self._to_interested(event.step.execution_id, self._step_message(event.step))
@@ -372,7 +486,10 @@ class WsHub:
                 "started_at": iso(ex.started_at), "status": ex.status.value,
             }))
         elif isinstance(event, ExecutionFinished):
-            self.broadcast(await self._completed_message(event.execution))
+            completed = await self._completed_message(event.execution)
+            self._tell_dropped(event.execution.id, tuple(self.interested(event.execution.id)))
+            self._budgets.pop(event.execution.id, None)
+            self.broadcast(completed)
         elif isinstance(event, ArtifactAdded):
             art = event.artifact
             self._artifacts_seen.setdefault(art.execution_id, set()).add(art.id)
@@ -395,8 +512,44 @@ class WsHub:
 
     def _to_interested(self, execution_id: str, text: str) -> None:
         blob = frame(text)
-        for client in tuple(self.interested(execution_id)):
+        targets = tuple(self.interested(execution_id))
+        self._tell_dropped(execution_id, targets)
+        for client in targets:
             client.send(blob)
+
+    # -- the log budget ------------------------------------------------------------------------------
+    def _allow(self, execution_id: str, clients: int, count: int, first_seq: int) -> int:
+        """How many of `count` entries (from `first_seq`) go out; the rest is noted as dropped."""
+        if self.log_budget <= 0:
+            return count
+        budget = self._budgets.get(execution_id)
+        if budget is None:
+            budget = self._budgets[execution_id] = _Budget()
+        now = asyncio.get_running_loop().time()
+        if now >= budget.window_end:
+            rate = max(self.log_budget / clients, _MIN_RATE)
+            budget.left = max(int(rate * _WINDOW), 1)
+            budget.window_end = now + _WINDOW
+        allowed = min(budget.left, count)
+        budget.left -= allowed
+        if allowed < count:
+            budget.count += count - allowed
+            if budget.first < 0:
+                budget.first = first_seq + allowed
+            budget.last = first_seq + count - 1
+        return allowed
+
+    def _tell_dropped(self, execution_id: str, targets: tuple[WsClient, ...]) -> None:
+        """Before the next message of an execution: what the budget dropped since the last one."""
+        budget = self._budgets.get(execution_id)
+        if budget is None or not budget.count:
+            return
+        count, first, last = budget.count, budget.first, budget.last
+        budget.count, budget.first, budget.last = 0, -1, -1
+        notice = frame(dropped_message(execution_id, count, first, last,
+                                       "to keep the stream within the server's log budget"))
+        for client in targets:
+            client.send_notice(execution_id, notice, count, first, last)
 
     @staticmethod
     def _step_message(step: Any) -> str:
@@ -484,7 +637,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if not hub.accepting:
         raise web.HTTPServiceUnavailable(reason="the server is shutting down")
     # no permessage-deflate: one frame's bytes are then the same for every client
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024, compress=False)
+    # no aiohttp heartbeat (the hub pings, see WsHub._ping_clients); pings answered here
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=1024 * 1024, compress=False)
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(reason="this address takes WebSocket connections only")
     await ws.prepare(request)
@@ -496,12 +650,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
     client = hub.register(ws, transport)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
     client.send(message("connection_established", {
         "client_id": client.id, "server_time": now_iso(), "connected_clients": hub.client_count,
     }))
     try:
         async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
+            client.last_seen = loop.time()
+            if msg.type is WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type is WSMsgType.PONG:
+                pass
+            elif msg.type is WSMsgType.TEXT:
                 try:
                     await hub.handle_command(client, msg.data)
                 except Exception:

@@ -19,19 +19,6 @@ def make_config(tmp_path: Path, **changes: Any) -> ApiConfig:
                      shutdown_timeout=2.0).replace(**changes)
 
 
-def real_engine_available() -> bool:
-    try:
-        import engine.engine  # noqa: F401
-        from storage import SqliteStore  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-needs_real_engine = pytest.mark.skipif(not real_engine_available(),
-                                       reason="engine.engine.Engine or storage.SqliteStore not importable yet")
-
-
 @contextlib.asynccontextmanager
 async def running(engine: Any, config: ApiConfig) -> AsyncIterator[ApiListener]:
     listener = ApiListener(engine, config)
@@ -49,8 +36,6 @@ async def scripted(tmp_path: Path) -> ScriptedEngine:
 
 @pytest.fixture
 async def real_engine(tmp_path: Path) -> AsyncIterator[Any]:
-    if not real_engine_available():
-        pytest.skip("engine.engine.Engine or storage.SqliteStore not importable yet")
     from tests.engine_helpers import engine_at
 
     async with engine_at(tmp_path / "data") as engine:
@@ -59,14 +44,11 @@ async def real_engine(tmp_path: Path) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
-    """The real engine on a SQLite file when it is importable, else the scripted one."""
-    if real_engine_available():
-        from tests.engine_helpers import engine_at
+    """The real engine on a SQLite file."""
+    from tests.engine_helpers import engine_at
 
-        async with engine_at(tmp_path / "data") as eng:
-            yield eng
-    else:
-        yield ScriptedEngine(tmp_path)
+    async with engine_at(tmp_path / "data") as eng:
+        yield eng
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 
 from api_compat import ApiListener, serve
-from tests.api.conftest import make_config, needs_real_engine
+from tests.api.conftest import make_config
 from tests.api.helpers import check_ok, receive, receive_until
 
-pytestmark = [pytest.mark.timeout(90), needs_real_engine]
+pytestmark = [pytest.mark.timeout(90)]
 
 MARKER_SCRIPT = textwrap.dedent("""\
     echo "before any step"
@@ -116,9 +116,6 @@ async def test_every_message_type_in_order_for_a_marker_script(engine: Any, list
     assert detail["execution"]["status"] == "completed" and len(detail["artifacts"]) == 1
 
 
-@pytest.mark.xfail(strict=False, reason="engine: after a run ends and before the store writer's next flush, "
-                                        "get_execution reads the store and returns the stale 'running' "
-                                        "(a race: it does not fail every time)")
 async def test_rest_agrees_with_the_socket_right_after_completion(engine: Any, listener: ApiListener,
                                                                   session: aiohttp.ClientSession) -> None:
     async with session.ws_connect(listener.ws_url) as ws:

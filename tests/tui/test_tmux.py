@@ -43,8 +43,7 @@ def test_launch_a_sample_workflow_in_tmux(tmp_path: Path, term: str) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("tmux is missing (scripts/setup-test-system.sh installs it)")
         pytest.skip("tmux is not installed")
-    if not STEPFLOW.exists():
-        pytest.skip("the stepflow console script is not installed in this environment")
+    assert STEPFLOW.exists(), "the stepflow console script is not installed (pip install -e .)"
     socket = f"stepflow-test-{os.getpid()}-{term}"
     env = {
         "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config"),

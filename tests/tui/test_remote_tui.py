@@ -1,0 +1,260 @@
+"""The TUI attached over HTTP (`stepflow tui --connect URL`), against a real `stepflow serve` process.
+
+Each test starts `stepflow serve --port 0 --ws-port 0` on a fresh data directory, connects a real
+`RemoteEngine` to it and drives the app built the way `run_tui` builds it for `--connect`, with keys
+only. Commands are typed into the launch dialog and run in the server's working directory (the
+test's `work` folder), so a long script is written there and launched as `sh NAME.sh`: typing costs a
+frame per key. The scripts wait on flag files the test creates, so a "running" state lasts as long
+as the test needs it; every wait is a predicate polled between frames under `asyncio.timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import OptionList
+
+from engine.model import ExecutionStatus, StepStatus
+from stepflow_tui.app import StepflowApp
+from stepflow_tui.remote import RemoteEngine
+from stepflow_tui.screens.dialogs import ConfirmDialog
+from stepflow_tui.screens.execution import ExecutionScreen
+from stepflow_tui.screens.executions import ExecutionsScreen
+from stepflow_tui.screens.launch import LaunchDialog
+from stepflow_tui.widgets.execution_list import ExecutionList
+from stepflow_tui.widgets.log_view import LogView
+from stepflow_tui.widgets.step_tree import StepTree
+from tests.tui.screen_text import screen_text
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD_WORKFLOW = "name: broken\nsteps:\n  - name: a\n    runn: echo hi\n"
+
+
+@contextlib.asynccontextmanager
+async def stepflow_serve(data_dir: Path, cwd: Path) -> AsyncIterator[str]:
+    """A `stepflow serve` process on free ports, working in `cwd`; yields its URL, stops it with SIGTERM."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stepflow_tui.cli", "serve", "--port", "0", "--ws-port", "0",
+        "--data-dir", str(data_dir),
+        cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        async with asyncio.timeout(30):
+            first = (await process.stdout.readline()).decode()
+        match = re.search(r"serving (http://\S+)", first)
+        if match is None:
+            err = await process.stderr.read() if process.returncode is not None else b""
+            raise AssertionError(f"stepflow serve did not start: {first!r} {err.decode()!r}")
+        yield match[1]
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        async with asyncio.timeout(20):
+            await process.wait()
+    assert process.returncode == 0
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """The server's working directory: where typed commands run."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+async def remote(tmp_path: Path, work: Path) -> AsyncIterator[RemoteEngine]:
+    async with (stepflow_serve(tmp_path / "served", work) as url,
+                RemoteEngine(url, max_reconnect_delay=0.2) as client):
+        yield client
+
+
+def remote_app(remote: RemoteEngine, workflow_dirs: list[Path]) -> StepflowApp:
+    # as `run_tui` builds it for --connect (machine sampling and file watching off for tests)
+    return StepflowApp(remote, data_dir_label=remote.base_url, workflow_dirs=workflow_dirs,
+                       quit_stops_executions=False, keys_path=Path("/nonexistent/keys.toml"),
+                       sample_machine=False, watch_workflows=False)
+
+
+async def until(pilot: Pilot, predicate: Callable[[], object], what: str, within: float = 20.0) -> None:
+    """Let the app run frames until `predicate()` holds; fail with the screen after `within` s."""
+    try:
+        async with asyncio.timeout(within):
+            while not predicate():
+                await pilot.pause(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}; screen:\n{screen_text(pilot.app)}") from None
+
+
+def shown(app: StepflowApp, text: str) -> bool:
+    return text in screen_text(app)
+
+
+def view(app: StepflowApp) -> ExecutionScreen:
+    assert isinstance(app.screen, ExecutionScreen), type(app.screen).__name__
+    return app.screen
+
+
+def status_is(app: StepflowApp, status: ExecutionStatus) -> Callable[[], bool]:
+    return lambda: isinstance(app.screen, ExecutionScreen) and app.screen.execution.status is status
+
+
+def step_status(app: StepflowApp, name: str) -> StepStatus | None:
+    tree = app.screen.query_one(StepTree)
+    return next((s.status for s in tree.steps.values() if s.name == name), None)
+
+
+async def launch_command(pilot: Pilot, command: str) -> ExecutionScreen:
+    """`n`, the command typed into the launch dialog, enter: the new execution's view opens."""
+    app = pilot.app
+    await pilot.press("n")
+    await until(pilot, lambda: isinstance(app.screen, LaunchDialog)
+                and app.screen.query_one("#workflow-list", OptionList).option_count > 0, "the scanned launch dialog")
+
+    def in_command_field() -> bool:
+        return app.screen.focused is not None and app.screen.focused.id == "command-input"
+
+    for _ in range(3):  # the list has the focus when it found workflows, else the command field has
+        if in_command_field():
+            break
+        await pilot.press("tab")
+    assert in_command_field()
+    await pilot.press(*command, "enter")
+    await until(pilot, lambda: isinstance(app.screen, ExecutionScreen), "the execution view")
+    return view(app)  # type: ignore[arg-type]
+
+
+LIVE_SCRIPT = """\
+echo STEP_START:build
+echo compiling part one
+until test -e go; do sleep 0.02; done
+echo compiling part two
+until test -e done; do sleep 0.02; done
+echo STEP_COMPLETE:build
+echo STEP_START:test
+echo all tests pass
+echo STEP_COMPLETE:test
+"""
+
+
+async def test_a_running_execution_shows_its_steps_and_live_log(remote: RemoteEngine, work: Path) -> None:
+    (work / "live.sh").write_text(LIVE_SCRIPT)
+    go, done = work / "go", work / "done"
+    app = remote_app(remote, [work])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen), "the executions list")
+        assert shown(app, remote.base_url)
+        screen = await launch_command(pilot, "sh live.sh")
+        log = screen.query_one(LogView)
+
+        # running: the step in the tree with the running glyph, its first line in the log pane
+        await until(pilot, status_is(app, ExecutionStatus.RUNNING), "running")
+        await until(pilot, lambda: step_status(app, "build") is StepStatus.RUNNING, "build running")
+        await until(pilot, lambda: shown(app, "▶ build") and shown(app, "compiling part one"),
+                    "the running step and its first line")
+        assert not shown(app, "compiling part two") and step_status(app, "test") is None
+        lines_before = log.total
+
+        # a line printed now arrives on screen while the execution keeps running
+        go.touch()
+        await until(pilot, lambda: shown(app, "compiling part two"), "a live line")
+        assert log.total > lines_before
+        assert view(app).execution.status is ExecutionStatus.RUNNING and shown(app, "▶ build")
+
+        # finished: completed glyphs on both steps and in the title, every line there
+        done.touch()
+        await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "completed")
+        await until(pilot, lambda: step_status(app, "test") is StepStatus.COMPLETED, "test completed")
+        await until(pilot, lambda: shown(app, "✓ build") and shown(app, "✓ test") and shown(app, "all tests pass"),
+                    "completed glyphs and the last line")
+        assert shown(app, "completed") and view(app).execution.exit_code == 0
+        assert [line.text for line in await remote.get_log_lines(view(app).execution.id)
+                if not line.text.startswith("STEP_")] == \
+            ["compiling part one", "compiling part two", "all tests pass"]
+
+        # back on the list: the finished execution, with its glyph
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen), "the executions list")
+        listing = app.screen.query_one(ExecutionList)
+        await until(pilot, lambda: listing.total == 1 and listing.current is not None
+                    and listing.current.status is ExecutionStatus.COMPLETED, "the list row completed")
+        await until(pilot, lambda: shown(app, "✓"), "the completed glyph in the list")
+
+
+async def test_cancel_a_running_remote_execution(remote: RemoteEngine, work: Path) -> None:
+    (work / "wait.sh").write_text("echo STEP_START:wait\necho waiting now\nuntil test -e never; do sleep 0.02; done\n")
+    app = remote_app(remote, [work])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await launch_command(pilot, "sh wait.sh")
+        await until(pilot, lambda: step_status(app, "wait") is StepStatus.RUNNING and shown(app, "waiting now"),
+                    "the step running")
+        execution_id = view(app).execution.id
+
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("n")  # no: it keeps running
+        await until(pilot, lambda: isinstance(app.screen, ExecutionScreen), "back on the view")
+        assert view(app).execution.status is ExecutionStatus.RUNNING
+
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
+        await pilot.press("y")
+        await until(pilot, status_is(app, ExecutionStatus.CANCELLED), "cancelled", within=30)
+        await until(pilot, lambda: shown(app, "■") and shown(app, "cancelled"), "the cancelled glyph")
+        stored = await remote.get_execution(execution_id)
+        assert stored is not None and stored.status is ExecutionStatus.CANCELLED
+        await until(pilot, lambda: not app.running, "no execution counted as running")
+
+
+async def test_rerun_opens_the_new_execution(remote: RemoteEngine, work: Path) -> None:
+    app = remote_app(remote, [work])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await launch_command(pilot, "echo STEP_START:greet; echo hello over http; echo STEP_COMPLETE:greet")
+        await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "completed")
+        await until(pilot, lambda: shown(app, "hello over http") and shown(app, "✓ greet"), "the output")
+        first = view(app).execution.id
+
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen.execution.id != first,
+                    "the rerun opened")
+        assert view(app).execution.rerun_of == first
+        await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "the rerun completed")
+        await until(pilot, lambda: shown(app, "hello over http") and shown(app, "✓ greet"), "the rerun's output")
+        assert shown(app, "✓ echo STEP_START:greet")
+
+        await pilot.press("escape")
+        listing = app.screen.query_one(ExecutionList)
+        await until(pilot, lambda: listing.total == 2, "both executions listed")
+
+
+async def test_a_bad_workflow_is_a_notification_not_a_crash(remote: RemoteEngine, tmp_path: Path) -> None:
+    workflows = tmp_path / "workflows"
+    workflows.mkdir()
+    (workflows / "broken.yaml").write_text(BAD_WORKFLOW)
+    app = remote_app(remote, [workflows])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, LaunchDialog) and app.screen.workflows, "the workflow")
+        await pilot.press("enter")
+        await until(pilot, lambda: any(n.severity == "error" for n in app._notifications), "an error notification")
+        note = next(n for n in app._notifications if n.severity == "error")
+        assert "broken.yaml" in note.message and "runn" in note.message
+        assert not isinstance(app.screen, ExecutionScreen) and app.is_running
+
+        # and the app still works: a command launched next runs
+        await launch_command(pilot, "echo still fine")
+        await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "completed")
+        await until(pilot, lambda: shown(app, "still fine"), "the output")
