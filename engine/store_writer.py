@@ -16,6 +16,10 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_LINES = 50_000
 MAX_BATCH_EVENTS = 2_000
+#: how long a small batch may wait for more events before it is written
+LINGER = 0.05
+LINGER_LINES = 1_000
+LINGER_EVENTS = 200
 
 
 class StoreWriter:
@@ -25,6 +29,7 @@ class StoreWriter:
         self._task: asyncio.Task[None] | None = None
         self.applied_events = 0
         self.failed_batches = 0
+        self._linger_until: float | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="store-writer")
@@ -51,6 +56,7 @@ class StoreWriter:
     async def _run(self) -> None:
         while True:
             first = await self._sink.get()
+            self._linger_until = None
             batch: list[Event] = []
             barriers: list[asyncio.Future[None]] = []
             lines = 0
@@ -67,12 +73,33 @@ class StoreWriter:
                 try:
                     item = self._sink.get_nowait()
                 except asyncio.QueueEmpty:
-                    item = None
+                    item = await self._linger(batch, barriers, lines)
             if batch:
                 await self._apply(batch)
             for fut in barriers:
                 if not fut.done():
                     fut.set_result(None)
+
+    async def _linger(self, batch: list[Event], barriers: list[asyncio.Future[None]],
+                      lines: int) -> Event | asyncio.Future[None] | None:
+        """A small batch waits up to LINGER seconds for company: a quiet engine then writes a few
+        transactions a second instead of one per event (a step's start and end, its counters...).
+        Nobody waits on it: a barrier (someone awaiting the store) ends the wait at once."""
+        if barriers or not batch or lines >= LINGER_LINES or len(batch) >= LINGER_EVENTS:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._linger_until is None:
+            self._linger_until = loop.time() + LINGER
+        remaining = self._linger_until - loop.time()
+        if remaining <= 0:
+            self._linger_until = None
+            return None
+        try:
+            async with asyncio.timeout(remaining):
+                return await self._sink.get()
+        except TimeoutError:
+            self._linger_until = None
+            return None
 
     async def _apply(self, batch: list[Event]) -> None:
         for attempt in range(5):

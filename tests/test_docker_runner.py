@@ -116,15 +116,21 @@ async def test_terminate_kills_after_the_grace(runner, client):
 
 
 async def test_containers_are_removed_when_the_runner_closes(podman_socket, busybox_image, client):
+    # Only this runner's containers: other test runs may share the daemon's storage.
     runner = DockerRunner(busybox_image, docker_host=podman_socket)
-    _, code = await run(runner, CommandSpec(script="true"))
-    assert code == 0
-    mine = {"label": f"{LABEL}=1"}
-    ids = {c.id for c in await asyncio.to_thread(client.containers.list, all=True, filters=mine)}
-    assert ids
-    await runner.close()
-    left = {c.id for c in await asyncio.to_thread(client.containers.list, all=True, filters=mine)}
-    assert not ids & left
+    try:
+        commands = [await runner.start(CommandSpec(script="true")) for _ in range(2)]
+        for command in commands:
+            await collect(command)
+            assert await command.wait() == 0
+        mine = {"label": f"{LABEL}=1"}
+        ids = {c.id for c in await asyncio.to_thread(client.containers.list, all=True, filters=mine)}
+        assert {command.container_id for command in commands} <= ids
+    finally:
+        await runner.close()
+    for command in commands:
+        with pytest.raises(docker.errors.NotFound):
+            await asyncio.to_thread(client.containers.get, command.container_id)
 
 
 async def test_keep_leaves_the_container(podman_socket, busybox_image, client):
@@ -405,6 +411,20 @@ async def test_reuse_output_is_streamed_live(reusing):
         assert await command.wait() == 0
 
 
+async def test_reuse_a_silent_command_outlives_the_api_timeout(reusing):
+    command = await reusing.start(CommandSpec(script="sleep 3; echo done"))
+    client = reusing._client
+    assert client is not None
+    client.api.timeout = 1  # the exec's stream must not time out while the command is silent
+    try:
+        out = await collect(command)
+        assert out == {Stream.STDOUT: b"done\n", Stream.STDERR: b""}
+        async with asyncio.timeout(30):
+            assert await command.wait() == 0
+    finally:
+        client.api.timeout = 120
+
+
 async def test_reuse_terminate_lets_a_command_clean_up_within_the_grace(reusing):
     script = "trap 'echo cleaning; exit 5' TERM; echo ready; while :; do sleep 0.1; done"
     command = await reusing.start(CommandSpec(script=script))
@@ -416,8 +436,10 @@ async def test_reuse_terminate_lets_a_command_clean_up_within_the_grace(reusing)
     assert time.monotonic() - started < 8
     async with asyncio.timeout(30):
         assert await command.wait() == 5
-        assert [chunk async for _, chunk in output] == [b"cleaning\n"]
-    assert "while :" not in await processes(reusing)
+        # the whole group gets SIGTERM: busybox sh may say its `sleep` was "Terminated" on stderr
+        rest = [(stream, chunk) async for stream, chunk in output]
+        assert b"".join(chunk for stream, chunk in rest if stream is Stream.STDOUT) == b"cleaning\n"
+    assert "cleaning" not in await processes(reusing)
 
 
 async def test_reuse_terminate_kills_the_whole_tree_after_the_grace(reusing):

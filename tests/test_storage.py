@@ -622,6 +622,27 @@ async def test_list_executions_newest_first_with_filters_and_pages(store: Sqlite
     assert await store.list_executions(ExecutionFilter(text="_")) == ([], 0)
 
 
+async def test_reads_too_slow_for_the_loop_move_to_a_reader_thread(store: SqliteStore,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small reads run inline on the event loop within a time budget; past it, SQLite interrupts
+    the statement and the read runs again on a reader thread, with the same answer."""
+    made = [execution(f"run {i}", at=T0 + timedelta(seconds=i), user="ana" if i % 3 else "bob") for i in range(300)]
+    for e in made:
+        await created(store, e)
+    flt = ExecutionFilter(user="ana", limit=5, offset=150)
+    inline = await store.list_executions(flt)
+    assert store._reader.moved == 0
+    monkeypatch.setattr("storage.reads.INLINE_BUDGET", -1.0)
+    moved = await store.list_executions(flt)
+    assert store._reader.moved == 1
+    assert moved == inline and inline[1] == 200
+    assert [e.name for e in inline[0]] == [f"run {i}" for i in range(299, -1, -1) if i % 3][150:155]
+    # the interrupted read left no transaction open on the loop's connection
+    monkeypatch.setattr("storage.reads.INLINE_BUDGET", 1.0)
+    assert await store.list_executions(flt) == inline
+    assert (await store.get_execution(made[7].id)) == made[7]
+
+
 async def test_resolve_execution_id_by_prefix(store: SqliteStore) -> None:
     ids = ["abc-1", "abc-2", "abd-1"]
     for i in ids:

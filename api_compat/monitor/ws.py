@@ -1,13 +1,19 @@
 """StepFlow Monitor's WebSocket: engine events become messages, fanned out to clients.
 
 One engine subscription feeds the hub; each event is encoded once and offered to the clients that
-want it. Each client has its own queue and sender task, so a slow client never stalls the others
-nor the engine. A client's queue holds at most `limit` droppable messages (`log_entry`, and
-`step_update` for progress-only changes); beyond that they are dropped for that client and counted,
-and once it catches up it gets an `error` message with `error_code` `LOG_ENTRIES_DROPPED` saying how
-many and which sequence numbers to fetch again (`GET /api/executions/{id}/logs`). Status messages
-are never dropped. A client whose queue passes a hard bound anyway (it stopped reading) is closed
-with 1008 "client too slow".
+want it. Each client has its own queue, written by the hub's flush without waiting, so a slow client
+never stalls the others nor the engine. A client's queue holds at most `limit` droppable messages
+(`log_entry`, and `step_update` for progress-only changes); beyond that they are dropped for that
+client and counted, and it gets an `error` message with `error_code` `LOG_ENTRIES_DROPPED` saying how
+many and which sequence numbers to fetch again (`GET /api/executions/{id}/logs`), in sequence with
+its log entries. Status messages are never dropped, and jump ahead of the log entries queued for a
+client that lags. A client that stopped reading (4 MiB unread in its socket) is closed with 1008,
+one silent for `_PING_TIMEOUT` with 1001.
+
+Before any client's queue, the hub's log budget (see `WsHub`) caps the log entries streamed per
+execution per second, summed over its subscribers: with a thousand subscribers, writing every line
+to every socket would take the loop from the engine. What it drops, it drops for everyone, and says
+so with the same `LOG_ENTRIES_DROPPED` message.
 
 Who gets what (see api_compat/README.md): every client gets `execution_started`,
 `execution_completed` and `artifact_created` for every execution; `step_update`, `log_entry` and
@@ -24,6 +30,7 @@ import json
 import logging
 import socket
 import struct
+import time
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -55,8 +62,12 @@ log = logging.getLogger(__name__)
 WILDCARD = "*"
 #: seconds before writing again to clients whose transports were full
 _RETRY = 0.05
-#: seconds messages are gathered before they are written
-_TICK = 0.05
+#: seconds log entries are gathered before they are written (fewer, bigger writes to each socket)
+_TICK = 0.02
+#: ... and status messages: they go out sooner, with whatever else waits
+_STATUS_TICK = 0.02
+#: after writing to every client that had something, wait this many times as long before the next
+_REST_FACTOR = 3
 #: kernel send buffer of a WebSocket connection
 _SNDBUF = 64 * 1024
 #: a client whose transport holds this many bytes of status messages it has not read is closed
@@ -154,7 +165,7 @@ class WsClient:
             self._drop_notices()
         self._n += 1
         self._status.append((self._n, frame(text) if isinstance(text, str) else text))
-        self.hub.mark_dirty(self)
+        self.hub.mark_dirty(self, soon=True)
 
     def send_droppable(self, execution_id: str, frames: bytes, count: int, first_seq: int = -1) -> None:
         """`count` log entries (or progress updates) as one blob of frames: all or none."""
@@ -302,7 +313,10 @@ class WsHub:
         self.running = False
         self.accepting = False
         self._dirty: set[WsClient] = set()
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_soon = False
+        #: loop time before which no flush starts (see _flush)
+        self._rested = 0.0
 
     @property
     def client_count(self) -> int:
@@ -370,14 +384,34 @@ class WsHub:
         return client
 
     # -- writing: one flush per loop iteration for every client that has something waiting -------
-    def mark_dirty(self, client: WsClient) -> None:
+    def mark_dirty(self, client: WsClient, *, soon: bool = False) -> None:
+        """Writes are gathered for a short moment (one write per client per tick, not per event):
+        `_TICK` for log entries, `_STATUS_TICK` once a status message waits."""
         self._dirty.add(client)
-        if self._flush_handle is None:
-            # writes are gathered for a short moment: one write per client per tick, not per event
-            self._flush_handle = asyncio.get_running_loop().call_later(_TICK, self._flush)
+        if self._flush_soon:
+            return
+        handle = self._flush_handle
+        if handle is None:
+            self._flush_soon = soon
+            self._flush_handle = self._flush_later(_STATUS_TICK if soon else _TICK)
+        elif soon:
+            self._flush_soon = True
+            loop = asyncio.get_running_loop()
+            if handle.when() > max(loop.time() + _STATUS_TICK, self._rested):
+                handle.cancel()
+                self._flush_handle = self._flush_later(_STATUS_TICK)
+
+    def _flush_later(self, delay: float) -> asyncio.TimerHandle:
+        loop = asyncio.get_running_loop()
+        return loop.call_at(max(loop.time() + delay, self._rested), self._flush)
 
     def _flush(self) -> None:
         self._flush_handle = None
+        self._flush_soon = False
+        loop = asyncio.get_running_loop()
+        # CPU time, not wall time: on a busy machine a round may wait for a core; that is no
+        # reason to wait longer before the next one
+        started = time.thread_time()
         dirty = self._dirty
         self._dirty = set()
         for client in dirty:
@@ -387,9 +421,14 @@ class WsHub:
                 done = True
             if not done:
                 self._dirty.add(client)
+        # A write to each of a thousand sockets takes tens of ms (on loopback the kernel delivers
+        # to the reader within the send). Rest the loop a few times as long before the next round:
+        # the fan-out then takes at most ~1/(1 + _REST_FACTOR) of it, the engine keeps the rest,
+        # and the writes get fewer and bigger as the clients get more.
+        self._rested = loop.time() + (time.thread_time() - started) * _REST_FACTOR
         if self._dirty:
             # transports still full: look again shortly (their readers are slow)
-            self._flush_handle = asyncio.get_running_loop().call_later(_RETRY, self._flush)
+            self._flush_handle = self._flush_later(_RETRY)
 
     def unregister(self, client: WsClient) -> None:
         self.clients.discard(client)
@@ -453,11 +492,15 @@ class WsHub:
             targets = self.interested(event.exec_id)
             if not targets:
                 return
-            count = self._allow(event.exec_id, len(targets), len(event.lines), event.start_seq)
+            total = len(event.lines)
+            count = self._allow(event.exec_id, len(targets), total)
+            if count:
+                targets = tuple(targets)
+                self._tell_dropped(event.exec_id, targets)
+            if count < total:
+                self._note_dropped(event.exec_id, event.start_seq + count, event.start_seq + total - 1)
             if not count:
                 return
-            targets = tuple(targets)
-            self._tell_dropped(event.exec_id, targets)
             level = log_level(event.stream)
             ts = iso(event.timestamp)
             stream = event.stream.value
@@ -518,8 +561,8 @@ class WsHub:
             client.send(blob)
 
     # -- the log budget ------------------------------------------------------------------------------
-    def _allow(self, execution_id: str, clients: int, count: int, first_seq: int) -> int:
-        """How many of `count` entries (from `first_seq`) go out; the rest is noted as dropped."""
+    def _allow(self, execution_id: str, clients: int, count: int) -> int:
+        """How many of `count` entries go out now (the first ones)."""
         if self.log_budget <= 0:
             return count
         budget = self._budgets.get(execution_id)
@@ -532,12 +575,14 @@ class WsHub:
             budget.window_end = now + _WINDOW
         allowed = min(budget.left, count)
         budget.left -= allowed
-        if allowed < count:
-            budget.count += count - allowed
-            if budget.first < 0:
-                budget.first = first_seq + allowed
-            budget.last = first_seq + count - 1
         return allowed
+
+    def _note_dropped(self, execution_id: str, first_seq: int, last_seq: int) -> None:
+        budget = self._budgets[execution_id]
+        budget.count += last_seq - first_seq + 1
+        if budget.first < 0:
+            budget.first = first_seq
+        budget.last = last_seq
 
     def _tell_dropped(self, execution_id: str, targets: tuple[WsClient, ...]) -> None:
         """Before the next message of an execution: what the budget dropped since the last one."""

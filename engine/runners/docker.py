@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 from docker.models.containers import Container
+from docker.utils.socket import demux_adaptor, frames_iter
 
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, ResourceSample, SpawnError
@@ -74,13 +75,16 @@ REFOLLOW_DELAY = 0.2
 IDLE_COMMAND = ["sh", "-c", 'trap "exit 0" TERM; while :; do sleep 3600 & wait; done']
 #: the first line an exec'd command writes on stderr: what to signal to stop it
 KILL_TARGET_PREFIX = b"\x1e@stepflow-kill-target "
-#: runs an exec'd command: reports `-PGID` when the command leads its own process group (runc and
-#: crun start exec'd processes in a new session), else its PID, then becomes the command
+#: runs an exec'd command: waits for a line on stdin (sent once the exec's stream is attached:
+#: podman drops what an exec writes before; without it, runs nothing), reports `-PGID` when the command leads its own
+#: process group (runc and crun start exec'd processes in a new session), else its PID, then
+#: becomes the command, its stdin /dev/null
 EXEC_WRAPPER = (
+    "read -r _ || exit 125; "
     "g=$$; if [ -r /proc/$$/stat ]; then read -r _ _ _ _ g _ </proc/$$/stat; fi; "
     'if [ "$g" = "$$" ]; then t="-$$"; else t="$$"; fi; '
     "printf '\\036@stepflow-kill-target %s\\n' \"$t\" >&2; "
-    'exec "$@"'
+    'exec "$@" </dev/null'
 )
 #: stops what `$1` names inside a reused container: SIGTERM, then SIGKILL after `$2` tenths of a
 #: second, and returns once nothing of it is left (or 10 s after SIGKILL)
@@ -268,7 +272,7 @@ class DockerRunner:
         await self._ensure_image(client)
         container = await self._shared_container(client)
         api = client.api
-        options: dict[str, Any] = {"stdout": True, "stderr": True, "stdin": False, "tty": False}
+        options: dict[str, Any] = {"stdout": True, "stderr": True, "stdin": True, "tty": False}
         if spec.env:
             options["environment"] = dict(spec.env)
         if spec.cwd:
@@ -278,7 +282,13 @@ class DockerRunner:
                 api.exec_create, container.id, ["sh", "-c", EXEC_WRAPPER, "sh", *command], **options
             )
             exec_id = created["Id"]
-            frames = await asyncio.to_thread(api.exec_start, exec_id, stream=True, demux=True)
+            sock = await asyncio.to_thread(api.exec_start, exec_id, socket=True)
+            try:
+                # The stream is attached: the wrapper may go on (see EXEC_WRAPPER).
+                await asyncio.to_thread(getattr(sock, "_sock", sock).sendall, b"\n")
+            except BaseException:
+                sock.close()  # the wrapper sees its stdin end, and runs nothing
+                raise
         except docker.errors.NotFound:
             raise SpawnError(
                 f"the container {container.short_id} of {self.image_name!r} (reuse: true) is gone"
@@ -292,7 +302,8 @@ class DockerRunner:
             raise SpawnError(
                 f"cannot reach the Docker daemon at {self.where}: {_daemon_reason(exc, self)}"
             ) from None
-        running = DockerExec(self, client, container, exec_id, frames)
+        frames = (demux_adaptor(*frame) for frame in frames_iter(sock, tty=False))
+        running = DockerExec(self, client, container, exec_id, frames, sock)
         self._running.add(running)
         return running
 
@@ -359,6 +370,9 @@ class DockerRunner:
             await asyncio.gather(
                 *(command.terminate(CLOSE_GRACE) for command in running), return_exceptions=True
             )
+        for command in running:
+            if isinstance(command, DockerExec):
+                command.discard_output()  # nobody may be reading it: its thread must not wait
         containers = [
             *self._finished,
             *(command.container for command in running if isinstance(command, DockerCommand)),
@@ -500,6 +514,7 @@ class DockerExec:
         container: Container,
         exec_id: str,
         frames: Iterable[tuple[bytes | None, bytes | None]],
+        sock: Any,
     ) -> None:
         self._runner = runner
         self._api = client.api
@@ -511,6 +526,7 @@ class DockerExec:
         self._target: asyncio.Future[str | None] = loop.create_future()
         self._stream_closed: asyncio.Future[None] = loop.create_future()
         self._frames = frames
+        self._sock = sock
         threading.Thread(
             target=self._read, args=(loop,), name=f"docker-exec-{exec_id[:12]}", daemon=True
         ).start()
@@ -558,6 +574,8 @@ class DockerExec:
         except Exception as exc:  # noqa: BLE001 - a broken stream ends the output, said in the log
             log.warning("exec %s: output stream broke: %s", self.exec_id[:12], exc)
         finally:
+            with contextlib.suppress(Exception):
+                self._sock.close()
             if header:
                 self._output.put((Stream.STDERR, header))
             self._output.put((Stream.STDOUT, None))
@@ -598,6 +616,10 @@ class DockerExec:
             if not self._output_done.done():
                 self._output_done.set_result(None)
 
+    def discard_output(self) -> None:
+        """Drop the output not read yet, and what comes after."""
+        self._output.stop()
+
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
 
@@ -609,7 +631,7 @@ class DockerExec:
             reaper = ["sh", "-c", EXEC_REAPER, "sh", target, str(tenths)]
             try:
                 await _in_thread(
-                    lambda: self.container.exec_run(reaper, stdout=False, stderr=False),
+                    lambda: self.container.exec_run(reaper),
                     f"docker-exec-stop-{self.exec_id[:12]}",
                 )
             except docker.errors.NotFound:

@@ -7,6 +7,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from engine.events import (
@@ -113,9 +114,12 @@ class ExecutionScreen(ExecutionActions):
             steps += [s for s in live.steps.values() if s.id not in {x.id for x in steps}]
         for step in steps:
             self.steps[step.id] = step
-        self.tree.set_steps(self.steps.values())
-        self._update_title()
-        self.query_one(ArtifactPane).show(self.execution.id, {s.id: s.name for s in self.steps.values()})
+        try:
+            self.tree.set_steps(self.steps.values())
+            self._update_title()
+            self.query_one(ArtifactPane).show(self.execution.id, {s.id: s.name for s in self.steps.values()})
+        except NoMatches:
+            return  # closed (back, quit) while reading: its widgets are being removed
 
     # -- events ----------------------------------------------------------------------------------
     def apply_events(self, events: list[Event]) -> None:

@@ -10,6 +10,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
@@ -91,13 +92,17 @@ class ArtifactPane(Vertical):
             self.app.report_error(exc)  # type: ignore[attr-defined]
             return
         self.artifacts = rows
-        table = self.query_one(ArtifactTable)
+        try:
+            table = self.query_one(ArtifactTable)
+            preview = self.query_one("#artifact-preview", Static)
+        except NoMatches:
+            return  # closed (back, quit) while reading: its widgets are being removed
         table.clear()
         for a in rows:
             table.add_row(a.name, a.artifact_type.value, fmt_size(a.file_size),
                           self.step_names.get(a.step_id or "", "—"), key=a.id)
         if not rows:
-            self.query_one("#artifact-preview", Static).update(Text("No artifacts.", style="dim"))
+            preview.update(Text("No artifacts.", style="dim"))
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

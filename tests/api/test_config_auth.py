@@ -39,6 +39,8 @@ def test_from_env_reads_the_documented_variables(tmp_path: Path) -> None:
                                                                                        False)
     assert defaults.cors_origins == ()
     assert ApiConfig.from_env({"STEPFLOW_WEBSOCKET_PORT": "off"}).ws_port is None
+    assert defaults.ws_log_budget == 20_000
+    assert ApiConfig.from_env({"STEPFLOW_WS_LOG_BUDGET": "0"}).ws_log_budget == 0
 
 
 @pytest.mark.parametrize(("env", "needle"), [
@@ -46,6 +48,7 @@ def test_from_env_reads_the_documented_variables(tmp_path: Path) -> None:
     ({"STEPFLOW_WEBSOCKET_PORT": "http"}, "not a port"),
     ({"STEPFLOW_WEBSOCKET_PORT": "70000"}, "not a port"),
     ({"STEPFLOW_MAX_UPLOAD_MB": "lots"}, "megabytes"),
+    ({"STEPFLOW_WS_LOG_BUDGET": "many"}, "log entries per second"),
 ])
 def test_from_env_explains_bad_values(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from api_compat import ApiListener
+from api_compat.state import WS_HUB
 from engine.model import ExecutionStatus, StepStatus, Stream
 from tests.api.conftest import make_config, running
 from tests.api.helpers import receive, receive_until
@@ -244,3 +245,85 @@ def test_messages_are_json_objects_with_type_data_timestamp() -> None:
 
     decoded = json.loads(message("x", {"a": 1}))
     assert set(decoded) == {"type", "data", "timestamp"}
+
+
+async def test_the_log_budget_drops_for_everyone_tells_them_and_keeps_status(
+        scripted: ScriptedEngine, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    """A budget of 400 entries/s for 2 clients: 200/s each, given out per window of 0.25 s. 3,000
+    lines in 0.6 s: most are dropped for both, who are told which (in sequence with the entries
+    they get), and every status message arrives."""
+    config = make_config(tmp_path, ws_log_budget=400)
+    async with running(scripted, config) as lst:
+        ex = await scripted.submit_command("echo")
+        clients = [await session.ws_connect(lst.ws_url) for _ in range(2)]
+        try:
+            for ws in clients:
+                await receive(ws)
+                await ws.send_json({"type": "subscribe", "data": {"execution_id": ex.id}})
+                assert (await receive(ws))["type"] == "subscribed"
+            await scripted.start(ex.id)
+            step = await scripted.start_step(ex.id, "flood")
+            for batch in range(30):
+                await scripted.log(ex.id, step.id, [f"line {batch * 100 + i}" for i in range(100)])
+                await asyncio.sleep(0.02)
+            await scripted.finish_step(step)
+            await scripted.finish(ex.id)
+            got = [await receive_until(ws, lambda m: m["type"] == "execution_completed") for ws in clients]
+        finally:
+            for ws in clients:
+                await ws.close()
+    for messages in got:
+        assert [m["type"] for m in messages if m["type"] not in ("log_entry", "error")] == [
+            "execution_started", "step_update", "step_update", "execution_completed"]
+        logs = [m["data"]["seq"] for m in messages if m["type"] == "log_entry"]
+        drops = [m["data"] for m in messages if m["type"] == "error"]
+        assert all(d["error_code"] == "LOG_ENTRIES_DROPPED" and "budget" in d["error_message"] for d in drops)
+        assert len(logs) + sum(d["dropped_count"] for d in drops) == 3000
+        assert 50 <= len(logs) <= 400
+        # in sequence: each notice covers the gap between the entries before and after it
+        covered = set(logs)
+        last = -1
+        for m in messages:
+            if m["type"] == "log_entry":
+                assert m["data"]["seq"] > last
+                last = m["data"]["seq"]
+            elif m["type"] == "error":
+                assert m["data"]["first_seq"] == last + 1
+                last = m["data"]["last_seq"]
+                covered |= set(range(m["data"]["first_seq"], last + 1))
+        assert covered == set(range(3000))
+    # the budget is server-wide: both clients got the same entries
+    assert [m for m in got[0] if m["type"] == "log_entry"] == [m for m in got[1] if m["type"] == "log_entry"]
+
+
+async def test_heartbeat_closes_the_silent_not_the_alive(scripted: ScriptedEngine, tmp_path: Path,
+                                                         session: aiohttp.ClientSession,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import api_compat.monitor.ws as ws_module
+
+    monkeypatch.setattr(ws_module, "_PING_EVERY", 0.1)
+    monkeypatch.setattr(ws_module, "_PING_TIMEOUT", 0.6)
+    async with running(scripted, make_config(tmp_path)) as lst:
+        alive = await session.ws_connect(lst.ws_url)  # aiohttp answers pings while reading
+        silent = await session.ws_connect(lst.ws_url, autoping=False)
+        await receive(alive)
+        await receive(silent)
+        transport = pause_reading(silent)
+        # pings come and go every 0.1 s, answered by the client that reads (inside receive())
+        reader = asyncio.create_task(alive.receive())
+        await asyncio.sleep(1.5)
+        assert not reader.done() and not alive.closed
+        hub = lst.app[WS_HUB]
+        # the silent one is closed (or closing); the one that reads is not
+        assert sorted(c._closing for c in hub.clients) in ([False], [False, True])
+        transport.resume_reading()
+        msg = await silent.receive(timeout=5)
+        while msg.type is aiohttp.WSMsgType.PING:
+            msg = await silent.receive(timeout=5)
+        # the close frame, or the end of the connection when the server gave up waiting for the answer
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+        assert not alive.closed and not reader.done()
+        await alive.send_json({"type": "ping"})
+        assert json.loads((await reader).data)["type"] == "pong"
+        await alive.close()
+        await silent.close()

@@ -19,10 +19,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from textual import events
+from textual.message import Message
+from textual.notifications import Notification
 from textual.pilot import Pilot
 from textual.widgets import OptionList
 
-from engine.model import ExecutionStatus, StepStatus
+from engine.model import ExecutionStatus, Step, StepStatus
 from stepflow_tui.app import StepflowApp
 from stepflow_tui.remote import RemoteEngine
 from stepflow_tui.screens.dialogs import ConfirmDialog
@@ -76,9 +79,14 @@ def work(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def remote(tmp_path: Path, work: Path) -> AsyncIterator[RemoteEngine]:
-    async with (stepflow_serve(tmp_path / "served", work) as url,
-                RemoteEngine(url, max_reconnect_delay=0.2) as client):
+async def server(tmp_path: Path, work: Path) -> AsyncIterator[str]:
+    async with stepflow_serve(tmp_path / "served", work) as url:
+        yield url
+
+
+@pytest.fixture
+async def remote(server: str) -> AsyncIterator[RemoteEngine]:
+    async with RemoteEngine(server, max_reconnect_delay=0.2) as client:
         yield client
 
 
@@ -99,8 +107,9 @@ async def until(pilot: Pilot, predicate: Callable[[], object], what: str, within
         raise AssertionError(f"timed out waiting for {what}; screen:\n{screen_text(pilot.app)}") from None
 
 
-def shown(app: StepflowApp, text: str) -> bool:
-    return text in screen_text(app)
+def shown(app: StepflowApp, *texts: str) -> bool:
+    screen = screen_text(app)
+    return all(text in screen for text in texts)
 
 
 def view(app: StepflowApp) -> ExecutionScreen:
@@ -121,8 +130,11 @@ async def launch_command(pilot: Pilot, command: str) -> ExecutionScreen:
     """`n`, the command typed into the launch dialog, enter: the new execution's view opens."""
     app = pilot.app
     await pilot.press("n")
-    await until(pilot, lambda: isinstance(app.screen, LaunchDialog)
-                and app.screen.query_one("#workflow-list", OptionList).option_count > 0, "the scanned launch dialog")
+
+    def scanned() -> bool:  # the list says what it found, or that it found nothing
+        return isinstance(app.screen, LaunchDialog) and app.screen.query_one(OptionList).option_count > 0
+
+    await until(pilot, scanned, "the launch dialog's workflow list")
 
     def in_command_field() -> bool:
         return app.screen.focused is not None and app.screen.focused.id == "command-input"
@@ -148,6 +160,8 @@ echo STEP_START:test
 echo all tests pass
 echo STEP_COMPLETE:test
 """
+WAIT_SCRIPT = "echo STEP_START:wait\necho waiting now\nuntil test -e never; do sleep 0.02; done\n"
+GREET_SCRIPT = "echo STEP_START:greet\necho hello over http\necho STEP_COMPLETE:greet\n"
 
 
 async def test_a_running_execution_shows_its_steps_and_live_log(remote: RemoteEngine, work: Path) -> None:
@@ -163,8 +177,7 @@ async def test_a_running_execution_shows_its_steps_and_live_log(remote: RemoteEn
         # running: the step in the tree with the running glyph, its first line in the log pane
         await until(pilot, status_is(app, ExecutionStatus.RUNNING), "running")
         await until(pilot, lambda: step_status(app, "build") is StepStatus.RUNNING, "build running")
-        await until(pilot, lambda: shown(app, "▶ build") and shown(app, "compiling part one"),
-                    "the running step and its first line")
+        await until(pilot, lambda: shown(app, "▶ build", "compiling part one"), "the step and its line")
         assert not shown(app, "compiling part two") and step_status(app, "test") is None
         lines_before = log.total
 
@@ -178,9 +191,8 @@ async def test_a_running_execution_shows_its_steps_and_live_log(remote: RemoteEn
         done.touch()
         await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "completed")
         await until(pilot, lambda: step_status(app, "test") is StepStatus.COMPLETED, "test completed")
-        await until(pilot, lambda: shown(app, "✓ build") and shown(app, "✓ test") and shown(app, "all tests pass"),
-                    "completed glyphs and the last line")
-        assert shown(app, "completed") and view(app).execution.exit_code == 0
+        await until(pilot, lambda: shown(app, "✓ build", "✓ test", "all tests pass"), "the glyphs")
+        assert shown(app, "✓ sh live.sh  completed") and view(app).execution.exit_code == 0
         assert [line.text for line in await remote.get_log_lines(view(app).execution.id)
                 if not line.text.startswith("STEP_")] == \
             ["compiling part one", "compiling part two", "all tests pass"]
@@ -191,16 +203,16 @@ async def test_a_running_execution_shows_its_steps_and_live_log(remote: RemoteEn
         listing = app.screen.query_one(ExecutionList)
         await until(pilot, lambda: listing.total == 1 and listing.current is not None
                     and listing.current.status is ExecutionStatus.COMPLETED, "the list row completed")
-        await until(pilot, lambda: shown(app, "✓"), "the completed glyph in the list")
+        await until(pilot, lambda: shown(app, "✓ sh live.sh"), "the completed glyph in the list")
 
 
 async def test_cancel_a_running_remote_execution(remote: RemoteEngine, work: Path) -> None:
-    (work / "wait.sh").write_text("echo STEP_START:wait\necho waiting now\nuntil test -e never; do sleep 0.02; done\n")
+    (work / "wait.sh").write_text(WAIT_SCRIPT)
     app = remote_app(remote, [work])
     async with app.run_test(size=(120, 40)) as pilot:
         await launch_command(pilot, "sh wait.sh")
-        await until(pilot, lambda: step_status(app, "wait") is StepStatus.RUNNING and shown(app, "waiting now"),
-                    "the step running")
+        await until(pilot, lambda: step_status(app, "wait") is StepStatus.RUNNING, "the step running")
+        await until(pilot, lambda: shown(app, "▶ wait", "waiting now"), "the step and its line")
         execution_id = view(app).execution.id
 
         await pilot.press("c")
@@ -213,29 +225,29 @@ async def test_cancel_a_running_remote_execution(remote: RemoteEngine, work: Pat
         await until(pilot, lambda: isinstance(app.screen, ConfirmDialog), "the confirmation")
         await pilot.press("y")
         await until(pilot, status_is(app, ExecutionStatus.CANCELLED), "cancelled", within=30)
-        await until(pilot, lambda: shown(app, "■") and shown(app, "cancelled"), "the cancelled glyph")
+        await until(pilot, lambda: shown(app, "■ sh wait.sh  cancelled", "■ wait"), "the glyphs")
         stored = await remote.get_execution(execution_id)
         assert stored is not None and stored.status is ExecutionStatus.CANCELLED
         await until(pilot, lambda: not app.running, "no execution counted as running")
 
 
 async def test_rerun_opens_the_new_execution(remote: RemoteEngine, work: Path) -> None:
+    (work / "greet.sh").write_text(GREET_SCRIPT)
     app = remote_app(remote, [work])
     async with app.run_test(size=(120, 40)) as pilot:
-        await launch_command(pilot, "echo STEP_START:greet; echo hello over http; echo STEP_COMPLETE:greet")
+        await launch_command(pilot, "sh greet.sh")
         await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "completed")
-        await until(pilot, lambda: shown(app, "hello over http") and shown(app, "✓ greet"), "the output")
+        await until(pilot, lambda: shown(app, "hello over http", "✓ greet"), "the output")
         first = view(app).execution.id
 
         await pilot.press("r")
-        await until(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen.execution.id != first,
-                    "the rerun opened")
+        await until(pilot, lambda: view(app).execution.id != first, "the rerun opened")
         assert view(app).execution.rerun_of == first
         await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "the rerun completed")
-        await until(pilot, lambda: shown(app, "hello over http") and shown(app, "✓ greet"), "the rerun's output")
-        assert shown(app, "✓ echo STEP_START:greet")
+        await until(pilot, lambda: shown(app, "✓ sh greet.sh", "✓ greet", "hello over http"), "output")
 
         await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen), "the executions list")
         listing = app.screen.query_one(ExecutionList)
         await until(pilot, lambda: listing.total == 2, "both executions listed")
 
@@ -247,10 +259,15 @@ async def test_a_bad_workflow_is_a_notification_not_a_crash(remote: RemoteEngine
     app = remote_app(remote, [workflows])
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("n")
-        await until(pilot, lambda: isinstance(app.screen, LaunchDialog) and app.screen.workflows, "the workflow")
-        await pilot.press("enter")
-        await until(pilot, lambda: any(n.severity == "error" for n in app._notifications), "an error notification")
-        note = next(n for n in app._notifications if n.severity == "error")
+        await until(pilot, lambda: isinstance(app.screen, LaunchDialog) and app.screen.workflows, "the file")
+        await pilot.press("enter")  # the only workflow file, highlighted
+
+        def errors() -> list[Notification]:
+            return [n for n in app._notifications if n.severity == "error"]
+
+        await until(pilot, errors, "an error notification")
+        note = errors()[0]
+        assert note.title == "Invalid workflow"
         assert "broken.yaml" in note.message and "runn" in note.message
         assert not isinstance(app.screen, ExecutionScreen) and app.is_running
 
@@ -258,3 +275,43 @@ async def test_a_bad_workflow_is_a_notification_not_a_crash(remote: RemoteEngine
         await launch_command(pilot, "echo still fine")
         await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "completed")
         await until(pilot, lambda: shown(app, "still fine"), "the output")
+
+
+class HeldSteps(RemoteEngine):
+    """Reads an execution's steps, then holds the answer until `release` is set."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, max_reconnect_delay=0.2)
+        self.reading = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_steps(self, execution_id: str) -> list[Step]:
+        steps = await super().get_steps(execution_id)
+        self.reading.set()
+        await self.release.wait()
+        return steps
+
+
+async def test_leaving_a_view_that_still_reads_is_clean(server: str) -> None:
+    async with HeldSteps(server) as remote:
+        execution = await remote.submit_command("echo done")
+        app = remote_app(remote, [])
+
+        def answer_during_teardown(message: Message) -> None:
+            # the view's widgets go first, its reading worker last: the answer comes in between
+            if isinstance(message, events.Unmount) and isinstance(message._sender, StepTree):
+                remote.release.set()
+
+        async with app.run_test(size=(120, 40), message_hook=answer_during_teardown) as pilot:
+            listing = app.screen.query_one(ExecutionList)
+            await until(pilot, lambda: listing.current is not None and listing.current.id == execution.id
+                        and listing.current.status is ExecutionStatus.COMPLETED, "the execution listed")
+            await pilot.press("enter")
+            await until(pilot, lambda: isinstance(app.screen, ExecutionScreen) and remote.reading.is_set(),
+                        "the view reading its steps")
+            await pilot.press("escape")
+            await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen), "back on the list")
+            await until(pilot, remote.release.is_set, "the view's widgets removed")
+            await pilot.press("enter")  # and the app goes on
+            await until(pilot, lambda: isinstance(app.screen, ExecutionScreen) and shown(app, "✓ echo done"),
+                        "the view again")
