@@ -332,7 +332,7 @@ class Engine:
 
     async def cancel(self, execution_id: str, reason: AbortReason = AbortReason.USER) -> None:
         entry = self._runs.get(execution_id)
-        if entry is None:
+        if entry is None or entry[0].execution.status.is_terminal:
             execution = await self.store.get_execution(execution_id)
             if execution is None:
                 raise NotFound(f"no execution {execution_id}")
