@@ -12,7 +12,9 @@ from engine.model import Artifact, Execution, Step
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if value.tzinfo is not UTC:  # the store and the engine already hand out UTC: skip the conversion
+        value = value.astimezone(UTC)
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def _round(value: float | None) -> float | None:
