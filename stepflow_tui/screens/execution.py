@@ -123,6 +123,12 @@ class ExecutionScreen(ExecutionActions):
 
     # -- events ----------------------------------------------------------------------------------
     def apply_events(self, events: list[Event]) -> None:
+        try:
+            self._apply_events(events)
+        except NoMatches:
+            return  # being closed (or recomposed): its widgets are not there now
+
+    def _apply_events(self, events: list[Event]) -> None:
         my_id = self.execution.id
         lines = []
         title = False
@@ -166,9 +172,15 @@ class ExecutionScreen(ExecutionActions):
     def tick(self) -> None:
         if not self._ready:
             return
-        self.tree.tick()
-        if self.execution.status is ExecutionStatus.RUNNING:
-            self._update_title()
+        try:
+            self.tree.tick()
+            if self.execution.status is ExecutionStatus.RUNNING:
+                self._update_title()
+        except NoMatches:
+            return  # being closed (or recomposed): its widgets are not there now
+
+    def on_unmount(self) -> None:
+        self._ready = False
 
     def _update_title(self) -> None:
         ex = self.execution
