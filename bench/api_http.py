@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+import psutil  # noqa: E402
 
 ROUTES = ["/api/health", "/api/executions?limit=10"]
 
@@ -92,7 +93,9 @@ async def latency(session: aiohttp.ClientSession, url: str, n: int) -> list[floa
     return times
 
 
-async def throughput(url: str, total: int, concurrency: int) -> float:
+async def throughput(url: str, total: int, concurrency: int, server: psutil.Process) -> tuple[float, float]:
+    """Requests per second, and the server's CPU time per request (user + system, in seconds): the
+    second holds on a machine shared with other work, the first does not."""
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as session:
         remaining = total
@@ -106,21 +109,27 @@ async def throughput(url: str, total: int, concurrency: int) -> float:
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))  # warm the connections
         remaining = total
+        cpu = server.cpu_times()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return total / (time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        cpu_after = server.cpu_times()
+        used = (cpu_after.user - cpu.user) + (cpu_after.system - cpu.system)
+        return total / elapsed, used / total
 
 
-async def measure(base: str, n: int, total: int, concurrency: int) -> None:
+async def measure(base: str, n: int, total: int, concurrency: int, server: psutil.Process) -> None:
     async with aiohttp.ClientSession() as session:
         for route in ROUTES:
             await latency(session, base + route, 200)  # warm up
             times = await latency(session, base + route, n)
-            rps = await throughput(base + route, total, concurrency)
+            rps, cpu = await throughput(base + route, total, concurrency, server)
             times.sort()
             print(f"GET {route:28s} median {statistics.median(times) * 1000:6.3f} ms  "
                   f"p99 {times[int(len(times) * 0.99)] * 1000:6.3f} ms  "
-                  f"{rps:8.0f} req/s at concurrency {concurrency}")
+                  f"{rps:8.0f} req/s at concurrency {concurrency}  "
+                  f"server CPU {cpu * 1e6:5.0f} us/request")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
 def main() -> None:
@@ -149,7 +158,7 @@ def main() -> None:
                     raise SystemExit("the server did not start")
                 time.sleep(0.05)
             base = f"http://127.0.0.1:{port_file.read_text()}"
-            asyncio.run(measure(base, args.requests, args.requests * 3, args.concurrency))
+            asyncio.run(measure(base, args.requests, args.requests * 3, args.concurrency, psutil.Process(server.pid)))
         finally:
             server.terminate()
             server.wait(10)

@@ -94,7 +94,11 @@ class EngineClient(Protocol):
         before_seq: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
-    ) -> list[LogLine]: ...
+        offset: int = 0,
+    ) -> list[LogLine]:
+        """Lines with after_seq < seq < before_seq (of `step_ids` only, if given), in seq order or
+        newest first, skipping the first `offset` of them: a view filtered to a step jumps to its
+        n-th line with one read."""
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int: ...
 

@@ -77,7 +77,7 @@ class CommandPump:
             return CommandOutcome(exit_code=None, reason=AbortReason.SPAWN_ERROR, error=str(exc))
         proc = self._proc
         stop_watch = asyncio.create_task(self._watch_stop(proc))
-        sampler = asyncio.create_task(self._sample(proc))
+        sampler = asyncio.create_task(self._sample(proc)) if self._can_sample(proc) else None
         pump = asyncio.create_task(self._pump(proc))
         timed_out = False
         try:
@@ -100,7 +100,8 @@ class CommandPump:
             raise
         finally:
             stop_watch.cancel()
-            sampler.cancel()
+            if sampler is not None:
+                sampler.cancel()
         return await self._outcome(exit_code, timed_out, timeout)
 
     async def _until_output_ends(self, proc: RunningCommand, pump: asyncio.Task[None]) -> None:
@@ -127,7 +128,9 @@ class CommandPump:
 
     async def _outcome(self, exit_code: int, timed_out: bool, timeout: float | None) -> CommandOutcome:
         if timed_out:
-            outcome = CommandOutcome(exit_code, AbortReason.TIMEOUT, f"timed out after {_fmt_seconds(timeout)}")
+            outcome = CommandOutcome(
+                exit_code, AbortReason.TIMEOUT, f"timed out after {_fmt_seconds(timeout)}"
+            )
         elif self._stop_on_error is not None:
             outcome = CommandOutcome(exit_code, AbortReason.STOP_ON_ERROR, self._stop_on_error)
         elif self.state.stop_reason is not None and self._terminating is not None and not self._leftovers:
@@ -139,11 +142,15 @@ class CommandPump:
             for action in self._tree.finish(exit_code):
                 await self._apply(action)
         else:
-            status = StepStatus.CANCELLED if outcome.reason in (AbortReason.USER, AbortReason.SHUTDOWN) \
+            status = (
+                StepStatus.CANCELLED
+                if outcome.reason in (AbortReason.USER, AbortReason.SHUTDOWN)
                 else StepStatus.FAILED
+            )
             for step in sorted(self._local_steps.values(), key=lambda s: s.index, reverse=True):
-                await self.state.finish_step(step, status, error=outcome.error, reason=outcome.reason,
-                                             exit_code=exit_code)
+                await self.state.finish_step(
+                    step, status, error=outcome.error, reason=outcome.reason, exit_code=exit_code
+                )
         return outcome
 
     # -- reading output -----------------------------------------------------------------------
@@ -206,14 +213,19 @@ class CommandPump:
                 self._local_steps[action.local_id] = step
                 return step.id
             case mt.CloseStep():
-                step = self._local_steps.get(action.local_id)
-                if step is not None:
+                closing = self._local_steps.get(action.local_id)
+                if closing is not None:
                     if action.failed:
-                        await state.finish_step(step, StepStatus.FAILED, error=action.error,
-                                                exit_code=getattr(action, "exit_code", None))
+                        await state.finish_step(
+                            closing,
+                            StepStatus.FAILED,
+                            error=action.error,
+                            exit_code=getattr(action, "exit_code", None),
+                        )
                     else:
-                        await state.finish_step(step, StepStatus.COMPLETED,
-                                                exit_code=getattr(action, "exit_code", None))
+                        await state.finish_step(
+                            closing, StepStatus.COMPLETED, exit_code=getattr(action, "exit_code", None)
+                        )
             case mt.SetProgress():
                 step = self._step_for(action.local_id)
                 if action.percent is not None:
@@ -241,7 +253,9 @@ class CommandPump:
             case mt.StopExecution():
                 step = self._step_for(action.local_id)
                 self._stop_on_error = action.message or f"step '{step.name}' failed (stop_on_error)"
-                await state.system_line(step.id, f"stop_on_error: {self._stop_on_error}; stopping the command")
+                await state.system_line(
+                    step.id, f"stop_on_error: {self._stop_on_error}; stopping the command"
+                )
                 if self._proc is not None:
                     self._terminate(self._proc)
             case mt.Warn():
@@ -313,11 +327,17 @@ class CommandPump:
         await self.state.stopping.wait()
         self._terminate(proc)
 
+    @staticmethod
+    def _can_sample(proc: RunningCommand) -> bool:
+        """Take the first sample, which primes psutil (its first CPU reading of a process is always
+        0, so that the next sample counts); None means nothing to sample (a remote command)."""
+        try:
+            return proc.sample() is not None
+        except Exception:  # psutil races with exiting processes: try again later
+            return True
+
     async def _sample(self, proc: RunningCommand) -> None:
         owner = self.owner
-        # psutil's first CPU reading of a process is always 0: prime it so the first sample counts
-        with contextlib.suppress(Exception):
-            proc.sample()
         while True:
             await asyncio.sleep(SAMPLE_INTERVAL)
             try:

@@ -489,10 +489,11 @@ class Engine:
         before_seq: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        offset: int = 0,
     ) -> list[LogLine]:
         return await self.store.get_log_lines(
             execution_id, step_ids=step_ids, after_seq=after_seq, before_seq=before_seq,
-            limit=limit, newest_first=newest_first,
+            limit=limit, newest_first=newest_first, offset=offset,
         )
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:

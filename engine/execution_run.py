@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import heapq
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from engine.artifacts import ArtifactStore
@@ -63,7 +65,7 @@ class ExecutionRun:
         self._branch_slots = {b.id: asyncio.Semaphore(plan.max_parallel) for b in plan.branches}
         self._target_slots = asyncio.Semaphore(plan.max_parallel_targets)
         #: branches holding a target slot: from their first step until they have nothing left to
-        #: run but steps waiting on other branches (see `_release_idle_targets`)
+        #: run but steps waiting on other branches (see `_release_targets`)
         self._holding: set[str] = set()
         self._holding_locks = {b.id: asyncio.Lock() for b in plan.branches}
         self._last_exit: int | None = None
@@ -98,58 +100,51 @@ class ExecutionRun:
     # -- scheduling ---------------------------------------------------------------------------
     async def _schedule(self) -> None:
         state = self.state
-        pending = [p for p in self.plan.steps]
-        running: dict[asyncio.Task[None], StepPlan] = {}
-        stop_wait: asyncio.Task[bool] = asyncio.create_task(state.stopping.wait())
+        pending = _PendingPlans(self.plan.steps)
+        running = _RunningSteps()
+        stop_wait = asyncio.create_task(state.stopping.wait())
+        stop_wait.add_done_callback(lambda _task: running.wakeup.set())
         try:
             while pending or running:
                 if state.stopping.is_set():
-                    for plan in pending:
+                    for plan in pending.take_all():
                         await self._skip(plan, stopped=True)
-                    pending.clear()
-                for plan in list(pending):
+                for plan in pending.changed():
                     verdict = self._readiness(plan)
                     if verdict == "wait":
                         continue
-                    pending.remove(plan)
+                    pending.take(plan)
+                    if verdict == "run":
+                        running.start(self._run_step(plan), plan)
+                        continue
                     if verdict == "skip":
                         await self._skip(plan, stopped=False)
-                    elif verdict == "done":
-                        await self._mark_done_elsewhere(plan)
                     else:
-                        running[asyncio.create_task(self._run_step(plan))] = plan
-                self._release_idle_targets(running.values())
+                        await self._mark_done_elsewhere(plan)
+                    pending.settled(plan)
+                self._release_targets(running.idle_branches())
                 if not running:
-                    if pending:  # cannot happen with a validated DAG; never spin
-                        for plan in pending:
-                            await self._skip(plan, stopped=False)
-                        pending.clear()
+                    for plan in pending.take_all():  # cannot happen with a validated DAG; never spin
+                        await self._skip(plan, stopped=False)
                     break
-                waiters: set[asyncio.Task[object]] = set(running)  # type: ignore[arg-type]
-                if not stop_wait.done():
-                    waiters.add(stop_wait)  # type: ignore[arg-type]
-                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task in running:
-                        del running[task]  # type: ignore[arg-type]
-                        task.result()
+                await running.wait_for_an_end(unless=lambda: bool(pending) and state.stopping.is_set())
+                for task, plan in running.collect_ended():
+                    pending.settled(plan)
+                    task.result()
         except asyncio.CancelledError:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            await running.cancel()
             raise
         finally:
             stop_wait.cancel()
-            self._release_idle_targets(())
+            self._release_targets(list(self._holding))
 
-    def _release_idle_targets(self, running: Iterable[StepPlan]) -> None:
+    def _release_targets(self, branch_ids: Iterable[str]) -> None:
         """A branch keeps its target slot while it has a step started or ready to start, so that
         `max_parallel_targets` branches run to their end before the next ones begin. A branch
         whose remaining steps all wait on other branches lets its slot go: holding it could
         starve the very branch it waits for."""
-        busy = {plan.branch.id for plan in running}
-        for branch_id in list(self._holding):
-            if branch_id not in busy:
+        for branch_id in branch_ids:
+            if branch_id in self._holding:
                 self._holding.discard(branch_id)
                 self._target_slots.release()
 
@@ -176,8 +171,11 @@ class ExecutionRun:
             status = StepStatus.CANCELLED if reason in _CANCEL_REASONS else StepStatus.SKIPPED
             await state.finish_step(plan.step, status, reason=reason)
             return
-        failed = [n.step.name for n in plan.needs if n.step.status.is_terminal
-                  and n.step.status is not StepStatus.COMPLETED]
+        failed = [
+            n.step.name
+            for n in plan.needs
+            if n.step.status.is_terminal and n.step.status is not StepStatus.COMPLETED
+        ]
         message = f"skipped: needs {', '.join(repr(n) for n in sorted(set(failed)))} which did not complete"
         await state.finish_step(plan.step, StepStatus.SKIPPED, error=message)
 
@@ -219,8 +217,13 @@ class ExecutionRun:
                     plan.step.id, f"retrying (attempt {attempt} of {attempts}) after {_describe(outcome)}"
                 )
             pump = CommandPump(
-                state, plan.step, runner, plan.spec, self.artifacts,
-                lenient_markers=plan.lenient_markers, kill_grace=self.plan.kill_grace,
+                state,
+                plan.step,
+                runner,
+                plan.spec,
+                self.artifacts,
+                lenient_markers=plan.lenient_markers,
+                kill_grace=self.plan.kill_grace,
             )
             outcome = await pump.run(plan.timeout)
             if plan.artifacts and attempt == attempts or plan.artifacts and outcome.ok:
@@ -259,13 +262,16 @@ class ExecutionRun:
     # -- endings ---------------------------------------------------------------------------
     async def _finish_branches(self) -> None:
         state = self.state
+        by_branch: dict[str, list[StepPlan]] = {}
+        for plan in self.plan.steps:
+            by_branch.setdefault(plan.branch.id, []).append(plan)
         for branch in self.plan.branches:
             if branch.status.is_terminal:
                 continue
+            mine = by_branch.get(branch.id, [])
             if self.plan.is_command:
-                await self._finish_command_branch(branch)
+                await self._finish_command_branch(branch, mine[0] if mine else None)
                 continue
-            mine = [p for p in self.plan.steps if p.branch is branch]
             failed = [p for p in mine if p.step.status is StepStatus.FAILED and not p.continue_on_error]
             cancelled = [p for p in mine if p.step.status is StepStatus.CANCELLED]
             skipped = [p for p in mine if p.step.status is StepStatus.SKIPPED and p.done_in is None]
@@ -282,7 +288,9 @@ class ExecutionRun:
             if failed:
                 first = failed[0].step
                 await state.finish_step(
-                    branch, StepStatus.FAILED, exit_code=first.exit_code,
+                    branch,
+                    StepStatus.FAILED,
+                    exit_code=first.exit_code,
                     error=f"step '{first.name}' failed: {first.error_message or 'failed'}",
                 )
             elif cancelled or (skipped and state.stop_reason in _CANCEL_REASONS):
@@ -293,9 +301,8 @@ class ExecutionRun:
             else:
                 await state.finish_step(branch, StepStatus.COMPLETED, exit_code=0)
 
-    async def _finish_command_branch(self, branch: Step) -> None:
+    async def _finish_command_branch(self, branch: Step, plan: StepPlan | None) -> None:
         state = self.state
-        plan = next((p for p in self.plan.steps if p.branch is branch), None)
         if plan is None or branch.status is StepStatus.PENDING:
             status = StepStatus.CANCELLED if state.stop_reason in _CANCEL_REASONS else StepStatus.SKIPPED
             await state.finish_step(branch, status, reason=state.stop_reason)
@@ -318,11 +325,17 @@ class ExecutionRun:
         branches = self.plan.branches
         reason = state.stop_reason
         if reason in _CANCEL_REASONS:
-            await state.finish(ExecutionStatus.CANCELLED, reason=reason,
-                               error=state.stop_message or _cancel_message(reason), exit_code=self._last_exit)
+            await state.finish(
+                ExecutionStatus.CANCELLED,
+                reason=reason,
+                error=state.stop_message or _cancel_message(reason),
+                exit_code=self._last_exit,
+            )
             return
-        failed = [b for b in branches if b.status is not StepStatus.COMPLETED and "completed_in" not in b.metadata]
-        ok = [b for b in branches if b not in failed]
+        failed = [
+            b for b in branches if b.status is not StepStatus.COMPLETED and "completed_in" not in b.metadata
+        ]
+        ok = len(failed) < len(branches)
         if not failed or (self.plan.allow_failed_targets and ok):
             exit_code = self._last_exit if self.plan.is_command else 0
             await state.finish(ExecutionStatus.COMPLETED, exit_code=exit_code if exit_code is not None else 0)
@@ -334,12 +347,106 @@ class ExecutionRun:
         if reason is AbortReason.STOP_ON_ERROR:
             error = state.stop_message or error
         exit_code = first.exit_code if first.exit_code not in (None, 0) else 1
-        await state.finish(ExecutionStatus.FAILED, exit_code=exit_code, error=error, reason=_failure_reason(first, reason))
+        await state.finish(
+            ExecutionStatus.FAILED, exit_code=exit_code, error=error, reason=_failure_reason(first, reason)
+        )
+
+
+class _PendingPlans:
+    """The plans neither started nor settled, in plan order. A plan is looked at again only when
+    one of its needs settled: the work per event is the dependents of what ended, not every step
+    (a fan-out to many targets has many)."""
+
+    def __init__(self, plans: list[StepPlan]) -> None:
+        self._position = {id(p): i for i, p in enumerate(plans)}
+        self._dependents: dict[int, list[int]] = {}
+        for plan in plans:
+            for need in plan.needs:
+                self._dependents.setdefault(id(need), []).append(self._position[id(plan)])
+        self._pending = dict(enumerate(plans))
+        #: positions of plans whose needs changed since they were last looked at (a heap)
+        self._changed = list(self._pending)
+
+    def __bool__(self) -> bool:
+        return bool(self._pending)
+
+    def changed(self) -> Iterator[StepPlan]:
+        """The pending plans whose needs changed, in plan order, those that change meanwhile too."""
+        while self._changed:
+            plan = self._pending.get(heapq.heappop(self._changed))
+            if plan is not None:
+                yield plan
+
+    def take(self, plan: StepPlan) -> None:
+        del self._pending[self._position[id(plan)]]
+
+    def settled(self, plan: StepPlan) -> None:
+        """`plan`'s step ended (or will never run): its dependents are to be looked at again."""
+        for position in self._dependents.get(id(plan), ()):
+            heapq.heappush(self._changed, position)
+
+    def take_all(self) -> list[StepPlan]:
+        plans = [self._pending[position] for position in sorted(self._pending)]
+        self._pending.clear()
+        return plans
+
+
+class _RunningSteps:
+    """The tasks of the steps started and not collected yet; each says when it ends."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[asyncio.Task[None], StepPlan] = {}
+        self._per_branch: dict[str, int] = {}
+        #: branches whose last running step ended: they may let their target slot go
+        self._idle: set[str] = set()
+        self._ended: collections.deque[asyncio.Task[None]] = collections.deque()
+        self.wakeup = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return bool(self._tasks)
+
+    def start(self, coro: Coroutine[object, object, None], plan: StepPlan) -> None:
+        task = asyncio.create_task(coro)
+        task.add_done_callback(self._on_done)
+        self._tasks[task] = plan
+        self._per_branch[plan.branch.id] = self._per_branch.get(plan.branch.id, 0) + 1
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._ended.append(task)
+        self.wakeup.set()
+
+    async def wait_for_an_end(self, unless: Callable[[], bool]) -> None:
+        """Until a task ended (or `unless()` holds, checked at each wake-up)."""
+        while not self._ended and not unless():
+            self.wakeup.clear()
+            await self.wakeup.wait()
+
+    def collect_ended(self) -> list[tuple[asyncio.Task[None], StepPlan]]:
+        ended = []
+        while self._ended:
+            task = self._ended.popleft()
+            plan = self._tasks.pop(task)
+            self._per_branch[plan.branch.id] -= 1
+            if not self._per_branch[plan.branch.id]:
+                self._idle.add(plan.branch.id)
+            ended.append((task, plan))
+        return ended
+
+    def idle_branches(self) -> list[str]:
+        """Branches whose steps all ended (none started since)."""
+        idle = [branch_id for branch_id in self._idle if not self._per_branch.get(branch_id)]
+        self._idle.clear()
+        return idle
+
+    async def cancel(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class _TargetSlot:
     """Takes one of the execution's target slots for the branch, unless it holds one already;
-    the scheduler gives it back (`ExecutionRun._release_idle_targets`)."""
+    the scheduler gives it back (`ExecutionRun._release_targets`)."""
 
     def __init__(self, run: ExecutionRun, branch_id: str) -> None:
         self.run = run

@@ -55,6 +55,12 @@ class ExecutionState:
         self.stop_message: str | None = None
         self.stopping = asyncio.Event()
         self._last_counters: tuple[int, int, int | None, float] | None = None
+        # the execution's counters, kept up to date as steps move (a recount per event would
+        # cost O(steps) each: a fan-out to 100 targets has hundreds of steps and events)
+        work = [s for s in steps if s.kind is not StepKind.BRANCH]
+        self._work_total = len(work)
+        self._work_completed = sum(1 for s in work if s.status is StepStatus.COMPLETED)
+        self._work_done = sum(1 for s in work if s.status.is_terminal)
 
     # -- steps ----------------------------------------------------------------------------
     async def add_marker_step(
@@ -81,6 +87,7 @@ class ExecutionState:
         )
         move_step(step, StepStatus.RUNNING)
         self.steps[step.id] = step
+        self._work_total += 1
         self.execution.current_step_index = step.index
         await self.hub.publish(StepAdded(step.snapshot()))
         await self._counters_changed()
@@ -113,13 +120,19 @@ class ExecutionState:
         if error is not None:
             error = self.masker.mask(error)
         move_step(step, status, exit_code=exit_code, error=error, reason=reason)
+        if step.kind is not StepKind.BRANCH and status.is_terminal:  # never from a terminal status
+            self._work_done += 1
+            if status is StepStatus.COMPLETED:
+                self._work_completed += 1
         await self.hub.publish(StepFinished(step.snapshot()))
         await self._counters_changed()
 
     async def update_step(self, step: Step) -> None:
         await self.hub.publish(StepUpdated(step.snapshot()))
 
-    async def close_open_children(self, parent_id: str, status: StepStatus, reason: AbortReason | None) -> None:
+    async def close_open_children(
+        self, parent_id: str, status: StepStatus, reason: AbortReason | None
+    ) -> None:
         """Finish every still-open step below `parent_id` (deepest first)."""
         for step in sorted(self.steps.values(), key=lambda s: s.index, reverse=True):
             if step.status.is_terminal or step.id == parent_id:
@@ -162,8 +175,13 @@ class ExecutionState:
 
     async def notice(self, step_id: str | None, level: str, message: str, **extra: str) -> None:
         await self.hub.publish(
-            Notice(exec_id=self.execution.id, step_id=step_id, level=level, message=self.masker.mask(message),
-                   extra=extra)
+            Notice(
+                exec_id=self.execution.id,
+                step_id=step_id,
+                level=level,
+                message=self.masker.mask(message),
+                extra=extra,
+            )
         )
 
     # -- the execution itself -------------------------------------------------------------
@@ -198,12 +216,10 @@ class ExecutionState:
 
     def _recount(self) -> None:
         ex = self.execution
-        work = [s for s in self.steps.values() if s.kind is not StepKind.BRANCH]
-        ex.total_steps = len(work)
-        ex.completed_steps = sum(1 for s in work if s.status is StepStatus.COMPLETED)
-        done = sum(1 for s in work if s.status.is_terminal)
-        if work:
-            ex.progress_percentage = round(100.0 * done / len(work), 1)
+        ex.total_steps = self._work_total
+        ex.completed_steps = self._work_completed
+        if self._work_total:
+            ex.progress_percentage = round(100.0 * self._work_done / self._work_total, 1)
 
     async def _counters_changed(self) -> None:
         self._recount()

@@ -1,12 +1,17 @@
 """Plain-dict views of the domain objects, with the field names of the StepFlow Monitor API's
-execution detail. Shared by `stepflow show --json`, `ls --json` and the API."""
+execution detail. Shared by `stepflow show --json`, `ls --json` and the API; `engine.views_decode`
+turns them back into domain objects."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.model import Artifact, Execution, Step
+from engine.model import Artifact, Execution, LogLine, Step, Stream
+
+#: a log line's `level` in the API: stdout info, stderr error, the engine's own lines warning
+STREAM_LEVEL = {Stream.STDOUT: "info", Stream.STDERR: "error", Stream.SYSTEM: "warning"}
+LEVEL_STREAM = {level: stream for stream, level in STREAM_LEVEL.items()}
 
 
 def iso(value: datetime | None) -> str | None:
@@ -97,4 +102,20 @@ def artifact_dict(artifact: Artifact) -> dict[str, Any]:
         "download_url": artifact.download_url,
         # ours
         "sha256": artifact.sha256,
+    }
+
+
+def log_level(stream: Stream) -> str:
+    return STREAM_LEVEL.get(stream, "info")
+
+
+def line_dict(line: LogLine) -> dict[str, object]:
+    """A line of `GET /api/executions/{id}/logs` (its execution id is the response's)."""
+    return {
+        "seq": line.seq,
+        "step_id": line.step_id,
+        "stream": line.stream.value,
+        "level": log_level(line.stream),
+        "timestamp": iso(line.timestamp),
+        "content": line.text,
     }

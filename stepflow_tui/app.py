@@ -7,6 +7,7 @@ itself, and every engine call happens in a worker so the UI never waits on I/O.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +21,7 @@ from textual.screen import Screen
 from engine.client import EngineClient
 from engine.events import ExecutionDeleted, ExecutionFinished, ExecutionStarted
 from engine.model import Artifact, Execution, ExecutionFilter, ExecutionStatus
+from engine.targets_file import user_targets_path
 from stepflow_tui.bridge import EngineBridge
 from stepflow_tui.display import Clock, utc_clock
 from stepflow_tui.keymap import default_keys_path, load_keymap
@@ -27,6 +29,7 @@ from stepflow_tui.live import LiveCache
 from stepflow_tui.screens.dialogs import ConfirmDialog, HelpScreen, TextPrompt
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.screens.executions import ExecutionsScreen
+from stepflow_tui.screens.keys import binding_groups
 from stepflow_tui.screens.launch import LaunchDialog, LaunchRequest, remember_recent
 from stepflow_tui.widgets.status_strip import StatusStrip
 
@@ -68,6 +71,8 @@ class StepflowApp(App[None]):
         self.startup_notes: list[tuple[str, str]] = []
         #: where the embedded API listens, for the status strip
         self.api_url: str | None = None
+        #: the targets file the launch dialog offers; None when the engine is elsewhere (--connect)
+        self.targets_path: Path | None = user_targets_path() if _engine_is_here(client) else None
         self.live = LiveCache()
         self.bridge = EngineBridge(client, self)
 
@@ -178,15 +183,22 @@ class StepflowApp(App[None]):
                 return
             if request.workflow is not None:
                 remember_recent(request.workflow)
-                self.engine_call(self.client.submit_workflow(request.workflow), done=self._launched)
+                targets = [request.target] if request.target else None
+                self.engine_call(self.client.submit_workflow(request.workflow, targets=targets), done=self._launched)
             elif request.command:
-                self.engine_call(self.client.submit_command(request.command), done=self._launched)
+                self.engine_call(self.client.submit_command(request.command, target=request.target or "local"),
+                                 done=self._launched)
 
-        self.push_screen(LaunchDialog(self.workflow_dirs, watch=self.watch_workflows), chosen)
+        self.push_screen(LaunchDialog(self.workflow_dirs, watch=self.watch_workflows, targets_path=self.targets_path),
+                         chosen)
 
     def _launched(self, execution: Execution) -> None:
         self.notify(f"Started {execution.name}", timeout=3)
         self.open_execution(execution)
+
+    async def action_quit(self) -> None:
+        # Textual's ctrl+q (and the palette's Quit) ask first too, as q does
+        self.action_quit_app()
 
     def action_quit_app(self) -> None:
         if not self.running:
@@ -206,36 +218,13 @@ class StepflowApp(App[None]):
             if yes:
                 self.exit()
 
-        self.push_screen(ConfirmDialog("Quit stepflow?", what, confirm="Quit"), answered)
+        if not any(isinstance(s, ConfirmDialog) and s.title_text == "Quit stepflow?" for s in self.screen_stack):
+            self.push_screen(ConfirmDialog("Quit stepflow?", what, confirm="Quit"), answered)
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):
             return
-        self.push_screen(HelpScreen(self.binding_rows(), str(self.keys_path)))
-
-    def binding_rows(self) -> list[tuple[str, str, str, str]]:
-        """(key, description, where, id) for every binding of the current screen and the app."""
-        rows: list[tuple[str, str, str, str]] = []
-        seen: set[tuple[str, str]] = set()
-        screen = self.screen
-        nodes = [self, screen, *screen.walk_children()]
-        for node in nodes:
-            where = "everywhere" if node is self else type(node).__name__
-            by_action: dict[str, list[str]] = {}
-            info: dict[str, tuple[str, str]] = {}
-            for bindings in node._bindings.key_to_bindings.values():
-                for binding in bindings:
-                    if not binding.id:
-                        continue
-                    by_action.setdefault(binding.id, []).append(self.get_key_display(binding))
-                    info[binding.id] = (binding.description or binding.action, where)
-            for binding_id, keys in by_action.items():
-                if (binding_id, where) in seen:
-                    continue
-                seen.add((binding_id, where))
-                description, where_ = info[binding_id]
-                rows.append((" ".join(dict.fromkeys(keys)), description, where_, binding_id))
-        return rows
+        self.push_screen(HelpScreen(binding_groups(self, self.screen), str(self.keys_path)))
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
@@ -278,6 +267,12 @@ class StepflowApp(App[None]):
 
     async def on_unmount(self) -> None:
         self.bridge.close()
+
+
+def _engine_is_here(client: EngineClient) -> bool:
+    """False for a RemoteEngine (`--connect`): this machine's targets file says nothing of the server's."""
+    remote = sys.modules.get("stepflow_tui.remote")  # not imported: no RemoteEngine can exist
+    return remote is None or not isinstance(client, remote.RemoteEngine)
 
 
 def _write_copy(path: Path, file_name: str, data: bytes) -> Path:

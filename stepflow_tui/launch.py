@@ -7,11 +7,16 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from api_compat import ApiConfig, ApiListener, ConfigError, ListenerError, serve
 from api_compat import create_token as mint_token
 from engine.engine import Engine, EngineConfig
 from stepflow_tui.cli import CliError, load_targets_config, make_store, resolve_data_dir
+
+if TYPE_CHECKING:
+    from stepflow_tui.app import StepflowApp
+    from stepflow_tui.remote import RemoteEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +71,16 @@ def targets_command(args: argparse.Namespace) -> int:
     return run_targets(args)
 
 
+def connected_app(client: RemoteEngine, workflow_dirs: list[Path], **options: Any) -> StepflowApp:
+    """The app of `stepflow tui --connect` (`options`: the tests' keys file, no file watching)."""
+    from stepflow_tui.app import StepflowApp
+
+    # this machine's CPU and memory would say nothing of the server's: the status strip shows the
+    # connection to it instead; quitting leaves the server's executions running
+    return StepflowApp(client, data_dir_label=client.base_url, workflow_dirs=workflow_dirs,
+                       quit_stops_executions=False, sample_machine=False, **options)
+
+
 async def run_tui(args: argparse.Namespace) -> int:
     from stepflow_tui.app import StepflowApp
 
@@ -80,9 +95,7 @@ async def run_tui(args: argparse.Namespace) -> int:
             message = getattr(exc, "message", None) or str(exc)
             raise CliError(message, 1) from None
         try:
-            app = StepflowApp(client, data_dir_label=args.connect, workflow_dirs=workflow_dirs,
-                              quit_stops_executions=False)
-            await app.run_async()
+            await connected_app(client, workflow_dirs).run_async()
         finally:
             await client.close()
         return 0

@@ -4,7 +4,8 @@ on demand, and only a bounded number of blocks stay in memory.
 Without a step filter a row number is the line's sequence number (the engine numbers an execution's
 lines 0, 1, 2 ... and the store loses none), so any row can be fetched directly. With a step filter
 rows are not seqs; the window then keeps the seqs at block boundaries it has seen and fetches a block
-from its neighbour's boundary (forwards or backwards), walking when it must.
+from its neighbour's boundary (forwards or backwards, a range read on the index), or, far from
+anything known, as the n-th lines of the filtered set (`offset`): one read either way.
 
 Nothing here touches Textual: the widget asks `rows_missing()`, awaits `fetch_block()` in a worker,
 and reads `line(row)` when it paints.
@@ -125,11 +126,9 @@ class LogWindow:
             )
             self._store_rows(start, lines, by_seq=True)
             return
-        lines = await self._fetch_filtered(k, count)
-        if lines is not None:
-            self._store_rows(start, lines, by_seq=False)
+        self._store_rows(start, await self._fetch_filtered(k, count), by_seq=False)
 
-    async def _fetch_filtered(self, k: int, count: int) -> list[LogLine] | None:
+    async def _fetch_filtered(self, k: int, count: int) -> list[LogLine]:
         start = k * self.block
         ex = self.execution_id
         if start == 0:
@@ -160,31 +159,16 @@ class LogWindow:
                 self._boundary[start - 1] = lines[0].seq
                 lines = lines[1:]
             return lines
-        await self._walk_to(k)
-        if start - 1 in self._boundary:
-            return await self.client.get_log_lines(
-                ex, step_ids=self.step_ids, after_seq=self._boundary[start - 1], limit=count
-            )
-        return None
+        # far from any known seq (a jump, a scrollbar drag): the store skips `start` lines itself
+        return await self.client.get_log_lines(ex, step_ids=self.step_ids, offset=start, limit=count)
 
-    async def _walk_to(self, k: int) -> None:
-        """Learn the boundary before block k by reading from the nearest known boundary."""
-        below = [r for r in self._boundary if r < k * self.block]
-        row = max(below) if below else -1
-        seq = self._boundary[row] if below else -1
-        target = k * self.block - 1
-        while row < target:
-            step = min(SEARCH_CHUNK, target - row)
-            lines = await self.client.get_log_lines(
-                self.execution_id, step_ids=self.step_ids, after_seq=seq, limit=step
-            )
-            if not lines:
-                return
-            row += len(lines)
-            seq = lines[-1].seq
-            for i in range(row - len(lines) + 1, row + 1):
-                if i % self.block in (0, self.block - 1):
-                    self._boundary[i] = lines[i - (row - len(lines) + 1)].seq
+    async def seq_at(self, row: int) -> int | None:
+        """The seq of a row, read from the store (one line, by offset) when not known here."""
+        seq = self.seq_of_row(row)
+        if seq is None and 0 <= row < self.total:
+            lines = await self.client.get_log_lines(self.execution_id, step_ids=self.step_ids, offset=row, limit=1)
+            seq = lines[0].seq if lines else None
+        return seq
 
     def _store_rows(self, start: int, lines: Sequence[LogLine], *, by_seq: bool) -> None:
         for i, line in enumerate(lines):
@@ -272,7 +256,7 @@ class LogWindow:
         needle = needle.lower()
         if forward:
             row = from_row
-            seq = -1 if row < 0 else self.seq_of_row(row)
+            seq = -1 if row < 0 else await self.seq_at(row)
             if seq is None:
                 return None
             while True:
@@ -291,7 +275,7 @@ class LogWindow:
             seq: int | None = None
             row = self.total
         else:
-            seq = self.seq_of_row(row)
+            seq = await self.seq_at(row)
             if seq is None:
                 return None
         while True:

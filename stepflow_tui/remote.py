@@ -21,10 +21,9 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from enum import Enum
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 
@@ -51,23 +50,26 @@ from engine.model import (
     AbortReason,
     Artifact,
     ArtifactFilter,
-    ArtifactType,
     Execution,
     ExecutionFilter,
-    ExecutionKind,
     ExecutionStatus,
     LogLine,
     Step,
     StepKind,
     StepStatus,
-    Stream,
     utcnow,
 )
+from engine.views_decode import (
+    artifact_from_dict,
+    enum_or,
+    execution_from_dict,
+    parse_time,
+    step_from_dict,
+)
+from engine.views_decode import line_from_dict as line_from
 from engine.workflow import WorkflowError, WorkflowIssue
 
 log = logging.getLogger(__name__)
-
-E = TypeVar("E", bound=Enum)
 
 #: the server's caps per request (ListExecutionsQuery, ListArtifactsQuery, LogLinesQuery)
 _LIST_PAGE = 1000
@@ -98,112 +100,7 @@ class RemoteFailure(EngineError):
     title = "Server error"
 
 
-# -- JSON -> domain objects -------------------------------------------------------------------------
-def parse_time(value: Any) -> datetime | None:
-    """An RFC 3339 timestamp as an aware UTC datetime (None stays None)."""
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _enum(cls: type[E], value: Any, default: E | None = None) -> E | None:
-    if value is None:
-        return default
-    try:
-        return cls(value)
-    except ValueError:
-        return default
-
-
-def execution_from(d: Mapping[str, Any]) -> Execution:
-    return Execution(
-        id=d["id"],
-        name=d.get("name") or "",
-        kind=_enum(ExecutionKind, d.get("kind"), ExecutionKind.COMMAND),  # type: ignore[arg-type]
-        command=d.get("command") or "",
-        working_directory=d.get("working_directory") or "",
-        status=_enum(ExecutionStatus, d.get("status"), ExecutionStatus.PENDING),  # type: ignore[arg-type]
-        exit_code=d.get("exit_code"),
-        error_message=d.get("error_message"),
-        abort_reason=_enum(AbortReason, d.get("abort_reason")),
-        created_at=parse_time(d.get("created_at")) or utcnow(),
-        started_at=parse_time(d.get("started_at")),
-        completed_at=parse_time(d.get("completed_at")),
-        environment=dict(d.get("environment") or {}),
-        user=d.get("user") or "",
-        tags=list(d.get("tags") or []),
-        metadata=dict(d.get("metadata") or {}),
-        targets=list(d.get("targets") or []),
-        total_steps=d.get("total_steps") or 0,
-        completed_steps=d.get("completed_steps") or 0,
-        current_step_index=d.get("current_step_index"),
-        progress_percentage=d.get("progress_percentage") or 0.0,
-        rerun_of=d.get("rerun_of"),
-    )
-
-
-def step_from(d: Mapping[str, Any], execution_id: str | None = None) -> Step:
-    return Step(
-        id=d["id"],
-        execution_id=d.get("execution_id") or execution_id or "",
-        name=d.get("name") or "",
-        kind=_enum(StepKind, d.get("kind"), StepKind.MARKER),  # type: ignore[arg-type]
-        parent_id=d.get("parent_id"),
-        index=d.get("index") or 0,
-        description=d.get("description") or "",
-        status=_enum(StepStatus, d.get("status"), StepStatus.PENDING),  # type: ignore[arg-type]
-        exit_code=d.get("exit_code"),
-        error_message=d.get("error_message"),
-        abort_reason=_enum(AbortReason, d.get("abort_reason")),
-        created_at=parse_time(d.get("created_at")) or utcnow(),
-        started_at=parse_time(d.get("started_at")),
-        completed_at=parse_time(d.get("completed_at")),
-        estimated_duration=d.get("estimated_duration"),
-        stop_on_error=bool(d.get("stop_on_error")),
-        progress=d.get("progress"),
-        metadata=dict(d.get("metadata") or {}),
-        target=d.get("target") or "local",
-        cpu_percent=d.get("cpu_percent"),
-        rss_bytes=d.get("rss_bytes"),
-    )
-
-
-def artifact_from(d: Mapping[str, Any], execution_id: str | None = None) -> Artifact:
-    return Artifact(
-        id=d["id"],
-        execution_id=d.get("execution_id") or execution_id or "",
-        step_id=d.get("step_id"),
-        name=d.get("name") or "",
-        file_name=d.get("file_name") or "",
-        file_path=d.get("file_path") or "",
-        file_size=d.get("file_size") or 0,
-        mime_type=d.get("mime_type") or "application/octet-stream",
-        artifact_type=_enum(ArtifactType, d.get("artifact_type"), ArtifactType.OTHER),  # type: ignore[arg-type]
-        sha256=d.get("sha256") or "",
-        description=d.get("description") or "",
-        created_at=parse_time(d.get("created_at")) or utcnow(),
-        tags=list(d.get("tags") or []),
-        is_public=bool(d.get("is_public", True)),
-        retention_days=d.get("retention_days") or 30,
-    )
-
-
-_LEVEL_STREAM = {"info": Stream.STDOUT, "error": Stream.STDERR, "warning": Stream.SYSTEM}
-
-
-def line_from(d: Mapping[str, Any], execution_id: str) -> LogLine:
-    stream = _enum(Stream, d.get("stream")) or _LEVEL_STREAM.get(d.get("level") or "", Stream.STDOUT)
-    return LogLine(
-        execution_id=d.get("execution_id") or execution_id,
-        step_id=d.get("step_id"),
-        seq=int(d["seq"]),
-        stream=stream,
-        timestamp=parse_time(d.get("timestamp")) or utcnow(),
-        text=d.get("content") or "",
-    )
-
-
+# -- JSON -> events -------------------------------------------------------------------------------
 def lines_events(lines: Sequence[LogLine]) -> list[LinesLogged]:
     """Log lines as `LinesLogged` events: consecutive lines of one step, stream and moment together
     (which is how the engine published them)."""
@@ -318,6 +215,8 @@ class RemoteEngine:
         self._tracked: dict[str, _Tracked] = {}
         #: executions whose ExecutionCreated went out (insertion-ordered, trimmed)
         self._announced: dict[str, None] = {}
+        #: executions whose ExecutionDeleted went out (the REST answer and the socket both tell it)
+        self._deleted: dict[str, None] = {}
         self._refreshing: dict[str, asyncio.Handle | asyncio.Task[None]] = {}
 
     # -- life cycle ----------------------------------------------------------------------------------
@@ -334,6 +233,16 @@ class RemoteEngine:
     def connected(self) -> bool:
         """Whether the event socket is up (False before the first `subscribe()`)."""
         return self._connected
+
+    @property
+    def connection_state(self) -> str:
+        """For a status line: "connecting" (the event socket not up yet), "connected",
+        "reconnecting" (it was up and was lost: the client tries again with backoff), "closed"."""
+        if self._closing:
+            return "closed"
+        if self._connected:
+            return "connected"
+        return "reconnecting" if self._ready.is_set() else "connecting"
 
     async def start(self) -> None:
         """Open the session and ask `/api/health`; raises `EngineError` titled "Cannot connect"
@@ -439,7 +348,7 @@ class RemoteEngine:
         execution_id = data["execution_id"]
         execution = await self.get_execution(execution_id)
         if execution is None:  # deleted at once by someone else: what the answer said
-            return Execution(id=execution_id, name="", status=_enum(ExecutionStatus, data.get("status"),
+            return Execution(id=execution_id, name="", status=enum_or(ExecutionStatus, data.get("status"),
                                                                     ExecutionStatus.PENDING),  # type: ignore[arg-type]
                              created_at=parse_time(data.get("created_at")) or utcnow())
         return execution
@@ -530,9 +439,9 @@ class RemoteEngine:
 
     async def delete(self, execution_id: str) -> None:
         await self._call("DELETE", f"/api/executions/{execution_id}")
-        # the WebSocket does not carry deletions: tell this client's subscribers
-        self._tracked.pop(execution_id, None)
-        self._fanout.offer(ExecutionDeleted(execution_id))
+        # at once, whether the socket's execution_deleted came first, comes later or not at all
+        # (a server without that message, a socket down)
+        self._on_deleted(execution_id)
 
     # -- reads ------------------------------------------------------------------------------------------
     async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
@@ -544,7 +453,7 @@ class RemoteEngine:
         if flt.text is not None:
             params["text"] = flt.text
         rows, total = await self._paged("/api/executions", "executions", params, flt.limit, flt.offset)
-        return [execution_from(d) for d in rows], total
+        return [execution_from_dict(d) for d in rows], total
 
     async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]:
         params: dict[str, Any] = {}
@@ -555,7 +464,7 @@ class RemoteEngine:
         if flt.artifact_type is not None:
             params["artifact_type"] = flt.artifact_type.value
         rows, total = await self._paged("/api/artifacts", "artifacts", params, flt.limit, flt.offset)
-        return [artifact_from(d) for d in rows], total
+        return [artifact_from_dict(d) for d in rows], total
 
     async def _paged(self, path: str, key: str, params: dict[str, Any], limit: int,
                      offset: int) -> tuple[list[dict[str, Any]], int]:
@@ -579,8 +488,8 @@ class RemoteEngine:
             data = await self._call("GET", f"/api/executions/{execution_id}")
         except NotFound:
             return None
-        execution = execution_from(data["execution"])
-        return execution, [step_from(s, execution.id) for s in data.get("steps") or []]
+        execution = execution_from_dict(data["execution"])
+        return execution, [step_from_dict(s, execution.id) for s in data.get("steps") or []]
 
     async def get_execution(self, execution_id: str) -> Execution | None:
         detail = await self._detail(execution_id)
@@ -595,7 +504,7 @@ class RemoteEngine:
             data = await self._call("GET", f"/api/artifacts/{artifact_id}")
         except NotFound:
             return None
-        return artifact_from(data["artifact"])
+        return artifact_from_dict(data["artifact"])
 
     async def read_artifact(self, artifact_id: str) -> bytes:
         status, data = await self._send("GET", f"/api/artifacts/{artifact_id}/download", raw=True)
@@ -612,8 +521,10 @@ class RemoteEngine:
         before_seq: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        offset: int = 0,
     ) -> list[LogLine]:
-        """The lines, in pages of the server's largest (`limit` None: all of them)."""
+        """The lines, in pages of the server's largest (`limit` None: all of them). `offset` skips
+        lines on the server (the first page only: the next ones go on from the last seq)."""
         if step_ids is not None and not step_ids:
             return []
         lines: list[LogLine] = []
@@ -625,6 +536,8 @@ class RemoteEngine:
                                              ("newest_first", "true" if newest_first else "false")]
             if before_seq is not None:
                 params.append(("before_seq", str(before_seq)))
+            if offset > 0:
+                params.append(("offset", str(offset)))
             params.extend(("step_id", s) for s in step_ids or ())
             try:
                 data = await self._call("GET", f"/api/executions/{execution_id}/logs", params=params)
@@ -632,6 +545,7 @@ class RemoteEngine:
                 return lines
             got = [line_from(d, execution_id) for d in data.get("lines") or []]
             lines.extend(got)
+            offset = 0
             if len(got) < page:
                 return lines
             if newest_first:
@@ -733,7 +647,7 @@ class RemoteEngine:
         if kind == "log_entry" and execution_id:
             self._on_log_entry(execution_id, data)
         elif kind == "step_update" and execution_id and isinstance(data.get("step"), dict):
-            step = step_from(data["step"], execution_id)
+            step = step_from_dict(data["step"], execution_id)
             for event in self._step_events(self._track(execution_id), step):
                 self._fanout.offer(event)
             if step.status.is_terminal or step.kind is StepKind.MARKER:
@@ -744,6 +658,8 @@ class RemoteEngine:
             await self._on_completed(execution_id, data)
         elif kind == "artifact_created" and execution_id and isinstance(data.get("artifact"), dict):
             await self._on_artifact(execution_id, data["artifact"])
+        elif kind == "execution_deleted" and execution_id:
+            self._on_deleted(execution_id)
         elif kind == "error":
             self._on_error(execution_id, data)
 
@@ -819,11 +735,11 @@ class RemoteEngine:
             execution = Execution(id=execution_id, name="")
         if not execution.status.is_terminal:
             # the answer lagged behind the message: the message's fields are the end
-            execution.status = _enum(ExecutionStatus, data.get("status"), ExecutionStatus.FAILED)  # type: ignore[assignment]
+            execution.status = enum_or(ExecutionStatus, data.get("status"), ExecutionStatus.FAILED)  # type: ignore[assignment]
             execution.exit_code = data.get("exit_code")
             execution.completed_at = parse_time(data.get("completed_at")) or utcnow()
             execution.error_message = data.get("error_message")
-            execution.abort_reason = _enum(AbortReason, data.get("abort_reason"))
+            execution.abort_reason = enum_or(AbortReason, data.get("abort_reason"))
             execution.total_steps = data.get("total_steps") or execution.total_steps
         self._tracked.pop(execution_id, None)
         self._fanout.offer(ExecutionFinished(execution))
@@ -836,8 +752,20 @@ class RemoteEngine:
             log.warning("reading artifact %s failed: %s", data.get("id"), exc.message)
         if artifact is None:
             # the server's store has not written it yet: what the message says
-            artifact = artifact_from(data, execution_id)
+            artifact = artifact_from_dict(data, execution_id)
         self._fanout.offer(ArtifactAdded(artifact))
+
+    def _on_deleted(self, execution_id: str) -> None:
+        """ExecutionDeleted, once per execution (ids are never reused)."""
+        self._cancel_refresh(execution_id)
+        self._tracked.pop(execution_id, None)
+        if execution_id in self._deleted:
+            return
+        self._deleted[execution_id] = None
+        if len(self._deleted) > 10_000:
+            for old in list(self._deleted)[:5_000]:
+                del self._deleted[old]
+        self._fanout.offer(ExecutionDeleted(execution_id))
 
     def _on_error(self, execution_id: str | None, data: dict[str, Any]) -> None:
         code = data.get("error_code")
@@ -916,8 +844,7 @@ class RemoteEngine:
     async def _catch_up_execution(self, execution_id: str, tracked: _Tracked) -> None:
         detail = await self._detail(execution_id)
         if detail is None:
-            self._tracked.pop(execution_id, None)
-            self._fanout.offer(ExecutionDeleted(execution_id))
+            self._on_deleted(execution_id)
             return
         execution, steps = detail
         for step in sorted(steps, key=lambda s: s.index):

@@ -122,25 +122,29 @@ def get_artifact(conn: sqlite3.Connection, artifact_id: str) -> Artifact | None:
 
 
 # -- log lines -----------------------------------------------------------------------------------------
-def _lines_where(
+def _line_keys(
     conn: sqlite3.Connection, execution_id: str, step_ids: Sequence[str] | None
-) -> tuple[list[str], list[object]] | None:
-    """The conditions on log_lines' integer keys, or None when nothing can match."""
+) -> tuple[int, list[int] | None] | None:
+    """The execution's pk and its steps' pks (None: no filter), or None when nothing can match."""
     row = conn.execute("SELECT pk FROM executions WHERE id = ?", (execution_id,)).fetchone()
     if row is None:
         return None
-    where, params = ["log_lines.execution_pk = ?"], [row[0]]
-    if step_ids is not None:
-        ids = list(step_ids)
-        step_pks = [r[0] for r in conn.execute(
-            f"SELECT pk FROM steps WHERE execution_id = ? AND id IN ({', '.join('?' * len(ids))})",
-            (execution_id, *ids),
-        )] if ids else []
-        if not step_pks:
-            return None
-        where.append(f"log_lines.step_pk IN ({', '.join('?' * len(step_pks))})")
-        params += step_pks
-    return where, params
+    if step_ids is None:
+        return row[0], None
+    ids = list(step_ids)
+    step_pks = [r[0] for r in conn.execute(
+        f"SELECT pk FROM steps WHERE execution_id = ? AND id IN ({', '.join('?' * len(ids))})",
+        (execution_id, *ids),
+    )] if ids else []
+    if not step_pks:
+        return None
+    return row[0], sorted(step_pks)
+
+
+#: a filter on at most this many steps reads each step's index and merges them (MERGE (UNION ALL)),
+#: so what it costs follows the lines it selects or skips, not the execution's other lines; a wider
+#: one (SQLite allows 500 arms) walks the execution's lines in seq order and tests each
+_MERGE_MAX_STEPS = 64
 
 
 def get_log_lines(
@@ -151,24 +155,50 @@ def get_log_lines(
     before_seq: int | None,
     limit: int | None,
     newest_first: bool,
+    offset: int = 0,
 ) -> list[LogLine]:
-    """Run in a snapshot."""
-    found = _lines_where(conn, execution_id, step_ids)
+    """Run in a snapshot. `offset` skips that many of the selected lines (in the order asked): the
+    n-th line of a step's log in one query.
+
+    Without a filter the primary key (execution_pk, seq) gives the lines in order. With one, SQLite
+    on its own walks that key too and tests each line's step (measured on 1M lines: 75 ms for the
+    first 512 lines of a step with 7k lines at the end), so the seqs are picked from
+    ix_log_lines_execution_pk_step_pk_seq, one ordered scan per step merged, and only the picked
+    rows are read. No count is stored per step, so an offset steps over that many index entries:
+    ~40 ns each (measured: the 900,000th line of one step in 37 ms, the 999,000th of a 5-step
+    subtree in 73 ms; walking there in 5,000-line reads took seconds)."""
+    found = _line_keys(conn, execution_id, step_ids)
     if found is None:
         return []
-    where, params = found
-    where.append("log_lines.seq > ?")
-    params.append(after_seq)
-    if before_seq is not None:
-        where.append("log_lines.seq < ?")
-        params.append(before_seq)
+    execution_pk, step_pks = found
     order = "DESC" if newest_first else "ASC"
-    rows = conn.execute(
-        "SELECT log_lines.seq, steps.id, log_lines.stream, log_lines.ts, log_lines.text "
-        "FROM log_lines LEFT OUTER JOIN steps ON steps.pk = log_lines.step_pk "
-        f"WHERE {' AND '.join(where)} ORDER BY log_lines.seq {order} LIMIT ?",
-        (*params, -1 if limit is None else limit),
-    ).fetchall()
+    upper = before_seq is not None
+    bound_params = (after_seq,) if before_seq is None else (after_seq, before_seq)
+    page = (-1 if limit is None else limit, max(offset, 0))
+    if step_pks is not None and len(step_pks) <= _MERGE_MAX_STEPS:
+        arms = " UNION ALL ".join(
+            f"SELECT seq FROM log_lines WHERE execution_pk = ? AND step_pk = ? AND seq > ?{' AND seq < ?' * upper}"
+            for _ in step_pks
+        )
+        params: list[object] = []
+        for step_pk in step_pks:
+            params += [execution_pk, step_pk, *bound_params]
+        sql = (
+            f"WITH picked(seq) AS ({arms} ORDER BY 1 {order} LIMIT ? OFFSET ?) "
+            "SELECT log_lines.seq, steps.id, log_lines.stream, log_lines.ts, log_lines.text "
+            "FROM picked JOIN log_lines ON log_lines.execution_pk = ? AND log_lines.seq = picked.seq "
+            f"LEFT OUTER JOIN steps ON steps.pk = log_lines.step_pk ORDER BY log_lines.seq {order}"
+        )
+        rows = conn.execute(sql, (*params, *page, execution_pk)).fetchall()
+    else:
+        steps = "" if step_pks is None else f" AND log_lines.step_pk IN ({', '.join('?' * len(step_pks))})"
+        rows = conn.execute(
+            "SELECT log_lines.seq, steps.id, log_lines.stream, log_lines.ts, log_lines.text "
+            "FROM log_lines LEFT OUTER JOIN steps ON steps.pk = log_lines.step_pk "
+            f"WHERE log_lines.execution_pk = ?{steps} AND log_lines.seq > ?{' AND log_lines.seq < ?' * upper} "
+            f"ORDER BY log_lines.seq {order} LIMIT ? OFFSET ?",
+            (execution_pk, *(step_pks or ()), *bound_params, *page),
+        ).fetchall()
     lines = []
     last_ts: float | None = None
     when = datetime.now(UTC)
@@ -181,8 +211,13 @@ def get_log_lines(
 
 def count_log_lines(conn: sqlite3.Connection, execution_id: str, step_ids: Sequence[str] | None) -> int:
     """Run in a snapshot."""
-    found = _lines_where(conn, execution_id, step_ids)
+    found = _line_keys(conn, execution_id, step_ids)
     if found is None:
         return 0
-    where, params = found
-    return conn.execute(f"SELECT count(*) FROM log_lines WHERE {' AND '.join(where)}", params).fetchone()[0]
+    execution_pk, step_pks = found
+    if step_pks is None:
+        return conn.execute("SELECT count(*) FROM log_lines WHERE execution_pk = ?", (execution_pk,)).fetchone()[0]
+    return conn.execute(
+        f"SELECT count(*) FROM log_lines WHERE execution_pk = ? AND step_pk IN ({', '.join('?' * len(step_pks))})",
+        (execution_pk, *step_pks),
+    ).fetchone()[0]

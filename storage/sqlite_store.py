@@ -199,9 +199,10 @@ class SqliteStore:
         before_seq: int | None = None,
         limit: int | None = None,
         newest_first: bool = False,
+        offset: int = 0,
     ) -> list[LogLine]:
         return await self._reader.run(queries.get_log_lines, execution_id, step_ids, after_seq, before_seq, limit,
-                                      newest_first, snapshot=True)
+                                      newest_first, offset, snapshot=True)
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
         return await self._reader.run(queries.count_log_lines, execution_id, step_ids, snapshot=True)

@@ -13,7 +13,9 @@ from docker.models.containers import Container
 
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
-from engine.runners.docker import LABEL, DockerCommand, DockerRunner, glob_regex
+from engine.runners.docker import LABEL, DockerRunner
+from engine.runners.docker_container import DockerCommand
+from engine.runners.docker_files import glob_regex
 
 
 @pytest.fixture

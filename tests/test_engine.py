@@ -197,6 +197,46 @@ async def test_independent_steps_run_in_parallel(tmp_path: Path) -> None:
         assert time.monotonic() - started < 1.8  # 4 x 0.5 s sequentially would be 2 s
 
 
+async def test_needs_across_branches_with_one_target_slot_and_a_skip_cascade(tmp_path: Path) -> None:
+    # file order is not run order (`late` needs a step defined after it); with one target slot a
+    # branch whose next step waits on another branch lets its slot go, or nothing could finish
+    wf = tmp_path / "cross.yaml"
+    wf.write_text(
+        textwrap.dedent("""
+        name: cross
+        targets: {t1: {type: local}, t2: {type: local}}
+        runs_on: [t1, t2]
+        max_parallel_targets: 1
+        steps:
+          - {name: late, run: "echo STEP_START:m; echo STEP_COMPLETE:m", needs: [early2], runs_on: [t1]}
+          - {name: early1, run: echo one, runs_on: [t1]}
+          - {name: early2, run: echo two, needs: [early1], runs_on: [t2]}
+          - {name: after-after, run: echo never, needs: [after-boom], runs_on: [t1]}
+          - {name: boom, run: "exit 4", runs_on: [t2]}
+          - {name: after-boom, run: echo never, needs: [boom], runs_on: [t2]}
+    """)
+    )
+    async with engine_at(tmp_path / "data") as engine:
+        done = await finished(engine, await engine.submit_workflow(wf))
+        steps = {(s.target, s.name): s for s in await engine.get_steps(done.id)}
+        for name in ("early1", "late"):
+            assert steps[("t1", name)].status is StepStatus.COMPLETED
+        assert steps[("t2", "early2")].status is StepStatus.COMPLETED
+        assert steps[("t1", "m")].status is StepStatus.COMPLETED
+        early1, early2, late = steps[("t1", "early1")], steps[("t2", "early2")], steps[("t1", "late")]
+        assert early1.completed_at and early2.started_at and early2.completed_at and late.started_at
+        assert early1.completed_at <= early2.started_at and early2.completed_at <= late.started_at
+        assert steps[("t2", "boom")].status is StepStatus.FAILED
+        assert steps[("t2", "after-boom")].status is StepStatus.SKIPPED
+        assert steps[("t1", "after-after")].status is StepStatus.SKIPPED
+        assert "'after-boom'" in (steps[("t1", "after-after")].error_message or "")
+        assert done.status is ExecutionStatus.FAILED
+        stored = await engine.store.get_execution(done.id)
+        assert stored is not None
+        # six workflow steps and one marker step; four of them completed; all ended
+        assert (stored.total_steps, stored.completed_steps, stored.progress_percentage) == (7, 4, 100.0)
+
+
 async def test_invalid_workflow_is_refused_before_anything_runs(tmp_path: Path) -> None:
     wf = tmp_path / "bad.yaml"
     wf.write_text("name: bad\nsteps:\n  - name: a\n    run: echo\n    needs: [b]\n")

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from api_compat import ApiConfig, ApiListener, create_token
@@ -312,6 +313,32 @@ async def test_cancel_refuse_delete_while_running_then_delete(served: Served, re
     assert await served.engine.get_execution(execution.id) is None
     with pytest.raises(NotFound):
         await remote.delete(execution.id)
+    sub.close()
+
+
+async def test_a_deletion_by_another_client_arrives_once(served: Served, remote: RemoteEngine) -> None:
+    """The socket's `execution_deleted` (ours) becomes ExecutionDeleted; this client's own delete
+    is told once, although both its REST answer and the socket say it."""
+    sub = remote.subscribe()
+    theirs = await remote.submit_command("echo theirs")
+    mine = await remote.submit_command("echo mine")
+    await events_until(sub, finish_of(theirs.id))
+    await events_until(sub, finish_of(mine.id))
+    await finished(served.engine, theirs)
+    await finished(served.engine, mine)
+
+    async with aiohttp.ClientSession() as other:  # another client of the same server
+        async with other.delete(f"{served.url}/api/executions/{theirs.id}") as resp:
+            assert resp.status == 200
+    got = await events_until(sub, lambda e: isinstance(e, ExecutionDeleted))
+    assert got[-1].execution_id == theirs.id
+
+    await remote.delete(mine.id)
+    # a marker after it: whatever the socket brought about `mine` came before this one finished
+    last = await remote.submit_command("echo last")
+    got = await events_until(sub, finish_of(last.id))
+    assert [e.execution_id for e in got if isinstance(e, ExecutionDeleted)] == [mine.id]
+    assert [e.id for e in (await remote.list_executions(ExecutionFilter()))[0]] == [last.id]
     sub.close()
 
 

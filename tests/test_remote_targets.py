@@ -46,8 +46,14 @@ echo "STEP_COMPLETE:check"
 # -- helpers ---------------------------------------------------------------------------------------
 def ssh_target(server: SshServer, **extra: object) -> dict[str, object]:
     return {
-        "type": "ssh", "host": server.host, "port": server.port, "user": server.user,
-        "key": server.client_key, "known_hosts": server.known_hosts, "connect_timeout": 5, **extra,
+        "type": "ssh",
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "key": server.client_key,
+        "known_hosts": server.known_hosts,
+        "connect_timeout": 5,
+        **extra,
     }
 
 
@@ -114,7 +120,11 @@ def no_process_with(token: str) -> list[str]:
     for process in psutil.process_iter(["cmdline", "status"]):
         try:
             cmdline = " ".join(process.info["cmdline"] or [])
-            if token in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE and process.pid != os.getpid():
+            if (
+                token in cmdline
+                and process.info["status"] != psutil.STATUS_ZOMBIE
+                and process.pid != os.getpid()
+            ):
                 left.append(f"{process.pid}: {cmdline}")
         except psutil.Error:
             continue
@@ -125,16 +135,24 @@ def no_process_with(token: str) -> list[str]:
 async def test_two_ssh_targets_run_as_two_branches(
     engine: Engine, tmp_path: Path, asyncssh_server: SshServer, sshd_server: SshServer
 ) -> None:
-    wf = workflow_file(tmp_path, {
-        "name": "fanout",
-        "targets": {"fast": ssh_target(asyncssh_server), "real": ssh_target(sshd_server)},
-        "runs_on": ["fast", "real"],
-        "env": {"GREETING": "hello there"},
-        "steps": [
-            {"name": "build", "run": MARKER_SCRIPT + 'echo "greeting: $GREETING"\n'},
-            {"name": "flaky", "run": "echo about to fail; exit 7", "needs": ["build"], "continue_on_error": True},
-        ],
-    })
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "fanout",
+            "targets": {"fast": ssh_target(asyncssh_server), "real": ssh_target(sshd_server)},
+            "runs_on": ["fast", "real"],
+            "env": {"GREETING": "hello there"},
+            "steps": [
+                {"name": "build", "run": MARKER_SCRIPT + 'echo "greeting: $GREETING"\n'},
+                {
+                    "name": "flaky",
+                    "run": "echo about to fail; exit 7",
+                    "needs": ["build"],
+                    "continue_on_error": True,
+                },
+            ],
+        },
+    )
     done = await finished(engine, await engine.submit_workflow(wf))
     assert done.status is ExecutionStatus.COMPLETED, done.error_message
     assert done.targets == ["fast", "real"]
@@ -169,15 +187,21 @@ async def test_an_unreachable_target_fails_its_branch_while_the_other_completes(
     engine: Engine, tmp_path: Path, asyncssh_server: SshServer
 ) -> None:
     closed = free_port()  # nothing listens there
-    wf = workflow_file(tmp_path, {
-        "name": "half",
-        "targets": {
-            "up": ssh_target(asyncssh_server),
-            "down": {"type": "ssh", "host": "127.0.0.1", "port": closed, "connect_timeout": 3},
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "half",
+            "targets": {
+                "up": ssh_target(asyncssh_server),
+                "down": {"type": "ssh", "host": "127.0.0.1", "port": closed, "connect_timeout": 3},
+            },
+            "runs_on": ["up", "down"],
+            "steps": [
+                {"name": "work", "run": MARKER_SCRIPT},
+                {"name": "more", "run": "echo more", "needs": ["work"]},
+            ],
         },
-        "runs_on": ["up", "down"],
-        "steps": [{"name": "work", "run": MARKER_SCRIPT}, {"name": "more", "run": "echo more", "needs": ["work"]}],
-    })
+    )
     done = await finished(engine, await engine.submit_workflow(wf))
     steps = await stored_steps(engine, done.id)
     by_target = branches(steps)
@@ -200,16 +224,19 @@ async def test_an_unreachable_target_fails_its_branch_while_the_other_completes(
 async def test_allow_failed_targets_completes_with_a_dead_target(
     engine: Engine, tmp_path: Path, asyncssh_server: SshServer
 ) -> None:
-    wf = workflow_file(tmp_path, {
-        "name": "tolerant",
-        "allow_failed_targets": True,
-        "targets": {
-            "up": ssh_target(asyncssh_server),
-            "down": {"type": "ssh", "host": "127.0.0.1", "port": free_port(), "connect_timeout": 3},
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "tolerant",
+            "allow_failed_targets": True,
+            "targets": {
+                "up": ssh_target(asyncssh_server),
+                "down": {"type": "ssh", "host": "127.0.0.1", "port": free_port(), "connect_timeout": 3},
+            },
+            "runs_on": ["up", "down"],
+            "steps": [{"name": "work", "run": MARKER_SCRIPT}],
         },
-        "runs_on": ["up", "down"],
-        "steps": [{"name": "work", "run": MARKER_SCRIPT}],
-    })
+    )
     done = await finished(engine, await engine.submit_workflow(wf))
     assert done.status is ExecutionStatus.COMPLETED
     by_target = branches(await stored_steps(engine, done.id))
@@ -224,12 +251,15 @@ async def test_a_changed_host_key_fails_the_branch_clearly(
     known = tmp_path / "known_hosts"
     other_key = read_text(sshd_server.known_hosts).split(" ", 1)[1]
     write_text(known, f"[{asyncssh_server.host}]:{asyncssh_server.port} {other_key}")
-    wf = workflow_file(tmp_path, {
-        "name": "spoofed",
-        "targets": {"spoofed": ssh_target(asyncssh_server, known_hosts=str(known))},
-        "runs_on": ["spoofed"],
-        "steps": [{"name": "work", "run": "echo should not run"}],
-    })
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "spoofed",
+            "targets": {"spoofed": ssh_target(asyncssh_server, known_hosts=str(known))},
+            "runs_on": ["spoofed"],
+            "steps": [{"name": "work", "run": "echo should not run"}],
+        },
+    )
     done = await finished(engine, await engine.submit_workflow(wf))
     assert done.status is ExecutionStatus.FAILED
     assert "host key" in (done.error_message or "").lower()
@@ -249,10 +279,15 @@ sleep {token} &
 echo "ready $$"
 sleep {token}
 """
-    wf = workflow_file(tmp_path, {
-        "name": "long", "targets": {"remote": ssh_target(server)}, "runs_on": ["remote"],
-        "steps": [{"name": "long", "run": script}],
-    })
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "long",
+            "targets": {"remote": ssh_target(server)},
+            "runs_on": ["remote"],
+            "steps": [{"name": "long", "run": script}],
+        },
+    )
     subscription = engine.subscribe()
     ex = await engine.submit_workflow(wf)
     try:
@@ -280,10 +315,16 @@ async def test_max_parallel_targets_is_respected(
     # each step prints when it starts and ends on the host's clock (the same clock for both servers)
     script = 'echo "START $(date +%s.%N)"; sleep 0.4; echo "END $(date +%s.%N)"'
     targets = {f"t{i}": ssh_target(asyncssh_server if i % 2 else sshd_server) for i in range(5)}
-    wf = workflow_file(tmp_path, {
-        "name": "limited", "targets": targets, "runs_on": list(targets), "max_parallel_targets": 2,
-        "steps": [{"name": "one", "run": script}, {"name": "two", "run": script, "needs": ["one"]}],
-    })
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "limited",
+            "targets": targets,
+            "runs_on": list(targets),
+            "max_parallel_targets": 2,
+            "steps": [{"name": "one", "run": script}, {"name": "two", "run": script, "needs": ["one"]}],
+        },
+    )
     done = await finished(engine, await engine.submit_workflow(wf), timeout=60)
     assert done.status is ExecutionStatus.COMPLETED, done.error_message
     steps = await stored_steps(engine, done.id)
@@ -310,16 +351,19 @@ async def test_rerun_from_failed_reruns_only_the_failed_branch(
         f'echo "ran check"\n'
         f'case "$SSH_CONNECTION" in *" {sshd_server.port}") test -e {fixed} || exit 4;; esac\n'
     )
-    wf = workflow_file(tmp_path, {
-        "name": "rerun",
-        "targets": {"fast": ssh_target(asyncssh_server), "real": ssh_target(sshd_server)},
-        "runs_on": ["fast", "real"],
-        "steps": [
-            {"name": "build", "run": 'echo "ran build"'},
-            {"name": "check", "run": check, "needs": ["build"]},
-            {"name": "deploy", "run": 'echo "ran deploy"', "needs": ["check"]},
-        ],
-    })
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "rerun",
+            "targets": {"fast": ssh_target(asyncssh_server), "real": ssh_target(sshd_server)},
+            "runs_on": ["fast", "real"],
+            "steps": [
+                {"name": "build", "run": 'echo "ran build"'},
+                {"name": "check", "run": check, "needs": ["build"]},
+                {"name": "deploy", "run": 'echo "ran deploy"', "needs": ["check"]},
+            ],
+        },
+    )
     first = await finished(engine, await engine.submit_workflow(wf))
     assert first.status is ExecutionStatus.FAILED
     first_steps = await stored_steps(engine, first.id)
@@ -355,13 +399,23 @@ async def test_rerun_from_failed_reruns_only_the_failed_branch(
 async def test_workflow_targets_override_user_targets(
     tmp_path: Path, asyncssh_server: SshServer, sshd_server: SshServer
 ) -> None:
-    user = parse_user_targets(json.dumps({
-        "shared": ssh_target(sshd_server), "mine": ssh_target(sshd_server),
-    }))
-    wf = workflow_file(tmp_path, {
-        "name": "override", "targets": {"shared": ssh_target(asyncssh_server)}, "runs_on": ["shared", "mine"],
-        "steps": [{"name": "where", "run": 'echo "port ${SSH_CONNECTION##* }"'}],
-    })
+    user = parse_user_targets(
+        json.dumps(
+            {
+                "shared": ssh_target(sshd_server),
+                "mine": ssh_target(sshd_server),
+            }
+        )
+    )
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "override",
+            "targets": {"shared": ssh_target(asyncssh_server)},
+            "runs_on": ["shared", "mine"],
+            "steps": [{"name": "where", "run": 'echo "port ${SSH_CONNECTION##* }"'}],
+        },
+    )
     engine = await _engine(tmp_path / "data", user)
     try:
         done = await finished(engine, await engine.submit_workflow(wf))
@@ -385,12 +439,15 @@ def test_targets_file_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert user_targets_path() == tmp_path / "home" / ".config" / "stepflow" / "targets.yaml"
     explicit = tmp_path / "mine.yaml"
-    explicit.write_text("web1: {type: ssh, host: example.org, user: deploy, key: keys/id}\n"
-                        "py: {type: docker, image: python:3.12-slim, volumes: ['/src:/src:ro']}\n")
+    explicit.write_text(
+        "web1: {type: ssh, host: example.org, user: deploy, key: keys/id}\n"
+        "py: {type: docker, image: python:3.12-slim, volumes: ['/src:/src:ro']}\n"
+    )
     monkeypatch.setenv("STEPFLOW_TARGETS_FILE", str(explicit))
     targets = load_user_targets()
-    assert targets["web1"] == SshTarget(name="web1", host="example.org", user="deploy",
-                                        key=str(tmp_path / "keys" / "id"))
+    assert targets["web1"] == SshTarget(
+        name="web1", host="example.org", user="deploy", key=str(tmp_path / "keys" / "id")
+    )
     assert targets["py"] == DockerTarget(name="py", image="python:3.12-slim", volumes=["/src:/src:ro"])
     # a block copied from a workflow, `targets:` key and all, reads the same
     explicit.write_text("targets:\n  web1: {type: ssh, host: example.org}\n")
@@ -399,12 +456,14 @@ def test_targets_file_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_targets_file_mistakes_are_reported_with_their_place(tmp_path: Path) -> None:
     path = tmp_path / "targets.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         web1: {type: ssh, host: h, prot: 22}
         py: {type: dockr, image: x}
         local: {type: ssh, host: x}
         w: {type: ssh, host: h, port: 99999}
-    """))
+    """)
+    )
     with pytest.raises(WorkflowError) as caught:
         load_user_targets(path)
     assert str(caught.value).splitlines() == [
@@ -422,17 +481,29 @@ def test_targets_file_mistakes_are_reported_with_their_place(tmp_path: Path) -> 
 # -- the command line ---------------------------------------------------------------------------------
 def stepflow(data: Path, targets_file: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), "STEPFLOW_TARGETS_FILE": str(targets_file)}
-    return subprocess.run([sys.executable, "-m", "stepflow_tui.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "stepflow_tui.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_cli_run_and_exec_with_a_target_from_the_targets_file(tmp_path: Path, sshd_server: SshServer) -> None:
     data = tmp_path / "data"
     targets_file = tmp_path / "targets.yaml"
     targets_file.write_text(json.dumps({"box": ssh_target(sshd_server)}))
-    wf = workflow_file(tmp_path, {"name": "cli", "steps": [
-        {"name": "where", "run": MARKER_SCRIPT + 'echo "session ${SSH_CONNECTION:-none}"'},
-    ]})  # runs_on: local, unless overridden
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "cli",
+            "steps": [
+                {"name": "where", "run": MARKER_SCRIPT + 'echo "session ${SSH_CONNECTION:-none}"'},
+            ],
+        },
+    )  # runs_on: local, unless overridden
     result = stepflow(data, targets_file, "run", str(wf), "--target", "box", "--plain", "-v")
     assert result.returncode == 0, result.stdout + result.stderr
     assert f" {sshd_server.port}" in result.stdout  # the session came in on sshd's port
@@ -442,7 +513,9 @@ def test_cli_run_and_exec_with_a_target_from_the_targets_file(tmp_path: Path, ss
     names = {(s["name"], s["kind"], s["target"]) for s in shown["steps"]}
     assert {("box", "branch", "box"), ("where", "workflow", "box"), ("compile", "marker", "box")} <= names
 
-    result = stepflow(data, targets_file, "exec", "--target", "box", "--", "sh", "-c", "echo STEP_START:x; exit 3")
+    result = stepflow(
+        data, targets_file, "exec", "--target", "box", "--", "sh", "-c", "echo STEP_START:x; exit 3"
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     listed = json.loads(stepflow(data, targets_file, "ls", "--json").stdout)
     assert listed[0]["targets"] == ["box"] and listed[0]["exit_code"] == 3
@@ -451,16 +524,25 @@ def test_cli_run_and_exec_with_a_target_from_the_targets_file(tmp_path: Path, ss
     assert result.returncode != 0 and "unknown target 'nowhere'" in result.stderr
 
 
-def test_cli_targets_list_and_test(tmp_path: Path, sshd_server: SshServer, podman_socket: str,
-                                   busybox_image: str) -> None:
+def test_cli_targets_list_and_test(
+    tmp_path: Path, sshd_server: SshServer, podman_socket: str, busybox_image: str
+) -> None:
     targets_file = tmp_path / "targets.yaml"
     closed = free_port()
-    targets_file.write_text(json.dumps({
-        "web1": ssh_target(sshd_server),
-        "dead": {"type": "ssh", "host": "127.0.0.1", "port": closed, "connect_timeout": 2},
-        "box": {"type": "docker", "image": busybox_image, "docker_host": podman_socket},
-        "nobox": {"type": "docker", "image": "localhost/stepflow-no-such-image:1", "docker_host": podman_socket},
-    }))
+    targets_file.write_text(
+        json.dumps(
+            {
+                "web1": ssh_target(sshd_server),
+                "dead": {"type": "ssh", "host": "127.0.0.1", "port": closed, "connect_timeout": 2},
+                "box": {"type": "docker", "image": busybox_image, "docker_host": podman_socket},
+                "nobox": {
+                    "type": "docker",
+                    "image": "localhost/stepflow-no-such-image:1",
+                    "docker_host": podman_socket,
+                },
+            }
+        )
+    )
     data = tmp_path / "data"
     listed = stepflow(data, targets_file, "targets", "list")
     assert listed.returncode == 0, listed.stderr
@@ -498,13 +580,16 @@ async def test_docker_target_runs_a_step_with_markers_env_and_an_artifact(
         echo "STEP_COMPLETE:check"
         exit 0
     """)
-    wf = workflow_file(tmp_path, {
-        "name": "boxed",
-        "targets": {"box": {"type": "docker", "image": busybox_image, "docker_host": podman_socket}},
-        "runs_on": ["box"],
-        "env": {"GREETING": "hello box"},
-        "steps": [{"name": "make", "run": script, "cwd": "/work", "artifacts": ["out/*.txt"]}],
-    })
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "boxed",
+            "targets": {"box": {"type": "docker", "image": busybox_image, "docker_host": podman_socket}},
+            "runs_on": ["box"],
+            "env": {"GREETING": "hello box"},
+            "steps": [{"name": "make", "run": script, "cwd": "/work", "artifacts": ["out/*.txt"]}],
+        },
+    )
     done = await finished(engine, await engine.submit_workflow(wf), timeout=60)
     assert done.status is ExecutionStatus.COMPLETED, done.error_message
     steps = await stored_steps(engine, done.id)
@@ -527,12 +612,15 @@ async def test_docker_target_with_a_missing_image_fails_clearly(
     engine: Engine, tmp_path: Path, podman_socket: str
 ) -> None:
     image = "localhost/stepflow-no-such-image:1"
-    wf = workflow_file(tmp_path, {
-        "name": "noimage",
-        "targets": {"box": {"type": "docker", "image": image, "docker_host": podman_socket}},
-        "runs_on": ["box"],
-        "steps": [{"name": "make", "run": "echo never"}],
-    })
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "noimage",
+            "targets": {"box": {"type": "docker", "image": image, "docker_host": podman_socket}},
+            "runs_on": ["box"],
+            "steps": [{"name": "make", "run": "echo never"}],
+        },
+    )
     done = await finished(engine, await engine.submit_workflow(wf), timeout=60)
     assert done.status is ExecutionStatus.FAILED
     assert f"image '{image}' not found" in (done.error_message or "")
@@ -545,8 +633,8 @@ async def test_docker_target_with_a_missing_image_fails_clearly(
 async def test_resource_usage_is_recorded_for_a_local_step(engine: Engine, tmp_path: Path) -> None:
     # busy for 2.5 s with ~50 MB held: two samples at least (the first reading of a process is 0%)
     busy = (
-        f"{sys.executable} -c \"import time; block = bytearray(50_000_000); end = time.monotonic() + 2.5\n"
-        "while time.monotonic() < end: pass\""
+        f'{sys.executable} -c "import time; block = bytearray(50_000_000); end = time.monotonic() + 2.5\n'
+        'while time.monotonic() < end: pass"'
     )
     wf = workflow_file(tmp_path, {"name": "busy", "steps": [{"name": "spin", "run": busy}]})
     done = await finished(engine, await engine.submit_workflow(wf))
@@ -555,4 +643,3 @@ async def test_resource_usage_is_recorded_for_a_local_step(engine: Engine, tmp_p
     assert spin.cpu_percent is not None and spin.cpu_percent > 20, spin.cpu_percent
     assert spin.rss_bytes is not None and spin.rss_bytes > 50_000_000
     assert spin.metadata["peak_rss_bytes"] >= spin.rss_bytes
-

@@ -15,7 +15,9 @@ import pytest
 
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
-from engine.runners.ssh import SshCommand, SshConnectionPool, SshRunner
+from engine.runners.ssh import SshRunner
+from engine.runners.ssh_command import SshCommand
+from engine.runners.ssh_pool import SshConnectionPool
 from tests.servers import SshServer, free_port
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel
 
-from api_compat.monitor import artifacts, executions, health, ws
+from api_compat.monitor import artifacts, executions, health, list_cache, ws
 from api_compat.monitor.errors import error_middleware
 from api_compat.monitor.schemas import (
     UPLOAD_SCHEMA,
@@ -116,6 +116,7 @@ def install(app: web.Application, surface: Surface) -> None:
           websocket=True, response=WS_DOC, status=101)
 
     app[health.PROBE] = health.Probe()
+    list_cache.install(app)
     app.middlewares.append(error_middleware(surface))
 
 

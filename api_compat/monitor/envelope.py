@@ -32,6 +32,12 @@ def ok(data: Any, status: int = 200) -> web.Response:
     return web.Response(text=body, status=status, content_type="application/json")
 
 
+def ok_json(data_json: str, status: int = 200) -> web.Response:
+    """`ok` for `data` already encoded (with `dumps`): the same bytes, the timestamp of now."""
+    body = f'{{"success":true,"data":{data_json},"error":null,"timestamp":"{now_iso()}"}}'
+    return web.Response(text=body, status=status, content_type="application/json")
+
+
 def fail(message: str, status: int, headers: dict[str, str] | None = None) -> web.Response:
     body = dumps({"success": False, "data": None, "error": message, "timestamp": now_iso()})
     return web.Response(text=body, status=status, content_type="application/json", headers=headers)

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api_compat.monitor.envelope import ApiError, ok
+from api_compat.monitor.envelope import ApiError, dumps, ok, ok_json
 from api_compat.monitor.errors import read_json, read_query
+from api_compat.monitor.list_cache import LIST_CACHE
 from api_compat.monitor.schemas import (
     CreateExecutionBody,
     CreateWorkflowBody,
@@ -16,25 +17,8 @@ from api_compat.monitor.schemas import (
     RerunBody,
 )
 from api_compat.state import ENGINE
-from engine.model import ArtifactFilter, Execution, ExecutionFilter, LogLine, Stream
-from engine.views import artifact_dict, execution_dict, iso, step_dict
-
-_LEVEL = {Stream.STDOUT: "info", Stream.STDERR: "error", Stream.SYSTEM: "warning"}
-
-
-def log_level(stream: Stream) -> str:
-    return _LEVEL.get(stream, "info")
-
-
-def line_dict(line: LogLine) -> dict[str, object]:
-    return {
-        "seq": line.seq,
-        "step_id": line.step_id,
-        "stream": line.stream.value,
-        "level": log_level(line.stream),
-        "timestamp": iso(line.timestamp),
-        "content": line.text,
-    }
+from engine.model import ArtifactFilter, Execution, ExecutionFilter
+from engine.views import artifact_dict, execution_dict, iso, line_dict, step_dict
 
 
 def created(execution: Execution) -> web.Response:
@@ -53,14 +37,22 @@ async def _existing(request: web.Request) -> Execution:
 
 
 async def list_executions(request: web.Request) -> web.Response:
+    # the same query string on an unchanged database: the same answer (see list_cache)
+    cache = request.app[LIST_CACHE]
+    key = request.query_string
+    cached, version = cache.lookup(key)
+    if cached is not None:
+        return ok_json(cached)
     q = read_query(request, ListExecutionsQuery)
     flt = ExecutionFilter(status=q.status, user=q.user, text=q.text, limit=q.limit, offset=q.offset)
     executions, total = await request.app[ENGINE].list_executions(flt)
-    return ok({
+    data = dumps({
         "executions": [execution_dict(e) for e in executions],
         "total_count": total,
         "has_more": q.offset + len(executions) < total,
     })
+    cache.keep(key, version, data, executions)
+    return ok_json(data)
 
 
 async def get_execution(request: web.Request) -> web.Response:
@@ -113,9 +105,11 @@ async def rerun_execution(request: web.Request) -> web.Response:
 async def get_log_lines(request: web.Request) -> web.Response:
     q = read_query(request, LogLinesQuery)
     execution = await _existing(request)
+    # offset only when asked: a client written before it existed need not know it
+    skip = {"offset": q.offset} if q.offset else {}
     lines = await request.app[ENGINE].get_log_lines(
         execution.id, step_ids=q.step_id, after_seq=q.after_seq, before_seq=q.before_seq,
-        limit=q.limit, newest_first=q.newest_first,
+        limit=q.limit, newest_first=q.newest_first, **skip,
     )
     return ok({"execution_id": execution.id, "lines": [line_dict(line) for line in lines]})
 

@@ -98,6 +98,8 @@ class LogLinesQuery(BaseModel):
     #: only these steps (repeat the parameter for several)
     step_id: list[str] | None = None
     newest_first: bool = False
+    #: skip this many of the selected lines (in the order asked): the n-th line of a step's log
+    offset: int = Field(0, ge=0)
 
 
 class LogCountQuery(BaseModel):

@@ -10,40 +10,45 @@ its log entries. Status messages are never dropped, and jump ahead of the log en
 client that lags. A client that stopped reading (4 MiB unread in its socket) is closed with 1008,
 one silent for `_PING_TIMEOUT` with 1001.
 
-Before any client's queue, the hub's log budget (see `WsHub`) caps the log entries streamed per
-execution per second, summed over its subscribers: with a thousand subscribers, writing every line
-to every socket would take the loop from the engine. What it drops, it drops for everyone, and says
-so with the same `LOG_ENTRIES_DROPPED` message.
+Before any client's queue, the hub's log budget (`ws_fanout.LogBudgets`) caps the log entries
+streamed per execution per second, summed over its subscribers: with a thousand subscribers, writing
+every line to every socket would take the loop from the engine. What it drops, it drops for
+everyone, and says so with the same `LOG_ENTRIES_DROPPED` message.
+
+Here: the hub (the engine subscription, the clients and their subscriptions, when to write, events
+to messages, client commands) and the socket handler. `ws_fanout` holds a client's queue and the
+log budget; `ws_messages` the JSON of each message.
 
 Who gets what (see api_compat/README.md): every client gets `execution_started`,
-`execution_completed` and `artifact_created` for every execution; `step_update`, `log_entry` and
-`error` only for the executions it subscribed to (`subscribe` with an id, or `"*"` for all).
+`execution_completed`, `artifact_created` and `execution_deleted` (ours) for every execution;
+`step_update`, `log_entry` and `error` only for the executions it subscribed to (`subscribe` with
+an id, or `"*"` for all).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import json
 import logging
 import socket
-import struct
 import time
 import weakref
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Collection
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from api_compat.monitor.envelope import dumps, now_iso
-from api_compat.monitor.executions import log_level
+from api_compat.monitor import ws_messages as msg
+from api_compat.monitor.envelope import now_iso
+from api_compat.monitor.ws_fanout import LogBudgets, WsClient, frame
+from api_compat.monitor.ws_messages import error_message, message
 from api_compat.state import WS_HUB
 from engine.client import EngineClient, Subscription
 from engine.events import (
     ArtifactAdded,
     Event,
+    ExecutionDeleted,
     ExecutionFinished,
     ExecutionStarted,
     LinesDropped,
@@ -55,7 +60,9 @@ from engine.events import (
     StepUpdated,
 )
 from engine.model import ArtifactFilter, Execution
-from engine.views import execution_dict, iso, step_dict
+from engine.views import execution_dict, step_dict
+
+__all__ = ["WILDCARD", "WsClient", "WsHub", "error_message", "frame", "message", "websocket_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -70,236 +77,24 @@ _STATUS_TICK = 0.02
 _REST_FACTOR = 3
 #: kernel send buffer of a WebSocket connection
 _SNDBUF = 64 * 1024
-#: a client whose transport holds this many bytes of status messages it has not read is closed
-_HARD_BYTES = 4 * 1024 * 1024
 #: seconds between pings; a client that sent nothing (not even a pong) for `_PING_TIMEOUT` is closed.
 #: Lagging is not silence: a client reading behind a backlog still answers, later.
 _PING_EVERY = 30.0
 _PING_TIMEOUT = 120.0
-_PING_FRAME = b"\x89\x00"
-#: the log budget is given out per window of this many seconds: log entries reach a client in at most
-#: a few writes per second, whatever the execution's rate
-_WINDOW = 0.25
-#: log entries per second an execution's subscribers get at least, however many they are
-_MIN_RATE = 20
-
-
-def message(type_: str, data: dict[str, Any]) -> str:
-    return dumps({"type": type_, "data": data, "timestamp": now_iso()})
-
-
-def error_message(code: str, text: str, execution_id: str | None = None, **extra: Any) -> str:
-    return message("error", {"execution_id": execution_id, "error_message": text, "error_code": code,
-                             "timestamp": now_iso(), **extra})
-
-
-def dropped_message(execution_id: str, count: int, first: int, last: int, why: str) -> str:
-    return error_message(
-        "LOG_ENTRIES_DROPPED",
-        f"{count} log entries were not sent {why}; fetch them with GET /api/executions/{execution_id}/logs",
-        execution_id,
-        dropped_count=count,
-        first_seq=first if first >= 0 else None,
-        last_seq=last if last >= 0 else None,
-    )
-
-
-def frame(text: str) -> bytes:
-    """A server-to-client text frame (unmasked, uncompressed): the same bytes serve every client."""
-    payload = text.encode()
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x81, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
-
-
-class WsClient:
-    """One socket. Messages are encoded and framed once by the hub and shared by every client;
-    a client holds the frames it has not written yet, in two lanes: status messages (and replies)
-    and log entries (with progress-only step updates and drop notices). Writing never waits: the
-    hub's flush writes a client's frames when its transport has room (below `HIGH_WATER` bytes
-    buffered), in the order they came. A client whose transport is full is lagging: its status
-    messages are written at once, ahead of its queued log entries, and log entries beyond `limit`
-    are dropped for it and counted."""
-
-    HIGH_WATER = 64 * 1024
-
-    __slots__ = ("id", "ws", "transport", "hub", "limit", "subscriptions", "wildcard", "_status", "_logs",
-                 "_n", "_droppable", "_dropped", "_closing", "_lagging", "last_seen", "__weakref__")
-
-    def __init__(self, hub: WsHub, ws: web.WebSocketResponse, transport: asyncio.Transport | None,
-                 client_id: int, limit: int) -> None:
-        self.id = client_id
-        self.ws = ws
-        self.transport = transport
-        self.hub = hub
-        self.limit = limit
-        self.subscriptions: set[str] = set()
-        self.wildcard = False
-        # (order, frame bytes): the order merges the two lanes back when the client keeps up
-        self._status: list[tuple[int, bytes]] = []
-        self._logs: list[tuple[int, bytes]] = []
-        self._n = 0
-        #: log entries among the waiting frames
-        self._droppable = 0
-        # execution id -> [count, first_seq, last_seq]
-        self._dropped: dict[str, list[int]] = {}
-        self._closing = False
-        self._lagging = False
-        #: loop time of the last message received from the client (pongs included)
-        self.last_seen = asyncio.get_running_loop().time()
-
-    def wants(self, execution_id: str) -> bool:
-        return self.wildcard or execution_id in self.subscriptions
-
-    # -- queueing (called by the hub, never awaits) ----------------------------------------------
-    def send(self, text: str | bytes) -> None:
-        """A message that must arrive (status, replies). Entries lost before it are reported in
-        the log lane first, so that a client that keeps up learns its log is incomplete before
-        an execution's end."""
-        if self._dropped:
-            self._drop_notices()
-        self._n += 1
-        self._status.append((self._n, frame(text) if isinstance(text, str) else text))
-        self.hub.mark_dirty(self, soon=True)
-
-    def send_droppable(self, execution_id: str, frames: bytes, count: int, first_seq: int = -1) -> None:
-        """`count` log entries (or progress updates) as one blob of frames: all or none."""
-        if self._droppable + count > self.limit:
-            last = first_seq + count - 1 if first_seq >= 0 else -1
-            self.note_dropped(execution_id, count, first_seq, last)
-            return
-        if self._dropped and self._droppable <= self.limit // 2:
-            self._drop_notices()
-        self._n += 1
-        self._logs.append((self._n, frames))
-        self._droppable += count
-        self.hub.mark_dirty(self)
-
-    def send_notice(self, execution_id: str, notice: bytes, count: int, first_seq: int, last_seq: int) -> None:
-        """The hub dropped entries for every client (its log budget): `notice` says so, shared. A
-        client that lost entries of its own meanwhile gets one notice of its own for both."""
-        if execution_id in self._dropped:
-            self.note_dropped(execution_id, count, first_seq, last_seq)
-            return
-        self._n += 1
-        self._logs.append((self._n, notice))
-        self.hub.mark_dirty(self)
-
-    def note_dropped(self, execution_id: str, count: int, first_seq: int = -1, last_seq: int = -1) -> None:
-        entry = self._dropped.get(execution_id)
-        if entry is None:
-            self._dropped[execution_id] = [count, first_seq, last_seq]
-        else:
-            entry[0] += count
-            if first_seq >= 0:
-                entry[1] = first_seq if entry[1] < 0 else min(entry[1], first_seq)
-                entry[2] = max(entry[2], last_seq)
-        self.hub.mark_dirty(self)
-
-    def _drop_notices(self) -> None:
-        for execution_id, (count, first, last) in self._dropped.items():
-            self._n += 1
-            self._logs.append((self._n, frame(dropped_message(
-                execution_id, count, first, last, "because this client fell behind"))))
-        self._dropped.clear()
-
-    # -- writing -----------------------------------------------------------------------------------
-    def flush(self, *, force: bool = False) -> bool:
-        """Write what waits if the transport has room (or `force`); True when nothing is left.
-        Status messages are written even when it has none."""
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            self._status.clear()
-            self._logs.clear()
-            self._dropped.clear()
-            self._droppable = 0
-            return True
-        buffered = transport.get_write_buffer_size()
-        if not force and buffered > self.HIGH_WATER:
-            self._lagging = True
-            if self._status:
-                # ahead of the queued log entries
-                transport.write(b"".join([f for _, f in self._status]))
-                self.hub.total_messages += len(self._status)
-                self._status.clear()
-                if buffered > _HARD_BYTES:
-                    self._close_too_slow()
-            return False
-        if self._dropped and not self._logs:
-            self._drop_notices()
-        status, logs = self._status, self._logs
-        if status or logs:
-            if not logs:
-                frames = [f for _, f in status]
-            elif not status:
-                frames = [f for _, f in logs]
-            elif self._lagging:
-                frames = [f for _, f in status] + [f for _, f in logs]
-            else:
-                frames = [f for _, f in heapq.merge(status, logs)]
-            transport.write(b"".join(frames) if len(frames) > 1 else frames[0])
-            self.hub.total_messages += len(status) + len(logs)
-            status.clear()
-            logs.clear()
-            self._droppable = 0
-        self._lagging = False
-        return not self._dropped
-
-    def _close_too_slow(self) -> None:
-        if self._closing:
-            return
-        log.warning("WebSocket client %s stopped reading; closing it", self.id)
-        self._closing = True
-        self._logs.clear()
-        asyncio.get_running_loop().create_task(
-            self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"client too slow")
-        )
-
-    def ping(self) -> None:
-        self._n += 1
-        self._status.append((self._n, _PING_FRAME))
-        self.hub.mark_dirty(self)
-
-    async def close(self, code: int = WSCloseCode.GOING_AWAY, message: bytes = b"") -> None:
-        """Hand what waits to the transport (bounded by the queue limits), then close with `code`:
-        the close frame follows the messages."""
-        self._closing = True
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            self.flush(force=True)
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.ws.close(code=code, message=message)
-
-
-class _Budget:
-    """An execution's log entries streamed to sockets, per window; what was dropped for everyone."""
-
-    __slots__ = ("window_end", "left", "count", "first", "last")
-
-    def __init__(self) -> None:
-        self.window_end = 0.0
-        self.left = 0
-        self.count = 0
-        self.first = -1
-        self.last = -1
 
 
 class WsHub:
     """`log_budget`: log entries per second streamed for one execution, summed over the clients that
-    want it (each gets budget / clients per second, at least `_MIN_RATE`); 0: no budget. The rest
-    is dropped for every client, which is told (LOG_ENTRIES_DROPPED) before the next entries or
-    status message of that execution. Writing to a thousand sockets costs per entry and per client:
-    this keeps the fan-out's cost (and the engine's ingestion beside it) bounded."""
+    want it (see `LogBudgets`); 0: no budget. The rest is dropped for every client, which is told
+    (LOG_ENTRIES_DROPPED) before the next entries or status message of that execution. Writing to a
+    thousand sockets costs per entry and per client: this keeps the fan-out's cost (and the engine's
+    ingestion beside it) bounded."""
 
     def __init__(self, engine: EngineClient, *, client_queue: int = 2_000, log_budget: int = 20_000) -> None:
         self.engine = engine
         self.client_queue = client_queue
         self.log_budget = log_budget
-        self._budgets: dict[str, _Budget] = {}
+        self._budgets = LogBudgets(log_budget)
         self._heartbeat: asyncio.Task[None] | None = None
         self.clients: weakref.WeakSet[WsClient] = weakref.WeakSet()
         self._by_execution: dict[str, set[WsClient]] = {}
@@ -462,7 +257,7 @@ class WsHub:
             if not subs:
                 del self._by_execution[execution_id]
 
-    def interested(self, execution_id: str) -> Iterable[WsClient]:
+    def interested(self, execution_id: str) -> Collection[WsClient]:
         subs = self._by_execution.get(execution_id)
         if not subs:
             return self._wildcard
@@ -493,56 +288,43 @@ class WsHub:
             if not targets:
                 return
             total = len(event.lines)
-            count = self._allow(event.exec_id, len(targets), total)
+            count = self._budgets.allow(event.exec_id, len(targets), total)
             if count:
                 targets = tuple(targets)
                 self._tell_dropped(event.exec_id, targets)
             if count < total:
-                self._note_dropped(event.exec_id, event.start_seq + count, event.start_seq + total - 1)
+                self._budgets.note_dropped(event.exec_id, event.start_seq + count, event.start_seq + total - 1)
             if not count:
                 return
-            level = log_level(event.stream)
-            ts = iso(event.timestamp)
-            stream = event.stream.value
-            blob = b"".join(
-                frame(message("log_entry", {
-                    "execution_id": event.exec_id, "step_id": event.step_id, "content": line,
-                    "timestamp": ts, "level": level, "stream": stream, "seq": event.start_seq + i,
-                }))
-                for i, line in enumerate(event.lines[:count])
-            )
+            blob = b"".join(frame(text) for text in msg.log_entries(event, count))
             for client in targets:
                 client.send_droppable(event.exec_id, blob, count, event.start_seq)
         elif isinstance(event, (StepStarted, StepFinished, StepAdded)):
-            self._to_interested(event.step.execution_id, self._step_message(event.step))
+            self._to_interested(event.step.execution_id, msg.step_update(event.step))
         elif isinstance(event, StepUpdated):
             targets = self.interested(event.step.execution_id)
             if targets:
-                blob = frame(self._step_message(event.step))
+                blob = frame(msg.step_update(event.step))
                 for client in tuple(targets):
                     client.send_droppable(event.step.execution_id, blob, 1)
         elif isinstance(event, ExecutionStarted):
             ex = event.execution
             self._artifacts_seen.setdefault(ex.id, set())
-            self.broadcast(message("execution_started", {
-                "execution_id": ex.id, "name": ex.name, "command": ex.command,
-                "started_at": iso(ex.started_at), "status": ex.status.value,
-            }))
+            self.broadcast(msg.execution_started(ex))
         elif isinstance(event, ExecutionFinished):
             completed = await self._completed_message(event.execution)
             self._tell_dropped(event.execution.id, tuple(self.interested(event.execution.id)))
-            self._budgets.pop(event.execution.id, None)
+            self._budgets.forget(event.execution.id)
             self.broadcast(completed)
+        elif isinstance(event, ExecutionDeleted):
+            # ours: without it a client's list keeps what is gone (a remote TUI drops the row)
+            self._artifacts_seen.pop(event.id, None)
+            self._budgets.forget(event.id)
+            self.broadcast(msg.execution_deleted(event.id))
         elif isinstance(event, ArtifactAdded):
             art = event.artifact
             self._artifacts_seen.setdefault(art.execution_id, set()).add(art.id)
-            self.broadcast(message("artifact_created", {
-                "execution_id": art.execution_id,
-                "artifact": {"id": art.id, "name": art.name, "file_name": art.file_name,
-                             "download_url": art.download_url, "step_id": art.step_id,
-                             "file_size": art.file_size, "mime_type": art.mime_type,
-                             "artifact_type": art.artifact_type.value},
-            }))
+            self.broadcast(msg.artifact_created(art))
         elif isinstance(event, Notice):
             if event.level.lower() == "error":
                 self._to_interested(event.exec_id, error_message(
@@ -560,45 +342,16 @@ class WsHub:
         for client in targets:
             client.send(blob)
 
-    # -- the log budget ------------------------------------------------------------------------------
-    def _allow(self, execution_id: str, clients: int, count: int) -> int:
-        """How many of `count` entries go out now (the first ones)."""
-        if self.log_budget <= 0:
-            return count
-        budget = self._budgets.get(execution_id)
-        if budget is None:
-            budget = self._budgets[execution_id] = _Budget()
-        now = asyncio.get_running_loop().time()
-        if now >= budget.window_end:
-            rate = max(self.log_budget / clients, _MIN_RATE)
-            budget.left = max(int(rate * _WINDOW), 1)
-            budget.window_end = now + _WINDOW
-        allowed = min(budget.left, count)
-        budget.left -= allowed
-        return allowed
-
-    def _note_dropped(self, execution_id: str, first_seq: int, last_seq: int) -> None:
-        budget = self._budgets[execution_id]
-        budget.count += last_seq - first_seq + 1
-        if budget.first < 0:
-            budget.first = first_seq
-        budget.last = last_seq
-
     def _tell_dropped(self, execution_id: str, targets: tuple[WsClient, ...]) -> None:
         """Before the next message of an execution: what the budget dropped since the last one."""
-        budget = self._budgets.get(execution_id)
-        if budget is None or not budget.count:
+        dropped = self._budgets.take_dropped(execution_id)
+        if dropped is None:
             return
-        count, first, last = budget.count, budget.first, budget.last
-        budget.count, budget.first, budget.last = 0, -1, -1
-        notice = frame(dropped_message(execution_id, count, first, last,
-                                       "to keep the stream within the server's log budget"))
+        count, first, last = dropped
+        notice = frame(msg.dropped_message(execution_id, count, first, last,
+                                           "to keep the stream within the server's log budget"))
         for client in targets:
             client.send_notice(execution_id, notice, count, first, last)
-
-    @staticmethod
-    def _step_message(step: Any) -> str:
-        return message("step_update", {"execution_id": step.execution_id, "step": step_dict(step)})
 
     async def _completed_message(self, ex: Execution) -> str:
         seen = self._artifacts_seen.pop(ex.id, set())
@@ -608,17 +361,7 @@ class WsHub:
         except Exception:
             log.exception("counting the artifacts of %s failed", ex.id)
             count = len(seen)
-        return message("execution_completed", {
-            "execution_id": ex.id,
-            "status": ex.status.value,
-            "exit_code": ex.exit_code,
-            "completed_at": iso(ex.completed_at),
-            "duration_seconds": None if ex.duration_seconds is None else round(ex.duration_seconds, 3),
-            "total_steps": ex.total_steps,
-            "artifacts_count": count,
-            "error_message": ex.error_message,
-            "abort_reason": ex.abort_reason.value if ex.abort_reason else None,
-        })
+        return msg.execution_completed(ex, count)
 
     # -- client commands ------------------------------------------------------------------------------
     async def handle_command(self, client: WsClient, raw: str) -> None:

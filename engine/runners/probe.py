@@ -64,8 +64,9 @@ async def probe_target(target: Any) -> Probe:
             else:
                 message = "this machine runs commands directly"
     except TimeoutError:
-        return Probe(False, f"no answer from {describe_where(target)} within {timeout:g}s",
-                     time.monotonic() - started)
+        return Probe(
+            False, f"no answer from {describe_where(target)} within {timeout:g}s", time.monotonic() - started
+        )
     except SpawnError as exc:
         return Probe(False, str(exc), time.monotonic() - started)
     return Probe(True, message, time.monotonic() - started)
@@ -93,11 +94,13 @@ def _probe_docker(target: Any, timeout: float) -> str:
     import docker
     import docker.errors
 
-    from engine.runners.docker import DockerRunner, _daemon_reason
+    from engine.runners.docker import DockerRunner
+    from engine.runners.docker_errors import daemon_reason
 
     # the runner only names things here: its threads start with its first command
-    runner = DockerRunner(_get(target, "image"), docker_host=_get(target, "docker_host"),
-                          connect_timeout=timeout)
+    runner = DockerRunner(
+        _get(target, "image"), docker_host=_get(target, "docker_host"), connect_timeout=timeout
+    )
     where = runner.where
     try:
         if runner.docker_host is not None:
@@ -106,17 +109,24 @@ def _probe_docker(target: Any, timeout: float) -> str:
             client = docker.from_env(timeout=timeout)
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
-        raise SpawnError(f"cannot reach the Docker daemon at {where}: {_daemon_reason(exc, runner)}") from None
+        raise SpawnError(
+            f"cannot reach the Docker daemon at {where}: {daemon_reason(exc, timeout)}"
+        ) from None
     try:
         version = client.version().get("Version", "?")
         client.images.get(runner.image_name)
     except docker.errors.ImageNotFound:
         if _get(target, "pull", False):
-            return f"the Docker daemon at {where} answers; {runner.image_name!r} is pulled before the first step"
-        raise SpawnError(f"the Docker daemon at {where} answers, but has no image {runner.image_name!r}") from None
+            return (
+                f"the Docker daemon at {where} answers; {runner.image_name!r} is pulled before the first step"
+            )
+        raise SpawnError(
+            f"the Docker daemon at {where} answers, but has no image {runner.image_name!r}"
+        ) from None
     except (docker.errors.DockerException, OSError) as exc:
-        raise SpawnError(f"cannot reach the Docker daemon at {where}: {_daemon_reason(exc, runner)}") from None
+        raise SpawnError(
+            f"cannot reach the Docker daemon at {where}: {daemon_reason(exc, timeout)}"
+        ) from None
     finally:
         client.close()
     return f"the Docker daemon at {where} (version {version}) answers and has {runner.image_name!r}"
-

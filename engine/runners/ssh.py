@@ -1,16 +1,8 @@
 """Run commands on SSH hosts, with asyncssh.
 
 One connection per (host, port, user) is shared by every command and every runner of the event loop
-(`SshConnectionPool`); ~/.ssh/config, the agent and key files are honoured as asyncssh does.
-
-A command runs on the host inside a small POSIX `sh` wrapper that changes directory, exports the
-environment (servers usually refuse SSH's setenv requests) and starts the command with `setsid`, so
-that it leads a session and process group of its own. The group leader first prints a header line
-`stepflow:<nonce>:pid <pgid>` on stdout, which `start` reads and strips; anything a login script
-printed before it is discarded. The wrapper waits for the command and exits with its status, which
-`wait` for a signal gives as 128 + the signal number, as the shell does. Stopping a command sends
-SIGTERM to the remote group through a second channel on the same connection, waits up to the
-grace period on the host, then SIGKILL.
+(`ssh_pool.SshConnectionPool`); ~/.ssh/config, the agent and key files are honoured as asyncssh
+does. How a command is started and stopped on the host: `ssh_command`.
 """
 
 from __future__ import annotations
@@ -18,126 +10,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import os
 import posixpath
 import re
-import shlex
 import socket
 import stat
 import uuid
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncssh
 
-from engine.model import Stream
-from engine.runners.base import CommandSpec, FetchError, ResourceSample, SpawnError
+from engine.runners.base import CommandSpec, FetchError, SpawnError
+from engine.runners.ssh_command import SshCommand, reason, remote_command
+from engine.runners.ssh_pool import DEFAULT_POOL, ConnectionKey, SshConnectionPool
 
 log = logging.getLogger(__name__)
 
-#: largest chunk read from a channel at once
-READ_CHUNK = 65536
-#: how long the header line may take once the channel is open (login scripts run first)
-HEADER_TIMEOUT = 30.0
-#: at most this much output before the header line (a chatty login script) is skipped
-HEADER_LIMIT = 65536
-#: how long SIGKILLed processes get to disappear on the host
-KILL_WAIT = 5.0
-#: how often the host checks whether the process group is gone while stopping it
-KILL_POLL = 0.05
 #: grace given to commands still running when the runner is closed
 CLOSE_GRACE = 1.0
-
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-ConnectionKey = tuple[str, int | None, str | None]
-
-
-# -- connections ------------------------------------------------------------------------------
-@dataclass(eq=False)
-class _Pooled:
-    connecting: asyncio.Task[asyncssh.SSHClientConnection]
-    users: weakref.WeakSet[object] = field(default_factory=weakref.WeakSet)
+#: ciphers put before asyncssh's defaults (unless ~/.ssh/config chooses): asyncssh builds a new
+#: cipher context for every packet of chacha20-poly1305, its first choice, which makes it cost
+#: about five times as much CPU as AES-GCM, on both ends, for each of the hosts of a fan-out
+PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+#: the client configuration asyncssh reads by default
+SSH_CONFIG = "~/.ssh/config"
 
 
-class SshConnectionPool:
-    """Open SSH connections, one per (host, port, user) and event loop, shared by runners.
-
-    A connection is closed when the last runner using it releases it (`SshRunner.close`).
-    """
-
-    def __init__(self) -> None:
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ConnectionKey, _Pooled]] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def _entries(self) -> dict[ConnectionKey, _Pooled]:
-        return self._by_loop.setdefault(asyncio.get_running_loop(), {})
-
-    async def get(
-        self,
-        key: ConnectionKey,
-        user: object,
-        connect: Callable[[], Awaitable[asyncssh.SSHClientConnection]],
-    ) -> asyncssh.SSHClientConnection:
-        """The pooled connection for `key`, opened with `connect` when there is none (or it
-        closed); `user` (a runner) holds it until `release`."""
-        entries = self._entries()
-        entry = entries.get(key)
-        if entry is not None and entry.connecting.done():
-            if entry.connecting.cancelled() or entry.connecting.exception() is not None:
-                entry = None
-            elif entry.connecting.result().is_closed():
-                entry = None
-        if entry is None:
-            entry = _Pooled(asyncio.ensure_future(connect()))
-            entries[key] = entry
-        entry.users.add(user)
-        try:
-            return await asyncio.shield(entry.connecting)
-        except BaseException:
-            if entry.connecting.done() and entries.get(key) is entry:
-                del entries[key]
-            raise
-
-    def discard(self, key: ConnectionKey, conn: asyncssh.SSHClientConnection) -> None:
-        """Forget `conn` (found broken), so that the next `get` opens a new connection."""
-        entries = self._entries()
-        entry = entries.get(key)
-        if entry is not None and entry.connecting.done() and not entry.connecting.cancelled():
-            if entry.connecting.exception() is None and entry.connecting.result() is conn:
-                del entries[key]
-        conn.close()
-
-    async def release(self, user: object) -> None:
-        """`user` no longer needs its connections; close those nobody else uses."""
-        entries = self._entries()
-        closing: list[asyncssh.SSHClientConnection] = []
-        for key, entry in list(entries.items()):
-            if user not in entry.users:
-                continue
-            entry.users.discard(user)
-            if len(entry.users) == 0:
-                del entries[key]
-                if not entry.connecting.done():
-                    entry.connecting.cancel()
-                    with contextlib.suppress(BaseException):
-                        await entry.connecting
-                elif not entry.connecting.cancelled() and entry.connecting.exception() is None:
-                    closing.append(entry.connecting.result())
-        for conn in closing:
-            conn.close()
-            await conn.wait_closed()
-
-
-#: the pool runners share unless they are given one
-DEFAULT_POOL = SshConnectionPool()
-
-
-# -- the runner -------------------------------------------------------------------------------
 class SshRunner:
     """Runs commands on one SSH host.
 
@@ -210,10 +109,13 @@ class SshRunner:
             options["port"] = self.port
         if self.user is not None:
             options["username"] = self.user
+        key_found, config_names_ciphers = await asyncio.to_thread(_check_client_files, self.key)
         if self.key is not None:
-            if not await asyncio.to_thread(os.path.isfile, self.key):
+            if not key_found:
                 raise SpawnError(f"cannot connect to {self.where}: key file {self.key!r} not found")
             options["client_keys"] = [self.key]
+        if not config_names_ciphers:
+            options["encryption_algs"] = PREFERRED_CIPHERS
         if self.password is not None:
             options["password"] = self.password
         if self.jump_host is not None:
@@ -285,7 +187,7 @@ class SshRunner:
     # -- commands ---------------------------------------------------------------------------
     async def start(self, spec: CommandSpec) -> SshCommand:
         nonce = uuid.uuid4().hex[:16]
-        command = _remote_command(spec, nonce)
+        command = remote_command(spec, nonce)
         conn = await self._connection()
         own_conn: asyncssh.SSHClientConnection | None = None
         try:
@@ -305,10 +207,10 @@ class SshRunner:
             except (OSError, asyncssh.Error) as exc2:
                 if own_conn is not None:
                     own_conn.close()
-                raise SpawnError(f"cannot start a command on {self.where}: {_reason(exc2)}") from None
+                raise SpawnError(f"cannot start a command on {self.where}: {reason(exc2)}") from None
         except (OSError, asyncssh.Error) as exc:
             self._pool.discard(self._key, conn)
-            raise SpawnError(f"cannot start a command on {self.where}: {_reason(exc)}") from None
+            raise SpawnError(f"cannot start a command on {self.where}: {reason(exc)}") from None
         running = SshCommand(self, conn, process, nonce, own_conn)
         try:
             await running._read_header(spec)
@@ -328,7 +230,7 @@ class SshRunner:
         try:
             sftp = await conn.start_sftp_client()
         except (OSError, asyncssh.Error) as exc:
-            raise FetchError(f"cannot open SFTP on {self.where}: {_reason(exc)}") from None
+            raise FetchError(f"cannot open SFTP on {self.where}: {reason(exc)}") from None
         async with sftp:
             yield sftp
 
@@ -365,7 +267,7 @@ class SshRunner:
                 await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
                 await sftp.get(source, str(dest))
             except (OSError, asyncssh.SFTPError) as exc:
-                raise FetchError(f"cannot copy artifact {path!r} from {self.where}: {_reason(exc)}") from None
+                raise FetchError(f"cannot copy artifact {path!r} from {self.where}: {reason(exc)}") from None
             return source
 
     async def glob(self, pattern: str, cwd: str | None) -> list[str]:
@@ -389,7 +291,7 @@ class SshRunner:
                 raise FetchError(f"cannot list {pattern!r} on {self.where}: {exc.reason}") from None
             matches: set[str] = set()
             for match in found:
-                absolute = posixpath.normpath(posixpath.join(base, match))
+                absolute = posixpath.normpath(posixpath.join(base, os.fsdecode(match)))
                 try:
                     attrs = await sftp.stat(absolute)
                     real = await sftp.realpath(absolute)
@@ -409,233 +311,8 @@ class SshRunner:
         await self._pool.release(self)
 
 
-class SshCommand:
-    """One command started on an SSH host."""
-
-    def __init__(
-        self,
-        runner: SshRunner,
-        conn: asyncssh.SSHClientConnection,
-        process: asyncssh.SSHClientProcess[bytes],
-        nonce: str,
-        own_conn: asyncssh.SSHClientConnection | None,
-    ) -> None:
-        self._runner = runner
-        self._conn = conn
-        self._process = process
-        self._nonce = nonce.encode()
-        self._own_conn = own_conn
-        #: stdout read along with the header line, given out first
-        self._early = b""
-        self._pgid: int | None = None
-        self._group_gone = False
-        self._terminate_lock = asyncio.Lock()
-        self._closed = asyncio.ensure_future(self._watch_closed())
-
-    async def _watch_closed(self) -> None:
-        await self._process.wait_closed()
-        self._runner._running.discard(self)
-        if self._own_conn is not None:
-            self._own_conn.close()
-
-    @property
-    def pid(self) -> int | None:
-        """The process group id of the command on the host (not a local pid)."""
-        return self._pgid
-
-    async def _read_header(self, spec: CommandSpec) -> None:
-        self._process.stdin.write_eof()
-        prefix = b"stepflow:" + self._nonce + b":"
-        buffer = b""
-        try:
-            async with asyncio.timeout(HEADER_TIMEOUT):
-                while True:
-                    found = buffer.find(prefix)
-                    end = buffer.find(b"\n", found) if found >= 0 else -1
-                    if end >= 0:
-                        break
-                    chunk = await self._process.stdout.read(READ_CHUNK)
-                    if not chunk:
-                        await self._fail(spec, None)
-                    buffer += chunk
-                    if len(buffer) > HEADER_LIMIT + len(prefix) + 32 and found < 0:
-                        buffer = buffer[-(len(prefix) + 32) :]
-        except TimeoutError:
-            raise SpawnError(
-                f"cannot start the command on {self._runner.where}: "
-                f"the host did not start it within {HEADER_TIMEOUT:g}s"
-            ) from None
-        except (OSError, asyncssh.Error) as exc:
-            raise SpawnError(f"cannot start the command on {self._runner.where}: {_reason(exc)}") from None
-        header = buffer[found + len(prefix) : end].decode(errors="replace")
-        self._early = buffer[end + 1 :]
-        if header.startswith("pid "):
-            self._pgid = int(header[4:])
-            return
-        await self._fail(spec, header)
-
-    async def _fail(self, spec: CommandSpec, header: str | None) -> None:
-        where = self._runner.where
-        if header == "cwd":
-            raise SpawnError(f"working directory {spec.cwd!r} does not exist on {where}")
-        if header == "shell":
-            raise SpawnError(f"cannot start shell {spec.shell!r} on {where}: command not found")
-        if header == "setsid":
-            raise SpawnError(f"cannot start the command on {where}: setsid is not installed there")
-        with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
-            async with asyncio.timeout(5):
-                await self._process.wait_closed()
-        stderr = b""
-        with contextlib.suppress(OSError, asyncssh.Error):
-            stderr = await _read_available(self._process.stderr)
-        detail = stderr.decode(errors="replace").strip().splitlines()
-        status = self._process.returncode
-        reason = detail[-1] if detail else f"the remote shell exited with status {status}"
-        raise SpawnError(f"cannot start the command on {where}: {reason}")
-
-    def _abandon(self) -> None:
-        self._process.close()
-        self._closed.cancel()
-        if self._own_conn is not None:
-            self._own_conn.close()
-
-    async def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
-        if self._early:
-            early, self._early = self._early, b""
-            yield Stream.STDOUT, early
-        readers = {Stream.STDOUT: self._process.stdout, Stream.STDERR: self._process.stderr}
-        pending: dict[asyncio.Task[bytes], Stream] = {}
-        try:
-            for stream, reader in readers.items():
-                pending[asyncio.ensure_future(_read(reader))] = stream
-            while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    stream = pending.pop(task)
-                    data = task.result()
-                    if data:
-                        pending[asyncio.ensure_future(_read(readers[stream]))] = stream
-                        yield stream, data
-        finally:
-            for task in pending:
-                task.cancel()
-
-    async def wait(self) -> int:
-        await asyncio.shield(self._closed)
-        code = self._process.returncode
-        if code is None:
-            # The connection was lost before the host said how the command ended.
-            return 255
-        return 128 - code if code < 0 else code
-
-    async def terminate(self, grace: float) -> None:
-        async with self._terminate_lock:
-            if self._pgid is None or self._group_gone:
-                return
-            script = _stop_script(self._pgid, grace)
-            try:
-                async with asyncio.timeout(grace + KILL_WAIT + self._runner.connect_timeout):
-                    await self._conn.run("exec sh -c " + shlex.quote(script), encoding=None)
-            except (TimeoutError, OSError, asyncssh.Error) as exc:
-                log.warning(
-                    "%s: cannot stop process group %s: %s", self._runner.where, self._pgid, _reason(exc)
-                )
-            else:
-                # The number is free again: it must never be signalled after this.
-                self._group_gone = True
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(KILL_WAIT):
-                    await asyncio.shield(self._closed)
-            if not self._closed.done():
-                self._process.close()
-
-    def sample(self) -> ResourceSample | None:
-        return None
-
-
-# -- helpers ----------------------------------------------------------------------------------
-async def _read(reader: asyncssh.SSHReader[bytes]) -> bytes:
-    try:
-        return await reader.read(READ_CHUNK)
-    except (OSError, asyncssh.Error):
-        return b""  # the channel broke: this stream ends; wait() tells the status
-
-
-async def _read_available(reader: asyncssh.SSHReader[bytes]) -> bytes:
-    data = b""
-    while chunk := await reader.read(READ_CHUNK):
-        data += chunk
-    return data
-
-
-def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "reason", None)
-    if reason:
-        return str(reason)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
-
-
 def _inside(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
-
-
-def _stop_script(pgid: int, grace: float) -> str:
-    """Shell text that stops process group `pgid` on the host: SIGTERM, up to `grace` seconds,
-    SIGKILL, and returns once no process of the group is left (zombies aside: an init that reaps
-    late must not make us wait)."""
-    steps = max(0, math.ceil(grace / KILL_POLL))
-    kills = math.ceil(KILL_WAIT / KILL_POLL)
-    return f"""\
-pg={pgid}
-alive() {{
-    kill -0 -$pg 2>/dev/null || return 1
-    table=$(ps -e -o pgid= -o stat= 2>/dev/null) || return 0
-    echo "$table" | awk -v pg=$pg '$1 == pg && $2 !~ /^Z/ {{ found = 1 }} END {{ exit !found }}'
-}}
-kill -TERM -$pg 2>/dev/null || exit 0
-i=0
-while alive; do
-    if [ $i -ge {steps} ]; then kill -KILL -$pg 2>/dev/null; break; fi
-    sleep {KILL_POLL}; i=$((i + 1))
-done
-i=0
-while [ $i -lt {kills} ] && alive; do sleep {KILL_POLL}; i=$((i + 1)); done
-"""
-
-
-def _remote_command(spec: CommandSpec, nonce: str) -> str:
-    """The command line sent to the host: a POSIX sh wrapper (see the module's docstring)."""
-    header = f"stepflow:{nonce}:"
-    lines: list[str] = []
-    if spec.cwd is not None:
-        lines.append(f"cd -- {shlex.quote(spec.cwd)} 2>/dev/null || {{ echo '{header}cwd'; exit 126; }}")
-    lines.append(f"command -v setsid >/dev/null 2>&1 || {{ echo '{header}setsid'; exit 127; }}")
-    for name, value in spec.env.items():
-        if not _ENV_NAME.match(name):
-            raise SpawnError(f"invalid environment variable name {name!r}")
-        lines.append(f"export {name}={shlex.quote(value)}")
-    if spec.argv is not None:
-        if not spec.argv:
-            raise SpawnError("cannot start an empty command")
-        inner = "exec " + shlex.join(spec.argv)
-    elif spec.script is not None:
-        script = shlex.quote(spec.script)
-        shell = spec.shell
-        if shell == "bash":
-            inner = f"if command -v bash >/dev/null 2>&1; then exec bash -c {script}; else exec sh -c {script}; fi"
-        else:
-            lines.append(
-                f"command -v {shlex.quote(shell)} >/dev/null 2>&1 || {{ echo '{header}shell'; exit 127; }}"
-            )
-            inner = f"exec {shlex.quote(shell)} -c {script}"
-    else:
-        raise SpawnError("cannot start a command without argv or script")
-    leader = f'echo "{header}pid $$"; {inner}'
-    lines.append(f"setsid sh -c {shlex.quote(leader)} </dev/null &")
-    lines.append("wait $!")
-    return "exec sh -c " + shlex.quote("\n".join(lines))
 
 
 _KNOWN_HOSTS_CACHE: dict[str, tuple[float, int, object]] = {}
@@ -653,3 +330,28 @@ def _parsed_known_hosts(path: str) -> object:
     parsed = asyncssh.read_known_hosts(path)
     _KNOWN_HOSTS_CACHE[path] = (st.st_mtime, st.st_size, parsed)
     return parsed
+
+
+_CONFIG_CACHE: dict[str, tuple[float, int, bool]] = {}
+_CIPHERS_OR_INCLUDE = re.compile(r"^\s*(ciphers|include)\b", re.IGNORECASE | re.MULTILINE)
+
+
+def _check_client_files(key: str | None) -> tuple[bool, bool]:
+    """Whether the key file exists (when one is named), and whether the user's SSH configuration
+    chooses ciphers (or includes other files, which might); the latter cached by mtime and size."""
+    key_found = key is None or os.path.isfile(key)
+    path = os.path.expanduser(SSH_CONFIG)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return key_found, False
+    cached = _CONFIG_CACHE.get(path)
+    if cached is not None and cached[0] == st.st_mtime and cached[1] == st.st_size:
+        return key_found, cached[2]
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return key_found, False
+    chooses = bool(_CIPHERS_OR_INCLUDE.search(text))
+    _CONFIG_CACHE[path] = (st.st_mtime, st.st_size, chooses)
+    return key_found, chooses

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual import on
@@ -10,6 +13,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
+
+if TYPE_CHECKING:
+    from stepflow_tui.screens.keys import KeyGroup
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -74,29 +80,45 @@ class TextPrompt(ModalScreen[str | None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every binding active where help was asked, with the id to remap it."""
+    """Every binding, grouped by where it applies, with the id to remap it (see `screens.keys`)."""
 
     BINDINGS = [Binding("escape,q,question_mark", "close", "Close", id="help.close")]
 
-    def __init__(self, rows: list[tuple[str, str, str, str]], keys_path: str) -> None:
+    def __init__(self, groups: list[KeyGroup], keys_path: str) -> None:
         super().__init__(classes="dialog-screen")
-        self.rows = rows
+        self.groups = groups
         self.keys_path = keys_path
 
+    @property
+    def rows(self) -> list[tuple[str, str, str, str]]:
+        """(keys, description, where, id) of every row."""
+        return [(r.keys, r.description, g.title, r.binding_id) for g in self.groups for r in g.rows]
+
     def compose(self) -> ComposeResult:
-        table = Table(box=None, expand=True, show_edge=False, pad_edge=False)
-        table.add_column("Key", style="bold", no_wrap=True)
-        table.add_column("Action")
-        table.add_column("Where", style="dim", no_wrap=True)
-        table.add_column("Id (for remapping)", style="dim", no_wrap=True)
-        for key, description, where, binding_id in self.rows:
-            table.add_row(key, description, where, binding_id)
+        rows = [r for g in self.groups for r in g.rows]
+        key_width = min(max((len(r.keys) for r in rows), default=4), 16)
+        id_width = max((len(r.binding_id) for r in rows), default=2)
+        parts: list[RenderableType] = []
+        for group in self.groups:
+            title = Text(group.title, style="bold underline")
+            if group.here:
+                title.append("  (here)", style="dim")
+            table = Table(box=None, expand=True, show_edge=False, pad_edge=False, show_header=False)
+            table.add_column(style="bold", no_wrap=True, width=key_width)
+            table.add_column(ratio=1)
+            table.add_column(style="dim", no_wrap=True, width=id_width)
+            for row in group.rows:
+                table.add_row(row.keys, row.description, row.binding_id or "–")
+            parts += [title, table, Text("")]
         with Vertical(classes="dialog help-dialog"):
             yield Label("Keys", classes="dialog-title")
-            with VerticalScroll():
-                yield Static(table)
-            yield Static(Text(f"Remap keys in {self.keys_path} ([keys] id = \"key\"). "
-                              "ctrl+p lists every action. esc closes.", style="dim"), classes="dialog-hint")
+            with VerticalScroll(id="help-scroll"):
+                yield Static(Group(*parts[:-1]))
+            yield Static(Text(f"Remap with the ids on the right: {self.keys_path}, [keys] id = \"key\". "
+                              "↑↓ pgup pgdn scroll · esc closes.", style="dim"), classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-scroll", VerticalScroll).focus()
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -1,7 +1,9 @@
-"""The launch dialog: pick a workflow file or type a command.
+"""The launch dialog: pick a workflow file or type a command, and where it runs.
 
 Workflow files come from the configured directories (sample_workflows/, the current directory) and
-the recently launched ones; the list stays fresh as files appear or change (watchfiles).
+the recently launched ones; the list stays fresh as files appear or change (watchfiles). The target
+is the default (local for a command, the workflow's own `runs_on`), `local`, or a target of the
+user's targets file (`engine.targets_file`), read off the event loop when the dialog opens.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, OptionList, Static
+from textual.widget import Widget
+from textual.widgets import Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
+
+from engine.targets_file import load_user_targets
+from engine.workflow import LOCAL, WorkflowError
 
 RECENT_MAX = 10
 WORKFLOW_SUFFIXES = (".yml", ".yaml")
@@ -30,6 +37,20 @@ class LaunchRequest:
     workflow: Path | None = None
     #: a shell command to run, or None
     command: str | None = None
+    #: where it runs; None: the default (local for a command, the workflow's own runs_on)
+    target: str | None = None
+
+
+#: the target picker's value for "no choice": local for a command, the workflow's runs_on
+DEFAULT_TARGET = ""
+
+
+def target_options(names: list[str]) -> list[tuple[Text, str]]:
+    """The picker's choices: the default, then local, then the targets file's names."""
+    default = Text("default")
+    default.append(" (local · runs_on)", style="dim")
+    options = [(default, DEFAULT_TARGET), (Text(LOCAL), LOCAL)]
+    return options + [(Text(name), name) for name in names if name != LOCAL]
 
 
 def recent_path() -> Path:
@@ -83,30 +104,94 @@ def display_path(path: Path) -> str:
 
 
 class LaunchDialog(ModalScreen[LaunchRequest | None]):
+    #: the target picker comes first on screen, the workflow list first in the user's hands
+    AUTO_FOCUS = "#workflow-list"
+
     BINDINGS = [
         Binding("escape", "cancel", "Close", id="launch.cancel"),
+        Binding("ctrl+t", "pick_target", "Target", id="launch.target"),
     ]
 
-    def __init__(self, workflow_dirs: list[Path], *, watch: bool = True, recent: list[Path] | None = None) -> None:
+    def __init__(
+        self,
+        workflow_dirs: list[Path],
+        *,
+        watch: bool = True,
+        recent: list[Path] | None = None,
+        targets_path: Path | None = None,
+    ) -> None:
+        """`targets_path`: the targets file of the engine's machine; None when the engine is
+        elsewhere (`--connect`): its targets are not known here, so only local is offered."""
         super().__init__(classes="dialog-screen")
         self.workflow_dirs = workflow_dirs
         self.watch = watch
         self.recent = read_recent() if recent is None else recent
+        self.targets_path = targets_path
         self.workflows: list[Path] = []
+        #: the targets the picker offers besides the default
+        self.offered: list[str] = [LOCAL]
+        #: where ctrl+t came from: focus goes back there once a target is picked
+        self._before_target: Widget | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog launch-dialog"):
-            yield Label("Launch", classes="dialog-title")
+            with Horizontal(classes="launch-title-row"):
+                yield Label("Launch", classes="dialog-title")
+                yield Label("on" if self.targets_path is not None else "on (the server's)", id="target-label")
+                yield Select(target_options([]), value=DEFAULT_TARGET, allow_blank=False, compact=True,
+                             id="target-select")
             yield Label("Workflow file:")
             yield OptionList(id="workflow-list")
             yield Label("Or a command:")
             yield Input(placeholder="e.g. ./build.sh --verbose", id="command-input")
-            yield Static("enter: run · tab: next field · esc: close", classes="dialog-hint")
+            yield Static("enter: run · tab: next field · ctrl+t: target · esc: close", classes="dialog-hint")
 
     def on_mount(self) -> None:
         self._scan()
+        if self.targets_path is not None:
+            self._read_targets(self.targets_path)
         if self.watch:
             self._watch()
+
+    @work(thread=True, group="launch-targets", exclusive=True)
+    def _read_targets(self, path: Path) -> None:
+        try:
+            names = sorted(load_user_targets(path))
+        except Exception as exc:  # WorkflowError names the file, line and column; anything else too
+            message = str(exc) if isinstance(exc, WorkflowError) else f"{path}: {exc}"
+            self.app.call_from_thread(self.notify, message, title="Targets file not read", severity="warning",
+                                      timeout=10)
+            return
+        self.app.call_from_thread(self._show_targets, names)
+
+    def _show_targets(self, names: list[str]) -> None:
+        try:
+            select = self.query_one("#target-select", Select)
+        except NoMatches:
+            return  # closed while the file was read
+        chosen = select.value
+        self.offered = [LOCAL, *(n for n in names if n != LOCAL)]
+        select.set_options(target_options(names))
+        select.value = chosen if chosen in (DEFAULT_TARGET, LOCAL, *names) else DEFAULT_TARGET
+
+    @property
+    def target(self) -> str | None:
+        value = self.query_one("#target-select", Select).value
+        return value if isinstance(value, str) and value != DEFAULT_TARGET else None
+
+    def action_pick_target(self) -> None:
+        select = self.query_one("#target-select", Select)
+        if self.focused is not select:
+            self._before_target = self.focused
+        select.focus()
+        select.expanded = True
+
+    @on(Select.Changed, "#target-select")
+    def _target_picked(self) -> None:
+        back, self._before_target = self._before_target, None
+        if back is not None and back.is_attached:
+            # after the Select has taken the focus back from its menu
+            self.call_after_refresh(back.focus)
 
     @work(thread=True, group="launch-scan", exclusive=True)
     def _scan(self) -> None:
@@ -147,13 +232,13 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
     @on(OptionList.OptionSelected, "#workflow-list")
     def _picked(self, event: OptionList.OptionSelected) -> None:
         if 0 <= event.option_index < len(self.workflows):
-            self.dismiss(LaunchRequest(workflow=self.workflows[event.option_index]))
+            self.dismiss(LaunchRequest(workflow=self.workflows[event.option_index], target=self.target))
 
     @on(Input.Submitted, "#command-input")
     def _command(self, event: Input.Submitted) -> None:
         event.stop()
         if event.value.strip():
-            self.dismiss(LaunchRequest(command=event.value.strip()))
+            self.dismiss(LaunchRequest(command=event.value.strip(), target=self.target))
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -186,9 +186,12 @@ class LogView(ScrollView, can_focus=True):
         self.post_message(self.StateChanged(self))
 
     def _update_virtual_size(self) -> None:
+        # the scroll position is a log row, and the last one is the tail's top: the scrollbar's end
+        # is the end of the log even when rows take several screen rows (wrap) or none (a hidden
+        # marker line), which `total` alone does not say
         height = self.total
         if self.wrap or not self.show_markers:
-            height += max(self.size.height - 1, 0)
+            height = self._tail_top() + self.scrollable_content_region.height
         # wider than the view only when a line is: no horizontal scrollbar otherwise
         width = 0 if self.wrap else self._max_width
         self.virtual_size = Size(width, height)
@@ -306,6 +309,11 @@ class LogView(ScrollView, can_focus=True):
             self._fetching.discard(k)
         if window is self.window:
             self._layout_key = None
+            if self.wrap or not self.show_markers:
+                # the rows now known may take more or fewer screen rows than guessed
+                self._update_virtual_size()
+                if self.follow:
+                    self._scroll_to_tail()
             self.refresh()
 
     def on_resize(self) -> None:
@@ -324,46 +332,76 @@ class LogView(ScrollView, can_focus=True):
     # -- follow and scrolling --------------------------------------------------------------------
     def _tail_top(self) -> int:
         """The top row that shows the last line at the bottom."""
+        return self._top_above(self.total - 1, self.scrollable_content_region.height)
+
+    def _top_above(self, last: int, height: int) -> int:
+        """The top row that shows row `last` on the last of `height` screen rows (rows not loaded
+        yet count as one screen row)."""
         window = self.window
-        region = self.scrollable_content_region
-        height = region.height
-        if window is None or window.total <= height and not self.wrap:
+        if window is None or last < 0:
             return 0
         if not self.wrap and self.show_markers:
-            return max(window.total - height, 0)
-        width = max(region.width, 1)
+            return max(last - height + 1, 0)
+        width = max(self.scrollable_content_region.width, 1)
         used = 0
-        row = window.total - 1
+        row = last
         while row >= 0:
-            line = window.line(row)
-            rows = 1
-            if line is not None:
-                text = self._decorated(row, line)
-                if text is None:
-                    rows = 0
-                elif self.wrap:
-                    rows = max(len(text.wrap(self.app.console, width, no_wrap=False)), 1)
+            rows = self._screen_rows_of(row, width)
             if used + rows > height:
                 return row + 1
             used += rows
             row -= 1
         return 0
 
+    def _screen_rows_of(self, row: int, width: int) -> int:
+        """How many screen rows a log row takes: 0 for a hidden marker line, several when wrapped."""
+        line = self.window.line(row) if self.window is not None else None
+        if line is None:
+            return 1
+        text = self._decorated(row, line)
+        if text is None:
+            return 0
+        if self.wrap and text.cell_len > width:
+            return max(len(text.wrap(self.app.console, width, no_wrap=False)), 1)
+        return 1
+
     def _scroll_to_tail(self) -> None:
         self.scroll_to(y=self._tail_top(), animate=False, immediate=True, force=True)
 
     def _user_scroll(self, y: int) -> None:
-        top = max(min(y, max(self.total - 1, 0)), 0)
+        tail = self._tail_top()
+        top = max(min(y, tail), 0)
         self.scroll_to(y=top, animate=False, immediate=True, force=True)
-        at_tail = top >= self._tail_top()
+        at_tail = top >= tail
         if self.follow != at_tail:
             self.follow = at_tail
 
     def action_scroll_rows(self, delta: int) -> None:
-        self._user_scroll(int(self.scroll_offset.y) + delta)
+        top = int(self.scroll_offset.y)
+        if self.show_markers:
+            self._user_scroll(top + delta)
+            return
+        # a hidden marker line takes no screen row: one step moves past it to a line that shows
+        width = max(self.scrollable_content_region.width, 1)
+        step = 1 if delta > 0 else -1
+        for _ in range(abs(delta)):
+            top += step
+            while 0 < top < self.total - 1 and self._screen_rows_of(top, width) == 0:
+                top += step
+        self._user_scroll(top)
 
     def action_page(self, direction: int) -> None:
-        self._user_scroll(int(self.scroll_offset.y) + direction * max(self.size.height - 1, 1))
+        top = int(self.scroll_offset.y)
+        height = max(self.scrollable_content_region.height, 2)
+        if self.wrap or not self.show_markers:
+            # by screen rows, keeping one line of the old page in view
+            layout = self._compute_layout()
+            if direction > 0:
+                self._user_scroll(layout[-1][0] if len(layout) >= height else top + height - 1)
+            else:
+                self._user_scroll(self._top_above(top, height) if top > 0 else 0)
+            return
+        self._user_scroll(top + direction * (height - 1))
 
     def action_top(self) -> None:
         self._user_scroll(0)
@@ -459,7 +497,7 @@ class LogView(ScrollView, can_focus=True):
         self.post_message(self.StateChanged(self))
 
     def status_text(self) -> str:
-        parts = [f"{self.total:,} lines"]
+        parts = [f"{self.total:,} line{'' if self.total == 1 else 's'}"]
         parts.append("following" if self.follow else "paused")
         if self.wrap:
             parts.append("wrap")

@@ -164,3 +164,25 @@ async def test_graceful_shutdown_with_a_running_execution(real_engine: Any, tmp_
         stored = await again.get_execution(ex_id)
         assert stored is not None and stored.status.value == "cancelled"
         assert stored.abort_reason is not None and stored.abort_reason.value == "shutdown"
+
+
+async def test_a_deletion_reaches_every_client_as_execution_deleted(engine: Any, listener: ApiListener,
+                                                                    session: aiohttp.ClientSession) -> None:
+    """Ours (the document has no such message): DELETE over REST; a client subscribed to nothing and
+    one subscribed to the execution both get `execution_deleted`, in the documented envelope."""
+    async with session.post(listener.url + "/api/executions", json={"command": "echo bye"}) as resp:
+        ex_id = check_ok(resp.status, await resp.json(), expect=201)["execution_id"]
+    await engine.wait(ex_id)
+    async with session.ws_connect(listener.ws_url) as idle, session.ws_connect(listener.url + "/ws") as watcher:
+        await receive(idle)
+        await receive(watcher)
+        await watcher.send_json({"type": "subscribe", "data": {"execution_id": ex_id}})
+        assert (await receive(watcher))["type"] == "subscribed"
+        async with session.delete(listener.url + f"/api/executions/{ex_id}") as resp:
+            check_ok(resp.status, await resp.json())
+        for ws in (idle, watcher):
+            got = await receive_until(ws, lambda m: m["type"] == "execution_deleted")
+            assert [m["type"] for m in got] == ["execution_deleted"]
+            assert set(got[0]) == {"type", "data", "timestamp"} and got[0]["data"] == {"execution_id": ex_id}
+    async with session.get(listener.url + "/api/executions") as resp:
+        assert check_ok(resp.status, await resp.json())["executions"] == []

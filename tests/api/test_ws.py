@@ -171,9 +171,19 @@ async def test_a_slow_client_loses_log_entries_not_status_and_is_told(
             await ws.send_json({"type": "subscribe", "data": {"execution_id": ex.id}})
             assert (await receive(ws))["type"] == "subscribed"
         fast_messages: list[dict] = []
+        fast_progress = asyncio.Condition()
 
         async def read_fast() -> None:
-            fast_messages.extend(await receive_until(fast, lambda m: m["type"] == "execution_completed"))
+            while True:
+                message = await receive(fast)
+                async with fast_progress:
+                    fast_messages.append(message)
+                    fast_progress.notify_all()
+                if message["type"] == "execution_completed":
+                    return
+
+        def fast_entries() -> int:
+            return sum(m["type"] == "log_entry" for m in fast_messages)
 
         reader = asyncio.create_task(read_fast())
         transport = pause_reading(slow)
@@ -182,7 +192,11 @@ async def test_a_slow_client_loses_log_entries_not_status_and_is_told(
         padding = "x" * 8192
         for batch in range(40):
             await scripted.log(ex.id, step.id, [f"line {batch * 50 + i} {padding}" for i in range(50)])
-            await asyncio.sleep(0.005)
+            # the writer goes at the pace of the client that reads: the one that does not read
+            # must not hold either of them back (a fixed sleep made this a race for the CPU)
+            sent = (batch + 1) * 50
+            async with fast_progress:
+                await asyncio.wait_for(fast_progress.wait_for(lambda sent=sent: fast_entries() >= sent), 10)
         await scripted.finish_step(step)
         await scripted.finish(ex.id)
         await asyncio.wait_for(reader, 20)

@@ -106,7 +106,7 @@ class MemoryStore:
 
     async def get_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None,
                             after_seq: int = -1, before_seq: int | None = None, limit: int | None = None,
-                            newest_first: bool = False) -> list[LogLine]:
+                            newest_first: bool = False, offset: int = 0) -> list[LogLine]:
         self.queries += 1
         lines = self.lines.get(execution_id, [])
         seqs = [ln.seq for ln in lines] if step_ids is None else None
@@ -120,6 +120,7 @@ class MemoryStore:
                       and (before_seq is None or ln.seq < before_seq)]
         if newest_first:
             window = window[::-1]
+        window = window[offset:]
         return list(window[:limit] if limit is not None else window)
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:

@@ -18,6 +18,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import aiohttp
 import pytest
 from textual import events
 from textual.message import Message
@@ -27,6 +28,7 @@ from textual.widgets import OptionList
 
 from engine.model import ExecutionStatus, Step, StepStatus
 from stepflow_tui.app import StepflowApp
+from stepflow_tui.launch import connected_app
 from stepflow_tui.remote import RemoteEngine
 from stepflow_tui.screens.dialogs import ConfirmDialog
 from stepflow_tui.screens.execution import ExecutionScreen
@@ -34,6 +36,7 @@ from stepflow_tui.screens.executions import ExecutionsScreen
 from stepflow_tui.screens.launch import LaunchDialog
 from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
+from stepflow_tui.widgets.status_strip import StatusStrip
 from stepflow_tui.widgets.step_tree import StepTree
 from tests.tui.screen_text import screen_text
 
@@ -44,12 +47,13 @@ BAD_WORKFLOW = "name: broken\nsteps:\n  - name: a\n    runn: echo hi\n"
 
 
 @contextlib.asynccontextmanager
-async def stepflow_serve(data_dir: Path, cwd: Path) -> AsyncIterator[str]:
-    """A `stepflow serve` process on free ports, working in `cwd`; yields its URL, stops it with SIGTERM."""
+async def stepflow_serve(data_dir: Path, cwd: Path, port: int = 0) -> AsyncIterator[str]:
+    """A `stepflow serve` process on `port` (0: a free one), working in `cwd`; yields its URL, stops
+    it with SIGTERM."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stepflow_tui.cli", "serve", "--port", "0", "--ws-port", "0",
+        sys.executable, "-m", "stepflow_tui.cli", "serve", "--port", str(port), "--ws-port", "0",
         "--data-dir", str(data_dir),
         cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -91,10 +95,8 @@ async def remote(server: str) -> AsyncIterator[RemoteEngine]:
 
 
 def remote_app(remote: RemoteEngine, workflow_dirs: list[Path]) -> StepflowApp:
-    # as `run_tui` builds it for --connect (machine sampling and file watching off for tests)
-    return StepflowApp(remote, data_dir_label=remote.base_url, workflow_dirs=workflow_dirs,
-                       quit_stops_executions=False, keys_path=Path("/nonexistent/keys.toml"),
-                       sample_machine=False, watch_workflows=False)
+    # as `run_tui` builds it for --connect (no keys file, no file watching for tests)
+    return connected_app(remote, workflow_dirs, keys_path=Path("/nonexistent/keys.toml"), watch_workflows=False)
 
 
 async def until(pilot: Pilot, predicate: Callable[[], object], what: str, within: float = 20.0) -> None:
@@ -315,3 +317,58 @@ async def test_leaving_a_view_that_still_reads_is_clean(server: str) -> None:
             await pilot.press("enter")  # and the app goes on
             await until(pilot, lambda: isinstance(app.screen, ExecutionScreen) and shown(app, "✓ echo done"),
                         "the view again")
+
+
+async def test_an_execution_deleted_by_another_client_leaves_the_list(remote: RemoteEngine, server: str) -> None:
+    keep = await remote.submit_command("echo keep me", name="keeper")
+    gone = await remote.submit_command("echo delete me", name="doomed")
+    app = remote_app(remote, [])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen), "the executions list")
+        listing = app.screen.query_one(ExecutionList)
+        await until(pilot, lambda: listing.total == 2 and shown(app, "✓ doomed", "✓ keeper"), "both listed")
+
+        # someone else deletes it, through the REST API: the socket tells this TUI
+        async with aiohttp.ClientSession() as other:
+            async with other.delete(f"{server}/api/executions/{gone.id}") as resp:
+                assert resp.status == 200, await resp.text()
+        await until(pilot, lambda: listing.total == 1 and not shown(app, "doomed"), "the row gone")
+        assert shown(app, "✓ keeper") and listing.current is not None and listing.current.id == keep.id
+
+
+async def test_the_status_strip_shows_the_connection_lost_and_back(tmp_path: Path, work: Path) -> None:
+    """No CPU or memory of this machine: the state of the connection to the server, a warning while
+    it is lost; `stepflow serve` stopped, then started again on the same port."""
+    data_dir = tmp_path / "served"
+    first = stepflow_serve(data_dir, work)
+    url = await first.__aenter__()
+    running = True
+    try:
+        async with RemoteEngine(url, max_reconnect_delay=0.2) as remote:
+            app = remote_app(remote, [work])
+            async with app.run_test(size=(120, 40)) as pilot:
+                await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen), "the executions list")
+                strip = app.screen.query_one(StatusStrip)
+                warning = strip.get_component_rich_style("status-strip--warning")
+
+                def warned() -> bool:
+                    return any(span.style == warning for span in strip.render().spans)
+
+                await until(pilot, lambda: shown(app, f"connected to {url}"), "connected")
+                assert not warned() and "cpu" not in screen_text(app)
+
+                running = False
+                await first.__aexit__(None, None, None)  # SIGTERM: the server goes away
+                await until(pilot, lambda: shown(app, f"reconnecting to {url}"), "reconnecting")
+                assert warned()
+
+                async with stepflow_serve(data_dir, work, port=int(url.rsplit(":", 1)[1])):
+                    await until(pilot, lambda: shown(app, f"connected to {url}") and not warned(),
+                                "connected again")
+                    # and the app works on: a command launched now runs on the new server
+                    await launch_command(pilot, "echo back again")
+                    await until(pilot, status_is(app, ExecutionStatus.COMPLETED), "completed")
+                    await until(pilot, lambda: shown(app, "back again"), "the output")
+    finally:
+        if running:
+            await first.__aexit__(None, None, None)

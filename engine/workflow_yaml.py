@@ -1,0 +1,205 @@
+"""Reading a YAML file into plain values while remembering the node each value came from, so that every
+mistake found in a value, by the reader itself or later by the schema and the graph checks, points at
+its place in the file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from engine.workflow_issues import (
+    Loc,
+    WorkflowError,
+    WorkflowIssue,
+    did_you_mean,
+    format_loc,
+    syntax_issue,
+    validation_message,
+)
+from engine.workflow_schema import TARGET_MODELS, TARGET_TYPES, DefaultsModel, StepModel, WorkflowModel
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+#: what the reader returns for a node it already reported; validation errors about it are dropped
+UNREADABLE = object()
+# YAML scalars read as numbers or booleans; in `env` the text as written is kept instead
+_TYPED_SCALAR_TAGS = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool"))
+
+
+def decode(data: bytes, filename: str) -> str:
+    """The text of a file's bytes (UTF-8, with or without a BOM). Raises `WorkflowError`."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        message = f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})"
+        raise WorkflowError([WorkflowIssue(filename, line, column, message)]) from None
+
+
+def compose(text: str, filename: str) -> yaml.Node | None:
+    """The YAML node tree of ``text``; None for an empty document. Raises `WorkflowError`."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        raise WorkflowError([syntax_issue(filename, exc)]) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        message = f"invalid YAML: character #x{exc.character:04x} is not allowed"
+        raise WorkflowError([WorkflowIssue(filename, line, column, message)]) from None
+
+
+@dataclass(frozen=True, slots=True)
+class _Where:
+    value: yaml.Node
+    #: the key node, for a mapping's value
+    key: yaml.Node | None = None
+
+
+class Reader:
+    """Turns YAML nodes into plain values and remembers the node each value came from."""
+
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+        self.where: dict[Loc, _Where] = {}
+        self.issues: list[WorkflowIssue] = []
+        self._constructor = yaml.SafeLoader("")
+        self._open: set[int] = set()
+
+    def issue(self, mark: yaml.Mark, loc: Loc, message: str) -> None:
+        text = f"{format_loc(loc)}: {message}" if loc else message
+        self.issues.append(WorkflowIssue(self.filename, mark.line + 1, mark.column + 1, text))
+
+    def line(self, loc: Loc) -> int:
+        return self.where[loc].value.start_mark.line + 1
+
+    def read(self, node: yaml.Node, loc: Loc, key: yaml.Node | None = None) -> Any:
+        self.where[loc] = _Where(node, key)
+        if isinstance(node, yaml.ScalarNode):
+            if node.tag in _TYPED_SCALAR_TAGS and _keeps_text(loc):
+                return node.value
+            try:
+                return self._constructor.construct_object(node, deep=True)
+            except yaml.constructor.ConstructorError as exc:
+                if node.tag.startswith("!"):
+                    self.issue(node.start_mark, loc, f"unsupported YAML tag '{node.tag}'")
+                else:
+                    self.issue(node.start_mark, loc, f"invalid value: {exc.problem}")
+                return UNREADABLE
+        if id(node) in self._open:
+            self.issue(node.start_mark, loc, "a YAML alias refers to a node that contains it")
+            return UNREADABLE
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.SequenceNode):
+                return [self.read(item, (*loc, i)) for i, item in enumerate(node.value)]
+            return {
+                name: self.read(value, (*loc, name), key_node)
+                for name, (key_node, value) in self._entries(node, loc).items()
+            }
+        finally:
+            self._open.discard(id(node))
+
+    def _entries(self, node: yaml.MappingNode, loc: Loc) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """The mapping's entries by key, with `<<` merge keys applied (explicit keys win)."""
+        entries: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        merged: list[dict[str, tuple[yaml.Node, yaml.Node]]] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for source in sources:
+                    if isinstance(source, yaml.MappingNode) and id(source) not in self._open:
+                        self._open.add(id(source))
+                        try:
+                            merged.append(self._entries(source, loc))
+                        finally:
+                            self._open.discard(id(source))
+                    else:
+                        self.issue(source.start_mark, loc, "'<<' merges mappings only")
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.issue(key_node.start_mark, loc, "a key must be a plain string, not a list or a mapping")
+                continue
+            name = key_node.value
+            if name in entries:
+                first = entries[name][0].start_mark.line + 1
+                self.issue(key_node.start_mark, loc, f"duplicate key '{name}' (first on line {first})")
+                continue
+            entries[name] = (key_node, value_node)
+        for source_entries in merged:
+            for name, entry in source_entries.items():
+                entries.setdefault(name, entry)
+        return entries
+
+    def mark(self, loc: Loc, *, key: bool = False) -> yaml.Mark:
+        """Where `loc` is in the file: its key or its value, else its nearest enclosing node."""
+        while loc not in self.where and loc:
+            loc, key = loc[:-1], False
+        where = self.where.get(loc)
+        if where is None:
+            return yaml.Mark(self.filename, 0, 0, 0, None, None)
+        if key and where.key is not None:
+            return where.key.start_mark
+        return where.value.start_mark
+
+    # -- pydantic errors -------------------------------------------------------------------------
+
+    def report_validation_error(self, error: Mapping[str, Any], raw: dict[str, Any]) -> None:
+        if error.get("input") is UNREADABLE:
+            return
+        loc = _without_union_tags(tuple(error["loc"]))
+        kind = error["type"]
+        ctx = error.get("ctx") or {}
+        value = error.get("input")
+        if loc and loc[-1] == "[key]":
+            key_loc = loc[:-1]
+            self.issue(self.mark(key_loc, key=True), key_loc[:-1], validation_message(error, key_loc))
+        elif kind == "missing":
+            self.issue(self.mark(loc[:-1]), loc[:-1], f"missing required key '{loc[-1]}'")
+        elif kind == "extra_forbidden":
+            name = str(loc[-1])
+            hint = did_you_mean(name, _allowed_keys(loc[:-1], raw))
+            self.issue(self.mark(loc, key=True), loc[:-1], f"unknown key '{name}'{hint}")
+        elif kind == "union_tag_not_found":
+            types = ", ".join(f"'{t}'" for t in TARGET_TYPES)
+            self.issue(self.mark(loc), loc, f"missing required key 'type' (one of {types})")
+        elif kind == "union_tag_invalid":
+            tag = str(ctx.get("tag", value))
+            types = ", ".join(f"'{t}'" for t in TARGET_TYPES)
+            hint = did_you_mean(tag, TARGET_TYPES)
+            message = f"unknown target type '{tag}'{hint}; expected one of {types}"
+            self.issue(self.mark((*loc, "type")), (*loc, "type"), message)
+        else:
+            self.issue(self.mark(loc), loc, validation_message(error, loc))
+
+
+def _keeps_text(loc: Loc) -> bool:
+    """An `env` value (workflow's or a step's): keep "0755", "yes", "1.10" as written."""
+    return (len(loc) == 2 and loc[0] == "env") or (len(loc) == 4 and loc[0] == "steps" and loc[2] == "env")
+
+
+def _without_union_tags(loc: Loc) -> Loc:
+    # pydantic puts the discriminator's value in the path of a target's errors:
+    # ("targets", "web1", "ssh", "port") is the file's targets.web1.port
+    if len(loc) >= 3 and loc[0] == "targets" and loc[2] in TARGET_TYPES:
+        return loc[:2] + loc[3:]
+    return loc
+
+
+def _allowed_keys(loc: Loc, raw: Any) -> list[str]:
+    if loc == ():
+        return list(WorkflowModel.model_fields)
+    if loc == ("defaults",):
+        return list(DefaultsModel.model_fields)
+    if len(loc) == 2 and loc[0] == "steps":
+        return list(StepModel.model_fields)
+    if len(loc) == 2 and loc[0] == "targets":
+        target = raw.get("targets", {}).get(loc[1]) if isinstance(raw.get("targets"), dict) else None
+        kind = target.get("type") if isinstance(target, dict) else None
+        if kind in TARGET_MODELS:
+            return list(TARGET_MODELS[kind].model_fields)
+        return sorted({name for model in TARGET_MODELS.values() for name in model.model_fields})
+    return []
