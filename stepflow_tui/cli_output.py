@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from engine.events import (
@@ -285,7 +285,11 @@ def human_size(size: int) -> str:
 
 
 def render_list(console: Console, executions: list[Execution]) -> None:
-    table = Table("", "id", "name", "status", "steps", "started", "duration", box=None, header_style="dim")
+    # only the name gives way on a narrow terminal: a wrapped id or date is hard to read and to copy
+    fixed = [Column(h, no_wrap=True, min_width=len(h)) for h in ("", "id")]
+    rest = [Column(h, no_wrap=True, min_width=len(h)) for h in ("status", "steps", "started", "duration")]
+    table = Table(*fixed, Column("name", overflow="ellipsis", no_wrap=True), *rest,
+                  box=None, header_style="dim", pad_edge=False, collapse_padding=True)
     for ex in executions:
         mark, style = glyph(ex.status.value)
         table.add_row(
