@@ -148,8 +148,10 @@ class ExecutionScreen(ExecutionActions):
                 title = True
             elif isinstance(ev, LinesDropped) and self._ready:
                 self.log_view.add_dropped()
-            elif isinstance(ev, ArtifactAdded | ArtifactDeleted) and self._ready:
-                self.query_one(ArtifactPane).reload()
+            elif isinstance(ev, ArtifactAdded) and self._ready:
+                self.query_one(ArtifactPane).added(ev.artifact, {s.id: s.name for s in self.steps.values()})
+            elif isinstance(ev, ArtifactDeleted) and self._ready:
+                self.query_one(ArtifactPane).deleted(ev.artifact_id)
             elif isinstance(ev, ExecutionDeleted):
                 self.notify(f"{self.execution.name} was deleted")
                 self.dismiss()

@@ -56,6 +56,9 @@ class ArtifactPane(Vertical):
         self.execution_id: str | None = None
         self.step_names: dict[str, str] = {}
         self.artifacts: list[Artifact] = []
+        # what the events told: the store's writer may not have committed it when the pane reads
+        self._live: dict[str, Artifact] = {}
+        self._gone: set[str] = set()
 
     def compose(self) -> ComposeResult:
         table = ArtifactTable(id="artifact-table", cursor_type="row", zebra_stripes=False)
@@ -80,6 +83,22 @@ class ArtifactPane(Vertical):
         self.step_names = step_names
         self.reload()
 
+    def added(self, artifact: Artifact, step_names: dict[str, str]) -> None:
+        """An ArtifactAdded event: shown at once, whatever the store holds yet."""
+        self.step_names = step_names
+        self._live[artifact.id] = artifact
+        self._gone.discard(artifact.id)
+        if self.execution_id is not None and all(a.id != artifact.id for a in self.artifacts):
+            self._fill([*self.artifacts, artifact])
+        self.reload()
+
+    def deleted(self, artifact_id: str) -> None:
+        self._live.pop(artifact_id, None)
+        self._gone.add(artifact_id)
+        if self.execution_id is not None:
+            self._fill([a for a in self.artifacts if a.id != artifact_id])
+        self.reload()
+
     @work(group="artifacts-load", exclusive=True)
     async def reload(self) -> None:
         if self.execution_id is None:
@@ -91,18 +110,30 @@ class ArtifactPane(Vertical):
         except Exception as exc:
             self.app.report_error(exc)  # type: ignore[attr-defined]
             return
-        self.artifacts = rows
+        stored = {a.id for a in rows}
+        rows = [a for a in rows if a.id not in self._gone]
+        rows += [a for a in self._live.values() if a.id not in stored and a.id not in self._gone]
+        self._fill(rows)
+
+    def _fill(self, rows: list[Artifact]) -> None:
         try:
             table = self.query_one(ArtifactTable)
             preview = self.query_one("#artifact-preview", Static)
         except NoMatches:
             return  # closed (back, quit) while reading: its widgets are being removed
+        if [a.id for a in rows] == [a.id for a in self.artifacts] and table.row_count == len(rows):
+            self.artifacts = rows
+            return  # the same rows: keep the cursor and the preview
+        cursor = table.cursor_row
+        self.artifacts = rows
         table.clear()
         for a in rows:
             table.add_row(a.name, a.artifact_type.value, fmt_size(a.file_size),
                           self.step_names.get(a.step_id or "", "—"), key=a.id)
         if not rows:
             preview.update(Text("No artifacts.", style="dim"))
+        elif 0 <= cursor < len(rows):
+            table.move_cursor(row=cursor)
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:

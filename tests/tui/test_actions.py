@@ -152,3 +152,15 @@ async def test_live_follow_of_a_fast_command(engine):
 
 def test_samples_exist():
     assert (SAMPLES / "build-and-test.yaml").exists()
+
+
+async def test_an_artifact_made_while_watching_shows_in_the_artifacts_tab(engine, tmp_path, monkeypatch):
+    """The view was open before the artifact existed: the tab lists it without reopening."""
+    monkeypatch.chdir(tmp_path)  # a typed command runs in the current directory
+    app = make_app(engine)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await launch_command(pilot, "echo report > r.txt; echo ARTIFACT:r.txt:the-report; echo done")
+        await wait_for(pilot, lambda: status_of(app) is ExecutionStatus.COMPLETED, what="completed")
+        await pilot.press("a")
+        await wait_for(pilot, lambda: "the-report" in screen_text(app), what="artifact listed")
+        assert "No artifacts." not in screen_text(app)
