@@ -35,17 +35,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class DockerCommand:
-    """One command running in its own container."""
+class ContainerProcess:
+    """What a command in a container (its own, or an exec in a shared one) has in common: no local
+    pid to sample, and the runner is told once both its exit and the end of its output are known."""
 
-    def __init__(self, runner: DockerRunner, container: Container) -> None:
-        self._runner = runner
-        self.container = container
+    _runner: DockerRunner
+    container: Container
+
+    def _watch_end(self) -> None:
+        """Start waiting for the exit (`_wait`); `output()` sets `_output_done` when it ends."""
         self._exited: asyncio.Future[int] = asyncio.ensure_future(self._wait())
         self._output_done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._finished = False
         self._exited.add_done_callback(lambda _: self._maybe_finished())
         self._output_done.add_done_callback(lambda _: self._maybe_finished())
+
+    async def _wait(self) -> int:
+        raise NotImplementedError
 
     @property
     def pid(self) -> int | None:
@@ -58,7 +64,22 @@ class DockerCommand:
     def _maybe_finished(self) -> None:
         if self._exited.done() and self._output_done.done() and not self._finished:
             self._finished = True
-            self._runner._finish(self)
+            self._runner._finish(self)  # type: ignore[arg-type]
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+    def sample(self) -> ResourceSample | None:
+        return None
+
+
+class DockerCommand(ContainerProcess):
+    """One command running in its own container."""
+
+    def __init__(self, runner: DockerRunner, container: Container) -> None:
+        self._runner = runner
+        self.container = container
+        self._watch_end()
 
     async def _wait(self) -> int:
         try:
@@ -123,9 +144,6 @@ class DockerCommand:
             if not self._output_done.done():
                 self._output_done.set_result(None)
 
-    async def wait(self) -> int:
-        return await asyncio.shield(self._exited)
-
     async def terminate(self, grace: float) -> None:
         if self._exited.done():
             return
@@ -142,5 +160,3 @@ class DockerCommand:
             async with asyncio.timeout(self._runner.api_timeout):
                 await asyncio.shield(self._exited)
 
-    def sample(self) -> ResourceSample | None:
-        return None

@@ -22,7 +22,8 @@ from docker.models.containers import Container
 from docker.utils.socket import demux_adaptor, frames_iter
 
 from engine.model import Stream
-from engine.runners.base import CommandSpec, ResourceSample, SpawnError
+from engine.runners.base import CommandSpec, SpawnError
+from engine.runners.docker_container import ContainerProcess
 from engine.runners.docker_errors import daemon_reason, explain
 from engine.runners.docker_threads import Handoff, call_soon, in_thread, resolve
 
@@ -100,7 +101,7 @@ async def start_exec(
     return DockerExec(runner, client, container, exec_id, frames, sock)
 
 
-class DockerExec:
+class DockerExec(ContainerProcess):
     """One command run with `exec` in the runner's shared container (`reuse`)."""
 
     def __init__(
@@ -126,24 +127,7 @@ class DockerExec:
         threading.Thread(
             target=self._read, args=(loop,), name=f"docker-exec-{exec_id[:12]}", daemon=True
         ).start()
-        self._exited: asyncio.Future[int] = asyncio.ensure_future(self._wait())
-        self._output_done: asyncio.Future[None] = loop.create_future()
-        self._finished = False
-        self._exited.add_done_callback(lambda _: self._maybe_finished())
-        self._output_done.add_done_callback(lambda _: self._maybe_finished())
-
-    @property
-    def pid(self) -> int | None:
-        return None
-
-    @property
-    def container_id(self) -> str:
-        return self.container.id or ""
-
-    def _maybe_finished(self) -> None:
-        if self._exited.done() and self._output_done.done() and not self._finished:
-            self._finished = True
-            self._runner._finish(self)
+        self._watch_end()
 
     def _read(self, loop: asyncio.AbstractEventLoop) -> None:
         """In its own thread: the exec's stream, stdout and stderr apart, into the handoff."""
@@ -216,9 +200,6 @@ class DockerExec:
         """Drop the output not read yet, and what comes after."""
         self._output.stop()
 
-    async def wait(self) -> int:
-        return await asyncio.shield(self._exited)
-
     async def terminate(self, grace: float) -> None:
         """SIGTERM to the command's process group in the container, SIGKILL after `grace`."""
         target = await asyncio.shield(self._target)
@@ -238,5 +219,3 @@ class DockerExec:
             async with asyncio.timeout(self._runner.api_timeout):
                 await asyncio.shield(self._exited)
 
-    def sample(self) -> ResourceSample | None:
-        return None
