@@ -186,6 +186,12 @@ async def test_health_routes(api: Any, engine: Any) -> None:
     ("GET", "/api/executions?offset=-1", {}, 400, "offset"),
     ("GET", "/api/executions?status=sleeping", {}, 400, "status"),
     ("GET", "/api/artifacts?limit=5000", {}, 400, "limit"),
+    # beyond SQLite's INTEGER: refused here, not an OverflowError (a 500) in the store
+    ("GET", "/api/executions?offset=99999999999999999999999", {}, 400, "offset"),
+    ("GET", "/api/artifacts?offset=99999999999999999999999", {}, 400, "offset"),
+    ("GET", "/api/executions/x/logs?after_seq=99999999999999999999999", {}, 400, "after_seq"),
+    ("GET", "/api/executions/x/logs?before_seq=-99999999999999999999999", {}, 400, "before_seq"),
+    ("GET", "/api/executions/x/logs?offset=99999999999999999999999", {}, 400, "offset"),
     ("GET", "/api/artifacts?artifact_type=movie", {}, 400, "artifact_type"),
     ("GET", "/api/executions/00000000-0000-0000-0000-000000000000", {}, 404, "not found"),
     ("DELETE", "/api/executions/unknown", {}, 404, "unknown"),
