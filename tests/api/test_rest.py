@@ -163,6 +163,10 @@ async def test_health_routes(api: Any, engine: Any) -> None:
     assert data["database"]["wal_mode"] == "wal"
     data = check_ok(*await api("GET", "/api/health/database"), s.DatabaseStats)
     assert data["total_executions"] == 1 and data["completed_executions"] == 1
+    # RFC 3339 UTC with "Z", like every other timestamp (the store's text says "+00:00")
+    created = check_ok(*await api("GET", f"/api/executions/{ex_id}"), s.ExecutionDetail)["execution"]["created_at"]
+    assert data["oldest_execution"] == data["newest_execution"] == created
+    assert created.endswith("Z")
     data = check_ok(*await api("POST", "/api/health/optimize"), s.OptimizeResult)
     assert data["status"] == "optimization_completed"
     assert any("ANALYZE" in op for op in data["operations_performed"])
