@@ -514,4 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m stepflow_tui.cli`: run the imported module's main, not this `__main__` copy, whose
+    # CliError is another class than the one the commands (stepflow_tui.launch...) raise
+    from stepflow_tui.cli import main as _main
+
+    raise SystemExit(_main())

@@ -238,3 +238,28 @@ def test_logs_follow_prints_lines_as_they_come_and_stops_at_the_end(tmp_path: Pa
                 proc.kill()
                 proc.wait()
     assert seen.splitlines() == ["first", "ready", "later-1", "later-2", "later-3"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--port", "99999"), "99999 is not a port number for the API"),
+    (("--port", "0", "--ws-port", "70000"), "70000 is not a port number for the WebSocket"),
+])
+def test_serve_with_a_port_out_of_range_says_so_without_a_traceback(tmp_path: Path, args: tuple[str, ...],
+                                                                    needle: str) -> None:
+    result = stepflow(tmp_path, "serve", *args, timeout=30)
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_busy_port_says_so_without_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = stepflow(tmp_path, "serve", "--port", port, "--ws-port", "0", timeout=30)
+    assert result.returncode == 1
+    assert "already in use" in result.stderr and "--port" in result.stderr
+    assert "Traceback" not in result.stderr
