@@ -263,3 +263,26 @@ def test_serve_on_a_busy_port_says_so_without_a_traceback(tmp_path: Path) -> Non
     assert result.returncode == 1
     assert "already in use" in result.stderr and "--port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_plain_output_keeps_long_lines_whole_and_names_the_branch_of_a_failed_step(tmp_path: Path) -> None:
+    # two SSH targets nobody listens on: both branches fail at once, with a long message each
+    refused = "{type: ssh, host: 127.0.0.1, port: 1, user: nobody, known_hosts: null}"
+    workflow = tmp_path / "two.yaml"
+    workflow.write_text(textwrap.dedent(f"""\
+        name: two-hosts
+        targets:
+          first-host-with-a-long-name: {refused}
+          second-host-with-a-long-name: {refused}
+        runs_on: [first-host-with-a-long-name, second-host-with-a-long-name]
+        steps:
+          - {{name: hello, run: echo hi}}
+        """))
+    result = stepflow(tmp_path / "data", "run", str(workflow), "--plain")
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    failed = [line for line in lines if line.startswith("✗ first-host-with-a-long-name › hello failed")]
+    assert len(failed) == 1 and failed[0].endswith("connection refused"), result.stdout
+    assert any(len(line) > 80 for line in lines)
+    for branch in ("first-host-with-a-long-name", "second-host-with-a-long-name"):
+        assert f"── last lines of {branch} › hello ──" in lines, result.stdout
