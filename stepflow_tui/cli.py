@@ -457,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tui, is_async=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the engine headless with its HTTP/WebSocket API")
-    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--host", default=None, help="address to bind, the API's and the WebSocket's (default 127.0.0.1; "
+                   "STEPFLOW_WEBSOCKET_HOST sets the WebSocket's apart)")
     p.add_argument("--port", type=int, default=None, help="port of the HTTP API (default 8080)")
     p.add_argument("--ws-port", type=int, default=None, help="port of the WebSocket (default 8765)")
     p.set_defaults(func=cmd_serve, is_async=True)

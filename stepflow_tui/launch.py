@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,8 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _api_config(args: argparse.Namespace, data_dir: Path, *, host: str | None, port: int | None,
                 ws_port: int | None) -> ApiConfig:
+    # `--host` binds the WebSocket's own port there too (unless STEPFLOW_WEBSOCKET_HOST says
+    # otherwise): `serve --host 0.0.0.0` left it on loopback, out of reach of the remote clients
+    ws_host = host if host is not None and not os.environ.get("STEPFLOW_WEBSOCKET_HOST") else None
     try:
-        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir)
+        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host)
         config.check()
     except ConfigError as exc:
         raise CliError(str(exc)) from None

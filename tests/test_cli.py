@@ -286,3 +286,35 @@ def test_plain_output_keeps_long_lines_whole_and_names_the_branch_of_a_failed_st
     assert any(len(line) > 80 for line in lines)
     for branch in ("first-host-with-a-long-name", "second-host-with-a-long-name"):
         assert f"── last lines of {branch} › hello ──" in lines, result.stdout
+
+
+def test_serve_host_binds_the_websocket_port_there_too(tmp_path: Path) -> None:
+    import re
+
+    import aiohttp
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")},
+           "STEPFLOW_STORAGE_PATH": str(tmp_path), "STEPFLOW_AUTH_ENABLED": "true", "PYTHONUNBUFFERED": "1"}
+    token = subprocess.run([sys.executable, "-m", "stepflow_tui.cli", "token", "create"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    proc = subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli", "serve", "--host", "0.0.0.0",
+                             "--port", "0", "--ws-port", "0"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        shown = read_until(proc, "WebSocket")
+        match = re.search(r"WebSocket\s+ws://([^:\s]+):(\d+)", shown)
+        assert match is not None and match[1] == "0.0.0.0", shown
+
+        async def first_message() -> dict:
+            async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"ws://127.0.0.1:{match[2]}/", headers={"Authorization": f"Bearer {token}"},
+            ) as ws:
+                return json.loads((await ws.receive(timeout=10)).data)
+
+        import asyncio
+
+        assert asyncio.run(first_message())["type"] == "connection_established"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
