@@ -60,6 +60,8 @@ async def run_serve(args: argparse.Namespace) -> int:
 def create_token(args: argparse.Namespace) -> int:
     if getattr(args, "token_command", None) != "create":
         raise CliError("usage: stepflow token create [--subject NAME] [--days N]")
+    if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
+        raise CliError(f"--days must be a positive number of days, not {args.days:g}")
     data_dir = resolve_data_dir(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, object] = {"expires_in": args.days * 86400}

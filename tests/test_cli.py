@@ -318,3 +318,16 @@ def test_serve_host_binds_the_websocket_port_there_too(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "nan"])
+def test_token_create_refuses_a_token_expired_at_birth(tmp_path: Path, days: str) -> None:
+    result = stepflow(tmp_path, "token", "create", "--days", days)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--days must be a positive number of days" in result.stderr
+
+
+def test_token_create_prints_the_token_alone(tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "token", "create", "--days", "1")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.count(".") == 2
