@@ -241,6 +241,19 @@ async def test_upload_with_a_path_for_a_name_is_refused(api: Any, engine: Any, f
     assert listing["total_count"] == 0
 
 
+@pytest.mark.parametrize("body", [
+    b"garbage",  # no starting boundary
+    b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nabc',  # cut short
+    b'--xx\r\nContent-Disposition: form-data; name="execution_id"\r\n\r\nabc',  # cut short in a field
+    b"--xx\r\nGarbage header line\r\n\r\nfoo\r\n--xx--\r\n",  # a part header that is no header
+])
+async def test_a_broken_multipart_body_is_a_400(api: Any, body: bytes) -> None:
+    error = check_fail(*await api("POST", "/api/artifacts", data=body,
+                                  headers={"Content-Type": "multipart/form-data; boundary=xx"}), 400)
+    assert "multipart body cannot be read" in error
+    check_ok(*await api("GET", "/api/health"))
+
+
 async def test_upload_bad_forms(api: Any, engine: Any) -> None:
     ex_id = await create(api, "true")
     await finish(engine, ex_id)
