@@ -204,6 +204,7 @@ async def test_health_routes(api: Any, engine: Any) -> None:
     ("GET", "/api/nothing/here", {}, 404, "no route"),
     ("PUT", "/api/executions", {}, 405, "Not Allowed"),
     ("POST", "/api/executions/x/rerun", {"json": {"from_failed": "yes"}}, 422, "from_failed"),
+    ("POST", "/api/workflows", {"json": {"path": "a\x00b.yaml"}}, 400, "cannot read the file: embedded null byte"),
 ])
 async def test_bad_input(api: Any, method: str, path: str, kwargs: dict, expect: int, needle: str) -> None:
     error = check_fail(*await api(method, path, **kwargs), expect)
