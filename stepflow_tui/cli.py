@@ -47,6 +47,17 @@ def resolve_data_dir(arg: str | None) -> Path:
     return default_data_dir()
 
 
+def ensure_data_dir(data_dir: Path) -> Path:
+    """Create the data directory; a path that cannot be one (a file, no permission) is a CliError."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it is a file" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
+        raise CliError(f"cannot use {data_dir} as the data directory: {reason} "
+                       f"(choose another with --data-dir or STEPFLOW_STORAGE_PATH)", EXIT_USAGE) from None
+    return data_dir
+
+
 def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
     level_name = os.environ.get("STEPFLOW_LOG_LEVEL", "WARNING").upper()
     level = getattr(logging, level_name, None)
@@ -58,7 +69,7 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     if to_file and data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_data_dir(data_dir)
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -70,7 +81,7 @@ def make_store(data_dir: Path):  # noqa: ANN201 - storage type stays out of the 
     from storage import SqliteStore
     from storage.paths import database_path
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir(data_dir)
     return SqliteStore(database_path(data_dir))
 
 
@@ -489,8 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     data_dir = resolve_data_dir(getattr(args, "data_dir", None)) if hasattr(args, "data_dir") else None
-    setup_logging(data_dir, to_file=args.command in ("tui",))
     try:
+        setup_logging(data_dir, to_file=args.command in ("tui",))
         if args.is_async:
             code = asyncio.run(args.func(args))
         else:

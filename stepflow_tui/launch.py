@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from api_compat import ApiConfig, ApiListener, ConfigError, ListenerError, serve
 from api_compat import create_token as mint_token
 from engine.engine import Engine, EngineConfig
-from stepflow_tui.cli import CliError, load_targets_config, make_store, resolve_data_dir
+from stepflow_tui.cli import CliError, ensure_data_dir, load_targets_config, make_store, resolve_data_dir
 
 if TYPE_CHECKING:
     from stepflow_tui.app import StepflowApp
@@ -62,8 +62,7 @@ def create_token(args: argparse.Namespace) -> int:
         raise CliError("usage: stepflow token create [--subject NAME] [--days N]")
     if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
         raise CliError(f"--days must be a positive number of days, not {args.days:g}")
-    data_dir = resolve_data_dir(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = ensure_data_dir(resolve_data_dir(args.data_dir))
     kwargs: dict[str, object] = {"expires_in": args.days * 86400}
     if args.subject:
         kwargs["subject"] = args.subject

@@ -331,3 +331,14 @@ def test_token_create_prints_the_token_alone(tmp_path: Path) -> None:
     result = stepflow(tmp_path, "token", "create", "--days", "1")
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1 and result.stdout.count(".") == 2
+
+
+@pytest.mark.parametrize("command", [("serve", "--port", "0", "--ws-port", "0"), ("token", "create"), ("ls",),
+                                     ("run", str(SAMPLES / "build-and-test.yaml"))])
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_data_dir_that_is_a_file_is_a_clear_error(tmp_path: Path, command: tuple[str, ...], below: str) -> None:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    result = stepflow(tmp_path, *command, "--data-dir", str(a_file / below), timeout=30)
+    assert result.returncode == 2
+    assert "as the data directory" in result.stderr and "Traceback" not in result.stderr
