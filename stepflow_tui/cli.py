@@ -19,7 +19,7 @@ from rich.console import Console
 from engine.engine import Engine, EngineConfig
 from engine.errors import EngineError
 from engine.events import ExecutionFinished
-from engine.model import ExecutionFilter, ExecutionStatus, Stream
+from engine.model import ExecutionFilter, ExecutionStatus, StepKind, Stream
 from engine.views import artifact_dict, execution_dict, step_dict
 from engine.workflow import WorkflowError, load_workflow, workflow_json_schema
 from stepflow_tui import cli_output as out
@@ -296,8 +296,12 @@ async def cmd_logs(args: argparse.Namespace) -> int:
     async with read_store(resolve_data_dir(args.data_dir)) as store:
         execution_id = await _resolve(store, args.id)
         step_ids = None
+        steps = await store.get_steps(execution_id)
+        # several branches: each line says its target (`[web] ...`), or lines of hosts interleave
+        # with nothing to tell them apart
+        several = sum(1 for s in steps if s.kind is StepKind.BRANCH) > 1
+        target_of = {s.id: s.target for s in steps}
         if args.step:
-            steps = await store.get_steps(execution_id)
             wanted = [s for s in steps if s.name == args.step or s.id == args.step]
             if not wanted:
                 names = sorted({s.name for s in steps})
@@ -323,6 +327,11 @@ async def cmd_logs(args: argparse.Namespace) -> int:
                     prefix = ""
                     if args.timestamps:
                         prefix = line.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
+                    if several and line.step_id is not None:
+                        if line.step_id not in target_of:  # a marker step added since (-f)
+                            target_of.update({s.id: s.target for s in await store.get_steps(execution_id)})
+                        if target := target_of.get(line.step_id):
+                            prefix += f"[{target}] "
                     if line.stream is Stream.SYSTEM:
                         prefix += "[stepflow] "
                     write(prefix + line.text + "\n")

@@ -342,3 +342,25 @@ def test_a_data_dir_that_is_a_file_is_a_clear_error(tmp_path: Path, command: tup
     result = stepflow(tmp_path, *command, "--data-dir", str(a_file / below), timeout=30)
     assert result.returncode == 2
     assert "as the data directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_logs_of_several_branches_say_which_target_each_line_is_from(tmp_path: Path) -> None:
+    workflow = tmp_path / "two.yaml"
+    workflow.write_text(textwrap.dedent("""\
+        name: two
+        targets:
+          down: {type: ssh, host: 127.0.0.1, port: 1, user: nobody, known_hosts: null}
+        runs_on: [local, down]
+        steps:
+          - {name: hello, run: echo hello from here}
+        """))
+    data = tmp_path / "data"
+    assert stepflow(data, "run", str(workflow), "--plain").returncode == 1
+    execution_id = ls_json(data)[0]["id"]
+    lines = stepflow(data, "logs", execution_id, "--step", "hello").stdout.splitlines()
+    assert "[local] hello from here" in lines
+    assert any(line.startswith("[down] [stepflow] error: cannot connect") for line in lines), lines
+    # one branch: the lines as the command printed them
+    single = stepflow(data, "exec", "--", "echo", "just me")
+    assert single.returncode == 0
+    assert stepflow(data, "logs", ls_json(data)[0]["id"]).stdout == "just me\n"
