@@ -127,6 +127,10 @@ async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path
                     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
         async with session.get(lst.url + "/api/health", headers=good) as resp:
             check_ok(resp.status, await resp.json())
+        async with session.head(lst.url + "/api/health") as resp:  # HEAD asks for a token too
+            assert resp.status == 401
+        async with session.head(lst.url + "/api/health", headers=good) as resp:
+            assert resp.status == 200
         async with session.get(lst.url + "/api/openapi.json", headers=good) as resp:
             assert resp.status == 200
         for url in (lst.ws_url, lst.url + "/ws"):

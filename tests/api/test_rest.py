@@ -173,6 +173,30 @@ async def test_health_routes(api: Any, engine: Any) -> None:
     assert any("checkpoint" in op.lower() for op in data["operations_performed"])
 
 
+async def test_head_answers_every_get_route_with_its_headers_and_no_body(
+        api: Any, engine: Any, listener: ApiListener, session: aiohttp.ClientSession) -> None:
+    ex_id = await create(api, "true")
+    await finish(engine, ex_id)
+    form = aiohttp.FormData()
+    form.add_field("execution_id", ex_id)
+    form.add_field("name", "Report")
+    form.add_field("file", b"<p>hi</p>", filename="report.html")
+    artifact = check_ok(*await api("POST", "/api/artifacts", data=form), expect=201)["artifact"]
+    for path in ("/api/health", "/api/executions?limit=1", f"/api/executions/{ex_id}", "/api/openapi.json",
+                 f"/api/artifacts/{artifact['id']}", "/api/health/metrics"):
+        async with session.head(listener.url + path) as resp:
+            assert resp.status == 200, path
+            assert resp.headers["Content-Type"].startswith("application/json")
+            assert await resp.read() == b""
+    async with session.head(listener.url + artifact["download_url"]) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/html"
+        assert resp.headers["Content-Length"] == "9" and "report.html" in resp.headers["Content-Disposition"]
+    async with session.head(listener.url + "/api/executions/unknown") as resp:
+        assert resp.status == 404
+    async with session.head(listener.url + "/api/health/optimize") as resp:
+        assert resp.status == 405  # a POST route: no HEAD
+
+
 # -- bad input: the envelope with success false and a 4xx, never a 500, and the server keeps serving
 @pytest.mark.parametrize(("method", "path", "kwargs", "expect", "needle"), [
     ("POST", "/api/executions", {"data": b"{not json", "headers": {"Content-Type": "application/json"}},
