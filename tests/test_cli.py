@@ -261,7 +261,8 @@ def test_serve_on_a_busy_port_says_so_without_a_traceback(tmp_path: Path) -> Non
         port = str(busy.getsockname()[1])
         result = stepflow(tmp_path, "serve", "--port", port, "--ws-port", "0", timeout=30)
     assert result.returncode == 1
-    assert "already in use" in result.stderr and "--port" in result.stderr
+    assert result.stderr.startswith(f"stepflow: cannot serve the API on 127.0.0.1:{port}: the port is already in use")
+    assert "--port" in result.stderr
     assert "Traceback" not in result.stderr
 
 
