@@ -9,6 +9,8 @@ import contextlib
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -191,6 +193,12 @@ async def cmd_exec(args: argparse.Namespace) -> int:
     command_arg: str | list[str] = command[0] if args.shell else command
     if args.shell and len(command) > 1:
         raise CliError("stepflow exec --shell takes the command as one quoted argument")
+    if not args.shell and len(command) == 1 and len(command[0].split()) > 1 and (args.target or "local") == "local" \
+            and shutil.which(command[0]) is None:
+        # `stepflow exec -- 'make && make test'`: one word that is no program; it would only
+        # fail with "command not found"
+        raise CliError(f"stepflow exec: {command[0]!r} is no program; to run it with a shell: "
+                       f"stepflow exec --shell -- {shlex.quote(command[0])}")
     async with running_engine(data_dir, kill_grace=args.kill_grace) as engine:
         return await follow_execution(
             engine,

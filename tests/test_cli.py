@@ -365,3 +365,17 @@ def test_logs_of_several_branches_say_which_target_each_line_is_from(tmp_path: P
     single = stepflow(data, "exec", "--", "echo", "just me")
     assert single.returncode == 0
     assert stepflow(data, "logs", ls_json(data)[0]["id"]).stdout == "just me\n"
+
+
+def test_exec_of_a_shell_line_as_one_word_points_to_shell(tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "exec", "--", "echo a && echo b")
+    assert result.returncode == 2 and ls_json(tmp_path) == []  # nothing was run or recorded
+    assert "stepflow exec --shell -- 'echo a && echo b'" in result.stderr
+    shell = stepflow(tmp_path, "exec", "--shell", "-v", "--plain", "--", "echo a && echo b")
+    assert shell.returncode == 0 and "  a\n  b\n" in shell.stdout
+    # a program whose path holds a space still runs as one
+    program = tmp_path / "my tool"
+    program.write_text("#!/bin/sh\necho tool ran\n")
+    program.chmod(0o755)
+    ran = stepflow(tmp_path, "exec", "-v", "--plain", "--", str(program))
+    assert ran.returncode == 0 and "tool ran" in ran.stdout
