@@ -362,6 +362,9 @@ class ExecutionRun:
         error = first.error_message or f"branch '{first.name}' {first.status.value}"
         if len(branches) > 1:
             error = f"{first.name}: {error}"
+            others = [b.name for b in failed[1:] if b.status is not StepStatus.SKIPPED]
+            if others:  # the execution's one line of error must not hide that more hosts failed
+                error += f" (also failed: {', '.join(others)})"
         if reason is AbortReason.STOP_ON_ERROR:
             error = state.stop_message or error
         exit_code = first.exit_code if first.exit_code not in (None, 0) else 1

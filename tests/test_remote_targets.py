@@ -257,6 +257,25 @@ async def test_a_dead_branch_is_failed_at_once_not_when_the_slowest_branch_ends(
     assert by_target["local"].status is StepStatus.COMPLETED and by_target["down"].status is StepStatus.FAILED
     assert by_target["down"].completed_at < by_target["local"].completed_at
     assert done.status is ExecutionStatus.FAILED
+    assert (done.error_message or "").startswith("down: ") and "also failed" not in (done.error_message or "")
+
+
+async def test_the_execution_error_names_every_branch_that_failed(engine: Engine, tmp_path: Path) -> None:
+    refused = {"type": "ssh", "host": "127.0.0.1", "port": free_port(), "connect_timeout": 3}
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "two-dead",
+            "targets": {"first": refused, "second": refused, "third": refused},
+            "runs_on": ["local", "first", "second", "third"],
+            "steps": [{"name": "work", "run": "echo ok"}],
+        },
+    )
+    done = await finished(engine, await engine.submit_workflow(wf))
+    assert done.status is ExecutionStatus.FAILED
+    error = done.error_message or ""
+    assert error.startswith("first: step 'work' failed: cannot connect") and "connection refused" in error
+    assert error.endswith(" (also failed: second, third)")
 
 
 async def test_allow_failed_targets_completes_with_a_dead_target(
