@@ -95,7 +95,11 @@ class ApiConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
     def check(self) -> None:
-        """Refuse what must not run: an address other than loopback without authentication."""
+        """Refuse what must not run: a port that is no port, an address other than loopback
+        without authentication."""
+        for what, option, port in (("the API", "--port", self.port), ("the WebSocket", "--ws-port", self.ws_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ConfigError(f"{port} is not a port number for {what} (0-65535; {option})")
         for what, host in (("the API", self.host), ("the WebSocket", self.ws_host if self.ws_port is not None else None)):
             if host is None or is_loopback(host) or self.auth_enabled:
                 continue

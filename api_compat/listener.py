@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 class ListenerError(OSError):
     """The listener could not bind; `str()` is a sentence the CLI or the TUI can show as is."""
 
+    def __str__(self) -> str:
+        # OSError's own str() starts with "[Errno 98] ": not for a person's eyes
+        return self.strerror or super().__str__()
+
 
 def _bind_error(exc: OSError, what: str, host: str, port: int, option: str) -> ListenerError:
     if exc.errno == errno.EADDRINUSE:

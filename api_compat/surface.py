@@ -63,6 +63,11 @@ class Surface:
             *, name: str | None = None) -> None:
         route = router.add_route(method, path, handler, name=name)
         self.resources.add(route.resource)  # type: ignore[arg-type]
+        if method == "GET" and not doc.websocket:
+            # HTTP asks every GET resource to answer HEAD too (`curl -I`, uptime checks); aiohttp
+            # sends the headers without the body. Not in the OpenAPI document: it adds nothing there.
+            head = router.add_route("HEAD", path, handler)
+            self.resources.add(head.resource)  # type: ignore[arg-type]
         self.routes.append(doc)
 
     def owns(self, request: web.Request, others: Sequence[Surface]) -> bool:

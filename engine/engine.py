@@ -40,6 +40,7 @@ from engine.shell_fastpath import direct_argv
 from engine.store import Store, StoreStats
 from engine.store_writer import StoreWriter
 from engine.workflow import Workflow, load_workflow, parse_workflow
+from engine.workflow_schema import env_name_problem
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ class Engine:
         self._check_target(target)
         workdir = _expand_home(cwd) if cwd else os.getcwd()
         env_map = {str(k): str(v) for k, v in (env or {}).items()}
+        _check_spawnable(command_text, workdir, env_map)
         masker = Masker([env_map.get(k) or os.environ.get(k, "") for k in secrets])
         execution = Execution(
             id=new_id(),
@@ -560,6 +562,19 @@ def _current_user() -> str:
         return getpass.getuser()
     except Exception:
         return os.environ.get("USER", "")
+
+
+def _check_spawnable(command: str, cwd: str, env: Mapping[str, str]) -> None:
+    """Refuse, before anything is created, what no process can be started with (it failed later as
+    "internal error: embedded null byte", and over SSH it broke the shared connection)."""
+    for what, text in (("the command", command), ("the working directory", cwd)):
+        if "\x00" in text:
+            raise InvalidRequest(f"{what} contains a NUL character")
+    for key, value in env.items():
+        if problem := env_name_problem(key):
+            raise InvalidRequest(f"environment: {problem}")
+        if "\x00" in value:
+            raise InvalidRequest(f"environment: the value of {key} contains a NUL character")
 
 
 def _expand_home(path: str) -> str:

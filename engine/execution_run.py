@@ -102,6 +102,20 @@ class ExecutionRun:
         state = self.state
         pending = _PendingPlans(self.plan.steps)
         running = _RunningSteps()
+        # a workflow branch is finished once its own steps have all ended, not when the slowest
+        # branch of the execution does: a host that failed at once shows failed at once
+        unsettled: collections.Counter[str] = collections.Counter(p.branch.id for p in self.plan.steps)
+        by_branch: dict[str, list[StepPlan]] = {}
+        for p in self.plan.steps:
+            by_branch.setdefault(p.branch.id, []).append(p)
+
+        async def settle(plan: StepPlan) -> None:
+            pending.settled(plan)
+            branch = plan.branch
+            unsettled[branch.id] -= 1
+            if not unsettled[branch.id] and not self.plan.is_command and not branch.status.is_terminal:
+                await self._finish_workflow_branch(branch, by_branch[branch.id])
+
         stop_wait = asyncio.create_task(state.stopping.wait())
         stop_wait.add_done_callback(lambda _task: running.wakeup.set())
         try:
@@ -121,7 +135,7 @@ class ExecutionRun:
                         await self._skip(plan, stopped=False)
                     else:
                         await self._mark_done_elsewhere(plan)
-                    pending.settled(plan)
+                    await settle(plan)
                 self._release_targets(running.idle_branches())
                 if not running:
                     for plan in pending.take_all():  # cannot happen with a validated DAG; never spin
@@ -129,8 +143,8 @@ class ExecutionRun:
                     break
                 await running.wait_for_an_end(unless=lambda: bool(pending) and state.stopping.is_set())
                 for task, plan in running.collect_ended():
-                    pending.settled(plan)
                     task.result()
+                    await settle(plan)
         except asyncio.CancelledError:
             await running.cancel()
             raise
@@ -261,7 +275,6 @@ class ExecutionRun:
 
     # -- endings ---------------------------------------------------------------------------
     async def _finish_branches(self) -> None:
-        state = self.state
         by_branch: dict[str, list[StepPlan]] = {}
         for plan in self.plan.steps:
             by_branch.setdefault(plan.branch.id, []).append(plan)
@@ -272,34 +285,39 @@ class ExecutionRun:
             if self.plan.is_command:
                 await self._finish_command_branch(branch, mine[0] if mine else None)
                 continue
-            failed = [p for p in mine if p.step.status is StepStatus.FAILED and not p.continue_on_error]
-            cancelled = [p for p in mine if p.step.status is StepStatus.CANCELLED]
-            skipped = [p for p in mine if p.step.status is StepStatus.SKIPPED and p.done_in is None]
-            if branch.status is StepStatus.PENDING:
-                if mine and all(p.done_in is not None for p in mine):
-                    # rerun from the failed step: this branch had completed in an earlier execution
-                    branch.metadata["completed_in"] = mine[0].done_in
-                    await state.finish_step(branch, StepStatus.SKIPPED)
-                elif cancelled or state.stop_reason in _CANCEL_REASONS:
-                    await state.finish_step(branch, StepStatus.CANCELLED, reason=state.stop_reason)
-                else:
-                    await state.finish_step(branch, StepStatus.SKIPPED)
-                continue
-            if failed:
-                first = failed[0].step
-                await state.finish_step(
-                    branch,
-                    StepStatus.FAILED,
-                    exit_code=first.exit_code,
-                    error=f"step '{first.name}' failed: {first.error_message or 'failed'}",
-                )
-            elif cancelled or (skipped and state.stop_reason in _CANCEL_REASONS):
+            await self._finish_workflow_branch(branch, mine)
+
+    async def _finish_workflow_branch(self, branch: Step, mine: list[StepPlan]) -> None:
+        """The branch's status from its steps' (all of them ended, or will never run)."""
+        state = self.state
+        failed = [p for p in mine if p.step.status is StepStatus.FAILED and not p.continue_on_error]
+        cancelled = [p for p in mine if p.step.status is StepStatus.CANCELLED]
+        skipped = [p for p in mine if p.step.status is StepStatus.SKIPPED and p.done_in is None]
+        if branch.status is StepStatus.PENDING:
+            if mine and all(p.done_in is not None for p in mine):
+                # rerun from the failed step: this branch had completed in an earlier execution
+                branch.metadata["completed_in"] = mine[0].done_in
+                await state.finish_step(branch, StepStatus.SKIPPED)
+            elif cancelled or state.stop_reason in _CANCEL_REASONS:
                 await state.finish_step(branch, StepStatus.CANCELLED, reason=state.stop_reason)
-            elif skipped:
-                names = ", ".join(repr(p.step.name) for p in skipped)
-                await state.finish_step(branch, StepStatus.FAILED, error=f"steps not run: {names}")
             else:
-                await state.finish_step(branch, StepStatus.COMPLETED, exit_code=0)
+                await state.finish_step(branch, StepStatus.SKIPPED)
+            return
+        if failed:
+            first = failed[0].step
+            await state.finish_step(
+                branch,
+                StepStatus.FAILED,
+                exit_code=first.exit_code,
+                error=f"step '{first.name}' failed: {first.error_message or 'failed'}",
+            )
+        elif cancelled or (skipped and state.stop_reason in _CANCEL_REASONS):
+            await state.finish_step(branch, StepStatus.CANCELLED, reason=state.stop_reason)
+        elif skipped:
+            names = ", ".join(repr(p.step.name) for p in skipped)
+            await state.finish_step(branch, StepStatus.FAILED, error=f"steps not run: {names}")
+        else:
+            await state.finish_step(branch, StepStatus.COMPLETED, exit_code=0)
 
     async def _finish_command_branch(self, branch: Step, plan: StepPlan | None) -> None:
         state = self.state
@@ -344,6 +362,9 @@ class ExecutionRun:
         error = first.error_message or f"branch '{first.name}' {first.status.value}"
         if len(branches) > 1:
             error = f"{first.name}: {error}"
+            others = [b.name for b in failed[1:] if b.status is not StepStatus.SKIPPED]
+            if others:  # the execution's one line of error must not hide that more hosts failed
+                error += f" (also failed: {', '.join(others)})"
         if reason is AbortReason.STOP_ON_ERROR:
             error = state.stop_message or error
         exit_code = first.exit_code if first.exit_code not in (None, 0) else 1

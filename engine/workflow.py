@@ -80,8 +80,8 @@ def load_workflow(path: str | Path, *, known_targets: Collection[str] = ()) -> W
     filename = str(path)
     try:
         data = Path(path).read_bytes()
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path (given over the API)
+        reason = getattr(exc, "strerror", None) or str(exc)
         raise WorkflowError([WorkflowIssue(filename, 1, 1, f"cannot read the file: {reason}")]) from None
     text = decode(data, filename)
     return parse_workflow(text, filename, known_targets=known_targets, source_path=os.path.abspath(path))

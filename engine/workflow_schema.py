@@ -112,11 +112,16 @@ NonEmptyStr = Annotated[str, AfterValidator(_not_blank), WithJsonSchema({"type":
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def env_name_problem(value: str) -> str | None:
+    """What is wrong with `value` as an environment variable's name (None: nothing)."""
+    if _ENV_NAME_RE.fullmatch(value):
+        return None
+    return f"invalid environment variable name {value!r} (letters, digits and _, not starting with a digit)"
+
+
 def _env_name(value: str) -> str:
-    if not _ENV_NAME_RE.fullmatch(value):
-        raise ValueError(
-            f"invalid environment variable name {value!r} (letters, digits and _, not starting with a digit)"
-        )
+    if problem := env_name_problem(value):
+        raise ValueError(problem)
     return value
 
 

@@ -9,6 +9,8 @@ import contextlib
 import json
 import logging
 import os
+import shlex
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -19,7 +21,7 @@ from rich.console import Console
 from engine.engine import Engine, EngineConfig
 from engine.errors import EngineError
 from engine.events import ExecutionFinished
-from engine.model import ExecutionFilter, ExecutionStatus, Stream
+from engine.model import ExecutionFilter, ExecutionStatus, StepKind, Stream
 from engine.views import artifact_dict, execution_dict, step_dict
 from engine.workflow import WorkflowError, load_workflow, workflow_json_schema
 from stepflow_tui import cli_output as out
@@ -47,6 +49,17 @@ def resolve_data_dir(arg: str | None) -> Path:
     return default_data_dir()
 
 
+def ensure_data_dir(data_dir: Path) -> Path:
+    """Create the data directory; a path that cannot be one (a file, no permission) is a CliError."""
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "it is a file" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
+        raise CliError(f"cannot use {data_dir} as the data directory: {reason} "
+                       f"(choose another with --data-dir or STEPFLOW_STORAGE_PATH)", EXIT_USAGE) from None
+    return data_dir
+
+
 def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
     level_name = os.environ.get("STEPFLOW_LOG_LEVEL", "WARNING").upper()
     level = getattr(logging, level_name, None)
@@ -58,7 +71,7 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     if to_file and data_dir is not None:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        ensure_data_dir(data_dir)
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
     else:
         handler = logging.StreamHandler(sys.stderr)
@@ -70,7 +83,7 @@ def make_store(data_dir: Path):  # noqa: ANN201 - storage type stays out of the 
     from storage import SqliteStore
     from storage.paths import database_path
 
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_data_dir(data_dir)
     return SqliteStore(database_path(data_dir))
 
 
@@ -180,6 +193,12 @@ async def cmd_exec(args: argparse.Namespace) -> int:
     command_arg: str | list[str] = command[0] if args.shell else command
     if args.shell and len(command) > 1:
         raise CliError("stepflow exec --shell takes the command as one quoted argument")
+    if not args.shell and len(command) == 1 and len(command[0].split()) > 1 and (args.target or "local") == "local" \
+            and shutil.which(command[0]) is None:
+        # `stepflow exec -- 'make && make test'`: one word that is no program; it would only
+        # fail with "command not found"
+        raise CliError(f"stepflow exec: {command[0]!r} is no program; to run it with a shell: "
+                       f"stepflow exec --shell -- {shlex.quote(command[0])}")
     async with running_engine(data_dir, kill_grace=args.kill_grace) as engine:
         return await follow_execution(
             engine,
@@ -285,8 +304,12 @@ async def cmd_logs(args: argparse.Namespace) -> int:
     async with read_store(resolve_data_dir(args.data_dir)) as store:
         execution_id = await _resolve(store, args.id)
         step_ids = None
+        steps = await store.get_steps(execution_id)
+        # several branches: each line says its target (`[web] ...`), or lines of hosts interleave
+        # with nothing to tell them apart
+        several = sum(1 for s in steps if s.kind is StepKind.BRANCH) > 1
+        target_of = {s.id: s.target for s in steps}
         if args.step:
-            steps = await store.get_steps(execution_id)
             wanted = [s for s in steps if s.name == args.step or s.id == args.step]
             if not wanted:
                 names = sorted({s.name for s in steps})
@@ -312,6 +335,11 @@ async def cmd_logs(args: argparse.Namespace) -> int:
                     prefix = ""
                     if args.timestamps:
                         prefix = line.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
+                    if several and line.step_id is not None:
+                        if line.step_id not in target_of:  # a marker step added since (-f)
+                            target_of.update({s.id: s.target for s in await store.get_steps(execution_id)})
+                        if target := target_of.get(line.step_id):
+                            prefix += f"[{target}] "
                     if line.stream is Stream.SYSTEM:
                         prefix += "[stepflow] "
                     write(prefix + line.text + "\n")
@@ -457,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tui, is_async=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the engine headless with its HTTP/WebSocket API")
-    p.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    p.add_argument("--host", default=None, help="address to bind, the API's and the WebSocket's (default 127.0.0.1; "
+                   "STEPFLOW_WEBSOCKET_HOST sets the WebSocket's apart)")
     p.add_argument("--port", type=int, default=None, help="port of the HTTP API (default 8080)")
     p.add_argument("--ws-port", type=int, default=None, help="port of the WebSocket (default 8765)")
     p.set_defaults(func=cmd_serve, is_async=True)
@@ -488,8 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     data_dir = resolve_data_dir(getattr(args, "data_dir", None)) if hasattr(args, "data_dir") else None
-    setup_logging(data_dir, to_file=args.command in ("tui",))
     try:
+        setup_logging(data_dir, to_file=args.command in ("tui",))
         if args.is_async:
             code = asyncio.run(args.func(args))
         else:
@@ -514,4 +543,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m stepflow_tui.cli`: run the imported module's main, not this `__main__` copy, whose
+    # CliError is another class than the one the commands (stepflow_tui.launch...) raise
+    from stepflow_tui.cli import main as _main
+
+    raise SystemExit(_main())

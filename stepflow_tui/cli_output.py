@@ -120,6 +120,9 @@ class ProgressPrinter:
         self.execution = execution
         self.steps: dict[str, Step] = {s.id: s for s in steps}
         self.live_mode = self.console.is_terminal if live is None else live
+        if not self.live_mode:
+            # plain lines are for logs and pipes: one event, one line, never broken at 80 columns
+            self.console.soft_wrap = True
         self.verbose = verbose
         self.tail: deque[tuple[str | None, str]] = deque(maxlen=8)
         self.failed_tails: dict[str, deque[str]] = {}
@@ -228,7 +231,8 @@ class ProgressPrinter:
                 ):
                     tail = self.failed_tails.get(step.id)
                     if tail and not self.verbose:
-                        self.console.print(f"[dim]── last lines of {escape(step.name)} ──[/]")
+                        # the path names the branch too: `web › test`, not one `test` per target
+                        self.console.print(f"[dim]── last lines of {escape(self._path(step))} ──[/]")
                         for text in list(tail)[-10:]:
                             self.console.out("  " + Text.from_ansi(text).plain, highlight=False)
         self.console.print(f"[dim]stepflow show {execution.id[:8]}  ·  stepflow logs {execution.id[:8]}[/]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from api_compat import ApiConfig, ApiListener, ConfigError, ListenerError, serve
 from api_compat import create_token as mint_token
 from engine.engine import Engine, EngineConfig
-from stepflow_tui.cli import CliError, load_targets_config, make_store, resolve_data_dir
+from stepflow_tui.cli import CliError, ensure_data_dir, load_targets_config, make_store, resolve_data_dir
 
 if TYPE_CHECKING:
     from stepflow_tui.app import StepflowApp
@@ -23,8 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _api_config(args: argparse.Namespace, data_dir: Path, *, host: str | None, port: int | None,
                 ws_port: int | None) -> ApiConfig:
+    # `--host` binds the WebSocket's own port there too (unless STEPFLOW_WEBSOCKET_HOST says
+    # otherwise): `serve --host 0.0.0.0` left it on loopback, out of reach of the remote clients
+    ws_host = host if host is not None and not os.environ.get("STEPFLOW_WEBSOCKET_HOST") else None
     try:
-        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir)
+        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host)
         config.check()
     except ConfigError as exc:
         raise CliError(str(exc)) from None
@@ -56,8 +60,9 @@ async def run_serve(args: argparse.Namespace) -> int:
 def create_token(args: argparse.Namespace) -> int:
     if getattr(args, "token_command", None) != "create":
         raise CliError("usage: stepflow token create [--subject NAME] [--days N]")
-    data_dir = resolve_data_dir(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
+        raise CliError(f"--days must be a positive number of days, not {args.days:g}")
+    data_dir = ensure_data_dir(resolve_data_dir(args.data_dir))
     kwargs: dict[str, object] = {"expires_in": args.days * 86400}
     if args.subject:
         kwargs["subject"] = args.subject

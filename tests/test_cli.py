@@ -238,3 +238,144 @@ def test_logs_follow_prints_lines_as_they_come_and_stops_at_the_end(tmp_path: Pa
                 proc.kill()
                 proc.wait()
     assert seen.splitlines() == ["first", "ready", "later-1", "later-2", "later-3"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("--port", "99999"), "99999 is not a port number for the API"),
+    (("--port", "0", "--ws-port", "70000"), "70000 is not a port number for the WebSocket"),
+])
+def test_serve_with_a_port_out_of_range_says_so_without_a_traceback(tmp_path: Path, args: tuple[str, ...],
+                                                                    needle: str) -> None:
+    result = stepflow(tmp_path, "serve", *args, timeout=30)
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_busy_port_says_so_without_a_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        result = stepflow(tmp_path, "serve", "--port", port, "--ws-port", "0", timeout=30)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"stepflow: cannot serve the API on 127.0.0.1:{port}: the port is already in use")
+    assert "--port" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plain_output_keeps_long_lines_whole_and_names_the_branch_of_a_failed_step(tmp_path: Path) -> None:
+    # two SSH targets nobody listens on: both branches fail at once, with a long message each
+    refused = "{type: ssh, host: 127.0.0.1, port: 1, user: nobody, known_hosts: null}"
+    workflow = tmp_path / "two.yaml"
+    workflow.write_text(textwrap.dedent(f"""\
+        name: two-hosts
+        targets:
+          first-host-with-a-long-name: {refused}
+          second-host-with-a-long-name: {refused}
+        runs_on: [first-host-with-a-long-name, second-host-with-a-long-name]
+        steps:
+          - {{name: hello, run: echo hi}}
+        """))
+    result = stepflow(tmp_path / "data", "run", str(workflow), "--plain")
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.splitlines()
+    failed = [line for line in lines if line.startswith("✗ first-host-with-a-long-name › hello failed")]
+    assert len(failed) == 1 and failed[0].endswith("connection refused"), result.stdout
+    assert any(len(line) > 80 for line in lines)
+    for branch in ("first-host-with-a-long-name", "second-host-with-a-long-name"):
+        assert f"── last lines of {branch} › hello ──" in lines, result.stdout
+
+
+def test_serve_host_binds_the_websocket_port_there_too(tmp_path: Path) -> None:
+    import re
+
+    import aiohttp
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")},
+           "STEPFLOW_STORAGE_PATH": str(tmp_path), "STEPFLOW_AUTH_ENABLED": "true", "PYTHONUNBUFFERED": "1"}
+    token = subprocess.run([sys.executable, "-m", "stepflow_tui.cli", "token", "create"], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=30, check=True).stdout.strip()
+    proc = subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli", "serve", "--host", "0.0.0.0",
+                             "--port", "0", "--ws-port", "0"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        shown = read_until(proc, "WebSocket")
+        match = re.search(r"WebSocket\s+ws://([^:\s]+):(\d+)", shown)
+        assert match is not None and match[1] == "0.0.0.0", shown
+
+        async def first_message() -> dict:
+            async with aiohttp.ClientSession() as session, session.ws_connect(
+                f"ws://127.0.0.1:{match[2]}/", headers={"Authorization": f"Bearer {token}"},
+            ) as ws:
+                return json.loads((await ws.receive(timeout=10)).data)
+
+        import asyncio
+
+        assert asyncio.run(first_message())["type"] == "connection_established"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "nan"])
+def test_token_create_refuses_a_token_expired_at_birth(tmp_path: Path, days: str) -> None:
+    result = stepflow(tmp_path, "token", "create", "--days", days)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--days must be a positive number of days" in result.stderr
+
+
+def test_token_create_prints_the_token_alone(tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "token", "create", "--days", "1")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and result.stdout.count(".") == 2
+
+
+@pytest.mark.parametrize("command", [("serve", "--port", "0", "--ws-port", "0"), ("token", "create"), ("ls",),
+                                     ("run", str(SAMPLES / "build-and-test.yaml"))])
+@pytest.mark.parametrize("below", ["", "sub"])
+def test_a_data_dir_that_is_a_file_is_a_clear_error(tmp_path: Path, command: tuple[str, ...], below: str) -> None:
+    a_file = tmp_path / "not-a-dir"
+    a_file.write_text("x")
+    result = stepflow(tmp_path, *command, "--data-dir", str(a_file / below), timeout=30)
+    assert result.returncode == 2
+    assert "as the data directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_logs_of_several_branches_say_which_target_each_line_is_from(tmp_path: Path) -> None:
+    workflow = tmp_path / "two.yaml"
+    workflow.write_text(textwrap.dedent("""\
+        name: two
+        targets:
+          down: {type: ssh, host: 127.0.0.1, port: 1, user: nobody, known_hosts: null}
+        runs_on: [local, down]
+        steps:
+          - {name: hello, run: echo hello from here}
+        """))
+    data = tmp_path / "data"
+    assert stepflow(data, "run", str(workflow), "--plain").returncode == 1
+    execution_id = ls_json(data)[0]["id"]
+    lines = stepflow(data, "logs", execution_id, "--step", "hello").stdout.splitlines()
+    assert "[local] hello from here" in lines
+    assert any(line.startswith("[down] [stepflow] error: cannot connect") for line in lines), lines
+    # one branch: the lines as the command printed them
+    single = stepflow(data, "exec", "--", "echo", "just me")
+    assert single.returncode == 0
+    assert stepflow(data, "logs", ls_json(data)[0]["id"]).stdout == "just me\n"
+
+
+def test_exec_of_a_shell_line_as_one_word_points_to_shell(tmp_path: Path) -> None:
+    result = stepflow(tmp_path, "exec", "--", "echo a && echo b")
+    assert result.returncode == 2 and ls_json(tmp_path) == []  # nothing was run or recorded
+    assert "stepflow exec --shell -- 'echo a && echo b'" in result.stderr
+    shell = stepflow(tmp_path, "exec", "--shell", "-v", "--plain", "--", "echo a && echo b")
+    assert shell.returncode == 0 and "  a\n  b\n" in shell.stdout
+    # a program whose path holds a space still runs as one
+    program = tmp_path / "my tool"
+    program.write_text("#!/bin/sh\necho tool ran\n")
+    program.chmod(0o755)
+    ran = stepflow(tmp_path, "exec", "-v", "--plain", "--", str(program))
+    assert ran.returncode == 0 and "tool ran" in ran.stdout

@@ -103,9 +103,24 @@ async def test_terminate_lets_a_command_clean_up_within_the_grace(runner):
         assert [chunk async for _, chunk in output] == [b"cleaning\n"]
 
 
+async def test_terminate_stops_a_script_at_once_although_its_shell_would_be_pid_1(runner, client):
+    # PID 1 of a container gets no default signal action: the script runs under one that passes
+    # SIGTERM on, so stopping it does not wait the whole grace for SIGKILL
+    command = await runner.start(CommandSpec(script="echo ready; sleep 1000; echo never"))
+    output = command.output()
+    async with asyncio.timeout(30):
+        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    started = time.monotonic()
+    await command.terminate(grace=10)
+    assert time.monotonic() - started < 5
+    async with asyncio.timeout(30):
+        assert await command.wait() == 143  # SIGTERM, not the SIGKILL after the grace
+        assert [chunk async for _, chunk in output] == []  # nor a "Terminated" notice
+
+
 async def test_terminate_kills_after_the_grace(runner, client):
-    # PID 1 of a container gets no default signal action: SIGTERM is ignored unless trapped.
-    command = await runner.start(CommandSpec(script="echo ready; sleep 1000"))
+    # a script that ignores SIGTERM is killed once the grace is over
+    command = await runner.start(CommandSpec(script="trap '' TERM; echo ready; sleep 1000"))
     output = command.output()
     async with asyncio.timeout(30):
         assert await anext(output) == (Stream.STDOUT, b"ready\n")

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from engine.engine import Engine, EngineConfig
-from engine.events import LinesLogged
+from engine.events import LinesLogged, StepFinished
 from engine.model import AbortReason, ArtifactFilter, ExecutionStatus, Step, StepKind, StepStatus
 from engine.targets_file import load_user_targets, parse_user_targets, user_targets_path
 from engine.workflow import DockerTarget, SshTarget, WorkflowError
@@ -219,6 +219,63 @@ async def test_an_unreachable_target_fails_its_branch_while_the_other_completes(
     assert (done.error_message or "").startswith("down: ") and expected in (done.error_message or "")
     lines = await engine.get_log_lines(done.id, step_ids=[work.id])
     assert any(expected in line.text for line in lines)  # the reason is in the log too
+
+
+async def test_a_dead_branch_is_failed_at_once_not_when_the_slowest_branch_ends(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # the local branch waits for a file that the test creates only once it has seen the dead
+    # branch finished: before, a branch was finished with the whole execution ("running" meanwhile)
+    go = tmp_path / "go"
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "one-dead",
+            "targets": {"down": {"type": "ssh", "host": "127.0.0.1", "port": free_port(), "connect_timeout": 3}},
+            "runs_on": ["local", "down"],
+            "steps": [
+                {"name": "work", "run": f"while [ ! -e {go} ]; do sleep 0.05; done; echo done"},
+                {"name": "more", "run": "echo more", "needs": ["work"]},
+            ],
+        },
+    )
+    subscription = engine.subscribe()
+    execution = await engine.submit_workflow(wf)
+    async with asyncio.timeout(30):
+        async for event in subscription:
+            step = getattr(event, "step", None)
+            if isinstance(event, StepFinished) and step is not None and step.kind is StepKind.BRANCH:
+                assert step.target == "down", "the local branch cannot end before the file exists"
+                assert step.status is StepStatus.FAILED and "connection refused" in (step.error_message or "")
+                break
+    subscription.close()
+    local_steps = {s.name: s for s in await engine.get_steps(execution.id) if s.target == "local"}
+    assert local_steps["work"].status is StepStatus.RUNNING
+    go.touch()
+    done = await finished(engine, execution)
+    by_target = branches(await stored_steps(engine, done.id))
+    assert by_target["local"].status is StepStatus.COMPLETED and by_target["down"].status is StepStatus.FAILED
+    assert by_target["down"].completed_at < by_target["local"].completed_at
+    assert done.status is ExecutionStatus.FAILED
+    assert (done.error_message or "").startswith("down: ") and "also failed" not in (done.error_message or "")
+
+
+async def test_the_execution_error_names_every_branch_that_failed(engine: Engine, tmp_path: Path) -> None:
+    refused = {"type": "ssh", "host": "127.0.0.1", "port": free_port(), "connect_timeout": 3}
+    wf = workflow_file(
+        tmp_path,
+        {
+            "name": "two-dead",
+            "targets": {"first": refused, "second": refused, "third": refused},
+            "runs_on": ["local", "first", "second", "third"],
+            "steps": [{"name": "work", "run": "echo ok"}],
+        },
+    )
+    done = await finished(engine, await engine.submit_workflow(wf))
+    assert done.status is ExecutionStatus.FAILED
+    error = done.error_message or ""
+    assert error.startswith("first: step 'work' failed: cannot connect") and "connection refused" in error
+    assert error.endswith(" (also failed: second, third)")
 
 
 async def test_allow_failed_targets_completes_with_a_dead_target(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import ValidationError
 
 from api_compat.monitor.envelope import ApiError, ok
@@ -97,16 +98,8 @@ async def _read_capped(part: BodyPartReader, cap: int, what: str) -> bytes:
     return b"".join(chunks)
 
 
-async def upload_artifact(request: web.Request) -> web.Response:
-    cap = request.app[CONFIG].max_upload_bytes
-    if request.content_length is not None and request.content_length > cap + _FORM_OVERHEAD:
-        raise ApiError(413, f"the upload is larger than the limit of {cap} bytes")
-    if not request.content_type.startswith("multipart/form-data"):
-        raise ApiError(400, "send the artifact as multipart/form-data")
-    try:
-        reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
-        raise ApiError(400, f"the multipart body cannot be read: {exc}") from None
+async def _read_form(reader: MultipartReader, cap: int) -> tuple[dict[str, list[str]], str | None, bytes | None]:
+    """The text fields (every value given), the file's name and its bytes (None: no file part)."""
     fields: dict[str, list[str]] = {}
     file_name: str | None = None
     data: bytes | None = None
@@ -127,6 +120,21 @@ async def upload_artifact(request: web.Request) -> web.Response:
                 fields.setdefault(part.name, []).append(raw.decode())
             except UnicodeDecodeError:
                 raise ApiError(422, f"{part.name}: not UTF-8 text") from None
+    return fields, file_name, data
+
+
+async def upload_artifact(request: web.Request) -> web.Response:
+    cap = request.app[CONFIG].max_upload_bytes
+    if request.content_length is not None and request.content_length > cap + _FORM_OVERHEAD:
+        raise ApiError(413, f"the upload is larger than the limit of {cap} bytes")
+    if not request.content_type.startswith("multipart/form-data"):
+        raise ApiError(400, "send the artifact as multipart/form-data")
+    try:
+        reader = await request.multipart()
+        fields, file_name, data = await _read_form(reader, cap)
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        # aiohttp's parser: no starting boundary, a body cut short, a garbled part header
+        raise ApiError(400, f"the multipart body cannot be read: {exc}") from None
     if data is None or file_name is None:
         raise ApiError(422, "file: field required")
     values: dict[str, object] = {}

@@ -6,6 +6,7 @@ import asyncio
 import importlib.metadata
 import os
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp import web
 from api_compat.monitor.envelope import now_iso, ok
 from api_compat.state import ENGINE, STARTED_AT, WS_HUB
 from engine.store import StoreStats
+from engine.views import iso
 
 _MB = 1024 * 1024
 
@@ -151,6 +153,11 @@ async def metrics(request: web.Request) -> web.Response:
     return ok(_metrics(request.app, stats))
 
 
+def _stored_time(text: str | None) -> str | None:
+    """The store's text (`...+00:00`) as every other timestamp of the API (RFC 3339, `Z`)."""
+    return None if text is None else iso(datetime.fromisoformat(text))
+
+
 async def database(request: web.Request) -> web.Response:
     stats = await request.app[ENGINE].stats()
     by = stats.by_status
@@ -162,8 +169,8 @@ async def database(request: web.Request) -> web.Response:
         "total_steps": stats.total_steps,
         "total_artifacts": stats.total_artifacts,
         "database_size_mb": round(stats.database_size_bytes / _MB, 2),
-        "oldest_execution": stats.oldest_execution,
-        "newest_execution": stats.newest_execution,
+        "oldest_execution": _stored_time(stats.oldest_execution),
+        "newest_execution": _stored_time(stats.newest_execution),
         "pending_executions": by.get("pending", 0),
         "cancelled_executions": by.get("cancelled", 0),
         "total_log_lines": stats.total_log_lines,

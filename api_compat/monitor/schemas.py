@@ -18,6 +18,10 @@ T = TypeVar("T")
 _STRICT = ConfigDict(extra="forbid", strict=True)
 _OUT = ConfigDict(extra="forbid")
 
+#: SQLite's INTEGER range: a query number beyond it is a 400, not an OverflowError in the store
+_INT64_MIN = -(2**63)
+_INT64_MAX = 2**63 - 1
+
 
 # -- envelopes ------------------------------------------------------------------------------------
 class Envelope(BaseModel, Generic[T]):
@@ -72,7 +76,7 @@ class RerunBody(BaseModel):
 class ListExecutionsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=_INT64_MAX)
     status: ExecutionStatus | None = None
     user: str | None = None
     #: ours: case-insensitive text in the name or the command
@@ -85,21 +89,21 @@ class ListArtifactsQuery(BaseModel):
     step_id: str | None = None
     artifact_type: ArtifactType | None = None
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=_INT64_MAX)
 
 
 class LogLinesQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     #: lines with seq > after_seq ...
-    after_seq: int = -1
+    after_seq: int = Field(-1, ge=_INT64_MIN, le=_INT64_MAX)
     #: ... and seq < before_seq
-    before_seq: int | None = None
+    before_seq: int | None = Field(None, ge=_INT64_MIN, le=_INT64_MAX)
     limit: int = Field(1000, ge=1, le=10_000)
     #: only these steps (repeat the parameter for several)
     step_id: list[str] | None = None
     newest_first: bool = False
     #: skip this many of the selected lines (in the order asked): the n-th line of a step's log
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=_INT64_MAX)
 
 
 class LogCountQuery(BaseModel):

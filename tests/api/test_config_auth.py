@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import stat
 from pathlib import Path
@@ -84,7 +85,8 @@ async def test_a_busy_port_is_a_clear_oserror(scripted: ScriptedEngine, tmp_path
         listener = ApiListener(scripted, make_config(tmp_path, **{which: port}))
         with pytest.raises(ListenerError) as info:
             await listener.start()
-        assert isinstance(info.value, OSError)
+        assert isinstance(info.value, OSError) and info.value.errno == errno.EADDRINUSE
+        assert str(info.value).startswith("cannot serve")  # a sentence, no "[Errno 98]"
         assert f"127.0.0.1:{port}" in str(info.value) and "already in use" in str(info.value)
         assert ("--port" if which == "port" else "--ws-port") in str(info.value)
     # nothing was left bound: the same listener starts once the port is free
@@ -127,6 +129,10 @@ async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path
                     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
         async with session.get(lst.url + "/api/health", headers=good) as resp:
             check_ok(resp.status, await resp.json())
+        async with session.head(lst.url + "/api/health") as resp:  # HEAD asks for a token too
+            assert resp.status == 401
+        async with session.head(lst.url + "/api/health", headers=good) as resp:
+            assert resp.status == 200
         async with session.get(lst.url + "/api/openapi.json", headers=good) as resp:
             assert resp.status == 200
         for url in (lst.ws_url, lst.url + "/ws"):

@@ -163,10 +163,38 @@ async def test_health_routes(api: Any, engine: Any) -> None:
     assert data["database"]["wal_mode"] == "wal"
     data = check_ok(*await api("GET", "/api/health/database"), s.DatabaseStats)
     assert data["total_executions"] == 1 and data["completed_executions"] == 1
+    # RFC 3339 UTC with "Z", like every other timestamp (the store's text says "+00:00")
+    created = check_ok(*await api("GET", f"/api/executions/{ex_id}"), s.ExecutionDetail)["execution"]["created_at"]
+    assert data["oldest_execution"] == data["newest_execution"] == created
+    assert created.endswith("Z")
     data = check_ok(*await api("POST", "/api/health/optimize"), s.OptimizeResult)
     assert data["status"] == "optimization_completed"
     assert any("ANALYZE" in op for op in data["operations_performed"])
     assert any("checkpoint" in op.lower() for op in data["operations_performed"])
+
+
+async def test_head_answers_every_get_route_with_its_headers_and_no_body(
+        api: Any, engine: Any, listener: ApiListener, session: aiohttp.ClientSession) -> None:
+    ex_id = await create(api, "true")
+    await finish(engine, ex_id)
+    form = aiohttp.FormData()
+    form.add_field("execution_id", ex_id)
+    form.add_field("name", "Report")
+    form.add_field("file", b"<p>hi</p>", filename="report.html")
+    artifact = check_ok(*await api("POST", "/api/artifacts", data=form), expect=201)["artifact"]
+    for path in ("/api/health", "/api/executions?limit=1", f"/api/executions/{ex_id}", "/api/openapi.json",
+                 f"/api/artifacts/{artifact['id']}", "/api/health/metrics"):
+        async with session.head(listener.url + path) as resp:
+            assert resp.status == 200, path
+            assert resp.headers["Content-Type"].startswith("application/json")
+            assert await resp.read() == b""
+    async with session.head(listener.url + artifact["download_url"]) as resp:
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/html"
+        assert resp.headers["Content-Length"] == "9" and "report.html" in resp.headers["Content-Disposition"]
+    async with session.head(listener.url + "/api/executions/unknown") as resp:
+        assert resp.status == 404
+    async with session.head(listener.url + "/api/health/optimize") as resp:
+        assert resp.status == 405  # a POST route: no HEAD
 
 
 # -- bad input: the envelope with success false and a 4xx, never a 500, and the server keeps serving
@@ -181,11 +209,27 @@ async def test_health_routes(api: Any, engine: Any) -> None:
     ("POST", "/api/executions", {"json": {"command": "echo", "colour": "red"}}, 422, "colour: unknown field"),
     ("POST", "/api/executions", {"json": {"name": "no command"}}, 422, "command: Field required"),
     ("POST", "/api/executions", {"json": {"command": "echo", "target": "mars"}}, 400, "unknown target"),
+    # what no process can be started with: refused at once, not a failed run ("internal error")
+    ("POST", "/api/executions", {"json": {"command": "echo a\x00b"}}, 400, "the command contains a NUL"),
+    ("POST", "/api/executions", {"json": {"command": "echo", "working_directory": "/tm\x00p"}}, 400,
+     "the working directory contains a NUL"),
+    ("POST", "/api/executions", {"json": {"command": "echo", "environment": {"A=B": "1"}}}, 400,
+     "invalid environment variable name 'A=B'"),
+    ("POST", "/api/executions", {"json": {"command": "echo", "environment": {"": "1"}}}, 400,
+     "invalid environment variable name ''"),
+    ("POST", "/api/executions", {"json": {"command": "echo", "environment": {"A": "b\x00"}}}, 400,
+     "the value of A contains a NUL"),
     ("GET", "/api/executions?limit=5000", {}, 400, "limit"),
     ("GET", "/api/executions?limit=ten", {}, 400, "limit"),
     ("GET", "/api/executions?offset=-1", {}, 400, "offset"),
     ("GET", "/api/executions?status=sleeping", {}, 400, "status"),
     ("GET", "/api/artifacts?limit=5000", {}, 400, "limit"),
+    # beyond SQLite's INTEGER: refused here, not an OverflowError (a 500) in the store
+    ("GET", "/api/executions?offset=99999999999999999999999", {}, 400, "offset"),
+    ("GET", "/api/artifacts?offset=99999999999999999999999", {}, 400, "offset"),
+    ("GET", "/api/executions/x/logs?after_seq=99999999999999999999999", {}, 400, "after_seq"),
+    ("GET", "/api/executions/x/logs?before_seq=-99999999999999999999999", {}, 400, "before_seq"),
+    ("GET", "/api/executions/x/logs?offset=99999999999999999999999", {}, 400, "offset"),
     ("GET", "/api/artifacts?artifact_type=movie", {}, 400, "artifact_type"),
     ("GET", "/api/executions/00000000-0000-0000-0000-000000000000", {}, 404, "not found"),
     ("DELETE", "/api/executions/unknown", {}, 404, "unknown"),
@@ -194,6 +238,7 @@ async def test_health_routes(api: Any, engine: Any) -> None:
     ("GET", "/api/nothing/here", {}, 404, "no route"),
     ("PUT", "/api/executions", {}, 405, "Not Allowed"),
     ("POST", "/api/executions/x/rerun", {"json": {"from_failed": "yes"}}, 422, "from_failed"),
+    ("POST", "/api/workflows", {"json": {"path": "a\x00b.yaml"}}, 400, "cannot read the file: embedded null byte"),
 ])
 async def test_bad_input(api: Any, method: str, path: str, kwargs: dict, expect: int, needle: str) -> None:
     error = check_fail(*await api(method, path, **kwargs), expect)
@@ -229,6 +274,19 @@ async def test_upload_with_a_path_for_a_name_is_refused(api: Any, engine: Any, f
     assert "file name" in error
     listing = check_ok(*await api("GET", f"/api/artifacts?execution_id={ex_id}"))
     assert listing["total_count"] == 0
+
+
+@pytest.mark.parametrize("body", [
+    b"garbage",  # no starting boundary
+    b'--xx\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n\r\nabc',  # cut short
+    b'--xx\r\nContent-Disposition: form-data; name="execution_id"\r\n\r\nabc',  # cut short in a field
+    b"--xx\r\nGarbage header line\r\n\r\nfoo\r\n--xx--\r\n",  # a part header that is no header
+])
+async def test_a_broken_multipart_body_is_a_400(api: Any, body: bytes) -> None:
+    error = check_fail(*await api("POST", "/api/artifacts", data=body,
+                                  headers={"Content-Type": "multipart/form-data; boundary=xx"}), 400)
+    assert "multipart body cannot be read" in error
+    check_ok(*await api("GET", "/api/health"))
 
 
 async def test_upload_bad_forms(api: Any, engine: Any) -> None:
