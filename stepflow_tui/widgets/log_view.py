@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from rich.style import Style
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.binding import Binding
 from textual.geometry import Region, Size
 from textual.message import Message
@@ -493,6 +493,16 @@ class LogView(ScrollView, can_focus=True):
 
     def action_bottom(self) -> None:
         self.follow = True
+
+    async def on_key(self, event: events.Key) -> None:
+        # A key the view does not consume reaches the bindings only once it has bubbled up to the
+        # app, through the six containers above the view: one turn of the event loop each, and
+        # during live follow a turn may hold a frame or a batch of events. Nothing on that way
+        # handles keys, so the same lookup (this view's bindings, its ancestors', the app's) is
+        # done here, at once.
+        if await self.app._check_bindings(event.key):
+            event.stop()
+            event.prevent_default()
 
     def _on_mouse_scroll_up(self, event) -> None:
         if self.follow:
