@@ -64,11 +64,17 @@ class ExecutionsScreen(ExecutionActions):
     @on(ExecutionList.Loaded)
     def _loaded(self) -> None:
         self._update_title()
-        self.refresh_bindings()
+        self._refresh_footer()
 
     @on(ExecutionList.Highlighted)
     def _highlighted(self) -> None:
-        self.refresh_bindings()
+        self._refresh_footer()
+
+    def _refresh_footer(self) -> None:
+        # under an execution view the list still follows the events, but its footer is not seen:
+        # rebuilding it there costs the live view a frame (Textual refreshes it on resume)
+        if self.is_current:
+            self.refresh_bindings()
 
     @on(ExecutionList.Opened)
     def _opened(self, event: ExecutionList.Opened) -> None:

@@ -2,20 +2,24 @@
 
 The scroll position is a log row: the view lays out from the top row down, so wrapped lines take
 several screen rows and hidden marker lines none, without knowing every line's height. Live lines
-arrive through `add_live()`; the repaint happens once per frame however many came.
+arrive through `add_live()`; the view repaints at most LIVE_REPAINT times a second however many came,
+and a repaint renders only the screen rows it has not rendered before (a followed tail moves up by
+the new lines: the rows still in view keep their strips).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from rich.style import Style
 from rich.text import Text
-from textual import work
+from textual import events, work
 from textual.binding import Binding
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
@@ -32,6 +36,9 @@ MARKER_LINE = re.compile(
     r"|::(?:group|endgroup|error|warning|notice|add-mask|debug)\b|section_(?:start|end):"
     r"|##teamcity\[|##\[(?:group|endgroup)\]|##vso\[|(?:---|\+\+\+|~~~) )"
 )
+#: live lines repaint the view at most this many times a second: a tail scrolling by at 20,000
+#: lines/s reads the same at 20 frames as at 60, and the loop time left over answers the keys
+LIVE_REPAINT = 20
 GUTTER = {Stream.STDOUT: (" ", ""), Stream.STDERR: ("!", "bold red"), Stream.SYSTEM: ("»", "bold yellow")}
 
 
@@ -83,7 +90,19 @@ class LogView(ScrollView, can_focus=True):
         self.searching = False
         self._texts: OrderedDict[tuple[int, int], tuple[Text, bool]] = OrderedDict()
         self._layout_key: tuple | None = None
-        self._screen_rows: list[tuple[int, Text | None]] = []
+        #: screen rows: (log row, key of its strip or None while the line is not loaded, text)
+        self._screen_rows: list[tuple[int, tuple[int, int, int] | None, Text | None]] = []
+        #: how the rows look (width, wrap, times...): the row and strip caches hold for one look
+        self._look: tuple | None = None
+        #: (row, seq) -> the row's screen rows (none for a hidden marker line), for the current look
+        self._parts: dict[tuple[int, int], list[Text]] = {}
+        #: (row, seq, part) -> its strip, for the current look, x offset and base style
+        self._strips: dict[tuple[int, int, int], Strip] = {}
+        self._strips_for: tuple | None = None
+        #: the layout and base style of the frame being rendered
+        self._frame: tuple[list[tuple[int, tuple[int, int, int] | None, Text | None]], Style] | None = None
+        self._live_pending = False
+        self._last_live_repaint = 0.0
         self._max_width = 0
         self._fetching: set[int] = set()
         self._tail_pending = False
@@ -136,9 +155,25 @@ class LogView(ScrollView, can_focus=True):
         if not window.opened:
             return
         if window.add_live([ln for ln in lines if ln.execution_id == window.execution_id]):
-            self._rows_changed()
+            self._live_rows_changed()
         if window.tail_dirty:
             self._schedule_tail()
+
+    def _live_rows_changed(self) -> None:
+        """The rows changed by live lines: repaint now, or once the LIVE_REPAINT interval is up."""
+        if self._live_pending:
+            return
+        wait = self._last_live_repaint + 1 / LIVE_REPAINT - time.monotonic()
+        if wait <= 0:
+            self._flush_live()
+        else:
+            self._live_pending = True
+            self.set_timer(wait, self._flush_live)
+
+    def _flush_live(self) -> None:
+        self._live_pending = False
+        self._last_live_repaint = time.monotonic()
+        self._rows_changed()
 
     def add_dropped(self) -> None:
         if self.window is not None and self.window.opened:
@@ -238,17 +273,45 @@ class LogView(ScrollView, can_focus=True):
             out.stylize(self.get_component_rich_style("log-view--match-line"))
         return out
 
-    def _compute_layout(self) -> list[tuple[int, Text | None]]:
-        """Screen rows: (log row, text of that screen row or None when not loaded)."""
+    def _row_parts(self, row: int, line: LogLine, width: int) -> list[Text]:
+        """The screen rows of one log row (cached for the current look)."""
+        key = (row, line.seq)
+        parts = self._parts.get(key)
+        if parts is not None:
+            return parts
+        text = self._decorated(row, line)
+        if text is None:
+            parts = []
+        elif self.wrap and text.cell_len > width:
+            parts = list(text.wrap(self.app.console, width, no_wrap=False))
+            for part in parts:
+                part.end = ""
+        else:
+            if text.cell_len > self._max_width:
+                self._max_width = text.cell_len
+                if text.cell_len > width:
+                    self.call_later(self._update_virtual_size)
+            parts = [text]
+        self._parts[key] = parts
+        return parts
+
+    def _compute_layout(self) -> list[tuple[int, tuple[int, int, int] | None, Text | None]]:
+        """Screen rows: (log row, key of its strip, text of that screen row); key and text are None
+        when the line is not loaded yet."""
         region = self.scrollable_content_region
         width = max(region.width, 1)
         height = region.height
         top = int(self.scroll_offset.y)
-        key = (top, width, height, self.total, self.wrap, self.timestamps, self.show_markers, self.search,
-               self.match_row, id(self.window))
+        look = (width, self.wrap, self.timestamps, self.show_markers, self.search, self.match_row, id(self.window))
+        key = (top, height, self.total, look)
         if key == self._layout_key:
             return self._screen_rows
-        out: list[tuple[int, Text | None]] = []
+        if look != self._look:
+            self._look = look
+            self._parts.clear()
+            self._strips.clear()
+        out: list[tuple[int, tuple[int, int, int] | None, Text | None]] = []
+        parts_in_view: dict[tuple[int, int], list[Text]] = {}
         window = self.window
         row = top
         missing_from: int | None = None
@@ -256,39 +319,61 @@ class LogView(ScrollView, can_focus=True):
             line = window.line(row)
             if line is None:
                 missing_from = row if missing_from is None else missing_from
-                out.append((row, None))
+                out.append((row, None, None))
             else:
-                text = self._decorated(row, line)
-                if text is not None:
-                    if self.wrap and text.cell_len > width:
-                        for part in text.wrap(self.app.console, width, no_wrap=False):
-                            part.end = ""
-                            out.append((row, part))
-                    else:
-                        if text.cell_len > self._max_width:
-                            self._max_width = text.cell_len
-                            if text.cell_len > width:
-                                self.call_later(self._update_virtual_size)
-                        out.append((row, text))
+                parts = self._row_parts(row, line, width)
+                parts_in_view[(row, line.seq)] = parts
+                out.extend((row, (row, line.seq, i), part) for i, part in enumerate(parts))
             row += 1
         if window is not None:
             self._request_blocks(top, max(row, top + height))
+        # only the rows in view stay cached: a followed tail would otherwise keep every line it passed
+        self._parts = parts_in_view
         self._screen_rows = out[:height]
         self._layout_key = key if missing_from is None else None
         return self._screen_rows
 
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        # the cached texts and strips carry the old theme's styles
+        self._texts.clear()
+        self._parts.clear()
+        self._strips.clear()
+        self._layout_key = None
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        # one layout and one base style for the frame, not a walk over the geometry and the
+        # ancestors' styles for every line
+        self._frame = (self._compute_layout(), self.rich_style)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._frame = None
+
     def render_line(self, y: int) -> Strip:
-        layout = self._compute_layout()
+        layout, base = self._frame if self._frame is not None else (self._compute_layout(), self.rich_style)
         width = self.size.width
-        base = self.rich_style
         if y >= len(layout):
             if y == 0 and self.window is not None and self.window.opened and self.total == 0:
                 return text_strip(Text(" No output yet.", style="dim italic"), self.app.console, width, base)
             return Strip.blank(width, base)
-        _row, text = layout[y]
-        if text is None:
+        _row, key, text = layout[y]
+        offset = 0 if self.wrap else int(self.scroll_offset.x)
+        if text is None or key is None:
             text = Text(" …", style=self.get_component_rich_style("log-view--placeholder"))
-        return text_strip(text, self.app.console, width, base, offset=0 if self.wrap else int(self.scroll_offset.x))
+            return text_strip(text, self.app.console, width, base, offset=offset)
+        strips_for = (self._look, width, offset, base)
+        if strips_for != self._strips_for:
+            self._strips_for = strips_for
+            self._strips.clear()
+        strip = self._strips.get(key)
+        if strip is None:
+            strip = self._strips[key] = text_strip(text, self.app.console, width, base, offset=offset)
+            if len(self._strips) > 4 * max(len(layout), 1):
+                # keep the rows in view (a followed tail passes every line once)
+                in_view = {k for _r, k, _t in layout if k is not None}
+                self._strips = {k: v for k, v in self._strips.items() if k in in_view}
+        return strip
 
     def _request_blocks(self, first: int, last: int) -> None:
         window = self.window
@@ -408,6 +493,16 @@ class LogView(ScrollView, can_focus=True):
 
     def action_bottom(self) -> None:
         self.follow = True
+
+    async def on_key(self, event: events.Key) -> None:
+        # A key the view does not consume reaches the bindings only once it has bubbled up to the
+        # app, through the six containers above the view: one turn of the event loop each, and
+        # during live follow a turn may hold a frame or a batch of events. Nothing on that way
+        # handles keys, so the same lookup (this view's bindings, its ancestors', the app's) is
+        # done here, at once.
+        if await self.app._check_bindings(event.key):
+            event.stop()
+            event.prevent_default()
 
     def _on_mouse_scroll_up(self, event) -> None:
         if self.follow:

@@ -143,6 +143,50 @@ async def test_live_lines_are_followed(seeded_client):
         await wait_for(pilot, lambda: "live line 99" in screen_text(app), what="tail shown")
 
 
+async def test_a_burst_of_live_lines_is_one_or_two_repaints_and_the_tail_is_shown(seeded_client):
+    app = make_app(seeded_client, clock=fixed_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_running(pilot)
+        log = screen.query_one(LogView)
+        unit = next(s for s in screen.tree.steps.values() if s.name == "unit")
+        repaints = []
+        rows_changed = log._rows_changed
+
+        def counted() -> None:
+            repaints.append(log.total)
+            rows_changed()
+
+        log._rows_changed = counted
+        seq = 8
+        for burst in range(50):
+            lines = tuple(f"burst {burst} line {i}" for i in range(40))
+            log.add_live(LinesLogged(RUNNING_ID, unit.id, Stream.STDOUT, seq, NOW, lines).log_lines())
+            seq += len(lines)
+        assert log.total == seq  # every line is in the window at once, whatever the repaints
+        await wait_for(pilot, lambda: repaints and repaints[-1] == seq, what="the deferred repaint")
+        assert len(repaints) <= 2, repaints
+        await wait_for(pilot, lambda: "burst 49 line 39" in screen_text(app), what="tail shown")
+        assert log.follow
+
+
+async def test_log_keys_are_remappable_and_the_search_box_keeps_its_letters(seeded_client, tmp_path: Path):
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[keys]\n"log.timestamps" = "y"\n')
+    app = make_app(seeded_client, clock=fixed_clock, keys_path=keys)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_running(pilot)
+        log = screen.query_one(LogView)
+        await pilot.press("y")
+        assert log.timestamps
+        await pilot.press("t")  # no longer bound
+        assert log.timestamps
+        await pilot.press("slash", "y", "w")
+        assert screen.query_one("#log-search").value == "yw"
+        assert log.timestamps and not log.wrap
+        await pilot.press("escape", "w")
+        assert log.wrap
+
+
 async def test_artifacts_preview_and_save(seeded_client, tmp_path: Path):
     app = make_app(seeded_client, clock=fixed_clock)
     async with app.run_test(size=(100, 30)) as pilot:
