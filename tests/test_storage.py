@@ -50,7 +50,7 @@ from engine.model import (
     new_id,
 )
 from storage import SqliteStore, artifacts_dir, database_path, default_data_dir
-from storage.pragmas import CACHE_SIZE_KIB
+from storage.pragmas import CACHE_SIZE_KIB, PAGE_SIZE
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
 
@@ -885,7 +885,7 @@ async def test_stats(store: SqliteStore, logged: tuple[Execution, Step, Step]) -
     on_disk = sum(p.stat().st_size for p in store.path.parent.iterdir() if p.name.startswith(store.path.name))
     assert stats.database_size_bytes == on_disk > 0
     assert stats.wal_mode == "wal"
-    assert stats.cache_size == CACHE_SIZE_KIB * 1024 // 4096  # pages
+    assert stats.cache_size == CACHE_SIZE_KIB * 1024 // PAGE_SIZE  # pages
     assert stats.storage_path == str(store.path)
     assert stats.oldest_execution is not None and datetime.fromisoformat(stats.oldest_execution) == e.created_at
     assert stats.newest_execution is not None and datetime.fromisoformat(stats.newest_execution) == later.created_at
@@ -939,3 +939,11 @@ async def test_notices_and_dropped_lines_write_nothing(store: SqliteStore) -> No
     await store.apply([])
     assert await store.count_log_lines(e.id) == 0
 
+
+
+async def test_a_new_file_has_the_page_size_of_the_pragmas(store: SqliteStore) -> None:
+    db = plain(store)
+    try:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    finally:
+        db.close()
