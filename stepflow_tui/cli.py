@@ -21,7 +21,7 @@ from engine.errors import EngineError
 from engine.events import ExecutionFinished
 from engine.model import ExecutionFilter, ExecutionStatus, Stream
 from engine.views import artifact_dict, execution_dict, step_dict
-from engine.workflow import WorkflowError, load_workflow, workflow_json_schema
+from engine.workflow_issues import WorkflowError
 from stepflow_tui import cli_output as out
 
 log = logging.getLogger("stepflow")
@@ -207,6 +207,8 @@ async def cmd_rerun(args: argparse.Namespace) -> int:
 
 # -- validate / schema ---------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.workflow import load_workflow
+
     known = set(load_targets_config())
     bad = 0
     for path in args.files:
@@ -221,6 +223,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from engine.workflow import workflow_json_schema
+
     print(json.dumps(workflow_json_schema(), indent=2))
     return EXIT_OK
 

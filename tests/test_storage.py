@@ -51,12 +51,11 @@ from engine.model import (
 )
 from storage import SqliteStore, artifacts_dir, database_path, default_data_dir
 from storage.pragmas import CACHE_SIZE_KIB, PAGE_SIZE
+from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-#: the newest migration
-HEAD = "0002"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -173,6 +172,45 @@ async def test_the_migrated_schema_is_the_one_in_tables_py(store: SqliteStore) -
     finally:
         engine.dispose()
     assert diffs == []
+
+
+def _schema_of(path: Path) -> dict[str, object]:
+    """What SQLite knows of every table and index of a file, text of the DDL aside."""
+    db = sqlite3.connect(path)
+    try:
+        schema: dict[str, object] = {}
+        for kind, name, table in db.execute("SELECT type, name, tbl_name FROM sqlite_master ORDER BY name"):
+            if kind == "table":
+                schema[name] = (db.execute(f"PRAGMA table_xinfo('{name}')").fetchall(),
+                                db.execute(f"PRAGMA foreign_key_list('{name}')").fetchall(),
+                                "WITHOUT ROWID" in db.execute("SELECT sql FROM sqlite_master WHERE name = ?",
+                                                              (name,)).fetchone()[0])
+            else:
+                schema[name] = (table, db.execute(f"PRAGMA index_xinfo('{name}')").fetchall())
+        schema["version"] = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        return schema
+    finally:
+        db.close()
+
+
+async def test_a_new_file_gets_the_schema_the_migrations_build(tmp_path: Path) -> None:
+    """A new file is made from tables.py and stamped (no Alembic import at open); the same schema as
+    `alembic upgrade head` from nothing, and HEAD is Alembic's head."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+    fast = SqliteStore(database_path(tmp_path / "fast"))
+    await fast.open()
+    await fast.close()
+    migrated = database_path(tmp_path / "migrated")
+    migrated.parent.mkdir()
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{migrated}")
+    command.upgrade(config, "head")
+    assert _schema_of(fast.path) == _schema_of(migrated)
 
 
 async def test_reopening_keeps_the_data_and_migrates_nothing(tmp_path: Path) -> None:
@@ -535,7 +573,6 @@ async def test_lines_stored_before_spans_get_theirs_from_the_migration(tmp_path:
     from alembic import command
     from alembic.config import Config
 
-    from storage.sqlite_store import MIGRATIONS
 
     path = database_path(tmp_path)
     s = SqliteStore(path)
