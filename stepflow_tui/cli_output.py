@@ -208,19 +208,19 @@ class ProgressPrinter:
 
     def _plain(self, step: Step, what: str) -> None:
         mark, style = glyph(step.status.value)
-        text = Text.assemble((mark, style), f" {self._path(step)} {what}")
+        parts = [(mark, style), (f" {self._path(step)} {what}", "")]
         duration = fmt_duration(step.duration_seconds) if step.status.is_terminal else ""
         if duration:
-            text.append(f" ({duration})", style="dim")
+            parts.append((f" ({duration})", "dim"))
         if step.error_message and step.status.is_terminal and step.status is not StepStatus.COMPLETED:
-            text.append(f" {step.error_message}", style="red")
+            parts.append((f" {step.error_message}", "red"))
         if self._bare:
             # rich takes ~0.2-0.3 ms to lay out a line; a command printing a marker step per 1,000
             # lines makes thousands of them. Without colours (not a terminal) the text is the same.
-            self.console.file.write(text.plain + "\n")
+            self.console.file.write("".join(part for part, _style in parts) + "\n")
             self.console.file.flush()
         else:
-            self.console.print(text)
+            self.console.print(Text.assemble(*parts))
 
     def _path(self, step: Step) -> str:
         names = []
