@@ -146,8 +146,6 @@ def _line_keys(
 #: a filter on at most this many steps merges one ordered scan of each step's spans
 #: (MERGE (UNION ALL)); a wider one (SQLite allows 500 arms) walks the execution's spans in seq order
 _MERGE_MAX_STEPS = 64
-#: a filtered read: the step's id comes from the span
-_LINE_SELECT = "SELECT log_lines.seq, log_lines.stream, log_lines.ts, log_lines.text FROM log_lines"
 
 
 def get_log_lines(
@@ -187,8 +185,9 @@ def get_log_lines(
         f"SELECT pk, id FROM steps WHERE pk IN ({', '.join('?' * len(step_pks))})", step_pks).fetchall())
     rows = []
     wanted = math.inf if limit is None else limit
-    line_sql = (f"{_LINE_SELECT} WHERE log_lines.execution_pk = ? AND log_lines.seq >= ? AND log_lines.seq < ? "
-                f"ORDER BY log_lines.seq {order}")
+    # the step's id comes from the span: rows come out in the shape _log_lines takes
+    line_sql = ("SELECT seq, ?, stream, ts, text FROM log_lines WHERE execution_pk = ? AND seq >= ? AND seq < ? "
+                f"ORDER BY seq {order}")
     ranges = _span_ranges(conn, execution_pk, step_pks, after_seq, before_seq, newest_first, max(offset, 0))
     for step_pk, low, high in ranges:
         if wanted <= 0:
@@ -198,9 +197,7 @@ def get_log_lines(
             low = max(low, high - int(min(wanted, high - low)))
         else:
             high = min(high, low + int(min(wanted, high - low)))
-        step_id = ids.get(step_pk)
-        got = conn.execute(line_sql, (execution_pk, low, high)).fetchall()
-        rows.extend((seq, step_id, stream, ts, text) for seq, stream, ts, text in got)
+        rows += conn.execute(line_sql, (ids.get(step_pk), execution_pk, low, high)).fetchall()
         wanted -= high - low
     return _log_lines(execution_id, rows)
 
@@ -281,9 +278,11 @@ def count_log_lines(conn: sqlite3.Connection, execution_id: str, step_ids: Seque
     if found is None:
         return 0
     execution_pk, step_pks = found
+    # a span's lines, all stored (a span is written with its lines, in their transaction); a repeated
+    # seq (an engine bug, logged by the store) would count twice
     if step_pks is None:
-        return conn.execute("SELECT count(*) FROM log_lines WHERE execution_pk = ?", (execution_pk,)).fetchone()[0]
-    # a span's lines, all stored (a span is written with its lines, in their transaction)
+        return conn.execute("SELECT coalesce(sum(lines), 0) FROM log_spans WHERE execution_pk = ?",
+                            (execution_pk,)).fetchone()[0]
     return conn.execute(
         f"SELECT coalesce(sum(lines), 0) FROM log_spans WHERE execution_pk = ? "
         f"AND step_pk IN ({', '.join('?' * len(step_pks))})",

@@ -45,7 +45,7 @@ from storage import pragmas, queries
 from storage.driver import driver_connection
 from storage.reads import Reader
 from storage.schema import bring_to_head
-from storage.tables import UtcDateTime, artifacts, executions, log_lines, steps
+from storage.tables import UtcDateTime, artifacts, executions, log_spans, steps
 from storage.writes import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,9 @@ class SqliteStore:
             totals = (
                 await conn.execute(
                     select(
-                        count(executions), count(steps), count(artifacts), count(log_lines),
+                        count(executions), count(steps), count(artifacts),
+                        # the spans' sum: a count(*) would walk every line
+                        select(func.coalesce(func.sum(log_spans.c.lines), 0)).scalar_subquery(),
                         func.min(created_text), func.max(created_text),
                     )
                 )

@@ -149,7 +149,8 @@ log_lines = Table(
 
 #: Where each step's lines are: runs of consecutive seqs of one step (a LinesLogged event, or several
 #: that followed each other), at most MAX_SPAN_LINES lines each. A few rows per thousand lines, where
-#: an index on log_lines by step had one per line. Lines without a step have no span.
+#: an index on log_lines by step had one per line. Lines without a step have spans too (step_pk
+#: NULL): an execution's line count is the sum of its spans, not a walk of its lines.
 MAX_SPAN_LINES = 10_000
 
 log_spans = Table(
@@ -157,7 +158,7 @@ log_spans = Table(
     metadata,
     Column("execution_pk", Integer, ForeignKey("executions.pk", ondelete="CASCADE"), nullable=False),
     Column("first_seq", Integer, nullable=False),
-    Column("step_pk", Integer, nullable=False),
+    Column("step_pk", Integer),
     # how many lines: first_seq .. first_seq + lines - 1
     Column("lines", Integer, nullable=False),
     PrimaryKeyConstraint("execution_pk", "first_seq"),

@@ -291,16 +291,14 @@ class _LineBlock:
         )
 
 
-def spans_of(blocks: Iterable[_LineBlock]) -> list[tuple[int, int, int, int]]:
+def spans_of(blocks: Iterable[_LineBlock]) -> list[tuple[int, int, int | None, int]]:
     """Rows of log_spans, `(execution_pk, first_seq, step_pk, lines)`: a block's lines, joined to
     the previous span of its execution when they continue it (same step, the next seq), in pieces of
-    at most MAX_SPAN_LINES. Lines without a step have none."""
-    spans: list[list[int]] = []
-    last: dict[int, list[int]] = {}
+    at most MAX_SPAN_LINES. Lines without a step have spans of step None."""
+    spans: list[list[Any]] = []
+    last: dict[int, list[Any]] = {}
     for block in blocks:
         execution_pk, step_pk = block.head[0], block.head[1]
-        if step_pk is None:
-            continue
         first, n = block.start, len(block.lines)
         span = last.get(execution_pk)
         if span is not None and span[2] == step_pk and span[1] + span[3] == first:

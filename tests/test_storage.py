@@ -535,7 +535,8 @@ async def test_the_tail_and_a_step_use_the_indexes(store: SqliteStore, logged: t
 
 async def test_a_step_has_a_span_per_run_of_its_lines(store: SqliteStore,
                                                        logged: tuple[Execution, Step, Step]) -> None:
-    """Events that continue the same step's previous one join its span; lines without a step have none."""
+    """Events that continue the same step's previous one join its span; lines without a step have
+    spans of no step."""
     e, a, b = logged
     await store.apply([lines(e, b, 1000, 10), lines(e, b, 1010, 10), lines(e, a, 1020, 5)])
     db = plain(store)
@@ -543,7 +544,8 @@ async def test_a_step_has_a_span_per_run_of_its_lines(store: SqliteStore,
         spans = db.execute("SELECT first_seq, lines FROM log_spans ORDER BY first_seq").fetchall()
     finally:
         db.close()
-    assert spans == [(0, 300), (300, 300), (600, 300), (1000, 20), (1020, 5)]
+    assert spans == [(0, 300), (300, 300), (600, 300), (900, 100), (1000, 20), (1020, 5)]
+    assert await store.count_log_lines(e.id) == 1025
 
 
 async def test_a_long_run_is_cut_into_spans_of_bounded_length(store: SqliteStore) -> None:
@@ -601,11 +603,12 @@ async def test_lines_stored_before_spans_get_theirs_from_the_migration(tmp_path:
         assert await again.count_log_lines(e.id, step_ids=[y.id]) == 5_000
         assert seqs(await again.get_log_lines(e.id, step_ids=[x.id], offset=14_999, limit=2)) == [14_999, 20_000]
         assert seqs(await again.get_log_lines(e.id, step_ids=[y.id], newest_first=True, limit=1)) == [19_999]
+        assert await again.count_log_lines(e.id) == 20_200
     finally:
         await again.close()
     db = sqlite3.connect(path)
     assert db.execute("SELECT first_seq, lines FROM log_spans ORDER BY first_seq").fetchall() == [
-        (0, 10_000), (10_000, 5_000), (15_000, 5_000), (20_000, 100)]
+        (0, 10_000), (10_000, 5_000), (15_000, 5_000), (20_000, 100), (20_100, 100)]
     db.close()
 
 

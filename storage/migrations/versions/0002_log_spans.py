@@ -29,7 +29,7 @@ def upgrade() -> None:
         "log_spans",
         sa.Column("execution_pk", sa.Integer(), nullable=False),
         sa.Column("first_seq", sa.Integer(), nullable=False),
-        sa.Column("step_pk", sa.Integer(), nullable=False),
+        sa.Column("step_pk", sa.Integer(), nullable=True),
         sa.Column("lines", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["execution_pk"], ["executions.pk"], name="fk_log_spans_execution_pk_executions", ondelete="CASCADE"
@@ -39,15 +39,15 @@ def upgrade() -> None:
     )
     op.create_index("ix_log_spans_execution_pk_step_pk_first_seq_lines", "log_spans",
                     ["execution_pk", "step_pk", "first_seq", "lines"])
-    # runs of consecutive seqs of one step ("islands": seq minus the line's rank in its step is the
-    # same along a run), cut into pieces of at most MAX_SPAN_LINES; the old index gives each step's
-    # lines in seq order
+    # runs of consecutive seqs of one step, or of no step ("islands": seq minus the line's rank in its
+    # step is the same along a run), cut into pieces of at most MAX_SPAN_LINES; the old index gives
+    # each step's lines in seq order
     op.execute(
         "INSERT INTO log_spans (execution_pk, first_seq, step_pk, lines) "
         "WITH runs AS ("
         "  SELECT execution_pk, step_pk, seq,"
         "         seq - row_number() OVER (PARTITION BY execution_pk, step_pk ORDER BY seq) AS island"
-        "  FROM log_lines WHERE step_pk IS NOT NULL"
+        "  FROM log_lines"
         "), pieces AS ("
         "  SELECT execution_pk, step_pk, seq, island,"
         f"        (row_number() OVER (PARTITION BY execution_pk, step_pk, island ORDER BY seq) - 1) / {MAX_SPAN_LINES}"
