@@ -75,6 +75,14 @@ def make_store(data_dir: Path):  # noqa: ANN201 - storage type stays out of the 
 
 
 def load_targets_config() -> dict:
+    from engine.targets_path import user_targets_path
+
+    try:
+        user_targets_path().stat()
+    except FileNotFoundError:
+        return {}  # no file, no targets: without importing the reader and its models (~0.1 s)
+    except OSError:
+        pass  # the reader says what is wrong with it
     try:
         from engine.targets_file import load_user_targets
     except ImportError:
