@@ -151,6 +151,8 @@ log_lines = Table(
 #: that followed each other), at most MAX_SPAN_LINES lines each. A few rows per thousand lines, where
 #: an index on log_lines by step had one per line. Lines without a step have spans too (step_pk
 #: NULL): an execution's line count is the sum of its spans, not a walk of its lines.
+#: Reads rely on no span being longer (a bound falling inside a span is found by an index range on
+#: first_seq): lowering it needs a migration that cuts the stored spans.
 MAX_SPAN_LINES = 10_000
 
 log_spans = Table(

@@ -7,7 +7,8 @@ by one, each would cost a round trip to aiosqlite's thread; instead the batch is
 1. execution snapshots, in the order they came;
 2. step snapshots, in order (a new step's parent comes before it: the engine creates parents first);
 3. artifact additions and deletions, in order;
-4. log lines (they need the execution and step rows above, for their integer keys);
+4. log lines and their spans (storage.tables.log_spans: where each step's lines are); they need the
+   execution and step rows above, for their integer keys;
 5. execution deletions last: a deletion takes effect at the end of its batch, removing anything the
    batch wrote for that execution too.
 Order matters only among the snapshots of one row, and that order is kept.
