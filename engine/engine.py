@@ -11,9 +11,10 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.artifacts import ArtifactStore
+from engine.env_names import env_name_problem
 from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown
 from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted
 from engine.execution_run import ExecutionPlan, ExecutionRun, StepPlan
@@ -39,8 +40,9 @@ from engine.runners.base import CommandSpec, Runner
 from engine.shell_fastpath import direct_argv
 from engine.store import Store, StoreStats
 from engine.store_writer import StoreWriter
-from engine.workflow import Workflow, load_workflow, parse_workflow
-from engine.workflow_schema import env_name_problem
+
+if TYPE_CHECKING:
+    from engine.workflow import Workflow
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +201,9 @@ class Engine:
     ) -> Execution:
         """Validate and start a workflow. `done_steps` maps (target, step name) to the id of the
         execution where that step already completed (rerun from the failed step)."""
+        # imported here: the workflow schema (pydantic) is ~0.2 s of a start-up that runs no workflow
+        from engine.workflow import load_workflow, parse_workflow
+
         self._check_open()
         known = set(self.config.targets)
         if text is not None:

@@ -16,13 +16,13 @@ same name wins over the file's.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import TypeAdapter, ValidationError
 
+from engine.targets_path import TARGETS_FILE_ENV, user_targets_path
 from engine.workflow import (
     _UNREADABLE,
     LOCAL,
@@ -38,21 +38,7 @@ from engine.workflow_schema import NonEmptyStr, TargetModel
 
 __all__ = ["TARGETS_FILE_ENV", "load_user_targets", "parse_user_targets", "user_targets_path"]
 
-#: names the targets file, overriding the XDG location
-TARGETS_FILE_ENV = "STEPFLOW_TARGETS_FILE"
-
 _TARGETS = TypeAdapter(dict[NonEmptyStr, TargetModel])
-
-
-def user_targets_path() -> Path:
-    """`$STEPFLOW_TARGETS_FILE`, else `$XDG_CONFIG_HOME/stepflow/targets.yaml`, else
-    `~/.config/stepflow/targets.yaml` (the file need not exist)."""
-    explicit = os.environ.get(TARGETS_FILE_ENV)
-    if explicit:
-        return Path(explicit).expanduser()
-    config_home = os.environ.get("XDG_CONFIG_HOME")
-    base = Path(config_home).expanduser() if config_home else Path.home() / ".config"
-    return base / "stepflow" / "targets.yaml"
 
 
 def load_user_targets(path: Path | None = None) -> dict[str, Target]:

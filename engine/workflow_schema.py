@@ -20,6 +20,8 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from engine.env_names import env_name_problem
+
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 Markers = Literal["strict", "lenient"]
@@ -108,16 +110,6 @@ def _not_blank(value: str) -> str:
 
 
 NonEmptyStr = Annotated[str, AfterValidator(_not_blank), WithJsonSchema({"type": "string", "minLength": 1})]
-
-_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def env_name_problem(value: str) -> str | None:
-    """What is wrong with `value` as an environment variable's name (None: nothing)."""
-    if _ENV_NAME_RE.fullmatch(value):
-        return None
-    return f"invalid environment variable name {value!r} (letters, digits and _, not starting with a digit)"
-
 
 def _env_name(value: str) -> str:
     if problem := env_name_problem(value):

@@ -23,7 +23,7 @@ from engine.errors import EngineError
 from engine.events import ExecutionFinished
 from engine.model import ExecutionFilter, ExecutionStatus, StepKind, Stream
 from engine.views import artifact_dict, execution_dict, step_dict
-from engine.workflow import WorkflowError, load_workflow, workflow_json_schema
+from engine.workflow_issues import WorkflowError
 from stepflow_tui import cli_output as out
 
 log = logging.getLogger("stepflow")
@@ -88,6 +88,14 @@ def make_store(data_dir: Path):  # noqa: ANN201 - storage type stays out of the 
 
 
 def load_targets_config() -> dict:
+    from engine.targets_path import user_targets_path
+
+    try:
+        user_targets_path().stat()
+    except FileNotFoundError:
+        return {}  # no file, no targets: without importing the reader and its models (~0.1 s)
+    except OSError:
+        pass  # the reader says what is wrong with it
     try:
         from engine.targets_file import load_user_targets
     except ImportError:
@@ -226,6 +234,8 @@ async def cmd_rerun(args: argparse.Namespace) -> int:
 
 # -- validate / schema ---------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.workflow import load_workflow
+
     known = set(load_targets_config())
     bad = 0
     for path in args.files:
@@ -240,6 +250,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from engine.workflow import workflow_json_schema
+
     print(json.dumps(workflow_json_schema(), indent=2))
     return EXIT_OK
 

@@ -110,6 +110,12 @@ def progress_bar(percent: float, width: int = 12) -> str:
     return "█" * filled + "░" * (width - filled)
 
 
+#: lines kept per step for the summary of a failed one
+FAILED_TAIL = 20
+#: seconds between two redraws of the live display for log lines alone
+LINES_RENDER_INTERVAL = 0.1
+
+
 class ProgressPrinter:
     """Follows one execution's events and shows them: a live tree on a terminal, plain lines
     otherwise (one per step start/finish, and the command's output with `verbose`)."""
@@ -130,6 +136,9 @@ class ProgressPrinter:
         self._started = time.monotonic()
         self._single_branch = sum(1 for s in steps if s.kind is StepKind.BRANCH) <= 1
         self._parser = MarkerParser()
+        #: output without colours nor layout: lines written as they are
+        self._bare = not self.console.is_terminal and self.console.color_system is None and not self.console.record
+        self._rendered_at = 0.0
 
     def __enter__(self) -> ProgressPrinter:
         self.console.print(f"[bold]{escape(self.execution.name)}[/]  [dim]execution {self.execution.id}[/]")
@@ -146,6 +155,7 @@ class ProgressPrinter:
 
     def refresh(self) -> None:
         if self._live is not None:
+            self._rendered_at = time.monotonic()
             self._live.update(self._render())
 
     def handle(self, event: Event) -> None:
@@ -160,16 +170,24 @@ class ProgressPrinter:
                 self.steps[step.id] = step
                 if not self.live_mode and (step.kind is not StepKind.BRANCH or not self._single_branch):
                     self._plain(step, step.status.value)
-            case LinesLogged():
-                markers = {i for i, _m in self._parser.parse_lines(event.lines)} if self.live_mode else set()
-                for i, line in enumerate(event.lines):
-                    if i not in markers:  # the live tail shows output, not the markers driving the tree
-                        self.tail.append((event.step_id, line))
-                    tail = self.failed_tails.setdefault(event.step_id or "", deque(maxlen=20))
-                    tail.append(line)
-                    if self.verbose and not self.live_mode:
-                        prefix = "! " if event.stream is Stream.STDERR else "  "
-                        self.console.out(prefix + line, highlight=False)
+            case LinesLogged(lines=lines):
+                # per block, not per line: a command may print 100,000s of lines a second
+                if self.live_mode:
+                    self.tail.extend((event.step_id, line) for line in self._tail_lines(lines))
+                tail = self.failed_tails.get(event.step_id or "")
+                if tail is None:
+                    tail = self.failed_tails[event.step_id or ""] = deque(maxlen=FAILED_TAIL)
+                tail.extend(lines[-FAILED_TAIL:])
+                if self.verbose and not self.live_mode:
+                    prefix = "! " if event.stream is Stream.STDERR else "  "
+                    if self._bare:
+                        self.console.file.write("".join(f"{prefix}{line}\n" for line in lines))
+                        self.console.file.flush()
+                    else:
+                        for line in lines:
+                            self.console.out(prefix + line, highlight=False)
+                if self.live_mode and time.monotonic() - self._rendered_at < LINES_RENDER_INTERVAL:
+                    return  # the tail is redrawn with the next event or by Live's own refresh
             case LinesDropped():
                 pass
             case Notice(level=level, message=message) if level in ("error", "warning"):
@@ -178,15 +196,34 @@ class ProgressPrinter:
                 self.execution = execution
         self.refresh()
 
+    def _tail_lines(self, lines: tuple[str, ...]) -> list[str]:
+        """The last lines of a block that the live tail shows: output, not the markers driving the
+        tree. Only the end of the block is parsed for markers."""
+        want = self.tail.maxlen or 0
+        window = want
+        while True:
+            last = lines[-window:]
+            markers = {i for i, _m in self._parser.parse_lines(last)}
+            shown = [line for i, line in enumerate(last) if i not in markers]
+            if len(shown) >= want or len(last) == len(lines):
+                return shown[-want:]
+            window *= 4
+
     def _plain(self, step: Step, what: str) -> None:
         mark, style = glyph(step.status.value)
-        parts = [f"[{style}]{mark}[/] {escape(self._path(step))} {what}"]
+        parts = [(mark, style), (f" {self._path(step)} {what}", "")]
         duration = fmt_duration(step.duration_seconds) if step.status.is_terminal else ""
         if duration:
-            parts.append(f"[dim]({duration})[/]")
+            parts.append((f" ({duration})", "dim"))
         if step.error_message and step.status.is_terminal and step.status is not StepStatus.COMPLETED:
-            parts.append(f"[red]{escape(step.error_message)}[/]")
-        self.console.print(" ".join(parts))
+            parts.append((f" {step.error_message}", "red"))
+        if self._bare:
+            # rich takes ~0.2-0.3 ms to lay out a line; a command printing a marker step per 1,000
+            # lines makes thousands of them. Without colours (not a terminal) the text is the same.
+            self.console.file.write("".join(part for part, _style in parts) + "\n")
+            self.console.file.flush()
+        else:
+            self.console.print(Text.assemble(*parts))
 
     def _path(self, step: Step) -> str:
         names = []

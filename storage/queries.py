@@ -9,8 +9,9 @@ with a filter) and stops after offset + limit rows; its count uses a covering in
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from engine.model import (
@@ -31,6 +32,7 @@ from storage.rows import (
     execution_from_values,
     step_from_values,
 )
+from storage.tables import MAX_SPAN_LINES
 
 _STREAMS = {s.value: s for s in Stream}
 _EXECUTION_SELECT = f"SELECT {', '.join(f'executions.{c}' for c in EXECUTION_COLUMNS)} FROM executions"
@@ -141,9 +143,8 @@ def _line_keys(
     return row[0], sorted(step_pks)
 
 
-#: a filter on at most this many steps reads each step's index and merges them (MERGE (UNION ALL)),
-#: so what it costs follows the lines it selects or skips, not the execution's other lines; a wider
-#: one (SQLite allows 500 arms) walks the execution's lines in seq order and tests each
+#: a filter on at most this many steps merges one ordered scan of each step's spans
+#: (MERGE (UNION ALL)); a wider one (SQLite allows 500 arms) walks the execution's spans in seq order
 _MERGE_MAX_STEPS = 64
 
 
@@ -158,47 +159,109 @@ def get_log_lines(
     offset: int = 0,
 ) -> list[LogLine]:
     """Run in a snapshot. `offset` skips that many of the selected lines (in the order asked): the
-    n-th line of a step's log in one query.
+    n-th line of a step's log in one read.
 
-    Without a filter the primary key (execution_pk, seq) gives the lines in order. With one, SQLite
-    on its own walks that key too and tests each line's step (measured on 1M lines: 75 ms for the
-    first 512 lines of a step with 7k lines at the end), so the seqs are picked from
-    ix_log_lines_execution_pk_step_pk_seq, one ordered scan per step merged, and only the picked
-    rows are read. No count is stored per step, so an offset steps over that many index entries:
-    ~40 ns each (measured: the 900,000th line of one step in 37 ms, the 999,000th of a 5-step
-    subtree in 73 ms; walking there in 5,000-line reads took seconds)."""
+    Without a filter the primary key (execution_pk, seq) gives the lines in order. With one, the
+    steps' spans (log_spans: runs of consecutive lines of one step) are read in seq order, an offset
+    is skipped a span at a time, and only the lines of the page are read, by key range."""
     found = _line_keys(conn, execution_id, step_ids)
     if found is None:
         return []
     execution_pk, step_pks = found
     order = "DESC" if newest_first else "ASC"
-    upper = before_seq is not None
-    bound_params = (after_seq,) if before_seq is None else (after_seq, before_seq)
-    page = (-1 if limit is None else limit, max(offset, 0))
-    if step_pks is not None and len(step_pks) <= _MERGE_MAX_STEPS:
-        arms = " UNION ALL ".join(
-            f"SELECT seq FROM log_lines WHERE execution_pk = ? AND step_pk = ? AND seq > ?{' AND seq < ?' * upper}"
-            for _ in step_pks
-        )
-        params: list[object] = []
-        for step_pk in step_pks:
-            params += [execution_pk, step_pk, *bound_params]
-        sql = (
-            f"WITH picked(seq) AS ({arms} ORDER BY 1 {order} LIMIT ? OFFSET ?) "
-            "SELECT log_lines.seq, steps.id, log_lines.stream, log_lines.ts, log_lines.text "
-            "FROM picked JOIN log_lines ON log_lines.execution_pk = ? AND log_lines.seq = picked.seq "
-            f"LEFT OUTER JOIN steps ON steps.pk = log_lines.step_pk ORDER BY log_lines.seq {order}"
-        )
-        rows = conn.execute(sql, (*params, *page, execution_pk)).fetchall()
-    else:
-        steps = "" if step_pks is None else f" AND log_lines.step_pk IN ({', '.join('?' * len(step_pks))})"
+    if step_pks is None:
+        upper = before_seq is not None
+        bound_params = (after_seq,) if before_seq is None else (after_seq, before_seq)
+        page = (-1 if limit is None else limit, max(offset, 0))
         rows = conn.execute(
             "SELECT log_lines.seq, steps.id, log_lines.stream, log_lines.ts, log_lines.text "
             "FROM log_lines LEFT OUTER JOIN steps ON steps.pk = log_lines.step_pk "
-            f"WHERE log_lines.execution_pk = ?{steps} AND log_lines.seq > ?{' AND log_lines.seq < ?' * upper} "
+            f"WHERE log_lines.execution_pk = ? AND log_lines.seq > ?{' AND log_lines.seq < ?' * upper} "
             f"ORDER BY log_lines.seq {order} LIMIT ? OFFSET ?",
-            (execution_pk, *(step_pks or ()), *bound_params, *page),
+            (execution_pk, *bound_params, *page),
         ).fetchall()
+        return _log_lines(execution_id, rows)
+    ids = dict(conn.execute(
+        f"SELECT pk, id FROM steps WHERE pk IN ({', '.join('?' * len(step_pks))})", step_pks).fetchall())
+    rows = []
+    wanted = math.inf if limit is None else limit
+    # the step's id comes from the span: rows come out in the shape _log_lines takes
+    line_sql = ("SELECT seq, ?, stream, ts, text FROM log_lines WHERE execution_pk = ? AND seq >= ? AND seq < ? "
+                f"ORDER BY seq {order}")
+    ranges = _span_ranges(conn, execution_pk, step_pks, after_seq, before_seq, newest_first, max(offset, 0))
+    for step_pk, low, high in ranges:
+        if wanted <= 0:
+            ranges.close()  # and with it the spans' statement
+            break
+        if newest_first:
+            low = max(low, high - int(min(wanted, high - low)))
+        else:
+            high = min(high, low + int(min(wanted, high - low)))
+        rows += conn.execute(line_sql, (ids.get(step_pk), execution_pk, low, high)).fetchall()
+        wanted -= high - low
+    return _log_lines(execution_id, rows)
+
+
+def _span_ranges(
+    conn: sqlite3.Connection,
+    execution_pk: int,
+    step_pks: list[int],
+    after_seq: int,
+    before_seq: int | None,
+    newest_first: bool,
+    offset: int,
+) -> Iterator[tuple[int, int, int]]:
+    """`(step_pk, low, high)`: the seqs low <= seq < high of the selected steps, in the order asked,
+    within (after_seq, before_seq), after skipping `offset` lines. Spans are read lazily (a cursor),
+    so a page near either end reads a few of them."""
+    order = "DESC" if newest_first else "ASC"
+    # a span starting up to MAX_SPAN_LINES - 1 before the bound may reach past it: an index range
+    # on first_seq, and the test on where the span ends
+    bounds = " AND first_seq > ? AND first_seq + lines > ?"
+    params: tuple[int, ...] = (after_seq - MAX_SPAN_LINES, after_seq + 1)
+    if before_seq is not None:
+        bounds += " AND first_seq < ?"
+        params += (before_seq,)
+    if len(step_pks) <= _MERGE_MAX_STEPS:
+        sql = " UNION ALL ".join(
+            f"SELECT first_seq, lines, step_pk FROM log_spans WHERE execution_pk = ? AND step_pk = ?{bounds}"
+            for _ in step_pks
+        ) + f" ORDER BY 1 {order}"
+        args: list[object] = []
+        for step_pk in step_pks:
+            args += [execution_pk, step_pk, *params]
+    else:
+        sql = (f"SELECT first_seq, lines, step_pk FROM log_spans WHERE execution_pk = ?{bounds} "
+               f"AND step_pk IN ({', '.join('?' * len(step_pks))}) ORDER BY first_seq {order}")
+        args = [execution_pk, *params, *step_pks]
+    low_bound = after_seq + 1
+    high_bound = math.inf if before_seq is None else before_seq
+    # where the spans read so far reach: spans overlap only after a repeated seq (an engine bug,
+    # whose lines the store ignored); the overlap counts once
+    reached: float = -math.inf if not newest_first else math.inf
+    for first, lines, step_pk in conn.execute(sql, args):
+        low, high = max(first, low_bound), min(first + lines, high_bound)
+        if newest_first:
+            high = min(high, reached)
+            reached = min(reached, low)
+        else:
+            low = max(low, reached)
+            reached = max(reached, high)
+        if high <= low:
+            continue
+        if offset:
+            skipped = min(offset, high - low)
+            offset -= skipped
+            if newest_first:
+                high -= skipped
+            else:
+                low += skipped
+            if high <= low:
+                continue
+        yield step_pk, int(low), int(high)
+
+
+def _log_lines(execution_id: str, rows: Sequence[tuple]) -> list[LogLine]:
     lines = []
     last_ts: float | None = None
     when = datetime.now(UTC)
@@ -215,9 +278,13 @@ def count_log_lines(conn: sqlite3.Connection, execution_id: str, step_ids: Seque
     if found is None:
         return 0
     execution_pk, step_pks = found
+    # a span's lines, all stored (a span is written with its lines, in their transaction); a repeated
+    # seq (an engine bug, logged by the store) would count twice
     if step_pks is None:
-        return conn.execute("SELECT count(*) FROM log_lines WHERE execution_pk = ?", (execution_pk,)).fetchone()[0]
+        return conn.execute("SELECT coalesce(sum(lines), 0) FROM log_spans WHERE execution_pk = ?",
+                            (execution_pk,)).fetchone()[0]
     return conn.execute(
-        f"SELECT count(*) FROM log_lines WHERE execution_pk = ? AND step_pk IN ({', '.join('?' * len(step_pks))})",
+        f"SELECT coalesce(sum(lines), 0) FROM log_spans WHERE execution_pk = ? "
+        f"AND step_pk IN ({', '.join('?' * len(step_pks))})",
         (execution_pk, *step_pks),
     ).fetchone()[0]

@@ -15,12 +15,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.util.exc import CommandError
 from sqlalchemy import (
     URL,
-    Connection,
     String,
     func,
     literal,
@@ -48,12 +44,12 @@ from engine.store import StoreStats
 from storage import pragmas, queries
 from storage.driver import driver_connection
 from storage.reads import Reader
-from storage.tables import UtcDateTime, artifacts, executions, log_lines, steps
+from storage.schema import bring_to_head
+from storage.tables import UtcDateTime, artifacts, executions, log_spans, steps
 from storage.writes import BatchWriter
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 LOST_MESSAGE = "the engine running it stopped unexpectedly"
 #: how many ids `resolve_execution_id` returns at most
 MAX_RESOLVED = 10
@@ -81,7 +77,7 @@ class SqliteStore:
         writer = engine.execution_options(**{pragmas.WRITE: True})
         try:
             async with writer.begin() as conn:
-                await conn.run_sync(_migrate, self.path)
+                await conn.run_sync(bring_to_head, self.path)
             async with engine.connect() as conn:
                 self._json_lines = await _has_json_each(conn)
         except BaseException:
@@ -217,7 +213,9 @@ class SqliteStore:
             totals = (
                 await conn.execute(
                     select(
-                        count(executions), count(steps), count(artifacts), count(log_lines),
+                        count(executions), count(steps), count(artifacts),
+                        # the spans' sum: a count(*) would walk every line
+                        select(func.coalesce(func.sum(log_spans.c.lines), 0)).scalar_subquery(),
                         func.min(created_text), func.max(created_text),
                     )
                 )
@@ -298,15 +296,3 @@ async def _has_json_each(conn: AsyncConnection) -> bool:
         log.info("this SQLite has no JSON functions: log lines are written one row at a time")
         return False
     return True
-
-
-def _migrate(conn: Connection, path: Path) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
-    config.attributes["connection"] = conn
-    try:
-        command.upgrade(config, "head")
-    except CommandError as exc:
-        # most likely a revision this version does not know: a newer stepflow wrote the file
-        raise RuntimeError(f"cannot bring the database {path} to this stepflow's schema: {exc}") from exc
-

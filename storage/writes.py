@@ -7,7 +7,8 @@ by one, each would cost a round trip to aiosqlite's thread; instead the batch is
 1. execution snapshots, in the order they came;
 2. step snapshots, in order (a new step's parent comes before it: the engine creates parents first);
 3. artifact additions and deletions, in order;
-4. log lines (they need the execution and step rows above, for their integer keys);
+4. log lines and their spans (storage.tables.log_spans: where each step's lines are); they need the
+   execution and step rows above, for their integer keys;
 5. execution deletions last: a deletion takes effect at the end of its batch, removing anything the
    batch wrote for that execution too.
 Order matters only among the snapshots of one row, and that order is kept.
@@ -59,7 +60,7 @@ from engine.model import Step
 from engine.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from storage.driver import driver_connection
 from storage.rows import artifact_row, execution_row, step_row
-from storage.tables import artifacts, executions, steps
+from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ INSERT_LINES_JSON = (
     "INSERT OR IGNORE INTO log_lines (execution_pk, seq, step_pk, stream, ts, text) "
     "SELECT ?1, ?2 + key, ?3, ?4, ?5, value FROM json_each(?6)"
 )
+#: Where each step's lines are (storage.tables.log_spans). OR IGNORE as for the lines.
+INSERT_SPANS = "INSERT OR IGNORE INTO log_spans (execution_pk, first_seq, step_pk, lines) VALUES (?, ?, ?, ?)"
 #: SQLite's JSON text ends at an escaped NUL ("\\u0000"): such events take the per-line statement
 _JSON_NUL = "\\u0000"
 
@@ -212,6 +215,9 @@ class BatchWriter:
             log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
         if not known:
             return
+        db = await driver_connection(self._conn)
+        cursor = await db.executemany(INSERT_SPANS, spans_of(known))
+        await cursor.close()
         try:
             inserted = await self._send_lines(known, clean=False)
         except UnicodeEncodeError:
@@ -284,6 +290,31 @@ class _LineBlock:
             repeat(execution_pk), count(self.start), repeat(step_pk), repeat(stream), repeat(ts),
             _clean(self.lines) if clean else self.lines, strict=False,
         )
+
+
+def spans_of(blocks: Iterable[_LineBlock]) -> list[tuple[int, int, int | None, int]]:
+    """Rows of log_spans, `(execution_pk, first_seq, step_pk, lines)`: a block's lines, joined to
+    the previous span of its execution when they continue it (same step, the next seq), in pieces of
+    at most MAX_SPAN_LINES. Lines without a step have spans of step None."""
+    spans: list[list[Any]] = []
+    last: dict[int, list[Any]] = {}
+    for block in blocks:
+        execution_pk, step_pk = block.head[0], block.head[1]
+        first, n = block.start, len(block.lines)
+        span = last.get(execution_pk)
+        if span is not None and span[2] == step_pk and span[1] + span[3] == first:
+            joined = min(n, MAX_SPAN_LINES - span[3])
+            span[3] += joined
+            first += joined
+            n -= joined
+        while n > 0:
+            span = [execution_pk, first, step_pk, min(n, MAX_SPAN_LINES)]
+            spans.append(span)
+            first += span[3]
+            n -= span[3]
+        if span is not None:
+            last[execution_pk] = span
+    return [(e, first, step, n) for e, first, step, n in spans]
 
 
 def _clean(lines: Sequence[str]) -> list[str]:

@@ -50,7 +50,8 @@ from engine.model import (
     new_id,
 )
 from storage import SqliteStore, artifacts_dir, database_path, default_data_dir
-from storage.pragmas import CACHE_SIZE_KIB
+from storage.pragmas import CACHE_SIZE_KIB, PAGE_SIZE
+from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
 
@@ -132,14 +133,17 @@ async def test_a_new_file_is_in_wal_mode_with_the_schema(store: SqliteStore) -> 
     try:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"executions", "steps", "log_lines", "artifacts", "alembic_version"} <= tables
-        ddl = db.execute("SELECT sql FROM sqlite_master WHERE name = 'log_lines'").fetchone()[0]
-        assert "WITHOUT ROWID" in ddl
+        assert {"executions", "steps", "log_lines", "log_spans", "artifacts", "alembic_version"} <= tables
+        for table in ("log_lines", "log_spans"):
+            ddl = db.execute("SELECT sql FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]
+            assert "WITHOUT ROWID" in ddl
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert {"ix_executions_created_at", "ix_executions_status_created_at", "ix_executions_user_created_at",
-                "ix_steps_execution_id_step_index", "ix_log_lines_execution_pk_step_pk_seq",
+                "ix_steps_execution_id_step_index", "ix_log_spans_execution_pk_step_pk_first_seq_lines",
                 "ix_artifacts_execution_id_created_at", "ix_artifacts_step_id"} <= indexes
-        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+        # a line costs one b-tree insert: no index on log_lines but its primary key
+        assert not [name for name in indexes if name.startswith("ix_log_lines")]
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
     finally:
         db.close()
 
@@ -170,6 +174,45 @@ async def test_the_migrated_schema_is_the_one_in_tables_py(store: SqliteStore) -
     assert diffs == []
 
 
+def _schema_of(path: Path) -> dict[str, object]:
+    """What SQLite knows of every table and index of a file, text of the DDL aside."""
+    db = sqlite3.connect(path)
+    try:
+        schema: dict[str, object] = {}
+        for kind, name, table in db.execute("SELECT type, name, tbl_name FROM sqlite_master ORDER BY name"):
+            if kind == "table":
+                schema[name] = (db.execute(f"PRAGMA table_xinfo('{name}')").fetchall(),
+                                db.execute(f"PRAGMA foreign_key_list('{name}')").fetchall(),
+                                "WITHOUT ROWID" in db.execute("SELECT sql FROM sqlite_master WHERE name = ?",
+                                                              (name,)).fetchone()[0])
+            else:
+                schema[name] = (table, db.execute(f"PRAGMA index_xinfo('{name}')").fetchall())
+        schema["version"] = db.execute("SELECT version_num FROM alembic_version").fetchall()
+        return schema
+    finally:
+        db.close()
+
+
+async def test_a_new_file_gets_the_schema_the_migrations_build(tmp_path: Path) -> None:
+    """A new file is made from tables.py and stamped (no Alembic import at open); the same schema as
+    `alembic upgrade head` from nothing, and HEAD is Alembic's head."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD
+    fast = SqliteStore(database_path(tmp_path / "fast"))
+    await fast.open()
+    await fast.close()
+    migrated = database_path(tmp_path / "migrated")
+    migrated.parent.mkdir()
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{migrated}")
+    command.upgrade(config, "head")
+    assert _schema_of(fast.path) == _schema_of(migrated)
+
+
 async def test_reopening_keeps_the_data_and_migrates_nothing(tmp_path: Path) -> None:
     path = database_path(tmp_path)
     first = SqliteStore(path)
@@ -185,7 +228,7 @@ async def test_reopening_keeps_the_data_and_migrates_nothing(tmp_path: Path) -> 
     finally:
         await again.close()
     db = sqlite3.connect(path)
-    assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
+    assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
     db.close()
 
 
@@ -480,13 +523,93 @@ async def test_the_tail_and_a_step_use_the_indexes(store: SqliteStore, logged: t
     try:
         tail = db.execute("EXPLAIN QUERY PLAN SELECT seq FROM log_lines WHERE execution_pk = 1 AND seq > -1 "
                           "ORDER BY seq DESC LIMIT 100").fetchall()
-        per_step = db.execute("EXPLAIN QUERY PLAN SELECT seq FROM log_lines WHERE execution_pk = 1 "
-                              "AND step_pk = 2 AND seq > -1 ORDER BY seq LIMIT 100").fetchall()
+        per_step = db.execute("EXPLAIN QUERY PLAN SELECT first_seq, lines FROM log_spans WHERE execution_pk = 1 "
+                              "AND step_pk = 2 AND first_seq > -1 ORDER BY first_seq LIMIT 100").fetchall()
     finally:
         db.close()
     assert "USING PRIMARY KEY (execution_pk=? AND seq>?)" in str(tail)
-    assert "ix_log_lines_execution_pk_step_pk_seq (execution_pk=? AND step_pk=? AND seq>?)" in str(per_step)
+    assert "ix_log_spans_execution_pk_step_pk_first_seq_lines (execution_pk=? AND step_pk=? AND first_seq>?)" \
+        in str(per_step)
     assert "TEMP B-TREE" not in str(tail) + str(per_step)
+
+
+async def test_a_step_has_a_span_per_run_of_its_lines(store: SqliteStore,
+                                                       logged: tuple[Execution, Step, Step]) -> None:
+    """Events that continue the same step's previous one join its span; lines without a step have
+    spans of no step."""
+    e, a, b = logged
+    await store.apply([lines(e, b, 1000, 10), lines(e, b, 1010, 10), lines(e, a, 1020, 5)])
+    db = plain(store)
+    try:
+        spans = db.execute("SELECT first_seq, lines FROM log_spans ORDER BY first_seq").fetchall()
+    finally:
+        db.close()
+    assert spans == [(0, 300), (300, 300), (600, 300), (900, 100), (1000, 20), (1020, 5)]
+    assert await store.count_log_lines(e.id) == 1025
+
+
+async def test_a_long_run_is_cut_into_spans_of_bounded_length(store: SqliteStore) -> None:
+    from storage.tables import MAX_SPAN_LINES
+
+    e = execution()
+    b = branch_of(e)
+    await created(store, e, b)
+    n = 2 * MAX_SPAN_LINES + 500
+    await store.apply([lines(e, b, 0, 500), lines(e, b, 500, n - 500)])
+    db = plain(store)
+    try:
+        spans = db.execute("SELECT first_seq, lines FROM log_spans ORDER BY first_seq").fetchall()
+    finally:
+        db.close()
+    assert spans == [(0, MAX_SPAN_LINES), (MAX_SPAN_LINES, MAX_SPAN_LINES), (2 * MAX_SPAN_LINES, 500)]
+    # a bound in the middle of a span, from either side
+    middle = MAX_SPAN_LINES + 17
+    assert seqs(await store.get_log_lines(e.id, step_ids=[b.id], after_seq=middle, limit=2)) == [middle + 1, middle + 2]
+    assert seqs(await store.get_log_lines(e.id, step_ids=[b.id], before_seq=middle, limit=2, newest_first=True)) \
+        == [middle - 1, middle - 2]
+    assert await store.count_log_lines(e.id, step_ids=[b.id]) == n
+
+
+async def test_lines_stored_before_spans_get_theirs_from_the_migration(tmp_path: Path) -> None:
+    """A file of schema 0001 (the index by step, no spans) migrated to 0002: the same reads."""
+    from alembic import command
+    from alembic.config import Config
+
+
+    path = database_path(tmp_path)
+    s = SqliteStore(path)
+    await s.open()
+    e = execution()
+    b = branch_of(e)
+    x, y = step_of(e, b, "x", 1), step_of(e, b, "y", 2)
+    await created(s, e, b, x, y)
+    await s.close()
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{path}")
+    command.downgrade(config, "0001")
+    db = sqlite3.connect(path)
+    with db:
+        pks = dict(db.execute("SELECT id, pk FROM steps"))
+        # x: 0-14,999 and 20,000-20,099; y: 15,000-19,999; no step: 20,100-20,199
+        owner = [x.id] * 15_000 + [y.id] * 5_000 + [x.id] * 100 + [None] * 100
+        db.executemany("INSERT INTO log_lines (execution_pk, seq, step_pk, stream, ts, text) VALUES (1, ?, ?, 'stdout', 0, ?)",
+                       [(i, pks.get(o), f"line {i}") for i, o in enumerate(owner)])
+    db.close()
+    again = SqliteStore(path)
+    await again.open()
+    try:
+        assert await again.count_log_lines(e.id, step_ids=[x.id]) == 15_100
+        assert await again.count_log_lines(e.id, step_ids=[y.id]) == 5_000
+        assert seqs(await again.get_log_lines(e.id, step_ids=[x.id], offset=14_999, limit=2)) == [14_999, 20_000]
+        assert seqs(await again.get_log_lines(e.id, step_ids=[y.id], newest_first=True, limit=1)) == [19_999]
+        assert await again.count_log_lines(e.id) == 20_200
+    finally:
+        await again.close()
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT first_seq, lines FROM log_spans ORDER BY first_seq").fetchall() == [
+        (0, 10_000), (10_000, 5_000), (15_000, 5_000), (20_000, 100), (20_100, 100)]
+    db.close()
 
 
 @pytest.mark.slow
@@ -540,38 +663,36 @@ def _statements(store: SqliteStore, call) -> list[str]:
         call(queries, db)
     finally:
         db.close()
-    return [sql for sql in seen if "log_lines" in sql]
+    return [sql for sql in seen if "log_lines" in sql or "log_spans" in sql]
 
 
-async def test_a_step_filtered_read_picks_seqs_from_the_step_index(
+async def test_a_step_filtered_read_picks_ranges_from_the_spans(
         store: SqliteStore, logged: tuple[Execution, Step, Step]) -> None:
-    """With a step filter SQLite alone walks the whole (execution_pk, seq) key testing each line's
-    step; the read merges one ordered scan of ix_log_lines_execution_pk_step_pk_seq per step, so an
-    offset steps over index entries of the selected steps only, and nothing is sorted."""
+    """With a step filter the read merges one ordered scan of ix_log_spans_execution_pk_step_pk_first_seq_lines
+    per step, skips an offset a span at a time, and reads the page's lines by key range; nothing is
+    sorted, log_lines is never scanned."""
     e, a, b = logged
     for step_ids in ([a.id], [a.id, b.id]):
         for newest_first in (False, True):
-            [sql] = _statements(store, lambda q, db, ids=step_ids, nf=newest_first: q.get_log_lines(
+            statements = _statements(store, lambda q, db, ids=step_ids, nf=newest_first: q.get_log_lines(
                 db, e.id, ids, -1, None, 512, nf, 250))
             db = plain(store)
             try:
-                plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql)]
+                plans = [" | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql)) for sql in statements]
             finally:
                 db.close()
-            text = " | ".join(plan)
-            assert "COVERING INDEX ix_log_lines_execution_pk_step_pk_seq (execution_pk=? AND step_pk=? AND seq>?)" \
-                in text, plan
-            assert "PRIMARY KEY (execution_pk=? AND seq=?)" in text, plan  # the picked rows, by key
-            assert "SCAN log_lines" not in text, plan
+            spans, *pages = plans
+            assert "COVERING INDEX ix_log_spans_execution_pk_step_pk_first_seq_lines (execution_pk=? AND step_pk=? " \
+                "AND first_seq>?)" in spans, spans
             if len(step_ids) > 1:
-                assert "MERGE (UNION ALL)" in text, plan
-            # at most the picked page (512 rows) is sorted, last; never the steps' lines
-            assert all("TEMP B-TREE" not in step for step in plan[:-1]), plan
+                assert "MERGE (UNION ALL)" in spans, spans
+            assert pages and all("PRIMARY KEY (execution_pk=? AND seq>? AND seq<?)" in page for page in pages), pages
+            assert all("TEMP B-TREE" not in plan and "SCAN" not in plan for plan in plans), plans
 
 
 async def test_a_far_offset_in_a_filtered_log_is_one_fast_read(store: SqliteStore) -> None:
     """Short benchmark: 200,000 lines in four steps, a jump to the middle of one step's lines and
-    of the subtree's is one query of a few ms (it steps over ~40 ns per skipped index entry)."""
+    of the subtree's is one read of a few ms (it skips a span at a time)."""
     e = execution()
     b = branch_of(e)
     steps = [b, *(step_of(e, b, f"s{i}", i + 1) for i in range(3))]
@@ -804,7 +925,7 @@ async def test_stats(store: SqliteStore, logged: tuple[Execution, Step, Step]) -
     on_disk = sum(p.stat().st_size for p in store.path.parent.iterdir() if p.name.startswith(store.path.name))
     assert stats.database_size_bytes == on_disk > 0
     assert stats.wal_mode == "wal"
-    assert stats.cache_size == CACHE_SIZE_KIB * 1024 // 4096  # pages
+    assert stats.cache_size == CACHE_SIZE_KIB * 1024 // PAGE_SIZE  # pages
     assert stats.storage_path == str(store.path)
     assert stats.oldest_execution is not None and datetime.fromisoformat(stats.oldest_execution) == e.created_at
     assert stats.newest_execution is not None and datetime.fromisoformat(stats.newest_execution) == later.created_at
@@ -858,3 +979,11 @@ async def test_notices_and_dropped_lines_write_nothing(store: SqliteStore) -> No
     await store.apply([])
     assert await store.count_log_lines(e.id) == 0
 
+
+
+async def test_a_new_file_has_the_page_size_of_the_pragmas(store: SqliteStore) -> None:
+    db = plain(store)
+    try:
+        assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+    finally:
+        db.close()
