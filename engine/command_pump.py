@@ -25,6 +25,9 @@ from engine.runners.base import CommandSpec, FetchError, Runner, RunningCommand,
 log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 1.0
+#: seconds into a command at which its resources are first read (psutil primed). Most steps are
+#: over by then, and priming at the start cost each a scan of /proc for the process tree.
+PRIME_DELAY = 0.1
 #: seconds a command's leftover background processes may hold its output open after it exits
 LEFTOVER_GRACE = 5.0
 
@@ -67,6 +70,7 @@ class CommandPump:
         self._terminating: asyncio.Task[None] | None = None
         self._stop_on_error: str | None = None
         self._leftovers = False
+        self._sampler: asyncio.Task[None] | None = None
 
     # -- entry ------------------------------------------------------------------------------
     async def run(self, timeout: float | None = None) -> CommandOutcome:
@@ -77,7 +81,7 @@ class CommandPump:
             return CommandOutcome(exit_code=None, reason=AbortReason.SPAWN_ERROR, error=str(exc))
         proc = self._proc
         stop_watch = asyncio.create_task(self._watch_stop(proc))
-        sampler = asyncio.create_task(self._sample(proc)) if self._can_sample(proc) else None
+        priming = asyncio.get_running_loop().call_later(PRIME_DELAY, self._start_sampling, proc)
         pump = asyncio.create_task(self._pump(proc))
         timed_out = False
         try:
@@ -100,8 +104,9 @@ class CommandPump:
             raise
         finally:
             stop_watch.cancel()
-            if sampler is not None:
-                sampler.cancel()
+            priming.cancel()
+            if self._sampler is not None:
+                self._sampler.cancel()
         return await self._outcome(exit_code, timed_out, timeout)
 
     async def _until_output_ends(self, proc: RunningCommand, pump: asyncio.Task[None]) -> None:
@@ -327,19 +332,27 @@ class CommandPump:
         await self.state.stopping.wait()
         self._terminate(proc)
 
+    def _start_sampling(self, proc: RunningCommand) -> None:
+        if self._sampler is None and self._can_sample(proc):
+            self._sampler = asyncio.create_task(self._sample(proc))
+
     @staticmethod
     def _can_sample(proc: RunningCommand) -> bool:
         """Take the first sample, which primes psutil (its first CPU reading of a process is always
-        0, so that the next sample counts); None means nothing to sample (a remote command)."""
+        0, so that the next sample counts); None means nothing to sample (a remote command, or one
+        that ended)."""
         try:
             return proc.sample() is not None
         except Exception:  # psutil races with exiting processes: try again later
             return True
 
     async def _sample(self, proc: RunningCommand) -> None:
+        """Samples every SAMPLE_INTERVAL seconds from the command's start (primed at PRIME_DELAY)."""
         owner = self.owner
+        delay = SAMPLE_INTERVAL - PRIME_DELAY
         while True:
-            await asyncio.sleep(SAMPLE_INTERVAL)
+            await asyncio.sleep(delay)
+            delay = SAMPLE_INTERVAL
             try:
                 sample = proc.sample()
             except Exception:  # psutil races with exiting processes; a missed sample is harmless

@@ -1,11 +1,13 @@
 """Run commands on this machine.
 
 Each command gets its own session and process group, stdin from /dev/null and one pipe each for
-stdout and stderr. `subprocess.Popen` runs in a worker thread: started from the event loop (as
-`asyncio.create_subprocess_exec` does) it blocks the loop for the fork and exec of every command,
-measured at 0.3-0.7 ms per command against about 0.02 ms for the hand-over to a thread. The pipes
-are then read by the loop (`connect_read_pipe`) and the exit is watched through a pidfd, so no
-thread waits per command.
+stdout and stderr. `subprocess.Popen` runs on the event loop: CPython starts the child with vfork
+(`start_new_session` keeps it; a `preexec_fn`, `user`, `group` or `extra_groups` would turn it into
+a fork), which costs 0.1-0.3 ms whatever this process's size, with the GIL held. A worker thread
+saved the loop none of that and added two thread hand-overs per command, each waiting for the GIL
+while the loop was busy: 2-3 ms per command in a workflow of short steps. The pipes are read by
+the loop (`connect_read_pipe`) and the exit is watched through a pidfd, so no thread waits per
+command.
 
 A command is stopped as a tree: SIGTERM to its process group and to the descendants that left it,
 a grace period, then SIGKILL. Descendants are found by parentage, by session and group, and by a
@@ -59,13 +61,7 @@ class LocalRunner:
 
     async def start(self, spec: CommandSpec) -> LocalCommand:
         tag = uuid.uuid4().hex
-        loop = asyncio.get_running_loop()
-        spawning = loop.run_in_executor(None, _spawn, spec, tag)
-        try:
-            proc = await asyncio.shield(spawning)
-        except asyncio.CancelledError:
-            spawning.add_done_callback(_kill_abandoned)
-            raise
+        proc = _spawn(spec, tag)
         try:
             command = LocalCommand(proc, tag)
             await command._connect()
@@ -102,7 +98,8 @@ class LocalCommand:
         self._pgid = proc.pid
         #: the leader was waited for: its pid, hence the group id, may now be reused
         self._reaped = False
-        self._leader = _process(proc.pid)
+        #: psutil's handle on the leader, made on the first sample (most commands end before)
+        self._leader: psutil.Process | None = None
         #: processes seen in the tree, kept so that their cpu_percent has a previous reading
         self._sampled: dict[int, psutil.Process] = {}
         self._chunks: collections.deque[tuple[Stream, bytes]] = collections.deque()
@@ -357,8 +354,13 @@ class LocalCommand:
 
     # -- resources --------------------------------------------------------------------------
     def sample(self) -> ResourceSample | None:
+        if self._exited.done():
+            return None
+        if self._leader is None:
+            # not reaped before it exited, so the pid is still the leader's
+            self._leader = _process(self._proc.pid)
         leader = self._leader
-        if leader is None or self._exited.done():
+        if leader is None:
             return None
         try:
             tree = [leader, *leader.children(recursive=True)]
@@ -397,7 +399,7 @@ class _PipeProtocol(asyncio.Protocol):
 
 # -- starting ---------------------------------------------------------------------------------
 def _spawn(spec: CommandSpec, tag: str) -> subprocess.Popen[bytes]:
-    """Start the command (in a worker thread: everything here may block)."""
+    """Start the command: returns once it is running its program (or raises SpawnError)."""
     env = {**os.environ, **spec.env, TAG_VARIABLE: tag}
     cwd = spec.cwd
     if cwd is not None:
@@ -449,11 +451,6 @@ def _spawn_error_message(program: str, cwd: str | None, exc: OSError) -> str:
     if exc.errno == errno.ENOEXEC:
         return f"cannot start {program!r}: not an executable (exec format error; missing #! line?)"
     return f"cannot start {program!r}: {exc.strerror or exc}"
-
-
-def _kill_abandoned(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-    if not spawning.cancelled() and spawning.exception() is None:
-        _kill_abandoned_process(spawning.result())
 
 
 def _kill_abandoned_process(proc: subprocess.Popen[bytes]) -> None:
