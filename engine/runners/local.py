@@ -6,8 +6,8 @@ stdout and stderr. `subprocess.Popen` runs on the event loop: CPython starts the
 a fork), which costs 0.1-0.3 ms whatever this process's size, with the GIL held. A worker thread
 saved the loop none of that and added two thread hand-overs per command, each waiting for the GIL
 while the loop was busy: 2-3 ms per command in a workflow of short steps. The pipes are read by
-the loop (`connect_read_pipe`) and the exit is watched through a pidfd, so no thread waits per
-command.
+the loop (`add_reader` on their descriptors: a transport per pipe cost more than the reading) and
+the exit is watched through a pidfd, so no thread waits per command.
 
 A command is stopped as a tree: SIGTERM to its process group and to the descendants that left it,
 a grace period, then SIGKILL. Descendants are found by parentage, by session and group, and by a
@@ -21,7 +21,6 @@ import asyncio
 import collections
 import contextlib
 import errno
-import functools
 import logging
 import os
 import shutil
@@ -31,6 +30,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: largest chunk handed to the consumer of `output()`
 READ_CHUNK = 65536
+#: bytes asked of a pipe per read (as asyncio's pipe transport does)
+READ_SIZE = 256 * 1024
 #: bytes read but not yet taken by the consumer above which reading pauses (the command then
 #: blocks on its full pipe), and below which it resumes
 HIGH_WATER = 256 * 1024
@@ -64,7 +66,7 @@ class LocalRunner:
         proc = _spawn(spec, tag)
         try:
             command = LocalCommand(proc, tag)
-            await command._connect()
+            command._connect()
         except BaseException:
             _kill_abandoned_process(proc)
             raise
@@ -107,7 +109,8 @@ class LocalCommand:
         self._paused = False
         #: stdout and stderr, until each is closed
         self._open_pipes = 2
-        self._transports: list[asyncio.ReadTransport] = []
+        #: descriptor -> (stream, pipe) of the pipes not closed yet
+        self._pipes: dict[int, tuple[Stream, IO[bytes]]] = {}
         self._waiter: asyncio.Future[None] | None = None
         self._exited: asyncio.Future[int] = self._loop.create_future()
         #: resolved once the command exited and both pipes closed
@@ -115,12 +118,29 @@ class LocalCommand:
         self._terminate_lock = asyncio.Lock()
         self._watch_exit()
 
-    async def _connect(self) -> None:
+    def _connect(self) -> None:
         for stream, pipe in ((Stream.STDOUT, self._proc.stdout), (Stream.STDERR, self._proc.stderr)):
-            transport, _ = await self._loop.connect_read_pipe(
-                functools.partial(_PipeProtocol, self, stream), pipe
-            )
-            self._transports.append(transport)
+            assert pipe is not None
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            self._pipes[fd] = (stream, pipe)
+            self._loop.add_reader(fd, self._read_ready, fd)
+
+    def _read_ready(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # not expected of a pipe; its end, as far as we can tell
+            log.warning("pid %s: reading its output failed: %s", self.pid, exc)
+            data = b""
+        if data:
+            self._on_data(self._pipes[fd][0], data)
+            return
+        self._loop.remove_reader(fd)
+        _stream, pipe = self._pipes.pop(fd)
+        pipe.close()
+        self._on_pipe_closed()
 
     @property
     def pid(self) -> int | None:
@@ -176,12 +196,11 @@ class LocalCommand:
 
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused
-        for transport in self._transports:
-            if not transport.is_closing():
-                if paused:
-                    transport.pause_reading()
-                else:
-                    transport.resume_reading()
+        for fd in self._pipes:
+            if paused:
+                self._loop.remove_reader(fd)
+            else:
+                self._loop.add_reader(fd, self._read_ready, fd)
 
     # -- exit -------------------------------------------------------------------------------
     # The exit status is read without reaping the leader (waitid WNOWAIT). It is reaped once its
@@ -383,18 +402,6 @@ class LocalCommand:
             seen[process.pid] = process
         self._sampled = seen
         return ResourceSample(cpu_percent=cpu, rss_bytes=rss)
-
-
-class _PipeProtocol(asyncio.Protocol):
-    def __init__(self, command: LocalCommand, stream: Stream) -> None:
-        self._command = command
-        self._stream = stream
-
-    def data_received(self, data: bytes) -> None:
-        self._command._on_data(self._stream, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._command._on_pipe_closed()
 
 
 # -- starting ---------------------------------------------------------------------------------
