@@ -80,14 +80,17 @@ class CommandPump:
             await self.state.system_line(self.owner.id, f"error: {exc}")
             return CommandOutcome(exit_code=None, reason=AbortReason.SPAWN_ERROR, error=str(exc))
         proc = self._proc
-        stop_watch = asyncio.create_task(self._watch_stop(proc))
+        forget_stop = self.state.on_stop(lambda: self._terminate(proc))
         priming = asyncio.get_running_loop().call_later(PRIME_DELAY, self._start_sampling, proc)
         pump = asyncio.create_task(self._pump(proc))
         timed_out = False
         try:
             try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(self._until_output_ends(proc, pump))
+                if timeout is None:
+                    await self._until_output_ends(proc, pump)
+                else:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(self._until_output_ends(proc, pump))
             except TimeoutError:
                 timed_out = True
                 await self.state.system_line(
@@ -103,7 +106,7 @@ class CommandPump:
             await asyncio.shield(proc.terminate(0.5))
             raise
         finally:
-            stop_watch.cancel()
+            forget_stop()
             priming.cancel()
             if self._sampler is not None:
                 self._sampler.cancel()
@@ -327,10 +330,6 @@ class CommandPump:
     def _terminate(self, proc: RunningCommand) -> None:
         if self._terminating is None:
             self._terminating = asyncio.create_task(proc.terminate(self.kill_grace))
-
-    async def _watch_stop(self, proc: RunningCommand) -> None:
-        await self.state.stopping.wait()
-        self._terminate(proc)
 
     def _start_sampling(self, proc: RunningCommand) -> None:
         if self._sampler is None and self._can_sample(proc):

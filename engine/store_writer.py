@@ -10,6 +10,7 @@ import asyncio
 import logging
 
 from engine.events import Event, LinesLogged
+from engine.hub import Sink
 from engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ LINGER_EVENTS = 200
 
 
 class StoreWriter:
-    def __init__(self, store: Store, sink: asyncio.Queue[Event | asyncio.Future[None]]) -> None:
+    def __init__(self, store: Store, sink: Sink) -> None:
         self._store = store
         self._sink = sink
         self._task: asyncio.Task[None] | None = None
@@ -84,20 +85,29 @@ class StoreWriter:
                       lines: int) -> Event | asyncio.Future[None] | None:
         """A small batch waits up to LINGER seconds for company: a quiet engine then writes a few
         transactions a second instead of one per event (a step's start and end, its counters...).
-        Nobody waits on it: a barrier (someone awaiting the store) ends the wait at once."""
+        Nobody waits on it: a barrier (someone awaiting the store) ends the wait at once. The
+        writer sleeps meanwhile, woken by the sink (see `Sink.wait_for_company`) rather than by
+        each event: a step of a workflow publishes several."""
         if barriers or not batch or lines >= LINGER_LINES or len(batch) >= LINGER_EVENTS:
             return None
         loop = asyncio.get_running_loop()
         if self._linger_until is None:
             self._linger_until = loop.time() + LINGER
-        remaining = self._linger_until - loop.time()
-        if remaining <= 0:
+        if loop.time() >= self._linger_until:
             self._linger_until = None
             return None
+        sink = self._sink
+        woken: asyncio.Future[None] = loop.create_future()
+        sink.wait_for_company(woken, LINGER_EVENTS - len(batch), LINGER_LINES - lines)
+        timer = loop.call_at(self._linger_until, _wake, woken)
         try:
-            async with asyncio.timeout(remaining):
-                return await self._sink.get()
-        except TimeoutError:
+            await woken
+        finally:
+            timer.cancel()
+            sink.waiter = None
+        try:
+            return sink.get_nowait()
+        except asyncio.QueueEmpty:  # the time is up and nothing came
             self._linger_until = None
             return None
 
@@ -114,3 +124,8 @@ class StoreWriter:
                 await asyncio.sleep(0.2 * (attempt + 1))
         self.failed_batches += 1
         log.error("gave up writing a batch of %d events to the store", len(batch))
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
