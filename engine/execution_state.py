@@ -205,7 +205,7 @@ class ExecutionState:
         if error is not None:
             error = self.masker.mask(error)
         move_execution(self.execution, status, exit_code=exit_code, error=error, reason=reason)
-        await self.hub.publish(ExecutionFinished(self.execution.snapshot()))
+        await self.hub.publish_stored(ExecutionFinished(self.execution.snapshot()))
 
     def request_stop(self, reason: AbortReason, message: str | None = None) -> bool:
         """Mark the execution as stopping; returns False if it already was."""

@@ -117,6 +117,18 @@ class Hub:
         await self.sink.put(event)
         self.offer(event)
 
+    async def publish_stored(self, event: Event) -> None:
+        """Like `publish`, but subscribers get the event once the store holds it (and everything
+        before it): for the end of an execution, which no one may hear of and then lose to a crash,
+        while the steps' events go out at once and are written in batches."""
+        await self.sink.put(event)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self.sink.put(stored)
+        try:
+            await asyncio.shield(stored)
+        finally:
+            self.offer(event)  # cancelled (the engine going away): late rather than never
+
     def offer(self, event: Event) -> None:
         """Hand an event to the subscribers only (no sink): for hubs that mirror a remote engine."""
         for sub in tuple(self._subscribers):

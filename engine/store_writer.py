@@ -53,6 +53,17 @@ class StoreWriter:
             await task
         except asyncio.CancelledError:
             pass
+        # whatever came after the last barrier can no longer be written; nobody may wait on it
+        dropped = 0
+        while not self._sink.empty():
+            item = self._sink.get_nowait()
+            if isinstance(item, asyncio.Future):
+                if not item.done():
+                    item.set_result(None)
+            else:
+                dropped += 1
+        if dropped:
+            log.warning("%d event(s) published after the store writer stopped were not written", dropped)
 
     async def _run(self) -> None:
         while True:
