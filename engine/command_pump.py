@@ -163,13 +163,17 @@ class CommandPump:
 
     # -- reading output -----------------------------------------------------------------------
     async def _pump(self, proc: RunningCommand) -> None:
-        splitters = {Stream.STDOUT: LineSplitter(), Stream.STDERR: LineSplitter()}
+        # made on a stream's first output: many commands print nothing on one stream or both
+        splitters: dict[Stream, LineSplitter] = {}
         async for stream, chunk in proc.output():
-            lines = splitters[stream].feed(chunk)
+            splitter = splitters.get(stream)
+            if splitter is None:
+                splitter = splitters[stream] = LineSplitter()
+            lines = splitter.feed(chunk)
             if lines:
                 await self._ingest(stream, lines)
-        for stream, splitter in splitters.items():
-            rest = splitter.flush()
+        for stream in (Stream.STDOUT, Stream.STDERR):
+            rest = splitters[stream].flush() if stream in splitters else None
             if rest:
                 await self._ingest(stream, rest)
 
