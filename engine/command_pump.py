@@ -82,22 +82,22 @@ class CommandPump:
         proc = self._proc
         forget_stop = self.state.on_stop(lambda: self._terminate(proc))
         priming = asyncio.get_running_loop().call_later(PRIME_DELAY, self._start_sampling, proc)
-        pump = asyncio.create_task(self._pump(proc))
         timed_out = False
         try:
-            try:
-                if timeout is None:
-                    await self._until_output_ends(proc, pump)
-                else:
+            if timeout is None:
+                await self._until_output_ends(proc)
+            else:
+                ends = asyncio.ensure_future(self._until_output_ends(proc))
+                try:
                     async with asyncio.timeout(timeout):
-                        await asyncio.shield(self._until_output_ends(proc, pump))
-            except TimeoutError:
-                timed_out = True
-                await self.state.system_line(
-                    self.owner.id, f"timed out after {_fmt_seconds(timeout)}; stopping the command"
-                )
-                self._terminate(proc)
-                await pump
+                        await asyncio.shield(ends)
+                except TimeoutError:
+                    timed_out = True
+                    await self.state.system_line(
+                        self.owner.id, f"timed out after {_fmt_seconds(timeout)}; stopping the command"
+                    )
+                    self._terminate(proc)
+                    await ends  # what it prints while it stops is kept too
             exit_code = await proc.wait()
             if self._terminating is not None:
                 await self._terminating
@@ -112,27 +112,26 @@ class CommandPump:
                 self._sampler.cancel()
         return await self._outcome(exit_code, timed_out, timeout)
 
-    async def _until_output_ends(self, proc: RunningCommand, pump: asyncio.Task[None]) -> None:
+    async def _until_output_ends(self, proc: RunningCommand) -> None:
         """The output ends when the command and everything it started close their pipes. A
         background process that keeps them open after the command exited (`server &`) gets
-        LEFTOVER_GRACE seconds, then the group is stopped: nothing is left running behind a step."""
-        exited = asyncio.ensure_future(proc.wait())
+        LEFTOVER_GRACE seconds, then the group is stopped: nothing is left running behind a step.
+        The output is read here; one task watches the exit meanwhile."""
+        watcher = asyncio.create_task(self._stop_leftovers(proc))
         try:
-            await asyncio.wait({pump, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if pump.done():
-                return
-            done, _ = await asyncio.wait({pump}, timeout=LEFTOVER_GRACE)
-            if not done:
-                await self.state.system_line(
-                    self.owner.id,
-                    "the command exited but processes it started still hold its output open; stopping them",
-                )
-                self._leftovers = True
-                self._terminate(proc)
-                await pump
+            await self._pump(proc)
         finally:
-            if not exited.done():
-                exited.cancel()
+            watcher.cancel()
+
+    async def _stop_leftovers(self, proc: RunningCommand) -> None:
+        await proc.wait()
+        await asyncio.sleep(LEFTOVER_GRACE)
+        await self.state.system_line(
+            self.owner.id,
+            "the command exited but processes it started still hold its output open; stopping them",
+        )
+        self._leftovers = True
+        self._terminate(proc)
 
     async def _outcome(self, exit_code: int, timed_out: bool, timeout: float | None) -> CommandOutcome:
         if timed_out:
