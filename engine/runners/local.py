@@ -116,6 +116,8 @@ class LocalCommand:
         #: resolved once the command exited and both pipes closed
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._terminate_lock = asyncio.Lock()
+        #: watched for the leader's exit, until it is seen
+        self._pidfd: int | None = None
         self._watch_exit()
 
     def _connect(self) -> None:
@@ -182,6 +184,8 @@ class LocalCommand:
     def _on_pipe_closed(self) -> None:
         self._open_pipes -= 1
         self._wake()
+        if self._open_pipes == 0 and not self._exited.done():
+            self._poll_exit()
         self._check_done()
 
     def _check_done(self) -> None:
@@ -214,20 +218,27 @@ class LocalCommand:
             threading.Thread(target=self._wait_in_thread, name=f"wait-{self._proc.pid}", daemon=True).start()
             return
 
-        def readable() -> None:
-            try:
-                status = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
-            except ChildProcessError:  # somebody else reaped it (a waitpid(-1) elsewhere)
-                status = None
-                self._reaped = True
-            else:
-                if status is None:
-                    return
-            self._loop.remove_reader(pidfd)
-            os.close(pidfd)
-            self._set_exited(status)
+        self._pidfd = pidfd
+        self._loop.add_reader(pidfd, self._poll_exit)
 
-        self._loop.add_reader(pidfd, readable)
+    def _poll_exit(self) -> None:
+        """The pidfd is readable, or the output just ended (most commands exit as they close it,
+        and the pidfd's turn would cost one more round of the loop): has the leader exited?"""
+        pidfd = self._pidfd
+        if pidfd is None:
+            return
+        try:
+            status = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:  # somebody else reaped it (a waitpid(-1) elsewhere)
+            status = None
+            self._reaped = True
+        else:
+            if status is None:
+                return
+        self._pidfd = None
+        self._loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._set_exited(status)
 
     def _wait_in_thread(self) -> None:
         try:
