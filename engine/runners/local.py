@@ -3,7 +3,7 @@
 Each command gets its own session and process group, stdin from /dev/null and one pipe each for
 stdout and stderr. `subprocess.Popen` runs on the event loop: CPython starts the child with vfork
 (`start_new_session` keeps it; a `preexec_fn`, `user`, `group` or `extra_groups` would turn it into
-a fork) and, since 3.11.7 (gh-104372), lets go of the GIL until the child has exec'd, so the loop
+a fork) and lets go of the GIL until the child has exec'd (gh-104372; so does our 3.11.7), so the loop
 waits 0.1-0.3 ms and other threads not at all. In a worker thread, the same call had to win the GIL
 back from the busy loop after every vfork (up to the 5 ms switch interval), besides two thread
 hand-overs: 2-3 ms per command in a workflow of short steps. The price: a program on a very slow
