@@ -1,6 +1,6 @@
 """Dispatch overhead: a workflow of N sequential `true` steps vs a bash loop running /bin/true N times.
 
-    .venv/bin/python bench/dispatch.py [--steps 500]
+    .venv/bin/python bench/dispatch.py [--steps 500] [--runs 3]
 
 The workflow's time runs from `submit_workflow` (parsing the YAML included) to the end of `wait`.
 Besides wall time it prints the engine's CPU time (`time.process_time()`: this process, all its
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,11 +61,8 @@ async def run_engine(n: int, data: Path) -> EngineTimes:
         await engine.shutdown()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=500)
-    args = parser.parse_args()
-    n = args.steps
+def run_once(n: int) -> float:
+    """One round: the baselines, then the engine; prints them, returns the overhead in ms/step."""
     started = time.perf_counter()
     subprocess.run(["bash", "-c", f"for i in $(seq {n}); do /bin/true; done"], check=True)
     loop_s = time.perf_counter() - started
@@ -74,6 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         times = asyncio.run(run_engine(n, Path(tmp)))
     engine_s = times.wall
+    overhead = (engine_s - loop_s) / n * 1000
     print(f"steps: {n}")
     print(f"bash loop of /bin/true          : {loop_s:7.3f} s  {loop_s / n * 1000:6.2f} ms/step")
     print(f"bash loop of bash -c /bin/true  : {loop_bash_s:7.3f} s  {loop_bash_s / n * 1000:6.2f} ms/step")
@@ -81,7 +80,19 @@ def main() -> None:
     print(f"  of which submitting (parse...): {times.submit_wall:7.3f} s  {times.submit_wall / n * 1000:6.2f} ms/step")
     print(f"engine CPU (this process)       : {times.cpu:7.3f} s  {times.cpu / n * 1000:6.2f} ms/step"
           f"  (submitting {times.submit_cpu / n * 1000:.2f})")
-    print(f"overhead over the /bin/true loop: {(engine_s - loop_s) / n * 1000:6.2f} ms/step")
+    print(f"overhead over the /bin/true loop: {overhead:6.2f} ms/step")
+    return overhead
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=1, help="rounds, each with its own baseline")
+    args = parser.parse_args()
+    overheads = [run_once(args.steps) for _ in range(args.runs)]
+    if len(overheads) > 1:
+        print(f"overhead over {len(overheads)} runs: median {statistics.median(overheads):.2f}, "
+              f"min {min(overheads):.2f}, max {max(overheads):.2f} ms/step")
 
 
 if __name__ == "__main__":
