@@ -424,11 +424,6 @@ def _spawn(spec: CommandSpec, tag: str) -> subprocess.Popen[bytes]:
     # was a good part of the time spent starting a command
     env = {**os.environb, **{os.fsencode(k): os.fsencode(v) for k, v in spec.env.items()}, _TAG_KEY: tag.encode()}
     cwd = spec.cwd
-    if cwd is not None:
-        if not os.path.exists(cwd):
-            raise SpawnError(f"working directory {cwd!r} does not exist")
-        if not os.path.isdir(cwd):
-            raise SpawnError(f"working directory {cwd!r} is not a directory")
     path = env.get(b"PATH")
     argv = _argv_for(spec, os.defpath if path is None else os.fsdecode(path))
     try:
@@ -442,6 +437,13 @@ def _spawn(spec: CommandSpec, tag: str) -> subprocess.Popen[bytes]:
             start_new_session=True,
         )
     except OSError as exc:
+        # No stat of the working directory beforehand (two system calls per command, each a chance
+        # for another thread to take the GIL): the child's chdir says what is wrong with it.
+        if cwd is not None and exc.filename == cwd:
+            if exc.errno == errno.ENOENT:
+                raise SpawnError(f"working directory {cwd!r} does not exist") from None
+            if exc.errno == errno.ENOTDIR:
+                raise SpawnError(f"working directory {cwd!r} is not a directory") from None
         raise SpawnError(_spawn_error_message(argv[0], cwd, exc)) from None
 
 
