@@ -62,10 +62,14 @@ class LocalRunner:
 
     def __init__(self) -> None:
         self._running: set[LocalCommand] = set()
+        #: /dev/null, opened once for every command's stdin (Popen's DEVNULL opens it per command)
+        self._devnull: int | None = None
 
     async def start(self, spec: CommandSpec) -> LocalCommand:
         tag = os.urandom(16).hex()  # as unique as a uuid4, for less
-        proc = _spawn(spec, tag)
+        if self._devnull is None:
+            self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        proc = _spawn(spec, tag, self._devnull)
         try:
             command = LocalCommand(proc, tag)
             command._connect()
@@ -89,6 +93,9 @@ class LocalRunner:
         running = list(self._running)
         if running:
             await asyncio.gather(*(command.terminate(CLOSE_GRACE) for command in running))
+        devnull, self._devnull = self._devnull, None
+        if devnull is not None:
+            os.close(devnull)
 
 
 class LocalCommand:
@@ -418,7 +425,7 @@ class LocalCommand:
 
 
 # -- starting ---------------------------------------------------------------------------------
-def _spawn(spec: CommandSpec, tag: str) -> subprocess.Popen[bytes]:
+def _spawn(spec: CommandSpec, tag: str, stdin: int) -> subprocess.Popen[bytes]:
     """Start the command: returns once it is running its program (or raises SpawnError)."""
     # as bytes, which Popen passes on as they are: decoding our environment and encoding it again
     # was a good part of the time spent starting a command
@@ -429,7 +436,7 @@ def _spawn(spec: CommandSpec, tag: str) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
