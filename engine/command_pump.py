@@ -25,6 +25,9 @@ from engine.runners.base import CommandSpec, FetchError, Runner, RunningCommand,
 log = logging.getLogger(__name__)
 
 SAMPLE_INTERVAL = 1.0
+#: seconds into a command at which its resources are first read (psutil primed). Most steps are
+#: over by then, and priming at the start cost each a scan of /proc for the process tree.
+PRIME_DELAY = 0.1
 #: seconds a command's leftover background processes may hold its output open after it exits
 LEFTOVER_GRACE = 5.0
 
@@ -67,6 +70,7 @@ class CommandPump:
         self._terminating: asyncio.Task[None] | None = None
         self._stop_on_error: str | None = None
         self._leftovers = False
+        self._sampler: asyncio.Task[None] | None = None
 
     # -- entry ------------------------------------------------------------------------------
     async def run(self, timeout: float | None = None) -> CommandOutcome:
@@ -76,21 +80,24 @@ class CommandPump:
             await self.state.system_line(self.owner.id, f"error: {exc}")
             return CommandOutcome(exit_code=None, reason=AbortReason.SPAWN_ERROR, error=str(exc))
         proc = self._proc
-        stop_watch = asyncio.create_task(self._watch_stop(proc))
-        sampler = asyncio.create_task(self._sample(proc)) if self._can_sample(proc) else None
-        pump = asyncio.create_task(self._pump(proc))
+        forget_stop = self.state.on_stop(lambda: self._terminate(proc))
+        priming = asyncio.get_running_loop().call_later(PRIME_DELAY, self._start_sampling, proc)
         timed_out = False
         try:
-            try:
-                async with asyncio.timeout(timeout):
-                    await asyncio.shield(self._until_output_ends(proc, pump))
-            except TimeoutError:
-                timed_out = True
-                await self.state.system_line(
-                    self.owner.id, f"timed out after {_fmt_seconds(timeout)}; stopping the command"
-                )
-                self._terminate(proc)
-                await pump
+            if timeout is None:
+                await self._until_output_ends(proc)
+            else:
+                ends = asyncio.ensure_future(self._until_output_ends(proc))
+                try:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(ends)
+                except TimeoutError:
+                    timed_out = True
+                    await self.state.system_line(
+                        self.owner.id, f"timed out after {_fmt_seconds(timeout)}; stopping the command"
+                    )
+                    self._terminate(proc)
+                    await ends  # what it prints while it stops is kept too
             exit_code = await proc.wait()
             if self._terminating is not None:
                 await self._terminating
@@ -99,32 +106,32 @@ class CommandPump:
             await asyncio.shield(proc.terminate(0.5))
             raise
         finally:
-            stop_watch.cancel()
-            if sampler is not None:
-                sampler.cancel()
+            forget_stop()
+            priming.cancel()
+            if self._sampler is not None:
+                self._sampler.cancel()
         return await self._outcome(exit_code, timed_out, timeout)
 
-    async def _until_output_ends(self, proc: RunningCommand, pump: asyncio.Task[None]) -> None:
+    async def _until_output_ends(self, proc: RunningCommand) -> None:
         """The output ends when the command and everything it started close their pipes. A
         background process that keeps them open after the command exited (`server &`) gets
-        LEFTOVER_GRACE seconds, then the group is stopped: nothing is left running behind a step."""
-        exited = asyncio.ensure_future(proc.wait())
+        LEFTOVER_GRACE seconds, then the group is stopped: nothing is left running behind a step.
+        The output is read here; one task watches the exit meanwhile."""
+        watcher = asyncio.create_task(self._stop_leftovers(proc))
         try:
-            await asyncio.wait({pump, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if pump.done():
-                return
-            done, _ = await asyncio.wait({pump}, timeout=LEFTOVER_GRACE)
-            if not done:
-                await self.state.system_line(
-                    self.owner.id,
-                    "the command exited but processes it started still hold its output open; stopping them",
-                )
-                self._leftovers = True
-                self._terminate(proc)
-                await pump
+            await self._pump(proc)
         finally:
-            if not exited.done():
-                exited.cancel()
+            watcher.cancel()
+
+    async def _stop_leftovers(self, proc: RunningCommand) -> None:
+        await proc.wait()
+        await asyncio.sleep(LEFTOVER_GRACE)
+        await self.state.system_line(
+            self.owner.id,
+            "the command exited but processes it started still hold its output open; stopping them",
+        )
+        self._leftovers = True
+        self._terminate(proc)
 
     async def _outcome(self, exit_code: int, timed_out: bool, timeout: float | None) -> CommandOutcome:
         if timed_out:
@@ -155,13 +162,17 @@ class CommandPump:
 
     # -- reading output -----------------------------------------------------------------------
     async def _pump(self, proc: RunningCommand) -> None:
-        splitters = {Stream.STDOUT: LineSplitter(), Stream.STDERR: LineSplitter()}
+        # made on a stream's first output: many commands print nothing on one stream or both
+        splitters: dict[Stream, LineSplitter] = {}
         async for stream, chunk in proc.output():
-            lines = splitters[stream].feed(chunk)
+            splitter = splitters.get(stream)
+            if splitter is None:
+                splitter = splitters[stream] = LineSplitter()
+            lines = splitter.feed(chunk)
             if lines:
                 await self._ingest(stream, lines)
-        for stream, splitter in splitters.items():
-            rest = splitter.flush()
+        for stream in (Stream.STDOUT, Stream.STDERR):
+            rest = splitters[stream].flush() if stream in splitters else None
             if rest:
                 await self._ingest(stream, rest)
 
@@ -323,23 +334,27 @@ class CommandPump:
         if self._terminating is None:
             self._terminating = asyncio.create_task(proc.terminate(self.kill_grace))
 
-    async def _watch_stop(self, proc: RunningCommand) -> None:
-        await self.state.stopping.wait()
-        self._terminate(proc)
+    def _start_sampling(self, proc: RunningCommand) -> None:
+        if self._sampler is None and self._can_sample(proc):
+            self._sampler = asyncio.create_task(self._sample(proc))
 
     @staticmethod
     def _can_sample(proc: RunningCommand) -> bool:
         """Take the first sample, which primes psutil (its first CPU reading of a process is always
-        0, so that the next sample counts); None means nothing to sample (a remote command)."""
+        0, so that the next sample counts); None means nothing to sample (a remote command, or one
+        that ended)."""
         try:
             return proc.sample() is not None
         except Exception:  # psutil races with exiting processes: try again later
             return True
 
     async def _sample(self, proc: RunningCommand) -> None:
+        """Samples every SAMPLE_INTERVAL seconds from the command's start (primed at PRIME_DELAY)."""
         owner = self.owner
+        delay = SAMPLE_INTERVAL - PRIME_DELAY
         while True:
-            await asyncio.sleep(SAMPLE_INTERVAL)
+            await asyncio.sleep(delay)
+            delay = SAMPLE_INTERVAL
             try:
                 sample = proc.sample()
             except Exception:  # psutil races with exiting processes; a missed sample is harmless

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.events import (
@@ -54,6 +54,8 @@ class ExecutionState:
         self.stop_reason: AbortReason | None = None
         self.stop_message: str | None = None
         self.stopping = asyncio.Event()
+        #: called once when the execution is asked to stop (see `on_stop`)
+        self._stop_callbacks: set[Callable[[], None]] = set()
         self._last_counters: tuple[int, int, int | None, float] | None = None
         # the execution's counters, kept up to date as steps move (a recount per event would
         # cost O(steps) each: a fan-out to 100 targets has hundreds of steps and events)
@@ -203,7 +205,7 @@ class ExecutionState:
         if error is not None:
             error = self.masker.mask(error)
         move_execution(self.execution, status, exit_code=exit_code, error=error, reason=reason)
-        await self.hub.publish(ExecutionFinished(self.execution.snapshot()))
+        await self.hub.publish_stored(ExecutionFinished(self.execution.snapshot()))
 
     def request_stop(self, reason: AbortReason, message: str | None = None) -> bool:
         """Mark the execution as stopping; returns False if it already was."""
@@ -212,7 +214,20 @@ class ExecutionState:
         self.stop_reason = reason
         self.stop_message = message
         self.stopping.set()
+        callbacks, self._stop_callbacks = self._stop_callbacks, set()
+        for callback in callbacks:
+            callback()
         return True
+
+    def on_stop(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` when the execution is asked to stop (soon, if it already was); returns
+        what forgets it. A callback rather than a task waiting on `stopping`: every command
+        watches for the stop, and a task each cost more than running a short command."""
+        if self.stopping.is_set():
+            handle = asyncio.get_running_loop().call_soon(callback)
+            return handle.cancel
+        self._stop_callbacks.add(callback)
+        return lambda: self._stop_callbacks.discard(callback)
 
     def _recount(self) -> None:
         ex = self.execution

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import operator
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 
 def utcnow() -> datetime:
@@ -155,13 +156,12 @@ class Execution:
         return (end - self.started_at).total_seconds()
 
     def snapshot(self) -> Execution:
-        return dataclasses.replace(
-            self,
-            environment=dict(self.environment),
-            tags=list(self.tags),
-            metadata=dict(self.metadata),
-            targets=list(self.targets),
-        )
+        copy = _shallow_copy(self)
+        copy.environment = dict(self.environment)
+        copy.tags = list(self.tags)
+        copy.metadata = dict(self.metadata)
+        copy.targets = list(self.targets)
+        return copy
 
 
 @dataclass(slots=True)
@@ -200,7 +200,9 @@ class Step:
         return (end - self.started_at).total_seconds()
 
     def snapshot(self) -> Step:
-        return dataclasses.replace(self, metadata=dict(self.metadata))
+        copy = _shallow_copy(self)
+        copy.metadata = dict(self.metadata)
+        return copy
 
 
 @dataclass(slots=True, frozen=True)
@@ -254,3 +256,16 @@ class ArtifactFilter:
     artifact_type: ArtifactType | None = None
     limit: int = 100
     offset: int = 0
+
+
+def _shallow_copy(obj: _Copied) -> _Copied:
+    """A field-by-field copy: the engine snapshots a step or an execution for every event it
+    publishes, and `dataclasses.replace` cost three times this."""
+    return type(obj)(*_FIELD_VALUES[type(obj)](obj))
+
+
+_Copied = TypeVar("_Copied", "Execution", "Step")
+#: a class's field values in the order of its __init__'s parameters (all fields are init fields)
+_FIELD_VALUES: dict[type, operator.attrgetter[Any]] = {
+    cls: operator.attrgetter(*(f.name for f in dataclasses.fields(cls))) for cls in (Execution, Step)
+}

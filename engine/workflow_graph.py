@@ -103,6 +103,21 @@ def _strings(value: Any, loc: Loc) -> list[tuple[str, Loc]]:
     return []
 
 
+def _has_cycle(needs: Mapping[str, list[tuple[str, Loc]]], needed_by: Mapping[str, set[str]]) -> bool:
+    """Whether some steps need one another: Kahn's algorithm cannot order them all."""
+    waiting = {name: len({need for need, _ in edges}) for name, edges in needs.items()}
+    ready = [name for name, count in waiting.items() if not count]
+    ordered = 0
+    while ready:
+        name = ready.pop()
+        ordered += 1
+        for dependent in needed_by[name]:
+            waiting[dependent] -= 1
+            if not waiting[dependent]:
+                ready.append(dependent)
+    return ordered < len(needs)
+
+
 def _check_cycles(needs: dict[str, list[tuple[str, Loc]]], index: dict[str, int], reader: Reader) -> None:
     """One message per group of steps that need one another (a strongly connected component),
     showing the shortest cycle through the group's first step in the file."""
@@ -110,6 +125,8 @@ def _check_cycles(needs: dict[str, list[tuple[str, Loc]]], index: dict[str, int]
     for name, edges in needs.items():
         for need, _ in edges:
             needed_by[need].add(name)
+    if not _has_cycle(needs, needed_by):
+        return  # the usual case, found in linear time (the search below is quadratic on a chain)
 
     def reachable(start: str, edges: Mapping[str, Iterable[str]]) -> set[str]:
         seen: set[str] = set()

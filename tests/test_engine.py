@@ -377,6 +377,60 @@ async def test_events_arrive_in_order_for_a_subscriber(tmp_path: Path) -> None:
         assert "LinesLogged" in kinds
 
 
+async def test_subscribers_hear_of_an_execution_end_once_the_store_holds_it(tmp_path: Path) -> None:
+    """Steps' events are written in batches; the end of an execution is told only once stored,
+    with every step's start and end before it."""
+    workflow = tmp_path / "three.yaml"
+    workflow.write_text(textwrap.dedent("""
+        name: three
+        steps:
+          - {name: a, run: /bin/true}
+          - {name: b, run: /bin/true, needs: [a]}
+          - {name: c, run: "true", needs: [b]}
+    """))
+    async with engine_at(tmp_path) as engine:
+        sub = engine.subscribe()
+        ex = await engine.submit_workflow(str(workflow))
+        async with asyncio.timeout(30):
+            async for event in sub:
+                if isinstance(event, ExecutionFinished) and event.execution_id == ex.id:
+                    break
+        stored = await engine.store.get_execution(ex.id)
+        assert stored is not None and stored.status is ExecutionStatus.COMPLETED
+        steps = await engine.store.get_steps(ex.id)
+        work = [s for s in steps if s.kind is StepKind.WORKFLOW]
+        assert [s.name for s in work] == ["a", "b", "c"]
+        assert all(s.status is StepStatus.COMPLETED and s.started_at and s.completed_at for s in work)
+
+
+async def test_a_workflow_of_many_short_steps_runs_each_as_its_own_process(tmp_path: Path) -> None:
+    """The dispatch path (bench/dispatch.py): each step still a process of its own session, with its
+    env and cwd, its output captured per stream, and its start and end stored."""
+    lines = ["name: many", "steps:"]
+    for i in range(30):
+        needs = f", needs: [s{i - 1}]" if i else ""
+        lines.append(f"  - {{name: s{i}, run: 'echo $$ $(ps -o sid= -p $$) $STEP_N $PWD; echo e{i} >&2',"
+                     f" env: {{STEP_N: '{i}'}}, cwd: '{tmp_path}'{needs}}}")
+    workflow = tmp_path / "many.yaml"
+    workflow.write_text("\n".join(lines) + "\n")
+    async with engine_at(tmp_path) as engine:
+        done = await finished(engine, await engine.submit_workflow(str(workflow)))
+        assert done.status is ExecutionStatus.COMPLETED, done.error_message
+        steps = {s.id: s for s in await engine.store.get_steps(done.id)}
+        work = [s for s in steps.values() if s.kind is StepKind.WORKFLOW]
+        assert len(work) == 30 and all(s.status is StepStatus.COMPLETED and s.completed_at for s in work)
+        out = [line for line in await engine.get_log_lines(done.id) if line.stream is Stream.STDOUT]
+        err = [line for line in await engine.get_log_lines(done.id) if line.stream is Stream.STDERR]
+        assert sorted(line.text for line in err) == sorted(f"e{i}" for i in range(30))
+        pids = set()
+        for line in out:
+            pid, sid, n, cwd = line.text.split()
+            assert pid == sid and cwd == str(tmp_path)  # a session of its own, in its cwd
+            assert steps[line.step_id].name == f"s{n}"  # its env, and its output on its step
+            pids.add(pid)
+        assert len(pids) == 30
+
+
 def test_no_zombies_left_in_this_process() -> None:
     children = psutil.Process(os.getpid()).children(recursive=True)
     assert not [c for c in children if c.status() == psutil.STATUS_ZOMBIE]

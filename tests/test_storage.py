@@ -987,3 +987,42 @@ async def test_a_new_file_has_the_page_size_of_the_pragmas(store: SqliteStore) -
         assert db.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
     finally:
         db.close()
+
+
+# -- the store writer ------------------------------------------------------------------------------
+async def test_the_store_writer_lingers_asleep_until_a_barrier_or_a_full_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine import store_writer
+    from engine.events import LinesDropped
+    from engine.hub import Hub
+
+    # lingering for a minute: only the sink's wake-ups can end these waits in time
+    monkeypatch.setattr(store_writer, "LINGER", 60.0)
+    monkeypatch.setattr(store_writer, "LINGER_EVENTS", 3)
+    applied: list[list[object]] = []
+    wrote = asyncio.Event()
+
+    class Recorder:
+        async def apply(self, events: Sequence[object]) -> None:
+            applied.append(list(events))
+            wrote.set()
+
+    hub = Hub()
+    writer = store_writer.StoreWriter(Recorder(), hub.sink)  # type: ignore[arg-type]
+    writer.start()
+    try:
+        first = LinesDropped(exec_id="e", count=1)
+        await hub.publish(first)
+        async with asyncio.timeout(5):
+            await writer.barrier()
+        assert applied == [[first]]
+        wrote.clear()
+        three = [LinesDropped(exec_id="e", count=n) for n in (2, 3, 4)]
+        for event in three:
+            await hub.publish(event)
+        async with asyncio.timeout(5):
+            await wrote.wait()
+        assert applied[1] == three
+    finally:
+        await writer.stop()

@@ -1,11 +1,15 @@
 """Run commands on this machine.
 
 Each command gets its own session and process group, stdin from /dev/null and one pipe each for
-stdout and stderr. `subprocess.Popen` runs in a worker thread: started from the event loop (as
-`asyncio.create_subprocess_exec` does) it blocks the loop for the fork and exec of every command,
-measured at 0.3-0.7 ms per command against about 0.02 ms for the hand-over to a thread. The pipes
-are then read by the loop (`connect_read_pipe`) and the exit is watched through a pidfd, so no
-thread waits per command.
+stdout and stderr. `subprocess.Popen` runs on the event loop: CPython starts the child with vfork
+(`start_new_session` keeps it; a `preexec_fn`, `user`, `group` or `extra_groups` would turn it into
+a fork) and lets go of the GIL until the child has exec'd (gh-104372; so does our 3.11.7), so the loop
+waits 0.1-0.3 ms and other threads not at all. In a worker thread, the same call had to win the GIL
+back from the busy loop after every vfork (up to the 5 ms switch interval), besides two thread
+hand-overs: 2-3 ms per command in a workflow of short steps. The price: a program on a very slow
+file system holds the loop for as long as its exec takes. The pipes are read by
+the loop (`add_reader` on their descriptors: a transport per pipe cost more than the reading) and
+the exit is watched through a pidfd, so no thread waits per command.
 
 A command is stopped as a tree: SIGTERM to its process group and to the descendants that left it,
 a grace period, then SIGKILL. Descendants are found by parentage, by session and group, and by a
@@ -19,16 +23,15 @@ import asyncio
 import collections
 import contextlib
 import errno
-import functools
 import logging
 import os
 import shutil
 import signal
 import subprocess
 import threading
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -39,12 +42,15 @@ log = logging.getLogger(__name__)
 
 #: largest chunk handed to the consumer of `output()`
 READ_CHUNK = 65536
+#: bytes asked of a pipe per read (as asyncio's pipe transport does)
+READ_SIZE = 256 * 1024
 #: bytes read but not yet taken by the consumer above which reading pauses (the command then
 #: blocks on its full pipe), and below which it resumes
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 #: environment variable carrying a per-command tag, inherited by everything the command starts
 TAG_VARIABLE = "STEPFLOW_PROCESS_TAG"
+_TAG_KEY = os.fsencode(TAG_VARIABLE)
 #: how long to wait for SIGKILLed processes to disappear before giving up on them
 KILL_WAIT = 5.0
 #: grace given to commands still running when the runner is closed
@@ -56,19 +62,17 @@ class LocalRunner:
 
     def __init__(self) -> None:
         self._running: set[LocalCommand] = set()
+        #: /dev/null, opened once for every command's stdin (Popen's DEVNULL opens it per command)
+        self._devnull: int | None = None
 
     async def start(self, spec: CommandSpec) -> LocalCommand:
-        tag = uuid.uuid4().hex
-        loop = asyncio.get_running_loop()
-        spawning = loop.run_in_executor(None, _spawn, spec, tag)
-        try:
-            proc = await asyncio.shield(spawning)
-        except asyncio.CancelledError:
-            spawning.add_done_callback(_kill_abandoned)
-            raise
+        tag = os.urandom(16).hex()  # as unique as a uuid4, for less
+        if self._devnull is None:
+            self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        proc = _spawn(spec, tag, self._devnull)
         try:
             command = LocalCommand(proc, tag)
-            await command._connect()
+            command._connect()
         except BaseException:
             _kill_abandoned_process(proc)
             raise
@@ -89,6 +93,9 @@ class LocalRunner:
         running = list(self._running)
         if running:
             await asyncio.gather(*(command.terminate(CLOSE_GRACE) for command in running))
+        devnull, self._devnull = self._devnull, None
+        if devnull is not None:
+            os.close(devnull)
 
 
 class LocalCommand:
@@ -102,7 +109,8 @@ class LocalCommand:
         self._pgid = proc.pid
         #: the leader was waited for: its pid, hence the group id, may now be reused
         self._reaped = False
-        self._leader = _process(proc.pid)
+        #: psutil's handle on the leader, made on the first sample (most commands end before)
+        self._leader: psutil.Process | None = None
         #: processes seen in the tree, kept so that their cpu_percent has a previous reading
         self._sampled: dict[int, psutil.Process] = {}
         self._chunks: collections.deque[tuple[Stream, bytes]] = collections.deque()
@@ -110,20 +118,40 @@ class LocalCommand:
         self._paused = False
         #: stdout and stderr, until each is closed
         self._open_pipes = 2
-        self._transports: list[asyncio.ReadTransport] = []
+        #: descriptor -> (stream, pipe) of the pipes not closed yet
+        self._pipes: dict[int, tuple[Stream, IO[bytes]]] = {}
         self._waiter: asyncio.Future[None] | None = None
         self._exited: asyncio.Future[int] = self._loop.create_future()
         #: resolved once the command exited and both pipes closed
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._terminate_lock = asyncio.Lock()
+        #: watched for the leader's exit, until it is seen
+        self._pidfd: int | None = None
         self._watch_exit()
 
-    async def _connect(self) -> None:
+    def _connect(self) -> None:
         for stream, pipe in ((Stream.STDOUT, self._proc.stdout), (Stream.STDERR, self._proc.stderr)):
-            transport, _ = await self._loop.connect_read_pipe(
-                functools.partial(_PipeProtocol, self, stream), pipe
-            )
-            self._transports.append(transport)
+            assert pipe is not None
+            fd = pipe.fileno()
+            os.set_blocking(fd, False)
+            self._pipes[fd] = (stream, pipe)
+            self._loop.add_reader(fd, self._read_ready, fd)
+
+    def _read_ready(self, fd: int) -> None:
+        try:
+            data = os.read(fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # not expected of a pipe; its end, as far as we can tell
+            log.warning("pid %s: reading its output failed: %s", self.pid, exc)
+            data = b""
+        if data:
+            self._on_data(self._pipes[fd][0], data)
+            return
+        self._loop.remove_reader(fd)
+        _stream, pipe = self._pipes.pop(fd)
+        pipe.close()
+        self._on_pipe_closed()
 
     @property
     def pid(self) -> int | None:
@@ -165,6 +193,8 @@ class LocalCommand:
     def _on_pipe_closed(self) -> None:
         self._open_pipes -= 1
         self._wake()
+        if self._open_pipes == 0 and not self._exited.done():
+            self._poll_exit()
         self._check_done()
 
     def _check_done(self) -> None:
@@ -179,12 +209,11 @@ class LocalCommand:
 
     def _set_paused(self, paused: bool) -> None:
         self._paused = paused
-        for transport in self._transports:
-            if not transport.is_closing():
-                if paused:
-                    transport.pause_reading()
-                else:
-                    transport.resume_reading()
+        for fd in self._pipes:
+            if paused:
+                self._loop.remove_reader(fd)
+            else:
+                self._loop.add_reader(fd, self._read_ready, fd)
 
     # -- exit -------------------------------------------------------------------------------
     # The exit status is read without reaping the leader (waitid WNOWAIT). It is reaped once its
@@ -198,20 +227,27 @@ class LocalCommand:
             threading.Thread(target=self._wait_in_thread, name=f"wait-{self._proc.pid}", daemon=True).start()
             return
 
-        def readable() -> None:
-            try:
-                status = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
-            except ChildProcessError:  # somebody else reaped it (a waitpid(-1) elsewhere)
-                status = None
-                self._reaped = True
-            else:
-                if status is None:
-                    return
-            self._loop.remove_reader(pidfd)
-            os.close(pidfd)
-            self._set_exited(status)
+        self._pidfd = pidfd
+        self._loop.add_reader(pidfd, self._poll_exit)
 
-        self._loop.add_reader(pidfd, readable)
+    def _poll_exit(self) -> None:
+        """The pidfd is readable, or the output just ended (most commands exit as they close it,
+        and the pidfd's turn would cost one more round of the loop): has the leader exited?"""
+        pidfd = self._pidfd
+        if pidfd is None:
+            return
+        try:
+            status = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:  # somebody else reaped it (a waitpid(-1) elsewhere)
+            status = None
+            self._reaped = True
+        else:
+            if status is None:
+                return
+        self._pidfd = None
+        self._loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._set_exited(status)
 
     def _wait_in_thread(self) -> None:
         try:
@@ -357,8 +393,13 @@ class LocalCommand:
 
     # -- resources --------------------------------------------------------------------------
     def sample(self) -> ResourceSample | None:
+        if self._exited.done():
+            return None
+        if self._leader is None:
+            # not reaped before it exited, so the pid is still the leader's
+            self._leader = _process(self._proc.pid)
         leader = self._leader
-        if leader is None or self._exited.done():
+        if leader is None:
             return None
         try:
             tree = [leader, *leader.children(recursive=True)]
@@ -383,33 +424,19 @@ class LocalCommand:
         return ResourceSample(cpu_percent=cpu, rss_bytes=rss)
 
 
-class _PipeProtocol(asyncio.Protocol):
-    def __init__(self, command: LocalCommand, stream: Stream) -> None:
-        self._command = command
-        self._stream = stream
-
-    def data_received(self, data: bytes) -> None:
-        self._command._on_data(self._stream, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._command._on_pipe_closed()
-
-
 # -- starting ---------------------------------------------------------------------------------
-def _spawn(spec: CommandSpec, tag: str) -> subprocess.Popen[bytes]:
-    """Start the command (in a worker thread: everything here may block)."""
-    env = {**os.environ, **spec.env, TAG_VARIABLE: tag}
+def _spawn(spec: CommandSpec, tag: str, stdin: int) -> subprocess.Popen[bytes]:
+    """Start the command: returns once it is running its program (or raises SpawnError)."""
+    # as bytes, which Popen passes on as they are: decoding our environment and encoding it again
+    # was a good part of the time spent starting a command
+    env = {**os.environb, **{os.fsencode(k): os.fsencode(v) for k, v in spec.env.items()}, _TAG_KEY: tag.encode()}
     cwd = spec.cwd
-    if cwd is not None:
-        if not os.path.exists(cwd):
-            raise SpawnError(f"working directory {cwd!r} does not exist")
-        if not os.path.isdir(cwd):
-            raise SpawnError(f"working directory {cwd!r} is not a directory")
-    argv = _argv_for(spec, env.get("PATH", os.defpath))
+    path = env.get(b"PATH")
+    argv = _argv_for(spec, os.defpath if path is None else os.fsdecode(path))
     try:
         return subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
@@ -417,6 +444,13 @@ def _spawn(spec: CommandSpec, tag: str) -> subprocess.Popen[bytes]:
             start_new_session=True,
         )
     except OSError as exc:
+        # No stat of the working directory beforehand (two system calls per command, each a chance
+        # for another thread to take the GIL): the child's chdir says what is wrong with it.
+        if cwd is not None and exc.filename == cwd:
+            if exc.errno == errno.ENOENT:
+                raise SpawnError(f"working directory {cwd!r} does not exist") from None
+            if exc.errno == errno.ENOTDIR:
+                raise SpawnError(f"working directory {cwd!r} is not a directory") from None
         raise SpawnError(_spawn_error_message(argv[0], cwd, exc)) from None
 
 
@@ -449,11 +483,6 @@ def _spawn_error_message(program: str, cwd: str | None, exc: OSError) -> str:
     if exc.errno == errno.ENOEXEC:
         return f"cannot start {program!r}: not an executable (exec format error; missing #! line?)"
     return f"cannot start {program!r}: {exc.strerror or exc}"
-
-
-def _kill_abandoned(spawning: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-    if not spawning.cancelled() and spawning.exception() is None:
-        _kill_abandoned_process(spawning.result())
 
 
 def _kill_abandoned_process(proc: subprocess.Popen[bytes]) -> None:
