@@ -500,7 +500,9 @@ class LogView(ScrollView, can_focus=True):
         # during live follow a turn may hold a frame or a batch of events. Nothing on that way
         # handles keys, so the same lookup (this view's bindings, its ancestors', the app's) is
         # done here, at once.
-        if await self.app._check_bindings(event.key):
+        # `_check_bindings` is Textual's own (8.x); without it the key simply bubbles as usual
+        check = getattr(self.app, "_check_bindings", None)
+        if check is not None and await check(event.key):
             event.stop()
             event.prevent_default()
 
