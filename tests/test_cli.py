@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -153,6 +154,23 @@ def test_exec_show_ls_and_logs(tmp_path: Path) -> None:
     assert "environment_setup" in human.stdout and "completed" in human.stdout
     missing = stepflow(tmp_path, "show", "ffffffff")
     assert missing.returncode == 1 and "no execution" in missing.stderr
+
+
+def test_show_prints_cpu_and_rss_of_steps_over_before_the_first_sample(tmp_path: Path) -> None:
+    workflow = tmp_path / "short.yaml"
+    # 300 MB: above the RSS of the `stepflow run` process, which a child's ru_maxrss starts at
+    workflow.write_text(json.dumps({"name": "short", "steps": [
+        {"name": "busy", "run": f'{sys.executable} -c "sum(range(3_000_000))"'},
+        {"name": "big", "run": f"{sys.executable} -c 'block = b\"x\" * 300_000_000'"},
+    ]}))
+    result = stepflow(tmp_path, "run", str(workflow))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [execution] = ls_json(tmp_path)
+    shown = stepflow(tmp_path, "show", execution["id"][:8]).stdout
+    lines = {line.split()[1]: line for line in shown.splitlines() if line.strip().startswith("✓ ")}
+    assert re.search(r"  cpu \d+%", lines["busy"]), shown
+    rss = re.search(r"  cpu \d+% rss (\d+)MB", lines["big"])
+    assert rss is not None and int(rss[1]) >= 300, shown
 
 
 def test_ctrl_c_cancels_and_exits_130(tmp_path: Path) -> None:
