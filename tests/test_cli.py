@@ -308,8 +308,6 @@ def test_plain_output_keeps_long_lines_whole_and_names_the_branch_of_a_failed_st
 
 
 def test_serve_host_binds_the_websocket_port_there_too(tmp_path: Path) -> None:
-    import re
-
     import aiohttp
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")},
