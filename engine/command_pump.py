@@ -20,7 +20,7 @@ from engine.execution_state import ExecutionState
 from engine.lines import LineSplitter
 from engine.markers import MarkerParser
 from engine.model import AbortReason, Step, StepStatus, Stream, new_id
-from engine.runners.base import CommandSpec, FetchError, Runner, RunningCommand, SpawnError
+from engine.runners.base import CommandSpec, FetchError, ResourceSample, Runner, RunningCommand, SpawnError
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class CommandPump:
             priming.cancel()
             if self._sampler is not None:
                 self._sampler.cancel()
+        self._keep_final_usage(proc)
         return await self._outcome(exit_code, timed_out, timeout)
 
     async def _until_output_ends(self, proc: RunningCommand) -> None:
@@ -335,22 +336,28 @@ class CommandPump:
             self._terminating = asyncio.create_task(proc.terminate(self.kill_grace))
 
     def _start_sampling(self, proc: RunningCommand) -> None:
-        if self._sampler is None and self._can_sample(proc):
-            self._sampler = asyncio.create_task(self._sample(proc))
-
-    @staticmethod
-    def _can_sample(proc: RunningCommand) -> bool:
         """Take the first sample, which primes psutil (its first CPU reading of a process is always
         0, so that the next sample counts); None means nothing to sample (a remote command, or one
         that ended)."""
+        if self._sampler is not None:
+            return
         try:
-            return proc.sample() is not None
+            first = proc.sample()
         except Exception:  # psutil races with exiting processes: try again later
-            return True
+            first = None
+        else:
+            if first is None:
+                return
+        self._sampler = asyncio.create_task(self._sample(proc, first))
 
-    async def _sample(self, proc: RunningCommand) -> None:
+    async def _sample(self, proc: RunningCommand, first: ResourceSample | None) -> None:
         """Samples every SAMPLE_INTERVAL seconds from the command's start (primed at PRIME_DELAY)."""
         owner = self.owner
+        if first is not None:
+            # its RSS counts (only its CPU does not): a step that ends before the next sample has
+            # no other tree figure
+            self._keep_rss(first.rss_bytes)
+            await self.state.update_step(owner)
         delay = SAMPLE_INTERVAL - PRIME_DELAY
         while True:
             await asyncio.sleep(delay)
@@ -362,11 +369,28 @@ class CommandPump:
             if sample is None:
                 return
             owner.cpu_percent = round(sample.cpu_percent, 1)
-            owner.rss_bytes = sample.rss_bytes
-            peak = owner.metadata.get("peak_rss_bytes", 0)
-            if sample.rss_bytes > peak:
-                owner.metadata["peak_rss_bytes"] = sample.rss_bytes
+            self._keep_rss(sample.rss_bytes)
             await self.state.update_step(owner)
+
+    def _keep_rss(self, rss: int) -> None:
+        owner = self.owner
+        owner.rss_bytes = rss
+        if rss > owner.metadata.get("peak_rss_bytes", 0):
+            owner.metadata["peak_rss_bytes"] = rss
+
+    def _keep_final_usage(self, proc: RunningCommand) -> None:
+        """What the runner counted over the whole run replaces the last sample: CPU% becomes the
+        average of the run, RSS the peak of what was sampled and what the runner saw. No event of
+        its own: the step's end, which follows, carries them."""
+        usage = proc.final_usage()
+        if usage is None:
+            return
+        owner = self.owner
+        owner.cpu_percent = round(usage.cpu_percent, 1)
+        peak = max(usage.peak_rss_bytes or 0, owner.metadata.get("peak_rss_bytes", 0))
+        if peak:
+            owner.rss_bytes = peak
+            owner.metadata["peak_rss_bytes"] = peak
 
 
 def _fmt_seconds(seconds: float | None) -> str:

@@ -100,8 +100,13 @@ def step_line(depth: int, step: Step, *, show_branch: bool) -> Text:
         text.append(f"  {duration}", style="dim")
     if step.error_message and step.status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
         text.append(f"  {step.error_message}", style="red" if step.status is StepStatus.FAILED else "yellow")
+    usage = []
+    if step.cpu_percent is not None:
+        usage.append(f"cpu {step.cpu_percent:.0f}%")
     if step.rss_bytes:
-        text.append(f"  cpu {step.cpu_percent or 0:.0f}% rss {step.rss_bytes / 1e6:.0f}MB", style="dim")
+        usage.append(f"rss {step.rss_bytes / 1e6:.0f}MB")
+    if usage:  # a step that ended quickly has CPU but perhaps no RSS (see engine/runners/local.py)
+        text.append("  " + " ".join(usage), style="dim")
     return text
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -155,6 +156,23 @@ def test_exec_show_ls_and_logs(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no execution" in missing.stderr
 
 
+def test_show_prints_cpu_and_rss_of_steps_over_before_the_first_sample(tmp_path: Path) -> None:
+    workflow = tmp_path / "short.yaml"
+    # 300 MB: above the RSS of the `stepflow run` process, which a child's ru_maxrss starts at
+    workflow.write_text(json.dumps({"name": "short", "steps": [
+        {"name": "busy", "run": f'{sys.executable} -c "sum(range(3_000_000))"'},
+        {"name": "big", "run": f"{sys.executable} -c 'block = b\"x\" * 300_000_000'"},
+    ]}))
+    result = stepflow(tmp_path, "run", str(workflow))
+    assert result.returncode == 0, result.stdout + result.stderr
+    [execution] = ls_json(tmp_path)
+    shown = stepflow(tmp_path, "show", execution["id"][:8]).stdout
+    lines = {line.split()[1]: line for line in shown.splitlines() if line.strip().startswith("✓ ")}
+    assert re.search(r"  cpu \d+%", lines["busy"]), shown
+    rss = re.search(r"  cpu \d+% rss (\d+)MB", lines["big"])
+    assert rss is not None and int(rss[1]) >= 300, shown
+
+
 def test_ctrl_c_cancels_and_exits_130(tmp_path: Path) -> None:
     proc = spawn(tmp_path, "exec", "--plain", "-v", "--kill-grace", "1", "--shell", "--",
                  "echo STEP_START:wait; echo ready; sleep 60")
@@ -290,8 +308,6 @@ def test_plain_output_keeps_long_lines_whole_and_names_the_branch_of_a_failed_st
 
 
 def test_serve_host_binds_the_websocket_port_there_too(tmp_path: Path) -> None:
-    import re
-
     import aiohttp
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")},

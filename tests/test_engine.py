@@ -448,3 +448,25 @@ async def test_background_process_holding_output_does_not_hang_the_step(tmp_path
         texts = await all_text(engine, done.id)
         assert "started" in texts
         assert any("still hold its output open" in t for t in texts)
+
+
+async def test_a_step_over_before_the_first_sample_keeps_cpu_and_rss(tmp_path: Path) -> None:
+    """Sampling starts 0.1 s into a command (PRIME_DELAY); the figures of a shorter one come from
+    the kernel when its leader is reaped."""
+    import json
+    import resource
+
+    # A child's ru_maxrss starts at our own RSS: only a step above it has a figure of its own.
+    big = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 + 64_000_000
+    workflow = tmp_path / "short.yaml"
+    workflow.write_text(json.dumps({"name": "short", "steps": [
+        {"name": "busy", "run": f'{sys.executable} -c "sum(range(3_000_000))"'},
+        {"name": "big", "run": f"{sys.executable} -c 'block = b\"x\" * {big}'"},
+    ]}))
+    async with engine_at(tmp_path) as engine:
+        done = await finished(engine, await engine.submit_workflow(str(workflow)))
+        assert done.status is ExecutionStatus.COMPLETED, done.error_message
+        steps = by_name(await engine.store.get_steps(done.id))
+    assert steps["busy"].cpu_percent is not None and steps["busy"].cpu_percent > 0
+    assert steps["big"].cpu_percent is not None and steps["big"].cpu_percent > 0
+    assert steps["big"].rss_bytes is not None and steps["big"].rss_bytes >= big

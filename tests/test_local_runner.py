@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sys
 import time
@@ -395,6 +396,31 @@ async def test_sample_sums_the_tree_and_is_none_after_exit(runner):
     assert second is not None and second.cpu_percent > 10
     await command.terminate(0.5)
     assert command.sample() is None
+
+
+def our_peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+async def test_final_usage_is_the_kernels_once_the_leader_is_reaped(runner):
+    command = await runner.start(CommandSpec(argv=[PY, "-c", "sum(range(3_000_000))"]))
+    assert command.final_usage() is None
+    await collect(command)
+    assert await command.wait() == 0
+    usage = command.final_usage()
+    assert usage is not None and usage.cpu_percent > 0
+    # its ru_maxrss starts at our own RSS (the memory it had before its exec): no figure of its own
+    assert usage.peak_rss_bytes is None
+
+
+async def test_final_usage_has_the_peak_rss_above_ours(runner):
+    size = our_peak_rss() + 64_000_000
+    command = await runner.start(CommandSpec(script=f"{PY} -c 'block = b\"x\" * {size}'; true"))
+    await collect(command)
+    assert await command.wait() == 0
+    usage = command.final_usage()
+    assert usage is not None and usage.peak_rss_bytes is not None
+    assert usage.peak_rss_bytes >= size  # python's, counted in bash's since bash waited for it
 
 
 # -- fetch and glob ---------------------------------------------------------------------------------

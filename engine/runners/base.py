@@ -39,6 +39,16 @@ class ResourceSample:
     rss_bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class ResourceUsage:
+    """A command's figures over its whole run."""
+
+    #: CPU seconds / wall seconds, as a percentage (above 100 with more than one core busy)
+    cpu_percent: float
+    #: the largest RSS of one of its processes, when known
+    peak_rss_bytes: int | None
+
+
 class RunningCommand(Protocol):
     @property
     def pid(self) -> int | None: ...
@@ -55,6 +65,10 @@ class RunningCommand(Protocol):
 
     def sample(self) -> ResourceSample | None:
         """CPU% and RSS of the process tree, where the runner can know them."""
+
+    def final_usage(self) -> ResourceUsage | None:
+        """Once the command is over, what the runner counted over its whole run (None where it
+        cannot know)."""
 
 
 class Runner(Protocol):

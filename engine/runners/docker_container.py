@@ -25,7 +25,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from engine.model import Stream
-from engine.runners.base import ResourceSample
+from engine.runners.base import ResourceSample, ResourceUsage
 from engine.runners.docker_logs import LogReader
 from engine.runners.docker_threads import Handoff, in_thread
 
@@ -70,6 +70,9 @@ class ContainerProcess:
         return await asyncio.shield(self._exited)
 
     def sample(self) -> ResourceSample | None:
+        return None
+
+    def final_usage(self) -> ResourceUsage | None:
         return None
 
 

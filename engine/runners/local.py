@@ -11,6 +11,13 @@ file system holds the loop for as long as its exec takes. The pipes are read by
 the loop (`add_reader` on their descriptors: a transport per pipe cost more than the reading) and
 the exit is watched through a pidfd, so no thread waits per command.
 
+Resources are sampled with psutil while a command runs, but the first sample comes only after a
+while (most commands are over by then), so the command's final figures come from the kernel: the
+leader is reaped with `wait4`, whose usage covers it and the descendants it waited for. Its
+`ru_maxrss` is no less than our own RSS when it was started: the kernel counts the memory a process
+had before its exec, which for our child is a copy of ours (fork) or ours (vfork). Only a figure
+above that floor says something about the command.
+
 A command is stopped as a tree: SIGTERM to its process group and to the descendants that left it,
 a grace period, then SIGKILL. Descendants are found by parentage, by session and group, and by a
 tag in their environment (`STEPFLOW_PROCESS_TAG`), which also finds daemons that double-forked
@@ -25,10 +32,13 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
@@ -36,7 +46,7 @@ from typing import IO
 import psutil
 
 from engine.model import Stream
-from engine.runners.base import CommandSpec, FetchError, ResourceSample, SpawnError
+from engine.runners.base import CommandSpec, FetchError, ResourceSample, ResourceUsage, SpawnError
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +65,8 @@ _TAG_KEY = os.fsencode(TAG_VARIABLE)
 KILL_WAIT = 5.0
 #: grace given to commands still running when the runner is closed
 CLOSE_GRACE = 1.0
+#: bytes per unit of `ru_maxrss` (KiB on Linux, bytes on macOS)
+_MAXRSS_UNIT = 1 if sys.platform == "darwin" else 1024
 
 
 class LocalRunner:
@@ -69,9 +81,10 @@ class LocalRunner:
         tag = os.urandom(16).hex()  # as unique as a uuid4, for less
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        started = time.monotonic()
         proc = _spawn(spec, tag, self._devnull)
         try:
-            command = LocalCommand(proc, tag)
+            command = LocalCommand(proc, tag, started)
             command._connect()
         except BaseException:
             _kill_abandoned_process(proc)
@@ -101,9 +114,16 @@ class LocalRunner:
 class LocalCommand:
     """One started command: its output, its exit, and its process tree."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], tag: str) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], tag: str, started: float) -> None:
         self._proc = proc
         self._tag = tag
+        #: monotonic clock when it was started, and when its leader's exit was seen
+        self._started = started
+        self._exited_at: float | None = None
+        #: our peak RSS (in ru_maxrss units) after the spawn: the leader's ru_maxrss starts there
+        self._maxrss_floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        #: what the kernel counted for it, once the leader is reaped
+        self._usage: ResourceUsage | None = None
         self._loop = asyncio.get_running_loop()
         #: the process group (and session) the command was started in
         self._pgid = proc.pid
@@ -261,6 +281,7 @@ class LocalCommand:
     def _set_exited(self, status: os.waitid_result | None) -> None:
         if self._exited.done():
             return
+        self._exited_at = time.monotonic()
         if status is None:
             code = 255  # its status went to whoever reaped it
         elif status.si_code == os.CLD_EXITED:
@@ -272,8 +293,24 @@ class LocalCommand:
 
     def _reap(self) -> None:
         if not self._reaped and self._exited.done():
-            self._proc.wait()  # the zombie is there: returns at once
+            try:
+                _pid, status, usage = os.wait4(self._proc.pid, 0)  # the zombie is there: returns at once
+            except ChildProcessError:  # reaped elsewhere (a waitpid(-1)): its usage went with it
+                pass
+            else:
+                self._proc.returncode = os.waitstatus_to_exitcode(status)  # Popen must not wait again
+                self._usage = self._final_figures(usage)
             self._reaped = True
+
+    def _final_figures(self, usage: resource.struct_rusage) -> ResourceUsage:
+        assert self._exited_at is not None
+        wall = self._exited_at - self._started
+        cpu = usage.ru_utime + usage.ru_stime
+        maxrss = usage.ru_maxrss
+        return ResourceUsage(
+            cpu_percent=100.0 * cpu / wall if wall > 0 else 0.0,
+            peak_rss_bytes=maxrss * _MAXRSS_UNIT if maxrss > self._maxrss_floor else None,
+        )
 
     async def wait(self) -> int:
         return await asyncio.shield(self._exited)
@@ -422,6 +459,12 @@ class LocalCommand:
             seen[process.pid] = process
         self._sampled = seen
         return ResourceSample(cpu_percent=cpu, rss_bytes=rss)
+
+    def final_usage(self) -> ResourceUsage | None:
+        """CPU% over the whole run and peak RSS of the leader and of the descendants it waited
+        for (the peak only when above our own); None until the leader is reaped, or when somebody
+        else reaped it."""
+        return self._usage
 
 
 # -- starting ---------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import asyncssh
 
 from engine.model import Stream
-from engine.runners.base import CommandSpec, ResourceSample, SpawnError
+from engine.runners.base import CommandSpec, ResourceSample, ResourceUsage, SpawnError
 
 if TYPE_CHECKING:
     from engine.runners.ssh import SshRunner
@@ -186,6 +186,9 @@ class SshCommand:
                 self._process.close()
 
     def sample(self) -> ResourceSample | None:
+        return None
+
+    def final_usage(self) -> ResourceUsage | None:
         return None
 
 
