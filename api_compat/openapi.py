@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaValue, models_json_schema
 
 from api_compat.monitor.envelope import dumps
 from api_compat.state import SURFACES
@@ -30,11 +30,6 @@ def _models(surfaces: list[Surface]) -> list[type[BaseModel]]:
                 if isinstance(m, type) and issubclass(m, BaseModel):
                     found[s.envelope(m) if (m is doc.response and s.envelope) else m] = None
     return list(found)
-
-
-def _schema_ref(model: type[BaseModel], refs: dict[tuple[type[BaseModel], str], dict[str, Any]],
-                mode: str = "validation") -> dict[str, Any]:
-    return refs.get((model, mode)) or refs[(model, "validation")]
 
 
 def _parameters(doc: RouteDoc) -> list[dict[str, Any]]:
@@ -60,7 +55,9 @@ def _parameters(doc: RouteDoc) -> list[dict[str, Any]]:
 def build(app: web.Application) -> dict[str, Any]:
     surfaces = app[SURFACES]
     models = _models(surfaces)
-    refs, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
+    schemas, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
+    # each model's `$ref` schema, keyed by the model alone: every one is asked for in validation mode
+    refs: dict[type[BaseModel], JsonSchemaValue] = {m: schemas[(m, "validation")] for m in models}
     components = defs.get("$defs", {})
     paths: dict[str, dict[str, Any]] = {}
     for surface in surfaces:
@@ -75,7 +72,7 @@ def build(app: web.Application) -> dict[str, Any]:
             if doc.description:
                 op["description"] = doc.description
             if doc.body is not None:
-                schema = (_schema_ref(doc.body, refs) if isinstance(doc.body, type) else doc.body)
+                schema = (refs[doc.body] if isinstance(doc.body, type) else doc.body)
                 op["requestBody"] = {"required": True, "content": {doc.body_content_type: {"schema": schema}}}
             responses: dict[str, Any] = {}
             if isinstance(doc.response, dict):
@@ -84,14 +81,14 @@ def build(app: web.Application) -> dict[str, Any]:
                 model = surface.envelope(doc.response) if surface.envelope else doc.response
                 responses[str(doc.status)] = {
                     "description": "Success",
-                    "content": {"application/json": {"schema": _schema_ref(model, refs)}},
+                    "content": {"application/json": {"schema": refs[model]}},
                 }
             else:
                 responses[str(doc.status)] = {"description": "Success"}
             for status in sorted({*doc.errors, 401, 500}):
                 entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Error")}
                 if surface.error_model is not None:
-                    entry["content"] = {"application/json": {"schema": _schema_ref(surface.error_model, refs)}}
+                    entry["content"] = {"application/json": {"schema": refs[surface.error_model]}}
                 responses[str(status)] = entry
             op["responses"] = responses
             if surface.auth:

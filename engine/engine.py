@@ -150,15 +150,17 @@ class Engine:
         rerun_of: str | None = None,
     ) -> Execution:
         self._check_open()
+        argv: list[str] | None = None
+        script: str | None = None
         if isinstance(command, str):
             if not command.strip():
                 raise InvalidRequest("the command is empty")
-            spec_cmd = {"script": command}
+            script = command
             command_text = command
         else:
             if not command:
                 raise InvalidRequest("the command is empty")
-            spec_cmd = {"argv": list(command)}
+            argv = list(command)
             command_text = shlex.join(command)
         if markers not in ("strict", "lenient"):
             raise InvalidRequest(f"markers must be 'strict' or 'lenient', not {markers!r}")
@@ -184,7 +186,7 @@ class Engine:
             execution.metadata["markers"] = "lenient"
         branch = Step(id=new_id(), execution_id=execution.id, name=target, kind=StepKind.BRANCH,
                       index=0, target=target)
-        spec = CommandSpec(env=env_map, cwd=workdir, **spec_cmd)  # type: ignore[arg-type]
+        spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir)
         plan = ExecutionPlan(
             branches=[branch],
             steps=[StepPlan(step=branch, branch=branch, spec=spec, lenient_markers=markers == "lenient")],
@@ -310,7 +312,7 @@ class Engine:
                     same = plans.get((t, need))
                     plan.needs.extend([same] if same is not None else by_name.get(need, []))
         execution.total_steps = sum(1 for s in steps if s.kind is not StepKind.BRANCH)
-        plan = ExecutionPlan(
+        execution_plan = ExecutionPlan(
             branches=list(branches.values()),
             steps=[plans[(t, w.name)] for w in workflow.steps for t in step_targets[w.name]],
             max_parallel=workflow.max_parallel,
@@ -320,7 +322,7 @@ class Engine:
         )
         for t in order:
             self._check_target(t, workflow)
-        return execution, steps, plan, masker
+        return execution, steps, execution_plan, masker
 
     async def _launch(self, execution: Execution, steps: list[Step], plan: ExecutionPlan,
                       masker: Masker, workflow_targets: Mapping[str, Any] | None = None) -> Execution:

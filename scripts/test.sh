@@ -2,7 +2,7 @@
 # Install everything the tests need and run them all. The README's test command; CI runs it too.
 #   - system packages (tmux, openssh-server, podman, runc, busybox-static) via scripts/setup-test-system.sh
 #   - a virtualenv in .venv with the project and its test extras
-#   - ruff, the import-layer check and the whole pytest suite (exit code 5, "no tests", fails)
+#   - ruff, mypy, the import-layer check and the whole pytest suite (exit code 5, "no tests", fails)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,7 @@ fi
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
 .venv/bin/ruff check engine storage api_compat stepflow_tui tests bench
+.venv/bin/mypy engine storage api_compat stepflow_tui
 status=0
 .venv/bin/python -m pytest -p no:cacheprovider "$@" || status=$?
 if [ "$status" -eq 5 ]; then

@@ -13,8 +13,9 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -22,9 +23,13 @@ from engine.engine import Engine, EngineConfig
 from engine.errors import EngineError
 from engine.events import ExecutionFinished
 from engine.model import ExecutionFilter, ExecutionStatus, StepKind, Stream
+from engine.store import Store
 from engine.views import artifact_dict, execution_dict, step_dict
 from engine.workflow_issues import WorkflowError
 from stepflow_tui import cli_output as out
+
+if TYPE_CHECKING:
+    from watchfiles import Change
 
 log = logging.getLogger("stepflow")
 
@@ -68,8 +73,8 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
         level = logging.WARNING
     root = logging.getLogger()
     root.setLevel(level)
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
+    for old_handler in list(root.handlers):
+        root.removeHandler(old_handler)
     if to_file and data_dir is not None:
         ensure_data_dir(data_dir)
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
@@ -79,7 +84,7 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
     root.addHandler(handler)
 
 
-def make_store(data_dir: Path):  # noqa: ANN201 - storage type stays out of the signature
+def make_store(data_dir: Path) -> Store:
     from storage import SqliteStore
     from storage.paths import database_path
 
@@ -117,7 +122,7 @@ async def running_engine(data_dir: Path, *, kill_grace: float | None = None) -> 
 
 
 @contextlib.asynccontextmanager
-async def read_store(data_dir: Path) -> AsyncIterator[object]:
+async def read_store(data_dir: Path) -> AsyncIterator[Store]:
     from engine.engine import owner_alive
 
     store = make_store(data_dir)
@@ -257,7 +262,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 # -- reads -----------------------------------------------------------------------------------------
-async def _resolve(store, prefix: str) -> str:  # noqa: ANN001
+async def _resolve(store: Store, prefix: str) -> str:
     matches = await store.resolve_execution_id(prefix)
     if not matches:
         raise CliError(f"no execution with id {prefix!r} (stepflow ls lists them)", EXIT_FAILED)
@@ -377,7 +382,7 @@ async def cmd_logs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _database_changes(data_dir: Path) -> AsyncIterator[object]:
+async def _database_changes(data_dir: Path) -> AsyncGenerator[set[tuple[Change, str]], None]:
     """Yields whenever the database files change, and at least once a second."""
     import watchfiles
 

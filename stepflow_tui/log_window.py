@@ -275,12 +275,12 @@ class LogWindow:
         needle = needle.lower()
         if forward:
             row = from_row
-            seq = -1 if row < 0 else await self.seq_at(row)
-            if seq is None:
+            after = -1 if row < 0 else await self.seq_at(row)
+            if after is None:
                 return None
             while True:
                 lines = await self.client.get_log_lines(
-                    self.execution_id, step_ids=self.step_ids, after_seq=seq, limit=SEARCH_CHUNK
+                    self.execution_id, step_ids=self.step_ids, after_seq=after, limit=SEARCH_CHUNK
                 )
                 if not lines:
                     return None
@@ -288,18 +288,19 @@ class LogWindow:
                     row = line.seq if not self.filtered else row + 1
                     if needle in strip_ansi(line.text).lower():
                         return row
-                seq = lines[-1].seq
+                after = lines[-1].seq
         row = from_row
+        before: int | None  # None: from the end
         if row >= self.total:
-            seq: int | None = None
+            before = None
             row = self.total
         else:
-            seq = await self.seq_at(row)
-            if seq is None:
+            before = await self.seq_at(row)
+            if before is None:
                 return None
         while True:
             lines = await self.client.get_log_lines(
-                self.execution_id, step_ids=self.step_ids, before_seq=seq, limit=SEARCH_CHUNK,
+                self.execution_id, step_ids=self.step_ids, before_seq=before, limit=SEARCH_CHUNK,
                 newest_first=True,
             )
             if not lines:
@@ -308,4 +309,4 @@ class LogWindow:
                 row = line.seq if not self.filtered else row - 1
                 if needle in strip_ansi(line.text).lower():
                     return row
-            seq = lines[-1].seq
+            before = lines[-1].seq

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, datetime
 
 from engine.model import (
@@ -210,7 +210,7 @@ def _span_ranges(
     before_seq: int | None,
     newest_first: bool,
     offset: int,
-) -> Iterator[tuple[int, int, int]]:
+) -> Generator[tuple[int, int, int], None, None]:
     """`(step_pk, low, high)`: the seqs low <= seq < high of the selected steps, in the order asked,
     within (after_seq, before_seq), after skipping `offset` lines. Spans are read lazily (a cursor),
     so a page near either end reads a few of them."""

@@ -93,7 +93,8 @@ def error_middleware(surface: Surface) -> Any:
 
     @web.middleware
     async def monitor_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not surface.owns(request, request.app[SURFACES]):
+        surfaces = request.app[SURFACES]  # read first: as an argument, mypy infers the key from `owns`'s Sequence
+        if not surface.owns(request, surfaces):
             return await handler(request)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return await handler(request)  # a CORS preflight: the CORS middleware answers it

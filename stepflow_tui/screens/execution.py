@@ -88,7 +88,7 @@ class ExecutionScreen(ExecutionActions):
         return self.query_one(LogView)
 
     @property
-    def tree(self) -> StepTree:
+    def step_tree(self) -> StepTree:
         return self.query_one(StepTree)
 
     def current_execution(self) -> Execution | None:
@@ -115,7 +115,7 @@ class ExecutionScreen(ExecutionActions):
         for step in steps:
             self.steps[step.id] = step
         try:
-            self.tree.set_steps(self.steps.values())
+            self.step_tree.set_steps(self.steps.values())
             self._update_title()
             self.query_one(ArtifactPane).show(self.execution.id, {s.id: s.name for s in self.steps.values()})
         except NoMatches:
@@ -140,7 +140,7 @@ class ExecutionScreen(ExecutionActions):
             elif isinstance(ev, StepAdded | StepStarted | StepUpdated | StepFinished):
                 self.steps[ev.step.id] = ev.step
                 if self._ready:
-                    self.tree.update_step(ev.step)
+                    self.step_tree.update_step(ev.step)
                     if isinstance(ev, StepAdded):
                         self._step_added(ev.step)
             elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
@@ -169,13 +169,13 @@ class ExecutionScreen(ExecutionActions):
         window = self.log_view.window
         if self._filter_step is not None and window is not None and step.parent_id in (window.step_ids or ()):
             if self.log_view.follow:
-                self.log_view.show(self.execution.id, self.tree.subtree_ids(self._filter_step.id))
+                self.log_view.show(self.execution.id, self.step_tree.subtree_ids(self._filter_step.id))
 
     def tick(self) -> None:
         if not self._ready:
             return
         try:
-            self.tree.tick()
+            self.step_tree.tick()
             if self.execution.status is ExecutionStatus.RUNNING:
                 self._update_title()
         except NoMatches:
@@ -265,7 +265,7 @@ class ExecutionScreen(ExecutionActions):
         self.log_view.focus()
 
     def action_focus_tree(self) -> None:
-        self.tree.focus()
+        self.step_tree.focus()
 
     @on(ArtifactTable.SaveRequested)
     def _save(self, event: ArtifactTable.SaveRequested) -> None:

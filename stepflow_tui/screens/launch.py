@@ -124,7 +124,7 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         elsewhere (`--connect`): its targets are not known here, so only local is offered."""
         super().__init__(classes="dialog-screen")
         self.workflow_dirs = workflow_dirs
-        self.watch = watch
+        self.watch_files = watch  # not `self.watch`: that is DOMNode.watch
         self.recent = read_recent() if recent is None else recent
         self.targets_path = targets_path
         self.workflows: list[Path] = []
@@ -150,7 +150,7 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         self._scan()
         if self.targets_path is not None:
             self._read_targets(self.targets_path)
-        if self.watch:
+        if self.watch_files:
             self._watch()
 
     @work(thread=True, group="launch-targets", exclusive=True)

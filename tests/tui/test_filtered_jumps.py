@@ -98,9 +98,9 @@ async def filter_to(pilot, name: str) -> LogView:
     screen = await wait_for(
         pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen, what="view"
     )
-    await wait_for(pilot, lambda: screen.tree.steps, what="the tree")
+    await wait_for(pilot, lambda: screen.step_tree.steps, what="the tree")
     await pilot.press("T")
-    tree = screen.tree
+    tree = screen.step_tree
     while tree.cursor_node is None or tree.cursor_node.data != next(
         s.id for s in tree.steps.values() if s.name == name
     ):

@@ -22,7 +22,7 @@ async def open_running(pilot) -> ExecutionScreen:
     await pilot.press("enter")
     await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
     screen = app.screen
-    await wait_for(pilot, lambda: screen.query_one(LogView).total == 8 and screen.tree.steps, what="log")
+    await wait_for(pilot, lambda: screen.query_one(LogView).total == 8 and screen.step_tree.steps, what="log")
     return screen
 
 
@@ -136,7 +136,7 @@ async def test_live_lines_are_followed(seeded_client):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_running(pilot)
         log = screen.query_one(LogView)
-        unit = next(s for s in screen.tree.steps.values() if s.name == "unit")
+        unit = next(s for s in screen.step_tree.steps.values() if s.name == "unit")
         lines = tuple(f"live line {i}" for i in range(100))
         await seeded_client.publish(LinesLogged(RUNNING_ID, unit.id, Stream.STDOUT, 8, NOW, lines))
         await wait_for(pilot, lambda: log.total == 108, what="live lines")
@@ -148,7 +148,7 @@ async def test_a_burst_of_live_lines_is_one_or_two_repaints_and_the_tail_is_show
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_running(pilot)
         log = screen.query_one(LogView)
-        unit = next(s for s in screen.tree.steps.values() if s.name == "unit")
+        unit = next(s for s in screen.step_tree.steps.values() if s.name == "unit")
         repaints = []
         rows_changed = log._rows_changed
 
