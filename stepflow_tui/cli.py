@@ -208,9 +208,9 @@ async def cmd_exec(args: argparse.Namespace) -> int:
         raise CliError("stepflow exec --shell takes the command as one quoted argument")
     if not args.shell and len(command) == 1 and len(command[0].split()) > 1 and (args.target or "local") == "local" \
             and shutil.which(command[0]) is None:
-        # `stepflow exec -- 'make && make test'`: one word that is no program; it would only
+        # `stepflow exec -- 'make && make test'`: one word that is not a program; it would only
         # fail with "command not found"
-        raise CliError(f"stepflow exec: {command[0]!r} is no program; to run it with a shell: "
+        raise CliError(f"{command[0]!r} is not a program; to run it through a shell: "
                        f"stepflow exec --shell -- {shlex.quote(command[0])}")
     async with running_engine(data_dir, kill_grace=args.kill_grace) as engine:
         return await follow_execution(
