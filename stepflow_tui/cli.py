@@ -13,7 +13,7 @@ import shlex
 import shutil
 import signal
 import sys
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,27 +22,18 @@ from rich.console import Console
 from engine.engine import Engine, EngineConfig
 from engine.errors import EngineError
 from engine.events import ExecutionFinished
-from engine.model import ExecutionFilter, ExecutionStatus, StepKind, Stream
+from engine.model import ExecutionStatus
 from engine.store import Store
-from engine.views import artifact_dict, execution_dict, step_dict
 from engine.workflow_issues import WorkflowError
 from stepflow_tui import cli_output as out
+from stepflow_tui.cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
-    from watchfiles import Change
+    from api_compat import ApiConfig, ApiListener
+    from stepflow_tui.launch import RunningApi
 
 log = logging.getLogger("stepflow")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 # -- wiring ---------------------------------------------------------------------------------------
@@ -261,159 +252,102 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- reads -----------------------------------------------------------------------------------------
-async def _resolve(store: Store, prefix: str) -> str:
-    matches = await store.resolve_execution_id(prefix)
-    if not matches:
-        raise CliError(f"no execution with id {prefix!r} (stepflow ls lists them)", EXIT_FAILED)
-    if prefix in matches:
-        return prefix
-    if len(matches) > 1:
-        raise CliError(f"{prefix!r} is ambiguous: {', '.join(m[:12] for m in matches[:5])}", EXIT_FAILED)
-    return matches[0]
-
-
+# -- reads (stepflow_tui.history_cli) --------------------------------------------------------------
 async def cmd_ls(args: argparse.Namespace) -> int:
-    status = None
-    if args.status:
-        try:
-            status = ExecutionStatus(args.status)
-        except ValueError:
-            raise CliError(
-                f"--status must be one of {', '.join(s.value for s in ExecutionStatus)}"
-            ) from None
-    async with read_store(resolve_data_dir(args.data_dir)) as store:
-        executions, total = await store.list_executions(
-            ExecutionFilter(status=status, user=args.user, text=args.filter, limit=args.limit)
-        )
-    if args.json:
-        print(json.dumps([execution_dict(e) for e in executions], indent=2))
-    elif not executions:
-        print("no executions yet: try  stepflow run sample_workflows/build-and-test.yaml", file=sys.stderr)
-    else:
-        out.render_list(Console(highlight=False), executions)
-        if total > len(executions):
-            print(f"({len(executions)} of {total}; --limit N shows more)", file=sys.stderr)
-    return EXIT_OK
+    from stepflow_tui import history_cli
+
+    return await history_cli.cmd_ls(args, resolve_data_dir(args.data_dir), read_store)
 
 
 async def cmd_show(args: argparse.Namespace) -> int:
-    from engine.model import ArtifactFilter
+    from stepflow_tui import history_cli
 
-    async with read_store(resolve_data_dir(args.data_dir)) as store:
-        execution_id = await _resolve(store, args.id)
-        execution = await store.get_execution(execution_id)
-        steps = await store.get_steps(execution_id)
-        artifacts, _ = await store.list_artifacts(ArtifactFilter(execution_id=execution_id, limit=10_000))
-    assert execution is not None
-    if args.json:
-        print(json.dumps({
-            "execution": execution_dict(execution),
-            "steps": [step_dict(s) for s in steps],
-            "artifacts": [artifact_dict(a) for a in artifacts],
-        }, indent=2))
-    else:
-        out.render_show(Console(highlight=False), execution, steps, artifacts)
-    return EXIT_OK
+    return await history_cli.cmd_show(args, resolve_data_dir(args.data_dir), read_store)
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    async with read_store(resolve_data_dir(args.data_dir)) as store:
-        execution_id = await _resolve(store, args.id)
-        step_ids = None
-        steps = await store.get_steps(execution_id)
-        # several branches: each line says its target (`[web] ...`), or lines of hosts interleave
-        # with nothing to tell them apart
-        several = sum(1 for s in steps if s.kind is StepKind.BRANCH) > 1
-        target_of = {s.id: s.target for s in steps}
-        if args.step:
-            wanted = [s for s in steps if s.name == args.step or s.id == args.step]
-            if not wanted:
-                names = sorted({s.name for s in steps})
-                raise CliError(f"no step {args.step!r} in {execution_id[:8]} (steps: {', '.join(names)})",
-                               EXIT_FAILED)
-            # a step's lines include those of the steps below it
-            ids = {s.id for s in wanted}
-            grew = True
-            while grew:
-                grew = False
-                for s in steps:
-                    if s.parent_id in ids and s.id not in ids:
-                        ids.add(s.id)
-                        grew = True
-            step_ids = sorted(ids)
-        after = -1
-        write = sys.stdout.write
-        changes = _database_changes(resolve_data_dir(args.data_dir)) if args.follow else None
-        try:
-            while True:
-                batch = await store.get_log_lines(execution_id, step_ids=step_ids, after_seq=after, limit=10_000)
-                for line in batch:
-                    prefix = ""
-                    if args.timestamps:
-                        prefix = line.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
-                    if several and line.step_id is not None:
-                        if line.step_id not in target_of:  # a marker step added since (-f)
-                            target_of.update({s.id: s.target for s in await store.get_steps(execution_id)})
-                        if target := target_of.get(line.step_id):
-                            prefix += f"[{target}] "
-                    if line.stream is Stream.SYSTEM:
-                        prefix += "[stepflow] "
-                    write(prefix + line.text + "\n")
-                if batch:
-                    after = batch[-1].seq
-                    if len(batch) == 10_000:
-                        continue
-                if changes is None:
-                    break
-                execution = await store.get_execution(execution_id)
-                if execution is None or execution.status.is_terminal:
-                    # one last read: lines written just before the status changed
-                    if not batch:
-                        break
-                    continue
-                sys.stdout.flush()
-                # another process writes: wait until the database files change (or a second passes)
-                await anext(changes)
-        finally:
-            if changes is not None:
-                await changes.aclose()
-    sys.stdout.flush()
-    return EXIT_OK
+    from stepflow_tui import history_cli
+
+    return await history_cli.cmd_logs(args, resolve_data_dir(args.data_dir), read_store)
 
 
-async def _database_changes(data_dir: Path) -> AsyncGenerator[set[tuple[Change, str]], None]:
-    """Yields whenever the database files change, and at least once a second."""
-    import watchfiles
+# -- TUI / serve / token: the API listener is wired here, and only here ---------------------------------
+def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
+                ws_host: str | None = None) -> ApiConfig:
+    from api_compat import ApiConfig, ConfigError
 
-    async for changed in watchfiles.awatch(data_dir, debounce=50, step=20, rust_timeout=1000,
-                                           yield_on_timeout=True, recursive=False):
-        yield changed
+    try:
+        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host)
+        config.check()
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    return config
 
 
-# -- TUI / serve ----------------------------------------------------------------------------------------
+async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace) -> RunningApi:
+    """The TUI's embedded listener; a CliError says why it did not start (the TUI notes it)."""
+    from api_compat import ApiListener, ListenerError
+
+    listener = ApiListener(engine, _api_config(data_dir, host=args.api_host, port=args.api_port))
+    try:
+        await listener.start()
+    except (ListenerError, OSError) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    return listener
+
+
 async def cmd_tui(args: argparse.Namespace) -> int:
     from stepflow_tui.launch import run_tui
 
-    return await run_tui(args)
+    return await run_tui(args, start_api=lambda engine, data_dir: _start_api(engine, data_dir, args))
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
-    from stepflow_tui.launch import run_serve
+    from api_compat import ConfigError, ListenerError, serve
 
-    return await run_serve(args)
+    data_dir = resolve_data_dir(args.data_dir)
+    # `--host` binds the WebSocket's own port there too (unless STEPFLOW_WEBSOCKET_HOST says
+    # otherwise): `serve --host 0.0.0.0` left it on loopback, out of reach of the remote clients
+    ws_host = args.host if args.host is not None and not os.environ.get("STEPFLOW_WEBSOCKET_HOST") else None
+    config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host)
+    engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
+    await engine.start()
+
+    def ready(listener: ApiListener) -> None:
+        print(f"stepflow serving {listener.url}", flush=True)
+        if listener.ws_url:
+            print(f"WebSocket        {listener.ws_url}", flush=True)
+        print(f"data             {data_dir}", flush=True)
+        print("Ctrl-C or SIGTERM stops (running executions are cancelled and recorded)", flush=True)
+
+    try:
+        await serve(engine, config, shutdown_engine=engine.shutdown, on_ready=ready)
+    except (ListenerError, ConfigError) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+    finally:
+        await engine.shutdown()
+    return EXIT_OK
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from stepflow_tui.launch import create_token
+    from api_compat import create_token
 
-    return create_token(args)
+    if getattr(args, "token_command", None) != "create":
+        raise CliError("usage: stepflow token create [--subject NAME] [--days N]")
+    if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
+        raise CliError(f"--days must be a positive number of days, not {args.days:g}")
+    data_dir = ensure_data_dir(resolve_data_dir(args.data_dir))
+    kwargs: dict[str, object] = {"expires_in": args.days * 86400}
+    if args.subject:
+        kwargs["subject"] = args.subject
+    print(create_token(data_dir, **kwargs))  # type: ignore[arg-type]
+    return EXIT_OK
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from stepflow_tui.launch import targets_command
+    from stepflow_tui.targets_cli import run_targets
 
-    return targets_command(args)
+    return run_targets(args)
 
 
 # -- parser ----------------------------------------------------------------------------------------------
@@ -560,8 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m stepflow_tui.cli`: run the imported module's main, not this `__main__` copy, whose
-    # CliError is another class than the one the commands (stepflow_tui.launch...) raise
+    # `python -m stepflow_tui.cli`: run the imported module's main, not this `__main__` copy (its
+    # functions and the commands' would be two copies of one module)
     from stepflow_tui.cli import main as _main
 
     raise SystemExit(_main())

@@ -19,7 +19,7 @@ FORBIDDEN = {
     "stepflow_tui": {"api_compat", "storage", "sqlalchemy", "aiosqlite"},
 }
 #: the composition root may import every layer
-COMPOSITION_ROOT = {"stepflow_tui/cli.py", "stepflow_tui/launch.py"}
+COMPOSITION_ROOT = {"stepflow_tui/cli.py"}
 
 
 def imported_modules(path: Path) -> set[str]:

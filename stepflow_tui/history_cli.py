@@ -1,0 +1,153 @@
+"""The read commands of the CLI: `ls`, `show` and `logs` (`-f` follows a running execution written
+by another process). They read a store the composition root (`stepflow_tui.cli`) opens for them."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from engine.model import ArtifactFilter, ExecutionFilter, ExecutionStatus, StepKind, Stream
+from engine.store import Store
+from engine.views import artifact_dict, execution_dict, step_dict
+from stepflow_tui import cli_output as out
+from stepflow_tui.cli_errors import EXIT_FAILED, EXIT_OK, CliError
+
+if TYPE_CHECKING:
+    from watchfiles import Change
+
+#: opens the store of a data directory for reading (the composition root's `read_store`)
+StoreOpener = Callable[[Path], contextlib.AbstractAsyncContextManager[Store]]
+
+
+async def _resolve(store: Store, prefix: str) -> str:
+    matches = await store.resolve_execution_id(prefix)
+    if not matches:
+        raise CliError(f"no execution with id {prefix!r} (stepflow ls lists them)", EXIT_FAILED)
+    if prefix in matches:
+        return prefix
+    if len(matches) > 1:
+        raise CliError(f"{prefix!r} is ambiguous: {', '.join(m[:12] for m in matches[:5])}", EXIT_FAILED)
+    return matches[0]
+
+
+async def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
+    status = None
+    if args.status:
+        try:
+            status = ExecutionStatus(args.status)
+        except ValueError:
+            raise CliError(
+                f"--status must be one of {', '.join(s.value for s in ExecutionStatus)}"
+            ) from None
+    async with read_store(data_dir) as store:
+        executions, total = await store.list_executions(
+            ExecutionFilter(status=status, user=args.user, text=args.filter, limit=args.limit)
+        )
+    if args.json:
+        print(json.dumps([execution_dict(e) for e in executions], indent=2))
+    elif not executions:
+        print("no executions yet: try  stepflow run sample_workflows/build-and-test.yaml", file=sys.stderr)
+    else:
+        out.render_list(Console(highlight=False), executions)
+        if total > len(executions):
+            print(f"({len(executions)} of {total}; --limit N shows more)", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_show(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
+    async with read_store(data_dir) as store:
+        execution_id = await _resolve(store, args.id)
+        execution = await store.get_execution(execution_id)
+        steps = await store.get_steps(execution_id)
+        artifacts, _ = await store.list_artifacts(ArtifactFilter(execution_id=execution_id, limit=10_000))
+    assert execution is not None
+    if args.json:
+        print(json.dumps({
+            "execution": execution_dict(execution),
+            "steps": [step_dict(s) for s in steps],
+            "artifacts": [artifact_dict(a) for a in artifacts],
+        }, indent=2))
+    else:
+        out.render_show(Console(highlight=False), execution, steps, artifacts)
+    return EXIT_OK
+
+
+async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
+    async with read_store(data_dir) as store:
+        execution_id = await _resolve(store, args.id)
+        step_ids = None
+        steps = await store.get_steps(execution_id)
+        # several branches: each line says its target (`[web] ...`), or lines of hosts interleave
+        # with nothing to tell them apart
+        several = sum(1 for s in steps if s.kind is StepKind.BRANCH) > 1
+        target_of = {s.id: s.target for s in steps}
+        if args.step:
+            wanted = [s for s in steps if s.name == args.step or s.id == args.step]
+            if not wanted:
+                names = sorted({s.name for s in steps})
+                raise CliError(f"no step {args.step!r} in {execution_id[:8]} (steps: {', '.join(names)})",
+                               EXIT_FAILED)
+            # a step's lines include those of the steps below it
+            ids = {s.id for s in wanted}
+            grew = True
+            while grew:
+                grew = False
+                for s in steps:
+                    if s.parent_id in ids and s.id not in ids:
+                        ids.add(s.id)
+                        grew = True
+            step_ids = sorted(ids)
+        after = -1
+        write = sys.stdout.write
+        changes = _database_changes(data_dir) if args.follow else None
+        try:
+            while True:
+                batch = await store.get_log_lines(execution_id, step_ids=step_ids, after_seq=after, limit=10_000)
+                for line in batch:
+                    prefix = ""
+                    if args.timestamps:
+                        prefix = line.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
+                    if several and line.step_id is not None:
+                        if line.step_id not in target_of:  # a marker step added since (-f)
+                            target_of.update({s.id: s.target for s in await store.get_steps(execution_id)})
+                        if target := target_of.get(line.step_id):
+                            prefix += f"[{target}] "
+                    if line.stream is Stream.SYSTEM:
+                        prefix += "[stepflow] "
+                    write(prefix + line.text + "\n")
+                if batch:
+                    after = batch[-1].seq
+                    if len(batch) == 10_000:
+                        continue
+                if changes is None:
+                    break
+                execution = await store.get_execution(execution_id)
+                if execution is None or execution.status.is_terminal:
+                    # one last read: lines written just before the status changed
+                    if not batch:
+                        break
+                    continue
+                sys.stdout.flush()
+                # another process writes: wait until the database files change (or a second passes)
+                await anext(changes)
+        finally:
+            if changes is not None:
+                await changes.aclose()
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+async def _database_changes(data_dir: Path) -> AsyncGenerator[set[tuple[Change, str]], None]:
+    """Yields whenever the database files change, and at least once a second."""
+    import watchfiles
+
+    async for changed in watchfiles.awatch(data_dir, debounce=50, step=20, rust_timeout=1000,
+                                           yield_on_timeout=True, recursive=False):
+        yield changed
