@@ -40,9 +40,14 @@ class ApiListener:
     `ConfigError` when the configuration is refused), stop with `await listener.stop()`; or use it
     as an async context manager. `port` and `ws_port` give the bound ports (useful with port 0)."""
 
-    def __init__(self, engine: ServedEngine, config: ApiConfig) -> None:
+    def __init__(self, engine: ServedEngine, config: ApiConfig, *, port_option: str = "--port",
+                 ws_port_option: str = "--ws-port (or STEPFLOW_WEBSOCKET_PORT)") -> None:
+        """`port_option`, `ws_port_option`: what a busy port's error tells the user to change (the
+        options of the command that starts the listener)."""
         self.engine = engine
         self.config = config
+        self.port_option = port_option
+        self.ws_port_option = ws_port_option
         self.app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._ws_runner: web.AppRunner | None = None
@@ -77,7 +82,7 @@ class ApiListener:
             try:
                 await site.start()
             except OSError as exc:
-                raise _bind_error(exc, "the API", config.host, config.port, "--port") from exc
+                raise _bind_error(exc, "the API", config.host, config.port, self.port_option) from exc
             self.port = runner.addresses[0][1]
             if config.ws_port is not None:
                 ws_runner = web.AppRunner(create_ws_app(app), **runner_kwargs)  # type: ignore[arg-type]
@@ -88,7 +93,7 @@ class ApiListener:
                         await ws_site.start()
                     except OSError as exc:
                         raise _bind_error(exc, "the WebSocket", config.ws_host, config.ws_port,
-                                          "--ws-port (or STEPFLOW_WEBSOCKET_PORT)") from exc
+                                          self.ws_port_option) from exc
                 except BaseException:
                     await ws_runner.cleanup()
                     raise

@@ -288,7 +288,8 @@ async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace) -
     """The TUI's embedded listener; a CliError says why it did not start (the TUI notes it)."""
     from api_compat import ApiListener, ListenerError
 
-    listener = ApiListener(engine, _api_config(data_dir, host=args.api_host, port=args.api_port))
+    listener = ApiListener(engine, _api_config(data_dir, host=args.api_host, port=args.api_port),
+                           port_option="--api-port", ws_port_option="STEPFLOW_WEBSOCKET_PORT")
     try:
         await listener.start()
     except (ListenerError, OSError) as exc:

@@ -395,3 +395,22 @@ def test_exec_of_a_shell_line_as_one_word_points_to_shell(tmp_path: Path) -> Non
     program.chmod(0o755)
     ran = stepflow(tmp_path, "exec", "-v", "--plain", "--", str(program))
     assert ran.returncode == 0 and "tool ran" in ran.stdout
+
+
+async def test_the_tuis_listener_on_a_busy_port_names_the_tuis_own_option(tmp_path: Path) -> None:
+    """The TUI notes why its API did not start; the fix it names must be an option `tui` has."""
+    import argparse
+    import socket
+
+    from stepflow_tui.cli import CliError, _start_api
+    from tests.engine_helpers import engine_at
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        async with engine_at(tmp_path / "data") as engine:
+            args = argparse.Namespace(api_host=None, api_port=port)
+            with pytest.raises(CliError) as info:
+                await _start_api(engine, tmp_path / "data", args)
+    assert "already in use" in str(info.value) and "--api-port" in str(info.value)
