@@ -50,6 +50,9 @@ from storage.writes import BatchWriter
 
 log = logging.getLogger(__name__)
 
+#: tries at opening the file while another process makes it (see `open`): ~1 s in all
+_OPEN_ATTEMPTS = 10
+
 LOST_MESSAGE = "the engine running it stopped unexpectedly"
 #: how many ids `resolve_execution_id` returns at most
 MAX_RESOLVED = 10
@@ -72,17 +75,28 @@ class SqliteStore:
         if self._engine is not None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(URL.create("sqlite+aiosqlite", database=str(self.path)))
-        pragmas.install(engine.sync_engine)
-        writer = engine.execution_options(**{pragmas.WRITE: True})
-        try:
-            async with writer.begin() as conn:
-                await conn.run_sync(bring_to_head, self.path)
-            async with engine.connect() as conn:
-                self._json_lines = await _has_json_each(conn)
-        except BaseException:
-            await engine.dispose()
-            raise
+        for attempt in range(_OPEN_ATTEMPTS):
+            engine = create_async_engine(URL.create("sqlite+aiosqlite", database=str(self.path)))
+            pragmas.install(engine.sync_engine)
+            writer = engine.execution_options(**{pragmas.WRITE: True})
+            try:
+                async with writer.begin() as conn:
+                    await conn.run_sync(bring_to_head, self.path)
+                async with engine.connect() as conn:
+                    self._json_lines = await _has_json_each(conn)
+            except OperationalError as exc:
+                await engine.dispose()
+                # Two processes opening one new file at once: switching it to WAL needs an
+                # exclusive lock, and SQLite answers "locked" at once instead of calling the busy
+                # handler when waiting could deadlock. Opening again a moment later finds it in WAL.
+                if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.02 * (attempt + 1))
+                continue
+            except BaseException:
+                await engine.dispose()
+                raise
+            break
         self._engine, self._writer = engine, writer
         self._reader.open()
 
