@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, MultipartReader, web
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 from api_compat.monitor.envelope import ApiError, ok
 from api_compat.monitor.errors import describe_validation, read_query
 from api_compat.monitor.schemas import ListArtifactsQuery, UploadForm
+from api_compat.request_parsing import InvalidJson, parse_json
 from api_compat.state import CONFIG, ENGINE
 from engine.model import Artifact, ArtifactFilter
 from engine.views import artifact_dict
@@ -77,9 +77,9 @@ def _tags(values: list[str]) -> list[str]:
         raw = values[0].strip()
         if raw.startswith("["):
             try:
-                parsed = json.loads(raw)
-            except json.JSONDecodeError:
-                raise ApiError(422, "tags: not a valid JSON array") from None
+                parsed = parse_json(raw)
+            except InvalidJson as exc:
+                raise ApiError(422, f"tags: not a valid JSON array: {exc}") from None
             if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
                 raise ApiError(422, "tags: must be an array of strings")
             return parsed
