@@ -58,6 +58,9 @@ class Surface:
     resources: set[AbstractResource] = field(default_factory=set)
     #: requires a bearer token when auth is enabled (it is per surface: some APIs document their own)
     auth: bool = True
+    #: completes the document's `components/schemas` with what only the running application knows
+    #: (the names of the configured targets, say), so that the document describes this listener
+    complete_schemas: Callable[[web.Application, dict[str, Any]], None] | None = None
 
     def add(self, router: web.UrlDispatcher, method: str, path: str, handler: Handler, doc: RouteDoc,
             *, name: str | None = None) -> None:

@@ -66,16 +66,19 @@ async def read_json(request: web.Request, model: type[M], *, optional: bool = Fa
 
 def read_query(request: web.Request, model: type[M]) -> M:
     """Query parameters validated against `model` (400 when they do not fit). A field typed as a
-    list takes every occurrence of its parameter."""
+    list takes every occurrence of its parameter; any other, given twice, is refused."""
     values: dict[str, Any] = {}
     for key in request.query.keys():
         field = model.model_fields.get(key)
         if field is None:
             continue
+        given = request.query.getall(key)
         if "list" in str(field.annotation):
-            values[key] = request.query.getall(key)
+            values[key] = given
+        elif len(given) > 1:
+            raise ApiError(400, f"invalid query parameters: {key}: given more than once")
         else:
-            values[key] = request.query[key]
+            values[key] = given[0]
     try:
         return model.model_validate(values)
     except ValidationError as exc:
