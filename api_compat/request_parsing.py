@@ -21,6 +21,8 @@ import math
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 #: how deeply arrays and objects may nest in a JSON body (the documented bodies need 3 or 4)
 MAX_JSON_DEPTH = 64
@@ -88,6 +90,19 @@ def parse_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     return value
 
 
+#: a body whose Content-Encoding does not decode (`gzip` that is not), or whose chunked framing is broken
+_UNREADABLE = "the request body cannot be read: it is not what its Content-Encoding or framing says"
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body; `RequestRefused(400)` when aiohttp cannot decode it (it raises errors of
+    its own there, which would otherwise be 500s)."""
+    try:
+        return await request.read()
+    except (RequestPayloadError, HttpProcessingError):
+        raise RequestRefused(400, _UNREADABLE) from None
+
+
 #: `read_json_body`'s `empty` when a body is required
 REQUIRED: Any = object()
 
@@ -96,7 +111,7 @@ async def read_json_body(request: web.Request, *, empty: Any = REQUIRED) -> Any:
     """The request's JSON body, or `empty` when there is none (when `empty` is not given: refused).
     Raises `RequestRefused(400)` when it is not JSON that `parse_json` accepts. aiohttp's
     `client_max_size` caps its size (413) before it is read."""
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         if empty is not REQUIRED:
             return empty
@@ -109,7 +124,10 @@ async def read_json_body(request: web.Request, *, empty: Any = REQUIRED) -> Any:
 
 def input_error(exc: BaseException) -> str | None:
     """For an error middleware: a message for a 400 when `exc` is one that only a client's input
-    causes (parsing too deep a value, or too long a number, anywhere in a handler), else None."""
+    causes (parsing too deep a value, or too long a number, anywhere in a handler; a body aiohttp
+    cannot decode), else None."""
+    if isinstance(exc, (RequestPayloadError, HttpProcessingError)):
+        return _UNREADABLE
     if isinstance(exc, RecursionError):
         return "the request nests too deeply to be read"
     if isinstance(exc, ValueError) and _INT_DIGITS in str(exc):

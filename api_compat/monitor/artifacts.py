@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from api_compat.monitor.envelope import ApiError, ok
@@ -132,6 +133,9 @@ async def upload_artifact(request: web.Request) -> web.Response:
     try:
         reader = await request.multipart()
         fields, file_name, data = await _read_form(reader, cap)
+    except RequestPayloadError:
+        # the whole body's Content-Encoding does not decode
+        raise ApiError(400, "the multipart body cannot be read: it is not what its Content-Encoding says") from None
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         # aiohttp's parser: no starting boundary, a body cut short, a garbled part header
         raise ApiError(400, f"the multipart body cannot be read: {exc}") from None

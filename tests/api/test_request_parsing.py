@@ -5,6 +5,7 @@ of a field that is not what it must be) in Monitor's error envelope, and the ser
 
 from __future__ import annotations
 
+import gzip
 import json
 from typing import Any
 
@@ -131,3 +132,23 @@ def test_parse_json_refuses_with_its_one_error_type() -> None:
             parse_json(text)
     assert parse_json(json.dumps(nested(MAX_JSON_DEPTH - 1))) == nested(MAX_JSON_DEPTH - 1)
     assert parse_json(b'{"a": [1, 2.5, "x", null, true]}') == {"a": [1, 2.5, "x", None, True]}
+
+
+@pytest.mark.parametrize("path,content_type", [
+    ("/api/executions", "application/json"),
+    ("/api/executions/x/rerun", "application/json"),
+    ("/api/artifacts", "multipart/form-data; boundary=xx"),
+])
+async def test_a_body_whose_content_encoding_does_not_decode_is_a_400(api: Any, path: str,
+                                                                     content_type: str) -> None:
+    error = check_fail(*await api("POST", path, data=b"this is not gzip",
+                                  headers={"Content-Type": content_type, "Content-Encoding": "gzip"}), 400)
+    assert "cannot be read" in error
+    check_ok(*await api("GET", "/api/health"))
+
+
+async def test_a_gzipped_json_body_is_read(api: Any, engine: Any) -> None:
+    body = gzip.compress(json.dumps({"command": "true", "name": "zipped"}).encode())
+    data = check_ok(*await api("POST", "/api/executions", data=body,
+                               headers={**JSON, "Content-Encoding": "gzip"}), expect=201)
+    await finish(engine, data["execution_id"])
