@@ -104,6 +104,7 @@ async def _read_form(reader: MultipartReader, cap: int) -> tuple[dict[str, list[
     fields: dict[str, list[str]] = {}
     file_name: str | None = None
     data: bytes | None = None
+    text_size = 0
     while True:
         part = await reader.next()
         if part is None:
@@ -117,6 +118,10 @@ async def _read_form(reader: MultipartReader, cap: int) -> tuple[dict[str, list[
             data = await _read_capped(part, cap, "the file")
         elif part.name:
             raw = await _read_capped(part, _TEXT_FIELD_MAX, f"the field {part.name!r}")
+            # together too: without a Content-Length, a stream of fields is otherwise never refused
+            text_size += len(raw)
+            if text_size > _FORM_OVERHEAD:
+                raise ApiError(413, f"the form's fields are larger than the limit of {_FORM_OVERHEAD} bytes together")
             try:
                 fields.setdefault(part.name, []).append(raw.decode())
             except UnicodeDecodeError:

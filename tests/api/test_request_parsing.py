@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -152,3 +153,17 @@ async def test_a_gzipped_json_body_is_read(api: Any, engine: Any) -> None:
     data = check_ok(*await api("POST", "/api/executions", data=body,
                                headers={**JSON, "Content-Encoding": "gzip"}), expect=201)
     await finish(engine, data["execution_id"])
+
+
+async def test_an_upload_streaming_form_fields_without_end_is_refused(api: Any) -> None:
+    # no Content-Length (chunked): the size is only known while reading, field after field
+    async def fields() -> AsyncIterator[bytes]:
+        for i in range(200):
+            yield (f'--xx\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\n'.encode()
+                   + b"x" * 60_000 + b"\r\n")
+        yield b"--xx--\r\n"
+
+    error = check_fail(*await api("POST", "/api/artifacts", data=fields(),
+                                  headers={"Content-Type": "multipart/form-data; boundary=xx"}), 413)
+    assert "fields are larger than the limit" in error
+    check_ok(*await api("GET", "/api/health"))
