@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis import GenerationMode
+from schemathesis import checks as st_checks
 
 from api_compat import ApiListener
 from engine.engine import Engine, EngineConfig
@@ -26,9 +30,6 @@ from storage import SqliteStore
 from storage.paths import database_path
 from tests.api.conftest import make_config, running
 from tests.api.echo_runner import echo_runner_factory
-
-schemathesis = pytest.importorskip("schemathesis")
-hypothesis = pytest.importorskip("hypothesis")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -60,14 +61,14 @@ async def fuzzed_listener(tmp_path: Path) -> AsyncIterator[ApiListener]:
 
 
 def _run_operation(operation: Any, base_url: str, checks: list[Callable[..., Any]],
-                   mode: Any) -> str | None:
-    """Every example of one operation in one generation mode; the first failure's report, or None."""
-    from hypothesis import HealthCheck, Phase, given, settings
-
+                   mode: Any, sent: list[int]) -> str | None:
+    """Every example of one operation in one generation mode (counted in `sent`); the first
+    failure's report, or None."""
     @settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Any) -> None:
+        sent[0] += 1
         case.call_and_validate(base_url=base_url, checks=checks, timeout=30)
 
     try:
@@ -78,14 +79,12 @@ def _run_operation(operation: Any, base_url: str, checks: list[Callable[..., Any
 
 
 def fuzz(base_url: str) -> list[str]:
-    from schemathesis import GenerationMode
-    from schemathesis import checks as st_checks
-
     schema = schemathesis.openapi.from_url(base_url + "/api/openapi.json")
     common = [st_checks.not_a_server_error, st_checks.status_code_conformance,
               st_checks.content_type_conformance, st_checks.response_schema_conformance]
     failures: list[str] = []
     operations = 0
+    sent = [0]
     for result in schema.get_all_operations():
         operation = result.ok()
         operations += 1
@@ -96,10 +95,12 @@ def fuzz(base_url: str) -> list[str]:
             # only a query or a body can be made invalid (a path parameter is any string)
             runs.append((GenerationMode.NEGATIVE, [*common, st_checks.negative_data_rejection]))
         for mode, checks in runs:
-            failure = _run_operation(operation, base_url, checks, mode)
+            failure = _run_operation(operation, base_url, checks, mode, sent)
             if failure is not None:
                 failures.append(failure)
     assert operations >= 20, f"only {operations} operations in the document"
+    assert sent[0] >= 10 * operations, f"only {sent[0]} requests sent"
+    print(f"schemathesis: {sent[0]} requests over {operations} operations")
     return failures
 
 
