@@ -124,12 +124,15 @@ async def read_json_body(request: web.Request, *, empty: Any = REQUIRED) -> Any:
 
 def input_error(exc: BaseException) -> str | None:
     """For an error middleware: a message for a 400 when `exc` is one that only a client's input
-    causes (parsing too deep a value, or too long a number, anywhere in a handler; a body aiohttp
-    cannot decode), else None."""
+    causes (parsing too deep a value, or too long or too large a number, anywhere in a handler; a
+    body aiohttp cannot decode), else None."""
     if isinstance(exc, (RequestPayloadError, HttpProcessingError)):
         return _UNREADABLE
     if isinstance(exc, RecursionError):
         return "the request nests too deeply to be read"
     if isinstance(exc, ValueError) and _INT_DIGITS in str(exc):
         return "the request has a number with more than 4,300 digits"
+    if isinstance(exc, OverflowError):
+        # a number too large for a float or a C integer (YAML's `0x…` integers have no digit limit)
+        return "the request has a number too large to use"
     return None

@@ -78,7 +78,11 @@ async def test_an_optional_body_is_parsed_the_same_way(api: Any) -> None:
     "steps:\n" + "".join(" " * i + "- \n" for i in range(1_200)),
     "steps:\n  - name: a\n    run: echo\n    timeout: " + "9" * 5_000 + "\n",
     "x: " + "1" * 5_000 + "\nsteps: [{name: a, run: echo}]\n",
-], ids=["open-flow", "closed-flow", "block-nesting", "long-timeout", "long-int"])
+    # YAML's hexadecimal integers have no digit limit: one too large for a float
+    "steps:\n  - name: a\n    run: echo\n    timeout: 0x" + "f" * 10_000 + "\n",
+    "name: 0x" + "f" * 10_000 + "\nsteps: [{name: a, run: echo}]\n",
+], ids=["open-flow", "closed-flow", "block-nesting", "long-timeout", "long-int", "huge-hex-timeout",
+        "huge-hex-name"])
 async def test_a_workflow_text_too_deep_or_too_long_is_a_400(api: Any, text: str) -> None:
     check_fail(*await api("POST", "/api/workflows", json={"text": text}), 400)
     check_ok(*await api("GET", "/api/health"))
