@@ -158,6 +158,7 @@ async def test_cors_only_when_configured(scripted: ScriptedEngine, tmp_path: Pat
     origin = {"Origin": "http://ui.example"}
     async with running(scripted, make_config(tmp_path)) as lst:
         async with session.get(lst.url + "/api/health", headers=origin) as resp:
+            assert resp.status == 403  # an origin not configured is refused (tests/api/test_cross_site.py)
             assert "Access-Control-Allow-Origin" not in resp.headers
     config = make_config(tmp_path, cors_origins=("http://ui.example",), auth_enabled=True)
     async with running(scripted, config) as lst:
@@ -171,4 +172,5 @@ async def test_cors_only_when_configured(scripted: ScriptedEngine, tmp_path: Pat
             assert resp.status == 401  # an error still carries CORS headers, so a browser can read it
             assert resp.headers["Access-Control-Allow-Origin"] == "http://ui.example"
         async with session.get(lst.url + "/api/health", headers={"Origin": "http://evil.example"}) as resp:
+            assert resp.status == 403
             assert "Access-Control-Allow-Origin" not in resp.headers
