@@ -112,7 +112,8 @@ async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path
     token = create_token(tmp_path)
     other = create_token(tmp_path / "elsewhere")
     expired = create_token(tmp_path, expires_in=-10)
-    async with running(scripted, make_config(tmp_path, auth_enabled=True)) as lst:
+    # four failures on every route: more than the default burst of failed authentications
+    async with running(scripted, make_config(tmp_path, auth_enabled=True, auth_failure_limit="1000/minute")) as lst:
         app = lst.app
         assert app is not None
         paths = {r.resource.canonical for r in app.router.routes()}
