@@ -25,10 +25,10 @@ the path (`Surface.refusal`).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from api_compat.config import ApiConfig
 from api_compat.state import SURFACES
@@ -105,7 +105,7 @@ class CrossSitePolicy:
         origin = origin.strip().rstrip("/").lower()
         if origin == "null":
             return False
-        if origin in self.cors:
+        if origin in self.cors or self.cors_any:
             return True
         parts = urlsplit(origin)
         if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.path or parts.query:
@@ -115,8 +115,6 @@ class CrossSitePolicy:
         except ValueError:
             return False
         name = normalize_host(parts.hostname)
-        if self.cors_any:
-            return True
         if name in self.names and port == local_port:
             return True
         # same origin as the URL the browser asked for, under a name we answer to: a tunnel
@@ -156,7 +154,7 @@ def _documented_body_types(app: web.Application) -> dict[tuple[str, str], str]:
     return types
 
 
-def cross_site_middleware(config: ApiConfig, bound_host: str) -> Callable[..., object]:
+def cross_site_middleware(config: ApiConfig, bound_host: str) -> Middleware:
     policy = CrossSitePolicy(config, bound_host)
     body_types: dict[tuple[str, str], str] | None = None
 
