@@ -43,5 +43,5 @@ class MovingWindowLimit:
 
     def retry_after(self, key: str) -> int:
         """Whole seconds until `key` may have one more event (at least 1)."""
-        stats = self._limiter.get_window_stats(self.item, key)
-        return max(1, math.ceil(stats.reset_time - time.time()))
+        reset_time, _remaining = self._limiter.get_window_stats(self.item, key)
+        return max(1, math.ceil(reset_time - time.time()))
