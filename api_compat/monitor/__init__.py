@@ -7,6 +7,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from api_compat.monitor import artifacts, executions, health, list_cache, ws
+from api_compat.monitor.envelope import fail
 from api_compat.monitor.errors import error_middleware
 from api_compat.monitor.schemas import (
     UPLOAD_SCHEMA,
@@ -53,6 +54,7 @@ def make_surface() -> Surface:
         error_model=ErrorEnvelope,
         prefixes=("/api/executions", "/api/artifacts", "/api/health", "/api/workflows", "/ws"),
         fallback=True,
+        refusal=fail,
     )
 
 
