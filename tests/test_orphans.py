@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -148,3 +149,33 @@ def test_what_a_lost_execution_left_running_is_stopped_at_the_next_start(tmp_pat
         assert len(lost) == 1 and lost[0]["status"] == "failed"
     for process in bystanders:
         process.wait()
+
+
+def test_a_watchdog_that_died_is_replaced_and_told_every_running_command(tmp_path: Path) -> None:
+    pids, gate = tmp_path / "pids", tmp_path / "gate"
+    workflow = tmp_path / "wf.yaml"
+    workflow.write_text(
+        "name: w\nsteps:\n"
+        f"  - {{name: early, run: {json.dumps(STEP.format(pids=pids))}}}\n"
+        f"  - {{name: gate, run: {json.dumps(f'while [ ! -e {gate} ]; do sleep 0.02; done')}}}\n"
+        f"  - {{name: late, run: {json.dumps(STEP.format(pids=pids))}, needs: [gate]}}\n"
+    )
+    data = tmp_path / "data"
+    engine = subprocess.Popen(cli("run", "--plain", str(workflow)), env=environment(data),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    with cleaned_up(pids):
+        try:
+            wait_until(lambda: len(read_pids(pids)) == 3 and len(watchdogs_of(data)) == 1, 30,
+                       "the first step did not start its children")
+            [first] = watchdogs_of(data)
+            os.kill(first, signal.SIGKILL)
+            wait_until(lambda: not alive(first), 10, "the watchdog did not die")
+            gate.touch()  # the gate step ends: the engine's next message finds the watchdog gone
+            wait_until(lambda: len(read_pids(pids)) == 6, 30, "the last step did not start its children")
+            assert len(watchdogs_of(data)) == 1 and watchdogs_of(data) != [first]
+        finally:
+            engine.kill()
+            engine.wait()
+        started = read_pids(pids)
+        wait_until(lambda: not any(alive(pid) for pid in started), 15,
+                   f"processes of the killed engine's steps still run: {[p for p in started if alive(p)]}")
