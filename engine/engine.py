@@ -85,8 +85,8 @@ class Engine:
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> list[str]:
-        """Open the store, mark what a dead engine left running as lost, start writing.
-        Returns the ids of the executions found lost."""
+        """Open the store, mark what a dead engine left running as lost (and stop the processes
+        they left running), start writing. Returns the ids of the executions found lost."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
         lost = await mark_lost(self.store)

@@ -135,6 +135,7 @@ class Watchdog:
         read, write = os.pipe()
         env = {k: v for k, v in os.environ.items() if k != TAG_VARIABLE}
         try:
+            # -I: its own folder is not on sys.path (engine/runners/docker.py would hide the docker package)
             self._process = subprocess.Popen(
                 [sys.executable, "-I", "-S", __file__],
                 stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
