@@ -114,12 +114,13 @@ async def running_engine(data_dir: Path, *, kill_grace: float | None = None) -> 
 
 @contextlib.asynccontextmanager
 async def read_store(data_dir: Path) -> AsyncIterator[Store]:
-    from engine.engine import owner_alive
+    from engine.engine import mark_lost
 
     store = make_store(data_dir)
     await store.open()
-    # executions of an engine that died show as failed ("engine lost"), not as running forever
-    await store.mark_lost(owner_alive)
+    # executions of an engine that died show as failed ("engine lost"), not as running forever, and
+    # what they left running is stopped
+    await mark_lost(store)
     try:
         yield store
     finally:
