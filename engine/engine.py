@@ -85,13 +85,11 @@ class Engine:
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> list[str]:
-        """Open the store, mark what a dead engine left running as lost, start writing.
-        Returns the ids of the executions found lost."""
+        """Open the store, mark what a dead engine left running as lost (and stop the processes
+        they left running), start writing. Returns the ids of the executions found lost."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
-        lost = await self.store.mark_lost(owner_alive)
-        if lost:
-            log.warning("marked %d execution(s) left running by a dead engine as failed", len(lost))
+        lost = await mark_lost(self.store)
         self.writer.start()
         self._started = True
         # What exists once the store is open (modules, schemas, compiled SQL...) lives as long as the
@@ -186,7 +184,7 @@ class Engine:
             execution.metadata["markers"] = "lenient"
         branch = Step(id=new_id(), execution_id=execution.id, name=target, kind=StepKind.BRANCH,
                       index=0, target=target)
-        spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir)
+        spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir, execution_id=execution.id)
         plan = ExecutionPlan(
             branches=[branch],
             steps=[StepPlan(step=branch, branch=branch, spec=spec, lenient_markers=markers == "lenient")],
@@ -290,7 +288,7 @@ class Engine:
                 step_env = {**env, **wstep.env}
                 argv = direct_argv(wstep.run) if target_is_local(t) else None
                 spec = CommandSpec(argv=argv, script=None if argv else wstep.run, shell=wstep.shell,
-                                   env=step_env, cwd=cwd)
+                                   env=step_env, cwd=cwd, execution_id=execution.id)
                 markers_mode = wstep.markers
                 plan = StepPlan(
                     step=step, branch=branches[t], spec=spec,
@@ -550,6 +548,19 @@ class Engine:
 
 def owner_alive(owner: str | None) -> bool:
     return owner == this_engine() or owner_is_alive(owner)
+
+
+async def mark_lost(store: Store) -> list[str]:
+    """Mark what a dead engine left running as failed ("engine lost"), and stop the processes
+    those executions left running here (when the dead engine's watchdog could not). Waits at most
+    a second or so, and only when such processes are found. Returns the lost executions' ids."""
+    from engine.runners.orphans import stop_lost_processes
+
+    lost = await store.mark_lost(owner_alive)
+    if lost:
+        log.warning("marked %d execution(s) left running by a dead engine as failed", len(lost))
+        await stop_lost_processes(lost)
+    return lost
 
 
 def _default_runner_factory(target: str, config: Any) -> Runner:

@@ -9,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from api_compat.monitor import artifacts, executions, health, list_cache, ws
+from api_compat.monitor.envelope import fail
 from api_compat.monitor.errors import error_middleware
 from api_compat.monitor.schemas import (
     UPLOAD_SCHEMA,
@@ -64,6 +65,7 @@ def make_surface() -> Surface:
         prefixes=("/api/executions", "/api/artifacts", "/api/health", "/api/workflows", "/ws"),
         fallback=True,
         complete_schemas=_complete_schemas,
+        refusal=fail,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api_compat.auth import AuthError
+from api_compat.auth import AuthError, AuthThrottled
 from api_compat.monitor.envelope import ApiError, fail
 from api_compat.request_parsing import REQUIRED, RequestRefused, input_error, read_json_body
 from api_compat.state import SURFACES, VERIFIER
@@ -94,14 +94,16 @@ def error_middleware(surface: Surface) -> Any:
         if not surface.owns(request, surfaces):
             return await handler(request)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return await handler(request)  # a CORS preflight: the CORS middleware answers it
+            return await handler(request)  # a CORS preflight: cross_site.py answers it or refuses it
         verifier = request.app[VERIFIER] if surface.auth else None
         if verifier is not None:
             try:
                 # browsers cannot set headers on a WebSocket: accept ?token= on an upgrade only
                 is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
                 query_token = request.query.get("token") if is_upgrade else None
-                verifier.check_header(request.headers.get("Authorization"), query_token)
+                verifier.check_request(request.headers.get("Authorization"), query_token, client=request.remote)
+            except AuthThrottled as exc:
+                return fail(str(exc), 429, {"Retry-After": str(exc.retry_after)})
             except AuthError as exc:
                 return fail(str(exc), 401, {"WWW-Authenticate": 'Bearer realm="stepflow"'})
         try:
