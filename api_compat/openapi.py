@@ -14,8 +14,10 @@ from api_compat.state import SURFACES
 from api_compat.surface import RouteDoc, Surface
 
 _REF = "#/components/schemas/{model}"
-_STATUS_TEXT = {400: "Bad request", 401: "Authentication required", 404: "Not found", 409: "Conflict",
-                413: "Too large", 422: "Invalid body", 500: "Server error", 503: "Shutting down"}
+_STATUS_TEXT = {400: "Bad request", 401: "Authentication required", 403: "Refused origin or host",
+                404: "Not found", 409: "Conflict", 413: "Too large", 415: "Wrong content type",
+                422: "Invalid body", 429: "Too many failed authentications", 500: "Server error",
+                503: "Shutting down"}
 #: the document, built on first request (the routes are frozen by then)
 OPENAPI_CACHE = web.AppKey("openapi_cache", dict[str, str])
 
@@ -124,13 +126,16 @@ def build(app: web.Application) -> dict[str, Any]:
                 }
             else:
                 responses[str(doc.status)] = {"description": "Success"}
-            # every route can fail auth or fail; a query or a body can be unreadable (400), a JSON
-            # body too large for the listener's limit (413)
-            statuses = {*doc.errors, 401, 500}
+            # every route can be refused by the cross-site checks (403: Origin, Host) or fail (500);
+            # with auth, refuse a token (401) or too many of them (429); a query or a body can be
+            # unreadable (400), a body too large (413) or of another content type (415)
+            statuses = {*doc.errors, 403, 500}
+            if surface.auth:
+                statuses |= {401, 429}
             if doc.query is not None or doc.body is not None:
                 statuses.add(400)
             if doc.body is not None:
-                statuses.add(413)
+                statuses |= {413, 415}
             for status in sorted(statuses):
                 entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Error")}
                 if surface.error_model is not None:

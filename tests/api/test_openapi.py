@@ -110,7 +110,11 @@ async def test_the_document_says_what_the_handlers_refuse(api: Any) -> None:
     download = _op(doc, "get", "/api/artifacts/{artifact_id}/download")["responses"]["200"]
     assert list(download["content"]) == ["*/*"]  # the artifact's own type (image/png, application/pdf…)
     # an unreadable body or query is a 400 wherever there is one; a too large body a 413
-    assert {"400", "413"} <= set(_op(doc, "post", "/api/executions/{execution_id}/rerun")["responses"])
+    assert {"400", "413", "415"} <= set(_op(doc, "post", "/api/executions/{execution_id}/rerun")["responses"])
+    # the cross-site checks and the failed-auth limit answer on every route
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            assert {"401", "403", "429", "500"} <= set(op["responses"]), (method, path)
     assert "400" in _op(doc, "get", "/api/executions/{execution_id}/logs/count")["responses"]
     assert "400" in _op(doc, "get", "/ws")["responses"]  # a plain GET, no handshake
 
