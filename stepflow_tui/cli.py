@@ -71,6 +71,8 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
     else:
         handler = logging.StreamHandler(sys.stderr)
+        # a full disk: the command says so itself, in one line (main's EngineError)
+        handler.addFilter(lambda record: not getattr(record, "store_full", False))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
 
