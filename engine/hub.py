@@ -68,9 +68,10 @@ class Subscriber:
 
 
 #: log lines read from the commands but not yet committed to the store, at most (about: one more
-#: event per command may go in when there is room). What a crash of the engine can lose: at the
-#: ~300,000 lines/s the store takes, ~30 ms (bench/crash_loss.py).
-MAX_UNCOMMITTED_LINES = 10_000
+#: event per command may go in when there is room). What a crash of the engine can lose of them: at
+#: the ~300,000 lines/s the store takes, ~70 ms (bench/crash_loss.py). 10,000 cost a third of that
+#: throughput (bench/ingest.py: the writer's batches, half of this, got too small).
+MAX_UNCOMMITTED_LINES = 20_000
 
 
 class Sink(asyncio.Queue["Event | asyncio.Future[None]"]):
