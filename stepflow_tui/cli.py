@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from engine.engine import Engine, EngineConfig
-from engine.errors import EngineError
+from engine.errors import EngineError, StoreFull
 from engine.events import ExecutionFinished
 from engine.model import ExecutionStatus
 from engine.store import Store
@@ -121,7 +121,11 @@ async def read_store(data_dir: Path) -> AsyncIterator[Store]:
     store = make_store(data_dir)
     await store.open()
     # executions of an engine that died show as failed ("engine lost"), not as running forever
-    await store.mark_lost(owner_alive)
+    try:
+        await store.mark_lost(owner_alive)
+    except StoreFull as exc:  # reading needs no room: go on, saying why some may show as running
+        print(f"stepflow: {exc.message}; executions of engines that died may still show as running",
+              file=sys.stderr)
     try:
         yield store
     finally:

@@ -128,8 +128,13 @@ class SqliteStore:
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         if self._writer is None:
             raise RuntimeError("the store is not open")
-        async with self._write_lock, self._writer.begin() as conn:
-            yield conn
+        try:
+            async with self._write_lock, self._writer.begin() as conn:
+                yield conn
+        except (DBAPIError, sqlite3.Error, OSError) as exc:
+            if _is_disk_full(exc):
+                raise StoreFull(f"no space left for the store at {self.path}") from exc
+            raise
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -143,30 +148,20 @@ class SqliteStore:
     async def apply(self, events: Sequence[Event]) -> dict[str, str]:
         if not events:
             return {}
-        try:
-            async with self._write() as conn:
-                writer = BatchWriter(conn, json_lines=self._json_lines)
-                await writer.write(events)
-        except (DBAPIError, sqlite3.Error, OSError) as exc:
-            if _is_disk_full(exc):
-                raise StoreFull(f"no space left for the store at {self.path}") from exc
-            raise
+        async with self._write() as conn:
+            writer = BatchWriter(conn, json_lines=self._json_lines)
+            await writer.write(events)
         return writer.refused
 
     async def fail_execution(self, execution_id: str, error: str) -> bool:
-        try:
-            async with self._write() as conn:
-                result = await conn.execute(
-                    update(executions)
-                    .where(executions.c.id == execution_id, executions.c.status.in_(_OPEN_EXECUTION))
-                    .values(status=ExecutionStatus.FAILED.value, error_message=replace_surrogates(error),
-                            completed_at=utcnow(),
-                            started_at=func.coalesce(executions.c.started_at, literal(utcnow(), UtcDateTime())))
-                )
-        except (DBAPIError, sqlite3.Error, OSError) as exc:
-            if _is_disk_full(exc):
-                raise StoreFull(f"no space left for the store at {self.path}") from exc
-            raise
+        now = utcnow()
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id, executions.c.status.in_(_OPEN_EXECUTION))
+                .values(status=ExecutionStatus.FAILED.value, error_message=replace_surrogates(error),
+                        completed_at=now, started_at=func.coalesce(executions.c.started_at, literal(now, UtcDateTime())))
+            )
         return result.rowcount > 0
 
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
