@@ -42,24 +42,28 @@ CLOSER = textwrap.dedent("""\
 """)
 
 
-async def test_closing_a_store_while_another_process_writes_prints_nothing(tmp_path: Path) -> None:
-    db = database_path(tmp_path)
-    engine = Engine(SqliteStore(db), tmp_path, EngineConfig())
+async def one_execution(data_dir: Path) -> None:
+    engine = Engine(SqliteStore(database_path(data_dir)), data_dir, EngineConfig())
     await engine.start()
     try:
         done = await engine.submit_command(["echo", "one"])
         await engine.wait(done.id)
     finally:
         await engine.shutdown()
+
+
+def test_closing_a_store_while_another_process_writes_prints_nothing(tmp_path: Path) -> None:
+    asyncio.run(one_execution(tmp_path))
+    db = database_path(tmp_path)
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as writer:
         writer.execute("DELETE FROM sqlite_stat1")  # as on a store never analyzed
         child = subprocess.Popen([sys.executable, "-c", CLOSER, str(db)], cwd=ROOT, text=True,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert child.stdout is not None and child.stdin is not None
-        assert await asyncio.to_thread(child.stdout.readline) == "ready\n"
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ready\n"
         writer.execute("BEGIN IMMEDIATE")  # this process is writing when the other closes
         try:
-            out, err = await asyncio.to_thread(child.communicate, "\n", 30)
+            out, err = child.communicate("\n", timeout=30)
         finally:
             writer.execute("ROLLBACK")
     assert child.returncode == 0
