@@ -342,7 +342,7 @@ class Engine:
         await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in steps)))
         await self.writer.barrier()
         if (not_stored := self.writer.failures.get(execution.id)) is not None:
-            raise not_stored  # no one shall be told it was accepted
+            raise type(not_stored)(not_stored.message)  # no one shall be told it was accepted
         targets = workflow_targets or {}
         run = ExecutionRun(state, plan, lambda t: self._runner(t, targets), self.artifacts)
         task = asyncio.create_task(self._run_then_forget(run, execution.id), name=f"execution-{execution.id}")
@@ -384,11 +384,11 @@ class Engine:
             await asyncio.shield(task)
             await self.writer.barrier()
             if (not_stored := self.writer.failures.get(execution_id)) is not None:
-                raise not_stored
+                raise type(not_stored)(not_stored.message)
             return state.execution.snapshot()
         await self.writer.barrier()
         if (not_stored := self.writer.failures.get(execution_id)) is not None:
-            raise not_stored
+            raise type(not_stored)(not_stored.message)
         execution = await self.store.get_execution(execution_id)
         if execution is None:
             raise NotFound(f"no execution {execution_id}")

@@ -43,7 +43,7 @@ class StoreWriter:
         self.applied_events = 0
         self.failed_batches = 0
         self._linger_until: float | None = None
-        #: executions whose events could not be stored, and why (a StoreError to raise to callers)
+        #: executions whose events could not be stored, and why (the engine raises a copy to callers)
         self.failures: dict[str, StoreError] = {}
         #: what the engine does with an execution that cannot be stored (stop its commands)
         self.on_failed: Callable[[str, StoreError], None] | None = None
