@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from engine.engine import Engine, EngineConfig
-from engine.errors import EngineError
+from engine.errors import EngineError, StoreFull
 from engine.events import ExecutionFinished
 from engine.model import ExecutionStatus
 from engine.store import Store
@@ -71,6 +71,8 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
     else:
         handler = logging.StreamHandler(sys.stderr)
+        # a full disk: the command says so itself, in one line (main's EngineError)
+        handler.addFilter(lambda record: not getattr(record, "store_full", False))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
 
@@ -120,7 +122,11 @@ async def read_store(data_dir: Path) -> AsyncIterator[Store]:
     await store.open()
     # executions of an engine that died show as failed ("engine lost"), not as running forever, and
     # what they left running is stopped
-    await mark_lost(store)
+    try:
+        await mark_lost(store)
+    except StoreFull as exc:  # reading needs no room: go on, saying why some may show as running
+        print(f"stepflow: {exc.message}; executions of engines that died may still show as running",
+              file=sys.stderr)
     try:
         yield store
     finally:

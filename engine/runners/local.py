@@ -57,12 +57,14 @@ log = logging.getLogger(__name__)
 
 #: largest chunk handed to the consumer of `output()`
 READ_CHUNK = 65536
-#: bytes asked of a pipe per read (as asyncio's pipe transport does)
-READ_SIZE = 256 * 1024
+#: bytes asked of a pipe per read (a pipe holds 64 KiB unless enlarged)
+READ_SIZE = 64 * 1024
 #: bytes read but not yet taken by the consumer above which reading pauses (the command then
-#: blocks on its full pipe), and below which it resumes
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
+#: blocks on its full pipe), and below which it resumes. What is read and not yet stored dies with
+#: a killed engine: 256 KiB (and reads of as much) were ~25,000 short lines per command at the
+#: kill; these cost no throughput (bench/crash_loss.py, bench/ingest.py)
+HIGH_WATER = 64 * 1024
+LOW_WATER = 16 * 1024
 _TAG_KEY = os.fsencode(TAG_VARIABLE)
 #: how long to wait for SIGKILLed processes to disappear before giving up on them
 KILL_WAIT = 5.0
