@@ -60,11 +60,13 @@ READ_CHUNK = 65536
 #: bytes asked of a pipe per read (a pipe holds 64 KiB unless enlarged)
 READ_SIZE = 64 * 1024
 #: bytes read but not yet taken by the consumer above which reading pauses (the command then
-#: blocks on its full pipe), and below which it resumes. What is read and not yet stored dies with
-#: a killed engine: 256 KiB (and reads of as much) were ~25,000 short lines per command at the
-#: kill; these cost no throughput (bench/crash_loss.py, bench/ingest.py)
-HIGH_WATER = 64 * 1024
-LOW_WATER = 16 * 1024
+#: blocks on its full pipe), and below which it resumes (a quarter of it). What is read and not
+#: yet stored dies with a killed engine, so the runner's commands share READ_AHEAD between them
+#: (each gets at least MIN_HIGH_WATER): one command keeps 64 KiB (no cost in bench/ingest.py), a
+#: hundred 8 KiB each, rather than 100 x 128 KiB, ~1M short lines at a kill (bench/crash_loss.py)
+READ_AHEAD = 256 * 1024
+MAX_HIGH_WATER = 64 * 1024
+MIN_HIGH_WATER = 8 * 1024
 _TAG_KEY = os.fsencode(TAG_VARIABLE)
 #: how long to wait for SIGKILLed processes to disappear before giving up on them
 KILL_WAIT = 5.0
@@ -96,7 +98,7 @@ class LocalRunner:
             orphans.forget(tag)
             raise
         try:
-            command = LocalCommand(proc, tag, started)
+            command = LocalCommand(proc, tag, started, self._running)
             command._connect()
         except BaseException:
             _kill_abandoned_process(proc)
@@ -132,7 +134,8 @@ class LocalRunner:
 class LocalCommand:
     """One started command: its output, its exit, and its process tree."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], tag: str, started: float) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], tag: str, started: float,
+                 siblings: set[LocalCommand] | None = None) -> None:
         self._proc = proc
         self._tag = tag
         #: monotonic clock when it was started, and when its leader's exit was seen
@@ -151,6 +154,8 @@ class LocalCommand:
         self._leader: psutil.Process | None = None
         #: processes seen in the tree, kept so that their cpu_percent has a previous reading
         self._sampled: dict[int, psutil.Process] = {}
+        #: the runner's running commands, this one among them: they share READ_AHEAD
+        self._siblings = siblings if siblings is not None else set()
         self._chunks: collections.deque[tuple[Stream, bytes]] = collections.deque()
         self._buffered = 0
         self._paused = False
@@ -177,7 +182,7 @@ class LocalCommand:
 
     def _read_ready(self, fd: int) -> None:
         try:
-            data = os.read(fd, READ_SIZE)
+            data = os.read(fd, min(READ_SIZE, self._high_water()))
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:  # not expected of a pipe; its end, as far as we can tell
@@ -199,14 +204,14 @@ class LocalCommand:
     async def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
         """Chunks of at most READ_CHUNK bytes, in arrival order, until both pipes are closed.
 
-        For one consumer. While it does not read, at most about HIGH_WATER bytes wait here; then
+        For one consumer. While it does not read, at most about its high water (`_high_water`) waits here; then
         the pipes are no longer read and the command blocks on its next write."""
         chunks = self._chunks
         while True:
             while chunks:
                 stream, data = chunks.popleft()
                 self._buffered -= len(data)
-                if self._paused and self._buffered <= LOW_WATER:
+                if self._paused and self._buffered <= self._high_water() // 4:
                     self._set_paused(False)
                 if len(data) <= READ_CHUNK:
                     yield stream, data
@@ -224,9 +229,12 @@ class LocalCommand:
     def _on_data(self, stream: Stream, data: bytes) -> None:
         self._chunks.append((stream, data))
         self._buffered += len(data)
-        if not self._paused and self._buffered > HIGH_WATER:
+        if not self._paused and self._buffered > self._high_water():
             self._set_paused(True)
         self._wake()
+
+    def _high_water(self) -> int:
+        return max(MIN_HIGH_WATER, min(MAX_HIGH_WATER, READ_AHEAD // max(len(self._siblings), 1)))
 
     def _on_pipe_closed(self) -> None:
         self._open_pipes -= 1
