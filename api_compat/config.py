@@ -49,6 +49,8 @@ class ApiConfig:
     access_log: bool = False
     #: seconds in-flight requests get when the listener stops
     shutdown_timeout: float = 5.0
+    #: the folders whose files `POST /api/workflows {"path": ...}` may run; none: no path is read
+    workflow_dirs: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiConfig:
@@ -86,6 +88,8 @@ class ApiConfig:
                 raise ConfigError(f"STEPFLOW_WS_LOG_BUDGET={v!r} is not a number of log entries per second") from None
         if env.get("STEPFLOW_LOG_LEVEL", "").upper() == "DEBUG":
             values["access_log"] = True
+        if v := env.get("STEPFLOW_WORKFLOW_DIRS"):  # folders, separated by os.pathsep
+            values["workflow_dirs"] = tuple(Path(d).expanduser() for d in v.split(os.pathsep) if d.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("data_dir"), str):
             values["data_dir"] = Path(str(values["data_dir"])).expanduser()

@@ -273,22 +273,29 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 
 # -- TUI / serve / token: the API listener is wired here, and only here ---------------------------------
 def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
-                ws_host: str | None = None) -> ApiConfig:
+                ws_host: str | None = None, workflow_dirs: Sequence[Path] | None = None) -> ApiConfig:
     from api_compat import ApiConfig, ConfigError
 
     try:
-        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host)
+        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
+                                    workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs))
         config.check()
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     return config
 
 
-async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace) -> RunningApi:
-    """The TUI's embedded listener; a CliError says why it did not start (the TUI notes it)."""
+async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace,
+                     offered: Sequence[Path] = ()) -> RunningApi:
+    """The TUI's embedded listener; a CliError says why it did not start (the TUI notes it).
+    It runs workflow files by path from the folders given to `tui`, else STEPFLOW_WORKFLOW_DIRS, else
+    the folders the TUI `offered` by default."""
     from api_compat import ApiListener, ListenerError
 
-    listener = ApiListener(engine, _api_config(data_dir, host=args.api_host, port=args.api_port),
+    given = getattr(args, "workflow_dirs", None)
+    folders = [Path(d) for d in given] if given else None if os.environ.get("STEPFLOW_WORKFLOW_DIRS") else offered
+    config = _api_config(data_dir, host=args.api_host, port=args.api_port, workflow_dirs=folders)
+    listener = ApiListener(engine, config,
                            port_option="--api-port", ws_port_option="STEPFLOW_WEBSOCKET_PORT")
     try:
         await listener.start()
@@ -300,7 +307,7 @@ async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace) -
 async def cmd_tui(args: argparse.Namespace) -> int:
     from stepflow_tui.launch import run_tui
 
-    return await run_tui(args, start_api=lambda engine, data_dir: _start_api(engine, data_dir, args))
+    return await run_tui(args, start_api=lambda engine, data_dir, offered: _start_api(engine, data_dir, args, offered))
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -310,7 +317,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     # `--host` binds the WebSocket's own port there too (unless STEPFLOW_WEBSOCKET_HOST says
     # otherwise): `serve --host 0.0.0.0` left it on loopback, out of reach of the remote clients
     ws_host = args.host if args.host is not None and not os.environ.get("STEPFLOW_WEBSOCKET_HOST") else None
-    config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host)
+    config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
+                         workflow_dirs=args.workflows)
     engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
     await engine.start()
 
@@ -441,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "STEPFLOW_WEBSOCKET_HOST sets the WebSocket's apart)")
     p.add_argument("--port", type=int, default=None, help="port of the HTTP API (default 8080)")
     p.add_argument("--ws-port", type=int, default=None, help="port of the WebSocket (default 8765)")
+    p.add_argument("--workflows", action="append", type=Path, metavar="DIR",
+                   help="a folder whose workflow files API clients may run by path (repeatable; default: "
+                        "$STEPFLOW_WORKFLOW_DIRS, else none: clients send the workflow's text)")
     p.set_defaults(func=cmd_serve, is_async=True)
 
     p = sub.add_parser("token", parents=[common], help="API tokens")
