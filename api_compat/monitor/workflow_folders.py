@@ -21,14 +21,14 @@ def allowed_workflow_file(path: str, folders: Sequence[Path], data_dir: Path | N
     """`path` with its symlinks and `..` resolved, when that is inside one of `folders` and outside
     `data_dir`. Raises `ApiError` (400 without folders or for a path that is none, 403 outside).
     Whether the file exists is not told: the engine's reading says it, for allowed paths only."""
-    if not folders:
-        raise ApiError(400, NO_FOLDERS)
     try:
         resolved = Path(path).resolve()
-    except ValueError as exc:  # a NUL byte
+    except ValueError as exc:  # a NUL byte: no path at all, with or without folders
         raise ApiError(400, f"cannot read the file: {exc}") from None
     except (OSError, RuntimeError):  # a symlink loop
         raise ApiError(400, "cannot read the file: too many levels of symbolic links") from None
+    if not folders:
+        raise ApiError(400, NO_FOLDERS)
     allowed = [folder.resolve() for folder in folders]
     inside = any(resolved.is_relative_to(folder) for folder in allowed)
     if not inside or (data_dir is not None and resolved.is_relative_to(data_dir.resolve())):
