@@ -97,13 +97,20 @@ class _PureLoader(_BoundedComposer, yaml.SafeLoader):  # type: ignore[misc]
     """The pure-Python parser: slow, but its messages are the ones ours are worded from."""
 
 
+#: libyaml whole (parser and composer in C): ten times faster than the pure-Python parser, which took
+#: 0.3 ms per step of a 500-step workflow, as much as running the step; twice as fast as libyaml's
+#: parser under our composer. Its composer has no bound but libyaml's 1,000 levels, so it is used up
+#: to `_FAST_COMPOSE_CHARS` only (at most ~130,000 nodes, ~50 MB); the reader then holds what it
+#: composed to `MAX_VALUES` and `MAX_DEPTH`.
+_WholeCLoader: type[Any] | None = getattr(yaml, "CSafeLoader", None)
+_FAST_COMPOSE_CHARS = 256 * 1024
+
 _FastLoader: type[Any] | None = None
-if hasattr(yaml, "CSafeLoader"):
+if _WholeCLoader is not None:
     from yaml.cyaml import CParser
 
     class _CLoader(_BoundedComposer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
-        """libyaml's parser (ten times faster than the pure-Python one, which took 0.3 ms per step of a
-        500-step workflow, as much as running the step) under the bounded composer."""
+        """libyaml's parser under the bounded composer, for larger documents."""
 
         def __init__(self, stream: str) -> None:
             CParser.__init__(self, stream)
@@ -121,8 +128,9 @@ def compose(text: str, filename: str) -> yaml.Node | None:
         raise too_large(len(text), filename)
     try:
         if _FastLoader is not None:
+            fast = _WholeCLoader if len(text) <= _FAST_COMPOSE_CHARS else _FastLoader
             try:
-                return yaml.compose(text, Loader=_FastLoader)
+                return yaml.compose(text, Loader=fast)
             except yaml.MarkedYAMLError as exc:
                 if exc.problem_mark is not None and "maximum nesting depth" in (exc.problem or ""):
                     # libyaml's own bound (1,000), met while it looks ahead: the pure-Python parser
@@ -162,6 +170,9 @@ class Reader:
         self._open: set[int] = set()
         #: values read so far, aliases and merge keys expanded: bounded by `MAX_VALUES`
         self._read = 0
+        #: the nodes read, to tell a value read again through an alias
+        self._seen: set[int] = set()
+        self._aliased = False
 
     def issue(self, mark: yaml.Mark, loc: Loc, message: str) -> None:
         text = f"{format_loc(loc)}: {message}" if loc else message
@@ -235,14 +246,20 @@ class Reader:
         return entries
 
     def _count(self, node: yaml.Node, loc: Loc) -> None:
-        """Stop a document whose aliases expand beyond what any workflow needs. The composer has
-        already bounded the nodes as written, so only aliases and merge keys can get here."""
+        """Stop a document that expands beyond what any workflow needs: by its aliases and merge
+        keys (a 2 KB "billion laughs" is 10^9 values), or as written when libyaml's composer,
+        which has no such bounds, composed it."""
         self._read += 1
+        if id(node) in self._seen:
+            self._aliased = True
+        else:
+            self._seen.add(id(node))
         if self._read > MAX_VALUES:
-            message = f"too many aliases: the document expands to more than {MAX_VALUES:,} values"
+            message = (f"too many aliases: the document expands to more than {MAX_VALUES:,} values"
+                       if self._aliased else f"too many values (more than {MAX_VALUES:,})")
             raise WorkflowError([WorkflowIssue(self.filename, *_line_column(node), message)])
-        if len(loc) > MAX_DEPTH:
-            message = f"nesting too deep once aliases are expanded (more than {MAX_DEPTH} levels)"
+        if len(loc) >= MAX_DEPTH:
+            message = f"nesting too deep (more than {MAX_DEPTH} levels)"
             raise WorkflowError([WorkflowIssue(self.filename, *_line_column(node), message)])
 
     def mark(self, loc: Loc, *, key: bool = False) -> yaml.Mark:
