@@ -156,6 +156,12 @@ async def test_an_alias_bomb_or_deep_nesting_gets_a_400_quickly_and_the_server_g
         await health(served)
 
 
+async def test_a_workflow_text_beyond_the_body_cap_is_refused_unread(served: Any) -> None:
+    status, body, _ = await post(served, {"text": "# padding\n" * 150_000}, within=10)  # 1.5 MB
+    check_fail(status, body, 413)
+    await health(served)
+
+
 async def test_a_bomb_does_not_stall_other_clients(served: Any) -> None:
     """Health checks sent with the bomb are answered (the bomb is read in a thread)."""
     bombing = asyncio.create_task(post(served, {"text": billion_laughs()}, within=10))
