@@ -18,6 +18,7 @@ import functools
 import os
 import stat
 from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -111,10 +112,18 @@ async def read_workflow(
         raise InvalidRequest("a workflow needs a file path or its text")
     try:
         async with asyncio.timeout(timeout):
-            return await asyncio.to_thread(work)
+            # readers of their own: a flood of documents waits for these two threads, not for the
+            # default executor the rest of the engine uses; one not yet started when the time is up
+            # is dropped from the queue
+            return await asyncio.get_running_loop().run_in_executor(_readers(), work)
     except TimeoutError:
         message = f"reading the workflow took more than {timeout:g} s: gave up"
         raise WorkflowError([WorkflowIssue(filename, 1, 1, message)]) from None
+
+
+@functools.cache
+def _readers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="workflow-reader")
 
 
 def parse_workflow(

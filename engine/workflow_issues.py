@@ -123,7 +123,7 @@ def describe(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "true or false"
+        return "a boolean"
     if isinstance(value, int | float):
         return "a number"
     if isinstance(value, str):
