@@ -317,6 +317,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     # `--host` binds the WebSocket's own port there too (unless STEPFLOW_WEBSOCKET_HOST says
     # otherwise): `serve --host 0.0.0.0` left it on loopback, out of reach of the remote clients
     ws_host = args.host if args.host is not None and not os.environ.get("STEPFLOW_WEBSOCKET_HOST") else None
+    for folder in args.workflows or ():
+        if not folder.is_dir():
+            raise CliError(f"--workflows {folder}: not a folder")
     config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
                          workflow_dirs=args.workflows)
     engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
@@ -327,6 +330,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         if listener.ws_url:
             print(f"WebSocket        {listener.ws_url}", flush=True)
         print(f"data             {data_dir}", flush=True)
+        folders = ", ".join(str(d) for d in config.workflow_dirs) or "none (clients send the workflow's text)"
+        print(f"workflow files   {folders}", flush=True)
         print("Ctrl-C or SIGTERM stops (running executions are cancelled and recorded)", flush=True)
 
     try:

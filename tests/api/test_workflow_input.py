@@ -239,3 +239,12 @@ def test_stepflow_serve_takes_workflow_folders(tmp_path: Path, flows: Path) -> N
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    assert f"workflow files   {flows}\n" in proc.stdout.read()
+
+
+def test_stepflow_serve_refuses_a_workflow_folder_that_is_none(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli", "serve", "--port", "0", "--ws-port", "0",
+                           "--workflows", str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data")})
+    assert done.returncode != 0
+    assert done.stderr == f"stepflow: --workflows {tmp_path / 'nowhere'}: not a folder\n"
