@@ -2,7 +2,7 @@
 Monitor WebSocket also on its own port. A client of the engine; never imports the TUI."""
 
 from api_compat.app import create_app, create_ws_app
-from api_compat.auth import AuthError, create_token
+from api_compat.auth import AuthError, create_token, revoke_token, token_id
 from api_compat.config import ApiConfig, ConfigError
 from api_compat.listener import ApiListener, ListenerError
 from api_compat.serve import serve
@@ -16,5 +16,7 @@ __all__ = [
     "create_app",
     "create_token",
     "create_ws_app",
+    "revoke_token",
     "serve",
+    "token_id",
 ]

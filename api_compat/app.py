@@ -12,41 +12,14 @@ from aiohttp import web
 from api_compat import monitor, openapi
 from api_compat.auth import TokenVerifier
 from api_compat.config import ApiConfig
+from api_compat.cross_site import cross_site_middleware
 from api_compat.monitor.ws import WsHub
 from api_compat.state import CONFIG, ENGINE, STARTED_AT, SURFACES, VERIFIER, WS_HUB, ServedEngine
-from api_compat.surface import Handler, route
-
-_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-_CORS_HEADERS = "Authorization, Content-Type"
+from api_compat.surface import route
 
 
 def _data_dir(engine: ServedEngine, config: ApiConfig) -> Path:
     return Path(config.data_dir) if config.data_dir is not None else Path(engine.data_dir)
-
-
-def _cors_middleware(origins: tuple[str, ...]):  # noqa: ANN202 - aiohttp middleware
-    allow_any = "*" in origins
-    allowed = frozenset(origins)
-
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        origin = request.headers.get("Origin")
-        if origin is None or not (allow_any or origin.rstrip("/") in allowed):
-            return await handler(request)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            response: web.StreamResponse = web.Response(status=204)
-            response.headers["Access-Control-Allow-Methods"] = _CORS_METHODS
-            response.headers["Access-Control-Allow-Headers"] = request.headers.get(
-                "Access-Control-Request-Headers", _CORS_HEADERS)
-            response.headers["Access-Control-Max-Age"] = "600"
-        else:
-            response = await handler(request)
-        response.headers["Access-Control-Allow-Origin"] = "*" if allow_any else origin
-        if not allow_any:
-            response.headers["Vary"] = "Origin"
-        return response
-
-    return cors
 
 
 def _common_state(app: web.Application, engine: ServedEngine, config: ApiConfig,
@@ -62,10 +35,12 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     """The main application: every API surface on one router. Its cleanup context starts the
     WebSocket hub (subscribed to the engine) and, on shutdown, closes the sockets with 1001."""
     config.check()
-    verifier = TokenVerifier(_data_dir(engine, config)) if config.auth_enabled else None
+    verifier = (TokenVerifier(_data_dir(engine, config), failure_limit=config.auth_failure_limit)
+                if config.auth_enabled else None)
     hub = WsHub(engine, client_queue=config.ws_client_queue, log_budget=config.ws_log_budget)
-    middlewares = [_cors_middleware(config.cors_origins)] if config.cors_origins else []
-    app = web.Application(client_max_size=config.max_json_bytes, middlewares=middlewares)
+    # outermost: a refused request reaches neither auth nor a handler (api_compat/cross_site.py)
+    app = web.Application(client_max_size=config.max_json_bytes,
+                          middlewares=[cross_site_middleware(config, config.host)])
     _common_state(app, engine, config, verifier, hub)
     app[openapi.OPENAPI_CACHE] = {}
 
@@ -97,8 +72,7 @@ def create_ws_app(main: web.Application) -> web.Application:
     """The documented WebSocket on its own port, sharing the main application's hub and auth."""
     surface = monitor.make_surface()
     app = monitor.make_ws_app(surface)
-    if main[CONFIG].cors_origins:
-        app.middlewares.insert(0, _cors_middleware(main[CONFIG].cors_origins))
+    app.middlewares.insert(0, cross_site_middleware(main[CONFIG], main[CONFIG].ws_host))
     _common_state(app, main[ENGINE], main[CONFIG], main[VERIFIER], main[WS_HUB])
     app[SURFACES] = [surface]
     return app

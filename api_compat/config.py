@@ -49,6 +49,12 @@ class ApiConfig:
     access_log: bool = False
     #: seconds in-flight requests get when the listener stops
     shutdown_timeout: float = 5.0
+    #: Host names the listener answers to besides its bound address, localhost and loopback
+    #: addresses (a request for any other name is refused: DNS rebinding)
+    allowed_hosts: tuple[str, ...] = ()
+    #: failed authentications one client address may make in a moving window before it is
+    #: answered 429 (the `limits` library's notation)
+    auth_failure_limit: str = "10/minute"
     #: the folders whose files `POST /api/workflows {"path": ...}` may run; none: no path is read
     workflow_dirs: tuple[Path, ...] = ()
 
@@ -57,7 +63,8 @@ class ApiConfig:
         """Read the documented variables (`STEPFLOW_WEBSOCKET_HOST`, `STEPFLOW_WEBSOCKET_PORT`,
         `STEPFLOW_AUTH_ENABLED`, `STEPFLOW_STORAGE_PATH`, `STEPFLOW_LOG_LEVEL`) and ours
         (`STEPFLOW_API_HOST`, `STEPFLOW_API_PORT`, `STEPFLOW_CORS_ORIGINS`,
-        `STEPFLOW_MAX_UPLOAD_MB`, `STEPFLOW_WS_LOG_BUDGET`). Keyword overrides (command-line options) win when not None."""
+        `STEPFLOW_MAX_UPLOAD_MB`, `STEPFLOW_WS_LOG_BUDGET`, `STEPFLOW_ALLOWED_HOSTS`,
+        `STEPFLOW_AUTH_FAILURE_LIMIT`). Keyword overrides (command-line options) win when not None."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         if v := env.get("STEPFLOW_API_HOST"):
@@ -88,6 +95,10 @@ class ApiConfig:
                 raise ConfigError(f"STEPFLOW_WS_LOG_BUDGET={v!r} is not a number of log entries per second") from None
         if env.get("STEPFLOW_LOG_LEVEL", "").upper() == "DEBUG":
             values["access_log"] = True
+        if v := env.get("STEPFLOW_ALLOWED_HOSTS"):
+            values["allowed_hosts"] = tuple(h.strip() for h in v.split(",") if h.strip())
+        if v := env.get("STEPFLOW_AUTH_FAILURE_LIMIT"):
+            values["auth_failure_limit"] = v.strip()
         if v := env.get("STEPFLOW_WORKFLOW_DIRS"):  # folders, separated by os.pathsep
             values["workflow_dirs"] = tuple(Path(d).expanduser() for d in v.split(os.pathsep) if d.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -114,6 +125,9 @@ class ApiConfig:
             )
         if self.max_upload_bytes <= 0:
             raise ConfigError("the upload cap must be a positive number of bytes")
+        from api_compat.rate_limits import parse_limit
+
+        parse_limit(self.auth_failure_limit, "STEPFLOW_AUTH_FAILURE_LIMIT")
 
 
 def is_loopback(host: str) -> bool:

@@ -14,8 +14,10 @@ from api_compat.state import SURFACES
 from api_compat.surface import RouteDoc, Surface
 
 _REF = "#/components/schemas/{model}"
-_STATUS_TEXT = {400: "Bad request", 401: "Authentication required", 404: "Not found", 409: "Conflict",
-                413: "Too large", 422: "Invalid body", 500: "Server error", 503: "Shutting down"}
+_STATUS_TEXT = {400: "Bad request", 401: "Authentication required", 403: "Refused origin or host",
+                404: "Not found", 409: "Conflict", 413: "Too large", 415: "Wrong content type",
+                422: "Invalid body", 429: "Too many failed authentications", 500: "Server error",
+                503: "Shutting down"}
 #: the document, built on first request (the routes are frozen by then)
 OPENAPI_CACHE = web.AppKey("openapi_cache", dict[str, str])
 
@@ -32,19 +34,57 @@ def _models(surfaces: list[Surface]) -> list[type[BaseModel]]:
     return list(found)
 
 
-def _parameters(doc: RouteDoc) -> list[dict[str, Any]]:
+def _hoist(schema: Any, components: dict[str, Any]) -> Any:
+    """`schema` with the `$defs` pydantic nests in it moved to `components` and every `#/$defs/X`
+    reference pointing there: a `$ref` in an OpenAPI document resolves against the whole document,
+    where `#/$defs/...` names nothing."""
+    if isinstance(schema, list):
+        return [_hoist(item, components) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key == "$defs":
+            for name, definition in value.items():
+                definition = _hoist(definition, components)
+                if components.setdefault(name, definition) != definition:
+                    raise ValueError(f"two different schemas are both named {name!r} in the OpenAPI document")
+        elif key == "$ref" and isinstance(value, str) and value.startswith("#/$defs/"):
+            out[key] = _REF.format(model=value.removeprefix("#/$defs/"))
+        else:
+            out[key] = _hoist(value, components)
+    return out
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema: a parameter is given or absent, never null (`X | None` fields)."""
+    options = schema.get("anyOf")
+    if options is None:
+        return schema
+    kept = [o for o in options if o != {"type": "null"}]
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    if len(kept) == 1:
+        return {**rest, **kept[0]}
+    return {**rest, "anyOf": kept}
+
+
+def _parameters(doc: RouteDoc, components: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
         for name in re.findall(r"{(\w+)", doc.path)
     ]
     if doc.query is not None:
-        schema = doc.query.model_json_schema()
+        schema = _hoist(doc.query.model_json_schema(ref_template=_REF), components)
         for name, prop in schema.get("properties", {}).items():
-            prop = dict(prop)
+            prop = _without_null(dict(prop))
+            prop.pop("title", None)
+            if prop.get("default", ...) is None:
+                del prop["default"]
             description = prop.pop("description", None)
             param = {"name": name, "in": "query", "required": name in schema.get("required", []),
                      "schema": prop}
-            if "array" in str(prop):
+            if prop.get("type") == "array":
+                # `?step_id=a&step_id=b`: the form OpenAPI calls explode (the default, said here)
                 param["explode"] = True
             if description:
                 param["description"] = description
@@ -58,7 +98,8 @@ def build(app: web.Application) -> dict[str, Any]:
     schemas, defs = models_json_schema([(m, "validation") for m in models], ref_template=_REF)
     # each model's `$ref` schema, keyed by the model alone: every one is asked for in validation mode
     refs: dict[type[BaseModel], JsonSchemaValue] = {m: schemas[(m, "validation")] for m in models}
-    components = defs.get("$defs", {})
+    components: dict[str, Any] = {}
+    _hoist(defs, components)
     paths: dict[str, dict[str, Any]] = {}
     for surface in surfaces:
         for doc in surface.routes:
@@ -67,16 +108,16 @@ def build(app: web.Application) -> dict[str, Any]:
                 "tags": [f"{surface.title}: {doc.tag}"],
                 "operationId": doc.operation_id or f"{surface.name}_{doc.method.lower()}_"
                 + re.sub(r"\W+", "_", doc.path).strip("_"),
-                "parameters": _parameters(doc),
+                "parameters": _parameters(doc, components),
             }
             if doc.description:
                 op["description"] = doc.description
             if doc.body is not None:
-                schema = (refs[doc.body] if isinstance(doc.body, type) else doc.body)
+                schema = refs[doc.body] if isinstance(doc.body, type) else _hoist(doc.body, components)
                 op["requestBody"] = {"required": True, "content": {doc.body_content_type: {"schema": schema}}}
             responses: dict[str, Any] = {}
             if isinstance(doc.response, dict):
-                responses[str(doc.status)] = doc.response
+                responses[str(doc.status)] = _hoist(doc.response, components)
             elif doc.response is not None:
                 model = surface.envelope(doc.response) if surface.envelope else doc.response
                 responses[str(doc.status)] = {
@@ -85,7 +126,17 @@ def build(app: web.Application) -> dict[str, Any]:
                 }
             else:
                 responses[str(doc.status)] = {"description": "Success"}
-            for status in sorted({*doc.errors, 401, 500}):
+            # every route can be refused by the cross-site checks (403: Origin, Host) or fail (500);
+            # with auth, refuse a token (401) or too many of them (429); a query or a body can be
+            # unreadable (400), a body too large (413) or of another content type (415)
+            statuses = {*doc.errors, 403, 500}
+            if surface.auth:
+                statuses |= {401, 429}
+            if doc.query is not None or doc.body is not None:
+                statuses.add(400)
+            if doc.body is not None:
+                statuses |= {413, 415}
+            for status in sorted(statuses):
                 entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Error")}
                 if surface.error_model is not None:
                     entry["content"] = {"application/json": {"schema": refs[surface.error_model]}}
@@ -94,6 +145,9 @@ def build(app: web.Application) -> dict[str, Any]:
             if surface.auth:
                 op["security"] = [{}, {"bearer": []}]
             paths.setdefault(doc.path, {})[doc.method.lower()] = op
+    for surface in surfaces:
+        if surface.complete_schemas is not None:
+            surface.complete_schemas(app, components)
     return {
         "openapi": "3.1.0",
         "info": {

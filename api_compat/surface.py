@@ -58,6 +58,12 @@ class Surface:
     resources: set[AbstractResource] = field(default_factory=set)
     #: requires a bearer token when auth is enabled (it is per surface: some APIs document their own)
     auth: bool = True
+    #: completes the document's `components/schemas` with what only the running application knows
+    #: (the names of the configured targets, say), so that the document describes this listener
+    complete_schemas: Callable[[web.Application, dict[str, Any]], None] | None = None
+    #: builds this surface's error body: (message, status, headers) -> response; used by the shared
+    #: plumbing (cross-site refusals) to answer in the surface's own format
+    refusal: Callable[[str, int, dict[str, str] | None], web.StreamResponse] | None = None
 
     def add(self, router: web.UrlDispatcher, method: str, path: str, handler: Handler, doc: RouteDoc,
             *, name: str | None = None) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.artifacts import ArtifactStore
 from engine.env_names import env_name_problem
-from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown
+from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreError
 from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted
 from engine.execution_run import ExecutionPlan, ExecutionRun, StepPlan
 from engine.execution_state import ExecutionState
@@ -41,6 +41,7 @@ from engine.runners.base import CommandSpec, Runner
 from engine.shell_fastpath import direct_argv
 from engine.store import Store, StoreStats
 from engine.store_writer import StoreWriter
+from engine.surrogates import replace_in, replace_surrogates, unencodable
 
 if TYPE_CHECKING:
     from engine.workflow import Workflow
@@ -72,6 +73,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.hub = Hub()
         self.writer = StoreWriter(store, self.hub.sink)
+        self.writer.on_failed = self._not_stored
         self.artifacts = ArtifactStore(self.data_dir / "artifacts")
         self._runner_factory = runner_factory or _default_runner_factory
         self._runners: dict[str, Runner] = {}
@@ -85,13 +87,11 @@ class Engine:
 
     # -- life cycle ------------------------------------------------------------------------------
     async def start(self) -> list[str]:
-        """Open the store, mark what a dead engine left running as lost, start writing.
-        Returns the ids of the executions found lost."""
+        """Open the store, mark what a dead engine left running as lost (and stop the processes
+        they left running), start writing. Returns the ids of the executions found lost."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         await self.store.open()
-        lost = await self.store.mark_lost(owner_alive)
-        if lost:
-            log.warning("marked %d execution(s) left running by a dead engine as failed", len(lost))
+        lost = await mark_lost(self.store)
         self.writer.start()
         self._started = True
         # What exists once the store is open (modules, schemas, compiled SQL...) lives as long as the
@@ -169,16 +169,19 @@ class Engine:
         env_map = {str(k): str(v) for k, v in (env or {}).items()}
         _check_spawnable(command_text, workdir, env_map)
         masker = Masker([env_map.get(k) or os.environ.get(k, "") for k in secrets])
+        # what is shown and stored is UTF-8 (bytes that were not: U+FFFD); the process gets the
+        # command, directory and environment as given (see engine.surrogates)
+        shown = replace_surrogates(command_text)
         execution = Execution(
             id=new_id(),
-            name=name or _default_name(command_text),
+            name=replace_surrogates(name or _default_name(shown)),
             kind=ExecutionKind.COMMAND,
-            command=command_text,
-            working_directory=workdir,
-            environment=masker.mask_env(env_map),
-            user=user or _current_user(),
-            tags=list(tags),
-            metadata=dict(metadata or {}),
+            command=shown,
+            working_directory=replace_surrogates(workdir),
+            environment=replace_in(masker.mask_env(env_map)),
+            user=replace_surrogates(user or _current_user()),
+            tags=replace_in(list(tags)),
+            metadata=replace_in(dict(metadata or {})),
             targets=[target],
             rerun_of=rerun_of,
         )
@@ -186,7 +189,7 @@ class Engine:
             execution.metadata["markers"] = "lenient"
         branch = Step(id=new_id(), execution_id=execution.id, name=target, kind=StepKind.BRANCH,
                       index=0, target=target)
-        spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir)
+        spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir, execution_id=execution.id)
         plan = ExecutionPlan(
             branches=[branch],
             steps=[StepPlan(step=branch, branch=branch, spec=spec, lenient_markers=markers == "lenient")],
@@ -212,6 +215,8 @@ class Engine:
         from engine.workflow import read_workflow
 
         self._check_open()
+        if text is not None and (bad := unencodable(text)) is not None:
+            raise InvalidRequest(f"the workflow text contains a lone surrogate ({bad}), which is not text")
         # in a thread, with a time bound: the API and the TUI hand over documents of any size
         workflow = await read_workflow(path, text=text, known_targets=set(self.config.targets))
         self._check_open()  # again: shutdown may have begun while the thread read
@@ -220,6 +225,10 @@ class Engine:
                 self._check_target(target, workflow)
         execution, steps, plan, masker = self._plan_workflow(workflow, targets, name, user, done_steps or {})
         execution.rerun_of = rerun_of
+        # a path or name from the command line may hold bytes that are not UTF-8
+        execution.name = replace_surrogates(execution.name)
+        execution.command = replace_surrogates(execution.command)
+        execution.working_directory = replace_surrogates(execution.working_directory)
         return await self._launch(execution, steps, plan, masker, workflow.targets)
 
     def _plan_workflow(
@@ -285,7 +294,7 @@ class Engine:
                 step_env = {**env, **wstep.env}
                 argv = direct_argv(wstep.run) if target_is_local(t) else None
                 spec = CommandSpec(argv=argv, script=None if argv else wstep.run, shell=wstep.shell,
-                                   env=step_env, cwd=cwd)
+                                   env=step_env, cwd=cwd, execution_id=execution.id)
                 markers_mode = wstep.markers
                 plan = StepPlan(
                     step=step, branch=branches[t], spec=spec,
@@ -325,11 +334,19 @@ class Engine:
         state = ExecutionState(execution, steps, self.hub, masker)
         await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in steps)))
         await self.writer.barrier()
+        if (not_stored := self.writer.failures.get(execution.id)) is not None:
+            raise type(not_stored)(not_stored.message)  # no one shall be told it was accepted
         targets = workflow_targets or {}
         run = ExecutionRun(state, plan, lambda t: self._runner(t, targets), self.artifacts)
         task = asyncio.create_task(self._run_then_forget(run, execution.id), name=f"execution-{execution.id}")
         self._runs[execution.id] = (state, task)
         return execution.snapshot()
+
+    def _not_stored(self, execution_id: str, error: StoreError) -> None:
+        """The store writer could not store what the execution did: stop it, failed with that."""
+        entry = self._runs.get(execution_id)
+        if entry is not None:
+            entry[0].request_stop(AbortReason.STOP_ON_ERROR, error.message)
 
     async def _run_then_forget(self, run: ExecutionRun, execution_id: str) -> None:
         try:
@@ -351,14 +368,20 @@ class Engine:
         state.request_stop(reason, message)
 
     async def wait(self, execution_id: str) -> Execution:
-        """Wait for a live execution to end and return its final state (for the CLI and tests)."""
+        """Wait for a live execution to end and return its final state (for the CLI and tests).
+        Raises StoreError (StoreFull) when what it did could not be stored: it is failed, whatever
+        its commands did."""
         entry = self._runs.get(execution_id)
         if entry is not None:
             state, task = entry
             await asyncio.shield(task)
             await self.writer.barrier()
+            if (not_stored := self.writer.failures.get(execution_id)) is not None:
+                raise type(not_stored)(not_stored.message)
             return state.execution.snapshot()
         await self.writer.barrier()
+        if (not_stored := self.writer.failures.get(execution_id)) is not None:
+            raise type(not_stored)(not_stored.message)
         execution = await self.store.get_execution(execution_id)
         if execution is None:
             raise NotFound(f"no execution {execution_id}")
@@ -547,6 +570,19 @@ def owner_alive(owner: str | None) -> bool:
     return owner == this_engine() or owner_is_alive(owner)
 
 
+async def mark_lost(store: Store) -> list[str]:
+    """Mark what a dead engine left running as failed ("engine lost"), and stop the processes
+    those executions left running here (when the dead engine's watchdog could not). Waits at most
+    a second or so, and only when such processes are found. Returns the lost executions' ids."""
+    from engine.runners.orphans import stop_lost_processes
+
+    lost = await store.mark_lost(owner_alive)
+    if lost:
+        log.warning("marked %d execution(s) left running by a dead engine as failed", len(lost))
+        await stop_lost_processes(lost)
+    return lost
+
+
 def _default_runner_factory(target: str, config: Any) -> Runner:
     if config is None or getattr(config, "type", "local") == "local":
         from engine.runners.local import LocalRunner
@@ -577,11 +613,16 @@ def _check_spawnable(command: str, cwd: str, env: Mapping[str, str]) -> None:
     for what, text in (("the command", command), ("the working directory", cwd)):
         if "\x00" in text:
             raise InvalidRequest(f"{what} contains a NUL character")
+        if (bad := unencodable(text)) is not None:
+            raise InvalidRequest(f"{what} contains a lone surrogate ({bad}), which no process can be given")
     for key, value in env.items():
         if problem := env_name_problem(key):
             raise InvalidRequest(f"environment: {problem}")
         if "\x00" in value:
             raise InvalidRequest(f"environment: the value of {key} contains a NUL character")
+        if (bad := unencodable(value)) is not None:
+            raise InvalidRequest(f"environment: the value of {replace_surrogates(key)} contains a lone "
+                                 f"surrogate ({bad}), which no process can be given")
 
 
 def _expand_home(path: str) -> str:

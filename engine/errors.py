@@ -29,3 +29,15 @@ class InvalidRequest(EngineError):
 
 class ShuttingDown(EngineError):
     title = "Shutting down"
+
+
+class StoreError(EngineError):
+    """What an execution did could not be stored: it is failed rather than kept running unseen."""
+
+    title = "Not stored"
+
+
+class StoreFull(StoreError):
+    """The store's disk (or the file system it is on) is full."""
+
+    title = "No space left"

@@ -1,8 +1,9 @@
 """Fan-out of events: one lossless sink (the store writer) and any number of lossy subscribers.
 
-The sink's queue is bounded and `publish` awaits room in it, so when the disk is slower than the
-command, the reading of the command's pipe waits (the command blocks on a full pipe) and nothing is
-dropped. Every other subscriber has its own bounded queue: when it lags, coalescable events
+The sink's queue is bounded (in events, and in log lines not yet committed) and `publish` awaits
+room in it, so when the disk is slower than the command, the reading of the command's pipe waits (the
+command blocks on a full pipe) and nothing is dropped, nor left uncommitted long enough for a crash
+to lose much. Every other subscriber has its own bounded queue: when it lags, coalescable events
 (log lines, progress) are dropped and counted, status events never are, and the publisher never waits.
 """
 
@@ -66,20 +67,53 @@ class Subscriber:
             self._hub._subscribers.discard(self)
 
 
+#: log lines read from the commands but not yet committed to the store, at most (about: one more
+#: event per command may go in when there is room). What a crash of the engine can lose of them: at
+#: the ~300,000 lines/s the store takes, ~70 ms (bench/crash_loss.py). 10,000 cost a third of that
+#: throughput (bench/ingest.py: the writer's batches, half of this, got too small).
+MAX_UNCOMMITTED_LINES = 20_000
+
+
 class Sink(asyncio.Queue["Event | asyncio.Future[None]"]):
     """The store writer's queue: Events, or Futures used as barriers.
+
+    Log lines wait for room: `put` of a LinesLogged awaits while MAX_UNCOMMITTED_LINES lines are
+    queued or being written (the writer reports what it wrote with `committed`), so the readers of
+    the commands' pipes wait, and the commands block on full pipes, instead of a backlog that a
+    kill -9 would lose. Other events never wait for lines (only for the queue's room).
 
     A writer that lets a small batch wait for company sets `waiter` instead of waking for every
     event; the sink resolves it when a barrier arrives or when `wake_events` events or
     `wake_lines` log lines came in meanwhile."""
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, max_uncommitted_lines: int = MAX_UNCOMMITTED_LINES) -> None:
         super().__init__(maxsize)
         self.waiter: asyncio.Future[None] | None = None
         self.wake_events = 1
         self.wake_lines = 1
         self._events = 0
         self._lines = 0
+        self.max_uncommitted_lines = max_uncommitted_lines
+        #: log lines put and not yet reported `committed`
+        self.uncommitted_lines = 0
+        self._room: asyncio.Future[None] | None = None
+
+    async def put(self, item: Event | asyncio.Future[None]) -> None:
+        if isinstance(item, LinesLogged):
+            while self.uncommitted_lines >= self.max_uncommitted_lines:
+                if self._room is None or self._room.done():
+                    self._room = asyncio.get_running_loop().create_future()
+                await asyncio.shield(self._room)  # one waiter's cancellation is not the others'
+        await super().put(item)
+
+    def committed(self, lines: int) -> None:
+        """The writer is done with `lines` log lines taken from the sink (written, or given up)."""
+        self.uncommitted_lines = max(0, self.uncommitted_lines - lines)
+        room = self._room
+        if room is not None and self.uncommitted_lines < self.max_uncommitted_lines:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
 
     def wait_for_company(self, waiter: asyncio.Future[None], events: int, lines: int) -> None:
         self.waiter = waiter
@@ -90,6 +124,8 @@ class Sink(asyncio.Queue["Event | asyncio.Future[None]"]):
 
     def _put(self, item: Event | asyncio.Future[None]) -> None:  # the hook asyncio.Queue gives subclasses
         super()._put(item)
+        if isinstance(item, LinesLogged):
+            self.uncommitted_lines += len(item.lines)
         waiter = self.waiter
         if waiter is None:
             return

@@ -6,7 +6,7 @@ store writer. Reads return engine domain objects.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,8 +35,15 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
-    async def apply(self, events: Sequence[Event]) -> None:
-        """Persist a batch of events in one transaction (upserts of snapshots, inserts of lines)."""
+    async def apply(self, events: Sequence[Event]) -> Mapping[str, str] | None:
+        """Persist a batch of events in one transaction (upserts of snapshots, inserts of lines).
+        Returns the executions some of whose rows the store refused and skipped (id -> why), the
+        rest being written. Raises engine.errors.StoreFull when the disk is full; any other
+        exception for a batch that could not be written (nothing of it is)."""
+
+    async def fail_execution(self, execution_id: str, error: str) -> bool:
+        """Mark a pending or running execution failed with `error`, touching nothing else (its
+        other writes failed: see engine.store_writer). False if there was no such row to change."""
 
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
         """Executions left pending/running by a dead engine become failed with reason 'engine lost'

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 
 from engine.engine import Engine, EngineConfig
-from engine.errors import EngineError
+from engine.errors import EngineError, StoreFull
 from engine.events import ExecutionFinished
 from engine.model import ExecutionStatus
 from engine.store import Store
@@ -71,6 +71,8 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
     else:
         handler = logging.StreamHandler(sys.stderr)
+        # a full disk: the command says so itself, in one line (main's EngineError)
+        handler.addFilter(lambda record: not getattr(record, "store_full", False))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
 
@@ -114,12 +116,17 @@ async def running_engine(data_dir: Path, *, kill_grace: float | None = None) -> 
 
 @contextlib.asynccontextmanager
 async def read_store(data_dir: Path) -> AsyncIterator[Store]:
-    from engine.engine import owner_alive
+    from engine.engine import mark_lost
 
     store = make_store(data_dir)
     await store.open()
-    # executions of an engine that died show as failed ("engine lost"), not as running forever
-    await store.mark_lost(owner_alive)
+    # executions of an engine that died show as failed ("engine lost"), not as running forever, and
+    # what they left running is stopped
+    try:
+        await mark_lost(store)
+    except StoreFull as exc:  # reading needs no room: go on, saying why some may show as running
+        print(f"stepflow: {exc.message}; executions of engines that died may still show as running",
+              file=sys.stderr)
     try:
         yield store
     finally:
@@ -273,12 +280,15 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 
 # -- TUI / serve / token: the API listener is wired here, and only here ---------------------------------
 def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
-                ws_host: str | None = None, workflow_dirs: Sequence[Path] | None = None) -> ApiConfig:
+                ws_host: str | None = None, allowed_hosts: Sequence[str] = (),
+                workflow_dirs: Sequence[Path] | None = None) -> ApiConfig:
     from api_compat import ApiConfig, ConfigError
 
     try:
         config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
                                     workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs))
+        if allowed_hosts:  # added to STEPFLOW_ALLOWED_HOSTS
+            config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
         config.check()
     except ConfigError as exc:
         raise CliError(str(exc)) from None
@@ -321,7 +331,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise CliError(f"--workflows {folder}: not a folder")
     config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
-                         workflow_dirs=args.workflows)
+                         allowed_hosts=args.allowed_host, workflow_dirs=args.workflows)
     engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
     await engine.start()
 
@@ -343,18 +353,53 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_token(args: argparse.Namespace) -> int:
-    from api_compat import create_token
+_LIFETIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+DEFAULT_TOKEN_LIFETIME = "7d"
 
-    if getattr(args, "token_command", None) != "create":
-        raise CliError("usage: stepflow token create [--subject NAME] [--days N]")
-    if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
-        raise CliError(f"--days must be a positive number of days, not {args.days:g}")
+
+def _token_lifetime(args: argparse.Namespace) -> tuple[float | None, str]:
+    """Seconds a new token lives (None: never) and how to say it, from `--expires 1h|7d|never` or
+    the older `--days N`."""
+    if args.days is not None:
+        if args.expires is not None:
+            raise CliError("give --expires or --days, not both")
+        if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
+            raise CliError(f"--days must be a positive number of days, not {args.days:g}")
+        return float(args.days) * 86400, f"expires in {args.days:g} days"
+    text = (args.expires or DEFAULT_TOKEN_LIFETIME).strip().lower()
+    if text == "never":
+        return None, "never expires"
+    number, unit = text[:-1], text[-1:]
+    try:
+        seconds = float(number) * _LIFETIME_UNITS[unit]
+    except (KeyError, ValueError):
+        seconds = float("nan")
+    if not seconds >= 1:
+        raise CliError(f"--expires {args.expires!r}: write a lifetime like 30m, 1h, 7d, 4w, or never")
+    return seconds, f"expires in {text}"
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from api_compat import AuthError, create_token, revoke_token, token_id
+
+    action = getattr(args, "token_command", None)
+    if action not in ("create", "revoke"):
+        raise CliError("usage: stepflow token create [--subject NAME] [--expires 1h|7d|never] | "
+                       "stepflow token revoke ID")
     data_dir = ensure_data_dir(resolve_data_dir(args.data_dir))
-    kwargs: dict[str, object] = {"expires_in": args.days * 86400}
-    if args.subject:
-        kwargs["subject"] = args.subject
-    print(create_token(data_dir, **kwargs))  # type: ignore[arg-type]
+    if action == "revoke":
+        try:
+            jti, new = revoke_token(data_dir, args.token_id)
+        except AuthError as exc:
+            raise CliError(str(exc)) from None
+        print(f"revoked token {jti}" if new else f"token {jti} was already revoked", file=sys.stderr)
+        return EXIT_OK
+    expires_in, lifetime = _token_lifetime(args)
+    token = create_token(data_dir, subject=args.subject or "stepflow", expires_in=expires_in)
+    print(token)
+    # stdout holds the token alone (for `$(stepflow token create)`); what to revoke goes to stderr
+    jti = token_id(token)
+    print(f"token id {jti} ({lifetime}); `stepflow token revoke {jti}` revokes it", file=sys.stderr)
     return EXIT_OK
 
 
@@ -454,6 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "STEPFLOW_WEBSOCKET_HOST sets the WebSocket's apart)")
     p.add_argument("--port", type=int, default=None, help="port of the HTTP API (default 8080)")
     p.add_argument("--ws-port", type=int, default=None, help="port of the WebSocket (default 8765)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host name to answer to besides the bound address and localhost (repeatable; "
+                        "also STEPFLOW_ALLOWED_HOSTS); requests for other names are refused")
     p.add_argument("--workflows", action="append", type=Path, metavar="DIR",
                    help="a folder whose workflow files API clients may run by path (repeatable; default: "
                         "$STEPFLOW_WORKFLOW_DIRS, else none: clients send the workflow's text)")
@@ -463,7 +511,11 @@ def build_parser() -> argparse.ArgumentParser:
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION")
     tp = tsub.add_parser("create", parents=[common], help="mint a bearer token and print it")
     tp.add_argument("--subject", default=None, help="who the token is for (default: the current user)")
-    tp.add_argument("--days", type=float, default=30.0, help="days until it expires (default 30)")
+    tp.add_argument("--expires", default=None, metavar="LIFETIME",
+                    help=f"how long it is good for: 30m, 12h, 7d, 4w, or never (default {DEFAULT_TOKEN_LIFETIME})")
+    tp.add_argument("--days", type=float, default=None, help=argparse.SUPPRESS)  # before --expires
+    tp = tsub.add_parser("revoke", parents=[common], help="refuse a token from now on (running servers too)")
+    tp.add_argument("token_id", metavar="ID", help="the token's id (printed by create), or the token itself")
     p.set_defaults(func=cmd_token, is_async=False)
 
     p = sub.add_parser("targets", parents=[common], help="list or check targets")

@@ -18,6 +18,13 @@ from engine.model import (
     StepKind,
     StepStatus,
 )
+from engine.surrogates import replace_in, replace_surrogates
+
+
+def _text(value: str | None) -> str | None:
+    # what UTF-8 cannot encode would fail the whole batch (see engine.surrogates); ASCII is the
+    # usual case and costs one check
+    return value if value is None or value.isascii() else replace_surrogates(value)
 
 
 def _reason(value: str | None) -> AbortReason | None:
@@ -27,27 +34,27 @@ def _reason(value: str | None) -> AbortReason | None:
 def execution_row(e: Execution) -> dict[str, Any]:
     return {
         "id": e.id,
-        "name": e.name,
+        "name": _text(e.name),
         "kind": e.kind.value,
-        "command": e.command,
-        "working_directory": e.working_directory,
+        "command": _text(e.command),
+        "working_directory": _text(e.working_directory),
         "status": e.status.value,
         "exit_code": e.exit_code,
-        "error_message": e.error_message,
+        "error_message": _text(e.error_message),
         "abort_reason": None if e.abort_reason is None else e.abort_reason.value,
         "created_at": e.created_at,
         "started_at": e.started_at,
         "completed_at": e.completed_at,
-        "environment": e.environment,
-        "user": e.user,
-        "tags": e.tags,
-        "metadata": e.metadata,
-        "targets": e.targets,
+        "environment": replace_in(e.environment),
+        "user": _text(e.user),
+        "tags": replace_in(e.tags),
+        "metadata": replace_in(e.metadata),
+        "targets": replace_in(e.targets),
         "total_steps": e.total_steps,
         "completed_steps": e.completed_steps,
         "current_step_index": e.current_step_index,
         "progress_percentage": e.progress_percentage,
-        "workflow_source": e.workflow_source,
+        "workflow_source": _text(e.workflow_source),
         "rerun_of": e.rerun_of,
         "owner": e.owner,
     }
@@ -87,13 +94,13 @@ def step_row(s: Step) -> dict[str, Any]:
         "id": s.id,
         "execution_id": s.execution_id,
         "parent_id": s.parent_id,
-        "name": s.name,
+        "name": _text(s.name),
         "kind": s.kind.value,
         "step_index": s.index,
-        "description": s.description,
+        "description": _text(s.description),
         "status": s.status.value,
         "exit_code": s.exit_code,
-        "error_message": s.error_message,
+        "error_message": _text(s.error_message),
         "abort_reason": None if s.abort_reason is None else s.abort_reason.value,
         "created_at": s.created_at,
         "started_at": s.started_at,
@@ -101,8 +108,8 @@ def step_row(s: Step) -> dict[str, Any]:
         "estimated_duration": s.estimated_duration,
         "stop_on_error": s.stop_on_error,
         "progress": s.progress,
-        "metadata": s.metadata,
-        "target": s.target,
+        "metadata": replace_in(s.metadata),
+        "target": _text(s.target),
         "cpu_percent": s.cpu_percent,
         "rss_bytes": s.rss_bytes,
     }
@@ -139,16 +146,16 @@ def artifact_row(a: Artifact) -> dict[str, Any]:
         "id": a.id,
         "execution_id": a.execution_id,
         "step_id": a.step_id,
-        "name": a.name,
-        "file_name": a.file_name,
-        "file_path": a.file_path,
+        "name": _text(a.name),
+        "file_name": _text(a.file_name),
+        "file_path": _text(a.file_path),
         "file_size": a.file_size,
         "mime_type": a.mime_type,
         "artifact_type": a.artifact_type.value,
         "sha256": a.sha256,
-        "description": a.description,
+        "description": _text(a.description),
         "created_at": a.created_at,
-        "tags": a.tags,
+        "tags": replace_in(a.tags),
         "is_public": a.is_public,
         "retention_days": a.retention_days,
     }

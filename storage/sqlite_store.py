@@ -9,7 +9,9 @@ than SQLite's busy-wait), and begin with BEGIN IMMEDIATE against writers in othe
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,9 +26,10 @@ from sqlalchemy import (
     type_coerce,
     update,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from engine.errors import StoreFull
 from engine.events import Event
 from engine.model import (
     AbortReason,
@@ -41,6 +44,7 @@ from engine.model import (
     utcnow,
 )
 from engine.store import StoreStats
+from engine.surrogates import replace_surrogates
 from storage import pragmas, queries
 from storage.driver import driver_connection
 from storage.reads import Reader
@@ -112,6 +116,10 @@ class SqliteStore:
                 async with engine.connect() as conn:
                     async with (await driver_connection(conn)).execute("PRAGMA optimize"):
                         pass
+            except (OperationalError, sqlite3.OperationalError) as exc:
+                # another process writing the file (SQLite's "database is locked"), a full disk:
+                # the statistics are refreshed at the next close, nothing is lost
+                log.debug("PRAGMA optimize on closing the store was skipped: %s", getattr(exc, "orig", exc))
             except Exception:
                 log.warning("PRAGMA optimize on closing the store failed", exc_info=True)
             await engine.dispose()
@@ -120,8 +128,13 @@ class SqliteStore:
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         if self._writer is None:
             raise RuntimeError("the store is not open")
-        async with self._write_lock, self._writer.begin() as conn:
-            yield conn
+        try:
+            async with self._write_lock, self._writer.begin() as conn:
+                yield conn
+        except (DBAPIError, sqlite3.Error, OSError) as exc:
+            if _is_disk_full(exc):
+                raise StoreFull(f"no space left for the store at {self.path}") from exc
+            raise
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -132,11 +145,24 @@ class SqliteStore:
             yield conn
 
     # -- writes ----------------------------------------------------------------------------------
-    async def apply(self, events: Sequence[Event]) -> None:
+    async def apply(self, events: Sequence[Event]) -> dict[str, str]:
         if not events:
-            return
+            return {}
         async with self._write() as conn:
-            await BatchWriter(conn, json_lines=self._json_lines).write(events)
+            writer = BatchWriter(conn, json_lines=self._json_lines)
+            await writer.write(events)
+        return writer.refused
+
+    async def fail_execution(self, execution_id: str, error: str) -> bool:
+        now = utcnow()
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id, executions.c.status.in_(_OPEN_EXECUTION))
+                .values(status=ExecutionStatus.FAILED.value, error_message=replace_surrogates(error),
+                        completed_at=now, started_at=func.coalesce(executions.c.started_at, literal(now, UtcDateTime())))
+            )
+        return result.rowcount > 0
 
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
         now = utcnow()
@@ -286,6 +312,21 @@ class SqliteStore:
                 done.append(f"PRAGMA wal_checkpoint(TRUNCATE): WAL of {_human(wal_before)} copied back "
                             "into the database and truncated")
         return done
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL ("database or disk is full"), or ENOSPC from the file system, anywhere in the
+    chain of causes (SQLAlchemy wraps sqlite3's errors)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(seen, sqlite3.Error) and (
+            (getattr(seen, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_FULL or "disk is full" in str(seen)
+        ):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 def _file_size(path: Path) -> int:

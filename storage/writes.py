@@ -20,8 +20,9 @@ never resurrects a finished execution. The guard is one SQL expression for every
 `executemany`. A snapshot followed in the same batch by one of the same row and status is dropped:
 whatever the guard decides, the later one gets the same decision and overwrites every field.
 
-A row the database refuses (a step of an unknown execution, say) is logged and skipped; it does not
-fail the batch: the store writer would retry and then drop the whole batch, losing the good rows.
+A row the database refuses (a step of an unknown execution, say) is skipped and its execution named
+in `BatchWriter.refused`; it does not fail the batch, whose other rows are good. The store writer
+fails the executions named there (engine.store_writer).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from engine.events import (
     StepUpdated,
 )
 from engine.model import Step
+from engine.surrogates import replace_surrogates
 from engine.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from storage.driver import driver_connection
 from storage.rows import artifact_row, execution_row, step_row
@@ -144,6 +146,8 @@ class BatchWriter:
         self._lines: list[LinesLogged] = []
         self._deleted: list[dict[str, Any]] = []
         self.lines_written = 0
+        #: executions some of whose rows the database refused, and its words for the first refusal
+        self.refused: dict[str, str] = {}
 
     async def write(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -197,7 +201,10 @@ class BatchWriter:
             try:
                 changed += (await self._conn.execute(STATEMENTS[kind], row)).rowcount
             except IntegrityError as exc:
-                log.warning("skipped writing the %s of %s: %s", kind, row["id"], exc.orig)
+                log.debug("skipped writing the %s of %s: %s", kind, row["id"], exc.orig)
+                if kind != "execution deletion":
+                    self.refused.setdefault(row["id"] if kind == "execution" else row["execution_id"],
+                                            str(exc.orig))
         return changed
 
     async def _insert_lines(self, events: list[LinesLogged]) -> None:
@@ -210,6 +217,8 @@ class BatchWriter:
             lost = {e.exec_id for e in events} - execution_pks.keys()
             log.warning("dropped %d log line(s) of unknown execution(s) %s",
                         sum(len(e.lines) for e in events if e.exec_id in lost), ", ".join(sorted(lost)))
+            for execution_id in lost:
+                self.refused.setdefault(execution_id, "its execution is not in the store")
         missing_steps = {e.step_id for e in events if e.step_id is not None} - step_pks.keys()
         if missing_steps:
             log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
@@ -223,7 +232,7 @@ class BatchWriter:
         except UnicodeEncodeError:
             # A line held a lone surrogate (a file name decoded with surrogateescape, say), which
             # UTF-8 cannot encode. The lines before it are in; OR IGNORE makes sending all again safe.
-            log.warning("log lines with characters UTF-8 cannot encode were stored with '?' in their place")
+            log.warning("log lines with characters UTF-8 cannot encode were stored with U+FFFD in their place")
             await self._send_lines(known, clean=True)
             return
         expected = sum(len(block.lines) for block in known)
@@ -318,7 +327,7 @@ def spans_of(blocks: Iterable[_LineBlock]) -> list[tuple[int, int, int | None, i
 
 
 def _clean(lines: Sequence[str]) -> list[str]:
-    return [line.encode("utf-8", "replace").decode("utf-8") for line in lines]
+    return [replace_surrogates(line) for line in lines]
 
 
 def parents_first(created: Sequence[Step]) -> list[Step]:

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -414,3 +415,73 @@ async def test_the_tuis_listener_on_a_busy_port_names_the_tuis_own_option(tmp_pa
             with pytest.raises(CliError) as info:
                 await _start_api(engine, tmp_path / "data", args)
     assert "already in use" in str(info.value) and "--api-port" in str(info.value)
+
+
+@pytest.mark.parametrize(("expires", "seconds"), [(None, 7 * 86400), ("1h", 3600), ("30m", 1800), ("2w", 14 * 86400),
+                                                  ("never", None)])
+def test_token_create_lifetime_and_the_id_to_revoke(tmp_path: Path, expires: str | None,
+                                                    seconds: int | None) -> None:
+    import jwt
+
+    result = stepflow(tmp_path, "token", "create", *(("--expires", expires) if expires else ()))
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), options={"verify_signature": False})
+    assert claims.get("exp") == (None if seconds is None else claims["iat"] + seconds)
+    assert f"token id {claims['jti']} " in result.stderr
+    assert f"stepflow token revoke {claims['jti']}" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("--expires", "soon"), ("--expires", "0h"), ("--expires", "-1d"),
+                                  ("--expires", "1h", "--days", "1")])
+def test_token_create_explains_a_bad_lifetime(tmp_path: Path, args: tuple[str, ...]) -> None:
+    result = stepflow(tmp_path, "token", "create", *args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "--expires" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_token_revoke_by_id_or_by_token(tmp_path: Path) -> None:
+    from api_compat.auth import read_revoked, revoked_path
+
+    first = stepflow(tmp_path, "token", "create").stdout.strip()
+    second = stepflow(tmp_path, "token", "create").stdout.strip()
+    import jwt
+
+    first_id = jwt.decode(first, options={"verify_signature": False})["jti"]
+    second_id = jwt.decode(second, options={"verify_signature": False})["jti"]
+    result = stepflow(tmp_path, "token", "revoke", first_id)
+    assert result.returncode == 0 and f"revoked token {first_id}" in result.stderr
+    result = stepflow(tmp_path, "token", "revoke", second)  # the whole token works too
+    assert result.returncode == 0 and f"revoked token {second_id}" in result.stderr
+    result = stepflow(tmp_path, "token", "revoke", first_id)
+    assert result.returncode == 0 and "already revoked" in result.stderr
+    assert read_revoked(tmp_path) == {first_id, second_id}
+    assert stat.S_IMODE(revoked_path(tmp_path).stat().st_mode) == 0o600
+    for bad in ("not an id!", "a.b.c"):
+        result = stepflow(tmp_path, "token", "revoke", bad)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+
+
+def test_serve_allowed_host_adds_a_name_the_listener_answers_to(tmp_path: Path) -> None:
+    import asyncio
+
+    import aiohttp
+
+    proc = spawn(tmp_path, "serve", "--port", "0", "--ws-port", "0", "--allowed-host", "box.lan")
+    try:
+        shown = read_until(proc, "serving")
+        match = re.search(r"serving http://127\.0\.0\.1:(\d+)", shown)
+        assert match is not None, shown
+
+        async def statuses() -> list[int]:
+            async with aiohttp.ClientSession() as session:
+                result = []
+                for host in ("box.lan", f"box.lan:{match[1]}", "elsewhere.lan"):
+                    async with session.get(f"http://127.0.0.1:{match[1]}/api/health",
+                                           headers={"Host": host}) as resp:
+                        result.append(resp.status)
+                return result
+
+        assert asyncio.run(statuses()) == [200, 200, 403]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)

@@ -732,7 +732,7 @@ async def test_a_line_utf8_cannot_encode_is_stored_with_a_replacement(
     await store.apply([lines(e, None, 0, 2), LinesLogged(e.id, None, Stream.STDERR, 2, T0, ("bad \udc80 name",)),
                        lines(e, None, 3, 2)])
     assert [line.text for line in await store.get_log_lines(e.id)] == [
-        "line 0", "line 1", "bad ? name", "line 3", "line 4"]
+        "line 0", "line 1", "bad \ufffd name", "line 3", "line 4"]
     assert "UTF-8 cannot encode" in caplog.text
 
 
@@ -744,7 +744,7 @@ async def test_lines_without_sqlite_json(store: SqliteStore) -> None:
     await store.apply([lines(e, b, 0, 5), LinesLogged(e.id, None, Stream.STDERR, 5, T0, ("a\x00b", "bad \udc80"))])
     got = await store.get_log_lines(e.id)
     assert [(line.seq, line.step_id, line.text) for line in got] == [
-        *((i, b.id, f"line {i}") for i in range(5)), (5, None, "a\x00b"), (6, None, "bad ?")]
+        *((i, b.id, f"line {i}") for i in range(5)), (5, None, "a\x00b"), (6, None, "bad \ufffd")]
 
 
 async def test_a_repeated_seq_is_ignored_and_the_rest_kept(
@@ -768,7 +768,7 @@ async def test_rows_the_database_refuses_are_skipped_not_the_batch(
     b = branch_of(e)
     ghost = execution("never created")
     ghost_branch = branch_of(ghost)
-    await store.apply([
+    refused = await store.apply([
         StepAdded(ghost_branch),  # its execution is unknown: foreign key
         ExecutionCreated(e, (b,)),
         lines(ghost, None, 0, 5),  # lines of an unknown execution
@@ -785,7 +785,9 @@ async def test_rows_the_database_refuses_are_skipped_not_the_batch(
         (0, b.id), (1, b.id), (2, b.id), (3, b.id), (4, b.id), (5, None)]
     arts, total = await store.list_artifacts(ArtifactFilter(execution_id=e.id))
     assert total == 1 and arts[0].name == "good.txt"
-    assert "skipped writing the step" in caplog.text
+    # the executions of what was skipped are named, for the store writer to fail them loudly
+    assert set(refused) == {ghost.id, e.id}
+    assert "FOREIGN KEY" in refused[e.id]
     assert "dropped 5 log line(s) of unknown execution" in caplog.text
 
 

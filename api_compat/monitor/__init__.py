@@ -3,10 +3,13 @@ and on its own port."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from pydantic import BaseModel
 
 from api_compat.monitor import artifacts, executions, health, list_cache, ws
+from api_compat.monitor.envelope import fail
 from api_compat.monitor.errors import error_middleware
 from api_compat.monitor.schemas import (
     UPLOAD_SCHEMA,
@@ -33,6 +36,7 @@ from api_compat.monitor.schemas import (
     OptimizeResult,
     RerunBody,
 )
+from api_compat.state import ENGINE
 from api_compat.surface import Surface, route
 
 WS_DOC = {
@@ -45,6 +49,13 @@ def _envelope(model: type[BaseModel]) -> type[BaseModel]:
     return Envelope[model]  # type: ignore[valid-type]
 
 
+def _complete_schemas(app: web.Application, schemas: dict[str, Any]) -> None:
+    # `target` is `local` or a target of the engine's targets file (read when the engine started);
+    # an engine without that configuration (a test double) knows `local` only
+    targets = getattr(getattr(app[ENGINE], "config", None), "targets", None) or {}
+    schemas["CreateExecutionBody"]["properties"]["target"]["enum"] = ["local", *sorted(targets)]
+
+
 def make_surface() -> Surface:
     return Surface(
         name="monitor",
@@ -53,6 +64,8 @@ def make_surface() -> Surface:
         error_model=ErrorEnvelope,
         prefixes=("/api/executions", "/api/artifacts", "/api/health", "/api/workflows", "/ws"),
         fallback=True,
+        complete_schemas=_complete_schemas,
+        refusal=fail,
     )
 
 
@@ -95,8 +108,9 @@ def install(app: web.Application, surface: Surface) -> None:
           t_art, response=ArtifactDetail, errors=(404,))
     route(r, surface, "GET", "/api/artifacts/{artifact_id}/download", artifacts.download_artifact,
           "Download an artifact's file", t_art, errors=(404,), response={
-              "description": "The file, with its Content-Type and a Content-Disposition naming it",
-              "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+              "description": "The file, with its own Content-Type (the artifact's `mime_type`) and a "
+                             "Content-Disposition naming it",
+              "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
           })
     route(r, surface, "DELETE", "/api/artifacts/{artifact_id}", artifacts.delete_artifact,
           "Delete an artifact", t_art, response=Message, errors=(404,))
@@ -113,7 +127,7 @@ def install(app: web.Application, surface: Surface) -> None:
           response=OptimizeResult)
 
     route(r, surface, "GET", "/ws", ws.websocket_handler, "The WebSocket (also served on its own port)", t_ws,
-          websocket=True, response=WS_DOC, status=101)
+          websocket=True, response=WS_DOC, status=101, errors=(400, 503))
 
     app[health.PROBE] = health.Probe()
     list_cache.install(app)
@@ -124,8 +138,8 @@ def make_ws_app(surface: Surface) -> web.Application:
     """The documented WebSocket on its own port (`ws://host:8765`): `/` and `/ws`."""
     app = web.Application()
     route(app.router, surface, "GET", "/", ws.websocket_handler, "The WebSocket", "websocket",
-          websocket=True, response=WS_DOC, status=101)
+          websocket=True, response=WS_DOC, status=101, errors=(400, 503))
     route(app.router, surface, "GET", "/ws", ws.websocket_handler, "The WebSocket", "websocket",
-          websocket=True, response=WS_DOC, status=101)
+          websocket=True, response=WS_DOC, status=101, errors=(400, 503))
     app.middlewares.append(error_middleware(surface))
     return app

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from urllib.parse import quote
 
 from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
 from api_compat.monitor.envelope import ApiError, ok
 from api_compat.monitor.errors import describe_validation, read_query
 from api_compat.monitor.schemas import ListArtifactsQuery, UploadForm
+from api_compat.request_parsing import InvalidJson, parse_json
 from api_compat.state import CONFIG, ENGINE
 from engine.model import Artifact, ArtifactFilter
 from engine.views import artifact_dict
@@ -77,9 +78,9 @@ def _tags(values: list[str]) -> list[str]:
         raw = values[0].strip()
         if raw.startswith("["):
             try:
-                parsed = json.loads(raw)
-            except json.JSONDecodeError:
-                raise ApiError(422, "tags: not a valid JSON array") from None
+                parsed = parse_json(raw)
+            except InvalidJson as exc:
+                raise ApiError(422, f"tags: not a valid JSON array: {exc}") from None
             if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
                 raise ApiError(422, "tags: must be an array of strings")
             return parsed
@@ -103,6 +104,7 @@ async def _read_form(reader: MultipartReader, cap: int) -> tuple[dict[str, list[
     fields: dict[str, list[str]] = {}
     file_name: str | None = None
     data: bytes | None = None
+    text_size = 0
     while True:
         part = await reader.next()
         if part is None:
@@ -116,6 +118,10 @@ async def _read_form(reader: MultipartReader, cap: int) -> tuple[dict[str, list[
             data = await _read_capped(part, cap, "the file")
         elif part.name:
             raw = await _read_capped(part, _TEXT_FIELD_MAX, f"the field {part.name!r}")
+            # together too: without a Content-Length, a stream of fields is otherwise never refused
+            text_size += len(raw)
+            if text_size > _FORM_OVERHEAD:
+                raise ApiError(413, f"the form's fields are larger than the limit of {_FORM_OVERHEAD} bytes together")
             try:
                 fields.setdefault(part.name, []).append(raw.decode())
             except UnicodeDecodeError:
@@ -132,6 +138,9 @@ async def upload_artifact(request: web.Request) -> web.Response:
     try:
         reader = await request.multipart()
         fields, file_name, data = await _read_form(reader, cap)
+    except RequestPayloadError:
+        # the whole body's Content-Encoding does not decode
+        raise ApiError(400, "the multipart body cannot be read: it is not what its Content-Encoding says") from None
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         # aiohttp's parser: no starting boundary, a body cut short, a garbled part header
         raise ApiError(400, f"the multipart body cannot be read: {exc}") from None

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from api_compat.request_parsing import RequestRefused
 from engine.model import utcnow
 from engine.views import iso
 
@@ -14,13 +15,9 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=s
 dumps = _encoder.encode
 
 
-class ApiError(Exception):
-    """A refusal with its HTTP status and a message for the `error` field."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class ApiError(RequestRefused):
+    """A refusal with its HTTP status and a message for the `error` field (the shared plumbing's
+    `RequestRefused`, rendered the same way)."""
 
 
 def now_iso() -> str:

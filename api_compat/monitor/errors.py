@@ -1,21 +1,23 @@
 """StepFlow Monitor's one error middleware: auth, then every failure as the documented envelope.
 
 Engine errors map to statuses (NotFound 404, Conflict 409, InvalidRequest 400, ShuttingDown 503);
-bad JSON 400, bad query parameters 400, bad bodies 422, too large 413. Anything unexpected is logged
+bad JSON 400 (read by the shared `request_parsing`, which refuses too deep or too long input),
+bad query parameters 400, bad bodies 422, too large 413; input too deep or too long for parsing
+further down (a workflow's YAML) 400. Anything unexpected is logged
 and answered with a 500 in the same envelope, never a traceback.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api_compat.auth import AuthError
+from api_compat.auth import AuthError, AuthThrottled
 from api_compat.monitor.envelope import ApiError, fail
+from api_compat.request_parsing import REQUIRED, RequestRefused, input_error, read_json_body
 from api_compat.state import SURFACES, VERIFIER
 from api_compat.surface import Handler, Surface
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
@@ -53,15 +55,7 @@ def describe_validation(exc: ValidationError) -> str:
 
 async def read_json(request: web.Request, model: type[M], *, optional: bool = False) -> M:
     """The body validated against `model`: 400 when it is not JSON, 422 when it does not fit."""
-    raw = await request.read()
-    if not raw.strip():
-        if optional:
-            return model()
-        raise ApiError(400, "the request body must be a JSON object")
-    try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    payload = await read_json_body(request, empty={} if optional else REQUIRED)
     if not isinstance(payload, dict):
         raise ApiError(422, "the request body must be a JSON object")
     try:
@@ -72,16 +66,19 @@ async def read_json(request: web.Request, model: type[M], *, optional: bool = Fa
 
 def read_query(request: web.Request, model: type[M]) -> M:
     """Query parameters validated against `model` (400 when they do not fit). A field typed as a
-    list takes every occurrence of its parameter."""
+    list takes every occurrence of its parameter; any other, given twice, is refused."""
     values: dict[str, Any] = {}
     for key in request.query.keys():
         field = model.model_fields.get(key)
         if field is None:
             continue
+        given = request.query.getall(key)
         if "list" in str(field.annotation):
-            values[key] = request.query.getall(key)
+            values[key] = given
+        elif len(given) > 1:
+            raise ApiError(400, f"invalid query parameters: {key}: given more than once")
         else:
-            values[key] = request.query[key]
+            values[key] = given[0]
     try:
         return model.model_validate(values)
     except ValidationError as exc:
@@ -97,19 +94,21 @@ def error_middleware(surface: Surface) -> Any:
         if not surface.owns(request, surfaces):
             return await handler(request)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return await handler(request)  # a CORS preflight: the CORS middleware answers it
+            return await handler(request)  # a CORS preflight: cross_site.py answers it or refuses it
         verifier = request.app[VERIFIER] if surface.auth else None
         if verifier is not None:
             try:
                 # browsers cannot set headers on a WebSocket: accept ?token= on an upgrade only
                 is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
                 query_token = request.query.get("token") if is_upgrade else None
-                verifier.check_header(request.headers.get("Authorization"), query_token)
+                verifier.check_request(request.headers.get("Authorization"), query_token, client=request.remote)
+            except AuthThrottled as exc:
+                return fail(str(exc), 429, {"Retry-After": str(exc.retry_after)})
             except AuthError as exc:
                 return fail(str(exc), 401, {"WWW-Authenticate": 'Bearer realm="stepflow"'})
         try:
             return await handler(request)
-        except ApiError as exc:
+        except RequestRefused as exc:  # ApiError too
             return fail(exc.message, exc.status)
         except web.HTTPException as exc:
             if exc.status < 400:
@@ -129,6 +128,12 @@ def error_middleware(surface: Surface) -> Any:
         except Exception as exc:
             if workflow_error is not None and isinstance(exc, workflow_error):
                 return fail(str(exc), 422)
+            refusal = input_error(exc)
+            if refusal is not None:
+                # parsing deeper down (a workflow's YAML inside the JSON) met an input too deep or
+                # too long to read: the client's doing, not the server's
+                log.info("refused %s %s: %s (%s)", request.method, request.path, refusal, type(exc).__name__)
+                return fail(refusal, 400)
             log.exception("unexpected error in %s %s", request.method, request.path)
             return fail("internal server error (see the server log)", 500)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from engine.model import ArtifactType, ExecutionStatus
 
@@ -41,12 +42,20 @@ class ErrorEnvelope(BaseModel):
 
 
 # -- requests -------------------------------------------------------------------------------------
+#: what the engine refuses at submit, said in the document too (the engine checks it: its messages
+#: name the problem better than a pattern does)
+_NO_NUL: JsonDict = {"pattern": "^[^\\u0000]*$"}
+_SOME_TEXT: JsonDict = {"pattern": "^[^\\u0000]*[^\\s\\u0000][^\\u0000]*$"}
+_ENV: JsonDict = {"propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, "additionalProperties": {"type": "string", **_NO_NUL}}
+
+
 class CreateExecutionBody(BaseModel):
     model_config = _STRICT
     name: str | None = None
-    command: str = Field(min_length=1)
-    working_directory: str | None = None
-    environment: dict[str, str] = Field(default_factory=dict)
+    command: str = Field(min_length=1, json_schema_extra=_SOME_TEXT)
+    working_directory: str | None = Field(None, json_schema_extra={"anyOf": [{"type": "string", **_NO_NUL},
+                                                                             {"type": "null"}]})
+    environment: dict[str, str] = Field(default_factory=dict, json_schema_extra=_ENV)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
     #: ours: who asked (default: the server's user)
@@ -60,7 +69,11 @@ class CreateExecutionBody(BaseModel):
 class CreateWorkflowBody(BaseModel):
     """Ours: run a workflow file on the server (`path`) or the workflow text itself (`text`)."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"oneOf": [
+        {"required": ["path"], "properties": {"path": {"type": "string"}}},
+        {"required": ["text"], "properties": {"text": {"type": "string"}}},
+    ]})
+    #: exactly one of `path` and `text` (not null)
     path: str | None = None
     text: str | None = None
     targets: list[str] | None = None
@@ -126,12 +139,14 @@ class UploadForm(BaseModel):
 UPLOAD_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["execution_id", "name", "file"],
+    "additionalProperties": False,
     "properties": {
-        "execution_id": {"type": "string"},
+        "execution_id": {"type": "string", "minLength": 1},
         "step_id": {"type": "string"},
-        "name": {"type": "string"},
+        "name": {"type": "string", "minLength": 1},
         "description": {"type": "string"},
-        "artifact_type": {"type": "string", "enum": [t.value for t in ArtifactType]},
+        "artifact_type": {"type": "string", "enum": [t.value for t in ArtifactType] + [""],
+                          "description": "empty (as an HTML form sends it) or absent: from the file's type"},
         "tags": {"type": "array", "items": {"type": "string"},
                  "description": "repeat the field, or one JSON array, or comma-separated"},
         "file": {"type": "string", "format": "binary"},

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import socket
 import time
@@ -43,6 +42,7 @@ from api_compat.monitor import ws_messages as msg
 from api_compat.monitor.envelope import now_iso
 from api_compat.monitor.ws_fanout import LogBudgets, WsClient, frame
 from api_compat.monitor.ws_messages import error_message, message
+from api_compat.request_parsing import InvalidJson, parse_json
 from api_compat.state import WS_HUB
 from engine.client import EngineClient, Subscription
 from engine.events import (
@@ -366,8 +366,8 @@ class WsHub:
     # -- client commands ------------------------------------------------------------------------------
     async def handle_command(self, client: WsClient, raw: str) -> None:
         try:
-            payload = json.loads(raw)
-        except json.JSONDecodeError as exc:
+            payload = parse_json(raw)
+        except InvalidJson as exc:
             client.send(error_message("INVALID_MESSAGE", f"the message is not JSON: {exc}"))
             return
         if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):

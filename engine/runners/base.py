@@ -31,6 +31,9 @@ class CommandSpec:
     #: added to (and overriding) the runner's base environment
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    #: the execution the command belongs to (a local command's process tag starts with it, so the
+    #: processes of an execution found lost can be found after a crash)
+    execution_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

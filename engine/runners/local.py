@@ -22,6 +22,10 @@ A command is stopped as a tree: SIGTERM to its process group and to the descenda
 a grace period, then SIGKILL. Descendants are found by parentage, by session and group, and by a
 tag in their environment (`STEPFLOW_PROCESS_TAG`), which also finds daemons that double-forked
 away from the tree.
+
+Should the engine die without stopping them (kill -9), its watchdog process stops the commands it
+was told of (`engine.runners.orphans`: why a watchdog rather than PR_SET_PDEATHSIG is told there);
+the tag, led by the execution's id, lets the next start stop what is left of lost executions.
 """
 
 from __future__ import annotations
@@ -47,19 +51,20 @@ import psutil
 
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, ResourceSample, ResourceUsage, SpawnError
+from engine.runners.orphans import TAG_VARIABLE, command_tag, watchdog
 
 log = logging.getLogger(__name__)
 
 #: largest chunk handed to the consumer of `output()`
 READ_CHUNK = 65536
-#: bytes asked of a pipe per read (as asyncio's pipe transport does)
-READ_SIZE = 256 * 1024
+#: bytes asked of a pipe per read (a pipe holds 64 KiB unless enlarged)
+READ_SIZE = 64 * 1024
 #: bytes read but not yet taken by the consumer above which reading pauses (the command then
-#: blocks on its full pipe), and below which it resumes
-HIGH_WATER = 256 * 1024
-LOW_WATER = 64 * 1024
-#: environment variable carrying a per-command tag, inherited by everything the command starts
-TAG_VARIABLE = "STEPFLOW_PROCESS_TAG"
+#: blocks on its full pipe), and below which it resumes. What is read and not yet stored dies with
+#: a killed engine: 256 KiB (and reads of as much) were ~25,000 short lines per command at the
+#: kill; these cost no throughput (bench/crash_loss.py, bench/ingest.py)
+HIGH_WATER = 64 * 1024
+LOW_WATER = 16 * 1024
 _TAG_KEY = os.fsencode(TAG_VARIABLE)
 #: how long to wait for SIGKILLed processes to disappear before giving up on them
 KILL_WAIT = 5.0
@@ -78,21 +83,34 @@ class LocalRunner:
         self._devnull: int | None = None
 
     async def start(self, spec: CommandSpec) -> LocalCommand:
-        tag = os.urandom(16).hex()  # as unique as a uuid4, for less
+        tag = command_tag(spec.execution_id)
         if self._devnull is None:
             self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        # told before the spawn: the engine may die at any instant after it
+        orphans = watchdog()
+        orphans.watch(tag)
         started = time.monotonic()
-        proc = _spawn(spec, tag, self._devnull)
+        try:
+            proc = _spawn(spec, tag, self._devnull)
+        except BaseException:
+            orphans.forget(tag)
+            raise
         try:
             command = LocalCommand(proc, tag, started)
             command._connect()
         except BaseException:
             _kill_abandoned_process(proc)
+            orphans.forget(tag)
             raise
-        # Kept until it exited and its pipes closed: until then something of it may still run.
+        # Kept until it exited and its pipes closed: until then something of it may still run (and
+        # the watchdog stops, with a dead engine, what a clean shutdown would: these).
         self._running.add(command)
-        command._done.add_done_callback(lambda _: self._running.discard(command))
+        command._done.add_done_callback(lambda _: self._finished(command))
         return command
+
+    def _finished(self, command: LocalCommand) -> None:
+        self._running.discard(command)
+        watchdog().forget(command._tag)
 
     async def fetch(self, path: str, cwd: str | None, dest: Path) -> str:
         return await asyncio.to_thread(_fetch, path, cwd, dest)

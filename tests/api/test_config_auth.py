@@ -112,7 +112,8 @@ async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path
     token = create_token(tmp_path)
     other = create_token(tmp_path / "elsewhere")
     expired = create_token(tmp_path, expires_in=-10)
-    async with running(scripted, make_config(tmp_path, auth_enabled=True)) as lst:
+    # four failures on every route: more than the default burst of failed authentications
+    async with running(scripted, make_config(tmp_path, auth_enabled=True, auth_failure_limit="1000/minute")) as lst:
         app = lst.app
         assert app is not None
         paths = {r.resource.canonical for r in app.router.routes()}
@@ -158,6 +159,7 @@ async def test_cors_only_when_configured(scripted: ScriptedEngine, tmp_path: Pat
     origin = {"Origin": "http://ui.example"}
     async with running(scripted, make_config(tmp_path)) as lst:
         async with session.get(lst.url + "/api/health", headers=origin) as resp:
+            assert resp.status == 403  # an origin not configured is refused (tests/api/test_cross_site.py)
             assert "Access-Control-Allow-Origin" not in resp.headers
     config = make_config(tmp_path, cors_origins=("http://ui.example",), auth_enabled=True)
     async with running(scripted, config) as lst:
@@ -171,4 +173,5 @@ async def test_cors_only_when_configured(scripted: ScriptedEngine, tmp_path: Pat
             assert resp.status == 401  # an error still carries CORS headers, so a browser can read it
             assert resp.headers["Access-Control-Allow-Origin"] == "http://ui.example"
         async with session.get(lst.url + "/api/health", headers={"Origin": "http://evil.example"}) as resp:
+            assert resp.status == 403
             assert "Access-Control-Allow-Origin" not in resp.headers

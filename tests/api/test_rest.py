@@ -311,7 +311,7 @@ async def test_upload_bad_forms(api: Any, engine: Any) -> None:
     no_file.add_field("name", "n")
     no_file.add_field("x", b"\x00", filename="x")  # forces multipart
     check_fail(*await api("POST", "/api/artifacts", data=no_file), 422)
-    check_fail(*await api("POST", "/api/artifacts", json={"execution_id": ex_id}), 400)
+    check_fail(*await api("POST", "/api/artifacts", json={"execution_id": ex_id}), 415)  # not multipart
 
 
 async def test_oversized_upload_is_refused_and_the_server_keeps_serving(engine: Any, tmp_path,

@@ -130,6 +130,13 @@ class MemoryStore:
         ids = set(step_ids)
         return sum(1 for ln in lines if ln.step_id in ids)
 
+    async def fail_execution(self, execution_id: str, error: str) -> bool:
+        execution = self.executions.get(execution_id)
+        if execution is None or execution.status.is_terminal:
+            return False
+        execution.status, execution.error_message = ExecutionStatus.FAILED, error
+        return True
+
     async def delete_execution(self, execution_id: str) -> bool:
         found = self.executions.pop(execution_id, None) is not None
         self.steps.pop(execution_id, None)

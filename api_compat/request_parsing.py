@@ -1,0 +1,138 @@
+"""Request parsing shared by every surface: JSON bodies (and JSON inside other parts of a request)
+read one way, so that no input can make a handler fail with anything but a refusal.
+
+Python's own `json.loads` has three ways to turn a client's bytes into a server error: nesting past
+the interpreter's recursion limit (`[[[[…` under 1 MiB raises RecursionError), integers longer than
+the int-from-string limit (4,300 digits: ValueError), and the non-JSON constants it accepts (`NaN`,
+`Infinity`, and `1e999` read as infinity), which our own responses would then echo as invalid JSON.
+`parse_json` refuses all of them, and nesting deeper than `MAX_JSON_DEPTH`, which no documented body
+needs and which would make every later walk of the value (validation, the store's encoding, the
+responses) a recursion risk.
+
+A surface's error middleware turns `RequestRefused` into its documented error body, and asks
+`input_error` about anything else a handler raised, so that the same failures coming from deeper
+parsing (a workflow's YAML text inside a JSON body) are refusals too, not 500s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
+
+#: how deeply arrays and objects may nest in a JSON body (the documented bodies need 3 or 4)
+MAX_JSON_DEPTH = 64
+
+_INT_DIGITS = "integer string conversion"
+
+
+class RequestRefused(Exception):
+    """A request refused with an HTTP status and a message; each surface's error middleware renders
+    it as that surface's error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class InvalidJson(ValueError):
+    """Text that `parse_json` does not accept; `str()` says why, for a person."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJson(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise InvalidJson(f"the number {text[:20]}{'…' if len(text) > 20 else ''} is too large")
+    return value
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays/objects nest deeper than `limit` (iteratively: the check itself must not recurse)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def parse_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON value of `data`; raises `InvalidJson` (a ValueError) for anything else, whatever it is."""
+    try:
+        value = json.loads(data, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except InvalidJson:
+        raise
+    except RecursionError:
+        raise InvalidJson(f"arrays and objects nest deeper than {max_depth} levels") from None
+    except UnicodeDecodeError:
+        raise InvalidJson("it is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJson(str(exc)) from None
+    except ValueError as exc:
+        if _INT_DIGITS in str(exc):
+            raise InvalidJson("a number has more than 4,300 digits") from None
+        raise InvalidJson(str(exc)) from None
+    if _depth_exceeds(value, max_depth):
+        raise InvalidJson(f"arrays and objects nest deeper than {max_depth} levels")
+    return value
+
+
+#: a body whose Content-Encoding does not decode (`gzip` that is not), or whose chunked framing is broken
+_UNREADABLE = "the request body cannot be read: it is not what its Content-Encoding or framing says"
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body; `RequestRefused(400)` when aiohttp cannot decode it (it raises errors of
+    its own there, which would otherwise be 500s)."""
+    try:
+        return await request.read()
+    except (RequestPayloadError, HttpProcessingError):
+        raise RequestRefused(400, _UNREADABLE) from None
+
+
+#: `read_json_body`'s `empty` when a body is required
+REQUIRED: Any = object()
+
+
+async def read_json_body(request: web.Request, *, empty: Any = REQUIRED) -> Any:
+    """The request's JSON body, or `empty` when there is none (when `empty` is not given: refused).
+    Raises `RequestRefused(400)` when it is not JSON that `parse_json` accepts. aiohttp's
+    `client_max_size` caps its size (413) before it is read."""
+    raw = await read_body(request)
+    if not raw.strip():
+        if empty is not REQUIRED:
+            return empty
+        raise RequestRefused(400, "the request body must be a JSON object")
+    try:
+        return parse_json(raw)
+    except InvalidJson as exc:
+        raise RequestRefused(400, f"the request body is not valid JSON: {exc}") from None
+
+
+def input_error(exc: BaseException) -> str | None:
+    """For an error middleware: a message for a 400 when `exc` is one that only a client's input
+    causes (parsing too deep a value, or too long or too large a number, anywhere in a handler; a
+    body aiohttp cannot decode), else None."""
+    if isinstance(exc, (RequestPayloadError, HttpProcessingError)):
+        return _UNREADABLE
+    if isinstance(exc, RecursionError):
+        return "the request nests too deeply to be read"
+    if isinstance(exc, ValueError) and _INT_DIGITS in str(exc):
+        return "the request has a number with more than 4,300 digits"
+    if isinstance(exc, OverflowError):
+        # a number too large for a float or a C integer (YAML's `0x…` integers have no digit limit)
+        return "the request has a number too large to use"
+    return None
