@@ -55,6 +55,8 @@ class ApiConfig:
     #: failed authentications one client address may make in a moving window before it is
     #: answered 429 (the `limits` library's notation)
     auth_failure_limit: str = "10/minute"
+    #: the folders whose files `POST /api/workflows {"path": ...}` may run; none: no path is read
+    workflow_dirs: tuple[Path, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiConfig:
@@ -97,6 +99,8 @@ class ApiConfig:
             values["allowed_hosts"] = tuple(h.strip() for h in v.split(",") if h.strip())
         if v := env.get("STEPFLOW_AUTH_FAILURE_LIMIT"):
             values["auth_failure_limit"] = v.strip()
+        if v := env.get("STEPFLOW_WORKFLOW_DIRS"):  # folders, separated by os.pathsep
+            values["workflow_dirs"] = tuple(Path(d).expanduser() for d in v.split(os.pathsep) if d.strip())
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("data_dir"), str):
             values["data_dir"] = Path(str(values["data_dir"])).expanduser()

@@ -212,19 +212,14 @@ class Engine:
         """Validate and start a workflow. `done_steps` maps (target, step name) to the id of the
         execution where that step already completed (rerun from the failed step)."""
         # imported here: the workflow schema (pydantic) is ~0.2 s of a start-up that runs no workflow
-        from engine.workflow import load_workflow, parse_workflow
+        from engine.workflow import read_workflow
 
         self._check_open()
-        known = set(self.config.targets)
-        if text is not None:
-            if (bad := unencodable(text)) is not None:
-                raise InvalidRequest(f"the workflow text contains a lone surrogate ({bad}), which is not text")
-            workflow = parse_workflow(text, str(path) if path else "<workflow>", known_targets=known,
-                                      source_path=path)
-        elif path is not None:
-            workflow = load_workflow(path, known_targets=known)
-        else:
-            raise InvalidRequest("a workflow needs a file path or its text")
+        if text is not None and (bad := unencodable(text)) is not None:
+            raise InvalidRequest(f"the workflow text contains a lone surrogate ({bad}), which is not text")
+        # in a thread, with a time bound: the API and the TUI hand over documents of any size
+        workflow = await read_workflow(path, text=text, known_targets=set(self.config.targets))
+        self._check_open()  # again: shutdown may have begun while the thread read
         if targets:
             for target in targets:
                 self._check_target(target, workflow)

@@ -31,10 +31,10 @@ from engine.workflow import (
     WorkflowIssue,
     _describe,
     _Reader,
-    _syntax_issue,
     _target,
 )
 from engine.workflow_schema import NonEmptyStr, TargetModel
+from engine.workflow_yaml import compose, decode
 
 __all__ = ["TARGETS_FILE_ENV", "load_user_targets", "parse_user_targets", "user_targets_path"]
 
@@ -55,13 +55,7 @@ def load_user_targets(path: Path | None = None) -> dict[str, Target]:
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise WorkflowError([WorkflowIssue(filename, 1, 1, f"cannot read the targets file: {reason}")]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        message = f"the file is not UTF-8 text (byte 0x{data[exc.start]:02x})"
-        raise WorkflowError([WorkflowIssue(filename, line, column, message)]) from None
+    text = decode(data, filename)
     return parse_user_targets(text, filename, base_dir=str(path.resolve().parent))
 
 
@@ -69,15 +63,8 @@ def parse_user_targets(text: str, filename: str = "<targets>", *, base_dir: str 
     """Targets from the text of a targets file; `filename` is what messages name, `base_dir` the
     folder relative paths are resolved against (None: kept as written)."""
     reader = _TargetsReader(filename)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        raise WorkflowError([_syntax_issue(filename, exc)]) from None
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        message = f"invalid YAML: character #x{exc.character:04x} is not allowed"
-        raise WorkflowError([WorkflowIssue(filename, line, column, message)]) from None
+    # the workflow's composer: the same messages, and the same bounds on aliases and nesting
+    root = compose(text, filename)
     if root is None:
         return {}
     if _is_wrapped(root):

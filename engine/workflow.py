@@ -13,13 +13,18 @@ applied: a step's `timeout`, `retries`, `shell`, `cwd` and `markers` are the val
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
+import stat
 from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
 
+from engine.errors import InvalidRequest
 from engine.workflow_graph import check_references, topological_order
 from engine.workflow_issues import WorkflowError, WorkflowIssue, describe, syntax_issue
 from engine.workflow_model import (
@@ -40,7 +45,7 @@ from engine.workflow_schema import (
     parse_duration,
     workflow_json_schema,
 )
-from engine.workflow_yaml import UNREADABLE, Reader, compose, decode
+from engine.workflow_yaml import MAX_DOCUMENT_BYTES, UNREADABLE, Reader, compose, decode, too_large
 
 __all__ = [
     "EXTENSION_PREFIX",
@@ -57,9 +62,13 @@ __all__ = [
     "load_workflow",
     "parse_duration",
     "parse_workflow",
+    "read_workflow",
     "topological_order",
     "workflow_json_schema",
 ]
+
+#: seconds `read_workflow` waits for a workflow to be read (a 500-step one takes ~30 ms)
+READ_TIMEOUT = 10.0
 
 #: top-level keys starting with this are ignored: a place for YAML anchors (`x-common: &common`)
 EXTENSION_PREFIX = "x-"
@@ -78,13 +87,43 @@ def load_workflow(path: str | Path, *, known_targets: Collection[str] = ()) -> W
     `runs_on` may name besides the file's own targets and `local`.
     """
     filename = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path (given over the API)
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise WorkflowError([WorkflowIssue(filename, 1, 1, f"cannot read the file: {reason}")]) from None
+    data = read_document(path, filename)
     text = decode(data, filename)
     return parse_workflow(text, filename, known_targets=known_targets, source_path=os.path.abspath(path))
+
+
+async def read_workflow(
+    path: str | Path | None,
+    *,
+    text: str | None = None,
+    known_targets: Collection[str] = (),
+    timeout: float = READ_TIMEOUT,
+) -> Workflow:
+    """`load_workflow(path)`, or `parse_workflow(text)` when given, in a thread: a big or hostile
+    document must not stall the event loop (every execution's logs, every API client). After
+    `timeout` seconds the caller is answered with a `WorkflowError`; the thread cannot be stopped, so
+    the bounds of `engine.workflow_yaml` are what end its work."""
+    filename = str(path) if path else "<workflow>"
+    if text is not None:
+        work = functools.partial(parse_workflow, text, filename, known_targets=known_targets, source_path=path)
+    elif path is not None:
+        work = functools.partial(load_workflow, path, known_targets=known_targets)
+    else:
+        raise InvalidRequest("a workflow needs a file path or its text")
+    try:
+        async with asyncio.timeout(timeout):
+            # readers of their own: a flood of documents waits for these two threads, not for the
+            # default executor the rest of the engine uses; one not yet started when the time is up
+            # is dropped from the queue
+            return await asyncio.get_running_loop().run_in_executor(_readers(), work)
+    except TimeoutError:
+        message = f"reading the workflow took more than {timeout:g} s: gave up"
+        raise WorkflowError([WorkflowIssue(filename, 1, 1, message)]) from None
+
+
+@functools.cache
+def _readers() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=2, thread_name_prefix="workflow-reader")
 
 
 def parse_workflow(
@@ -125,6 +164,33 @@ def parse_workflow(
     if reader.issues or model is None:
         raise WorkflowError(sorted(set(reader.issues)))
     return _build(model, reader, filename, None if source_path is None else str(source_path), text)
+
+
+def read_document(path: str | Path, filename: str) -> bytes:
+    """The bytes of a regular file of at most `MAX_DOCUMENT_BYTES`. Raises `WorkflowError`."""
+    def refuse(reason: str) -> WorkflowError:
+        return WorkflowError([WorkflowIssue(filename, 1, 1, f"cannot read the file: {reason}")])
+
+    try:
+        # O_NONBLOCK: a FIFO (or a device) named as a workflow must not block the open
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path (given over the API)
+        raise refuse(getattr(exc, "strerror", None) or str(exc)) from None
+    with os.fdopen(fd, "rb") as file:
+        try:
+            info = os.fstat(fd)
+            if stat.S_ISDIR(info.st_mode):
+                raise refuse("it is a directory")
+            if not stat.S_ISREG(info.st_mode):
+                raise refuse("not a regular file")
+            if info.st_size > MAX_DOCUMENT_BYTES:
+                raise too_large(info.st_size, filename)
+            data = file.read(MAX_DOCUMENT_BYTES + 1)  # a file that grows meanwhile stops here
+        except OSError as exc:
+            raise refuse(exc.strerror or str(exc)) from None
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise too_large(len(data), filename)
+    return data
 
 
 # -- building the result -------------------------------------------------------------------------

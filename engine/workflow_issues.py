@@ -1,4 +1,9 @@
-"""The mistakes found in a workflow file, and how each is worded: `file:line:column: message`."""
+"""The mistakes found in a workflow file, and how each is worded: `file:line:column: message`.
+
+A message never quotes a value of the file, only says what kind it is ("expected an integer, got a
+string"): a file that is not a workflow (a key, a token) must not come back in an error, over the API
+least of all. The place says where to look. Names the author gives to refer to things (keys, step and
+target names) are quoted, as a mapping with `steps` is a workflow and those names are its words."""
 
 from __future__ import annotations
 
@@ -43,15 +48,28 @@ class WorkflowError(InvalidRequest):
         return (type(self), (self.issues,))
 
 
+# PyYAML quotes what it found: a character, an alias, an anchor or a tag handle of the file
+# ("found character '@' that cannot start any token", "found undefined alias 'x'"); the names of
+# tokens it quotes are its own words ("but found '<block end>'")
+_FOUND = re.compile(r"""(\bfound\b(?: [a-z ]*?)?) ?(?:'(?!<)(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+
+
+def _without_content(text: str) -> str:
+    text = _FOUND.sub(r"\1", text).rstrip()
+    return text + " another character" if text.endswith(" found") else text
+
+
 def syntax_issue(filename: str, exc: yaml.MarkedYAMLError) -> WorkflowIssue:
-    """A YAML syntax error, at its problem's place."""
+    """A YAML syntax error, at its problem's place, in PyYAML's words without the file's."""
     mark = exc.problem_mark or exc.context_mark
-    message = f"invalid YAML: {exc.problem or exc.context or 'cannot parse'}"
-    if exc.context and exc.problem and exc.problem.startswith("but "):
+    problem = _without_content(exc.problem) if exc.problem else None
+    context = _without_content(exc.context) if exc.context else None
+    message = f"invalid YAML: {problem or context or 'cannot parse'}"
+    if context and problem and problem.startswith("but "):
         # "expected a single document in the stream" + "but found another document"
-        message = f"invalid YAML: {exc.context}, {exc.problem}"
-    elif exc.context and exc.problem:
-        message += f" ({exc.context}"
+        message = f"invalid YAML: {context}, {problem}"
+    elif context and problem:
+        message += f" ({context}"
         if exc.context_mark is not None and exc.context_mark is not mark:
             message += f" at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
         message += ")"
@@ -87,12 +105,12 @@ def validation_message(error: Mapping[str, Any], loc: Loc) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         bound = {
-            "greater_than_equal": f"at least {describe(ctx.get('ge'))}",
-            "greater_than": f"greater than {describe(ctx.get('gt'))}",
-            "less_than_equal": f"at most {describe(ctx.get('le'))}",
-            "less_than": f"less than {describe(ctx.get('lt'))}",
+            "greater_than_equal": f"at least {_number(ctx.get('ge'))}",
+            "greater_than": f"greater than {_number(ctx.get('gt'))}",
+            "less_than_equal": f"at most {_number(ctx.get('le'))}",
+            "less_than": f"less than {_number(ctx.get('lt'))}",
         }[kind]
-        return f"must be {bound}, got {describe(value)}"
+        return f"must be {bound}"
     if kind == "too_short":
         return "at least one step is required" if loc == ("steps",) else "must not be empty"
     if kind == "string_too_short":
@@ -101,24 +119,29 @@ def validation_message(error: Mapping[str, Any], loc: Loc) -> str:
 
 
 def describe(value: Any) -> str:
-    """A value read from the file, as a message shows it."""
+    """What kind of value was read from the file, as a message shows it; never the value itself."""
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+        return "a boolean"
     if isinstance(value, int | float):
-        return repr(value)
+        return "a number"
     if isinstance(value, str):
-        return repr(value if len(value) <= 40 else value[:37] + "...")
+        return "a string"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, date):
-        return f"a date ({value.isoformat()}; quote it to make it a string)"
-    return f"a {type(value).__name__}"
+        return "a date (quote it to make it a string)"
+    return "a value of another kind"
+
+
+def _number(bound: Any) -> str:
+    """A bound of the schema (not of the file)."""
+    if isinstance(bound, float) and bound.is_integer():
+        return str(int(bound))
+    return str(bound)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

@@ -39,7 +39,7 @@ _DURATION_PATTERN = r"^\s*(\d+(\.\d+)?|(\d+(\.\d+)?\s*([mM][sS]|[sSmMhHdD])\s*)+
 def parse_duration(value: Any) -> float:
     """Seconds from a number or a string such as "90", "90s", "10m", "1h30m", "1.5h", "500ms"."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 90, '90s', '10m' or '1h30m', got {value!r}")
+        raise ValueError("expected a duration like 90, '90s', '10m' or '1h30m'")
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
@@ -51,7 +51,7 @@ def parse_duration(value: Any) -> float:
                 float(number) * _DURATION_UNITS[unit.lower()]
                 for number, unit in _DURATION_PART_RE.findall(text)
             )
-    raise ValueError(f"expected a duration like 90, '90s', '10m' or '1h30m', got {value!r}")
+    raise ValueError("expected a duration like 90, '90s', '10m' or '1h30m'")
 
 
 def _timeout(value: Any) -> float | None:
@@ -196,7 +196,7 @@ def _memory(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if isinstance(value, str) and not _MEMORY_RE.fullmatch(value.strip()):
-        raise ValueError(f"expected a size like '512m' or '2g' (units b, k, m, g), got {value!r}")
+        raise ValueError("expected a size like '512m' or '2g' (units b, k, m, g)")
     return value.strip() if isinstance(value, str) else value
 
 

@@ -280,11 +280,13 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 
 # -- TUI / serve / token: the API listener is wired here, and only here ---------------------------------
 def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
-                ws_host: str | None = None, allowed_hosts: Sequence[str] = ()) -> ApiConfig:
+                ws_host: str | None = None, allowed_hosts: Sequence[str] = (),
+                workflow_dirs: Sequence[Path] | None = None) -> ApiConfig:
     from api_compat import ApiConfig, ConfigError
 
     try:
-        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host)
+        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
+                                    workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs))
         if allowed_hosts:  # added to STEPFLOW_ALLOWED_HOSTS
             config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
         config.check()
@@ -293,11 +295,17 @@ def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: 
     return config
 
 
-async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace) -> RunningApi:
-    """The TUI's embedded listener; a CliError says why it did not start (the TUI notes it)."""
+async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace,
+                     offered: Sequence[Path] = ()) -> RunningApi:
+    """The TUI's embedded listener; a CliError says why it did not start (the TUI notes it).
+    It runs workflow files by path from the folders given to `tui`, else STEPFLOW_WORKFLOW_DIRS, else
+    the folders the TUI `offered` by default."""
     from api_compat import ApiListener, ListenerError
 
-    listener = ApiListener(engine, _api_config(data_dir, host=args.api_host, port=args.api_port),
+    given = getattr(args, "workflow_dirs", None)
+    folders = [Path(d) for d in given] if given else None if os.environ.get("STEPFLOW_WORKFLOW_DIRS") else offered
+    config = _api_config(data_dir, host=args.api_host, port=args.api_port, workflow_dirs=folders)
+    listener = ApiListener(engine, config,
                            port_option="--api-port", ws_port_option="STEPFLOW_WEBSOCKET_PORT")
     try:
         await listener.start()
@@ -309,7 +317,7 @@ async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace) -
 async def cmd_tui(args: argparse.Namespace) -> int:
     from stepflow_tui.launch import run_tui
 
-    return await run_tui(args, start_api=lambda engine, data_dir: _start_api(engine, data_dir, args))
+    return await run_tui(args, start_api=lambda engine, data_dir, offered: _start_api(engine, data_dir, args, offered))
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -319,8 +327,11 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     # `--host` binds the WebSocket's own port there too (unless STEPFLOW_WEBSOCKET_HOST says
     # otherwise): `serve --host 0.0.0.0` left it on loopback, out of reach of the remote clients
     ws_host = args.host if args.host is not None and not os.environ.get("STEPFLOW_WEBSOCKET_HOST") else None
+    for folder in args.workflows or ():
+        if not folder.is_dir():
+            raise CliError(f"--workflows {folder}: not a folder")
     config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
-                         allowed_hosts=args.allowed_host)
+                         allowed_hosts=args.allowed_host, workflow_dirs=args.workflows)
     engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
     await engine.start()
 
@@ -329,6 +340,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         if listener.ws_url:
             print(f"WebSocket        {listener.ws_url}", flush=True)
         print(f"data             {data_dir}", flush=True)
+        folders = ", ".join(str(d) for d in config.workflow_dirs) or "none (clients send the workflow's text)"
+        print(f"workflow files   {folders}", flush=True)
         print("Ctrl-C or SIGTERM stops (running executions are cancelled and recorded)", flush=True)
 
     try:
@@ -489,6 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="a Host name to answer to besides the bound address and localhost (repeatable; "
                         "also STEPFLOW_ALLOWED_HOSTS); requests for other names are refused")
+    p.add_argument("--workflows", action="append", type=Path, metavar="DIR",
+                   help="a folder whose workflow files API clients may run by path (repeatable; default: "
+                        "$STEPFLOW_WORKFLOW_DIRS, else none: clients send the workflow's text)")
     p.set_defaults(func=cmd_serve, is_async=True)
 
     p = sub.add_parser("token", parents=[common], help="API tokens")

@@ -28,8 +28,9 @@ class RunningApi(Protocol):
     async def stop(self) -> None: ...
 
 
-#: starts the API listener on the engine and its data directory; a CliError says why it did not
-StartApi = Callable[[Engine, Path], Awaitable[RunningApi]]
+#: starts the API listener on the engine, its data directory and the folders the TUI offers workflows
+#: from (the only ones whose files the API runs by path); a CliError says why it did not
+StartApi = Callable[[Engine, Path, list[Path]], Awaitable[RunningApi]]
 
 
 def connected_app(client: RemoteEngine, workflow_dirs: list[Path], **options: Any) -> StepflowApp:
@@ -71,7 +72,7 @@ async def run_tui(args: argparse.Namespace, *, start_api: StartApi | None = None
     startup_notes: list[tuple[str, str]] = []
     if not args.no_api and start_api is not None:
         try:
-            listener = await start_api(engine, data_dir)
+            listener = await start_api(engine, data_dir, workflow_dirs)
         except CliError as exc:
             startup_notes.append(("API listener not started", str(exc)))
     try:

@@ -323,6 +323,10 @@ class RemoteEngine:
             unreadable = all(i.message.startswith("cannot read the file") for i in exc.issues)
             if not (unreadable and local is not None):
                 raise
+        except (InvalidRequest, NotAuthorized):
+            # a server that runs no files by path (400), or not this one: outside its workflow folders (403)
+            if local is None:
+                raise
         source = await asyncio.to_thread(local.read_text, encoding="utf-8-sig")
         return await self._post_workflow({"text": source, **extra}, text_file=label)
 

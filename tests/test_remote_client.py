@@ -109,7 +109,8 @@ async def serving(tmp_path: Path, **config: Any) -> AsyncIterator[Served]:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
-    async with serving(tmp_path) as s:
+    # files of tmp_path may be run by path (a server started with `--workflows tmp_path`)
+    async with serving(tmp_path, workflow_dirs=(tmp_path,)) as s:
         yield s
 
 

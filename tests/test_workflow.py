@@ -287,7 +287,7 @@ def test_bad_duration_in_a_file(tmp_path: Path) -> None:
     assert issues(tmp_path, text) == [
         "1:21: defaults.timeout: must be greater than 0 (leave it out, or null, for no timeout)",
         "1:36: defaults.kill_grace: must not be negative",
-        "5:14: steps[0].timeout: expected a duration like 90, '90s', '10m' or '1h30m', got '1h30'",
+        "5:14: steps[0].timeout: expected a duration like 90, '90s', '10m' or '1h30m'",
     ]
 
 
@@ -356,19 +356,19 @@ def test_wrong_types(tmp_path: Path) -> None:
         "1:7: name: expected a string, got a list",
         "2:10: env.A: expected a string, got a list",
         "2:18: env.B: expected a string, got null",
-        "3:15: secrets[1]: expected a string, got 5",
-        "4:15: max_parallel: must be at least 1, got 0",
-        "5:23: max_parallel_targets: expected an integer, got 'two'",
-        "6:12: fail_fast: expected true or false, got 'maybe'",
-        "7:10: markers: expected 'strict' or 'lenient', got 'loose'",
-        "9:36: targets.web1.port: expected an integer, got '22'",
-        "10:39: targets.box.cpus: must be greater than 0, got 0",
-        "10:50: targets.box.memory: expected a size like '512m' or '2g' (units b, k, m, g), got 'lots'",
-        "13:10: steps[0].run: expected a string, got 42",
-        "14:14: steps[0].retries: expected an integer, got 1.5",
-        "15:24: steps[0].continue_on_error: expected true or false, got 'false'",
+        "3:15: secrets[1]: expected a string, got a number",
+        "4:15: max_parallel: must be at least 1",
+        "5:23: max_parallel_targets: expected an integer, got a string",
+        "6:12: fail_fast: expected true or false, got a string",
+        "7:10: markers: expected 'strict' or 'lenient', got a string",
+        "9:36: targets.web1.port: expected an integer, got a string",
+        "10:39: targets.box.cpus: must be greater than 0",
+        "10:50: targets.box.memory: expected a size like '512m' or '2g' (units b, k, m, g)",
+        "13:10: steps[0].run: expected a string, got a number",
+        "14:14: steps[0].retries: expected an integer, got a number",
+        "15:24: steps[0].continue_on_error: expected true or false, got a string",
         "16:12: steps[0].needs: expected a list, got a mapping",
-        "17:5: steps[1]: expected a mapping, got 'just a string'",
+        "17:5: steps[1]: expected a mapping, got a string",
     ]
 
 
@@ -537,7 +537,7 @@ def test_not_a_mapping(tmp_path: Path) -> None:
         "1:1: a workflow must be a mapping of keys (name, steps, ...), got a list"
     ]
     assert issues(tmp_path, "just text\n") == [
-        "1:1: a workflow must be a mapping of keys (name, steps, ...), got 'just text'"
+        "1:1: a workflow must be a mapping of keys (name, steps, ...), got a string"
     ]
 
 
@@ -566,7 +566,7 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
 
 def test_unsupported_yaml_tag(tmp_path: Path) -> None:
     assert issues(tmp_path, "steps: [{name: a, run: !secret x}]\n") == [
-        "1:24: steps[0].run: unsupported YAML tag '!secret'"
+        "1:24: steps[0].run: unsupported YAML tag"
     ]
 
 
@@ -580,7 +580,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
     binary.write_bytes(b"steps:\n  - name: \xff\n")
     with pytest.raises(WorkflowError) as info:
         load_workflow(binary)
-    assert str(info.value) == f"{binary}:2:11: the file is not UTF-8 text (byte 0xff)"
+    assert str(info.value) == f"{binary}:2:11: the file is not UTF-8 text"
 
 
 def test_several_mistakes_at_once() -> None:
@@ -593,8 +593,8 @@ def test_several_mistakes_at_once() -> None:
             "3:1: unknown key 'descripton' (did you mean 'description'?)",
             "5:37: targets.web1: unknown key 'prot' (did you mean 'port'?)",
             "6:18: runs_on: unknown target 'web2' (did you mean 'web1'?)",
-            "7:21: defaults.timeout: expected a duration like 90, '90s', '10m' or '1h30m', got 'soon'",
-            "11:14: steps[0].retries: expected an integer, got 'two'",
+            "7:21: defaults.timeout: expected a duration like 90, '90s', '10m' or '1h30m'",
+            "11:14: steps[0].retries: expected an integer, got a string",
             "14:13: steps[1].needs: unknown step 'biuld' (did you mean 'build'?)",
             "15:11: steps[2].name: duplicate step name 'test' (first on line 12)",
             "17:5: steps[3]: missing required key 'run'",

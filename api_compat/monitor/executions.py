@@ -16,7 +16,8 @@ from api_compat.monitor.schemas import (
     LogLinesQuery,
     RerunBody,
 )
-from api_compat.state import ENGINE
+from api_compat.monitor.workflow_folders import allowed_workflow_file
+from api_compat.state import CONFIG, ENGINE
 from engine.model import ArtifactFilter, Execution, ExecutionFilter
 from engine.views import artifact_dict, execution_dict, iso, line_dict, step_dict
 
@@ -125,7 +126,12 @@ async def create_workflow(request: web.Request) -> web.Response:
     body = await read_json(request, CreateWorkflowBody)
     if (body.path is None) == (body.text is None):
         raise ApiError(422, "give exactly one of 'path' (a file on the server) or 'text' (the workflow itself)")
-    execution = await request.app[ENGINE].submit_workflow(
-        body.path, text=body.text, targets=body.targets, name=body.name, user=body.user,
+    engine = request.app[ENGINE]
+    path = body.path
+    if path is not None:
+        path = str(allowed_workflow_file(path, request.app[CONFIG].workflow_dirs, engine.data_dir))
+    # the engine reads it in a thread with a time bound (engine.workflow.read_workflow)
+    execution = await engine.submit_workflow(
+        path, text=body.text, targets=body.targets, name=body.name, user=body.user,
     )
     return created(execution)
