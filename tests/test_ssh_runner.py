@@ -271,6 +271,43 @@ async def test_an_unknown_host_key_is_refused_unless_trusted_on_first_use(server
         await strict.close()
 
 
+async def test_a_host_alias_of_ssh_config_is_trusted_on_first_use_in_the_config_s_known_hosts(
+    server, tmp_path, monkeypatch
+):
+    # the host key is recorded under the address and port the config names, in its
+    # UserKnownHostsFile, and checked there by the next connection, as ssh does
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    known_hosts = tmp_path / "config_known_hosts"
+    (home / ".ssh" / "config").write_text(
+        f"Host alias\n  HostName {server.host}\n  Port {server.port}\n  User {server.user}\n"
+        f"  IdentityFile {server.client_key}\n  UserKnownHostsFile {known_hosts}\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    strict = SshRunner("alias", pool=SshConnectionPool())
+    try:
+        with pytest.raises(SpawnError) as caught:
+            await strict.start(CommandSpec(script="true"))
+        assert str(caught.value).startswith(
+            f"host key for {server.host}:{server.port} is unknown (not in {known_hosts})"
+        )
+    finally:
+        await strict.close()
+    trusting = SshRunner("alias", trust_on_first_use=True, pool=SshConnectionPool())
+    try:
+        assert (await run(trusting, CommandSpec(script="true")))[1] == 0
+    finally:
+        await trusting.close()
+    assert known_hosts.read_text().startswith(f"[{server.host}]:{server.port} ssh-ed25519 ")
+    strict = SshRunner("alias", pool=SshConnectionPool())
+    try:
+        assert (await run(strict, CommandSpec(script="true")))[1] == 0
+        assert strict.where == f"{server.user}@{server.host}:{server.port} (alias in ~/.ssh/config)"
+    finally:
+        await strict.close()
+
+
 async def test_a_refused_key_fails_authentication(server, tmp_path):
     stranger = tmp_path / "stranger"
     asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger))
