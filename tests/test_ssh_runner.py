@@ -17,6 +17,7 @@ from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
 from engine.runners.ssh import SshRunner
 from engine.runners.ssh_command import SshCommand
+from engine.runners.ssh_config import resolve_destination
 from engine.runners.ssh_pool import SshConnectionPool
 from tests.servers import SshServer, free_port
 
@@ -436,3 +437,30 @@ async def test_runner_for_an_ssh_target_of_a_workflow(server):
         assert (out[Stream.STDOUT], code) == (b"hi\n", 0)
     finally:
         await runner.close()
+
+
+def test_the_destination_takes_what_the_target_leaves_out_from_ssh_config(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host web\n  HostName 10.1.2.3\n  Port 2222\n  User deploy\n  ConnectTimeout 25\n"
+        "  ServerAliveInterval 5\n  HostKeyAlias webkey\n"
+        "Host open\n  UserKnownHostsFile none\n"
+        "Host *\n  UserKnownHostsFile ~/hosts/a ~/hosts/b\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    web = resolve_destination("web", None, None)
+    assert (web.hostname, web.port, web.user, web.connect_timeout) == ("10.1.2.3", 2222, "deploy", 25.0)
+    assert web.keepalive_configured and web.key_name == "[webkey]:2222"
+    assert web.known_hosts == (str(home / "hosts/a"), str(home / "hosts/b"))
+    assert web.where == "deploy@10.1.2.3:2222 (web in ~/.ssh/config)"
+    # what the target names wins
+    pinned = resolve_destination("web", 22, "root")
+    assert (pinned.port, pinned.user, pinned.key_name) == (22, "root", "webkey")
+    assert pinned.where == "root@10.1.2.3:22 (web in ~/.ssh/config)"
+    assert resolve_destination("open", None, None).known_hosts is None
+    plain = resolve_destination("elsewhere", 2200, "me")
+    assert plain.where == "me@elsewhere:2200" and plain.connect_timeout is None
+    monkeypatch.setenv("HOME", str(tmp_path / "nobody"))  # no config at all: SSH's defaults
+    bare = resolve_destination("web", None, None)
+    assert (bare.where, bare.known_hosts) == ("web:22", (str(tmp_path / "nobody/.ssh/known_hosts"),))

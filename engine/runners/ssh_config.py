@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import getpass
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncssh
@@ -25,6 +25,10 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_KNOWN_HOSTS = "~/.ssh/known_hosts"
 
 
+def _default_known_hosts() -> tuple[str, ...]:
+    return (os.path.expanduser(DEFAULT_KNOWN_HOSTS),)  # HOME as it is now, not at import
+
+
 @dataclass(frozen=True, slots=True)
 class SshDestination:
     #: the host as the target names it (perhaps a `Host` alias of ~/.ssh/config)
@@ -38,7 +42,7 @@ class SshDestination:
     configured: bool = False
     #: the files host keys are checked against when the target names none (the configuration's
     #: UserKnownHostsFile and GlobalKnownHostsFile, else ~/.ssh/known_hosts); None: `UserKnownHostsFile none`
-    known_hosts: tuple[str, ...] | None = (os.path.expanduser(DEFAULT_KNOWN_HOSTS),)
+    known_hosts: tuple[str, ...] | None = field(default_factory=_default_known_hosts)
     #: the name host keys are recorded under instead of the host name (HostKeyAlias)
     host_key_alias: str | None = None
     #: seconds, from ConnectTimeout
@@ -104,7 +108,7 @@ def resolve_destination(host: str, port: int | None, user: str | None) -> SshDes
         assert isinstance(global_files, list)
         known_hosts = tuple(os.path.expanduser(str(f)) for f in [*user_files, *global_files])
     else:
-        known_hosts = (os.path.expanduser(DEFAULT_KNOWN_HOSTS),)
+        known_hosts = _default_known_hosts()
     alias = config.get("HostKeyAlias")
     timeout = config.get("ConnectTimeout")
     return SshDestination(
