@@ -262,6 +262,8 @@ def _target(
             key=_resolve(target.key, base),
             password_env=target.password_env,
             known_hosts=_resolve(target.known_hosts, base),
+            # null turns checking off; left out, ~/.ssh/config or ~/.ssh/known_hosts is used
+            check_host_keys=target.known_hosts is not None or "known_hosts" not in target.model_fields_set,
             trust_on_first_use=target.trust_on_first_use,
             jump_host=target.jump_host,
             connect_timeout=target.connect_timeout,

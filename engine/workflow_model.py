@@ -21,17 +21,21 @@ class LocalTarget:
 class SshTarget:
     name: str
     host: str
+    #: None here and below: what ~/.ssh/config says for the host, else SSH's default
     user: str | None = None
-    port: int = 22
+    port: int | None = None
     #: private key file (relative paths already resolved against the workflow file's folder)
     key: str | None = None
     #: name of an environment variable holding the password
     password_env: str | None = None
-    #: None: do not check host keys
-    known_hosts: str | None = "~/.ssh/known_hosts"
+    #: None: ~/.ssh/config's UserKnownHostsFile, else ~/.ssh/known_hosts
+    known_hosts: str | None = None
+    #: False: accept any host key (`known_hosts: null`)
+    check_host_keys: bool = True
     trust_on_first_use: bool = False
     jump_host: str | None = None
-    connect_timeout: float = 10.0
+    #: seconds
+    connect_timeout: float | None = None
     type: Literal["ssh"] = field(default="ssh", init=False)
 
 

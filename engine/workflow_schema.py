@@ -296,6 +296,10 @@ class LocalTargetModel(FileModel):
     type: Literal["local"] = Field(description="Target kind.")
 
 
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
 class SshTargetModel(FileModel):
     """A host reached over SSH (~/.ssh/config is honoured)."""
 
@@ -306,23 +310,34 @@ class SshTargetModel(FileModel):
     user: str | None = Field(
         None, description="User to log in as; default: from ~/.ssh/config, else the local user."
     )
-    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="SSH port; default: from ~/.ssh/config, else 22."
+    )
     key: str | None = Field(
-        None, description="Path of a private key file; relative paths are relative to the workflow file."
+        None,
+        description="Path of a private key file; relative paths are relative to the workflow file; "
+        "default: IdentityFile from ~/.ssh/config, the agent and the default key files.",
     )
     password_env: EnvName | None = Field(
         None, description="Name of an environment variable holding the password (never the password itself)."
     )
+    # left out and null differ (null turns checking off): the default is not shown to editors
     known_hosts: str | None = Field(
-        "~/.ssh/known_hosts",
-        description="Path of the known_hosts file used to check the host key; null disables host key checking.",
+        None,
+        description="Path of the known_hosts file used to check the host key; default: UserKnownHostsFile "
+        "from ~/.ssh/config, else ~/.ssh/known_hosts; null disables host key checking.",
+        json_schema_extra=_without_default,
     )
     trust_on_first_use: bool = Field(
         False, description="Accept and record the host key of a host not yet in known_hosts."
     )
-    jump_host: str | None = Field(None, description="A host to connect through ([user@]host[:port]).")
-    connect_timeout: PositiveDuration = Field(
-        10.0, description="Seconds to wait for the connection (also '30s')."
+    jump_host: str | None = Field(
+        None, description="A host to connect through ([user@]host[:port]); default: ProxyJump from ~/.ssh/config."
+    )
+    connect_timeout: PositiveDuration | None = Field(
+        None,
+        description="Seconds to wait for the connection (also '30s'); default: ConnectTimeout from "
+        "~/.ssh/config, else 10.",
     )
 
 

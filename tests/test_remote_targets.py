@@ -623,6 +623,87 @@ def test_cli_targets_list_and_test(
     assert unknown.returncode == 2 and "unknown target 'nope'" in unknown.stderr
 
 
+def test_cli_reaches_an_ssh_host_through_ssh_config_alone(tmp_path: Path, sshd_server: SshServer) -> None:
+    """`{type: ssh, host: box}` goes where `Host box` of ~/.ssh/config says (its HostName, Port,
+    User, IdentityFile and UserKnownHostsFile), not to port 22; a port the target names still wins."""
+    home = tmp_path / "home"  # HOME of the `stepflow` processes: the user's own ~/.ssh is not read
+    (home / ".ssh").mkdir(parents=True)
+    closed = free_port()
+    (home / ".ssh" / "config").write_text(
+        textwrap.dedent(f"""\
+        Host box stale
+            HostName 127.0.0.1
+            User {sshd_server.user}
+            IdentityFile {sshd_server.client_key}
+            UserKnownHostsFile {sshd_server.known_hosts}
+        Host box
+            Port {sshd_server.port}
+        Host stale
+            Port {closed}
+        """)
+    )
+    targets_file = tmp_path / "targets.yaml"
+    targets_file.write_text(
+        "box: {type: ssh, host: box}\n"
+        f"pinned: {{type: ssh, host: stale, port: {sshd_server.port}}}\n"  # the config's port is wrong
+        f"closed: {{type: ssh, host: box, port: {closed}, connect_timeout: 3}}\n"  # the config's is right
+    )
+    data = tmp_path / "data"
+    # no agent: the key that logs in is the one the config names
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    env |= {"HOME": str(home), "STEPFLOW_STORAGE_PATH": str(data), "STEPFLOW_TARGETS_FILE": str(targets_file)}
+
+    def stepflow_at_home(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "stepflow_tui.cli", *args],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+
+    session = 'echo "session $SSH_CONNECTION"'
+    result = stepflow_at_home("exec", "--target", "box", "-v", "--", "sh", "-c", session)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"127.0.0.1 {sshd_server.port}" in result.stdout  # the session came in on sshd's port
+
+    wf = workflow_file(tmp_path, {"name": "cfg", "steps": [{"name": "where", "run": session}]})
+    result = stepflow_at_home("run", str(wf), "--target", "box", "--plain", "-v")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"127.0.0.1 {sshd_server.port}" in result.stdout
+
+    where = f"{sshd_server.user}@127.0.0.1:{sshd_server.port} (box in ~/.ssh/config)"
+    listed = stepflow_at_home("targets", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    assert where in rows["box"], listed.stdout
+    assert f"{sshd_server.user}@127.0.0.1:{sshd_server.port} (stale in ~/.ssh/config)" in rows["pinned"]
+    assert f"{sshd_server.user}@127.0.0.1:{closed} (box in ~/.ssh/config)" in rows["closed"]
+    tested = stepflow_at_home("targets", "test", "box")
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert tested.stdout.startswith(f"box: ok: {where} ran `echo ok`"), tested.stdout
+
+    # the target's own port wins over the configuration's, both ways
+    result = stepflow_at_home("exec", "--target", "pinned", "-v", "--", "sh", "-c", session)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"127.0.0.1 {sshd_server.port}" in result.stdout
+    refused = stepflow_at_home("targets", "test", "closed")
+    assert refused.returncode == 1
+    assert refused.stdout.startswith(
+        f"closed: FAILED: cannot connect to {sshd_server.user}@127.0.0.1:{closed} (box in ~/.ssh/config): "
+        "connection refused"
+    ), refused.stdout
+
+
+def test_an_ssh_target_leaves_what_it_does_not_name_to_ssh_config(tmp_path: Path) -> None:
+    path = tmp_path / "targets.yaml"
+    path.write_text("box: {type: ssh, host: box}\nopen: {type: ssh, host: box, known_hosts: null}\n")
+    targets = load_user_targets(path)
+    assert targets["box"] == SshTarget(name="box", host="box")
+    box = targets["box"]
+    assert isinstance(box, SshTarget)
+    assert (box.port, box.user, box.key, box.known_hosts, box.connect_timeout) == (None,) * 5
+    assert box.check_host_keys is True
+    assert targets["open"] == SshTarget(name="open", host="box", check_host_keys=False)
+
+
 # -- Docker ------------------------------------------------------------------------------------------
 async def test_docker_target_runs_a_step_with_markers_env_and_an_artifact(
     engine: Engine, tmp_path: Path, podman_socket: str, busybox_image: str

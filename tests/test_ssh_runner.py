@@ -17,6 +17,7 @@ from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
 from engine.runners.ssh import SshRunner
 from engine.runners.ssh_command import SshCommand
+from engine.runners.ssh_config import resolve_destination
 from engine.runners.ssh_pool import SshConnectionPool
 from tests.servers import SshServer, free_port
 
@@ -271,6 +272,43 @@ async def test_an_unknown_host_key_is_refused_unless_trusted_on_first_use(server
         await strict.close()
 
 
+async def test_a_host_alias_of_ssh_config_is_trusted_on_first_use_in_the_config_s_known_hosts(
+    server, tmp_path, monkeypatch
+):
+    # the host key is recorded under the address and port the config names, in its
+    # UserKnownHostsFile, and checked there by the next connection, as ssh does
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    known_hosts = tmp_path / "config_known_hosts"
+    (home / ".ssh" / "config").write_text(
+        f"Host alias\n  HostName {server.host}\n  Port {server.port}\n  User {server.user}\n"
+        f"  IdentityFile {server.client_key}\n  UserKnownHostsFile {known_hosts}\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    strict = SshRunner("alias", pool=SshConnectionPool())
+    try:
+        with pytest.raises(SpawnError) as caught:
+            await strict.start(CommandSpec(script="true"))
+        assert str(caught.value).startswith(
+            f"host key for {server.host}:{server.port} is unknown (not in {known_hosts})"
+        )
+    finally:
+        await strict.close()
+    trusting = SshRunner("alias", trust_on_first_use=True, pool=SshConnectionPool())
+    try:
+        assert (await run(trusting, CommandSpec(script="true")))[1] == 0
+    finally:
+        await trusting.close()
+    assert known_hosts.read_text().startswith(f"[{server.host}]:{server.port} ssh-ed25519 ")
+    strict = SshRunner("alias", pool=SshConnectionPool())
+    try:
+        assert (await run(strict, CommandSpec(script="true")))[1] == 0
+        assert strict.where == f"{server.user}@{server.host}:{server.port} (alias in ~/.ssh/config)"
+    finally:
+        await strict.close()
+
+
 async def test_a_refused_key_fails_authentication(server, tmp_path):
     stranger = tmp_path / "stranger"
     asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(stranger))
@@ -399,3 +437,30 @@ async def test_runner_for_an_ssh_target_of_a_workflow(server):
         assert (out[Stream.STDOUT], code) == (b"hi\n", 0)
     finally:
         await runner.close()
+
+
+def test_the_destination_takes_what_the_target_leaves_out_from_ssh_config(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        "Host web\n  HostName 10.1.2.3\n  Port 2222\n  User deploy\n  ConnectTimeout 25\n"
+        "  ServerAliveInterval 5\n  HostKeyAlias webkey\n"
+        "Host open\n  UserKnownHostsFile none\n"
+        "Host *\n  UserKnownHostsFile ~/hosts/a ~/hosts/b\n"
+    )
+    monkeypatch.setenv("HOME", str(home))
+    web = resolve_destination("web", None, None)
+    assert (web.hostname, web.port, web.user, web.connect_timeout) == ("10.1.2.3", 2222, "deploy", 25.0)
+    assert web.keepalive_configured and web.key_name == "[webkey]:2222"
+    assert web.known_hosts == (str(home / "hosts/a"), str(home / "hosts/b"))
+    assert web.where == "deploy@10.1.2.3:2222 (web in ~/.ssh/config)"
+    # what the target names wins
+    pinned = resolve_destination("web", 22, "root")
+    assert (pinned.port, pinned.user, pinned.key_name) == (22, "root", "webkey")
+    assert pinned.where == "root@10.1.2.3:22 (web in ~/.ssh/config)"
+    assert resolve_destination("open", None, None).known_hosts is None
+    plain = resolve_destination("elsewhere", 2200, "me")
+    assert plain.where == "me@elsewhere:2200" and plain.connect_timeout is None
+    monkeypatch.setenv("HOME", str(tmp_path / "nobody"))  # no config at all: SSH's defaults
+    bare = resolve_destination("web", None, None)
+    assert (bare.where, bare.known_hosts) == ("web:22", (str(tmp_path / "nobody/.ssh/known_hosts"),))

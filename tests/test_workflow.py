@@ -104,6 +104,7 @@ def test_every_key(tmp_path: Path) -> None:
         key=f"{folder}/keys/id_ed25519",
         password_env="WEB1_PASSWORD",
         known_hosts=None,
+        check_host_keys=False,
         trust_on_first_use=True,
         jump_host="bastion.example.com",
         connect_timeout=30.0,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.runners.base import CommandSpec, SpawnError
+from engine.runners.ssh_config import DEFAULT_CONNECT_TIMEOUT, SshDestination, resolve_destination
 from engine.runners.targets import runner_for
 
 #: how long a Docker daemon may take to answer, for targets that do not say
@@ -31,48 +32,56 @@ def _get(target: Any, name: str, default: Any = None) -> Any:
     return getattr(target, name, default)
 
 
+def _ssh_destination(target: Any) -> SshDestination:
+    return resolve_destination(_get(target, "host"), _get(target, "port"), _get(target, "user"))
+
+
 def describe_where(target: Any) -> str:
-    """Where a target runs things, as people write it: `user@host:port`, an image, `this machine`."""
+    """Where a target runs things, as people write it: `user@host:port` (with what ~/.ssh/config
+    supplies), an image, `this machine`. Blocking for SSH targets: it reads ~/.ssh/config."""
     kind = _get(target, "type", "local")
     if kind == "ssh":
-        user = _get(target, "user")
-        return f"{user + '@' if user else ''}{_get(target, 'host')}:{_get(target, 'port') or 22}"
+        return _ssh_destination(target).where
     if kind == "docker":
         host = _get(target, "docker_host")
         return f"{_get(target, 'image')}" + (f" on {host}" if host else "")
     return "this machine"
 
 
-def connect_timeout(target: Any) -> float:
+def connect_timeout(target: Any, destination: SshDestination | None = None) -> float:
     kind = _get(target, "type", "local")
     if kind == "ssh":
-        return float(_get(target, "connect_timeout", 10.0))
+        given = _get(target, "connect_timeout")
+        if given is not None:
+            return float(given)
+        configured = destination.connect_timeout if destination is not None else None
+        return configured or DEFAULT_CONNECT_TIMEOUT
     return DOCKER_CONNECT_TIMEOUT
 
 
 async def probe_target(target: Any) -> Probe:
     """Connect to the target and check it can run things, within its connect timeout."""
     kind = _get(target, "type", "local")
-    timeout = connect_timeout(target)
     started = time.monotonic()
+    destination = await asyncio.to_thread(_ssh_destination, target) if kind == "ssh" else None
+    timeout = connect_timeout(target, destination)
     try:
         async with asyncio.timeout(timeout):
-            if kind == "ssh":
-                message = await _probe_ssh(target)
+            if destination is not None:  # an SSH target
+                message = await _probe_ssh(target, destination.where)
             elif kind == "docker":
                 message = await asyncio.to_thread(_probe_docker, target, timeout)
             else:
                 message = "this machine runs commands directly"
     except TimeoutError:
-        return Probe(
-            False, f"no answer from {describe_where(target)} within {timeout:g}s", time.monotonic() - started
-        )
+        where = destination.where if destination is not None else describe_where(target)
+        return Probe(False, f"no answer from {where} within {timeout:g}s", time.monotonic() - started)
     except SpawnError as exc:
         return Probe(False, str(exc), time.monotonic() - started)
     return Probe(True, message, time.monotonic() - started)
 
 
-async def _probe_ssh(target: Any) -> str:
+async def _probe_ssh(target: Any, where: str) -> str:
     runner = runner_for(target)
     try:
         command = await runner.start(CommandSpec(script="echo ok", shell="sh"))
@@ -82,7 +91,6 @@ async def _probe_ssh(target: Any) -> str:
         code = await command.wait()
     finally:
         await runner.close()
-    where = describe_where(target)
     if code != 0 or output.strip() != b"ok":
         text = output.decode(errors="replace").strip().splitlines()
         detail = f": {text[-1]}" if text else ""

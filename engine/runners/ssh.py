@@ -23,6 +23,13 @@ import asyncssh
 
 from engine.runners.base import CommandSpec, FetchError, SpawnError
 from engine.runners.ssh_command import SshCommand, reason, remote_command
+from engine.runners.ssh_config import (
+    DEFAULT_CONNECT_TIMEOUT,
+    SSH_CONFIG,
+    SshDestination,
+    given_destination,
+    resolve_destination,
+)
 from engine.runners.ssh_pool import DEFAULT_POOL, ConnectionKey, SshConnectionPool
 
 log = logging.getLogger(__name__)
@@ -33,17 +40,18 @@ CLOSE_GRACE = 1.0
 #: cipher context for every packet of chacha20-poly1305, its first choice, which makes it cost
 #: about five times as much CPU as AES-GCM, on both ends, for each of the hosts of a fan-out
 PREFERRED_CIPHERS = "^aes128-gcm@openssh.com,aes256-gcm@openssh.com"
-#: the client configuration asyncssh reads by default
-SSH_CONFIG = "~/.ssh/config"
+#: seconds between keepalives unless ~/.ssh/config says (ServerAliveInterval)
+KEEPALIVE_INTERVAL = 30
 
 
 class SshRunner:
     """Runs commands on one SSH host.
 
-    `port`, `user` and keys left out come from ~/.ssh/config (then 22, the local user, the agent
-    and the default key files). `known_hosts` is a file; None means asyncssh's default
-    (~/.ssh/known_hosts, or what ~/.ssh/config names). An unknown host key is refused unless
-    `trust_on_first_use`, which then records it in `known_hosts` (or ~/.ssh/known_hosts); a key
+    `port`, `user`, keys, `jump_host` and `connect_timeout` left out come from ~/.ssh/config (then
+    22, the local user, the agent and the default key files, none, 10 s), as does the address of a
+    `Host` alias. `known_hosts` is a file; None means what ~/.ssh/config names (UserKnownHostsFile),
+    else ~/.ssh/known_hosts. An unknown host key is refused unless
+    `trust_on_first_use`, which then records it in that file; a key
     that differs from the recorded one is always refused. `check_host_keys=False` accepts any host
     key (a workflow's `known_hosts: null`). `jump_host` is `[user@]host[:port]`.
     """
@@ -58,7 +66,7 @@ class SshRunner:
         known_hosts: str | None = None,
         trust_on_first_use: bool = False,
         jump_host: str | None = None,
-        connect_timeout: float = 10,
+        connect_timeout: float | None = None,
         pool: SshConnectionPool | None = None,
         check_host_keys: bool = True,
     ) -> None:
@@ -71,15 +79,22 @@ class SshRunner:
         self.trust_on_first_use = trust_on_first_use
         self.check_host_keys = check_host_keys
         self.jump_host = jump_host
-        self.connect_timeout = connect_timeout
+        self._given_timeout = connect_timeout
+        self.connect_timeout = connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        #: where the connection goes, once ~/.ssh/config has been read (at the first connection)
+        self._destination: SshDestination | None = None
         self._pool = pool if pool is not None else DEFAULT_POOL
         self._running: set[SshCommand] = set()
 
     @property
+    def destination(self) -> SshDestination:
+        """Where the connection goes: the target's values, and ~/.ssh/config's once it was read."""
+        return self._destination or given_destination(self.host, self.port, self.user)
+
+    @property
     def where(self) -> str:
-        """`user@host:port` as people write it, for messages."""
-        user = f"{self.user}@" if self.user else ""
-        return f"{user}{self.host}:{self.port or 22}"
+        """`user@host:port` as connected to, for messages."""
+        return self.destination.where
 
     @property
     def _key(self) -> ConnectionKey:
@@ -89,22 +104,40 @@ class SshRunner:
     async def _connection(self) -> asyncssh.SSHClientConnection:
         return await self._pool.get(self._key, self, self._connect)
 
+    def _known_hosts_files(self) -> tuple[str, ...]:
+        if self.known_hosts is not None:
+            return (self.known_hosts,)
+        return self.destination.known_hosts or ()
+
     def _known_hosts_file(self) -> str:
-        return self.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+        """The file an unknown host key is recorded in (trust_on_first_use), named in messages."""
+        files = self._known_hosts_files()
+        return files[0] if files else os.path.expanduser("~/.ssh/known_hosts")
 
     def _host_is_known(self) -> bool:
         """Whether a known_hosts file holds a key (or CA) for this host and port."""
-        path = self._known_hosts_file()
+        files = [path for path in self._known_hosts_files() if os.path.isfile(path)]
+        if not files:
+            return False
         try:
-            known = asyncssh.read_known_hosts(path)
+            known = asyncssh.read_known_hosts(files)
         except (OSError, ValueError):
             return False
-        port = self.port if self.port not in (None, 22) else None
-        matched = known.match(self.host, "", port)
+        dest = self.destination
+        port = dest.port if dest.port != 22 else None
+        matched = known.match(dest.host_key_alias or dest.hostname, "", port)
         return bool(matched[0] or matched[1])
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
-        options: dict[str, object] = {"connect_timeout": self.connect_timeout, "keepalive_interval": 30}
+        # only what the target names is passed: asyncssh takes the rest from ~/.ssh/config
+        if self._destination is None:
+            self._destination = await asyncio.to_thread(resolve_destination, self.host, self.port, self.user)
+        dest = self._destination
+        if self._given_timeout is None and dest.connect_timeout is not None:
+            self.connect_timeout = dest.connect_timeout
+        options: dict[str, object] = {"connect_timeout": self.connect_timeout}
+        if not dest.keepalive_configured:
+            options["keepalive_interval"] = KEEPALIVE_INTERVAL
         if self.port is not None:
             options["port"] = self.port
         if self.user is not None:
@@ -123,12 +156,13 @@ class SshRunner:
         record_host_key = False
         if not self.check_host_keys:
             options["known_hosts"] = None
-        elif self.trust_on_first_use and not self._host_is_known():
+        elif self.trust_on_first_use and not await asyncio.to_thread(self._host_is_known):
             options["known_hosts"] = None
             record_host_key = True
-        elif self.known_hosts is not None:
+        elif self.known_hosts is not None or dest.known_hosts is not None:
             # parsed once per file version: a fan-out to 100 hosts would otherwise parse it 100 times
-            options["known_hosts"] = await asyncio.to_thread(_parsed_known_hosts, self.known_hosts)
+            options["known_hosts"] = await asyncio.to_thread(_parsed_known_hosts, self._known_hosts_files())
+        # else `UserKnownHostsFile none` in ~/.ssh/config: asyncssh checks no host key, as ssh does
         try:
             async with asyncio.timeout(self.connect_timeout + 5):
                 conn = await asyncssh.connect(self.host, **options)  # type: ignore[arg-type]
@@ -142,15 +176,16 @@ class SshRunner:
 
     def _connect_error(self, exc: BaseException) -> str:
         where = f"cannot connect to {self.where}"
-        port = self.port or 22
+        dest = self.destination
         if isinstance(exc, asyncssh.HostKeyNotVerifiable):
             if self._host_is_known():
                 return (
-                    f"host key for {self.host}:{port} does not match known_hosts (possible man-in-the-middle)"
+                    f"host key for {dest.hostname}:{dest.port} does not match known_hosts "
+                    "(possible man-in-the-middle)"
                 )
             return (
-                f"host key for {self.host}:{port} is unknown (not in {self._known_hosts_file()}); "
-                f"add it (ssh-keyscan -p {port} {self.host}) or enable trust_on_first_use"
+                f"host key for {dest.hostname}:{dest.port} is unknown (not in {self._known_hosts_file()}); "
+                f"add it (ssh-keyscan -p {dest.port} {dest.hostname}) or enable trust_on_first_use"
             )
         if isinstance(exc, asyncssh.PermissionDenied):
             return f"{where}: authentication failed"
@@ -172,8 +207,7 @@ class SshRunner:
         key = conn.get_server_host_key()
         if key is None:
             return
-        port = self.port or 22
-        name = self.host if port == 22 else f"[{self.host}]:{port}"
+        name = self.destination.key_name
         path = Path(self._known_hosts_file())
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -315,20 +349,27 @@ def _inside(path: str, base: str) -> bool:
     return path == base or path.startswith(base.rstrip("/") + "/")
 
 
-_KNOWN_HOSTS_CACHE: dict[str, tuple[float, int, object]] = {}
+_KNOWN_HOSTS_CACHE: dict[tuple[str, ...], tuple[tuple[tuple[float, int], ...], object]] = {}
 
 
-def _parsed_known_hosts(path: str) -> object:
-    """The parsed known_hosts file, cached by path, mtime and size; a missing file trusts no key."""
-    try:
-        st = os.stat(path)
-    except OSError:
+def _parsed_known_hosts(paths: tuple[str, ...]) -> object:
+    """The parsed known_hosts files, cached by paths, mtimes and sizes; missing files trust no key."""
+    versions: list[tuple[float, int]] = []
+    present: list[str] = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        versions.append((st.st_mtime, st.st_size))
+        present.append(path)
+    if not present:
         return b""
-    cached = _KNOWN_HOSTS_CACHE.get(path)
-    if cached is not None and cached[0] == st.st_mtime and cached[1] == st.st_size:
-        return cached[2]
-    parsed = asyncssh.read_known_hosts(path)
-    _KNOWN_HOSTS_CACHE[path] = (st.st_mtime, st.st_size, parsed)
+    cached = _KNOWN_HOSTS_CACHE.get(paths)
+    if cached is not None and cached[0] == tuple(versions):
+        return cached[1]
+    parsed = asyncssh.read_known_hosts(present)
+    _KNOWN_HOSTS_CACHE[paths] = (tuple(versions), parsed)
     return parsed
 
 

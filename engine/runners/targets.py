@@ -32,18 +32,23 @@ def runner_for(target: Any) -> Runner:
             password = os.environ.get(password_env)
             if password is None:
                 raise SpawnError(f"environment variable {password_env!r} (the SSH password) is not set")
-        known_hosts = _get(target, "known_hosts", "~/.ssh/known_hosts")
+        # `known_hosts: null` turns checking off; left out, ~/.ssh/config (or ~/.ssh/known_hosts) says
+        if isinstance(target, Mapping):
+            check_host_keys = "known_hosts" not in target or target["known_hosts"] is not None
+        else:
+            check_host_keys = bool(_get(target, "check_host_keys", True))
+        timeout = _get(target, "connect_timeout")
         return SshRunner(
             _get(target, "host"),
             port=_get(target, "port"),
             user=_get(target, "user"),
             key=_get(target, "key"),
             password=password,
-            known_hosts=known_hosts,
-            check_host_keys=known_hosts is not None,
+            known_hosts=_get(target, "known_hosts"),
+            check_host_keys=check_host_keys,
             trust_on_first_use=bool(_get(target, "trust_on_first_use", False)),
             jump_host=_get(target, "jump_host"),
-            connect_timeout=float(_get(target, "connect_timeout", 10.0)),
+            connect_timeout=float(timeout) if timeout is not None else None,
         )
     if kind == "docker":
         from engine.runners.docker import DockerRunner
