@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from engine.engine import Engine, EngineConfig
 from engine.errors import EngineError, StoreFull
 from engine.events import ExecutionFinished
@@ -136,7 +134,7 @@ async def read_store(data_dir: Path) -> AsyncIterator[Store]:
 # -- run / exec ---------------------------------------------------------------------------------------
 async def follow_execution(engine: Engine, submit, *, verbose: bool, plain: bool) -> int:  # noqa: ANN001
     """Submit (a coroutine function returning the Execution), show progress, return the exit code."""
-    console = Console(highlight=False)
+    console = out.CliConsole(highlight=False)
     subscription = engine.subscribe(maxsize=50_000)
     execution = await submit()
     steps = await engine.get_steps(execution.id)
@@ -556,8 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `stepflow logs ID | head`: the reader left; not an error
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        out.reader_gone()
         return EXIT_OK
     return int(code or 0)
 

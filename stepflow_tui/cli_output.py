@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from collections import deque
@@ -36,6 +38,30 @@ GLYPHS = {
     "skipped": ("↷", "yellow"),
     "cancelled": ("■", "magenta"),
 }
+
+
+def reader_gone(stream: object = None) -> None:
+    """The reader of our output left (`stepflow run wf.yaml | head`): point the stream's file
+    descriptor at /dev/null, so that what is still buffered, and whatever is printed later, goes
+    nowhere instead of raising BrokenPipeError again, at exit too (Python's advice on SIGPIPE)."""
+    stream = sys.stdout if stream is None else stream
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fileno = stream.fileno()  # type: ignore[attr-defined]
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fileno)
+        finally:
+            os.close(devnull)
+
+
+class CliConsole(Console):
+    """A console that falls silent when its reader leaves. rich's own answer to a broken pipe ends
+    the program (SystemExit); the CLI's commands must go on: a run runs to its end and exits with
+    its own code."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        reader_gone(self.file)
 
 
 def glyph(status: str) -> tuple[str, str]:
@@ -127,7 +153,7 @@ class ProgressPrinter:
 
     def __init__(self, execution: Execution, steps: list[Step], *, console: Console | None = None,
                  live: bool | None = None, verbose: bool = False) -> None:
-        self.console = console or Console(stderr=False, highlight=False)
+        self.console = console or CliConsole(stderr=False, highlight=False)
         self.execution = execution
         self.steps: dict[str, Step] = {s.id: s for s in steps}
         self.live_mode = self.console.is_terminal if live is None else live
@@ -183,11 +209,10 @@ class ProgressPrinter:
                 if tail is None:
                     tail = self.failed_tails[event.step_id or ""] = deque(maxlen=FAILED_TAIL)
                 tail.extend(lines[-FAILED_TAIL:])
-                if self.verbose and not self.live_mode:
+                if self.verbose and not self.live_mode and not self.console.quiet:
                     prefix = "! " if event.stream is Stream.STDERR else "  "
                     if self._bare:
-                        self.console.file.write("".join(f"{prefix}{line}\n" for line in lines))
-                        self.console.file.flush()
+                        self._write("".join(f"{prefix}{line}\n" for line in lines))
                     else:
                         for line in lines:
                             self.console.out(prefix + line, highlight=False)
@@ -215,6 +240,8 @@ class ProgressPrinter:
             window *= 4
 
     def _plain(self, step: Step, what: str) -> None:
+        if self.console.quiet:
+            return
         mark, style = glyph(step.status.value)
         parts = [(mark, style), (f" {self._path(step)} {what}", "")]
         duration = fmt_duration(step.duration_seconds) if step.status.is_terminal else ""
@@ -225,10 +252,19 @@ class ProgressPrinter:
         if self._bare:
             # rich takes ~0.2-0.3 ms to lay out a line; a command printing a marker step per 1,000
             # lines makes thousands of them. Without colours (not a terminal) the text is the same.
-            self.console.file.write("".join(part for part, _style in parts) + "\n")
-            self.console.file.flush()
+            self._write("".join(part for part, _style in parts) + "\n")
         else:
             self.console.print(Text.assemble(*parts))
+
+    def _write(self, text: str) -> None:
+        """Write around rich (plain text, no layout), going silent as rich does when the reader left."""
+        if self.console.quiet:
+            return
+        try:
+            self.console.file.write(text)
+            self.console.file.flush()
+        except BrokenPipeError:
+            self.console.on_broken_pipe()
 
     def _path(self, step: Step) -> str:
         names = []

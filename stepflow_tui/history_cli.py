@@ -11,8 +11,6 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from engine.model import ArtifactFilter, ExecutionFilter, ExecutionStatus, StepKind, Stream
 from engine.store import Store
 from engine.views import artifact_dict, execution_dict, step_dict
@@ -55,7 +53,7 @@ async def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpen
     elif not executions:
         print("no executions yet: try  stepflow run sample_workflows/build-and-test.yaml", file=sys.stderr)
     else:
-        out.render_list(Console(highlight=False), executions)
+        out.render_list(out.CliConsole(highlight=False), executions)
         if total > len(executions):
             print(f"({len(executions)} of {total}; --limit N shows more)", file=sys.stderr)
     return EXIT_OK
@@ -75,7 +73,7 @@ async def cmd_show(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
             "artifacts": [artifact_dict(a) for a in artifacts],
         }, indent=2))
     else:
-        out.render_show(Console(highlight=False), execution, steps, artifacts)
+        out.render_show(out.CliConsole(highlight=False), execution, steps, artifacts)
     return EXIT_OK
 
 
