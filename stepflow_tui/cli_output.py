@@ -10,10 +10,11 @@ from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Column, Table
+from rich.table import Table
 from rich.text import Text
 
 from engine.events import (
@@ -366,24 +367,47 @@ def human_size(size: int) -> str:
     return f"{size}B"
 
 
+#: the fewest characters of a name `ls` shows on a narrow terminal before the line overflows instead
+MIN_NAME_WIDTH = 8
+_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
+
+
 def render_list(console: Console, executions: list[Execution]) -> None:
-    # only the name gives way on a narrow terminal: a wrapped id or date is hard to read and to copy
-    fixed = [Column(h, no_wrap=True, min_width=len(h)) for h in ("", "id")]
-    rest = [Column(h, no_wrap=True, min_width=len(h)) for h in ("status", "steps", "started", "duration")]
-    table = Table(*fixed, Column("name", overflow="ellipsis", no_wrap=True), *rest,
-                  box=None, header_style="dim", pad_edge=False, collapse_padding=True)
+    """The `ls` table. Piped, nothing is cut: whole ids and names, for scripts and `grep`. On a
+    terminal, ids are their first 8 characters (a unique prefix every command takes) and only the
+    name gives way to the terminal's width: a cut id or status is no use."""
+    whole = not console.is_terminal
+    headers = ("", "id", "name", "status", "steps", "started", "duration")
+    rows: list[tuple[tuple[str, str], ...]] = []
     for ex in executions:
         mark, style = glyph(ex.status.value)
-        table.add_row(
-            Text(mark, style=style),
-            ex.id[:8],
-            ex.name,
-            Text(ex.status.value, style=style),
-            f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else "",
-            fmt_time(ex.started_at or ex.created_at),
-            fmt_duration(ex.duration_seconds),
-        )
-    console.print(table)
+        rows.append((
+            (mark, style),
+            (ex.id if whole else ex.id[:8], ""),
+            (ex.name.translate(_ONE_LINE), ""),
+            (ex.status.value, style),
+            (f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else "", ""),
+            (fmt_time(ex.started_at or ex.created_at), ""),
+            (fmt_duration(ex.duration_seconds), ""),
+        ))
+    widths = [max(cell_len(header), *(cell_len(row[i][0]) for row in rows)) for i, header in enumerate(headers)]
+    if not whole:
+        others = sum(widths) - widths[2] + len(headers) - 1
+        widths[2] = max(min(widths[2], console.width - others), min(widths[2], MIN_NAME_WIDTH))
+    last = len(headers) - 1
+    lines = [Text(" ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), style="dim")]
+    for row in rows:
+        line = Text()
+        for i, ((value, style), width) in enumerate(zip(row, widths, strict=True)):
+            cell = Text(value, style=style)
+            cell.truncate(width, overflow="ellipsis", pad=i != last)
+            line.append_text(cell)
+            if i != last:
+                line.append(" ")
+        line.rstrip()
+        lines.append(line)
+    for line in lines:
+        console.print(line, soft_wrap=True)
 
 
 def now_utc() -> datetime:
