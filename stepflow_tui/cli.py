@@ -54,7 +54,23 @@ def ensure_data_dir(data_dir: Path) -> Path:
     return data_dir
 
 
-def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
+#: loggers whose warnings and errors `run`/`exec` already print as the execution's notices
+#: (`error: artifact refused: …`): said once is enough
+NOTICE_LOGGERS = ("engine.command_pump",)
+
+
+class BriefFormatter(logging.Formatter):
+    """`stepflow: message`, for a person at a terminal: the time, level, logger and traceback come
+    with `-v` (or STEPFLOW_LOG_LEVEL=INFO or DEBUG)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"stepflow: {record.getMessage()}"
+
+
+def setup_logging(data_dir: Path | None, *, to_file: bool, detailed: bool = False,
+                  notices_shown: bool = False) -> None:
+    """Logging to the TUI's file, or to stderr: detailed for `serve` and with `detailed` (`-v`),
+    else one `stepflow: message` line per warning or error."""
     level_name = os.environ.get("STEPFLOW_LOG_LEVEL", "WARNING").upper()
     level = getattr(logging, level_name, None)
     if not isinstance(level, int):
@@ -64,6 +80,7 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
     root.setLevel(level)
     for old_handler in list(root.handlers):
         root.removeHandler(old_handler)
+    detailed = detailed or to_file or level < logging.WARNING
     if to_file and data_dir is not None:
         ensure_data_dir(data_dir)
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
@@ -71,7 +88,10 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         # a full disk: the command says so itself, in one line (main's EngineError)
         handler.addFilter(lambda record: not getattr(record, "store_full", False))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        if notices_shown and not detailed:
+            handler.addFilter(lambda record: not record.name.startswith(NOTICE_LOGGERS))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s") if detailed
+                         else BriefFormatter())
     root.addHandler(handler)
 
 
@@ -246,7 +266,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             bad += 1
             print(str(exc), file=sys.stderr)
             continue
-        print(f"{path}: ok ({len(workflow.steps)} steps, targets: {', '.join(workflow.runs_on)})")
+        print(f"{path}: ok ({out.plural(len(workflow.steps), 'step')}, targets: {', '.join(workflow.runs_on)})")
     return EXIT_FAILED if bad else EXIT_OK
 
 
@@ -363,7 +383,7 @@ def _token_lifetime(args: argparse.Namespace) -> tuple[float | None, str]:
             raise CliError("give --expires or --days, not both")
         if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
             raise CliError(f"--days must be a positive number of days, not {args.days:g}")
-        return float(args.days) * 86400, f"expires in {args.days:g} days"
+        return float(args.days) * 86400, f"expires in {out.plural(args.days, 'day')}"
     text = (args.expires or DEFAULT_TOKEN_LIFETIME).strip().lower()
     if text == "never":
         return None, "never expires"
@@ -407,6 +427,15 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return run_targets(args)
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("stepflow")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 # -- parser ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -418,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run commands and YAML workflows and watch them live.",
         epilog="Start with:  stepflow tui   or   stepflow run sample_workflows/build-and-test.yaml",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def live_opts(p: argparse.ArgumentParser) -> None:
@@ -536,7 +566,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     data_dir = resolve_data_dir(getattr(args, "data_dir", None)) if hasattr(args, "data_dir") else None
     try:
-        setup_logging(data_dir, to_file=args.command in ("tui",))
+        # (not args.command: `exec` keeps its command's words there)
+        setup_logging(data_dir, to_file=args.func is cmd_tui,
+                      detailed=args.func is cmd_serve or getattr(args, "verbose", False),
+                      notices_shown=args.func in (cmd_run, cmd_exec, cmd_rerun))
         if args.is_async:
             code = asyncio.run(args.func(args))
         else:

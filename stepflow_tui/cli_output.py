@@ -69,6 +69,12 @@ def glyph(status: str) -> tuple[str, str]:
     return GLYPHS.get(status, ("?", ""))
 
 
+def plural(count: float, noun: str) -> str:
+    """`1 step`, `2 steps`, `1.5 days`."""
+    number = str(count) if isinstance(count, int) else f"{count:g}"
+    return f"{number} {noun}" + ("" if count == 1 else "s")
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
