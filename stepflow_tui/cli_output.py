@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import IO
 
 from rich.cells import cell_len
 from rich.console import Console, Group
@@ -41,13 +42,13 @@ GLYPHS = {
 }
 
 
-def reader_gone(stream: object = None) -> None:
+def reader_gone(stream: IO[str] | None = None) -> None:
     """The reader of our output left (`stepflow run wf.yaml | head`): point the stream's file
     descriptor at /dev/null, so that what is still buffered, and whatever is printed later, goes
     nowhere instead of raising BrokenPipeError again, at exit too (Python's advice on SIGPIPE)."""
     stream = sys.stdout if stream is None else stream
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        fileno = stream.fileno()  # type: ignore[attr-defined]
+        fileno = stream.fileno()
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, fileno)
