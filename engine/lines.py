@@ -3,7 +3,9 @@
 Lines end at ``\\n``, ``\\r\\n`` or a bare ``\\r`` (a progress bar redrawing itself: each redraw is
 a line of its own). The bytes are decoded as UTF-8 incrementally, invalid bytes becoming U+FFFD.
 A line longer than ``max_line`` characters is cut into pieces of ``max_line`` so that memory stays
-bounded whatever the command prints.
+bounded whatever the command prints. Every piece but the last ends with ``CONTINUED`` ("↩"), added
+here, so that a reader sees the line goes on (the text is otherwise the command's, exactly: drop
+the mark of a piece ``max_line + 1`` long and join the pieces to get the line back).
 
 The work is done on whole chunks with ``str`` methods that run in C; nothing loops per character.
 """
@@ -13,6 +15,8 @@ from __future__ import annotations
 import codecs
 
 DEFAULT_MAX_LINE = 65536
+#: ends every piece of a cut line but the last (an editor's soft-wrap arrow: "continued below")
+CONTINUED = "\u21a9"
 
 
 class LineSplitter:
@@ -92,7 +96,7 @@ class LineSplitter:
             # Keep 1..max_line characters: a line of exactly max_line ending in the next chunk
             # must stay one line, not a piece plus an empty line.
             end = (len(pending) - 1) // max_line * max_line
-            lines.extend(pending[i : i + max_line] for i in range(0, end, max_line))
+            lines.extend(pending[i : i + max_line] + CONTINUED for i in range(0, end, max_line))
             pending = pending[end:]
         self._pending = pending
         return lines
@@ -104,5 +108,7 @@ def _cut_long(lines: list[str], max_line: int) -> list[str]:
         if len(line) <= max_line:
             out.append(line)
         else:
-            out.extend(line[i : i + max_line] for i in range(0, len(line), max_line))
+            end = (len(line) - 1) // max_line * max_line
+            out.extend(line[i : i + max_line] + CONTINUED for i in range(0, end, max_line))
+            out.append(line[end:])
     return out

@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
 from engine.engine import Engine, EngineConfig
 from engine.errors import EngineError, StoreFull
 from engine.events import ExecutionFinished
@@ -56,7 +54,23 @@ def ensure_data_dir(data_dir: Path) -> Path:
     return data_dir
 
 
-def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
+#: loggers whose warnings and errors `run`/`exec` already print as the execution's notices
+#: (`error: artifact refused: …`): said once is enough
+NOTICE_LOGGERS = ("engine.command_pump",)
+
+
+class BriefFormatter(logging.Formatter):
+    """`stepflow: message`, for a person at a terminal: the time, level, logger and traceback come
+    with `-v` (or STEPFLOW_LOG_LEVEL=INFO or DEBUG)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"stepflow: {record.getMessage()}"
+
+
+def setup_logging(data_dir: Path | None, *, to_file: bool, detailed: bool = False,
+                  notices_shown: bool = False) -> None:
+    """Logging to the TUI's file, or to stderr: detailed for `serve` and with `detailed` (`-v`),
+    else one `stepflow: message` line per warning or error."""
     level_name = os.environ.get("STEPFLOW_LOG_LEVEL", "WARNING").upper()
     level = getattr(logging, level_name, None)
     if not isinstance(level, int):
@@ -66,6 +80,7 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
     root.setLevel(level)
     for old_handler in list(root.handlers):
         root.removeHandler(old_handler)
+    detailed = detailed or to_file or level < logging.WARNING
     if to_file and data_dir is not None:
         ensure_data_dir(data_dir)
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
@@ -73,7 +88,10 @@ def setup_logging(data_dir: Path | None, *, to_file: bool) -> None:
         handler = logging.StreamHandler(sys.stderr)
         # a full disk: the command says so itself, in one line (main's EngineError)
         handler.addFilter(lambda record: not getattr(record, "store_full", False))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        if notices_shown and not detailed:
+            handler.addFilter(lambda record: not record.name.startswith(NOTICE_LOGGERS))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s") if detailed
+                         else BriefFormatter())
     root.addHandler(handler)
 
 
@@ -136,7 +154,7 @@ async def read_store(data_dir: Path) -> AsyncIterator[Store]:
 # -- run / exec ---------------------------------------------------------------------------------------
 async def follow_execution(engine: Engine, submit, *, verbose: bool, plain: bool) -> int:  # noqa: ANN001
     """Submit (a coroutine function returning the Execution), show progress, return the exit code."""
-    console = Console(highlight=False)
+    console = out.CliConsole(highlight=False)
     subscription = engine.subscribe(maxsize=50_000)
     execution = await submit()
     steps = await engine.get_steps(execution.id)
@@ -248,7 +266,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             bad += 1
             print(str(exc), file=sys.stderr)
             continue
-        print(f"{path}: ok ({len(workflow.steps)} steps, targets: {', '.join(workflow.runs_on)})")
+        print(f"{path}: ok ({out.plural(len(workflow.steps), 'step')}, targets: {', '.join(workflow.runs_on)})")
     return EXIT_FAILED if bad else EXIT_OK
 
 
@@ -365,7 +383,7 @@ def _token_lifetime(args: argparse.Namespace) -> tuple[float | None, str]:
             raise CliError("give --expires or --days, not both")
         if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
             raise CliError(f"--days must be a positive number of days, not {args.days:g}")
-        return float(args.days) * 86400, f"expires in {args.days:g} days"
+        return float(args.days) * 86400, f"expires in {out.plural(args.days, 'day')}"
     text = (args.expires or DEFAULT_TOKEN_LIFETIME).strip().lower()
     if text == "never":
         return None, "never expires"
@@ -409,6 +427,28 @@ def cmd_targets(args: argparse.Namespace) -> int:
     return run_targets(args)
 
 
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("stepflow")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+class VersionAction(argparse.Action):
+    """`--version`: the installed package's version, looked up only when asked (not at every start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "print stepflow's version and exit") -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"stepflow {package_version()}")
+        parser.exit()
+
+
 # -- parser ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -420,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run commands and YAML workflows and watch them live.",
         epilog="Start with:  stepflow tui   or   stepflow run sample_workflows/build-and-test.yaml",
     )
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def live_opts(p: argparse.ArgumentParser) -> None:
@@ -538,7 +579,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     data_dir = resolve_data_dir(getattr(args, "data_dir", None)) if hasattr(args, "data_dir") else None
     try:
-        setup_logging(data_dir, to_file=args.command in ("tui",))
+        # (not args.command: `exec` keeps its command's words there)
+        setup_logging(data_dir, to_file=args.func is cmd_tui,
+                      detailed=args.func is cmd_serve or getattr(args, "verbose", False),
+                      notices_shown=args.func in (cmd_run, cmd_exec, cmd_rerun))
         if args.is_async:
             code = asyncio.run(args.func(args))
         else:
@@ -556,8 +600,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `stepflow logs ID | head`: the reader left; not an error
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        out.reader_gone()
         return EXIT_OK
     return int(code or 0)
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import IO
 
+from rich.cells import cell_len
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Column, Table
+from rich.table import Table
 from rich.text import Text
 
 from engine.events import (
@@ -38,8 +42,38 @@ GLYPHS = {
 }
 
 
+def reader_gone(stream: IO[str] | None = None) -> None:
+    """The reader of our output left (`stepflow run wf.yaml | head`): point the stream's file
+    descriptor at /dev/null, so that what is still buffered, and whatever is printed later, goes
+    nowhere instead of raising BrokenPipeError again, at exit too (Python's advice on SIGPIPE)."""
+    stream = sys.stdout if stream is None else stream
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        fileno = stream.fileno()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, fileno)
+        finally:
+            os.close(devnull)
+
+
+class CliConsole(Console):
+    """A console that falls silent when its reader leaves. rich's own answer to a broken pipe ends
+    the program (SystemExit); the CLI's commands must go on: a run runs to its end and exits with
+    its own code."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        reader_gone(self.file)
+
+
 def glyph(status: str) -> tuple[str, str]:
     return GLYPHS.get(status, ("?", ""))
+
+
+def plural(count: float, noun: str) -> str:
+    """`1 step`, `2 steps`, `1.5 days`."""
+    number = str(count) if isinstance(count, int) else f"{count:g}"
+    return f"{number} {noun}" + ("" if count == 1 else "s")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -127,7 +161,7 @@ class ProgressPrinter:
 
     def __init__(self, execution: Execution, steps: list[Step], *, console: Console | None = None,
                  live: bool | None = None, verbose: bool = False) -> None:
-        self.console = console or Console(stderr=False, highlight=False)
+        self.console = console or CliConsole(stderr=False, highlight=False)
         self.execution = execution
         self.steps: dict[str, Step] = {s.id: s for s in steps}
         self.live_mode = self.console.is_terminal if live is None else live
@@ -183,11 +217,10 @@ class ProgressPrinter:
                 if tail is None:
                     tail = self.failed_tails[event.step_id or ""] = deque(maxlen=FAILED_TAIL)
                 tail.extend(lines[-FAILED_TAIL:])
-                if self.verbose and not self.live_mode:
+                if self.verbose and not self.live_mode and not self.console.quiet:
                     prefix = "! " if event.stream is Stream.STDERR else "  "
                     if self._bare:
-                        self.console.file.write("".join(f"{prefix}{line}\n" for line in lines))
-                        self.console.file.flush()
+                        self._write("".join(f"{prefix}{line}\n" for line in lines))
                     else:
                         for line in lines:
                             self.console.out(prefix + line, highlight=False)
@@ -215,6 +248,8 @@ class ProgressPrinter:
             window *= 4
 
     def _plain(self, step: Step, what: str) -> None:
+        if self.console.quiet:
+            return
         mark, style = glyph(step.status.value)
         parts = [(mark, style), (f" {self._path(step)} {what}", "")]
         duration = fmt_duration(step.duration_seconds) if step.status.is_terminal else ""
@@ -225,10 +260,19 @@ class ProgressPrinter:
         if self._bare:
             # rich takes ~0.2-0.3 ms to lay out a line; a command printing a marker step per 1,000
             # lines makes thousands of them. Without colours (not a terminal) the text is the same.
-            self.console.file.write("".join(part for part, _style in parts) + "\n")
-            self.console.file.flush()
+            self._write("".join(part for part, _style in parts) + "\n")
         else:
             self.console.print(Text.assemble(*parts))
+
+    def _write(self, text: str) -> None:
+        """Write around rich (plain text, no layout), going silent as rich does when the reader left."""
+        if self.console.quiet:
+            return
+        try:
+            self.console.file.write(text)
+            self.console.file.flush()
+        except BrokenPipeError:
+            self.console.on_broken_pipe()
 
     def _path(self, step: Step) -> str:
         names = []
@@ -330,24 +374,47 @@ def human_size(size: int) -> str:
     return f"{size}B"
 
 
+#: the fewest characters of a name `ls` shows on a narrow terminal before the line overflows instead
+MIN_NAME_WIDTH = 8
+_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
+
+
 def render_list(console: Console, executions: list[Execution]) -> None:
-    # only the name gives way on a narrow terminal: a wrapped id or date is hard to read and to copy
-    fixed = [Column(h, no_wrap=True, min_width=len(h)) for h in ("", "id")]
-    rest = [Column(h, no_wrap=True, min_width=len(h)) for h in ("status", "steps", "started", "duration")]
-    table = Table(*fixed, Column("name", overflow="ellipsis", no_wrap=True), *rest,
-                  box=None, header_style="dim", pad_edge=False, collapse_padding=True)
+    """The `ls` table. Piped, nothing is cut: whole ids and names, for scripts and `grep`. On a
+    terminal, ids are their first 8 characters (a unique prefix every command takes) and only the
+    name gives way to the terminal's width: a cut id or status is no use."""
+    whole = not console.is_terminal
+    headers = ("", "id", "name", "status", "steps", "started", "duration")
+    rows: list[tuple[tuple[str, str], ...]] = []
     for ex in executions:
         mark, style = glyph(ex.status.value)
-        table.add_row(
-            Text(mark, style=style),
-            ex.id[:8],
-            ex.name,
-            Text(ex.status.value, style=style),
-            f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else "",
-            fmt_time(ex.started_at or ex.created_at),
-            fmt_duration(ex.duration_seconds),
-        )
-    console.print(table)
+        rows.append((
+            (mark, style),
+            (ex.id if whole else ex.id[:8], ""),
+            (ex.name.translate(_ONE_LINE), ""),
+            (ex.status.value, style),
+            (f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else "", ""),
+            (fmt_time(ex.started_at or ex.created_at), ""),
+            (fmt_duration(ex.duration_seconds), ""),
+        ))
+    widths = [max(cell_len(header), *(cell_len(row[i][0]) for row in rows)) for i, header in enumerate(headers)]
+    if not whole:
+        others = sum(widths) - widths[2] + len(headers) - 1
+        widths[2] = max(min(widths[2], console.width - others), min(widths[2], MIN_NAME_WIDTH))
+    last = len(headers) - 1
+    lines = [Text(" ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), style="dim")]
+    for row in rows:
+        line = Text()
+        for i, ((value, style), width) in enumerate(zip(row, widths, strict=True)):
+            cell = Text(value, style=style)
+            cell.truncate(width, overflow="ellipsis", pad=i != last)
+            line.append_text(cell)
+            if i != last:
+                line.append(" ")
+        line.rstrip()
+        lines.append(line)
+    for line in lines:
+        console.print(line, soft_wrap=True)
 
 
 def now_utc() -> datetime:

@@ -11,9 +11,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rich.console import Console
-
-from engine.model import ArtifactFilter, ExecutionFilter, ExecutionStatus, StepKind, Stream
+from engine.model import ArtifactFilter, ExecutionFilter, ExecutionStatus, Step, StepKind, Stream
 from engine.store import Store
 from engine.views import artifact_dict, execution_dict, step_dict
 from stepflow_tui import cli_output as out
@@ -55,7 +53,7 @@ async def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpen
     elif not executions:
         print("no executions yet: try  stepflow run sample_workflows/build-and-test.yaml", file=sys.stderr)
     else:
-        out.render_list(Console(highlight=False), executions)
+        out.render_list(out.CliConsole(highlight=False), executions)
         if total > len(executions):
             print(f"({len(executions)} of {total}; --limit N shows more)", file=sys.stderr)
     return EXIT_OK
@@ -75,7 +73,7 @@ async def cmd_show(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
             "artifacts": [artifact_dict(a) for a in artifacts],
         }, indent=2))
     else:
-        out.render_show(Console(highlight=False), execution, steps, artifacts)
+        out.render_show(out.CliConsole(highlight=False), execution, steps, artifacts)
     return EXIT_OK
 
 
@@ -84,10 +82,6 @@ async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
         execution_id = await _resolve(store, args.id)
         step_ids = None
         steps = await store.get_steps(execution_id)
-        # several branches: each line says its target (`[web] ...`), or lines of hosts interleave
-        # with nothing to tell them apart
-        several = sum(1 for s in steps if s.kind is StepKind.BRANCH) > 1
-        target_of = {s.id: s.target for s in steps}
         if args.step:
             wanted = [s for s in steps if s.name == args.step or s.id == args.step]
             if not wanted:
@@ -104,6 +98,13 @@ async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
                         ids.add(s.id)
                         grew = True
             step_ids = sorted(ids)
+        # lines of several branches say their target (`[web] ...`), lines of several workflow steps
+        # (which may run in parallel) their step (`[test] ...`): else they interleave with nothing to
+        # tell them apart
+        shown = [s for s in steps if step_ids is None or s.id in step_ids]
+        several_targets = sum(1 for s in steps if s.kind is StepKind.BRANCH) > 1
+        several_steps = len({s.name for s in shown if s.kind is StepKind.WORKFLOW}) > 1
+        labels = _line_labels(steps, by_target=several_targets, by_step=several_steps)
         after = -1
         write = sys.stdout.write
         changes = _database_changes(data_dir) if args.follow else None
@@ -114,11 +115,12 @@ async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
                     prefix = ""
                     if args.timestamps:
                         prefix = line.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
-                    if several and line.step_id is not None:
-                        if line.step_id not in target_of:  # a marker step added since (-f)
-                            target_of.update({s.id: s.target for s in await store.get_steps(execution_id)})
-                        if target := target_of.get(line.step_id):
-                            prefix += f"[{target}] "
+                    if (several_targets or several_steps) and line.step_id is not None:
+                        if line.step_id not in labels:  # a marker step added since (-f)
+                            labels = _line_labels(await store.get_steps(execution_id),
+                                                  by_target=several_targets, by_step=several_steps)
+                            labels.setdefault(line.step_id, "")  # a step that is gone: read once
+                        prefix += labels.get(line.step_id, "")
                     if line.stream is Stream.SYSTEM:
                         prefix += "[stepflow] "
                     write(prefix + line.text + "\n")
@@ -142,6 +144,23 @@ async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
                 await changes.aclose()
     sys.stdout.flush()
     return EXIT_OK
+
+
+def _line_labels(steps: list[Step], *, by_target: bool, by_step: bool) -> dict[str, str]:
+    """The prefix of each step's lines: `[target] ` and/or `[workflow step] ` (a marker step's lines
+    carry the workflow step they run under; a branch's own lines no step)."""
+    by_id = {s.id: s for s in steps}
+    labels = {}
+    for step in steps:
+        label = f"[{step.target}] " if by_target and step.target else ""
+        if by_step:
+            current: Step | None = step
+            while current is not None and current.kind is not StepKind.WORKFLOW:
+                current = by_id.get(current.parent_id) if current.parent_id else None
+            if current is not None:
+                label += f"[{current.name}] "
+        labels[step.id] = label
+    return labels
 
 
 async def _database_changes(data_dir: Path) -> AsyncGenerator[set[tuple[Change, str]], None]:

@@ -13,6 +13,7 @@ import psutil
 import pytest
 
 from engine.events import ExecutionFinished, StepAdded
+from engine.lines import CONTINUED
 from engine.model import AbortReason, ArtifactFilter, ExecutionStatus, StepKind, StepStatus, Stream
 from engine.workflow import WorkflowError
 from tests.engine_helpers import all_text, by_name, engine_at, finished
@@ -148,8 +149,10 @@ async def test_a_10_mb_line_and_binary_output_are_stored(tmp_path: Path) -> None
         done = await finished(engine, big)
         assert done.status is ExecutionStatus.COMPLETED
         texts = await all_text(engine, big.id)
-        assert sum(len(t) for t in texts) == 10_000_000
-        assert max(len(t) for t in texts) <= 65536
+        # pieces of 65,536 characters, each but the last marked as going on
+        assert all(t.endswith(CONTINUED) for t in texts[:-1]) and not texts[-1].endswith(CONTINUED)
+        assert sum(len(t.removesuffix(CONTINUED)) for t in texts) == 10_000_000
+        assert max(len(t) for t in texts) <= 65536 + len(CONTINUED)
         binary = await engine.submit_command(
             [sys.executable, "-c", "import sys; sys.stdout.buffer.write(bytes(range(256)) * 4 + b'\\nend\\n')"])
         await finished(engine, binary)

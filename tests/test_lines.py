@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.lines import LineSplitter
+from engine.lines import CONTINUED, LineSplitter
 
 
 def feed_all(chunks: list[bytes], max_line: int = 65536) -> list[str]:
@@ -25,7 +25,8 @@ def reference(data: bytes, max_line: int) -> list[str]:
         parts.pop()
     out: list[str] = []
     for part in parts:
-        out += [part[i : i + max_line] for i in range(0, len(part), max_line)] or [""]
+        pieces = [part[i : i + max_line] for i in range(0, len(part), max_line)] or [""]
+        out += [piece + CONTINUED for piece in pieces[:-1]] + pieces[-1:]
     return out
 
 
@@ -95,8 +96,16 @@ def test_truncated_multibyte_character_at_eof_is_replaced():
 
 def test_line_of_exactly_max_line_is_one_line_whatever_the_chunking():
     assert feed_all([b"abcd", b"\n"], max_line=4) == ["abcd"]
-    assert feed_all([b"abcdefgh", b"\n"], max_line=4) == ["abcd", "efgh"]
-    assert feed_all([b"abcdefghi\n"], max_line=4) == ["abcd", "efgh", "i"]
+    assert feed_all([b"abcdefgh", b"\n"], max_line=4) == ["abcd↩", "efgh"]
+    assert feed_all([b"abcdefghi\n"], max_line=4) == ["abcd↩", "efgh↩", "i"]
+
+
+def test_pieces_of_a_cut_line_but_the_last_end_with_the_continuation_mark():
+    for chunks in ([b"abcdefghij\nk\n"], [b"abc", b"defg", b"hij", b"\nk\n"], [b"abcdefghij", b"\nk"]):
+        lines = feed_all(chunks, max_line=4)
+        assert lines == ["abcd↩", "efgh↩", "ij", "k"], chunks
+        # the command's text, exactly, once the marks are dropped
+        assert "".join(line.removesuffix(CONTINUED) for line in lines[:3]) == "abcdefghij"
 
 
 def test_ten_megabyte_line_is_cut_in_pieces_and_memory_stays_bounded():
@@ -110,9 +119,9 @@ def test_ten_megabyte_line_is_cut_in_pieces_and_memory_stays_bounded():
     try:
         for _ in range(total // len(chunk)):
             for piece in splitter.feed(chunk):
-                assert len(piece) == max_line
+                assert piece == "x" * max_line + CONTINUED
                 pieces += 1
-                characters += len(piece)
+                characters += max_line
             # The splitter holds at most one line's worth between calls.
             assert len(splitter.pending_text()) <= max_line
         _, peak = tracemalloc.get_traced_memory()
@@ -129,7 +138,7 @@ def test_ten_megabyte_line_is_cut_in_pieces_and_memory_stays_bounded():
 
 def test_long_line_inside_one_big_chunk_is_cut_too():
     data = b"a" * 10 + b"\n" + b"b" * 25 + b"\nc"
-    assert feed_all([data], max_line=10) == ["a" * 10, "b" * 10, "b" * 10, "b" * 5, "c"]
+    assert feed_all([data], max_line=10) == ["a" * 10, "b" * 10 + "↩", "b" * 10 + "↩", "b" * 5, "c"]
 
 
 def test_splitter_is_reusable_after_flush():

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from engine.lines import LineSplitter
+from engine.lines import CONTINUED, LineSplitter
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
 from engine.runners.local import READ_CHUNK, LocalCommand, LocalRunner
@@ -241,8 +241,8 @@ async def test_ten_megabyte_line_arrives_whole_in_bounded_chunks(runner):
         async for stream, chunk in command.output():
             assert stream is Stream.STDOUT and len(chunk) <= READ_CHUNK
             for piece in splitter.feed(chunk):
-                assert len(piece) == splitter.max_line
-                total += len(piece)
+                assert piece == "x" * splitter.max_line + CONTINUED  # the mark: the line goes on
+                total += splitter.max_line
                 pieces += 1
         assert await command.wait() == 0
     rest = splitter.flush()

@@ -112,7 +112,11 @@ async def get_log_lines(request: web.Request) -> web.Response:
         execution.id, step_ids=q.step_id, after_seq=q.after_seq, before_seq=q.before_seq,
         limit=q.limit, newest_first=q.newest_first, **skip,
     )
-    return ok({"execution_id": execution.id, "lines": [line_dict(line) for line in lines]})
+    # ours: each line's step name beside its step id (lines of parallel steps interleave)
+    names = {step.id: step.name for step in await request.app[ENGINE].get_steps(execution.id)} if lines else {}
+    return ok({"execution_id": execution.id, "lines": [
+        {**line_dict(line), "step_name": names.get(line.step_id or "")} for line in lines
+    ]})
 
 
 async def count_log_lines(request: web.Request) -> web.Response:

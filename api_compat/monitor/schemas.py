@@ -273,6 +273,7 @@ class LogLineOut(BaseModel):
     model_config = _OUT
     seq: int
     step_id: str | None
+    step_name: str | None
     stream: Literal["stdout", "stderr", "system"]
     level: Literal["info", "error", "warning"]
     timestamp: str

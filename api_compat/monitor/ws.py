@@ -104,6 +104,8 @@ class WsHub:
         self._pump: asyncio.Task[None] | None = None
         #: artifact ids seen in events, per execution still running (the store may lag behind)
         self._artifacts_seen: dict[str, set[str]] = {}
+        #: step names by step id, per execution still running: each `log_entry` says its step's name
+        self._step_names: dict[str, dict[str, str]] = {}
         self.total_messages = 0
         self.running = False
         self.accepting = False
@@ -296,10 +298,12 @@ class WsHub:
                 self._budgets.note_dropped(event.exec_id, event.start_seq + count, event.start_seq + total - 1)
             if not count:
                 return
-            blob = b"".join(frame(text) for text in msg.log_entries(event, count))
+            step_name = self._step_names.get(event.exec_id, {}).get(event.step_id or "")
+            blob = b"".join(frame(text) for text in msg.log_entries(event, count, step_name))
             for client in targets:
                 client.send_droppable(event.exec_id, blob, count, event.start_seq)
         elif isinstance(event, (StepStarted, StepFinished, StepAdded)):
+            self._step_names.setdefault(event.step.execution_id, {})[event.step.id] = event.step.name
             self._to_interested(event.step.execution_id, msg.step_update(event.step))
         elif isinstance(event, StepUpdated):
             targets = self.interested(event.step.execution_id)
@@ -313,12 +317,14 @@ class WsHub:
             self.broadcast(msg.execution_started(ex))
         elif isinstance(event, ExecutionFinished):
             completed = await self._completed_message(event.execution)
+            self._step_names.pop(event.execution.id, None)
             self._tell_dropped(event.execution.id, tuple(self.interested(event.execution.id)))
             self._budgets.forget(event.execution.id)
             self.broadcast(completed)
         elif isinstance(event, ExecutionDeleted):
             # ours: without it a client's list keeps what is gone (a remote TUI drops the row)
             self._artifacts_seen.pop(event.id, None)
+            self._step_names.pop(event.id, None)
             self._budgets.forget(event.id)
             self.broadcast(msg.execution_deleted(event.id))
         elif isinstance(event, ArtifactAdded):

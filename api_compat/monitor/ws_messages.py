@@ -43,8 +43,9 @@ def dropped_message(execution_id: str, count: int, first: int, last: int, why: s
     )
 
 
-def log_entries(event: LinesLogged, count: int) -> list[str]:
-    """One `log_entry` per line, for the first `count` lines of `event`."""
+def log_entries(event: LinesLogged, count: int, step_name: str | None = None) -> list[str]:
+    """One `log_entry` per line, for the first `count` lines of `event` (`step_name`: ours, the
+    name of the step `step_id` names, so that lines of parallel steps can be told apart)."""
     execution_id, step_id = event.exec_id, event.step_id
     level = log_level(event.stream)
     ts = iso(event.timestamp)
@@ -55,6 +56,7 @@ def log_entries(event: LinesLogged, count: int) -> list[str]:
             {
                 "execution_id": execution_id,
                 "step_id": step_id,
+                "step_name": step_name,
                 "content": line,
                 "timestamp": ts,
                 "level": level,
