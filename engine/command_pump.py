@@ -79,7 +79,7 @@ class CommandPump:
             self._proc = await self.runner.start(self.spec)
         except SpawnError as exc:
             await self.state.system_line(self.owner.id, f"error: {exc}")
-            return CommandOutcome(exit_code=None, reason=AbortReason.SPAWN_ERROR, error=str(exc))
+            return CommandOutcome(exit_code=exc.exit_code, reason=AbortReason.SPAWN_ERROR, error=str(exc))
         proc = self._proc
         forget_stop = self.state.on_stop(lambda: self._terminate(proc))
         priming = asyncio.get_running_loop().call_later(PRIME_DELAY, self._start_sampling, proc)
