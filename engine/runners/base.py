@@ -9,7 +9,6 @@ from typing import Protocol
 
 from engine.model import Stream
 
-
 #: the exit codes shells give a command they cannot run (POSIX, "Command Search and Execution")
 EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
