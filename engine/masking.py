@@ -58,8 +58,9 @@ class Masker:
         return value
 
     def mask_fields(self, record: _Record, *, keep: Collection[str] = ()) -> _Record:
-        """A copy of the dataclass `record` with the text of every field masked, but those named in
-        `keep`; `record` itself when there is nothing to mask."""
+        """A copy of the dataclass `record` with the text of every field masked (strings, and what
+        dicts, lists and tuples hold), but those named in `keep`; `record` itself when there is
+        nothing to mask."""
         if not self._values:
             return record
         changes = {}
@@ -67,6 +68,9 @@ class Masker:
             if f.name in keep:
                 continue
             value = getattr(record, f.name)
+            # a typed number field (an id, a line number, a percentage) stays a number
+            if not isinstance(value, str | dict | list | tuple):
+                continue
             masked = self.mask_value(value)
             if masked != value:
                 changes[f.name] = masked

@@ -170,6 +170,9 @@ def test_a_marker_parameter_read_as_a_number_is_masked_too() -> None:
     from engine import marker_tree as mt
     from engine.masking import Masker
 
-    masker = Masker(["123456"])
-    opened = mt.OpenStep(1, None, "pin 123456", {"pin": 123456, "retries": 3, "fast": True})
-    assert masker.mask_fields(opened) == mt.OpenStep(1, None, "pin ***", {"pin": "***", "retries": 3, "fast": True})
+    masker = Masker(["123456", "12"])
+    opened = mt.OpenStep(123456, None, "pin 123456", {"pin": 123456, "retries": 3, "fast": True})
+    # the step's local id stays what it is: the tree's own number, not output
+    assert masker.mask_fields(opened) == mt.OpenStep(123456, None, "pin ***",
+                                                     {"pin": "***", "retries": 3, "fast": True})
+    assert masker.mask_fields(mt.SetProgress(123456, 50.0, "at 123456")) == mt.SetProgress(123456, 50.0, "at ***")
