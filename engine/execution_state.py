@@ -125,7 +125,10 @@ class ExecutionState:
 
     async def update_step(self, step: Step) -> None:
         await self.hub.publish(StepUpdated(step.snapshot()))
-        if self._work.count(step):  # its progress moved the execution's
+        # its progress may move the execution's; the counters are redone (and published) only when
+        # that moves by a tenth of a percent: STEP_PROGRESS:i/N for each of N items is N updates
+        work = self._work
+        if work.count(step) and work.percentage(self.execution.status) != self.execution.progress_percentage:
             await self._counters_changed()
 
     async def close_open_children(
