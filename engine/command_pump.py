@@ -19,6 +19,7 @@ from engine.events import ArtifactAdded
 from engine.execution_state import ExecutionState
 from engine.lines import LineSplitter
 from engine.markers import MarkerParser
+from engine.masking import Masker
 from engine.model import AbortReason, Step, StepStatus, Stream, new_id
 from engine.runners.base import CommandSpec, FetchError, ResourceSample, Runner, RunningCommand, SpawnError
 
@@ -78,7 +79,7 @@ class CommandPump:
             self._proc = await self.runner.start(self.spec)
         except SpawnError as exc:
             await self.state.system_line(self.owner.id, f"error: {exc}")
-            return CommandOutcome(exit_code=None, reason=AbortReason.SPAWN_ERROR, error=str(exc))
+            return CommandOutcome(exit_code=exc.exit_code, reason=AbortReason.SPAWN_ERROR, error=str(exc))
         proc = self._proc
         forget_stop = self.state.on_stop(lambda: self._terminate(proc))
         priming = asyncio.get_running_loop().call_later(PRIME_DELAY, self._start_sampling, proc)
@@ -207,8 +208,9 @@ class CommandPump:
             return self._local_steps[local_id]
         return self.owner
 
-    async def _apply(self, action: object) -> str | None:
+    async def _apply(self, action: mt.Action) -> str | None:
         state = self.state
+        action = _masked(action, state.masker)
         match action:
             case mt.OpenStep():
                 parent = self._step_for(action.parent_local_id)
@@ -252,7 +254,7 @@ class CommandPump:
             case mt.Annotate():
                 step = self._step_for(action.local_id)
                 annotations = step.metadata.setdefault("annotations", [])
-                note = {"level": action.level, "message": state.masker.mask(action.message)}
+                note = {"level": action.level, "message": action.message}
                 if action.file:
                     note["file"] = action.file
                 if action.line is not None:
@@ -299,11 +301,13 @@ class CommandPump:
         folder = self.artifacts.folder_for(state.execution.id, artifact_id)
         from engine.artifacts import safe_file_name
 
-        dest = folder / safe_file_name(Path(path).name)
+        # the path is where the file is; what is kept and shown of it is masked
+        file_name = state.masker.mask(Path(path).name)
+        dest = folder / safe_file_name(file_name)
         try:
             await self.runner.fetch(path, self.spec.cwd, dest)
         except (FetchError, OSError) as exc:
-            message = f"artifact refused: {exc}"
+            message = state.masker.mask(f"artifact refused: {exc}")
             log.error("%s: %s", state.execution.id, message)
             await state.system_line(step.id, message)
             await state.notice(step.id, "error", message)
@@ -313,7 +317,7 @@ class CommandPump:
             execution_id=state.execution.id,
             step_id=step.id,
             stored=dest,
-            name=description or Path(path).name,
+            name=description or file_name,
             description=description,
         )
         await state.hub.publish(ArtifactAdded(artifact))
@@ -391,6 +395,16 @@ class CommandPump:
         if peak:
             owner.rss_bytes = peak
             owner.metadata["peak_rss_bytes"] = peak
+
+
+def _masked(action: mt.Action, masker: Masker) -> mt.Action:
+    """The action with the secrets masked in every text it takes from the output (step names,
+    messages, errors, metadata, descriptions, progress text), before any of it becomes a step or
+    an event: the store, the TUI, the API and the log all see only the masked text. Kept as they
+    are: the value to mask, and the path an artifact is fetched from."""
+    if not masker or isinstance(action, mt.AddMask):
+        return action
+    return masker.mask_fields(action, keep=("path",) if isinstance(action, mt.AddArtifact) else ())
 
 
 def _fmt_seconds(seconds: float | None) -> str:

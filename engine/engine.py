@@ -30,6 +30,7 @@ from engine.model import (
     Execution,
     ExecutionFilter,
     ExecutionKind,
+    ExecutionStatus,
     LogLine,
     Step,
     StepKind,
@@ -391,17 +392,24 @@ class Engine:
         original = await self.get_execution(execution_id)
         if original is None:
             raise NotFound(f"no execution {execution_id}")
+        # nothing left to run is refused before anything is created (it made an execution of
+        # skipped steps, "completed")
+        nothing_left = InvalidRequest(f"nothing to rerun: every step of {execution_id} completed")
+        if from_failed and original.status is ExecutionStatus.COMPLETED:
+            raise nothing_left
         if original.kind is ExecutionKind.WORKFLOW:
             if not original.workflow_source:
                 raise Conflict("this execution has no stored workflow to run again")
             done: dict[tuple[str, str], str] = {}
             if from_failed:
-                for step in await self.get_steps(execution_id):
-                    if step.kind is StepKind.WORKFLOW and (
-                        step.status is StepStatus.COMPLETED
-                        or (step.status is StepStatus.SKIPPED and step.metadata.get("completed_in"))
+                workflow_steps = [s for s in await self.get_steps(execution_id) if s.kind is StepKind.WORKFLOW]
+                for step in workflow_steps:
+                    if step.status is StepStatus.COMPLETED or (
+                        step.status is StepStatus.SKIPPED and step.metadata.get("completed_in")
                     ):
                         done[(step.target, step.name)] = step.metadata.get("completed_in") or execution_id
+                if workflow_steps and len(done) == len(workflow_steps):
+                    raise nothing_left
             path = original.command if original.command and original.command != "<workflow>" else None
             return await self.submit_workflow(
                 path, text=original.workflow_source, targets=None, name=original.name,

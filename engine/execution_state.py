@@ -34,6 +34,7 @@ from engine.model import (
     new_id,
     utcnow,
 )
+from engine.progress import WorkTally
 from engine.transitions import can_move_step, move_execution, move_step
 
 if TYPE_CHECKING:
@@ -57,12 +58,8 @@ class ExecutionState:
         #: called once when the execution is asked to stop (see `on_stop`)
         self._stop_callbacks: set[Callable[[], None]] = set()
         self._last_counters: tuple[int, int, int | None, float] | None = None
-        # the execution's counters, kept up to date as steps move (a recount per event would
-        # cost O(steps) each: a fan-out to 100 targets has hundreds of steps and events)
-        work = [s for s in steps if s.kind is not StepKind.BRANCH]
-        self._work_total = len(work)
-        self._work_completed = sum(1 for s in work if s.status is StepStatus.COMPLETED)
-        self._work_done = sum(1 for s in work if s.status.is_terminal)
+        #: the execution's counters and progress, kept up to date as steps move
+        self._work = WorkTally(steps)
 
     # -- steps ----------------------------------------------------------------------------
     async def add_marker_step(
@@ -89,7 +86,7 @@ class ExecutionState:
         )
         move_step(step, StepStatus.RUNNING)
         self.steps[step.id] = step
-        self._work_total += 1
+        self._work.count(step)
         self.execution.current_step_index = step.index
         await self.hub.publish(StepAdded(step.snapshot()))
         await self._counters_changed()
@@ -122,15 +119,17 @@ class ExecutionState:
         if error is not None:
             error = self.masker.mask(error)
         move_step(step, status, exit_code=exit_code, error=error, reason=reason)
-        if step.kind is not StepKind.BRANCH and status.is_terminal:  # never from a terminal status
-            self._work_done += 1
-            if status is StepStatus.COMPLETED:
-                self._work_completed += 1
+        self._work.count(step)
         await self.hub.publish(StepFinished(step.snapshot()))
         await self._counters_changed()
 
     async def update_step(self, step: Step) -> None:
         await self.hub.publish(StepUpdated(step.snapshot()))
+        # its progress may move the execution's; the counters are redone (and published) only when
+        # that moves by a tenth of a percent: STEP_PROGRESS:i/N for each of N items is N updates
+        work = self._work
+        if work.count(step) and work.percentage(self.execution.status) != self.execution.progress_percentage:
+            await self._counters_changed()
 
     async def close_open_children(
         self, parent_id: str, status: StepStatus, reason: AbortReason | None
@@ -201,10 +200,10 @@ class ExecutionState:
     ) -> None:
         if self.execution.status.is_terminal:
             return
-        self._recount()
         if error is not None:
             error = self.masker.mask(error)
         move_execution(self.execution, status, exit_code=exit_code, error=error, reason=reason)
+        self._recount()
         await self.hub.publish_stored(ExecutionFinished(self.execution.snapshot()))
 
     def request_stop(self, reason: AbortReason, message: str | None = None) -> bool:
@@ -231,10 +230,9 @@ class ExecutionState:
 
     def _recount(self) -> None:
         ex = self.execution
-        ex.total_steps = self._work_total
-        ex.completed_steps = self._work_completed
-        if self._work_total:
-            ex.progress_percentage = round(100.0 * self._work_done / self._work_total, 1)
+        ex.total_steps = self._work.work_total
+        ex.completed_steps = self._work.work_completed
+        ex.progress_percentage = self._work.percentage(ex.status)
 
     async def _counters_changed(self) -> None:
         self._recount()

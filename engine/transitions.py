@@ -68,8 +68,6 @@ def move_execution(
             execution.error_message = error
         if reason is not None:
             execution.abort_reason = reason
-        if to is E.COMPLETED:
-            execution.progress_percentage = 100.0
 
 
 def can_move_step(step: Step, to: StepStatus) -> bool:

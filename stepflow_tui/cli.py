@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from engine.engine import Engine, EngineConfig
 from engine.errors import EngineError, StoreFull
 from engine.events import ExecutionFinished
-from engine.model import ExecutionStatus
+from engine.model import ExecutionKind, ExecutionStatus
 from engine.store import Store
 from engine.workflow_issues import WorkflowError
 from stepflow_tui import cli_output as out
@@ -191,6 +191,9 @@ async def follow_execution(engine: Engine, submit, *, verbose: bool, plain: bool
         return EXIT_OK
     if final.status is ExecutionStatus.CANCELLED and interrupted:
         return EXIT_INTERRUPTED
+    code = final.exit_code
+    if final.status is ExecutionStatus.FAILED and final.kind is ExecutionKind.COMMAND and code and 0 < code < 256:
+        return code  # `exec` ends as its command did (127: not found), as shells do
     return EXIT_FAILED
 
 

@@ -131,7 +131,7 @@ def test_exec_show_ls_and_logs(tmp_path: Path) -> None:
     result = stepflow(tmp_path, "exec", "--name", "deploy", "--", "bash", str(SAMPLES / "scripts" / "deploy.sh"))
     assert result.returncode == 0, result.stderr
     failing = stepflow(tmp_path, "exec", "--shell", "--", "echo STEP_START:x; echo boom >&2; exit 4")
-    assert failing.returncode == 1
+    assert failing.returncode == 4  # exec ends as its command did
     executions = ls_json(tmp_path)
     assert [e["status"] for e in executions] == ["failed", "completed"]  # newest first
     assert ls_json(tmp_path, "--status", "failed")[0]["exit_code"] == 4

@@ -542,3 +542,19 @@ async def test_reuse_with_a_missing_image_is_a_spawn_error(podman_socket):
         assert str(caught.value) == "image 'nope:latest' not found"
     finally:
         await runner.close()
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+@pytest.mark.parametrize(("argv", "code"), [(["no-such-program"], 127), (["/etc/passwd"], 126)])
+async def test_a_program_that_cannot_run_has_the_exit_code_a_shell_gives(podman_socket, busybox_image, reuse,
+                                                                        argv, code):
+    """As the docker CLI (and a shell) gives it: 127 not found, 126 not executable."""
+    runner = DockerRunner(busybox_image, docker_host=podman_socket, reuse=reuse)
+    try:
+        try:
+            out, exit_code = await run(runner, CommandSpec(argv=argv))
+        except SpawnError as exc:
+            exit_code = exc.exit_code
+        assert exit_code == code
+    finally:
+        await runner.close()

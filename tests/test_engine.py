@@ -236,8 +236,9 @@ async def test_needs_across_branches_with_one_target_slot_and_a_skip_cascade(tmp
         assert done.status is ExecutionStatus.FAILED
         stored = await engine.store.get_execution(done.id)
         assert stored is not None
-        # six workflow steps and one marker step; four of them completed; all ended
-        assert (stored.total_steps, stored.completed_steps, stored.progress_percentage) == (7, 4, 100.0)
+        # six workflow steps and one marker step; four of them completed; all ended, and progress
+        # stays at the share done (4 of 7), not 100%: the status says it failed
+        assert (stored.total_steps, stored.completed_steps, stored.progress_percentage) == (7, 4, 57.1)
 
 
 async def test_invalid_workflow_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -53,7 +53,8 @@ class MarkerParser:
                 return [marker for piece in line.split("\r") for marker in self._parse_line(piece)]
             return self._parse_line(line)
         except Exception:  # a parser bug must not stop a command's output from being read
-            log.debug("marker parser failed on %r", line[:200], exc_info=True)
+            # not the line itself: it may hold a secret, and the parser does not know which
+            log.debug("marker parser failed on a line of %d characters", len(line), exc_info=True)
             return []
 
     def parse_lines(self, lines: Sequence[str]) -> list[tuple[int, list[Marker]]]:

@@ -9,12 +9,22 @@ from typing import Protocol
 
 from engine.model import Stream
 
+#: the exit codes shells give a command they cannot run (POSIX, "Command Search and Execution")
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+
 
 class SpawnError(Exception):
     """The command could not be started (missing program, bad cwd, unreachable host...).
 
-    The message is for people: it says what failed and where, without a traceback.
+    The message is for people: it says what failed and where, without a traceback. `exit_code` is
+    the code a shell would have given the same failure (127: not found, 126: found but not
+    executable), None where no shell would have run anything (a bad working directory, no host).
     """
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class FetchError(Exception):

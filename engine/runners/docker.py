@@ -33,7 +33,7 @@ from docker.models.containers import Container
 
 from engine.runners.base import CommandSpec, FetchError, SpawnError
 from engine.runners.docker_container import DockerCommand
-from engine.runners.docker_errors import daemon_reason, explain
+from engine.runners.docker_errors import daemon_reason, explain, start_exit_code
 from engine.runners.docker_exec import IDLE_COMMAND, DockerExec, start_exec
 from engine.runners.docker_files import Missing, container_workdir, fetch_file, glob_files, inside
 
@@ -211,7 +211,7 @@ class DockerRunner:
             await self._remove(container)
             if isinstance(exc, docker.errors.APIError):
                 raise SpawnError(
-                    f"cannot start {command[0]!r} in {self.image_name!r}: {explain(exc)}"
+                    f"cannot start {command[0]!r} in {self.image_name!r}: {explain(exc)}", start_exit_code(exc)
                 ) from None
             if isinstance(exc, (docker.errors.DockerException, OSError)):
                 raise SpawnError(

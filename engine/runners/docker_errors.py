@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import docker.errors
 
+from engine.runners.base import EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
+
 
 def explain(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc)
+
+
+def start_exit_code(exc: docker.errors.APIError) -> int | None:
+    """The exit code of a container or exec whose program the runtime could not start, as the
+    docker CLI gives it (and shells): 127 not found, 126 found but not executable."""
+    text = explain(exc)
+    if "executable file not found" in text or "no such file or directory" in text:
+        return EXIT_NOT_FOUND
+    if "permission denied" in text or "is a directory" in text:
+        return EXIT_NOT_EXECUTABLE
+    return None
 
 
 def daemon_reason(exc: BaseException, connect_timeout: float) -> str:

@@ -24,7 +24,7 @@ from docker.utils.socket import demux_adaptor, frames_iter
 from engine.model import Stream
 from engine.runners.base import CommandSpec, SpawnError
 from engine.runners.docker_container import ContainerProcess
-from engine.runners.docker_errors import daemon_reason, explain
+from engine.runners.docker_errors import daemon_reason, explain, start_exit_code
 from engine.runners.docker_threads import Handoff, call_soon, in_thread, resolve
 
 if TYPE_CHECKING:
@@ -91,7 +91,8 @@ async def start_exec(
     except docker.errors.APIError as exc:
         raise SpawnError(
             f"cannot run {command[0]!r} in the container {container.short_id} of "
-            f"{runner.image_name!r}: {explain(exc)}"
+            f"{runner.image_name!r}: {explain(exc)}",
+            start_exit_code(exc),
         ) from None
     except (docker.errors.DockerException, OSError) as exc:
         raise SpawnError(

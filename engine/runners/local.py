@@ -50,7 +50,15 @@ from typing import IO
 import psutil
 
 from engine.model import Stream
-from engine.runners.base import CommandSpec, FetchError, ResourceSample, ResourceUsage, SpawnError
+from engine.runners.base import (
+    EXIT_NOT_EXECUTABLE,
+    EXIT_NOT_FOUND,
+    CommandSpec,
+    FetchError,
+    ResourceSample,
+    ResourceUsage,
+    SpawnError,
+)
 from engine.runners.orphans import TAG_VARIABLE, command_tag, watchdog
 
 log = logging.getLogger(__name__)
@@ -520,7 +528,7 @@ def _spawn(spec: CommandSpec, tag: str, stdin: int) -> subprocess.Popen[bytes]:
                 raise SpawnError(f"working directory {cwd!r} does not exist") from None
             if exc.errno == errno.ENOTDIR:
                 raise SpawnError(f"working directory {cwd!r} is not a directory") from None
-        raise SpawnError(_spawn_error_message(argv[0], cwd, exc)) from None
+        raise SpawnError(_spawn_error_message(argv[0], cwd, exc), _spawn_exit_code(argv[0], cwd, exc)) from None
 
 
 def _argv_for(spec: CommandSpec, path: str) -> list[str]:
@@ -535,8 +543,19 @@ def _argv_for(spec: CommandSpec, path: str) -> list[str]:
         if shell == "bash" and shutil.which("sh", path=path) is not None:
             shell = "sh"
         else:
-            raise SpawnError(f"cannot start shell {shell!r}: command not found")
+            raise SpawnError(f"cannot start shell {shell!r}: command not found", EXIT_NOT_FOUND)
     return [shell, "-c", spec.script]
+
+
+def _spawn_exit_code(program: str, cwd: str | None, exc: OSError) -> int | None:
+    """As a shell: 127 for a program not found, 126 for one found but not executable (no
+    permission, a directory, no #! line, or its interpreter missing: bash says 126 there too)."""
+    if exc.errno == errno.ENOENT:
+        found = os.sep in program and os.path.isfile(os.path.join(cwd or "", program))
+        return EXIT_NOT_EXECUTABLE if found else EXIT_NOT_FOUND
+    if exc.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR, errno.EPERM):
+        return EXIT_NOT_EXECUTABLE
+    return None
 
 
 def _spawn_error_message(program: str, cwd: str | None, exc: OSError) -> str:
