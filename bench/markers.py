@@ -52,7 +52,8 @@ class RssSampler:
                 rss = self._proc.memory_info().rss
             except psutil.Error:
                 return
-            self.samples.append((time.perf_counter() - self._started, rss))
+            if rss:  # a process that exited but was not yet waited for reads 0
+                self.samples.append((time.perf_counter() - self._started, rss))
             time.sleep(self._interval)
 
     def join(self) -> None:
