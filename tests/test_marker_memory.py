@@ -128,3 +128,30 @@ async def test_a_live_executions_steps_come_whole_from_the_store_and_the_live_st
         assert done.total_steps == done.completed_steps == 2_001
         stored = await engine.get_steps(execution.id)
         assert len([s for s in stored if s.kind is StepKind.MARKER]) == 2_001
+
+
+def test_the_tuis_cache_of_live_steps_keeps_the_open_and_latest_finished_ones() -> None:
+    from engine.events import StepFinished
+    from engine.model import Step
+    from engine.transitions import move_step
+    from stepflow_tui.live import KEEP_FINISHED, LiveCache
+
+    cache = LiveCache()
+    workflow_step = Step(id="w", execution_id="e", name="build", kind=StepKind.WORKFLOW, index=0)
+    move_step(workflow_step, StepStatus.RUNNING)
+    cache.apply([StepAdded(workflow_step.snapshot())])
+    count = 3 * KEEP_FINISHED
+    for i in range(count):
+        step = Step(id=f"m{i}", execution_id="e", name=f"s{i}", kind=StepKind.MARKER, parent_id="w",
+                    index=i + 1)
+        move_step(step, StepStatus.RUNNING)
+        cache.apply([StepAdded(step.snapshot())])
+        move_step(step, StepStatus.COMPLETED)
+        cache.apply([StepFinished(step.snapshot())])
+    opened = Step(id="open", execution_id="e", name="now", kind=StepKind.MARKER, parent_id="w", index=count + 1)
+    move_step(opened, StepStatus.RUNNING)
+    cache.apply([StepAdded(opened.snapshot())])
+    entry = cache.get("e")
+    assert entry is not None
+    assert set(entry.steps) == {"w", "open", *(f"m{i}" for i in range(count - KEEP_FINISHED, count))}
+    assert entry.steps[f"m{count - 1}"].status is StepStatus.COMPLETED
