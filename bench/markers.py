@@ -7,6 +7,12 @@ sampled while it runs (so the growth shows: RSS at each quarter of the run).
     .venv/bin/python bench/markers.py [--pairs 10000 100000] [--live]
 
 `--live` runs exec under a pseudo-terminal (its live tree display) instead of plain lines.
+
+Measured here (2 shared cores), peak RSS of stepflow, start-up alone 56-58 MB:
+  before (every step kept live):  10k pairs 88 MB, 100k 290 MB (growing all run), ~7.7-8.3k markers/s;
+                                  --live: 1k pairs 70 s (each redraw laid out every step), 10k > 10 min
+  after (finished steps leave once stored): 10k 69 MB, 100k 81 MB, 1M 81 MB (flat from the first
+                                  quarter), ~7.5-8.6k markers/s; --live: 10k pairs 8.7 s, 70 MB
 """
 
 from __future__ import annotations
