@@ -66,7 +66,11 @@ class CommandPump:
         self.lenient = lenient_markers
         self._parser = MarkerParser(lenient=lenient_markers)
         self._tree = mt.MarkerTree()
+        #: the marker steps open in the output, by the tree's local id (closed ones leave: a
+        #: command may print millions)
         self._local_steps: dict[int, Step] = {}
+        #: the step closed last: a StopExecution that follows its close still names it
+        self._last_closed: tuple[int, Step] | None = None
         self._proc: RunningCommand | None = None
         self._terminating: asyncio.Task[None] | None = None
         self._stop_on_error: str | None = None
@@ -204,8 +208,12 @@ class CommandPump:
 
     # -- applying marker actions ---------------------------------------------------------------
     def _step_for(self, local_id: int | None) -> Step:
-        if local_id is not None and local_id in self._local_steps:
-            return self._local_steps[local_id]
+        if local_id is not None:
+            step = self._local_steps.get(local_id)
+            if step is not None:
+                return step
+            if self._last_closed is not None and self._last_closed[0] == local_id:
+                return self._last_closed[1]
         return self.owner
 
     async def _apply(self, action: mt.Action) -> str | None:
@@ -218,7 +226,7 @@ class CommandPump:
                 if action.dialect != "stepflow":
                     meta.setdefault("dialect", action.dialect)
                 step = await state.add_marker_step(
-                    parent.id,
+                    parent,
                     action.name,
                     stop_on_error=action.stop_on_error,
                     estimated_duration=action.estimated_duration,
@@ -227,8 +235,9 @@ class CommandPump:
                 self._local_steps[action.local_id] = step
                 return step.id
             case mt.CloseStep():
-                closing = self._local_steps.get(action.local_id)
+                closing = self._local_steps.pop(action.local_id, None)
                 if closing is not None:
+                    self._last_closed = (action.local_id, closing)
                     if action.failed:
                         await state.finish_step(
                             closing,

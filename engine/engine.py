@@ -513,9 +513,17 @@ class Engine:
 
     async def get_steps(self, execution_id: str) -> list[Step]:
         entry = self._runs.get(execution_id)
-        if entry is not None:
-            return sorted((s.snapshot() for s in entry[0].steps.values()), key=lambda s: s.index)
-        return await self.store.get_steps(execution_id)
+        if entry is None:
+            return await self.store.get_steps(execution_id)
+        # the live state holds the open steps and the finished ones the store may not hold yet; a
+        # finished marker step leaves it only once stored. Copied before the store is read, so a
+        # step that leaves meanwhile is in what the read sees.
+        live = {s.id: s.snapshot() for s in entry[0].steps.values()}
+        stored = await self.store.get_steps(execution_id)
+        merged = [live.pop(s.id, s) for s in stored]
+        merged += live.values()
+        merged.sort(key=lambda s: s.index)
+        return merged
 
     async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]:
         return await self.store.list_artifacts(flt)

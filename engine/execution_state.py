@@ -2,6 +2,10 @@
 
 Everything that runs for an execution (its branches, steps, command pumps) goes through this object,
 so each change is applied with the transition tables and published exactly once.
+
+It holds the steps a run still needs: its branches and workflow steps, and the marker steps that are
+open. A finished marker step leaves once the store holds it (a command may print millions of them);
+readers of a live execution's steps merge the store's with these (`Engine.get_steps`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: finished marker steps that wait for the store together before leaving the live state: one
+#: barrier in the store writer's queue per this many, so a steady stream of steps costs it little
+FORGET_BATCH = 256
+
 
 class ExecutionState:
     def __init__(self, execution: Execution, steps: Sequence[Step], hub: Hub, masker: Masker) -> None:
@@ -60,24 +68,27 @@ class ExecutionState:
         self._last_counters: tuple[int, int, int | None, float] | None = None
         #: the execution's counters and progress, kept up to date as steps move
         self._work = WorkTally(steps)
+        #: ids of finished marker steps not yet known to be in the store
+        self._finished_markers: list[str] = []
+        #: resolved by the store writer once it wrote what came before (see `_forget_stored`)
+        self._stored: asyncio.Future[None] | None = None
 
     # -- steps ----------------------------------------------------------------------------
     async def add_marker_step(
         self,
-        parent_id: str,
+        parent: Step,
         name: str,
         *,
         stop_on_error: bool = False,
         estimated_duration: float | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Step:
-        parent = self.steps[parent_id]
         step = Step(
             id=new_id(),
             execution_id=self.execution.id,
             name=name,
             kind=StepKind.MARKER,
-            parent_id=parent_id,
+            parent_id=parent.id,
             index=self._take_index(),
             stop_on_error=stop_on_error,
             estimated_duration=estimated_duration,
@@ -122,6 +133,26 @@ class ExecutionState:
         self._work.count(step)
         await self.hub.publish(StepFinished(step.snapshot()))
         await self._counters_changed()
+        if step.kind is StepKind.MARKER and status.is_terminal:
+            self._finished_markers.append(step.id)
+            if len(self._finished_markers) >= FORGET_BATCH and self._stored is None:
+                await self._forget_stored()
+
+    async def _forget_stored(self) -> None:
+        """Drop the finished marker steps from `steps` once the store holds them: a barrier goes
+        into the store writer's queue behind their StepFinished events, and resolves when those
+        are written. Nothing waits for it here; the steps leave when it resolves."""
+        ids, self._finished_markers = self._finished_markers, []
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._stored = stored
+
+        def forget(_done: asyncio.Future[None]) -> None:
+            self._stored = None
+            for step_id in ids:
+                self.steps.pop(step_id, None)
+
+        stored.add_done_callback(forget)
+        await self.hub.sink.put(stored)
 
     async def update_step(self, step: Step) -> None:
         await self.hub.publish(StepUpdated(step.snapshot()))

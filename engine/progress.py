@@ -38,16 +38,20 @@ def execution_progress(status: ExecutionStatus, done: float, total: int) -> floa
 
 class WorkTally:
     """The done shares of one execution's steps, kept as the steps change: recounting them all on
-    each event would cost O(steps) (a fan-out to 100 targets has hundreds of steps and events)."""
+    each event would cost O(steps) (a fan-out to 100 targets has hundreds of steps and events).
+    A step that ended is folded into running totals and forgotten: its share can no longer
+    change, and a run of a million marker steps must not keep a million entries here."""
 
-    __slots__ = ("_shares", "_branch_shares", "_completed", "_work_done", "_branch_done")
+    __slots__ = ("_shares", "_branch_shares", "_settled", "_completed", "_work_done", "_branch_done")
 
     def __init__(self, steps: Iterable[Step] = ()) -> None:
-        #: the share counted for each step, by id (branches apart: they are the work only of a
-        #: command that announced no steps)
+        #: the share counted for each step still open, by id (branches apart: they are the work
+        #: only of a command that announced no steps)
         self._shares: dict[str, float] = {}
         self._branch_shares: dict[str, float] = {}
-        self._completed: set[str] = set()
+        #: steps that ended (each counted once: a step never leaves a terminal status)
+        self._settled = 0
+        self._completed = 0
         self._work_done = 0.0
         self._branch_done = 0.0
         for step in steps:
@@ -61,22 +65,26 @@ class WorkTally:
             self._branch_shares[step.id] = share
             self._branch_done += share - (before or 0.0)
             return before != share
+        if step.status.is_terminal:
+            before = self._shares.pop(step.id, None)
+            self._settled += 1
+            if step.status is StepStatus.COMPLETED:
+                self._completed += 1
+            self._work_done += share - (before or 0.0)
+            return True
         before = self._shares.get(step.id)
         self._shares[step.id] = share
-        newly_completed = step.status is StepStatus.COMPLETED and step.id not in self._completed
-        if newly_completed:
-            self._completed.add(step.id)
         self._work_done += share - (before or 0.0)
-        return before != share or newly_completed
+        return before != share
 
     @property
     def work_total(self) -> int:
         """Workflow and marker steps (what `total_steps` counts)."""
-        return len(self._shares)
+        return len(self._shares) + self._settled
 
     @property
     def work_completed(self) -> int:
-        return len(self._completed)
+        return self._completed
 
     def percentage(self, status: ExecutionStatus) -> float:
         if self.work_total:

@@ -6,7 +6,7 @@ import contextlib
 import os
 import sys
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import IO
@@ -151,13 +151,22 @@ def progress_bar(percent: float, width: int = 12) -> str:
 
 #: lines kept per step for the summary of a failed one
 FAILED_TAIL = 20
+#: finished marker steps the live tree shows under each parent (the latest); the others are counted
+FINISHED_SHOWN = 3
+#: failed marker steps whose last lines the summary shows (the latest)
+FAILED_SHOWN = 10
 #: seconds between two redraws of the live display for log lines alone
 LINES_RENDER_INTERVAL = 0.1
 
 
 class ProgressPrinter:
     """Follows one execution's events and shows them: a live tree on a terminal, plain lines
-    otherwise (one per step start/finish, and the command's output with `verbose`)."""
+    otherwise (one per step start/finish, and the command's output with `verbose`).
+
+    A command may print millions of marker steps: what is kept is bounded. The tree holds the
+    execution's own steps, the open marker steps and the last FINISHED_SHOWN finished under each
+    parent (the earlier ones are counted); the summary's tails, the last FAILED_SHOWN failed ones.
+    `stepflow show` reads the whole tree from the store."""
 
     def __init__(self, execution: Execution, steps: list[Step], *, console: Console | None = None,
                  live: bool | None = None, verbose: bool = False) -> None:
@@ -170,7 +179,15 @@ class ProgressPrinter:
             self.console.soft_wrap = True
         self.verbose = verbose
         self.tail: deque[tuple[str | None, str]] = deque(maxlen=8)
+        #: the last lines of each open step (and of failed ones, for the summary), by step id
         self.failed_tails: dict[str, deque[str]] = {}
+        #: per parent id, the finished marker steps the tree still shows, oldest first
+        self._finished: dict[str | None, deque[str]] = {}
+        #: per parent id, how many finished marker steps left the tree
+        self._hidden: dict[str | None, int] = {}
+        #: the latest failed marker steps, with their path (their parents may have left the tree)
+        self._failed_markers: OrderedDict[str, tuple[Step, str]] = OrderedDict()
+        self._failed_marker_count = 0
         self._live: Live | None = None
         self._started = time.monotonic()
         self._single_branch = sum(1 for s in steps if s.kind is StepKind.BRANCH) <= 1
@@ -204,19 +221,21 @@ class ProgressPrinter:
                 if not self.live_mode and step.kind is not StepKind.BRANCH:
                     self._plain(step, "started")
             case StepUpdated(step=step):
-                self.steps[step.id] = step
+                if step.id in self.steps or not step.status.is_terminal:  # not one that left the tree
+                    self.steps[step.id] = step
             case StepFinished(step=step):
                 self.steps[step.id] = step
                 if not self.live_mode and (step.kind is not StepKind.BRANCH or not self._single_branch):
                     self._plain(step, step.status.value)
+                if step.kind is StepKind.MARKER:
+                    self._marker_finished(step)
             case LinesLogged(lines=lines):
                 # per block, not per line: a command may print 100,000s of lines a second
                 if self.live_mode:
                     self.tail.extend((event.step_id, line) for line in self._tail_lines(lines))
-                tail = self.failed_tails.get(event.step_id or "")
-                if tail is None:
-                    tail = self.failed_tails[event.step_id or ""] = deque(maxlen=FAILED_TAIL)
-                tail.extend(lines[-FAILED_TAIL:])
+                tail = self._tail_of(event.step_id)
+                if tail is not None:
+                    tail.extend(lines[-FAILED_TAIL:])
                 if self.verbose and not self.live_mode and not self.console.quiet:
                     prefix = "! " if event.stream is Stream.STDERR else "  "
                     if self._bare:
@@ -233,6 +252,46 @@ class ProgressPrinter:
             case ExecutionFinished(execution=execution):
                 self.execution = execution
         self.refresh()
+
+    def _tail_of(self, step_id: str | None) -> deque[str] | None:
+        """The kept last lines of a step, made at its first line; None for a step that finished
+        without failing or left the tree (the marker line that closes a step comes after its end)."""
+        key = step_id or ""
+        tail = self.failed_tails.get(key)
+        if tail is None:
+            step = self.steps.get(key) if step_id else None
+            if step_id and (step is None or step.status.is_terminal):
+                return None
+            tail = self.failed_tails[key] = deque(maxlen=FAILED_TAIL)
+        return tail
+
+    def _marker_finished(self, step: Step) -> None:
+        """Keep the tree and the tails bounded: the finished step joins its parent's last
+        FINISHED_SHOWN; the oldest of those leaves, with whatever was below it."""
+        if step.status is StepStatus.FAILED:
+            self._failed_marker_count += 1
+            self._failed_markers[step.id] = (step, self._path(step))
+            if len(self._failed_markers) > FAILED_SHOWN:
+                old_id, _old = self._failed_markers.popitem(last=False)
+                self.failed_tails.pop(old_id, None)
+        else:
+            self.failed_tails.pop(step.id, None)
+        shown = self._finished.setdefault(step.parent_id, deque())
+        if step.id in shown:  # finished twice (an update after its end): already counted
+            return
+        shown.append(step.id)
+        if len(shown) > FINISHED_SHOWN:
+            self._forget(shown.popleft())
+            self._hidden[step.parent_id] = self._hidden.get(step.parent_id, 0) + 1
+
+    def _forget(self, step_id: str) -> None:
+        """A finished marker step leaves the tree, and the steps below it (all finished) too."""
+        self.steps.pop(step_id, None)
+        self._hidden.pop(step_id, None)
+        if step_id not in self._failed_markers:
+            self.failed_tails.pop(step_id, None)
+        for child in self._finished.pop(step_id, ()):
+            self._forget(child)
 
     def _tail_lines(self, lines: tuple[str, ...]) -> list[str]:
         """The last lines of a block that the live tail shows: output, not the markers driving the
@@ -285,11 +344,18 @@ class ProgressPrinter:
 
     def _render(self, final: bool = False) -> Group:
         table = Table.grid(padding=(0, 1))
+        counted: set[str | None] = set()
         for depth, step in ordered_tree(self.steps.values()):
             if step.kind is StepKind.BRANCH and self._single_branch:
                 continue
-            d = depth - 1 if self._single_branch else depth
-            table.add_row(step_line(max(d, 0), step, show_branch=not self._single_branch))
+            d = max(depth - 1 if self._single_branch else depth, 0)
+            hidden = self._hidden.get(step.parent_id)
+            if hidden and step.parent_id not in counted:
+                # the earlier finished steps of this parent, before the ones shown
+                counted.add(step.parent_id)
+                table.add_row(Text("  " * d + f"… {hidden:,} earlier step{'s' if hidden != 1 else ''} finished",
+                                   style="dim"))
+            table.add_row(step_line(d, step, show_branch=not self._single_branch))
         parts: list[object] = [table]
         if not final and self.tail:
             tail = Text()
@@ -311,16 +377,21 @@ class ProgressPrinter:
         if execution.status is not ExecutionStatus.COMPLETED:
             if execution.error_message:
                 self.console.print(f"  [red]{escape(execution.error_message)}[/]")
-            for step in self.steps.values():
-                if step.status is StepStatus.FAILED and step.kind is not StepKind.BRANCH or (
-                    step.status is StepStatus.FAILED and self._single_branch
-                ):
-                    tail = self.failed_tails.get(step.id)
-                    if tail and not self.verbose:
-                        # the path names the branch too: `web › test`, not one `test` per target
-                        self.console.print(f"[dim]── last lines of {escape(self._path(step))} ──[/]")
-                        for text in list(tail)[-10:]:
-                            self.console.out("  " + Text.from_ansi(text).plain, highlight=False)
+            failed = [(step, self._path(step)) for step in self.steps.values()
+                      if step.status is StepStatus.FAILED and step.kind is not StepKind.MARKER
+                      and (step.kind is not StepKind.BRANCH or self._single_branch)]
+            failed += self._failed_markers.values()
+            for step, path in failed:
+                tail = self.failed_tails.get(step.id)
+                if tail and not self.verbose:
+                    # the path names the branch too: `web › test`, not one `test` per target
+                    self.console.print(f"[dim]── last lines of {escape(path)} ──[/]")
+                    for text in list(tail)[-10:]:
+                        self.console.out("  " + Text.from_ansi(text).plain, highlight=False)
+            more = self._failed_marker_count - len(self._failed_markers)
+            if more > 0 and not self.verbose:
+                self.console.print(f"[dim]… and {more:,} more failed step{'s' if more != 1 else ''} "
+                                   f"(stepflow show lists them)[/]")
         self.console.print(f"[dim]stepflow show {execution.id[:8]}  ·  stepflow logs {execution.id[:8]}[/]")
 
 

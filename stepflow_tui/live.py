@@ -3,11 +3,15 @@
 Reads from the store can lag the events (the store writer commits in batches), and events that
 came before a screen opened were not seen by it. Screens merge what they read with this cache:
 an object here is at least as new as the store's copy.
+
+A command may print millions of marker steps: an execution keeps its open steps, its workflow steps
+and branches, and only the latest KEEP_FINISHED finished marker steps (enough to cover a read racing
+the events; the engine's own reads hold every step, finished ones from the store).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from engine.events import (
@@ -23,9 +27,11 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
-from engine.model import Execution, Step
+from engine.model import Execution, Step, StepKind
 
 KEEP = 200
+#: finished marker steps kept per execution, the latest
+KEEP_FINISHED = 2_000
 
 
 @dataclass(slots=True)
@@ -34,6 +40,21 @@ class LiveExecution:
     steps: dict[str, Step] = field(default_factory=dict)
     #: step id -> seq of the last line the events showed for it
     last_seq: dict[str | None, int] = field(default_factory=dict)
+    #: ids of the finished marker steps kept in `steps`, oldest first
+    finished_markers: deque[str] = field(default_factory=deque)
+
+    def keep(self, step: Step) -> None:
+        previous = self.steps.get(step.id)
+        self.steps[step.id] = step
+        if step.kind is not StepKind.MARKER or not step.status.is_terminal or (
+            previous is not None and previous.status.is_terminal  # counted already
+        ):
+            return
+        self.finished_markers.append(step.id)
+        if len(self.finished_markers) > KEEP_FINISHED:
+            old = self.finished_markers.popleft()
+            self.steps.pop(old, None)
+            self.last_seq.pop(old, None)
 
     def seen_seq(self, step_ids: list[str] | None) -> int:
         if step_ids is None:
@@ -69,7 +90,7 @@ class LiveCache:
             elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
                 self._entry(ev.execution.id).execution = ev.execution
             elif isinstance(ev, StepAdded | StepStarted | StepUpdated | StepFinished):
-                self._entry(ev.step.execution_id).steps[ev.step.id] = ev.step
+                self._entry(ev.step.execution_id).keep(ev.step)
             elif isinstance(ev, LinesLogged) and ev.lines:
                 self._entry(ev.exec_id).last_seq[ev.step_id] = ev.start_seq + len(ev.lines) - 1
             elif isinstance(ev, ExecutionDeleted):

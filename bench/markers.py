@@ -1,0 +1,158 @@
+"""Marker steps at full speed: a command printing N pairs (STEP_START:s<i> / a line / STEP_COMPLETE:s<i>)
+through `stepflow exec` end to end, beside the same producer into a file, in the same run.
+
+Prints markers/s, the steps stored (a raw sqlite3 count) and the peak RSS of the stepflow process,
+sampled while it runs (so the growth shows: RSS at each quarter of the run).
+
+    .venv/bin/python bench/markers.py [--pairs 10000 100000] [--live]
+
+`--live` runs exec under a pseudo-terminal (its live tree display) instead of plain lines.
+
+Measured here (2 shared cores), peak RSS of stepflow, start-up alone 56-58 MB:
+  before (every step kept live):  10k pairs 88 MB, 100k 290 MB (growing all run), ~7.7-8.3k markers/s;
+                                  --live: 1k pairs 70 s (each redraw laid out every step), 10k > 10 min
+  after (finished steps leave once stored): 10k 69 MB, 100k 81 MB, 1M 81 MB (flat from the first
+                                  quarter), ~7.5-8.6k markers/s; --live: 10k pairs 8.7 s, 70 MB
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import pty
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("engine", "storage", "api_compat", "stepflow_tui")
+
+
+def producer(n: int) -> str:
+    """A shell command printing `n` marker pairs, each with one line of output between."""
+    return (f"awk 'BEGIN{{for(i=0;i<{n};i++){{print \"STEP_START:s\" i; print \"line \" i; "
+            f"print \"STEP_COMPLETE:s\" i}}}}'")
+
+
+class RssSampler:
+    """Samples a process's RSS every `interval` seconds in a thread, until it exits."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._proc = psutil.Process(pid)
+        self._interval = interval
+        self._started = time.perf_counter()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                rss = self._proc.memory_info().rss
+            except psutil.Error:
+                return
+            if rss:  # a process that exited but was not yet waited for reads 0
+                self.samples.append((time.perf_counter() - self._started, rss))
+            time.sleep(self._interval)
+
+    def join(self) -> None:
+        self._thread.join()
+
+    @property
+    def peak(self) -> int:
+        return max((rss for _t, rss in self.samples), default=0)
+
+    def quarters(self) -> list[int]:
+        """RSS at 25, 50, 75 and 100 % of the run (the last sample before each mark)."""
+        if not self.samples:
+            return []
+        end = self.samples[-1][0]
+        out = []
+        for q in (0.25, 0.5, 0.75, 1.0):
+            before = [rss for t, rss in self.samples if t <= end * q]
+            out.append(before[-1] if before else 0)
+        return out
+
+
+def run_stepflow(data: Path, command: str, live: bool) -> tuple[float, RssSampler, int]:
+    env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
+    cmd = [sys.executable, "-m", "stepflow_tui.cli", "exec", "--name", "markers", "--shell", "--", command]
+    if not live:
+        cmd[4:4] = ["--plain"]
+    started = time.perf_counter()
+    if live:
+        # a terminal of its own: exec draws its live tree; what it draws is read and thrown away
+        pid, fd = pty.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.chdir(ROOT)
+            os.execve(cmd[0], cmd, env)
+        sampler = RssSampler(pid)
+        while True:
+            try:
+                if not os.read(fd, 65536):
+                    break
+            except OSError:
+                break
+        _pid, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+    else:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        sampler = RssSampler(proc.pid)
+        _out, err = proc.communicate()
+        code = proc.returncode
+        if code != 0:
+            sys.exit(f"stepflow exec failed ({code}): {err.decode(errors='replace')[-2000:]}")
+    wall = time.perf_counter() - started
+    sampler.join()
+    return wall, sampler, code
+
+
+def mb(value: int) -> str:
+    return f"{value / 1e6:.0f} MB"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pairs", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--live", action="store_true", help="exec's live display, under a pseudo-terminal")
+    args = parser.parse_args()
+    for package in PACKAGES:
+        compileall.compile_dir(ROOT / package, quiet=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        startup_s, startup, _ = run_stepflow(tmp_path / "startup", "true", args.live)
+        print(f"stepflow exec -- true: {startup_s:.2f} s, peak RSS {mb(startup.peak)} (start-up and shut-down alone)")
+        for n in args.pairs:
+            command = producer(n)
+            started = time.perf_counter()
+            subprocess.run(f"{command} > {tmp_path / 'out.txt'}", shell=True, check=True)
+            file_s = time.perf_counter() - started
+            data = tmp_path / f"data-{n}"
+            wall, sampler, code = run_stepflow(data, command, args.live)
+            db = sqlite3.connect(data / "stepflow.db")
+            steps = db.execute("SELECT count(*) FROM steps WHERE kind = 'marker'").fetchone()[0]
+            done = db.execute("SELECT count(*) FROM steps WHERE kind = 'marker' AND status = 'completed'"
+                              ).fetchone()[0]
+            lines = db.execute("SELECT count(*) FROM log_lines").fetchone()[0]
+            db.close()
+            markers = 2 * n
+            print(f"\n{n:,} pairs ({markers:,} markers, {3 * n:,} lines){' live' if args.live else ''}:")
+            print(f"  producer > file      : {file_s:8.2f} s  {markers / file_s:12,.0f} markers/s")
+            print(f"  stepflow exec        : {wall:8.2f} s  {markers / wall:12,.0f} markers/s "
+                  f"({wall / markers * 1e3:.3f} ms a marker, start-up included; exit {code})")
+            print(f"  stored marker steps  : {steps:,} ({done:,} completed; every step: "
+                  f"{'yes' if steps == n == done else 'NO'}), log lines {lines:,}")
+            quarters = " → ".join(mb(q) for q in sampler.quarters())
+            print(f"  peak RSS of stepflow : {mb(sampler.peak)} (over start-up alone: "
+                  f"{mb(sampler.peak - startup.peak)}); at each quarter of the run: {quarters}")
+
+
+if __name__ == "__main__":
+    main()
