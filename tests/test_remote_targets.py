@@ -573,7 +573,7 @@ def test_cli_run_and_exec_with_a_target_from_the_targets_file(tmp_path: Path, ss
     result = stepflow(
         data, targets_file, "exec", "--target", "box", "--", "sh", "-c", "echo STEP_START:x; exit 3"
     )
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 3, result.stdout + result.stderr
     listed = json.loads(stepflow(data, targets_file, "ls", "--json").stdout)
     assert listed[0]["targets"] == ["box"] and listed[0]["exit_code"] == 3
 
