@@ -11,6 +11,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from engine.events import (
+    ArtifactAdded,
+    ArtifactDeleted,
     Event,
     ExecutionCreated,
     ExecutionDeleted,
@@ -23,7 +25,7 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
-from engine.model import Execution, Step
+from engine.model import Artifact, Execution, Step
 
 KEEP = 200
 
@@ -34,6 +36,9 @@ class LiveExecution:
     steps: dict[str, Step] = field(default_factory=dict)
     #: step id -> seq of the last line the events showed for it
     last_seq: dict[str | None, int] = field(default_factory=dict)
+    #: artifacts the events told of (the store commits them a moment later), and those deleted
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    deleted_artifacts: set[str] = field(default_factory=set)
 
     def seen_seq(self, step_ids: list[str] | None) -> int:
         if step_ids is None:
@@ -72,6 +77,14 @@ class LiveCache:
                 self._entry(ev.step.execution_id).steps[ev.step.id] = ev.step
             elif isinstance(ev, LinesLogged) and ev.lines:
                 self._entry(ev.exec_id).last_seq[ev.step_id] = ev.start_seq + len(ev.lines) - 1
+            elif isinstance(ev, ArtifactAdded):
+                entry = self._entry(ev.artifact.execution_id)
+                entry.artifacts[ev.artifact.id] = ev.artifact
+                entry.deleted_artifacts.discard(ev.artifact.id)
+            elif isinstance(ev, ArtifactDeleted):
+                entry = self._entry(ev.exec_id)
+                entry.artifacts.pop(ev.artifact_id, None)
+                entry.deleted_artifacts.add(ev.artifact_id)
             elif isinstance(ev, ExecutionDeleted):
                 self._items.pop(ev.id, None)
 

@@ -132,6 +132,7 @@ class ExecutionScreen(ExecutionActions):
         my_id = self.execution.id
         lines = []
         title = False
+        artifacts = False
         for ev in events:
             if ev.execution_id != my_id:
                 continue
@@ -146,12 +147,13 @@ class ExecutionScreen(ExecutionActions):
             elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
                 self.execution = ev.execution
                 title = True
+                # the end comes once the store holds everything before it: its artifacts too
+                artifacts = artifacts or isinstance(ev, ExecutionFinished)
             elif isinstance(ev, LinesDropped) and self._ready:
                 self.log_view.add_dropped()
-            elif isinstance(ev, ArtifactAdded) and self._ready:
-                self.query_one(ArtifactPane).added(ev.artifact, {s.id: s.name for s in self.steps.values()})
-            elif isinstance(ev, ArtifactDeleted) and self._ready:
-                self.query_one(ArtifactPane).deleted(ev.artifact_id)
+            elif isinstance(ev, ArtifactAdded | ArtifactDeleted):
+                # the app's live cache has them; the pane merges it with the store's list
+                artifacts = True
             elif isinstance(ev, ExecutionDeleted):
                 self.notify(f"{self.execution.name} was deleted")
                 self.dismiss()
@@ -160,6 +162,8 @@ class ExecutionScreen(ExecutionActions):
             return
         if lines:
             self.log_view.add_live(lines)
+        if artifacts:
+            self.query_one(ArtifactPane).changed({s.id: s.name for s in self.steps.values()})
         if title:
             self._update_title()
             self.refresh_bindings()
