@@ -263,7 +263,7 @@ class StepflowApp(App[None]):
             ("Toggle follow", "Follow the end of the log", "toggle_follow"),
             ("Toggle timestamps", "Show each log line's time", "toggle_timestamps"),
             ("Toggle wrap", "Wrap long log lines", "toggle_wrap"),
-            ("Toggle marker lines", "Hide or show step marker lines", "toggle_markers"),
+            ("Toggle marker lines", "Show or hide step marker lines (STEP_PROGRESS:…, ::group::…)", "toggle_markers"),
         ):
             for log_view in screen.query("LogView"):
                 yield SystemCommand(name, help_text, getattr(log_view, f"action_{action}"))

@@ -127,6 +127,7 @@ class ExecutionScreen(ExecutionActions):
             self.steps[step.id] = step
         try:
             self.step_tree.set_steps(self.steps.values())
+            self.log_view.set_steps(list(self.step_tree.steps.values()))
             self._fit_tree()
             self._update_title()
             self.query_one(ArtifactPane).show(self.execution.id, {s.id: s.name for s in self.steps.values()})
@@ -158,6 +159,7 @@ class ExecutionScreen(ExecutionActions):
                     self.step_tree.update_step(ev.step)
                     if isinstance(ev, StepAdded):
                         self._step_added(ev.step)
+                        self.log_view.set_steps(list(self.step_tree.steps.values()))
             elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
                 self.execution = ev.execution
                 title = True

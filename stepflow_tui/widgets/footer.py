@@ -23,9 +23,10 @@ KEEP_ORDER = (
     "log.search",
     "executions.filter",
     "log.follow",
+    "log.markers",
+    "log.hide_markers",
     "execution.rerun",
     "execution.delete",
-    "log.markers",
     "log.wrap",
     "log.timestamps",
 )
