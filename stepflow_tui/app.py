@@ -205,9 +205,15 @@ class StepflowApp(App[None]):
             if request is None:
                 return
             if request.workflow is not None:
-                remember_recent(request.workflow)
+                workflow = request.workflow
                 targets = [request.target] if request.target else None
-                self.engine_call(self.client.submit_workflow(request.workflow, targets=targets), done=self._launched)
+
+                def launched(execution: Execution) -> None:
+                    # only a file that ran is remembered: one that did not validate is not "recent"
+                    remember_recent(workflow)
+                    self._launched(execution)
+
+                self.engine_call(self.client.submit_workflow(workflow, targets=targets), done=launched)
             elif request.command:
                 self.engine_call(self.client.submit_command(request.command, target=request.target or "local"),
                                  done=self._launched)

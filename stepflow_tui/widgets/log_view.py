@@ -122,6 +122,8 @@ class LogView(ScrollView, can_focus=True):
         self._labels: dict[str, tuple[str, str]] = {}
         self._label_width = 0
         self._labels_version = 0
+        #: scrolling to the tail (not the user moving away from it)
+        self._to_tail = False
 
     @property
     def client(self):
@@ -452,6 +454,10 @@ class LogView(ScrollView, can_focus=True):
     def watch_scroll_y(self, old: float, new: float) -> None:
         self._layout_key = None
         super().watch_scroll_y(old, new)
+        # moved up by the scrollbar (a drag, a click on its track): the view stops following, as
+        # it does for a key or the wheel; else the next block read would bring the tail back
+        if self.follow and not self._to_tail and new < old and int(new) < self._tail_top():
+            self.follow = False
 
     def watch_scroll_x(self, old: float, new: float) -> None:
         super().watch_scroll_x(old, new)
@@ -493,7 +499,11 @@ class LogView(ScrollView, can_focus=True):
         return 1
 
     def _scroll_to_tail(self) -> None:
-        self.scroll_to(y=self._tail_top(), animate=False, immediate=True, force=True)
+        self._to_tail = True
+        try:
+            self.scroll_to(y=self._tail_top(), animate=False, immediate=True, force=True)
+        finally:
+            self._to_tail = False
 
     def _user_scroll(self, y: int) -> None:
         tail = self._tail_top()

@@ -67,7 +67,7 @@ async def test_ctrl_c_asks_while_an_execution_launched_here_runs(engine):
 
 async def test_the_footer_offers_cancel_only_while_it_runs(engine):
     app = make_app(engine)
-    async with app.run_test(size=(100, 24)) as pilot:
+    async with app.run_test(size=(120, 24)) as pilot:
         screen = await launch_command(pilot, "sleep 30")
         await wait_for(pilot, lambda: screen.execution.status is ExecutionStatus.RUNNING, what="running")
         await wait_for(pilot, lambda: "Cancel" in footer(app), what="Cancel offered")
