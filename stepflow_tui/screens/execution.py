@@ -34,7 +34,6 @@ from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.status_strip import StatusStrip
 from stepflow_tui.widgets.step_tree import StepTree, step_detail
 
-
 #: the tree pane's share of the screen's width at most, and its width at least
 TREE_SHARE = 0.4
 TREE_MIN = 24

@@ -11,8 +11,8 @@ from textual.widgets import Input, Static
 from engine.events import Event
 from engine.model import Execution
 from stepflow_tui.screens.actions import EXECUTION_BINDINGS, ExecutionActions
-from stepflow_tui.widgets.footer import FittingFooter
 from stepflow_tui.widgets.execution_list import ExecutionList, ExecutionListHeader, parse_filter
+from stepflow_tui.widgets.footer import FittingFooter
 from stepflow_tui.widgets.status_strip import StatusStrip
 
 

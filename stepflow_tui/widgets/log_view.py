@@ -662,7 +662,7 @@ class LogView(ScrollView, can_focus=True):
         if self.timestamps:
             parts.append("times")
         if not self.show_markers:
-            parts.append("markers hidden")
+            parts.append("no markers")
         if self.search:
             state = "searching…" if self.searching else (
                 f"match at line {self.match_row + 1:,}" if self.match_row is not None else "no match")

@@ -91,7 +91,7 @@ async def test_artifacts_seen_while_watching_read_once_the_store_has_them(engine
         await wait_for(pilot, lambda: previewed(app) == "All good", what="the report's preview")
         for expected in ("name,score", "passed"):
             await pilot.press("down")
-            await wait_for(pilot, lambda: previewed(app) == expected, what=f"preview {expected}")
+            await wait_for(pilot, lambda want=expected: previewed(app) == want, what=f"preview {expected}")
         for name in ("Summary report", "scores.csv", "results.json"):
             assert name in screen_text(app)
 

@@ -8,8 +8,8 @@ from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.step_tree import StepTree
 from tests.tui.conftest import fixed_clock, make_app, wait_for
-from tests.tui.test_keys_help import read_help, row_of
 from tests.tui.screen_text import screen_text
+from tests.tui.test_keys_help import read_help, row_of
 
 
 async def open_running(pilot) -> ExecutionScreen:
