@@ -89,3 +89,14 @@ async def test_a_file_that_fails_validation_is_not_remembered_as_recent(engine, 
         await wait_for(pilot, lambda: isinstance(app.screen, ExecutionsScreen), what="the list")
         dialog = await open_dialog(pilot)
         assert dialog.found[0] == (dialog.found[0][0], "recent") and dialog.found[0][0].name == "b-good.yaml"
+
+
+async def test_keys_typed_on_the_list_filter_rather_than_act(engine):
+    """q and n are the app's keys elsewhere: in the dialog they are letters of the filter."""
+    app = make_app(engine, workflow_dirs=[SAMPLES])
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await open_dialog(pilot)
+        await pilot.press("q", "n")
+        assert app.screen is dialog and not app._exit
+        assert dialog.query_one("#workflow-filter").value == "qn"
+        await wait_for(pilot, lambda: "no workflow file matches" in screen_text(app), what="nothing matches")
