@@ -22,6 +22,7 @@ from textual.screen import Screen
 from engine.client import EngineClient
 from engine.events import ExecutionDeleted, ExecutionFinished, ExecutionStarted
 from engine.model import Artifact, Execution, ExecutionFilter, ExecutionStatus
+from engine.ownership import this_engine
 from engine.targets_file import user_targets_path
 from stepflow_tui.bridge import EngineBridge
 from stepflow_tui.display import Clock, utc_clock
@@ -42,6 +43,9 @@ class StepflowApp(App[None]):
 
     BINDINGS = [
         Binding("q", "quit_app", "Quit", id="app.quit"),
+        # in place of Textual's "press ctrl+q to quit" hint: ctrl+c quits as q does, asking first
+        # where work would be lost (with text selected, the screen's ctrl+c copies it instead)
+        Binding("ctrl+c", "quit_app", "Quit", show=False, id="app.interrupt"),
         Binding("question_mark", "help", "Keys", id="app.help"),
         Binding("n", "launch", "Launch", id="app.launch"),
     ]
@@ -68,6 +72,9 @@ class StepflowApp(App[None]):
         self.watch_workflows = watch_workflows
         self.quit_stops_executions = quit_stops_executions
         self.running: set[str] = set()
+        #: the running executions quitting would stop: this process's engine runs them
+        self.running_here: set[str] = set()
+        self._this_engine = this_engine() if quit_stops_executions else None
         #: (title, message) the composition root wants shown at start (an API listener that failed...)
         self.startup_notes: list[tuple[str, str]] = []
         #: where the embedded API listens, for the status strip
@@ -120,6 +127,8 @@ class StepflowApp(App[None]):
             self.report_error(exc)
             return
         self.running.update(ex.id for ex in rows)
+        # others (another stepflow on the same data directory) keep running when this one quits
+        self.running_here.update(ex.id for ex in rows if self._this_engine and ex.owner == self._this_engine)
         self._show_running()
 
     @on(EngineBridge.Changed)
@@ -132,8 +141,12 @@ class StepflowApp(App[None]):
         for ev in events:
             if isinstance(ev, ExecutionStarted):
                 self.running.add(ev.execution.id)
+                if self._this_engine is not None:
+                    # the events of an engine in this process are its own executions'
+                    self.running_here.add(ev.execution.id)
             elif isinstance(ev, ExecutionFinished | ExecutionDeleted):
                 self.running.discard(ev.execution_id)
+                self.running_here.discard(ev.execution_id)
         if len(self.running) != before:
             self._show_running()
         for screen in self.screen_stack:
@@ -192,9 +205,15 @@ class StepflowApp(App[None]):
             if request is None:
                 return
             if request.workflow is not None:
-                remember_recent(request.workflow)
+                workflow = request.workflow
                 targets = [request.target] if request.target else None
-                self.engine_call(self.client.submit_workflow(request.workflow, targets=targets), done=self._launched)
+
+                def launched(execution: Execution) -> None:
+                    # only a file that ran is remembered: one that did not validate is not "recent"
+                    remember_recent(workflow)
+                    self._launched(execution)
+
+                self.engine_call(self.client.submit_workflow(workflow, targets=targets), done=launched)
             elif request.command:
                 self.engine_call(self.client.submit_command(request.command, target=request.target or "local"),
                                  done=self._launched)
@@ -211,18 +230,16 @@ class StepflowApp(App[None]):
         self.action_quit_app()
 
     def action_quit_app(self) -> None:
-        if not self.running:
+        """Quit; first ask when running executions would be stopped (an engine in this process).
+        Connected to a server (`--connect`) nothing is lost: its executions go on without us."""
+        if not self.running_here:
             self.exit()
             return
-        count = len(self.running)
+        count = len(self.running_here)
         them = "it" if count == 1 else "them"
-        if self.quit_stops_executions:
-            what = (f"{count} execution{'s are' if count > 1 else ' is'} running. Quitting stops the engine: "
-                    f"{them} get{'s' if count == 1 else ''} SIGTERM and {'is' if count == 1 else 'are'} "
-                    "recorded as cancelled (reason: shutdown).")
-        else:
-            what = (f"{count} execution{'s are' if count > 1 else ' is'} running. They keep running in the "
-                    "engine; you can reconnect later.")
+        what = (f"{count} execution{'s are' if count > 1 else ' is'} running. Quitting stops the engine: "
+                f"{them} get{'s' if count == 1 else ''} SIGTERM and {'is' if count == 1 else 'are'} "
+                "recorded as cancelled (reason: shutdown).")
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -252,7 +269,7 @@ class StepflowApp(App[None]):
             ("Toggle follow", "Follow the end of the log", "toggle_follow"),
             ("Toggle timestamps", "Show each log line's time", "toggle_timestamps"),
             ("Toggle wrap", "Wrap long log lines", "toggle_wrap"),
-            ("Toggle marker lines", "Hide or show step marker lines", "toggle_markers"),
+            ("Toggle marker lines", "Show or hide step marker lines (STEP_PROGRESS:…, ::group::…)", "toggle_markers"),
         ):
             for log_view in screen.query("LogView"):
                 yield SystemCommand(name, help_text, getattr(log_view, f"action_{action}"))

@@ -15,6 +15,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from engine.events import (
+    ArtifactAdded,
+    ArtifactDeleted,
     Event,
     ExecutionCreated,
     ExecutionDeleted,
@@ -27,7 +29,7 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
-from engine.model import Execution, Step, StepKind
+from engine.model import Artifact, Execution, Step, StepKind
 
 KEEP = 200
 #: finished marker steps kept per execution, the latest
@@ -40,6 +42,9 @@ class LiveExecution:
     steps: dict[str, Step] = field(default_factory=dict)
     #: step id -> seq of the last line the events showed for it
     last_seq: dict[str | None, int] = field(default_factory=dict)
+    #: artifacts the events told of (the store commits them a moment later), and those deleted
+    artifacts: dict[str, Artifact] = field(default_factory=dict)
+    deleted_artifacts: set[str] = field(default_factory=set)
     #: ids of the finished marker steps kept in `steps`, oldest first
     finished_markers: deque[str] = field(default_factory=deque)
 
@@ -93,6 +98,14 @@ class LiveCache:
                 self._entry(ev.step.execution_id).keep(ev.step)
             elif isinstance(ev, LinesLogged) and ev.lines:
                 self._entry(ev.exec_id).last_seq[ev.step_id] = ev.start_seq + len(ev.lines) - 1
+            elif isinstance(ev, ArtifactAdded):
+                entry = self._entry(ev.artifact.execution_id)
+                entry.artifacts[ev.artifact.id] = ev.artifact
+                entry.deleted_artifacts.discard(ev.artifact.id)
+            elif isinstance(ev, ArtifactDeleted):
+                entry = self._entry(ev.exec_id)
+                entry.artifacts.pop(ev.artifact_id, None)
+                entry.deleted_artifacts.add(ev.artifact_id)
             elif isinstance(ev, ExecutionDeleted):
                 self._items.pop(ev.id, None)
 

@@ -24,9 +24,19 @@ class ExecutionActions(Screen):
         raise NotImplementedError
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("cancel_execution", "rerun", "rerun_failed", "delete_execution"):
-            # shown only with an execution at hand; what does not fit its status says why
-            return self.current_execution() is not None
+        if action not in ("cancel_execution", "rerun", "rerun_failed", "delete_execution"):
+            return True
+        # the footer shows what can be done now: with an execution at hand, what fits its status
+        # (the screens call refresh_bindings when the status or the current execution changes)
+        ex = self.current_execution()
+        if ex is None:
+            return False
+        if action == "cancel_execution":
+            return not ex.status.is_terminal
+        if action == "delete_execution":
+            return ex.status.is_terminal
+        if action == "rerun_failed":
+            return ex.status in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
         return True
 
     def action_cancel_execution(self) -> None:

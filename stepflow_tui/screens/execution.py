@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets import Input, Static, TabbedContent, TabPane
 
 from engine.events import (
     ArtifactAdded,
@@ -29,9 +29,14 @@ from engine.model import Execution, ExecutionStatus, Step
 from stepflow_tui.display import duration_between, fmt_duration, progress_bar, status_glyph
 from stepflow_tui.screens.actions import EXECUTION_BINDINGS, ExecutionActions
 from stepflow_tui.widgets.artifact_pane import ArtifactPane, ArtifactTable
+from stepflow_tui.widgets.footer import FittingFooter
 from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.status_strip import StatusStrip
 from stepflow_tui.widgets.step_tree import StepTree, step_detail
+
+#: the tree pane's share of the screen's width at most, and its width at least
+TREE_SHARE = 0.4
+TREE_MIN = 24
 
 
 class ExecutionScreen(ExecutionActions):
@@ -41,6 +46,9 @@ class ExecutionScreen(ExecutionActions):
         Binding("a", "toggle_artifacts", "Artifacts", id="execution.artifacts"),
         Binding("l", "focus_log", "Log", show=False, id="execution.focus_log"),
         Binding("T", "focus_tree", "Tree", show=False, id="execution.focus_tree"),
+        # Textual's maximize (escape restores, as in Textual's palette): the tree at full width
+        # shows every name at 80 columns, the log at full width its long lines
+        Binding("z", "zoom", "Zoom pane", show=False, id="execution.zoom"),
         *EXECUTION_BINDINGS,
     ]
 
@@ -49,6 +57,8 @@ class ExecutionScreen(ExecutionActions):
         self.execution = execution
         self.steps: dict[str, Step] = {}
         self._filter_step: Step | None = None
+        #: the tree pane's width so far: it grows to show the names, never shrinks while open
+        self._tree_width = 0
         #: the widgets are mounted (the tabs mount theirs a moment after the screen)
         self._ready = False
 
@@ -68,7 +78,7 @@ class ExecutionScreen(ExecutionActions):
                 with TabPane("Artifacts", id="tab-artifacts"):
                     yield ArtifactPane(id="artifacts")
         yield StatusStrip(self.app.data_dir_label, sample_machine=self.app.sample_machine)  # type: ignore[attr-defined]
-        yield Footer()
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self._update_title()
@@ -116,6 +126,8 @@ class ExecutionScreen(ExecutionActions):
             self.steps[step.id] = step
         try:
             self.step_tree.set_steps(self.steps.values())
+            self.log_view.set_steps(list(self.step_tree.steps.values()))
+            self._fit_tree()
             self._update_title()
             self.query_one(ArtifactPane).show(self.execution.id, {s.id: s.name for s in self.steps.values()})
         except NoMatches:
@@ -132,6 +144,8 @@ class ExecutionScreen(ExecutionActions):
         my_id = self.execution.id
         lines = []
         title = False
+        artifacts = False
+        steps = False
         for ev in events:
             if ev.execution_id != my_id:
                 continue
@@ -140,18 +154,21 @@ class ExecutionScreen(ExecutionActions):
             elif isinstance(ev, StepAdded | StepStarted | StepUpdated | StepFinished):
                 self.steps[ev.step.id] = ev.step
                 if self._ready:
+                    steps = True
                     self.step_tree.update_step(ev.step)
                     if isinstance(ev, StepAdded):
                         self._step_added(ev.step)
+                        self.log_view.set_steps(list(self.step_tree.steps.values()))
             elif isinstance(ev, ExecutionStarted | ExecutionUpdated | ExecutionFinished):
                 self.execution = ev.execution
                 title = True
+                # the end comes once the store holds everything before it: its artifacts too
+                artifacts = artifacts or isinstance(ev, ExecutionFinished)
             elif isinstance(ev, LinesDropped) and self._ready:
                 self.log_view.add_dropped()
-            elif isinstance(ev, ArtifactAdded) and self._ready:
-                self.query_one(ArtifactPane).added(ev.artifact, {s.id: s.name for s in self.steps.values()})
-            elif isinstance(ev, ArtifactDeleted) and self._ready:
-                self.query_one(ArtifactPane).deleted(ev.artifact_id)
+            elif isinstance(ev, ArtifactAdded | ArtifactDeleted):
+                # the app's live cache has them; the pane merges it with the store's list
+                artifacts = True
             elif isinstance(ev, ExecutionDeleted):
                 self.notify(f"{self.execution.name} was deleted")
                 self.dismiss()
@@ -160,6 +177,10 @@ class ExecutionScreen(ExecutionActions):
             return
         if lines:
             self.log_view.add_live(lines)
+        if steps:
+            self._fit_tree()
+        if artifacts:
+            self.query_one(ArtifactPane).changed({s.id: s.name for s in self.steps.values()})
         if title:
             self._update_title()
             self.refresh_bindings()
@@ -176,6 +197,7 @@ class ExecutionScreen(ExecutionActions):
             return
         try:
             self.step_tree.tick()
+            self._fit_tree()
             if self.execution.status is ExecutionStatus.RUNNING:
                 self._update_title()
         except NoMatches:
@@ -183,6 +205,22 @@ class ExecutionScreen(ExecutionActions):
 
     def on_unmount(self) -> None:
         self._ready = False
+
+    def on_resize(self) -> None:
+        self._tree_width = 0
+        self._fit_tree()
+
+    def _fit_tree(self) -> None:
+        """The tree pane takes the width its names and durations need, up to TREE_SHARE of the
+        screen (at least TREE_MIN): at 80 columns the log keeps 48."""
+        if not self._ready:
+            return
+        # + the scrollbar and the border
+        wanted = self.step_tree.wanted_width() + 2
+        width = max(TREE_MIN, min(wanted, int(self.size.width * TREE_SHARE)))
+        if width > self._tree_width:
+            self._tree_width = width
+            self.query_one("#tree-column").styles.width = width
 
     def _update_title(self) -> None:
         ex = self.execution
@@ -266,6 +304,15 @@ class ExecutionScreen(ExecutionActions):
 
     def action_focus_tree(self) -> None:
         self.step_tree.focus()
+
+    def action_zoom(self) -> None:
+        """The focused pane (tree, log or artifacts) fills the screen; again (or escape) restores."""
+        if self.maximized is not None:
+            self.minimize()
+            return
+        focused = self.focused
+        if focused is not None:
+            self.maximize(focused, container=False)
 
     @on(ArtifactTable.SaveRequested)
     def _save(self, event: ArtifactTable.SaveRequested) -> None:

@@ -6,12 +6,13 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Input, Static
+from textual.widgets import Input, Static
 
 from engine.events import Event
 from engine.model import Execution
 from stepflow_tui.screens.actions import EXECUTION_BINDINGS, ExecutionActions
 from stepflow_tui.widgets.execution_list import ExecutionList, ExecutionListHeader, parse_filter
+from stepflow_tui.widgets.footer import FittingFooter
 from stepflow_tui.widgets.status_strip import StatusStrip
 
 
@@ -29,7 +30,7 @@ class ExecutionsScreen(ExecutionActions):
         yield Input(placeholder="filter: text, or a status (running, failed…); esc clears", id="list-filter",
                     classes="hidden")
         yield StatusStrip(self.app.data_dir_label, sample_machine=self.app.sample_machine)  # type: ignore[attr-defined]
-        yield Footer()
+        yield FittingFooter()
 
     def on_mount(self) -> None:
         self.query_one(ExecutionList).focus()

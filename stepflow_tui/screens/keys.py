@@ -32,7 +32,8 @@ PLACES: list[tuple[str, tuple[type[DOMNode], ...]]] = [
 #: Textual's own keys: not in the keymap file (no id), listed so that `?` shows every key
 BUILT_IN = [
     ("ctrl+p", "Command palette: every action by name", ""),
-    ("ctrl+q", "Quit (asks first while executions run, as q)", ""),
+    ("ctrl+q", "Quit (as q: asks first while this engine runs executions)", ""),
+    ("esc", "Restore a zoomed pane (z)", ""),
     ("tab shift+tab", "Next / previous field or pane", ""),
     ("↑ ↓ pgup pgdn", "Move in lists, trees, tables and dialogs", ""),
 ]

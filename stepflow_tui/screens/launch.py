@@ -1,7 +1,9 @@
 """The launch dialog: pick a workflow file or type a command, and where it runs.
 
 Workflow files come from the configured directories (sample_workflows/, the current directory) and
-the recently launched ones; the list stays fresh as files appear or change (watchfiles). The target
+the recently launched ones; the list stays fresh as files appear or change (watchfiles). Typing
+filters it (words of the path, in any order), and a path typed there (`./ci/nightly.yaml`,
+`~/flows/x.yml`) runs that file. The target
 is the default (local for a command, the workflow's own `runs_on`), `local`, or a target of the
 user's targets file (`engine.targets_file`), read off the event loop when the dialog opens.
 """
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -96,6 +98,21 @@ def find_workflows(dirs: list[Path], recent: list[Path]) -> list[tuple[Path, str
     return out
 
 
+def filter_workflows(found: list[tuple[Path, str]], text: str) -> list[tuple[Path, str]]:
+    """The files whose shown path holds every word of `text` (any case, any order); a `text` that
+    names a file (relative to the current directory, or with ~) is that file alone."""
+    if not text:
+        return found
+    typed = Path(text).expanduser()
+    try:
+        if typed.is_file():
+            return [(typed, "typed path")]
+    except OSError:
+        pass  # a name too long, a folder not readable: a filter then
+    words = text.lower().split()
+    return [(p, src) for p, src in found if all(w in display_path(p).lower() for w in words)]
+
+
 def display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -110,6 +127,9 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Close", id="launch.cancel"),
         Binding("ctrl+t", "pick_target", "Target", id="launch.target"),
+        # from the filter box, the arrows move in the list it filters
+        Binding("down", "move_choice(1)", "Next file", show=False, id="launch.next"),
+        Binding("up", "move_choice(-1)", "Previous file", show=False, id="launch.previous"),
     ]
 
     def __init__(
@@ -127,6 +147,8 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         self.watch_files = watch  # not `self.watch`: that is DOMNode.watch
         self.recent = read_recent() if recent is None else recent
         self.targets_path = targets_path
+        #: the files offered (path, where from), and the ones the filter leaves, as listed
+        self.found: list[tuple[Path, str]] = []
         self.workflows: list[Path] = []
         #: the targets the picker offers besides the default
         self.offered: list[str] = [LOCAL]
@@ -141,10 +163,12 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
                 yield Select(target_options([]), value=DEFAULT_TARGET, allow_blank=False, compact=True,
                              id="target-select")
             yield Label("Workflow file:")
+            yield Input(placeholder="type to filter, or a path to a workflow file", compact=True,
+                        select_on_focus=False, id="workflow-filter")
             yield OptionList(id="workflow-list")
             yield Label("Or a command:")
             yield Input(placeholder="e.g. ./build.sh --verbose", id="command-input")
-            yield Static("enter: run · tab: next field · ctrl+t: target · esc: close", classes="dialog-hint")
+            yield Static("type: filter · enter: run · tab: next · ctrl+t: target · esc: close", classes="dialog-hint")
 
     def on_mount(self) -> None:
         self._scan()
@@ -199,22 +223,68 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         self.app.call_from_thread(self._show, found)
 
     def _show(self, found: list[tuple[Path, str]]) -> None:
-        options = self.query_one("#workflow-list", OptionList)
+        self.found = found
+        self._list()
+
+    def _list(self) -> None:
+        """The files the filter leaves (or the file its text names), in the list."""
+        try:
+            options = self.query_one("#workflow-list", OptionList)
+            text = self.query_one("#workflow-filter", Input).value.strip()
+        except NoMatches:
+            return  # closed while the folders were read
         previous = options.highlighted
-        self.workflows = [p for p, _src in found]
+        shown = filter_workflows(self.found, text)
+        self.workflows = [p for p, _src in shown]
         options.clear_options()
-        if not found:
-            options.add_option(Option(Text("no workflow files found", style="dim"), disabled=True))
-            self.query_one("#command-input", Input).focus()
+        if not shown:
+            message = "no workflow file matches" if self.found or text else "no workflow files found"
+            options.add_option(Option(Text(message, style="dim"), disabled=True))
+            if not self.found and not text:
+                self.query_one("#command-input", Input).focus()
             return
-        for path, source in found:
+        for path, source in shown:
             label = Text(display_path(path))
-            if source == "recent":
-                label.append("  recent", style="dim")
+            if source in ("recent", "typed path"):
+                label.append(f"  {source}", style="dim")
             options.add_option(Option(label))
-        options.highlighted = min(previous or 0, len(found) - 1)
+        options.highlighted = 0 if text else min(previous or 0, len(shown) - 1)
         if self.focused is None:
             options.focus()
+
+    @on(Input.Changed, "#workflow-filter")
+    def _filter_changed(self) -> None:
+        self._list()
+
+    @on(Input.Submitted, "#workflow-filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        index = self.query_one("#workflow-list", OptionList).highlighted
+        if index is not None and 0 <= index < len(self.workflows):
+            self.dismiss(LaunchRequest(workflow=self.workflows[index], target=self.target))
+        elif event.value.strip():
+            self.notify(f"No workflow file matches {event.value.strip()!r}", severity="warning", timeout=4)
+
+    def on_key(self, event: events.Key) -> None:
+        # typing on the list goes to its filter (as in a file picker)
+        if event.is_printable and event.character and event.character != " " \
+                and self.focused is self.query_one("#workflow-list", OptionList):
+            box = self.query_one("#workflow-filter", Input)
+            box.focus()
+            box.insert_text_at_cursor(event.character)
+            event.stop()
+            event.prevent_default()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "move_choice":
+            return self.focused is not None and self.focused.id == "workflow-filter"
+        return True
+
+    def action_move_choice(self, delta: int) -> None:
+        options = self.query_one("#workflow-list", OptionList)
+        if self.workflows:
+            current = options.highlighted if options.highlighted is not None else -1
+            options.highlighted = min(max(current + delta, 0), len(self.workflows) - 1)
 
     @work(group="launch-watch", exclusive=True)
     async def _watch(self) -> None:

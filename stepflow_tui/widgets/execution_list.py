@@ -44,6 +44,10 @@ PAGE = 100
 MAX_PAGES = 8
 
 
+#: the id's first characters, as `stepflow show` and `logs` take them
+SHORT_ID = 8
+
+
 @dataclass(frozen=True, slots=True)
 class Columns:
     name: int
@@ -55,7 +59,9 @@ class Columns:
 
     @classmethod
     def for_width(cls, width: int) -> Columns:
-        fixed = 2 + 10 + 7 + 11 + 8 + 5
+        # glyph, id, progress, steps, started, duration and the spaces between them: the name and
+        # the targets share the rest, the targets going first at narrow widths
+        fixed = 2 + SHORT_ID + 1 + 10 + 7 + 11 + 8 + 5
         targets = 12 if width - fixed >= 40 else (0 if width - fixed < 30 else 8)
         name = max(width - fixed - (targets + 1 if targets else 0), 8)
         return cls(name=name, targets=targets)
@@ -85,7 +91,7 @@ class ExecutionListHeader(Widget):
 
 
 def header_text(cols: Columns) -> Text:
-    parts = ["  ", "Name".ljust(cols.name)]
+    parts = ["  ", "Id".ljust(SHORT_ID), " ", "Name".ljust(cols.name)]
     if cols.targets:
         parts += [" ", "Target".ljust(cols.targets)]
     parts += [" ", "Progress".ljust(cols.progress), " ", "Steps".rjust(cols.steps), " ",
@@ -97,6 +103,8 @@ def row_text(ex: Execution, cols: Columns, now) -> Text:
     glyph, style = status_glyph(ex.status.value)
     text = Text()
     text.append(glyph, style=style)
+    text.append(" ")
+    text.append(ex.id[:SHORT_ID].ljust(SHORT_ID), style="dim")
     text.append(" ")
     text.append(truncate(ex.name, cols.name).ljust(cols.name))
     if cols.targets:

@@ -25,8 +25,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.model import LogLine, Stream
-from stepflow_tui.display import fmt_clock
+from engine.model import LogLine, Step, StepKind, Stream
+from stepflow_tui.display import fmt_clock, truncate
 from stepflow_tui.log_window import LogWindow, strip_ansi
 from stepflow_tui.widgets.strips import text_strip
 
@@ -39,6 +39,10 @@ MARKER_LINE = re.compile(
 #: live lines repaint the view at most this many times a second: a tail scrolling by at 20,000
 #: lines/s reads the same at 20 frames as at 60, and the loop time left over answers the keys
 LIVE_REPAINT = 20
+#: lines of several steps carry their step's name, this wide at most, in one of these colours (the
+#: name tells them apart without colour too)
+LABEL_MAX = 12
+LABEL_STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
 GUTTER = {Stream.STDOUT: (" ", ""), Stream.STDERR: ("!", "bold red"), Stream.SYSTEM: ("»", "bold yellow")}
 
 
@@ -57,7 +61,9 @@ class LogView(ScrollView, can_focus=True):
         Binding("f", "toggle_follow", "Follow", id="log.follow"),
         Binding("t", "toggle_timestamps", "Times", id="log.timestamps"),
         Binding("w", "toggle_wrap", "Wrap", id="log.wrap"),
-        Binding("m", "toggle_markers", "Markers", show=False, id="log.markers"),
+        # the footer says what `m` does now: one binding shown at a time (check_action)
+        Binding("m", "markers(True)", "Show markers", id="log.markers"),
+        Binding("m", "markers(False)", "Hide markers", id="log.hide_markers"),
         Binding("n", "next_match(1)", "Next", id="log.next_match"),
         Binding("N", "next_match(-1)", "Previous", id="log.previous_match"),
     ]
@@ -74,7 +80,9 @@ class LogView(ScrollView, can_focus=True):
     follow: reactive[bool] = reactive(True)
     timestamps: reactive[bool] = reactive(False)
     wrap: reactive[bool] = reactive(False)
-    show_markers: reactive[bool] = reactive(True)
+    #: marker lines (STEP_PROGRESS:…, ::group::…) are hidden as GitHub Actions hides its workflow
+    #: commands: the tree shows what they say
+    show_markers: reactive[bool] = reactive(False)
 
     @dataclass
     class StateChanged(Message):
@@ -108,6 +116,14 @@ class LogView(ScrollView, can_focus=True):
         self._tail_pending = False
         self._state_pending = False
         self._seen_seq = -1
+        #: the execution's steps in tree order; and the label and style of each step whose lines
+        #: the view shows, when they are several ("All output" of parallel steps)
+        self._steps: list[Step] = []
+        self._labels: dict[str, tuple[str, str]] = {}
+        self._label_width = 0
+        self._labels_version = 0
+        #: scrolling to the tail (not the user moving away from it)
+        self._to_tail = False
 
     @property
     def client(self):
@@ -125,7 +141,30 @@ class LogView(ScrollView, can_focus=True):
         self._max_width = 0
         self.match_row = None
         self.follow = True
+        self._relabel()
         self._open(self.window)
+
+    def set_steps(self, steps: Sequence[Step]) -> None:
+        """The execution's steps, in tree order: a view over the lines of several carries their names."""
+        self._steps = list(steps)
+        self._relabel()
+
+    def _relabel(self) -> None:
+        window = self.window
+        in_view = [s for s in self._steps if s.kind is not StepKind.BRANCH
+                   and (window is None or window.matches(s.id))]
+        labels: dict[str, tuple[str, str]] = {}
+        if len(in_view) > 1:
+            # every step of the view, branches too (a command's lines outside its markers)
+            shown = [s for s in self._steps if window is None or window.matches(s.id)]
+            labels = {s.id: (truncate(s.name, LABEL_MAX), LABEL_STYLES[i % len(LABEL_STYLES)])
+                      for i, s in enumerate(shown)}
+        if labels != self._labels:
+            self._labels = labels
+            self._label_width = max((len(name) for name, _style in labels.values()), default=0)
+            self._labels_version += 1
+            self._layout_key = None
+            self.refresh()
 
     @work(group="log-open", exclusive=True)
     async def _open(self, window: LogWindow) -> None:
@@ -258,9 +297,13 @@ class LogView(ScrollView, can_focus=True):
         out.append(gutter, style=style)
         if self.timestamps:
             out.append(fmt_clock(line.timestamp) + " ", style="dim")
+        if self._labels:
+            name, label_style = self._labels.get(line.step_id or "", ("", ""))
+            out.append(name.ljust(self._label_width) + " ", style=label_style)
+        start = len(out)
         out.append_text(text)
         if line.stream is Stream.STDERR:
-            out.stylize("red", 1 + (13 if self.timestamps else 0))
+            out.stylize("red", start)
         if self.search:
             plain = out.plain.lower()
             needle = self.search.lower()
@@ -302,7 +345,8 @@ class LogView(ScrollView, can_focus=True):
         width = max(region.width, 1)
         height = region.height
         top = int(self.scroll_offset.y)
-        look = (width, self.wrap, self.timestamps, self.show_markers, self.search, self.match_row, id(self.window))
+        look = (width, self.wrap, self.timestamps, self.show_markers, self.search, self.match_row, id(self.window),
+                self._labels_version)
         key = (top, height, self.total, look)
         if key == self._layout_key:
             return self._screen_rows
@@ -410,6 +454,10 @@ class LogView(ScrollView, can_focus=True):
     def watch_scroll_y(self, old: float, new: float) -> None:
         self._layout_key = None
         super().watch_scroll_y(old, new)
+        # moved up by the scrollbar (a drag, a click on its track): the view stops following, as
+        # it does for a key or the wheel; else the next block read would bring the tail back
+        if self.follow and not self._to_tail and new < old and int(new) < self._tail_top():
+            self.follow = False
 
     def watch_scroll_x(self, old: float, new: float) -> None:
         super().watch_scroll_x(old, new)
@@ -451,7 +499,11 @@ class LogView(ScrollView, can_focus=True):
         return 1
 
     def _scroll_to_tail(self) -> None:
-        self.scroll_to(y=self._tail_top(), animate=False, immediate=True, force=True)
+        self._to_tail = True
+        try:
+            self.scroll_to(y=self._tail_top(), animate=False, immediate=True, force=True)
+        finally:
+            self._to_tail = False
 
     def _user_scroll(self, y: int) -> None:
         tail = self._tail_top()
@@ -527,6 +579,9 @@ class LogView(ScrollView, can_focus=True):
     def action_toggle_markers(self) -> None:
         self.show_markers = not self.show_markers
 
+    def action_markers(self, show: bool) -> None:
+        self.show_markers = show
+
     def _view_changed(self) -> None:
         self._layout_key = None
         self._update_virtual_size()
@@ -535,7 +590,11 @@ class LogView(ScrollView, can_focus=True):
         self.refresh()
         self.post_message(self.StateChanged(self))
 
-    watch_timestamps = watch_wrap = watch_show_markers = lambda self, _value: self._view_changed()  # noqa: E731
+    watch_timestamps = watch_wrap = lambda self, _value: self._view_changed()  # noqa: E731
+
+    def watch_show_markers(self, _value: bool) -> None:
+        self._view_changed()
+        self.refresh_bindings()  # the footer's m says the other state now
 
     # -- search ----------------------------------------------------------------------------------
     def set_search(self, needle: str) -> None:
@@ -552,6 +611,8 @@ class LogView(ScrollView, can_focus=True):
         if action == "next_match":
             # without a search, `n` is free for the app (launch)
             return bool(self.search)
+        if action == "markers":
+            return parameters[0] != self.show_markers
         return True
 
     def action_next_match(self, direction: int) -> None:
@@ -601,7 +662,7 @@ class LogView(ScrollView, can_focus=True):
         if self.timestamps:
             parts.append("times")
         if not self.show_markers:
-            parts.append("markers hidden")
+            parts.append("no markers")
         if self.search:
             state = "searching…" if self.searching else (
                 f"match at line {self.match_row + 1:,}" if self.match_row is not None else "no match")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.binding import Binding
@@ -32,7 +33,7 @@ def step_label(step: Step, now) -> Text:
         text.append(f" {fmt_duration(duration)}", style="dim")
     if step.status is StepStatus.RUNNING and step.progress is not None:
         text.append(" ")
-        text.append_text(progress_bar(step.progress, 8))
+        text.append_text(progress_bar(step.progress, 6))
     if step.cpu_percent is not None or step.rss_bytes is not None:
         usage = []
         if step.cpu_percent is not None:
@@ -103,6 +104,26 @@ class StepTree(Tree[str]):
             parent.allow_expand = True
         self._step_nodes[step.id] = node
         self._child_ids.setdefault(step.parent_id, []).append(step.id)
+
+    def wanted_width(self) -> int:
+        """Columns that show every node's whole label (guides and fold icons included), as the Tree
+        lays them out: `guide_depth` per level, 2 for a node's fold icon."""
+        now = self.app.now()  # type: ignore[attr-defined]
+        depth: dict[str, int] = {}
+
+        def depth_of(step: Step) -> int:
+            known = depth.get(step.id)
+            if known is None:
+                parent = self.steps.get(step.parent_id) if step.parent_id else None
+                known = depth[step.id] = 1 + (depth_of(parent) if parent is not None else 0)
+            return known
+
+        widest = cell_len(str(self.root.label)) + 2
+        for step in self.steps.values():
+            icon = 2 if self._child_ids.get(step.id) else 0
+            widest = max(widest, depth_of(step) * self.guide_depth + icon
+                         + step_label(step, now).cell_len)
+        return widest
 
     def subtree_ids(self, step_id: str) -> list[str]:
         out = [step_id]

@@ -36,7 +36,8 @@ README_TEXT = b"# Build report\n\nAll **12** tests passed.\n\n```python\nprint('
 
 
 def _id(n: int) -> str:
-    return f"00000000-0000-4000-8000-{n:012d}"
+    # distinct first characters: the list and the titles show the short id
+    return f"{n:08x}-0000-4000-8000-{n:012d}"
 
 
 def _finished(ex: Execution, status: ExecutionStatus, start: datetime, seconds: float, **kw) -> Execution:

@@ -63,7 +63,8 @@ async def test_help_lists_every_screen_and_widget_with_ids(seeded_client):
             ("execution.rerun_failed", "R", "Rerun failed"),
             ("tree.select", "⏎", "Filter log"),
             ("log.follow", "f", "Follow"),
-            ("log.markers", "m", "Markers"),
+            ("log.markers", "m", "Show markers"),
+            ("log.hide_markers", "m", "Hide markers"),
             ("log.previous_match", "N", "Previous"),
             ("artifacts.save", "s", "Save copy"),
             ("launch.target", "^t", "Target"),
@@ -107,10 +108,13 @@ async def test_help_shows_the_keys_a_keymap_file_gives(seeded_client, tmp_path: 
         )
 
 
-async def test_ctrl_q_asks_first_while_an_execution_runs(seeded_client):
-    app = make_app(seeded_client, clock=fixed_clock)
+async def test_ctrl_q_asks_first_while_an_execution_runs(engine):
+    from tests.tui.test_actions import launch_command
+
+    app = make_app(engine)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: app.running, what="the running execution counted")
+        await launch_command(pilot, "sleep 30")
+        await wait_for(pilot, lambda: app.running_here, what="the running execution counted")
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the question")
         assert "Quitting stops the engine" in screen_text(app)

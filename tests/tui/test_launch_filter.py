@@ -1,0 +1,102 @@
+"""The launch dialog: typing filters the workflow files, a typed path runs that file, and only a
+file that ran is remembered as recent (one that failed validation is not)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.model import ExecutionStatus
+from stepflow_tui.screens.execution import ExecutionScreen
+from stepflow_tui.screens.executions import ExecutionsScreen
+from stepflow_tui.screens.launch import LaunchDialog, read_recent
+from tests.tui.conftest import SAMPLES, make_app, wait_for
+from tests.tui.screen_text import screen_text
+
+
+async def open_dialog(pilot) -> LaunchDialog:
+    app = pilot.app
+    await pilot.press("n")
+    return await wait_for(pilot, lambda: isinstance(app.screen, LaunchDialog) and app.screen.workflows
+                          and app.screen, what="the launch dialog with files")
+
+
+async def test_typing_filters_the_files_and_enter_runs_the_match(engine):
+    app = make_app(engine, workflow_dirs=[SAMPLES])
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await open_dialog(pilot)
+        assert len(dialog.workflows) > 3
+        await pilot.press(*"ARTIF")
+        await wait_for(pilot, lambda: [p.name for p in dialog.workflows] == ["artifacts.yaml"], what="one match")
+        text = screen_text(app)
+        assert "artifacts.yaml" in text and "build-and-test.yaml" not in text
+        await pilot.press("enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen,
+                                what="the execution")
+        assert screen.execution.name == "artifacts"
+
+
+async def test_words_in_any_order_and_arrows_move_in_the_filtered_list(engine):
+    app = make_app(engine, workflow_dirs=[SAMPLES])
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await open_dialog(pilot)
+        await pilot.press(*"yaml s")  # every name has yaml; s: several
+        await wait_for(pilot, lambda: 1 < len(dialog.workflows) < 10, what="several matches")
+        second = dialog.workflows[1]
+        await pilot.press("down", "enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen,
+                                what="the execution")
+        assert screen.execution.command.endswith(second.name) or second.stem in screen.execution.name
+
+
+async def test_a_typed_path_runs_that_file(engine, tmp_path: Path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "mine.yml").write_text("name: typed-one\nsteps:\n  - name: hi\n    run: echo typed path ran\n")
+    app = make_app(engine, workflow_dirs=[SAMPLES])
+    async with app.run_test(size=(100, 30)) as pilot:
+        dialog = await open_dialog(pilot)
+        await pilot.press(*str(elsewhere / "mine.yml"))
+        await wait_for(pilot, lambda: [p.name for p in dialog.workflows] == ["mine.yml"], what="the typed file")
+        assert "typed path" in screen_text(app)
+        await pilot.press("enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen,
+                                what="the execution")
+        await wait_for(pilot, lambda: screen.execution.status is ExecutionStatus.COMPLETED, what="completed")
+        assert screen.execution.name == "typed-one"
+        await wait_for(pilot, lambda: "typed path ran" in screen_text(app), what="its output")
+
+
+async def test_a_file_that_fails_validation_is_not_remembered_as_recent(engine, tmp_path: Path):
+    folder = tmp_path / "wf"
+    folder.mkdir()
+    (folder / "a-broken.yaml").write_text("name: broken\nsteps:\n  - name: a\n    runn: echo\n")
+    (folder / "b-good.yaml").write_text("name: good\nsteps:\n  - name: a\n    run: echo fine\n")
+    app = make_app(engine, workflow_dirs=[folder])
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await open_dialog(pilot)
+        assert [p.name for p in dialog.workflows] == ["a-broken.yaml", "b-good.yaml"]
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any(n.severity == "error" for n in app._notifications), what="the error")
+        assert read_recent() == []
+        dialog = await open_dialog(pilot)
+        assert "recent" not in screen_text(app)
+        await pilot.press("down", "enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen,
+                                what="the good one ran")
+        await wait_for(pilot, lambda: screen.execution.status is ExecutionStatus.COMPLETED, what="completed")
+        assert [p.name for p in read_recent()] == ["b-good.yaml"]
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, ExecutionsScreen), what="the list")
+        dialog = await open_dialog(pilot)
+        assert dialog.found[0] == (dialog.found[0][0], "recent") and dialog.found[0][0].name == "b-good.yaml"
+
+
+async def test_keys_typed_on_the_list_filter_rather_than_act(engine):
+    """q and n are the app's keys elsewhere: in the dialog they are letters of the filter."""
+    app = make_app(engine, workflow_dirs=[SAMPLES])
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await open_dialog(pilot)
+        await pilot.press("q", "n")
+        assert app.screen is dialog and not app._exit
+        assert dialog.query_one("#workflow-filter").value == "qn"
+        await wait_for(pilot, lambda: "no workflow file matches" in screen_text(app), what="nothing matches")
