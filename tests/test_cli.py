@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import signal
 import sqlite3
 import stat
@@ -159,10 +160,14 @@ def test_exec_show_ls_and_logs(tmp_path: Path) -> None:
 
 def test_show_prints_cpu_and_rss_of_steps_over_before_the_first_sample(tmp_path: Path) -> None:
     workflow = tmp_path / "short.yaml"
-    # 300 MB: above the RSS of the `stepflow run` process, which a child's ru_maxrss starts at
+    # Above the peak RSS of the `stepflow run` process, which a child's ru_maxrss starts at; and
+    # that one starts at ours (the kernel carries a vforking parent's peak over the exec): after
+    # the whole suite's imports and the API tests, this process may be past 300 MB.
+    ours_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    big_mb = max(300, ours_mb + 200)
     workflow.write_text(json.dumps({"name": "short", "steps": [
         {"name": "busy", "run": f'{sys.executable} -c "sum(range(3_000_000))"'},
-        {"name": "big", "run": f"{sys.executable} -c 'block = b\"x\" * 300_000_000'"},
+        {"name": "big", "run": f"{sys.executable} -c 'block = b\"x\" * {big_mb}_000_000'"},
     ]}))
     result = stepflow(tmp_path, "run", str(workflow))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -171,7 +176,7 @@ def test_show_prints_cpu_and_rss_of_steps_over_before_the_first_sample(tmp_path:
     lines = {line.split()[1]: line for line in shown.splitlines() if line.strip().startswith("✓ ")}
     assert re.search(r"  cpu \d+%", lines["busy"]), shown
     rss = re.search(r"  cpu \d+% rss (\d+)MB", lines["big"])
-    assert rss is not None and int(rss[1]) >= 300, shown
+    assert rss is not None and int(rss[1]) >= big_mb * 0.9, shown
 
 
 def test_ctrl_c_cancels_and_exits_130(tmp_path: Path) -> None:
