@@ -9,7 +9,6 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from api_compat.monitor.envelope import ok
-from api_compat.monitor.schemas import ExecutionList
 from api_compat.state import ENGINE
 from engine.model import Execution, ExecutionFilter, ExecutionStatus
 from engine.views import execution_dict

@@ -4,6 +4,7 @@ and a real SQLite file: `/api/executions/statistics` and `/api/executions/active
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,11 @@ async def test_the_route_names_are_not_taken_for_execution_ids(api: Any, engine:
 
 def test_durations_read_as_the_dashboard_writes_them() -> None:
     assert [duration_text(x) for x in (None, 0, 2.54, 184, 3720)] == ["-", "-", "2.5s", "3m 4s", "1h 2m"]
+
+
+async def test_both_routes_are_documented_with_their_answers(api: Any) -> None:
+    status, doc = await api("GET", "/api/openapi.json")
+    assert status == 200
+    for path, model in (("/api/executions/statistics", "StatisticsOut"), ("/api/executions/active", "ExecutionList")):
+        schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert model in json.dumps(schema) or model in json.dumps(doc["components"]["schemas"][schema["$ref"].split("/")[-1]])
