@@ -27,6 +27,8 @@ class StoreStats:
     storage_path: str = ""
     oldest_execution: str | None = None
     newest_execution: str | None = None
+    #: mean of completed_at - started_at over finished executions that started (None: there are none)
+    avg_duration_seconds: float | None = None
 
 
 class Store(Protocol):

@@ -260,6 +260,14 @@ class SqliteStore:
                     )
                 )
             ).one()
+            # in SQL over the stored timestamps (ISO text with an offset, which julianday reads)
+            avg_duration = (
+                await conn.exec_driver_sql(
+                    "SELECT avg((julianday(completed_at) - julianday(started_at)) * 86400.0) FROM executions"
+                    " WHERE status IN ('completed', 'failed', 'cancelled')"
+                    " AND started_at IS NOT NULL AND completed_at IS NOT NULL"
+                )
+            ).scalar()
             by_status: dict[str, int] = dict(
                 (await conn.execute(select(executions.c.status, func.count()).group_by(executions.c.status))).all()
             )
@@ -280,6 +288,7 @@ class SqliteStore:
             storage_path=str(self.path),
             oldest_execution=totals[4],
             newest_execution=totals[5],
+            avg_duration_seconds=None if avg_duration is None else float(avg_duration),
         )
 
     def _size_on_disk(self) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from api_compat.monitor import artifacts, executions, health, list_cache, ws
+from api_compat.monitor import artifacts, executions, health, list_cache, statistics, ws
 from api_compat.monitor.envelope import fail
 from api_compat.monitor.errors import error_middleware
 from api_compat.monitor.schemas import (
@@ -78,6 +78,13 @@ def install(app: web.Application, surface: Surface) -> None:
     route(r, surface, "POST", "/api/executions", executions.create_execution,
           "Create an execution (returns at once with status pending; the command runs)", t_ex,
           body=CreateExecutionBody, response=ExecutionCreated, status=201, errors=(400, 422, 503))
+    # before /api/executions/{execution_id}: aiohttp matches in order of registration
+    route(r, surface, "GET", "/api/executions/statistics", statistics.statistics,
+          "Ours (the reference web UI calls it): counts by status, success rate, average duration", t_ex,
+          response=statistics.StatisticsOut)
+    route(r, surface, "GET", "/api/executions/active", statistics.active,
+          "Ours (the reference web UI calls it): pending and running executions, newest first", t_ex,
+          response=ExecutionList)
     route(r, surface, "GET", "/api/executions/{execution_id}", executions.get_execution,
           "Get an execution with its steps and artifacts", t_ex, response=ExecutionDetail, errors=(404,))
     route(r, surface, "DELETE", "/api/executions/{execution_id}", executions.delete_execution,
