@@ -21,8 +21,10 @@ log budget; `ws_messages` the JSON of each message.
 
 Who gets what (see api_compat/README.md): every client gets `execution_started`,
 `execution_completed`, `artifact_created` and `execution_deleted` (ours) for every execution;
-`step_update`, `log_entry` and `error` only for the executions it subscribed to (`subscribe` with
-an id, or `"*"` for all).
+`step_update`, `log_entry` and `error` for every execution until it subscribes (the document's own
+Python client never does, and must still see its runs), then only for the executions it subscribed
+to (`subscribe` with an id, or `"*"` for all). Log entries stay within the per-execution budget
+either way.
 """
 
 from __future__ import annotations
@@ -178,6 +180,10 @@ class WsHub:
     def register(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> WsClient:
         client = WsClient(self, ws, transport, next(self._ids), self.client_queue)
         self.clients.add(client)
+        # until it subscribes, a client gets every execution's events (see the module docstring)
+        client.wildcard = True
+        client.implicit = True
+        self._wildcard.add(client)
         return client
 
     # -- writing: one flush per loop iteration for every client that has something waiting -------
@@ -239,7 +245,15 @@ class WsHub:
                     del self._by_execution[execution_id]
         client.subscriptions.clear()
 
+    def _narrow(self, client: WsClient) -> None:
+        """The first `subscribe` (or unsubscribing "*") ends the implicit "everything" of a new client."""
+        if client.implicit:
+            client.implicit = False
+            client.wildcard = False
+            self._wildcard.discard(client)
+
     def subscribe(self, client: WsClient, execution_id: str) -> None:
+        self._narrow(client)
         if execution_id == WILDCARD:
             client.wildcard = True
             self._wildcard.add(client)
@@ -249,6 +263,8 @@ class WsHub:
 
     def unsubscribe(self, client: WsClient, execution_id: str) -> None:
         if execution_id == WILDCARD:
+            # "*" off: nothing more for a client that never subscribed either
+            self._narrow(client)
             client.wildcard = False
             self._wildcard.discard(client)
             return
