@@ -61,7 +61,7 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
-from engine.model import ArtifactFilter, Execution
+from engine.model import ArtifactFilter, Execution, ExecutionStatus, Stream
 from engine.views import execution_dict, step_dict
 
 __all__ = ["WILDCARD", "WsClient", "WsHub", "error_message", "frame", "message", "websocket_handler"]
@@ -83,6 +83,8 @@ _SNDBUF = 64 * 1024
 #: Lagging is not silence: a client reading behind a backlog still answers, later.
 _PING_EVERY = 30.0
 _PING_TIMEOUT = 120.0
+#: characters of a stderr line a failed run's `error` quotes
+_QUOTED_CHARS = 500
 
 
 class WsHub:
@@ -108,6 +110,9 @@ class WsHub:
         self._artifacts_seen: dict[str, set[str]] = {}
         #: step names by step id, per execution still running: each `log_entry` says its step's name
         self._step_names: dict[str, dict[str, str]] = {}
+        #: the last stderr line, per execution still running: a failed run's `error` quotes it
+        #: ("exit code 127" alone does not say that the program was not found)
+        self._last_stderr: dict[str, str] = {}
         self.total_messages = 0
         self.running = False
         self.accepting = False
@@ -302,6 +307,8 @@ class WsHub:
 
     async def dispatch(self, event: Event) -> None:
         if isinstance(event, LinesLogged):
+            if event.stream is Stream.STDERR and event.lines:
+                self._last_stderr[event.exec_id] = event.lines[-1][:_QUOTED_CHARS]
             targets = self.interested(event.exec_id)
             if not targets:
                 return
@@ -332,15 +339,21 @@ class WsHub:
             self._artifacts_seen.setdefault(ex.id, set())
             self.broadcast(msg.execution_started(ex))
         elif isinstance(event, ExecutionFinished):
-            completed = await self._completed_message(event.execution)
-            self._step_names.pop(event.execution.id, None)
-            self._tell_dropped(event.execution.id, tuple(self.interested(event.execution.id)))
-            self._budgets.forget(event.execution.id)
+            ex = event.execution
+            completed = await self._completed_message(ex)
+            self._step_names.pop(ex.id, None)
+            last_stderr = self._last_stderr.pop(ex.id, None)
+            if ex.status is ExecutionStatus.FAILED:
+                self._to_interested(ex.id, msg.run_failed(ex, last_stderr))
+            else:
+                self._tell_dropped(ex.id, tuple(self.interested(ex.id)))
+            self._budgets.forget(ex.id)
             self.broadcast(completed)
         elif isinstance(event, ExecutionDeleted):
             # ours: without it a client's list keeps what is gone (a remote TUI drops the row)
             self._artifacts_seen.pop(event.id, None)
             self._step_names.pop(event.id, None)
+            self._last_stderr.pop(event.id, None)
             self._budgets.forget(event.id)
             self.broadcast(msg.execution_deleted(event.id))
         elif isinstance(event, ArtifactAdded):

@@ -176,8 +176,9 @@ async def test_wildcard_subscription_sees_every_execution(scripted_listener: Api
         await scripted.finish_step(step, StepStatus.FAILED)
         await scripted.finish(ex.id, ExecutionStatus.FAILED, 1)
         got = await receive_until(ws, lambda m: m["type"] == "execution_completed")
-        assert [m["type"] for m in got] == ["execution_started", "step_update", "step_update",
+        assert [m["type"] for m in got] == ["execution_started", "step_update", "step_update", "error",
                                             "execution_completed"]
+        assert got[3]["data"]["error_code"] == "EXECUTION_ERROR" and got[3]["data"]["execution_id"] == ex.id
         assert got[-1]["data"]["status"] == "failed" and got[-1]["data"]["exit_code"] == 1
 
 
