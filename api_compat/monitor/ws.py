@@ -21,8 +21,10 @@ log budget; `ws_messages` the JSON of each message.
 
 Who gets what (see api_compat/README.md): every client gets `execution_started`,
 `execution_completed`, `artifact_created` and `execution_deleted` (ours) for every execution;
-`step_update`, `log_entry` and `error` only for the executions it subscribed to (`subscribe` with
-an id, or `"*"` for all).
+`step_update`, `log_entry` and `error` for every execution until it subscribes (the document's own
+Python client never does, and must still see its runs), then only for the executions it subscribed
+to (`subscribe` with an id, or `"*"` for all). Log entries stay within the per-execution budget
+either way.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
-from engine.model import ArtifactFilter, Execution
+from engine.model import ArtifactFilter, Execution, ExecutionStatus, Stream
 from engine.views import execution_dict, step_dict
 
 __all__ = ["WILDCARD", "WsClient", "WsHub", "error_message", "frame", "message", "websocket_handler"]
@@ -81,6 +83,8 @@ _SNDBUF = 64 * 1024
 #: Lagging is not silence: a client reading behind a backlog still answers, later.
 _PING_EVERY = 30.0
 _PING_TIMEOUT = 120.0
+#: characters of a stderr line a failed run's `error` quotes
+_QUOTED_CHARS = 500
 
 
 class WsHub:
@@ -106,6 +110,9 @@ class WsHub:
         self._artifacts_seen: dict[str, set[str]] = {}
         #: step names by step id, per execution still running: each `log_entry` says its step's name
         self._step_names: dict[str, dict[str, str]] = {}
+        #: the last stderr line, per execution still running: a failed run's `error` quotes it
+        #: ("exit code 127" alone does not say that the program was not found)
+        self._last_stderr: dict[str, str] = {}
         self.total_messages = 0
         self.running = False
         self.accepting = False
@@ -178,6 +185,10 @@ class WsHub:
     def register(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None) -> WsClient:
         client = WsClient(self, ws, transport, next(self._ids), self.client_queue)
         self.clients.add(client)
+        # until it subscribes, a client gets every execution's events (see the module docstring)
+        client.wildcard = True
+        client.implicit = True
+        self._wildcard.add(client)
         return client
 
     # -- writing: one flush per loop iteration for every client that has something waiting -------
@@ -239,7 +250,15 @@ class WsHub:
                     del self._by_execution[execution_id]
         client.subscriptions.clear()
 
+    def _narrow(self, client: WsClient) -> None:
+        """The first `subscribe` (or unsubscribing "*") ends the implicit "everything" of a new client."""
+        if client.implicit:
+            client.implicit = False
+            client.wildcard = False
+            self._wildcard.discard(client)
+
     def subscribe(self, client: WsClient, execution_id: str) -> None:
+        self._narrow(client)
         if execution_id == WILDCARD:
             client.wildcard = True
             self._wildcard.add(client)
@@ -249,6 +268,8 @@ class WsHub:
 
     def unsubscribe(self, client: WsClient, execution_id: str) -> None:
         if execution_id == WILDCARD:
+            # "*" off: nothing more for a client that never subscribed either
+            self._narrow(client)
             client.wildcard = False
             self._wildcard.discard(client)
             return
@@ -286,6 +307,8 @@ class WsHub:
 
     async def dispatch(self, event: Event) -> None:
         if isinstance(event, LinesLogged):
+            if event.stream is Stream.STDERR and event.lines:
+                self._last_stderr[event.exec_id] = event.lines[-1][:_QUOTED_CHARS]
             targets = self.interested(event.exec_id)
             if not targets:
                 return
@@ -316,15 +339,21 @@ class WsHub:
             self._artifacts_seen.setdefault(ex.id, set())
             self.broadcast(msg.execution_started(ex))
         elif isinstance(event, ExecutionFinished):
-            completed = await self._completed_message(event.execution)
-            self._step_names.pop(event.execution.id, None)
-            self._tell_dropped(event.execution.id, tuple(self.interested(event.execution.id)))
-            self._budgets.forget(event.execution.id)
+            ex = event.execution
+            completed = await self._completed_message(ex)
+            self._step_names.pop(ex.id, None)
+            last_stderr = self._last_stderr.pop(ex.id, None)
+            if ex.status is ExecutionStatus.FAILED:
+                self._to_interested(ex.id, msg.run_failed(ex, last_stderr))
+            else:
+                self._tell_dropped(ex.id, tuple(self.interested(ex.id)))
+            self._budgets.forget(ex.id)
             self.broadcast(completed)
         elif isinstance(event, ExecutionDeleted):
             # ours: without it a client's list keeps what is gone (a remote TUI drops the row)
             self._artifacts_seen.pop(event.id, None)
             self._step_names.pop(event.id, None)
+            self._last_stderr.pop(event.id, None)
             self._budgets.forget(event.id)
             self.broadcast(msg.execution_deleted(event.id))
         elif isinstance(event, ArtifactAdded):

@@ -71,6 +71,7 @@ class WsClient:
         "limit",
         "subscriptions",
         "wildcard",
+        "implicit",
         "_status",
         "_logs",
         "_n",
@@ -97,6 +98,8 @@ class WsClient:
         self.limit = limit
         self.subscriptions: set[str] = set()
         self.wildcard = False
+        #: wildcard only because it has not subscribed yet (the hub narrows it at the first subscribe)
+        self.implicit = False
         # (order, frame bytes): the order merges the two lanes back when the client keeps up
         self._status: list[tuple[int, bytes]] = []
         self._logs: list[tuple[int, bytes]] = []

@@ -31,6 +31,21 @@ def error_message(code: str, text: str, execution_id: str | None = None, **extra
     )
 
 
+def run_failed(ex: Execution, last_stderr: str | None = None) -> str:
+    """The document's `error` example ("Script execution failed", `EXECUTION_ERROR`) for a run that
+    failed: the engine's reason (a step's STEP_ERROR text, "exit code 127", ...), with the run's last
+    stderr line when it wrote one (the shell's "not found" of a missing program). Its timestamp is
+    when the run ended."""
+    reason = ex.error_message or (f"exit code {ex.exit_code}" if ex.exit_code is not None else "the run failed")
+    text = f"execution failed: {reason}"
+    if last_stderr:
+        text += f" (last error output: {last_stderr})"
+    extra: dict[str, Any] = {"exit_code": ex.exit_code}
+    if ex.completed_at is not None:
+        extra["timestamp"] = iso(ex.completed_at)
+    return error_message("EXECUTION_ERROR", text, ex.id, **extra)
+
+
 def dropped_message(execution_id: str, count: int, first: int, last: int, why: str) -> str:
     """`LOG_ENTRIES_DROPPED`: `count` entries (seq `first`..`last`, -1 when unknown) not sent."""
     return error_message(

@@ -186,3 +186,80 @@ async def test_a_deletion_reaches_every_client_as_execution_deleted(engine: Any,
             assert set(got[0]) == {"type", "data", "timestamp"} and got[0]["data"] == {"execution_id": ex_id}
     async with session.get(listener.url + "/api/executions") as resp:
         assert check_ok(resp.status, await resp.json())["executions"] == []
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    ('echo "STEP_START:build[stop_on_error=true]"; echo "STEP_ERROR:the compiler crashed"; sleep 5',
+     ["the compiler crashed"]),
+    # the shell's "not found" line: "exit code 127" alone does not say what went wrong
+    ("no-such-program-stepflow-test --flag", ["no-such-program-stepflow-test", "not found"]),
+], ids=["step-error-stop-on-error", "missing-program"])
+async def test_a_failed_run_sends_an_error_message(engine: Any, listener: ApiListener,
+                                                   session: aiohttp.ClientSession, tmp_path: Path,
+                                                   command: str, says: list[str]) -> None:
+    """A run that fails tells the clients that get its events with an `error` message, in the
+    document's shape, before its `execution_completed`; a client subscribed to another execution
+    gets none."""
+    async with session.post(listener.url + "/api/executions", json={"command": "true"}) as resp:
+        elsewhere = check_ok(resp.status, await resp.json(), expect=201)["execution_id"]
+    await engine.wait(elsewhere)
+    async with session.ws_connect(listener.ws_url) as ws, session.ws_connect(listener.ws_url) as other:
+        await receive(ws)
+        await receive(other)
+        await other.send_json({"type": "subscribe", "data": {"execution_id": elsewhere}})
+        assert (await receive(other))["type"] == "subscribed"
+        async with session.post(listener.url + "/api/executions", json={
+            "command": command, "working_directory": str(tmp_path),
+        }) as resp:
+            ex_id = check_ok(resp.status, await resp.json(), expect=201)["execution_id"]
+        got = await receive_until(ws, lambda m: m["type"] == "execution_completed"
+                                  and m["data"]["execution_id"] == ex_id)
+        seen = await receive_until(other, lambda m: m["type"] == "execution_completed"
+                                   and m["data"]["execution_id"] == ex_id)
+
+    assert got[-1]["data"]["status"] == "failed"
+    errors = [m for m in got if m["type"] == "error"]
+    assert len(errors) == 1, got
+    error = errors[0]
+    assert set(error) == {"type", "data", "timestamp"}
+    assert {"execution_id", "error_message", "error_code", "timestamp"} <= set(error["data"])
+    assert error["data"]["execution_id"] == ex_id and error["data"]["error_code"] == "EXECUTION_ERROR"
+    assert all(part in error["data"]["error_message"] for part in says), error
+    assert error["data"]["timestamp"]
+    assert not [m for m in seen if m["type"] == "error"]
+
+
+async def test_the_documents_python_client_never_subscribes_and_sees_its_run(
+        engine: Any, listener: ApiListener, session: aiohttp.ClientSession, tmp_path: Path) -> None:
+    """The document's Python example connects and only reads: it gets the run's steps and log
+    lines as they happen. Once it subscribes to one execution, another one's are no longer sent."""
+    async with session.ws_connect(listener.ws_url) as ws:
+        await receive(ws)
+        async with session.post(listener.url + "/api/executions", json={
+            "command": 'echo "STEP_START:build"; echo compiling; echo "STEP_COMPLETE:build"',
+            "working_directory": str(tmp_path),
+        }) as resp:
+            first = check_ok(resp.status, await resp.json(), expect=201)["execution_id"]
+        got = await receive_until(ws, lambda m: m["type"] == "execution_completed")
+        assert any(step_is("build", "running")(m) for m in got)
+        assert any(step_is("build", "completed")(m) for m in got)
+        assert got[index_of(got, log_is("compiling"))]["data"]["execution_id"] == first
+
+        # a long one to subscribe to, then a short one that this client no longer follows
+        async with session.post(listener.url + "/api/executions", json={
+            "command": 'echo "STEP_START:wait"; sleep 30', "working_directory": str(tmp_path),
+        }) as resp:
+            chosen = check_ok(resp.status, await resp.json(), expect=201)["execution_id"]
+        await ws.send_json({"type": "subscribe", "data": {"execution_id": chosen}})
+        await receive_until(ws, lambda m: m["type"] == "subscribed")
+        async with session.post(listener.url + "/api/executions", json={
+            "command": 'echo "STEP_START:other"; echo unseen', "working_directory": str(tmp_path),
+        }) as resp:
+            other = check_ok(resp.status, await resp.json(), expect=201)["execution_id"]
+        seen = await receive_until(ws, lambda m: m["type"] == "execution_completed"
+                                   and m["data"]["execution_id"] == other)
+        assert [m["type"] for m in seen if m["data"].get("execution_id") == other] == [
+            "execution_started", "execution_completed"]
+        await engine.cancel(chosen)
+        await receive_until(ws, lambda m: m["type"] == "execution_completed"
+                            and m["data"]["execution_id"] == chosen)

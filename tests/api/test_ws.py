@@ -95,15 +95,19 @@ async def test_plain_http_on_the_ws_port_is_a_400_envelope(scripted_listener: Ap
         assert resp.status == 400 and body["success"] is False
 
 
-async def test_unsubscribed_clients_get_lifecycle_only(scripted_listener: ApiListener, scripted: ScriptedEngine,
-                                                       session: aiohttp.ClientSession) -> None:
+async def test_a_client_subscribed_elsewhere_gets_lifecycle_only(scripted_listener: ApiListener,
+                                                                  scripted: ScriptedEngine,
+                                                                  session: aiohttp.ClientSession) -> None:
     ex = await scripted.submit_command("echo")
+    elsewhere = await scripted.submit_command("true")
     async with session.ws_connect(scripted_listener.ws_url) as watcher, \
             session.ws_connect(scripted_listener.ws_url) as subscriber:
         await receive(watcher)
         await receive(subscriber)
         await subscriber.send_json({"type": "subscribe", "data": {"execution_id": ex.id}})
         assert (await receive(subscriber))["type"] == "subscribed"
+        await watcher.send_json({"type": "subscribe", "data": {"execution_id": elsewhere.id}})
+        assert (await receive(watcher))["type"] == "subscribed"
         await scripted.start(ex.id)
         step = await scripted.start_step(ex.id, "build")
         await scripted.log(ex.id, step.id, ["compiling"])
@@ -122,6 +126,43 @@ async def test_unsubscribed_clients_get_lifecycle_only(scripted_listener: ApiLis
         assert [m["type"] for m in seen] == ["execution_started", "artifact_created", "execution_completed"]
 
 
+async def test_a_client_that_never_subscribes_gets_everything_until_it_subscribes(
+        scripted_listener: ApiListener, scripted: ScriptedEngine, session: aiohttp.ClientSession) -> None:
+    """The document's own Python client connects and reads, never subscribing: it sees every
+    execution's steps and log. Its first `subscribe` narrows it to that execution."""
+    async with session.ws_connect(scripted_listener.ws_url) as ws:
+        await receive(ws)
+        first = await scripted.submit_command("echo")
+        await scripted.start(first.id)
+        step = await scripted.start_step(first.id, "build")
+        await scripted.log(first.id, step.id, ["compiling"])
+        await scripted.finish_step(step)
+        await scripted.finish(first.id)
+        got = await receive_until(ws, lambda m: m["type"] == "execution_completed")
+        assert [m["type"] for m in got] == ["execution_started", "step_update", "log_entry", "step_update",
+                                            "execution_completed"]
+        assert all(m["data"]["execution_id"] == first.id for m in got)
+        assert got[2]["data"]["content"] == "compiling" and got[2]["data"]["step_id"] == step.id
+
+        chosen = await scripted.submit_command("echo chosen")
+        other = await scripted.submit_command("echo other")
+        await ws.send_json({"type": "subscribe", "data": {"execution_id": chosen.id}})
+        assert (await receive(ws))["type"] == "subscribed"
+        for ex in (other, chosen):
+            await scripted.start(ex.id)
+            step = await scripted.start_step(ex.id, "build")
+            await scripted.log(ex.id, step.id, [f"line of {ex.id}"])
+            await scripted.finish_step(step)
+            await scripted.finish(ex.id)
+        got = await receive_until(ws, lambda m: m["type"] == "execution_completed"
+                                  and m["data"]["execution_id"] == chosen.id)
+        assert [(m["type"], m["data"]["execution_id"] == chosen.id) for m in got] == [
+            ("execution_started", False), ("execution_completed", False),
+            ("execution_started", True), ("step_update", True), ("log_entry", True), ("step_update", True),
+            ("execution_completed", True),
+        ]
+
+
 async def test_wildcard_subscription_sees_every_execution(scripted_listener: ApiListener,
                                                           scripted: ScriptedEngine,
                                                           session: aiohttp.ClientSession) -> None:
@@ -135,8 +176,9 @@ async def test_wildcard_subscription_sees_every_execution(scripted_listener: Api
         await scripted.finish_step(step, StepStatus.FAILED)
         await scripted.finish(ex.id, ExecutionStatus.FAILED, 1)
         got = await receive_until(ws, lambda m: m["type"] == "execution_completed")
-        assert [m["type"] for m in got] == ["execution_started", "step_update", "step_update",
+        assert [m["type"] for m in got] == ["execution_started", "step_update", "step_update", "error",
                                             "execution_completed"]
+        assert got[3]["data"]["error_code"] == "EXECUTION_ERROR" and got[3]["data"]["execution_id"] == ex.id
         assert got[-1]["data"]["status"] == "failed" and got[-1]["data"]["exit_code"] == 1
 
 
