@@ -67,6 +67,7 @@ async def test_timeout_stops_the_command_and_fails_it_with_reason_timeout(api: A
     assert shown["execution"]["status"] == "failed"
     assert shown["execution"]["abort_reason"] == "timeout"
     assert took < 10, took  # 1 s, then SIGTERM: `sleep` ends at once
+    print(f"sleep 30 with timeout 1: failed (timeout) after {took:.2f} s")
     lines = check_ok(*await api("GET", f"/api/executions/{data['execution_id']}/logs"))["lines"]
     assert any("timed out after 1" in line["content"] for line in lines), lines
 
@@ -102,3 +103,13 @@ async def test_the_openapi_document_says_400_and_documents_timeout_and_warnings(
     envelope = doc["components"]["schemas"][created_ref]
     assert envelope["properties"]["warnings"]["items"] == {"type": "string"}
     assert "warnings" not in envelope.get("required", [])
+
+
+async def test_the_remote_client_passes_timeout_through(listener: Any, engine: Any) -> None:
+    from stepflow_tui.remote import RemoteEngine
+
+    async with RemoteEngine(listener.url, max_reconnect_delay=0.2) as client:
+        created = await client.submit_command("sleep 30", timeout=0.5)
+    execution = await finish(engine, created.id, within=15)
+    assert execution.status.value == "failed" and execution.abort_reason is not None
+    assert execution.abort_reason.value == "timeout"
