@@ -48,8 +48,10 @@ class EngineClient(Protocol):
         metadata: Mapping[str, object] | None = None,
         user: str | None = None,
         markers: str = "strict",
+        timeout: float | None = None,
     ) -> Execution:
-        """Run a shell command (`bash -c`); its markers become steps."""
+        """Run a shell command (`bash -c`); its markers become steps. `timeout`: seconds it may
+        run, then it is stopped and fails with abort reason timeout."""
 
     async def submit_workflow(
         self,

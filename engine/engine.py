@@ -7,6 +7,7 @@ import asyncio
 import gc
 import getpass
 import logging
+import math
 import os
 import shlex
 from collections.abc import Callable, Mapping, Sequence
@@ -149,7 +150,10 @@ class Engine:
         markers: str = "strict",
         secrets: Sequence[str] = (),
         rerun_of: str | None = None,
+        timeout: float | None = None,
     ) -> Execution:
+        """Start a command. `timeout`: seconds it may run, then it is stopped (SIGTERM, grace,
+        SIGKILL) and fails with reason `timeout`, as a workflow step's timeout does."""
         self._check_open()
         argv: list[str] | None = None
         script: str | None = None
@@ -165,6 +169,9 @@ class Engine:
             command_text = shlex.join(command)
         if markers not in ("strict", "lenient"):
             raise InvalidRequest(f"markers must be 'strict' or 'lenient', not {markers!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                    or not math.isfinite(timeout) or timeout <= 0):
+            raise InvalidRequest(f"timeout must be a positive number of seconds, not {timeout!r}")
         self._check_target(target)
         workdir = _expand_home(cwd) if cwd else os.getcwd()
         env_map = {str(k): str(v) for k, v in (env or {}).items()}
@@ -188,12 +195,16 @@ class Engine:
         )
         if markers == "lenient":
             execution.metadata["markers"] = "lenient"
+        if timeout is not None:
+            # kept with the execution, as markers are, so that a rerun runs with it too
+            execution.metadata["timeout"] = timeout
         branch = Step(id=new_id(), execution_id=execution.id, name=target, kind=StepKind.BRANCH,
                       index=0, target=target)
         spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir, execution_id=execution.id)
         plan = ExecutionPlan(
             branches=[branch],
-            steps=[StepPlan(step=branch, branch=branch, spec=spec, lenient_markers=markers == "lenient")],
+            steps=[StepPlan(step=branch, branch=branch, spec=spec, timeout=timeout,
+                            lenient_markers=markers == "lenient")],
             is_command=True,
             kill_grace=self.config.kill_grace,
         )
@@ -416,11 +427,13 @@ class Engine:
                 rerun_of=execution_id, done_steps=done,
             )
         markers = str(original.metadata.get("markers", "strict"))
-        meta = {k: v for k, v in original.metadata.items() if k != "markers"}
+        timeout = original.metadata.get("timeout")
+        meta = {k: v for k, v in original.metadata.items() if k not in ("markers", "timeout")}
         return await self.submit_command(
             original.command, name=original.name, cwd=original.working_directory or None,
             env=original.environment, target=(original.targets or ["local"])[0], tags=original.tags,
             metadata=meta, markers=markers, rerun_of=execution_id,
+            timeout=timeout if isinstance(timeout, int | float) and not isinstance(timeout, bool) else None,
         )
 
     async def delete(self, execution_id: str) -> None:

@@ -275,6 +275,7 @@ class RemoteEngine:
         metadata: Mapping[str, object] | None = None,
         user: str | None = None,
         markers: str = "strict",
+        timeout: float | None = None,
     ) -> Execution:
         """Run a shell command on the server (`cwd` is a folder there; None: the server's)."""
         text = command if isinstance(command, str) else shlex.join(command)
@@ -287,6 +288,8 @@ class RemoteEngine:
             body["working_directory"] = str(cwd)
         if user is not None:
             body["user"] = user
+        if timeout is not None:
+            body["timeout"] = timeout
         await self._wait_ready()
         return await self._created(await self._call("POST", "/api/executions", body=body))
 

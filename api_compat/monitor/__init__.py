@@ -77,7 +77,7 @@ def install(app: web.Application, surface: Surface) -> None:
           query=ListExecutionsQuery, response=ExecutionList, errors=(400,))
     route(r, surface, "POST", "/api/executions", executions.create_execution,
           "Create an execution (returns at once with status pending; the command runs)", t_ex,
-          body=CreateExecutionBody, response=ExecutionCreated, status=201, errors=(400, 422, 503))
+          body=CreateExecutionBody, response=ExecutionCreated, status=201, errors=(400, 503))
     # before /api/executions/{execution_id}: aiohttp matches in order of registration
     route(r, surface, "GET", "/api/executions/statistics", statistics.statistics,
           "Ours (the reference web UI calls it): counts by status, success rate, average duration", t_ex,
@@ -95,7 +95,7 @@ def install(app: web.Application, surface: Surface) -> None:
           errors=(404, 409))
     route(r, surface, "POST", "/api/executions/{execution_id}/rerun", executions.rerun_execution,
           "Ours: run an execution again (from_failed: only the steps that did not complete)", t_ex,
-          body=RerunBody, response=ExecutionCreated, status=201, errors=(404, 409, 422))
+          body=RerunBody, response=ExecutionCreated, status=201, errors=(400, 404, 409))
     route(r, surface, "GET", "/api/executions/{execution_id}/logs", executions.get_log_lines,
           "Ours: log lines of an execution, by sequence number", t_ex, query=LogLinesQuery,
           response=LogLines, errors=(400, 404))
@@ -104,13 +104,13 @@ def install(app: web.Application, surface: Surface) -> None:
           response=LogCount, errors=(400, 404))
     route(r, surface, "POST", "/api/workflows", executions.create_workflow,
           "Ours: run a workflow (a file on the server, or its YAML text)", t_ex, body=CreateWorkflowBody,
-          response=ExecutionCreated, status=201, errors=(400, 422, 503))
+          response=ExecutionCreated, status=201, errors=(400, 503))
 
     route(r, surface, "GET", "/api/artifacts", artifacts.list_artifacts, "List artifacts", t_art,
           query=ListArtifactsQuery, response=ArtifactList, errors=(400,))
     route(r, surface, "POST", "/api/artifacts", artifacts.upload_artifact, "Upload an artifact", t_art,
           body=UPLOAD_SCHEMA, body_content_type="multipart/form-data", response=ArtifactDetail, status=201,
-          errors=(400, 404, 413, 422))
+          errors=(400, 404, 413))
     route(r, surface, "GET", "/api/artifacts/{artifact_id}", artifacts.get_artifact, "Get an artifact",
           t_art, response=ArtifactDetail, errors=(404,))
     route(r, surface, "GET", "/api/artifacts/{artifact_id}/download", artifacts.download_artifact,

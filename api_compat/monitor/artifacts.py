@@ -80,9 +80,9 @@ def _tags(values: list[str]) -> list[str]:
             try:
                 parsed = parse_json(raw)
             except InvalidJson as exc:
-                raise ApiError(422, f"tags: not a valid JSON array: {exc}") from None
+                raise ApiError(400, f"tags: not a valid JSON array: {exc}") from None
             if not isinstance(parsed, list) or not all(isinstance(t, str) for t in parsed):
-                raise ApiError(422, "tags: must be an array of strings")
+                raise ApiError(400, "tags: must be an array of strings")
             return parsed
         return [t.strip() for t in raw.split(",") if t.strip()]
     return values
@@ -113,7 +113,7 @@ async def _read_form(reader: MultipartReader, cap: int) -> tuple[dict[str, list[
             raise ApiError(400, "nested multipart bodies are not accepted")
         if part.name == "file":
             if data is not None:
-                raise ApiError(422, "file: give exactly one file")
+                raise ApiError(400, "file: give exactly one file")
             file_name = check_file_name(part.filename)
             data = await _read_capped(part, cap, "the file")
         elif part.name:
@@ -125,7 +125,7 @@ async def _read_form(reader: MultipartReader, cap: int) -> tuple[dict[str, list[
             try:
                 fields.setdefault(part.name, []).append(raw.decode())
             except UnicodeDecodeError:
-                raise ApiError(422, f"{part.name}: not UTF-8 text") from None
+                raise ApiError(400, f"{part.name}: not UTF-8 text") from None
     return fields, file_name, data
 
 
@@ -145,13 +145,13 @@ async def upload_artifact(request: web.Request) -> web.Response:
         # aiohttp's parser: no starting boundary, a body cut short, a garbled part header
         raise ApiError(400, f"the multipart body cannot be read: {exc}") from None
     if data is None or file_name is None:
-        raise ApiError(422, "file: field required")
+        raise ApiError(400, "file: field required")
     values: dict[str, object] = {}
     for key, vals in fields.items():
         if key == "tags":
             values[key] = _tags(vals)
         elif len(vals) > 1:
-            raise ApiError(422, f"{key}: given more than once")
+            raise ApiError(400, f"{key}: given more than once")
         else:
             values[key] = vals[0]
     for key in ("step_id", "artifact_type"):
@@ -160,7 +160,7 @@ async def upload_artifact(request: web.Request) -> web.Response:
     try:
         form = UploadForm.model_validate(values)
     except ValidationError as exc:
-        raise ApiError(422, describe_validation(exc)) from None
+        raise ApiError(400, describe_validation(exc)) from None
     artifact = await request.app[ENGINE].add_artifact(
         form.execution_id, name=form.name, file_name=file_name, data=data, step_id=form.step_id,
         description=form.description, artifact_type=form.artifact_type, tags=form.tags,

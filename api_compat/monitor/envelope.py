@@ -1,4 +1,5 @@
-"""StepFlow Monitor's envelope: `{success, data, error, timestamp}` on every response."""
+"""StepFlow Monitor's envelope: `{success, data, error, timestamp}` on every response; ours:
+`warnings` (what a request carried that was ignored), present only when there is one."""
 
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ def now_iso() -> str:
     return iso(utcnow())  # type: ignore[return-value]
 
 
-def ok(data: Any, status: int = 200) -> web.Response:
-    body = dumps({"success": True, "data": data, "error": None, "timestamp": now_iso()})
+def ok(data: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    envelope = {"success": True, "data": data, "error": None, "timestamp": now_iso()}
+    if warnings:
+        envelope["warnings"] = warnings
+    body = dumps(envelope)
     return web.Response(text=body, status=status, content_type="application/json")
 
 

@@ -2,8 +2,9 @@
 
 Engine errors map to statuses (NotFound 404, Conflict 409, InvalidRequest 400, ShuttingDown 503);
 bad JSON 400 (read by the shared `request_parsing`, which refuses too deep or too long input),
-bad query parameters 400, bad bodies 422, too large 413; input too deep or too long for parsing
-further down (a workflow's YAML) 400. Anything unexpected is logged
+bad query parameters 400, bad bodies 400 (the document's status for a bad request: the message names
+the field), too large 413; input too deep or too long for parsing further down (a workflow's YAML)
+400. Anything unexpected is logged
 and answered with a 500 in the same envelope, never a traceback.
 """
 
@@ -53,15 +54,19 @@ def describe_validation(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-async def read_json(request: web.Request, model: type[M], *, optional: bool = False) -> M:
-    """The body validated against `model`: 400 when it is not JSON, 422 when it does not fit."""
+async def read_json(request: web.Request, model: type[M], *, optional: bool = False) -> tuple[M, list[str]]:
+    """The body validated against `model` (400 when it is not JSON or does not fit, the field
+    named), and a warning for each unknown field, which is ignored rather than refused."""
     payload = await read_json_body(request, empty={} if optional else REQUIRED)
     if not isinstance(payload, dict):
-        raise ApiError(422, "the request body must be a JSON object")
+        raise ApiError(400, "the request body must be a JSON object")
+    unknown = [key for key in payload if key not in model.model_fields]
     try:
-        return model.model_validate(payload)
+        body = model.model_validate({k: v for k, v in payload.items() if k not in unknown})
     except ValidationError as exc:
-        raise ApiError(422, describe_validation(exc)) from None
+        raise ApiError(400, describe_validation(exc)) from None
+    # a key is echoed back at most 100 characters long: the body may be up to 1 MiB
+    return body, [f"unknown field {key[:100]!r} ignored" for key in unknown]
 
 
 def read_query(request: web.Request, model: type[M]) -> M:
@@ -124,10 +129,10 @@ def error_middleware(surface: Surface) -> Any:
                     return fail(exc.message, status)
             return fail(exc.message, 400)
         except ValidationError as exc:
-            return fail(describe_validation(exc), 422)
+            return fail(describe_validation(exc), 400)
         except Exception as exc:
             if workflow_error is not None and isinstance(exc, workflow_error):
-                return fail(str(exc), 422)
+                return fail(str(exc), 400)
             refusal = input_error(exc)
             if refusal is not None:
                 # parsing deeper down (a workflow's YAML inside the JSON) met an input too deep or

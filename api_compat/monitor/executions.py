@@ -22,10 +22,10 @@ from engine.model import ArtifactFilter, Execution, ExecutionFilter
 from engine.views import artifact_dict, execution_dict, iso, line_dict, step_dict
 
 
-def created(execution: Execution) -> web.Response:
+def created(execution: Execution, warnings: list[str]) -> web.Response:
     return ok(
         {"execution_id": execution.id, "status": execution.status.value, "created_at": iso(execution.created_at)},
-        status=201,
+        status=201, warnings=warnings,
     )
 
 
@@ -69,7 +69,7 @@ async def get_execution(request: web.Request) -> web.Response:
 
 
 async def create_execution(request: web.Request) -> web.Response:
-    body = await read_json(request, CreateExecutionBody)
+    body, warnings = await read_json(request, CreateExecutionBody)
     execution = await request.app[ENGINE].submit_command(
         body.command,
         name=body.name,
@@ -80,8 +80,9 @@ async def create_execution(request: web.Request) -> web.Response:
         metadata=body.metadata,
         user=body.user,
         markers=body.markers,
+        timeout=body.timeout,
     )
-    return created(execution)
+    return created(execution, warnings)
 
 
 async def delete_execution(request: web.Request) -> web.Response:
@@ -98,9 +99,9 @@ async def cancel_execution(request: web.Request) -> web.Response:
 
 
 async def rerun_execution(request: web.Request) -> web.Response:
-    body = await read_json(request, RerunBody, optional=True)
+    body, warnings = await read_json(request, RerunBody, optional=True)
     execution = await request.app[ENGINE].rerun(request.match_info["execution_id"], from_failed=body.from_failed)
-    return created(execution)
+    return created(execution, warnings)
 
 
 async def get_log_lines(request: web.Request) -> web.Response:
@@ -127,9 +128,9 @@ async def count_log_lines(request: web.Request) -> web.Response:
 
 
 async def create_workflow(request: web.Request) -> web.Response:
-    body = await read_json(request, CreateWorkflowBody)
+    body, warnings = await read_json(request, CreateWorkflowBody)
     if (body.path is None) == (body.text is None):
-        raise ApiError(422, "give exactly one of 'path' (a file on the server) or 'text' (the workflow itself)")
+        raise ApiError(400, "give exactly one of 'path' (a file on the server) or 'text' (the workflow itself)")
     engine = request.app[ENGINE]
     path = body.path
     if path is not None:
@@ -138,4 +139,4 @@ async def create_workflow(request: web.Request) -> web.Response:
     execution = await engine.submit_workflow(
         path, text=body.text, targets=body.targets, name=body.name, user=body.user,
     )
-    return created(execution)
+    return created(execution, warnings)

@@ -1,6 +1,8 @@
 """StepFlow Monitor request and response models.
 
-Requests are validated with these models (strict types, unknown fields refused). Responses are built
+Requests are validated with these models (strict types). An unknown field in a JSON body is
+ignored and named in the answer's `warnings` (`errors.read_json`): a client written for another
+version of the API, or the reference's web UI, still gets its request done; a form upload refuses it. Responses are built
 as plain dicts (`engine.views`) for speed; the response models document them in the OpenAPI document,
 and the tests check real responses against them, so the two cannot drift apart.
 """
@@ -16,7 +18,8 @@ from engine.model import ArtifactType, ExecutionStatus
 
 T = TypeVar("T")
 
-_STRICT = ConfigDict(extra="forbid", strict=True)
+#: a JSON body: unknown fields are left out before validation and reported as warnings
+_BODY = ConfigDict(extra="ignore", strict=True)
 _OUT = ConfigDict(extra="forbid")
 
 #: SQLite's INTEGER range: a query number beyond it is a 400, not an OverflowError in the store
@@ -31,6 +34,9 @@ class Envelope(BaseModel, Generic[T]):
     data: T | None
     error: str | None
     timestamp: str
+    #: ours: present only when something in the request was ignored (an unknown field)
+    warnings: list[str] = Field(default_factory=list, min_length=1,
+                                description="ours: what in the request was ignored (present only then)")
 
 
 class ErrorEnvelope(BaseModel):
@@ -50,7 +56,7 @@ _ENV: JsonDict = {"propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"}, "add
 
 
 class CreateExecutionBody(BaseModel):
-    model_config = _STRICT
+    model_config = _BODY
     name: str | None = None
     command: str = Field(min_length=1, json_schema_extra=_SOME_TEXT)
     working_directory: str | None = Field(None, json_schema_extra={"anyOf": [{"type": "string", **_NO_NUL},
@@ -64,12 +70,17 @@ class CreateExecutionBody(BaseModel):
     target: str = "local"
     #: ours: `lenient` matches markers anywhere in a line, as the reference implementation does
     markers: Literal["strict", "lenient"] = "strict"
+    #: ours (the reference's web UI sends it): seconds the command may run; then it is stopped and
+    #: fails with abort reason `timeout`. Absent or null: no timeout
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                  description="ours: seconds the command may run, then it is stopped "
+                                              "and fails with abort_reason timeout; null: none")
 
 
 class CreateWorkflowBody(BaseModel):
     """Ours: run a workflow file on the server (`path`) or the workflow text itself (`text`)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"oneOf": [
+    model_config = ConfigDict(extra="ignore", strict=True, json_schema_extra={"oneOf": [
         {"required": ["path"], "properties": {"path": {"type": "string"}}},
         {"required": ["text"], "properties": {"text": {"type": "string"}}},
     ]})
@@ -82,7 +93,7 @@ class CreateWorkflowBody(BaseModel):
 
 
 class RerunBody(BaseModel):
-    model_config = _STRICT
+    model_config = _BODY
     from_failed: bool = False
 
 

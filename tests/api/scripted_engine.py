@@ -63,7 +63,8 @@ class ScriptedEngine:
     async def submit_command(self, command: str, *, name: str | None = None, cwd: str | None = None,
                              env: Mapping[str, str] | None = None, target: str = "local",
                              tags: Sequence[str] = (), metadata: Mapping[str, object] | None = None,
-                             user: str | None = None, markers: str = "strict") -> Execution:
+                             user: str | None = None, markers: str = "strict",
+                             timeout: float | None = None) -> Execution:
         if target != "local":
             raise InvalidRequest(f"unknown target {target!r} (known: local)")
         ex = Execution(id=new_id(), name=name or command, command=command, working_directory=cwd or "/",

@@ -106,7 +106,7 @@ async def test_the_document_says_what_the_handlers_refuse(api: Any) -> None:
     assert upload["properties"]["execution_id"]["minLength"] == 1 and upload["properties"]["name"]["minLength"] == 1
     workflow = _body_schema(doc, "post", "/api/workflows")
     assert [alt["required"] for alt in workflow["oneOf"]] == [["path"], ["text"]]
-    check_fail(*await api("POST", "/api/workflows", json={"path": None, "text": None}), 422)
+    check_fail(*await api("POST", "/api/workflows", json={"path": None, "text": None}), 400)
     download = _op(doc, "get", "/api/artifacts/{artifact_id}/download")["responses"]["200"]
     assert list(download["content"]) == ["*/*"]  # the artifact's own type (image/png, application/pdf…)
     # an unreadable body or query is a 400 wherever there is one; a too large body a 413

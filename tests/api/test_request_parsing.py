@@ -1,7 +1,7 @@
 """Issue 9 item 8: no input a client sends can make the API answer 500. Bodies nested past the
 interpreter's recursion limit, numbers past Python's int-from-string limit, JSON's forbidden
-constants, and the same inside a workflow's YAML text or a form field: each is a 400 (or the 422
-of a field that is not what it must be) in Monitor's error envelope, and the server goes on serving."""
+constants, and the same inside a workflow's YAML text or a form field: each is a 400 (the
+message naming the field when it is a field that is not what it must be) in Monitor's error envelope, and the server goes on serving."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ async def test_json_in_an_upload_form_field_is_parsed_the_same_way(api: Any, eng
         form.add_field("name", "n")
         form.add_field("tags", tags)
         form.add_field("file", b"data", filename="f.txt")
-        error = check_fail(*await api("POST", "/api/artifacts", data=form), 422)
+        error = check_fail(*await api("POST", "/api/artifacts", data=form), 400)
         assert error.startswith("tags: not a valid JSON array")
 
 
