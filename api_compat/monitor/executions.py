@@ -86,9 +86,11 @@ async def create_execution(request: web.Request) -> web.Response:
 
 async def delete_execution(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
-    # the engine refuses a running execution (409): cancel it first
-    await request.app[ENGINE].delete(execution_id)
-    return ok({"message": "Execution deleted successfully", "execution_id": execution_id})
+    # as the document has it, a running execution is deleted too: cancelled first, its processes
+    # waited for (bounded by its kill grace), then deleted; the message says which happened
+    cancelled = await request.app[ENGINE].cancel_and_delete(execution_id)
+    message = "Execution cancelled and deleted" if cancelled else "Execution deleted successfully"
+    return ok({"message": message, "execution_id": execution_id})
 
 
 async def cancel_execution(request: web.Request) -> web.Response:

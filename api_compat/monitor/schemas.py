@@ -316,8 +316,10 @@ class DatabaseStatus(BaseModel):
     status: Literal["connected", "error"]
     size_mb: float
     wal_mode: bool
-    #: SQLite does not report one to Python; always null
-    cache_hit_ratio: float | None
+    # No `cache_hit_ratio` (the document's example has one): SQLite counts page-cache hits and
+    # misses per connection (sqlite3_db_status CACHE_HIT/CACHE_MISS), which Python's sqlite3 does
+    # not expose, and the store reads through a pool of connections besides. A made-up or
+    # always-null figure would mislead a dashboard more than its absence (docs/api.md).
 
 
 class WebSocketStatus(BaseModel):
