@@ -192,8 +192,10 @@ class Engine:
         )
         if markers == "lenient":
             execution.metadata["markers"] = "lenient"
+        # a branch's index is negative: the steps (what `total_steps` and `current_step_index`
+        # count) are indexed from 0, the branches before them
         branch = Step(id=new_id(), execution_id=execution.id, name=target, kind=StepKind.BRANCH,
-                      index=0, target=target)
+                      index=-1, target=target)
         spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir, execution_id=execution.id)
         plan = ExecutionPlan(
             branches=[branch],
@@ -275,12 +277,13 @@ class Engine:
                 if t not in order:
                     order.append(t)
         execution.targets = order
-        index = 0
+        # branches before the steps, at negative indices: the steps are indexed from 0 (what
+        # `total_steps` and `current_step_index` count, as the Monitor API shows them)
         branches: dict[str, Step] = {}
-        for t in order:
+        for i, t in enumerate(order):
             branches[t] = Step(id=new_id(), execution_id=execution.id, name=t, kind=StepKind.BRANCH,
-                               index=index, target=t)
-            index += 1
+                               index=i - len(order), target=t)
+        index = 0
         steps: list[Step] = list(branches.values())
         plans: dict[tuple[str, str], StepPlan] = {}
         by_name: dict[str, list[StepPlan]] = {}

@@ -119,6 +119,12 @@ class LogLinesQuery(BaseModel):
     offset: int = Field(0, ge=0, le=_INT64_MAX)
 
 
+class ExecutionDetailQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    #: ours: list the branch steps too (one per target, the parents of its steps; a remote TUI's tree)
+    branches: bool = False
+
+
 class LogCountQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     step_id: list[str] | None = None
@@ -200,7 +206,8 @@ class StepOut(BaseModel):
     stop_on_error: bool
     duration_seconds: float | None
     metadata: dict[str, Any]
-    # ours: the tree (a branch per target, workflow steps, marker steps under them)
+    # ours: the tree (workflow steps, marker steps under them; the branch per target, their
+    # parents, only with `?branches=true`)
     parent_id: str | None
     kind: Literal["branch", "workflow", "marker"]
     target: str

@@ -71,6 +71,7 @@ class WsClient:
         "limit",
         "subscriptions",
         "wildcard",
+        "branches",
         "_status",
         "_logs",
         "_n",
@@ -97,6 +98,8 @@ class WsClient:
         self.limit = limit
         self.subscriptions: set[str] = set()
         self.wildcard = False
+        #: ours (`/ws?branches=true`, a remote TUI): also the branch steps' `step_update`
+        self.branches = False
         # (order, frame bytes): the order merges the two lanes back when the client keeps up
         self._status: list[tuple[int, bytes]] = []
         self._logs: list[tuple[int, bytes]] = []

@@ -5,30 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from api_compat.monitor import schemas as s
+from engine.events import LinesLogged
 from tests.api.helpers import check_fail, check_ok
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _file_written(path: Path) -> str:
-    while not path.exists() or not path.read_text().strip():
-        await asyncio.sleep(0.02)
-    return path.read_text().strip()
+async def _first_line(sub: Any, execution_id: str) -> str:
+    async for event in sub:
+        if isinstance(event, LinesLogged) and event.exec_id == execution_id:
+            return event.lines[0]
+    raise AssertionError("no line")
 
 
-async def test_delete_of_a_running_execution_cancels_and_deletes_it(api: Any, engine: Any,
-                                                                    tmp_path: Path) -> None:
-    pid_file = tmp_path / "pid"
-    status, body = await api("POST", "/api/executions", json={
-        "name": "long", "command": f"echo $$ > {pid_file}; exec sleep 60"})
+async def test_delete_of_a_running_execution_cancels_and_deletes_it(api: Any, engine: Any) -> None:
+    sub = engine.subscribe()
+    status, body = await api("POST", "/api/executions", json={"name": "long", "command": "echo $$; exec sleep 60"})
     ex_id = check_ok(status, body, s.ExecutionCreated, expect=201)["execution_id"]
-    pid = int(await asyncio.wait_for(_file_written(pid_file), 20))
+    pid = int(await asyncio.wait_for(_first_line(sub, ex_id), 20))
+    sub.close()
 
     data = check_ok(*await api("DELETE", f"/api/executions/{ex_id}"), s.Message)
 
