@@ -28,6 +28,8 @@ class ServedEngine(EngineClient, Protocol):
 
     async def optimize(self) -> list[str]: ...
 
+    async def cancel_and_delete(self, execution_id: str) -> bool: ...
+
     async def add_artifact(
         self,
         execution_id: str,

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from engine.workflow import Workflow
 
 log = logging.getLogger(__name__)
+#: beyond a run's kill grace, what its end may take (the store barrier, the runner's own cleanup)
+_STOP_SLACK = 5.0
 
 
 @dataclass(slots=True)
@@ -80,6 +82,8 @@ class Engine:
         self._runner_factory = runner_factory or _default_runner_factory
         self._runners: dict[str, Runner] = {}
         self._runs: dict[str, tuple[ExecutionState, asyncio.Task[None]]] = {}
+        #: each live run's kill grace (what bounds the wait of `cancel_and_delete`)
+        self._kill_graces: dict[str, float] = {}
         self._closing = False
         self._started = False
 
@@ -198,8 +202,10 @@ class Engine:
         if timeout is not None:
             # kept with the execution, as markers are, so that a rerun runs with it too
             execution.metadata["timeout"] = timeout
+        # a branch's index is negative: the steps (what `total_steps` and `current_step_index`
+        # count) are indexed from 0, the branches before them
         branch = Step(id=new_id(), execution_id=execution.id, name=target, kind=StepKind.BRANCH,
-                      index=0, target=target)
+                      index=-1, target=target)
         spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir, execution_id=execution.id)
         plan = ExecutionPlan(
             branches=[branch],
@@ -282,12 +288,13 @@ class Engine:
                 if t not in order:
                     order.append(t)
         execution.targets = order
-        index = 0
+        # branches before the steps, at negative indices: the steps are indexed from 0 (what
+        # `total_steps` and `current_step_index` count, as the Monitor API shows them)
         branches: dict[str, Step] = {}
-        for t in order:
+        for i, t in enumerate(order):
             branches[t] = Step(id=new_id(), execution_id=execution.id, name=t, kind=StepKind.BRANCH,
-                               index=index, target=t)
-            index += 1
+                               index=i - len(order), target=t)
+        index = 0
         steps: list[Step] = list(branches.values())
         plans: dict[tuple[str, str], StepPlan] = {}
         by_name: dict[str, list[StepPlan]] = {}
@@ -352,6 +359,7 @@ class Engine:
         run = ExecutionRun(state, plan, lambda t: self._runner(t, targets), self.artifacts)
         task = asyncio.create_task(self._run_then_forget(run, execution.id), name=f"execution-{execution.id}")
         self._runs[execution.id] = (state, task)
+        self._kill_graces[execution.id] = plan.kill_grace
         return execution.snapshot()
 
     def _not_stored(self, execution_id: str, error: StoreError) -> None:
@@ -367,6 +375,7 @@ class Engine:
             await self.writer.barrier()
         finally:
             self._runs.pop(execution_id, None)
+            self._kill_graces.pop(execution_id, None)
 
     async def cancel(self, execution_id: str, reason: AbortReason = AbortReason.USER) -> None:
         entry = self._runs.get(execution_id)
@@ -435,6 +444,27 @@ class Engine:
             metadata=meta, markers=markers, rerun_of=execution_id,
             timeout=timeout if isinstance(timeout, int | float) and not isinstance(timeout, bool) else None,
         )
+
+    async def cancel_and_delete(self, execution_id: str) -> bool:
+        """Delete an execution, cancelling it first when it runs; True when it was cancelled. The
+        wait for its processes is bounded by its kill grace (TERM, then KILL after the grace) plus
+        slack for the store; past that the deletion is refused (Conflict) rather than leaving a
+        run writing into a deleted execution."""
+        entry = self._runs.get(execution_id)
+        cancelled = False
+        if entry is not None:
+            state, task = entry
+            if not state.execution.status.is_terminal:
+                state.request_stop(AbortReason.USER, "cancelled by user")
+                cancelled = True
+            bound = self._kill_graces.get(execution_id, self.config.kill_grace) + _STOP_SLACK
+            try:
+                await asyncio.wait_for(asyncio.shield(task), bound)
+            except TimeoutError:
+                raise Conflict(f"the execution did not stop within {bound:g}s: try again") from None
+            await self.writer.barrier()
+        await self.delete(execution_id)
+        return cancelled
 
     async def delete(self, execution_id: str) -> None:
         if execution_id in self._runs:

@@ -149,7 +149,8 @@ class RemoteEngine:
     @property
     def ws_url(self) -> str:
         scheme, rest = self.base_url.split("://", 1)
-        return ("wss" if scheme == "https" else "ws") + "://" + rest + "/ws"
+        # with the branch steps' updates (the tree's per-target parents), as the detail is read
+        return ("wss" if scheme == "https" else "ws") + "://" + rest + "/ws?branches=true"
 
     @property
     def connected(self) -> bool:
@@ -354,6 +355,12 @@ class RemoteEngine:
         return await self._created(data)
 
     async def delete(self, execution_id: str) -> None:
+        # as the local engine: a running one is refused (the API's DELETE would cancel it first)
+        execution = await self.get_execution(execution_id)
+        if execution is None:
+            raise NotFound(f"no execution {execution_id}")
+        if not execution.status.is_terminal:
+            raise Conflict(f"the execution is {execution.status.value}: cancel it first")
         await self._call("DELETE", f"/api/executions/{execution_id}")
         # at once, whether the socket's execution_deleted came first, comes later or not at all
         # (a server without that message, a socket down)
@@ -401,7 +408,8 @@ class RemoteEngine:
 
     async def _detail(self, execution_id: str) -> tuple[Execution, list[Step]] | None:
         try:
-            data = await self._call("GET", f"/api/executions/{execution_id}")
+            # with the branch steps: they are the tree's per-target parents
+            data = await self._call("GET", f"/api/executions/{execution_id}", params={"branches": "true"})
         except NotFound:
             return None
         execution = execution_from_dict(data["execution"])

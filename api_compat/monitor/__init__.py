@@ -22,6 +22,7 @@ from api_compat.monitor.schemas import (
     ErrorEnvelope,
     ExecutionCreated,
     ExecutionDetail,
+    ExecutionDetailQuery,
     ExecutionList,
     Health,
     HealthStatus,
@@ -86,7 +87,8 @@ def install(app: web.Application, surface: Surface) -> None:
           "Ours (the reference web UI calls it): pending and running executions, newest first", t_ex,
           response=ExecutionList)
     route(r, surface, "GET", "/api/executions/{execution_id}", executions.get_execution,
-          "Get an execution with its steps and artifacts", t_ex, response=ExecutionDetail, errors=(404,))
+          "Get an execution with its steps and artifacts", t_ex, query=ExecutionDetailQuery,
+          response=ExecutionDetail, errors=(404,))
     route(r, surface, "DELETE", "/api/executions/{execution_id}", executions.delete_execution,
           "Delete a finished execution with its logs and artifacts (409 while it runs: cancel it first)",
           t_ex, response=Message, errors=(404, 409))

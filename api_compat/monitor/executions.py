@@ -11,6 +11,7 @@ from api_compat.monitor.list_cache import LIST_CACHE
 from api_compat.monitor.schemas import (
     CreateExecutionBody,
     CreateWorkflowBody,
+    ExecutionDetailQuery,
     ListExecutionsQuery,
     LogCountQuery,
     LogLinesQuery,
@@ -18,7 +19,7 @@ from api_compat.monitor.schemas import (
 )
 from api_compat.monitor.workflow_folders import allowed_workflow_file
 from api_compat.state import CONFIG, ENGINE
-from engine.model import ArtifactFilter, Execution, ExecutionFilter
+from engine.model import ArtifactFilter, Execution, ExecutionFilter, StepKind
 from engine.views import artifact_dict, execution_dict, iso, line_dict, step_dict
 
 
@@ -57,9 +58,14 @@ async def list_executions(request: web.Request) -> web.Response:
 
 
 async def get_execution(request: web.Request) -> web.Response:
+    q = read_query(request, ExecutionDetailQuery)
     engine = request.app[ENGINE]
     execution = await _existing(request)
     steps = await engine.get_steps(execution.id)
+    if not q.branches:
+        # the API's steps are the workflow and marker steps, indexed from 0 (what total_steps and
+        # current_step_index count); a step's `target` tells the branches apart
+        steps = [s for s in steps if s.kind is not StepKind.BRANCH]
     artifacts, _total = await engine.list_artifacts(ArtifactFilter(execution_id=execution.id, limit=1000))
     return ok({
         "execution": execution_dict(execution),
@@ -87,9 +93,11 @@ async def create_execution(request: web.Request) -> web.Response:
 
 async def delete_execution(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
-    # the engine refuses a running execution (409): cancel it first
-    await request.app[ENGINE].delete(execution_id)
-    return ok({"message": "Execution deleted successfully", "execution_id": execution_id})
+    # as the document has it, a running execution is deleted too: cancelled first, its processes
+    # waited for (bounded by its kill grace), then deleted; the message says which happened
+    cancelled = await request.app[ENGINE].cancel_and_delete(execution_id)
+    message = "Execution cancelled and deleted" if cancelled else "Execution deleted successfully"
+    return ok({"message": message, "execution_id": execution_id})
 
 
 async def cancel_execution(request: web.Request) -> web.Response:

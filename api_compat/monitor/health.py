@@ -138,7 +138,7 @@ async def status(request: web.Request) -> web.Response:
             "status": "connected" if stats is not None else "error",
             "size_mb": round(stats.database_size_bytes / _MB, 2) if stats else 0.0,
             "wal_mode": bool(stats and stats.wal_mode.lower() == "wal"),
-            "cache_hit_ratio": None,
+            # no `cache_hit_ratio`: see DatabaseStatus
         },
         "websocket": {
             "status": "running" if hub.running else "stopped",

@@ -130,6 +130,12 @@ class LogLinesQuery(BaseModel):
     offset: int = Field(0, ge=0, le=_INT64_MAX)
 
 
+class ExecutionDetailQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    #: ours: list the branch steps too (one per target, the parents of its steps; a remote TUI's tree)
+    branches: bool = False
+
+
 class LogCountQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
     step_id: list[str] | None = None
@@ -211,7 +217,8 @@ class StepOut(BaseModel):
     stop_on_error: bool
     duration_seconds: float | None
     metadata: dict[str, Any]
-    # ours: the tree (a branch per target, workflow steps, marker steps under them)
+    # ours: the tree (workflow steps, marker steps under them; the branch per target, their
+    # parents, only with `?branches=true`)
     parent_id: str | None
     kind: Literal["branch", "workflow", "marker"]
     target: str
@@ -327,8 +334,10 @@ class DatabaseStatus(BaseModel):
     status: Literal["connected", "error"]
     size_mb: float
     wal_mode: bool
-    #: SQLite does not report one to Python; always null
-    cache_hit_ratio: float | None
+    # No `cache_hit_ratio` (the document's example has one): SQLite counts page-cache hits and
+    # misses per connection (sqlite3_db_status CACHE_HIT/CACHE_MISS), which Python's sqlite3 does
+    # not expose, and the store reads through a pool of connections besides. A made-up or
+    # always-null figure would mislead a dashboard more than its absence (docs/api.md).
 
 
 class WebSocketStatus(BaseModel):

@@ -61,7 +61,7 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
-from engine.model import ArtifactFilter, Execution, ExecutionStatus, Stream
+from engine.model import ArtifactFilter, Execution, ExecutionStatus, StepKind, Stream
 from engine.views import execution_dict, step_dict
 
 __all__ = ["WILDCARD", "WsClient", "WsHub", "error_message", "frame", "message", "websocket_handler"]
@@ -327,8 +327,18 @@ class WsHub:
                 client.send_droppable(event.exec_id, blob, count, event.start_seq)
         elif isinstance(event, (StepStarted, StepFinished, StepAdded)):
             self._step_names.setdefault(event.step.execution_id, {})[event.step.id] = event.step.name
-            self._to_interested(event.step.execution_id, msg.step_update(event.step))
+            if event.step.kind is StepKind.BRANCH:
+                # a branch is no step of the API's (its steps carry its `target`): only for the
+                # clients that asked for the tree
+                blob = frame(msg.step_update(event.step))
+                for client in tuple(self.interested(event.step.execution_id)):
+                    if client.branches:
+                        client.send(blob)
+            else:
+                self._to_interested(event.step.execution_id, msg.step_update(event.step))
         elif isinstance(event, StepUpdated):
+            if event.step.kind is StepKind.BRANCH:
+                return  # progress of a branch: no client's concern
             targets = self.interested(event.step.execution_id)
             if targets:
                 blob = frame(msg.step_update(event.step))
@@ -473,6 +483,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SNDBUF)
     client = hub.register(ws, transport)  # type: ignore[arg-type]
+    client.branches = request.query.get("branches") == "true"
     loop = asyncio.get_running_loop()
     client.send(message("connection_established", {
         "client_id": client.id, "server_time": now_iso(), "connected_clients": hub.client_count,

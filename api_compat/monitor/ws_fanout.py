@@ -72,6 +72,7 @@ class WsClient:
         "subscriptions",
         "wildcard",
         "implicit",
+        "branches",
         "_status",
         "_logs",
         "_n",
@@ -100,6 +101,8 @@ class WsClient:
         self.wildcard = False
         #: wildcard only because it has not subscribed yet (the hub narrows it at the first subscribe)
         self.implicit = False
+        #: ours (`/ws?branches=true`, a remote TUI): also the branch steps' `step_update`
+        self.branches = False
         # (order, frame bytes): the order merges the two lanes back when the client keeps up
         self._status: list[tuple[int, bytes]] = []
         self._logs: list[tuple[int, bytes]] = []

@@ -133,6 +133,13 @@ class ScriptedEngine:
             raise Conflict("the execution is still running: cancel it first")
         del self.executions[execution_id]
 
+    async def cancel_and_delete(self, execution_id: str) -> bool:
+        cancelled = not self._get(execution_id).status.is_terminal
+        if cancelled:
+            await self.cancel(execution_id)
+        await self.delete(execution_id)
+        return cancelled
+
     def _get(self, execution_id: str) -> Execution:
         ex = self.executions.get(execution_id)
         if ex is None:

@@ -82,7 +82,6 @@ async def test_every_message_type_in_order_for_a_marker_script(engine: Any, list
         index_of(got, lambda m: m["type"] == "error"),
         index_of(got, log_is("careful")),
         index_of(got, step_is("check", "completed")),
-        index_of(got, step_is("local", "completed")),
         index_of(got, lambda m: m["type"] == "execution_completed"),
     ]
     assert order == sorted(order), order
@@ -90,9 +89,9 @@ async def test_every_message_type_in_order_for_a_marker_script(engine: Any, list
     started = got[0]["data"]
     assert started["name"] == "markers" and started["command"] == MARKER_SCRIPT and started["started_at"]
     prepare = got[index_of(got, step_is("prepare", "running"))]["data"]["step"]
-    assert prepare["index"] == 1 and prepare["kind"] == "marker" and prepare["started_at"]
+    assert prepare["index"] == 0 and prepare["kind"] == "marker" and prepare["started_at"]
     check = got[index_of(got, step_is("check", "running"))]["data"]["step"]
-    assert check["index"] == 2
+    assert check["index"] == 1
     careful = got[index_of(got, log_is("careful"))]["data"]
     assert careful["level"] == "error" and careful["step_id"] == check["id"]
     assert got[index_of(got, log_is("preparing"))]["data"]["level"] == "info"
@@ -112,7 +111,7 @@ async def test_every_message_type_in_order_for_a_marker_script(engine: Any, list
     await engine.wait(ex_id)
     async with session.get(listener.url + f"/api/executions/{ex_id}") as resp:
         detail = check_ok(resp.status, await resp.json())
-    assert [s["name"] for s in detail["steps"]] == ["local", "prepare", "check"]
+    assert [s["name"] for s in detail["steps"]] == ["prepare", "check"]
     assert detail["execution"]["status"] == "completed" and len(detail["artifacts"]) == 1
 
 
