@@ -504,13 +504,19 @@ class Engine:
         return artifact
 
     async def get_artifact(self, artifact_id: str) -> Artifact | None:
-        return await self.store.get_artifact(artifact_id)
+        artifact = await self.store.get_artifact(artifact_id)
+        if artifact is None and self._runs:
+            # told by an ArtifactAdded event that the store writer has not committed yet: once it
+            # has written what was published so far, the store has every artifact anyone was told of
+            await self.writer.barrier()
+            artifact = await self.store.get_artifact(artifact_id)
+        return artifact
 
     def artifact_path(self, artifact: Artifact) -> Path:
         return self.artifacts.path_of(artifact)
 
     async def read_artifact(self, artifact_id: str) -> bytes:
-        artifact = await self.store.get_artifact(artifact_id)
+        artifact = await self.get_artifact(artifact_id)
         if artifact is None:
             raise NotFound(f"no artifact {artifact_id}")
         path = self.artifacts.path_of(artifact)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from rich.syntax import Syntax
@@ -15,15 +14,10 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from engine.errors import NotFound
 from engine.model import Artifact, ArtifactFilter
 from stepflow_tui.display import fmt_size
 
 PREVIEW_LIMIT = 256 * 1024
-#: an artifact the events told of and the store has not committed yet: read the list again this
-#: often (the store writer commits every ~100 ms), and give up on it after this long
-STORE_RETRY = 0.15
-STORE_WAIT = 15.0
 
 
 def looks_textual(artifact: Artifact, data: bytes) -> bool:
@@ -60,8 +54,7 @@ class ArtifactPane(Vertical):
     """The store's list of an execution's artifacts, merged with what the events told (the app's
     `LiveCache`): the store writer commits a moment after an artifact's event, and events that came
     before this pane opened were seen by the cache only. An artifact known from the events alone
-    cannot be read yet: its preview waits for the store, reading the list again every STORE_RETRY
-    seconds (no event says when a batch is committed), for STORE_WAIT seconds at most."""
+    is read all the same: the engine waits for its store writer when the store misses one."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -71,9 +64,6 @@ class ArtifactPane(Vertical):
         #: the store's rows at its last read, and their ids
         self._stored_rows: list[Artifact] = []
         self._stored: set[str] = set()
-        #: (artifact id, monotonic deadline) of a preview waiting for the store to have its artifact
-        self._waiting: tuple[str, float] | None = None
-        self._reload_pending = False
 
     def compose(self) -> ComposeResult:
         table = ArtifactTable(id="artifact-table", cursor_type="row", zebra_stripes=False)
@@ -131,25 +121,6 @@ class ArtifactPane(Vertical):
         self._stored_rows = rows
         self._stored = {a.id for a in rows}
         self._fill(self._merged())
-        waiting = self._waiting
-        if waiting is None:
-            return
-        artifact = self.current
-        if artifact is None or artifact.id != waiting[0]:
-            self._waiting = None
-        elif artifact.id in self._stored or time.monotonic() >= waiting[1]:
-            self._preview(artifact, True)
-        else:
-            self._read_store_again()
-
-    def _read_store_again(self) -> None:
-        if not self._reload_pending:
-            self._reload_pending = True
-            self.set_timer(STORE_RETRY, self._reload_later)
-
-    def _reload_later(self) -> None:
-        self._reload_pending = False
-        self.reload()
 
     def _fill(self, rows: list[Artifact]) -> None:
         try:
@@ -178,30 +149,16 @@ class ArtifactPane(Vertical):
             self._preview(artifact)
 
     @work(group="artifact-preview", exclusive=True)
-    async def _preview(self, artifact: Artifact, listed: bool = False) -> None:
-        """`listed`: read again since the store listed the artifact (or it was waited for long enough)."""
+    async def _preview(self, artifact: Artifact) -> None:
         preview = self.query_one("#artifact-preview", Static)
+        if artifact.id not in self._stored:
+            # told by the events only: the read waits for the store writer to commit it
+            preview.update(Text(f"{artifact.name}: being stored…", style="dim"))
         try:
             data = await self.client.read_artifact(artifact.id)
-        except NotFound as exc:
-            if not listed:
-                if artifact.id in self._stored:
-                    # listed by a read of the store made while this one failed: once more
-                    self.call_later(self._preview, artifact, True)
-                    return
-                # told by the events, not committed by the store writer yet
-                self._waiting = (artifact.id, time.monotonic() + STORE_WAIT)
-                preview.update(Text(f"{artifact.name}: being stored…", style="dim"))
-                self._read_store_again()
-                return
-            self._waiting = None
-            preview.update(Text(f"Cannot read {artifact.name}: {exc.message}", style="red"))
-            return
         except Exception as exc:
-            self._waiting = None
             preview.update(Text(f"Cannot read {artifact.name}: {getattr(exc, 'message', exc)}", style="red"))
             return
-        self._waiting = None
         if not looks_textual(artifact, data):
             preview.update(Text(f"{artifact.name}: {artifact.mime_type}, {fmt_size(artifact.file_size)} "
                                 "(binary, no preview; s saves a copy)", style="dim"))
