@@ -52,6 +52,17 @@ def read_until(proc: subprocess.Popen, needle: str, limit: int = 200) -> str:
     raise AssertionError(f"{needle!r} never appeared in:\n{''.join(seen)}")
 
 
+def ctrl_c_when_ready(proc: subprocess.Popen, needle: str = "ready") -> int:
+    """Press Ctrl-C (SIGINT) once `needle` shows; the exit code. The child never outlives it."""
+    try:
+        read_until(proc, needle)
+        proc.send_signal(signal.SIGINT)
+        return proc.wait(timeout=20)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for_stored_line(db: Path, text: str, timeout: float = 10) -> None:
     """The line is in the database (written by another process: the file is the only channel)."""
     deadline = time.monotonic() + timeout
@@ -182,13 +193,7 @@ def test_show_prints_cpu_and_rss_of_steps_over_before_the_first_sample(tmp_path:
 def test_ctrl_c_cancels_and_exits_130(tmp_path: Path) -> None:
     proc = spawn(tmp_path, "exec", "--plain", "-v", "--kill-grace", "1", "--shell", "--",
                  "echo STEP_START:wait; echo ready; sleep 60")
-    try:
-        read_until(proc, "ready")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 130
-    finally:
-        proc.kill()
-        proc.wait()
+    assert ctrl_c_when_ready(proc) == 130
     [execution] = ls_json(tmp_path)
     assert execution["status"] == "cancelled"
     assert execution["abort_reason"] == "user"

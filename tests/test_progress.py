@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from engine.progress import WorkTally, execution_progress
 from tests.api.conftest import make_config, running
 from tests.api.helpers import check_ok
 from tests.engine_helpers import engine_at, finished
-from tests.test_cli import ls_json, read_until, spawn, stepflow
+from tests.test_cli import ctrl_c_when_ready, ls_json, spawn, stepflow
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -57,13 +56,7 @@ def test_ls_and_show_keep_the_done_share_of_a_failed_run(tmp_path: Path) -> None
 
 def test_ls_and_show_keep_the_progress_of_a_cancelled_command(tmp_path: Path) -> None:
     proc = spawn(tmp_path, "exec", "--plain", "-v", "--kill-grace", "1", "--shell", "--", AT_SEVENTY)
-    try:
-        read_until(proc, "ready")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 130
-    finally:
-        proc.kill()
-        proc.wait()
+    assert ctrl_c_when_ready(proc) == 130
     [listed] = ls_json(tmp_path)
     assert listed["status"] == "cancelled"
     assert listed["progress_percentage"] == 70.0

@@ -37,6 +37,16 @@ def wait_screen(socket: str, predicate, timeout: float = 30.0, what: str = "scre
     raise AssertionError(f"timed out waiting for {what}:\n{screen}")
 
 
+def wait_quit(socket: str, key: str, timeout: float = 10.0) -> None:
+    """Wait for the program in session `tui` to end after `key` (tmux then drops the session)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "tui" not in subprocess.run(["tmux", "-L", socket, "ls"], capture_output=True, text=True).stdout:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"stepflow did not quit on {key}:\n" + capture(socket))
+
+
 @pytest.mark.parametrize("term", ["tmux-256color", "xterm-256color"])
 def test_launch_a_sample_workflow_in_tmux(tmp_path: Path, term: str) -> None:
     if shutil.which("tmux") is None:
@@ -75,12 +85,6 @@ def test_launch_a_sample_workflow_in_tmux(tmp_path: Path, term: str) -> None:
                     and any(ln.startswith("✓") and "build-and-test" in ln for ln in s.splitlines()),
                     what="the list with the execution")
         tmux("send-keys", "-t", "tui", "q", socket=socket)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if "tui" not in subprocess.run(["tmux", "-L", socket, "ls"], capture_output=True, text=True).stdout:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("stepflow did not quit on q:\n" + capture(socket))
+        wait_quit(socket, "q")
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)

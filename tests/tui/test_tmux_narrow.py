@@ -10,12 +10,11 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.tui.test_tmux import capture, tmux, wait_screen
+from tests.tui.test_tmux import tmux, wait_quit, wait_screen
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPFLOW = Path(sys.executable).with_name("stepflow")
@@ -103,12 +102,6 @@ def test_80x24_tree_footer_notifications_ids_cancel_and_ctrl_c(tmp_path: Path) -
                              what="cancelled, c gone")
         # nothing runs: ctrl+c quits at once
         keys("C-c")
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if "tui" not in subprocess.run(["tmux", "-L", socket, "ls"], capture_output=True, text=True).stdout:
-                break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("stepflow did not quit on ctrl+c:\n" + capture(socket))
+        wait_quit(socket, "ctrl+c")
     finally:
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
