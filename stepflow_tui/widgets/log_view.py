@@ -9,7 +9,6 @@ the new lines: the rows still in view keep their strips).
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -25,29 +24,14 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from engine.model import LogLine, Step, StepKind, Stream
-from stepflow_tui.display import fmt_clock, truncate
-from stepflow_tui.log_window import LogWindow, strip_ansi
+from engine.model import LogLine, Step
+from stepflow_tui.log_window import LogWindow
+from stepflow_tui.widgets.log_lines import decorated_line, line_text, step_labels
 from stepflow_tui.widgets.strips import text_strip
 
-#: marker lines (specs/step-markers.md), as the engine recognises them at the start of a line
-MARKER_LINE = re.compile(
-    r"^\s*(?:STEP_START:|STEP_COMPLETE:|STEP_ERROR:|STEP_PROGRESS:|ARTIFACT:|META:"
-    r"|::(?:group|endgroup|error|warning|notice|add-mask|debug)\b|section_(?:start|end):"
-    r"|##teamcity\[|##\[(?:group|endgroup)\]|##vso\[|(?:---|\+\+\+|~~~) )"
-)
 #: live lines repaint the view at most this many times a second: a tail scrolling by at 20,000
 #: lines/s reads the same at 20 frames as at 60, and the loop time left over answers the keys
 LIVE_REPAINT = 20
-#: lines of several steps carry their step's name, this wide at most, in one of these colours (the
-#: name tells them apart without colour too)
-LABEL_MAX = 12
-LABEL_STYLES = ("cyan", "magenta", "green", "yellow", "blue", "bright_cyan", "bright_magenta", "bright_green")
-GUTTER = {Stream.STDOUT: (" ", ""), Stream.STDERR: ("!", "bold red"), Stream.SYSTEM: ("»", "bold yellow")}
-
-
-def is_marker_line(text: str) -> bool:
-    return bool(MARKER_LINE.match(strip_ansi(text)))
 
 
 class LogView(ScrollView, can_focus=True):
@@ -151,14 +135,7 @@ class LogView(ScrollView, can_focus=True):
 
     def _relabel(self) -> None:
         window = self.window
-        in_view = [s for s in self._steps if s.kind is not StepKind.BRANCH
-                   and (window is None or window.matches(s.id))]
-        labels: dict[str, tuple[str, str]] = {}
-        if len(in_view) > 1:
-            # every step of the view, branches too (a command's lines outside its markers)
-            shown = [s for s in self._steps if window is None or window.matches(s.id)]
-            labels = {s.id: (truncate(s.name, LABEL_MAX), LABEL_STYLES[i % len(LABEL_STYLES)])
-                      for i, s in enumerate(shown)}
+        labels = step_labels(self._steps, lambda step_id: window is None or window.matches(step_id))
         if labels != self._labels:
             self._labels = labels
             self._label_width = max((len(name) for name, _style in labels.values()), default=0)
@@ -276,13 +253,7 @@ class LogView(ScrollView, can_focus=True):
         key = (row, line.seq)
         cached = self._texts.get(key)
         if cached is None:
-            marker = is_marker_line(line.text)
-            if marker:
-                text = Text(strip_ansi(line.text), style=self.get_component_rich_style("log-view--marker"))
-            else:
-                text = Text.from_ansi(line.text) if "\x1b" in line.text else Text(line.text)
-            text.end = ""
-            cached = (text, marker)
+            cached = line_text(line.text, self.get_component_rich_style("log-view--marker"))
             self._texts[key] = cached
             if len(self._texts) > 4000:
                 self._texts.popitem(last=False)
@@ -292,29 +263,12 @@ class LogView(ScrollView, can_focus=True):
         text, marker = self._text(row, line)
         if marker and not self.show_markers:
             return None
-        out = Text(no_wrap=not self.wrap, end="")
-        gutter, style = GUTTER.get(line.stream, (" ", ""))
-        out.append(gutter, style=style)
-        if self.timestamps:
-            out.append(fmt_clock(line.timestamp) + " ", style="dim")
-        if self._labels:
-            name, label_style = self._labels.get(line.step_id or "", ("", ""))
-            out.append(name.ljust(self._label_width) + " ", style=label_style)
-        start = len(out)
-        out.append_text(text)
-        if line.stream is Stream.STDERR:
-            out.stylize("red", start)
-        if self.search:
-            plain = out.plain.lower()
-            needle = self.search.lower()
-            match_style = self.get_component_rich_style("log-view--match")
-            start = plain.find(needle)
-            while start != -1:
-                out.stylize(match_style, start, start + len(needle))
-                start = plain.find(needle, start + len(needle))
-        if row == self.match_row:
-            out.stylize(self.get_component_rich_style("log-view--match-line"))
-        return out
+        return decorated_line(
+            line, text, wrap=self.wrap, timestamps=self.timestamps, labels=self._labels, label_width=self._label_width,
+            search=self.search,
+            match_style=self.get_component_rich_style("log-view--match") if self.search else None,
+            match_line_style=self.get_component_rich_style("log-view--match-line") if row == self.match_row else None,
+        )
 
     def _row_parts(self, row: int, line: LogLine, width: int) -> list[Text]:
         """The screen rows of one log row (cached for the current look)."""
