@@ -62,7 +62,7 @@ class EngineClient(Protocol):
         name: str | None = None,
         user: str | None = None,
     ) -> Execution:
-        """Run a workflow file (or its text). Raises `engine.workflow.WorkflowError` before
+        """Run a workflow file (or its text). Raises `engine.workflow.load.WorkflowError` before
         anything runs when the file does not validate."""
 
     async def cancel(self, execution_id: str, reason: AbortReason = AbortReason.USER) -> None:

@@ -19,8 +19,8 @@ from engine.artifacts import ArtifactStore
 from engine.env_names import env_name_problem
 from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreError
 from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted
-from engine.execution_run import ExecutionPlan, ExecutionRun, StepPlan
-from engine.execution_state import ExecutionState
+from engine.execution.run import ExecutionPlan, ExecutionRun, StepPlan
+from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
 from engine.masking import Masker
 from engine.model import (
@@ -43,10 +43,10 @@ from engine.runners.base import CommandSpec, Runner
 from engine.store import Store, StoreStats
 from engine.store_writer import StoreWriter
 from engine.surrogates import replace_in, replace_surrogates, unencodable
-from engine.workflow_plan import plan_workflow
+from engine.workflow.plan import plan_workflow
 
 if TYPE_CHECKING:
-    from engine.workflow import Workflow
+    from engine.workflow.load import Workflow
 
 log = logging.getLogger(__name__)
 #: beyond a run's kill grace, what its end may take (the store barrier, the runner's own cleanup)
@@ -230,7 +230,7 @@ class Engine:
         """Validate and start a workflow. `done_steps` maps (target, step name) to the id of the
         execution where that step already completed (rerun from the failed step)."""
         # imported here: the workflow schema (pydantic) is ~0.2 s of a start-up that runs no workflow
-        from engine.workflow import read_workflow
+        from engine.workflow.load import read_workflow
 
         self._check_open()
         if text is not None and (bad := unencodable(text)) is not None:

@@ -1,7 +1,7 @@
 """Domain types of the engine: executions, steps (branches are steps of kind BRANCH), log lines, artifacts.
 
 Statuses are enums whose values are the stored strings. Every status change goes through
-`engine.transitions`, which holds the one table of allowed transitions per status enum.
+`engine.execution.transitions`, which holds the one table of allowed transitions per status enum.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from engine.targets_path import TARGETS_FILE_ENV, user_targets_path
-from engine.workflow import (
+from engine.workflow.load import (
     _UNREADABLE,
     LOCAL,
     Target,
@@ -33,8 +33,8 @@ from engine.workflow import (
     _Reader,
     _target,
 )
-from engine.workflow_schema import NonEmptyStr, TargetModel
-from engine.workflow_yaml import compose, decode
+from engine.workflow.schema import NonEmptyStr, TargetModel
+from engine.workflow.yaml_reader import compose, decode
 
 __all__ = ["TARGETS_FILE_ENV", "load_user_targets", "parse_user_targets", "user_targets_path"]
 

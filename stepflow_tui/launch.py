@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.engine import Engine, EngineConfig
-from stepflow_tui.cli import load_targets_config, make_store, resolve_data_dir
-from stepflow_tui.cli_errors import CliError
+from stepflow_tui.cli.errors import CliError
+from stepflow_tui.cli.main import load_targets_config, make_store, resolve_data_dir
 
 if TYPE_CHECKING:
     from stepflow_tui.app import StepflowApp

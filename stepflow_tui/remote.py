@@ -41,7 +41,7 @@ from engine.views_decode import (
     step_from_dict,
 )
 from engine.views_decode import line_from_dict as line_from
-from engine.workflow import WorkflowError, WorkflowIssue
+from engine.workflow.load import WorkflowError, WorkflowIssue
 from stepflow_tui.remote_events import LOG_PAGE as _LOG_PAGE
 from stepflow_tui.remote_events import RemoteEvents
 

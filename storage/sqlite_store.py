@@ -190,7 +190,7 @@ class SqliteStore:
                 .where(executions.c.id.in_(lost), executions.c.status.in_(_OPEN_EXECUTION))
                 .values(
                     status=ExecutionStatus.FAILED.value,
-                    # as engine.transitions does for a terminal status never started
+                    # as engine.execution.transitions does for a terminal status never started
                     started_at=func.coalesce(executions.c.started_at, at),
                     **lost_fields,
                 )

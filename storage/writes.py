@@ -57,9 +57,9 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
+from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
-from engine.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from storage.driver import driver_connection
 from storage.rows import artifact_row, execution_row, step_row
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps

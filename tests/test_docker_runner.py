@@ -290,7 +290,7 @@ def test_glob_regex_follows_pathlib(pattern, path, matches):
 
 async def test_runner_for_a_docker_target_of_a_workflow(podman_socket, busybox_image):
     from engine.runners.targets import runner_for
-    from engine.workflow import DockerTarget
+    from engine.workflow.load import DockerTarget
 
     runner = runner_for(
         DockerTarget(name="box", image=busybox_image, docker_host=podman_socket, workdir="/tmp")

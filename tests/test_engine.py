@@ -15,7 +15,7 @@ import pytest
 from engine.events import ExecutionFinished, StepAdded
 from engine.lines import CONTINUED
 from engine.model import AbortReason, ArtifactFilter, ExecutionStatus, StepKind, StepStatus, Stream
-from engine.workflow import WorkflowError
+from engine.workflow.load import WorkflowError
 from tests.engine_helpers import all_text, by_name, engine_at, finished
 
 
@@ -441,7 +441,7 @@ def test_no_zombies_left_in_this_process() -> None:
 
 
 async def test_background_process_holding_output_does_not_hang_the_step(tmp_path: Path, monkeypatch) -> None:
-    import engine.command_pump as pump
+    import engine.execution.command_pump as pump
 
     monkeypatch.setattr(pump, "LEFTOVER_GRACE", 0.3)
     async with engine_at(tmp_path, kill_grace=0.3) as engine:

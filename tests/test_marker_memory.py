@@ -35,7 +35,7 @@ def pairs(n: int, then: str = "") -> str:
 
 def exec_peak_rss_mb(data: Path, n: int) -> float:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
-    cmd = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "stepflow_tui.cli", "exec", "--plain",
+    cmd = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--plain",
            "--shell", "--", pairs(n)]
     result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -68,7 +68,7 @@ def test_exec_live_tree_shows_the_open_and_latest_steps_and_counts_the_rest(tmp_
     """On a terminal, exec redraws its tree at each event: with every step in it, 1,000 steps took
     70 s (each redraw laid out all of them) and memory grew with them."""
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path), "COLUMNS": "100", "LINES": "40"}
-    cmd = [sys.executable, "-m", "stepflow_tui.cli", "exec", "--shell", "--", pairs(3_000)]
+    cmd = [sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--shell", "--", pairs(3_000)]
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec on a terminal of its own
         os.chdir(ROOT)
@@ -132,8 +132,8 @@ async def test_a_live_executions_steps_come_whole_from_the_store_and_the_live_st
 
 def test_the_tuis_cache_of_live_steps_keeps_the_open_and_latest_finished_ones() -> None:
     from engine.events import StepFinished
+    from engine.execution.transitions import move_step
     from engine.model import Step
-    from engine.transitions import move_step
     from stepflow_tui.live import KEEP_FINISHED, LiveCache
 
     cache = LiveCache()

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from engine.marker_tree import (
+from engine.execution.marker_tree import (
     AddArtifact,
     AddMask,
     Annotate,

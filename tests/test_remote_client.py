@@ -47,7 +47,7 @@ from engine.model import (
     StepStatus,
     Stream,
 )
-from engine.workflow import WorkflowError
+from engine.workflow.load import WorkflowError
 from stepflow_tui.remote import RemoteEngine
 from tests.engine_helpers import engine_at, finished
 from tests.servers import free_port
@@ -494,7 +494,7 @@ async def test_close_ends_the_subscriptions(remote: RemoteEngine) -> None:
 async def test_against_stepflow_serve(tmp_path: Path, workdir: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stepflow_tui.cli", "serve", "--port", "0", "--ws-port", "0",
+        sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0",
         "--data-dir", str(tmp_path / "served"),
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -50,7 +50,7 @@ SCRIPT = textwrap.dedent("""\
 def run_cli(data: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "stepflow_tui.cli", *args], env=full_env, cwd=cwd or ROOT,
+    return subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", *args], env=full_env, cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -167,7 +167,7 @@ async def test_api_serves_masked_step_names(tmp_path: Path) -> None:
 
 
 def test_a_marker_parameter_read_as_a_number_is_masked_too() -> None:
-    from engine import marker_tree as mt
+    from engine.execution import marker_tree as mt
     from engine.masking import Masker
 
     masker = Masker(["123456", "12"])

@@ -420,7 +420,7 @@ async def test_glob_matches_files_inside_cwd_only(runner, workdir):
 
 async def test_runner_for_an_ssh_target_of_a_workflow(server):
     from engine.runners.targets import runner_for
-    from engine.workflow import SshTarget
+    from engine.workflow.load import SshTarget
 
     target = SshTarget(
         name="web1",

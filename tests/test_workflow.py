@@ -1,4 +1,4 @@
-"""Loading and validating workflow files (engine.workflow)."""
+"""Loading and validating workflow files (engine.workflow.load)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from engine.errors import InvalidRequest
-from engine.workflow import (
+from engine.workflow.load import (
     Defaults,
     DockerTarget,
     LocalTarget,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.workflow import WorkflowError, load_workflow, parse_workflow, read_workflow
-from engine.workflow_yaml import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_VALUES
+from engine.workflow.load import WorkflowError, load_workflow, parse_workflow, read_workflow
+from engine.workflow.yaml_reader import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_VALUES
 
 ROOT = Path(__file__).resolve().parent.parent
 #: the child's address space: the 2 KB bomb took 8 GB before
@@ -52,7 +52,7 @@ def limit_memory() -> None:
 
 _MEASURE = """
 import json, sys, time, tracemalloc
-from engine.workflow import WorkflowError, parse_workflow
+from engine.workflow.load import WorkflowError, parse_workflow
 text = open(sys.argv[1]).read()
 tracemalloc.start()
 started = time.perf_counter()
@@ -180,7 +180,7 @@ async def test_reading_is_off_the_event_loop_and_bounded_in_time() -> None:
 def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "flow.yaml"
     os.mkfifo(fifo)
-    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli", "validate", str(fifo)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "validate", str(fifo)], cwd=ROOT,
                           capture_output=True, text=True, timeout=30,
                           env={**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data")})
     assert done.returncode != 0
@@ -235,7 +235,7 @@ def test_a_file_that_is_not_utf8_names_no_byte(tmp_path: Path) -> None:
 
 def stepflow_validate(tmp_path: Path, path: Path) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli", "validate", str(path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "validate", str(path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, preexec_fn=limit_memory,
                           env={**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data")})
     return done, time.perf_counter() - started

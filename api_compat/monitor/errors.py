@@ -37,7 +37,7 @@ _ENGINE_STATUS: tuple[tuple[type[EngineError], int], ...] = (
 
 def _workflow_error() -> type[Exception] | None:
     try:
-        from engine.workflow import WorkflowError
+        from engine.workflow.load import WorkflowError
     except ImportError:  # pragma: no cover - until the workflow module lands
         return None
     return WorkflowError

@@ -143,7 +143,7 @@ async def create_workflow(request: web.Request) -> web.Response:
     path = body.path
     if path is not None:
         path = str(allowed_workflow_file(path, request.app[CONFIG].workflow_dirs, engine.data_dir))
-    # the engine reads it in a thread with a time bound (engine.workflow.read_workflow)
+    # the engine reads it in a thread with a time bound (engine.workflow.load.read_workflow)
     execution = await engine.submit_workflow(
         path, text=body.text, targets=body.targets, name=body.name, user=body.user,
     )

@@ -2,7 +2,7 @@
 
 Stateless: each line is parsed on its own into zero or more markers (frozen dataclasses of
 `engine.markers.types`). What the markers mean together (which step is open, what closes what) is
-`engine.marker_tree`'s business.
+`engine.execution.marker_tree`'s business.
 
 Families recognised, a module each:
 

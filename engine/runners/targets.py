@@ -16,7 +16,7 @@ def _get(target: Any, name: str, default: Any = None) -> Any:
 
 
 def runner_for(target: Any) -> Runner:
-    """A runner for a target config: an `engine.workflow` target (`LocalTarget`, `SshTarget`,
+    """A runner for a target config: an `engine.workflow.load` target (`LocalTarget`, `SshTarget`,
     `DockerTarget`) or a mapping with the same fields (from the user's targets file)."""
     kind = _get(target, "type", "local") if target is not None else "local"
     if kind == "local":

@@ -27,7 +27,7 @@ from textual.widgets import Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
 from engine.targets_file import load_user_targets
-from engine.workflow import LOCAL, WorkflowError
+from engine.workflow.load import LOCAL, WorkflowError
 
 RECENT_MAX = 10
 WORKFLOW_SUFFIXES = (".yml", ".yaml")

@@ -9,7 +9,7 @@ import sys
 
 from engine.runners.probe import describe_where, probe_target
 from engine.targets_file import load_user_targets, user_targets_path
-from engine.workflow import LOCAL, LocalTarget, Target, WorkflowError
+from engine.workflow.load import LOCAL, LocalTarget, Target, WorkflowError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -13,10 +13,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import marker_tree as mt
 from engine.artifacts import ArtifactStore
 from engine.events import ArtifactAdded
-from engine.execution_state import ExecutionState
+from engine.execution import marker_tree as mt
+from engine.execution.state import ExecutionState
 from engine.lines import LineSplitter
 from engine.markers import MarkerParser
 from engine.masking import Masker

@@ -26,6 +26,7 @@ from engine.events import (
     StepStarted,
     StepUpdated,
 )
+from engine.execution.transitions import can_move_step, move_execution, move_step
 from engine.masking import Masker
 from engine.model import (
     AbortReason,
@@ -39,7 +40,6 @@ from engine.model import (
     utcnow,
 )
 from engine.progress import WorkTally
-from engine.transitions import can_move_step, move_execution, move_step
 
 if TYPE_CHECKING:
     from engine.hub import Hub

@@ -10,8 +10,8 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from engine.artifacts import ArtifactStore
-from engine.command_pump import CommandOutcome, CommandPump
-from engine.execution_state import ExecutionState
+from engine.execution.command_pump import CommandOutcome, CommandPump
+from engine.execution.state import ExecutionState
 from engine.model import AbortReason, ExecutionStatus, Step, StepStatus
 from engine.runners.base import CommandSpec, Runner
 

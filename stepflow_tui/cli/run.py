@@ -1,5 +1,5 @@
 """The commands that run something and follow it live: `run` (a workflow file), `exec` (a command)
-and `rerun`. They start an engine through the opener the composition root (`stepflow_tui.cli`) gives
+and `rerun`. They start an engine through the opener the composition root (`stepflow_tui.cli.main`) gives
 them: building one needs the SQLite store, which this layer may not import."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Protocol
 from engine.engine import Engine
 from engine.events import ExecutionFinished
 from engine.model import ExecutionKind, ExecutionStatus
-from stepflow_tui import cli_output as out
-from stepflow_tui.cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
+from stepflow_tui.cli import output as out
+from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
 
 
 class EngineOpener(Protocol):

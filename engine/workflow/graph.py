@@ -8,10 +8,10 @@ import heapq
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from engine.workflow_issues import Loc, did_you_mean
-from engine.workflow_model import LOCAL, Workflow
-from engine.workflow_schema import TARGET_MODELS
-from engine.workflow_yaml import Reader
+from engine.workflow.issues import Loc, did_you_mean
+from engine.workflow.model import LOCAL, Workflow
+from engine.workflow.schema import TARGET_MODELS
+from engine.workflow.yaml_reader import Reader
 
 
 def topological_order(workflow: Workflow) -> list[str]:

@@ -3,11 +3,11 @@
 Every mistake in a file is found before anything runs, and all of them are reported at once, each
 as `file:line:column: message` pointing at the offending node. The way there: compose the YAML into
 nodes, read the nodes into plain values while remembering where each came from
-(`engine.workflow_yaml`), validate those values with the pydantic models of `engine.workflow_schema`,
+(`engine.workflow.yaml_reader`), validate those values with the pydantic models of `engine.workflow.schema`,
 map each error back to its node, and check what a schema cannot say (step names, needs, cycles, target
-names: `engine.workflow_graph`) on the same values. Mistakes are `engine.workflow_issues`.
+names: `engine.workflow.graph`) on the same values. Mistakes are `engine.workflow.issues`.
 
-The result is a `Workflow` of frozen dataclasses (`engine.workflow_model`) with the defaults already
+The result is a `Workflow` of frozen dataclasses (`engine.workflow.model`) with the defaults already
 applied: a step's `timeout`, `retries`, `shell`, `cwd` and `markers` are the values it runs with.
 """
 
@@ -25,9 +25,9 @@ import yaml
 from pydantic import ValidationError
 
 from engine.errors import InvalidRequest
-from engine.workflow_graph import check_references, topological_order
-from engine.workflow_issues import WorkflowError, WorkflowIssue, describe, syntax_issue
-from engine.workflow_model import (
+from engine.workflow.graph import check_references, topological_order
+from engine.workflow.issues import WorkflowError, WorkflowIssue, describe, syntax_issue
+from engine.workflow.model import (
     LOCAL,
     Defaults,
     DockerTarget,
@@ -37,7 +37,7 @@ from engine.workflow_model import (
     Workflow,
     WorkflowStep,
 )
-from engine.workflow_schema import (
+from engine.workflow.schema import (
     DockerTargetModel,
     LocalTargetModel,
     SshTargetModel,
@@ -45,7 +45,7 @@ from engine.workflow_schema import (
     parse_duration,
     workflow_json_schema,
 )
-from engine.workflow_yaml import MAX_DOCUMENT_BYTES, UNREADABLE, Reader, compose, decode, too_large
+from engine.workflow.yaml_reader import MAX_DOCUMENT_BYTES, UNREADABLE, Reader, compose, decode, too_large
 
 __all__ = [
     "EXTENSION_PREFIX",
@@ -102,7 +102,7 @@ async def read_workflow(
     """`load_workflow(path)`, or `parse_workflow(text)` when given, in a thread: a big or hostile
     document must not stall the event loop (every execution's logs, every API client). After
     `timeout` seconds the caller is answered with a `WorkflowError`; the thread cannot be stopped, so
-    the bounds of `engine.workflow_yaml` are what end its work."""
+    the bounds of `engine.workflow.yaml_reader` are what end its work."""
     filename = str(path) if path else "<workflow>"
     if text is not None:
         work = functools.partial(parse_workflow, text, filename, known_targets=known_targets, source_path=path)

@@ -9,14 +9,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.execution_run import ExecutionPlan, StepPlan
+from engine.execution.run import ExecutionPlan, StepPlan
 from engine.masking import Masker
 from engine.model import Execution, ExecutionKind, Step, StepKind, new_id
 from engine.runners.base import CommandSpec
 from engine.shell_fastpath import direct_argv
 
 if TYPE_CHECKING:
-    from engine.workflow import Workflow
+    from engine.workflow.load import Workflow
 
 
 def plan_workflow(

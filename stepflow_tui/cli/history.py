@@ -1,5 +1,5 @@
 """The read commands of the CLI: `ls`, `show` and `logs` (`-f` follows a running execution written
-by another process). They read a store the composition root (`stepflow_tui.cli`) opens for them."""
+by another process). They read a store the composition root (`stepflow_tui.cli.main`) opens for them."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from engine.model import ArtifactFilter, ExecutionFilter, ExecutionStatus, Step, StepKind, Stream
 from engine.store import Store
 from engine.views import artifact_dict, execution_dict, step_dict
-from stepflow_tui import cli_output as out
-from stepflow_tui.cli_errors import EXIT_FAILED, EXIT_OK, CliError
+from stepflow_tui.cli import output as out
+from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, CliError
 
 if TYPE_CHECKING:
     from watchfiles import Change

@@ -13,7 +13,7 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
-from engine.workflow_issues import (
+from engine.workflow.issues import (
     Loc,
     WorkflowError,
     WorkflowIssue,
@@ -22,7 +22,7 @@ from engine.workflow_issues import (
     syntax_issue,
     validation_message,
 )
-from engine.workflow_schema import TARGET_MODELS, TARGET_TYPES, DefaultsModel, StepModel, WorkflowModel
+from engine.workflow.schema import TARGET_MODELS, TARGET_TYPES, DefaultsModel, StepModel, WorkflowModel
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 #: what the reader returns for a node it already reported; validation errors about it are dropped

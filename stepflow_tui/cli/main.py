@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from engine.engine import Engine, EngineConfig
 from engine.errors import EngineError, StoreFull
 from engine.store import Store
-from engine.workflow_issues import WorkflowError
-from stepflow_tui import cli_output as out
-from stepflow_tui.cli_errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from engine.workflow.issues import WorkflowError
+from stepflow_tui.cli import output as out
+from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
     from api_compat import ApiConfig, ApiListener
@@ -51,7 +51,7 @@ def ensure_data_dir(data_dir: Path) -> Path:
 
 #: loggers whose warnings and errors `run`/`exec` already print as the execution's notices
 #: (`error: artifact refused: …`): said once is enough
-NOTICE_LOGGERS = ("engine.command_pump",)
+NOTICE_LOGGERS = ("engine.execution.command_pump",)
 
 
 class BriefFormatter(logging.Formatter):
@@ -146,28 +146,28 @@ async def read_store(data_dir: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
-# -- run / exec / rerun (stepflow_tui.run_cli) ----------------------------------------------------------
+# -- run / exec / rerun (stepflow_tui.cli.run) ----------------------------------------------------------
 async def cmd_run(args: argparse.Namespace) -> int:
-    from stepflow_tui import run_cli
+    from stepflow_tui.cli import run as run_cli
 
     return await run_cli.cmd_run(args, resolve_data_dir(args.data_dir), running_engine)
 
 
 async def cmd_exec(args: argparse.Namespace) -> int:
-    from stepflow_tui import run_cli
+    from stepflow_tui.cli import run as run_cli
 
     return await run_cli.cmd_exec(args, resolve_data_dir(args.data_dir), running_engine)
 
 
 async def cmd_rerun(args: argparse.Namespace) -> int:
-    from stepflow_tui import run_cli
+    from stepflow_tui.cli import run as run_cli
 
     return await run_cli.cmd_rerun(args, resolve_data_dir(args.data_dir), running_engine)
 
 
 # -- validate / schema ---------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
-    from engine.workflow import load_workflow
+    from engine.workflow.load import load_workflow
 
     known = set(load_targets_config())
     bad = 0
@@ -183,27 +183,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from engine.workflow import workflow_json_schema
+    from engine.workflow.load import workflow_json_schema
 
     print(json.dumps(workflow_json_schema(), indent=2))
     return EXIT_OK
 
 
-# -- reads (stepflow_tui.history_cli) --------------------------------------------------------------
+# -- reads (stepflow_tui.cli.history) --------------------------------------------------------------
 async def cmd_ls(args: argparse.Namespace) -> int:
-    from stepflow_tui import history_cli
+    from stepflow_tui.cli import history as history_cli
 
     return await history_cli.cmd_ls(args, resolve_data_dir(args.data_dir), read_store)
 
 
 async def cmd_show(args: argparse.Namespace) -> int:
-    from stepflow_tui import history_cli
+    from stepflow_tui.cli import history as history_cli
 
     return await history_cli.cmd_show(args, resolve_data_dir(args.data_dir), read_store)
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    from stepflow_tui import history_cli
+    from stepflow_tui.cli import history as history_cli
 
     return await history_cli.cmd_logs(args, resolve_data_dir(args.data_dir), read_store)
 
@@ -334,7 +334,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from stepflow_tui.targets_cli import run_targets
+    from stepflow_tui.cli.targets import run_targets
 
     return run_targets(args)
 
@@ -518,8 +518,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m stepflow_tui.cli`: run the imported module's main, not this `__main__` copy (its
+    # `python -m stepflow_tui.cli.main`: run the imported module's main, not this `__main__` copy (its
     # functions and the commands' would be two copies of one module)
-    from stepflow_tui.cli import main as _main
+    from stepflow_tui.cli.main import main as _main
 
     raise SystemExit(_main())

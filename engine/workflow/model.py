@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from engine.workflow_schema import Markers
+from engine.workflow.schema import Markers
 
 #: the target every workflow has, whether its file names it or not
 LOCAL = "local"

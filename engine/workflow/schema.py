@@ -1,7 +1,7 @@
 """What a workflow file may contain: pydantic models used to validate the YAML and to publish it
 as JSON Schema.
 
-These models describe the file as written. `engine.workflow` turns a validated file into the
+These models describe the file as written. `engine.workflow.load` turns a validated file into the
 engine's own frozen types (defaults applied, paths resolved) and maps validation errors back to
 positions in the file.
 """
