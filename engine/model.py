@@ -147,6 +147,12 @@ class Execution:
     rerun_of: str | None = None
     #: the engine process running it ("host:pid:start-time"), to tell a live engine from a dead one
     owner: str | None = None
+    #: admission order: a pending execution with a higher priority starts first, then the oldest
+    priority: int = 0
+    #: the surface that submitted it ("cli", "tui", "monitor", "executr", ...)
+    source: str = ""
+    #: ids other surfaces know it by (e.g. {"executr.job": "…"}), searchable
+    labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def duration_seconds(self) -> float | None:
@@ -161,6 +167,7 @@ class Execution:
         copy.tags = list(self.tags)
         copy.metadata = dict(self.metadata)
         copy.targets = list(self.targets)
+        copy.labels = dict(self.labels)
         return copy
 
 
