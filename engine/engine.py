@@ -37,6 +37,7 @@ from engine.model import (
     StepKind,
     StepStatus,
     new_id,
+    utcnow,
 )
 from engine.ownership import owner_is_alive, this_engine
 from engine.runners.base import CommandSpec, Runner
@@ -258,6 +259,7 @@ class Engine:
     async def _launch(self, execution: Execution, steps: list[Step], plan: ExecutionPlan,
                       masker: Masker, workflow_targets: Mapping[str, Any] | None = None) -> Execution:
         execution.owner = this_engine()
+        execution.admitted_at = utcnow()
         state = ExecutionState(execution, steps, self.hub, masker)
         await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in steps)))
         await self.writer.barrier()

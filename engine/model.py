@@ -149,6 +149,9 @@ class Execution:
     owner: str | None = None
     #: admission order: a pending execution with a higher priority starts first, then the oldest
     priority: int = 0
+    #: when an engine took it from the queue to start it (None: still queued). A pending execution
+    #: that was admitted may have started processes: a dead engine's is lost, not started again.
+    admitted_at: datetime | None = None
     #: the surface that submitted it ("cli", "tui", "monitor", "executr", ...)
     source: str = ""
     #: ids other surfaces know it by (e.g. {"executr.job": "…"}), searchable

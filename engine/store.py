@@ -48,9 +48,10 @@ class Store(Protocol):
         other writes failed: see engine.store_writer). False if there was no such row to change."""
 
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
-        """Executions left pending/running by a dead engine become failed with reason 'engine lost'
-        (their open steps too). `owner_alive(execution.owner)` returning True spares an execution
-        whose engine still runs; without it every pending/running execution is lost. Returns ids."""
+        """Executions left running by a dead engine become failed with reason 'engine lost' (their
+        open steps too). `owner_alive(execution.owner)` returning True spares an execution whose
+        engine still runs; without it every running execution is lost. Pending ones never admitted (no
+        `admitted_at`) are not lost: they wait for an engine to admit them. Returns ids."""
 
     async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
         """Newest first; returns (page, total matching)."""

@@ -57,6 +57,10 @@ def execution_row(e: Execution) -> dict[str, Any]:
         "workflow_source": _text(e.workflow_source),
         "rerun_of": e.rerun_of,
         "owner": e.owner,
+        "priority": e.priority,
+        "admitted_at": e.admitted_at,
+        "source": _text(e.source),
+        "labels": replace_in(e.labels),
     }
 
 
@@ -86,6 +90,10 @@ def execution_from(row: Mapping[Any, Any]) -> Execution:
         workflow_source=row["workflow_source"],
         rerun_of=row["rerun_of"],
         owner=row["owner"],
+        priority=row["priority"],
+        admitted_at=row["admitted_at"],
+        source=row["source"],
+        labels=row["labels"],
     )
 
 

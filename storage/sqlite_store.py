@@ -169,7 +169,11 @@ class SqliteStore:
         at = literal(now, UtcDateTime())
         async with self._write() as conn:
             result = await conn.execute(
-                select(executions.c.id, executions.c.owner).where(executions.c.status.in_(_OPEN_EXECUTION))
+                # pending ones never admitted wait in the queue of whichever engine starts next
+                select(executions.c.id, executions.c.owner).where(
+                    (executions.c.status == ExecutionStatus.RUNNING.value)
+                    | ((executions.c.status == ExecutionStatus.PENDING.value) & executions.c.admitted_at.is_not(None))
+                )
             )
             lost = [i for i, owner in result if owner_alive is None or not owner_alive(owner)]
             if not lost:

@@ -90,10 +90,16 @@ executions = Table(
     # no foreign key: the original may be deleted and the rerun stays
     Column("rerun_of", String),
     Column("owner", String),
+    # admission: pending executions start by priority (higher first), then age
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("admitted_at", UtcDateTime),
+    Column("source", String, nullable=False, server_default=""),
+    Column("labels", JSON, nullable=False, server_default="{}"),
     # the list is newest first, with or without a filter on status or user
     Index(None, "created_at"),
     Index(None, "status", "created_at"),
     Index(None, "user", "created_at"),
+    Index(None, "status", "priority", "created_at"),
 )
 
 steps = Table(

@@ -373,12 +373,15 @@ async def test_a_late_step_snapshot_never_reopens_a_finished_step(store: SqliteS
 async def test_mark_lost_fails_what_a_dead_engine_left_open(store: SqliteStore) -> None:
     dead = execution("dead", owner="host:1:1.00")
     never_started = execution("never started", owner="host:1:1.00")
+    never_started.admitted_at = T0
+    queued = execution("queued", owner="host:1:1.00")
     alive = execution("alive", owner="host:2:2.00")
     finished = execution("finished", owner="host:1:1.00")
     b = branch_of(dead)
     s_running, s_pending, s_done = step_of(dead, b, "a", 1), step_of(dead, b, "b", 2), step_of(dead, b, "c", 3)
     await created(store, dead, b, s_running, s_pending, s_done)
     await created(store, never_started)
+    await created(store, queued)
     await created(store, alive)
     await created(store, finished)
     started = T0 + timedelta(seconds=1)
@@ -395,6 +398,9 @@ async def test_mark_lost_fails_what_a_dead_engine_left_open(store: SqliteStore) 
 
     lost = await store.mark_lost(lambda owner: owner == "host:2:2.00")
     assert sorted(lost) == sorted([dead.id, never_started.id])
+    # a queued execution (never admitted) is not lost: it waits for the next engine to admit it
+    waiting = await store.get_execution(queued.id)
+    assert waiting is not None and waiting.status is ExecutionStatus.PENDING
     for execution_id in lost:
         got = await store.get_execution(execution_id)
         assert got is not None
