@@ -47,7 +47,10 @@ class ExecutionsScreen(ExecutionActions):
         self.execution_list.apply_events(events)
 
     def tick(self) -> None:
-        self.execution_list.tick()
+        # the app's timer can come before the list is composed (a start slower than its 1 s period,
+        # as on a loaded machine) or after it is gone (quitting): nothing to tick then
+        for execution_list in self.query(ExecutionList):
+            execution_list.tick()
 
     def _update_title(self) -> None:
         lst = self.execution_list
