@@ -36,6 +36,8 @@ import asyncssh  # noqa: E402
 import psutil  # noqa: E402
 
 from engine.engine import Engine, EngineConfig  # noqa: E402
+from engine.model import ExecutionKind  # noqa: E402
+from engine.submission import SubmitRequest  # noqa: E402
 from engine.runners import ssh_pool  # noqa: E402
 from storage import SqliteStore  # noqa: E402
 from storage.paths import database_path  # noqa: E402
@@ -137,7 +139,7 @@ class Run:
 
     wall: float
     cpu: float
-    #: of `cpu`: parsing and planning the workflow (`submit_workflow` until it returns)
+    #: of `cpu`: parsing and planning the workflow (`submit` until it returns)
     submit_cpu: float
     server_cpu: float
 
@@ -154,7 +156,8 @@ async def execute(engine: Engine, text: str, folder: Path, server: psutil.Proces
     server_before = cpu_seconds(server)
     cpu_before = time.process_time()
     started = time.perf_counter()
-    ex = await engine.submit_workflow(folder / "fanout.yaml", text=text)
+    ex = await engine.submit(SubmitRequest(kind=ExecutionKind.WORKFLOW, workflow_path=folder / "fanout.yaml",
+                                           workflow_text=text))
     submit_cpu = time.process_time() - cpu_before
     async with asyncio.timeout(300):
         done = await engine.wait(ex.id)

@@ -194,7 +194,7 @@ EXECUTION_COLUMNS = (
     "id", "name", "kind", "command", "working_directory", "status", "exit_code", "error_message",
     "abort_reason", "created_at", "started_at", "completed_at", "environment", "user", "tags", "metadata",
     "targets", "total_steps", "completed_steps", "current_step_index", "progress_percentage",
-    "workflow_source", "rerun_of", "owner",
+    "workflow_source", "rerun_of", "owner", "priority", "admitted_at", "source", "labels",
 )
 STEP_COLUMNS = (
     "id", "execution_id", "parent_id", "name", "kind", "step_index", "description", "status", "exit_code",
@@ -263,6 +263,10 @@ def execution_from_values(r: Sequence[Any]) -> Execution:
         workflow_source=r[21],
         rerun_of=r[22],
         owner=r[23],
+        priority=r[24],
+        admitted_at=_when(r[25]),
+        source=r[26],
+        labels=_json(r[27]),
     )
 
 
