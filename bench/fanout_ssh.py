@@ -37,8 +37,8 @@ import psutil  # noqa: E402
 
 from engine.engine import Engine, EngineConfig  # noqa: E402
 from engine.model import ExecutionKind  # noqa: E402
-from engine.submission import SubmitRequest  # noqa: E402
 from engine.runners import ssh_pool  # noqa: E402
+from engine.submission import SubmitRequest  # noqa: E402
 from storage import SqliteStore  # noqa: E402
 from storage.paths import database_path  # noqa: E402
 

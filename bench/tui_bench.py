@@ -26,9 +26,9 @@ import psutil  # noqa: E402
 from textual import events  # noqa: E402
 
 from engine.engine import Engine, EngineConfig  # noqa: E402
-from engine.submission import SubmitRequest  # noqa: E402
 from engine.events import ExecutionCreated, ExecutionFinished, ExecutionStarted, LinesLogged  # noqa: E402
 from engine.model import Execution, ExecutionStatus, Step, StepKind, Stream  # noqa: E402
+from engine.submission import SubmitRequest  # noqa: E402
 from stepflow_tui.app import StepflowApp  # noqa: E402
 from stepflow_tui.bridge import EngineBridge  # noqa: E402
 from stepflow_tui.screens.execution import ExecutionScreen  # noqa: E402
