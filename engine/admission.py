@@ -12,9 +12,13 @@ import heapq
 import itertools
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Protocol
 
-from engine.model import Execution, ExecutionStatus
+from engine.model import Execution, ExecutionFilter, ExecutionStatus
 from engine.submission import Planned
+
+#: rows read at once while reading the queue from the store
+_PAGE = 500
 
 
 def admission_key(execution: Execution) -> tuple[int, datetime]:
@@ -31,6 +35,23 @@ def queue_places(executions: Iterable[Execution]) -> dict[str, int]:
     """Each queued execution's place in the queue (1: the next to start), from all of them."""
     queued = sorted((e for e in executions if is_queued(e)), key=admission_key)
     return {e.id: place for place, e in enumerate(queued, start=1)}
+
+
+class ExecutionLister(Protocol):
+    async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]: ...
+
+
+async def stored_queue(store: ExecutionLister) -> list[Execution]:
+    """Every queued execution the store holds (pending, never admitted), read a page at a time."""
+    found: list[Execution] = []
+    offset = 0
+    while True:
+        page, total = await store.list_executions(
+            ExecutionFilter(status=ExecutionStatus.PENDING, limit=_PAGE, offset=offset))
+        found += [e for e in page if is_queued(e)]
+        offset += len(page)
+        if not page or offset >= total:
+            return found
 
 
 class AdmissionQueue:

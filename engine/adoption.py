@@ -12,14 +12,11 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from engine.admission import is_queued
+from engine.admission import stored_queue
 from engine.errors import InvalidRequest
-from engine.model import Execution, ExecutionFilter, ExecutionKind, ExecutionStatus, Step
+from engine.model import Execution, ExecutionKind, Step
 from engine.store import Store
 from engine.submission import SECRETS_KEY, Planned, command_request_of, plan_command
-
-#: rows read at once while looking for queued executions
-_PAGE = 500
 
 
 class NotRebuilt(Exception):
@@ -28,15 +25,7 @@ class NotRebuilt(Exception):
 
 async def orphaned_queue(store: Store, owner_alive: Callable[[str | None], bool]) -> list[Execution]:
     """Queued executions no live engine holds (their engine stopped, releasing them, or died)."""
-    found: list[Execution] = []
-    offset = 0
-    while True:
-        page, total = await store.list_executions(
-            ExecutionFilter(status=ExecutionStatus.PENDING, limit=_PAGE, offset=offset))
-        found += [e for e in page if is_queued(e) and (e.owner is None or not owner_alive(e.owner))]
-        offset += len(page)
-        if not page or offset >= total:
-            return found
+    return [e for e in await stored_queue(store) if e.owner is None or not owner_alive(e.owner)]
 
 
 async def rebuild(execution: Execution, stored: list[Step], *, user: str, kill_grace: float,

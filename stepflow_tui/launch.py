@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.engine import Engine, EngineConfig
+from engine.engine import Engine
 from stepflow_tui.cli.errors import CliError
-from stepflow_tui.cli.main import load_targets_config, make_store, resolve_data_dir
+from stepflow_tui.cli.main import engine_config, make_store, resolve_data_dir
 
 if TYPE_CHECKING:
     from stepflow_tui.app import StepflowApp
@@ -63,7 +63,7 @@ async def run_tui(args: argparse.Namespace, *, start_api: StartApi | None = None
         return 0
 
     data_dir = resolve_data_dir(args.data_dir)
-    engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
+    engine = Engine(make_store(data_dir), data_dir, engine_config(args))
     try:
         await engine.start()
     except Exception as exc:

@@ -114,9 +114,43 @@ def load_targets_config() -> dict:
     return load_user_targets()
 
 
+#: executions an engine runs at once when neither --max-running nor STEPFLOW_MAX_RUNNING says
+DEFAULT_MAX_RUNNING = EngineConfig().max_running
+
+
+def max_running_of(args: argparse.Namespace | None) -> int:
+    """--max-running, else $STEPFLOW_MAX_RUNNING, else the default; 0 queues everything."""
+    given = getattr(args, "max_running", None)
+    if given is not None:
+        return int(given)
+    text = os.environ.get("STEPFLOW_MAX_RUNNING", "").strip()
+    if not text:
+        return DEFAULT_MAX_RUNNING
+    try:
+        return _max_running_arg(text)
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(f"STEPFLOW_MAX_RUNNING: {exc}", EXIT_USAGE) from None
+
+
+def _max_running_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"wants a whole number of executions (0 or more), not {text!r}")
+    return value
+
+
+def engine_config(args: argparse.Namespace | None = None, *, adopt_queued: bool = True) -> EngineConfig:
+    """The engine's settings, for every command that builds one."""
+    return EngineConfig(targets=load_targets_config(), max_running=max_running_of(args), adopt_queued=adopt_queued)
+
+
 @contextlib.asynccontextmanager
 async def running_engine(data_dir: Path, *, kill_grace: float | None = None) -> AsyncIterator[Engine]:
-    config = EngineConfig(targets=load_targets_config())
+    # one execution and gone: what other engines left queued waits for a lasting one (tui, serve)
+    config = engine_config(adopt_queued=False)
     if kill_grace is not None:
         config.kill_grace = kill_grace
     engine = Engine(make_store(data_dir), data_dir, config)
@@ -262,7 +296,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             raise CliError(f"--workflows {folder}: not a folder")
     config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
                          allowed_hosts=args.allowed_host, workflow_dirs=args.workflows)
-    engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
+    engine = Engine(make_store(data_dir), data_dir, engine_config(args))
     await engine.start()
 
     def ready(listener: ApiListener) -> None:
@@ -445,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", metavar="URL", help="attach to a remote engine (http://HOST:8080)")
     p.add_argument("--token", help="bearer token for --connect")
     p.add_argument("workflow_dirs", nargs="*", metavar="DIR", help="folders to offer workflows from")
+    p.add_argument("--max-running", type=_max_running_arg, default=None, metavar="N",
+                   help=f"executions run at once; more wait queued by priority (default "
+                        f"$STEPFLOW_MAX_RUNNING, else {DEFAULT_MAX_RUNNING})")
     p.set_defaults(func=cmd_tui, is_async=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the engine headless with its HTTP/WebSocket API")
@@ -458,6 +495,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workflows", action="append", type=Path, metavar="DIR",
                    help="a folder whose workflow files API clients may run by path (repeatable; default: "
                         "$STEPFLOW_WORKFLOW_DIRS, else none: clients send the workflow's text)")
+    p.add_argument("--max-running", type=_max_running_arg, default=None, metavar="N",
+                   help=f"executions run at once; more wait queued by priority (default "
+                        f"$STEPFLOW_MAX_RUNNING, else {DEFAULT_MAX_RUNNING})")
     p.set_defaults(func=cmd_serve, is_async=True)
 
     p = sub.add_parser("token", parents=[common], help="API tokens")
