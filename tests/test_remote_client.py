@@ -184,10 +184,12 @@ def log_records(logger: str, text: str) -> Iterator[asyncio.Event]:
 
 
 def comparable(execution: Execution | None) -> Execution | None:
-    # what the API does not carry: the workflow's source text and the owning engine process
+    # what the API does not carry: the workflow's source text, the owning engine process and the
+    # admission fields (when it was admitted, its priority, the submitting surface, its labels)
     if execution is None:
         return None
-    return dataclasses.replace(execution, workflow_source=None, owner=None)
+    return dataclasses.replace(execution, workflow_source=None, owner=None, admitted_at=None, priority=0,
+                               source="", labels={})
 
 
 # -- events ----------------------------------------------------------------------------------------
