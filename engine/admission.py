@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Protocol
 
-from engine.model import Execution, ExecutionFilter, ExecutionStatus
+from engine.execution.state import ExecutionState
+from engine.hub import Hub
+from engine.model import AbortReason, Execution, ExecutionFilter, ExecutionStatus, StepKind, StepStatus
 from engine.submission import Planned
 
 #: rows read at once while reading the queue from the store
@@ -103,3 +105,15 @@ class AdmissionQueue:
             return None
         key = admission_key(planned.execution)
         return 1 + sum(1 for p in self._waiting.values() if admission_key(p.execution) < key)
+
+
+async def end_unstarted(planned: Planned, hub: Hub, status: ExecutionStatus, *,
+                        reason: AbortReason | None = None, error: str | None = None) -> None:
+    """End a queued execution that never started (cancelled, or not runnable): its steps (children
+    before their branches) and itself, with the events that store and show it."""
+    state = ExecutionState(planned.execution, planned.steps, hub, planned.masker)
+    step_status = StepStatus.CANCELLED if status is ExecutionStatus.CANCELLED else StepStatus.SKIPPED
+    for step in sorted(planned.steps, key=lambda s: (s.kind is StepKind.BRANCH, -s.index)):
+        if not step.status.is_terminal:
+            await state.finish_step(step, step_status, reason=reason)
+    await state.finish(status, reason=reason, error=error)

@@ -14,6 +14,8 @@ from typing import Any
 
 from engine.admission import stored_queue
 from engine.errors import InvalidRequest
+from engine.execution.run import ExecutionPlan
+from engine.masking import Masker
 from engine.model import Execution, ExecutionKind, Step
 from engine.store import Store
 from engine.submission import SECRETS_KEY, Planned, command_request_of, plan_command
@@ -23,9 +25,25 @@ class NotRebuilt(Exception):
     """A queued execution this engine cannot run as it was submitted; the message says why."""
 
 
-async def orphaned_queue(store: Store, owner_alive: Callable[[str | None], bool]) -> list[Execution]:
-    """Queued executions no live engine holds (their engine stopped, releasing them, or died)."""
-    return [e for e in await stored_queue(store) if e.owner is None or not owner_alive(e.owner)]
+async def adopt_queue(store: Store, owner_alive: Callable[[str | None], bool], owner: str, *, user: str,
+                      kill_grace: float, known_targets: Mapping[str, Any],
+                      check_target: Callable[..., None]) -> tuple[list[Planned], list[tuple[Planned, str]]]:
+    """The queued executions no live engine holds (their engine stopped, releasing them, or died),
+    taken by `owner`: those rebuilt, and those that cannot be with why (they are to fail)."""
+    adopted: list[Planned] = []
+    failed: list[tuple[Planned, str]] = []
+    for execution in await stored_queue(store):
+        if execution.owner is not None and owner_alive(execution.owner):
+            continue
+        stored = await store.get_steps(execution.id)
+        execution.owner = owner
+        try:
+            adopted.append(await rebuild(execution, stored, user=execution.user or user, kill_grace=kill_grace,
+                                         known_targets=known_targets, check_target=check_target))
+        except (NotRebuilt, InvalidRequest) as exc:  # WorkflowError is an InvalidRequest
+            failed.append((Planned(execution, stored, ExecutionPlan([], []), Masker([])),
+                           f"could not be started after a restart: {exc}"))
+    return adopted, failed
 
 
 async def rebuild(execution: Execution, stored: list[Step], *, user: str, kill_grace: float,

@@ -13,15 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.admission import AdmissionQueue
-from engine.adoption import NotRebuilt, orphaned_queue, rebuild
+from engine.admission import AdmissionQueue, end_unstarted
+from engine.adoption import adopt_queue
 from engine.artifacts import ArtifactStore
 from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreError
 from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted, ExecutionUpdated
-from engine.execution.run import ExecutionPlan, ExecutionRun
+from engine.execution.run import ExecutionRun
 from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
-from engine.masking import Masker
 from engine.model import (
     AbortReason,
     Artifact,
@@ -43,7 +42,6 @@ from engine.store import Store, StoreStats
 from engine.store_writer import StoreWriter
 from engine.submission import Planned, SubmitRequest, check_request, command_request_of, plan_command
 from engine.surrogates import replace_in, replace_surrogates, unencodable
-from engine.workflow.issues import WorkflowError
 from engine.workflow.plan import plan_workflow
 
 if TYPE_CHECKING:
@@ -221,8 +219,11 @@ class Engine:
         self._reserved += 1  # its slot, while the store is written
         try:
             await self._create(planned)
-        finally:
+        except BaseException:
             self._reserved -= 1
+            self._admit_waiting()  # the slot it held may be one a queued execution can have
+            raise
+        self._reserved -= 1
         self._start_run(planned, self._run_then_forget)
         return planned.execution.snapshot()
 
@@ -273,39 +274,20 @@ class Engine:
         left.set()
 
     async def _adopt_queue(self) -> None:
-        """Queue what stopped or dead engines left queued, rebuilt from the stored rows."""
-        found = await orphaned_queue(self.store, owner_alive)
-        for execution in found:
-            stored = await self.store.get_steps(execution.id)
-            execution.owner = this_engine()
-            try:
-                planned = await rebuild(execution, stored, user=execution.user or _current_user(),
-                                        kill_grace=self.config.kill_grace, known_targets=self.config.targets,
-                                        check_target=self._check_target)
-            except (NotRebuilt, InvalidRequest, WorkflowError) as exc:
-                message = f"could not be started after a restart: {exc}"
-                log.warning("queued execution %s %s", execution.id, message)
-                await self._end_unstarted(Planned(execution, stored, ExecutionPlan([], []), Masker([])),
-                                          ExecutionStatus.FAILED, error=message)
-                continue
-            await self.hub.publish(ExecutionUpdated(execution.snapshot()))  # ours now
+        """Queue what stopped or dead engines left queued, rebuilt from the stored rows; end, failed,
+        what cannot be rebuilt."""
+        adopted, failed = await adopt_queue(self.store, owner_alive, this_engine(), user=_current_user(),
+                                            kill_grace=self.config.kill_grace, known_targets=self.config.targets,
+                                            check_target=self._check_target)
+        for planned, message in failed:
+            log.warning("queued execution %s %s", planned.execution.id, message)
+            await end_unstarted(planned, self.hub, ExecutionStatus.FAILED, error=message)
+        for planned in adopted:
+            await self.hub.publish(ExecutionUpdated(planned.execution.snapshot()))  # ours now
             self._queue.push(planned)
-        if found:
+        if adopted or failed:
             await self.writer.barrier()
-            log.info("queued %d execution(s) left waiting by a stopped engine", len(found))
-
-    async def _end_unstarted(self, planned: Planned, status: ExecutionStatus, *,
-                             reason: AbortReason | None = None, error: str | None = None) -> None:
-        """End a queued execution that never started (cancelled, or not runnable), stored."""
-        state = ExecutionState(planned.execution, planned.steps, self.hub, planned.masker)
-        step_status = StepStatus.CANCELLED if status is ExecutionStatus.CANCELLED else StepStatus.SKIPPED
-        for step in sorted(planned.steps, key=lambda s: s.index, reverse=True):
-            if not step.status.is_terminal and step.kind is not StepKind.BRANCH:
-                await state.finish_step(step, step_status, reason=reason)
-        for step in planned.steps:
-            if not step.status.is_terminal:
-                await state.finish_step(step, step_status, reason=reason)
-        await state.finish(status, reason=reason, error=error)
+            log.info("queued %d execution(s) left waiting by a stopped engine", len(adopted))
 
     def queue_place(self, execution_id: str) -> int | None:
         """An execution's place in this engine's queue (1: next), None when it does not wait."""
@@ -336,7 +318,7 @@ class Engine:
             # nothing of it runs: it ends here, stored before the answer
             self._dequeued()
             message = "cancelled by user before it started" if reason is AbortReason.USER else None
-            await self._end_unstarted(queued, ExecutionStatus.CANCELLED, reason=reason, error=message)
+            await end_unstarted(queued, self.hub, ExecutionStatus.CANCELLED, reason=reason, error=message)
             await self.writer.barrier()
             return
         entry = self._runs.get(execution_id)
