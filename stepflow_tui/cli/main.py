@@ -149,8 +149,10 @@ def engine_config(args: argparse.Namespace | None = None, *, adopt_queued: bool 
 
 @contextlib.asynccontextmanager
 async def running_engine(data_dir: Path, *, kill_grace: float | None = None) -> AsyncIterator[Engine]:
-    # one execution and gone: what other engines left queued waits for a lasting one (tui, serve)
+    # one execution and gone: what other engines left queued waits for a lasting one (tui, serve),
+    # and that one execution runs whatever STEPFLOW_MAX_RUNNING says
     config = engine_config(adopt_queued=False)
+    config.max_running = max(config.max_running, 1)
     if kill_grace is not None:
         config.kill_grace = kill_grace
     engine = Engine(make_store(data_dir), data_dir, config)
