@@ -5,6 +5,9 @@ real SQLite file, real processes."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +15,11 @@ import pytest
 from engine.engine import Engine, EngineConfig
 from engine.events import ExecutionFinished, ExecutionStarted
 from engine.model import Execution, ExecutionStatus, StepStatus
+from stepflow_tui.cli.errors import EXIT_USAGE
 from storage import SqliteStore
 from storage.paths import database_path
 from tests.engine_helpers import engine_at, finished, submit_command, submit_workflow
-from tests.test_cli import stepflow
+from tests.test_cli import ROOT, stepflow
 
 pytestmark = [pytest.mark.timeout(180)]
 
@@ -176,3 +180,18 @@ async def test_stepflow_ls_shows_queue_places(tmp_path: Path) -> None:
     assert "queued #2" in rows["low-one"]
     assert "queued #3" in rows["low-two"]
     assert {low.id, high.id, low_later.id} <= {line.split()[1] for line in result.stdout.splitlines()[1:]}
+
+
+def test_stepflow_max_running_is_checked_and_a_one_shot_exec_still_runs(tmp_path: Path) -> None:
+    def exec_with(value: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path), "STEPFLOW_MAX_RUNNING": value}
+        return subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--plain", "--", "echo", "hi"],
+                              env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    bad = exec_with("lots")
+    assert bad.returncode == EXIT_USAGE
+    assert "STEPFLOW_MAX_RUNNING" in bad.stderr
+    # nothing would ever start in an engine of capacity 0: exec's own one runs all the same
+    paused = exec_with("0")
+    assert paused.returncode == 0, paused.stderr
+    assert "hi" in paused.stdout
