@@ -383,6 +383,7 @@ class Engine:
             ))
         request = command_request_of(original, rerun_of=execution_id)
         request.labels = {}  # the ids other surfaces know the original by are the original's
+        request.user = None  # whoever asks for the rerun runs it
         return await self.submit(request)
 
     async def cancel_and_delete(self, execution_id: str) -> bool:

@@ -367,6 +367,15 @@ async def test_invalid_command_is_refused(remote: RemoteEngine) -> None:
         await submit_command(remote, "   ")
 
 
+async def test_what_the_monitor_api_cannot_carry_is_refused_not_dropped(remote: RemoteEngine) -> None:
+    # a secret sent as a plain environment value would be neither masked nor kept from the store
+    for fields in ({"secrets": ["TOKEN"], "env": {"TOKEN": "x"}}, {"priority": 5}, {"labels": {"job": "1"}}):
+        with pytest.raises(InvalidRequest, match="cannot take"):
+            await submit_command(remote, "echo hi", **fields)
+    executions, _total = await remote.list_executions(ExecutionFilter())
+    assert executions == [], "nothing was submitted"
+
+
 async def test_workflows_by_text_and_by_path(remote: RemoteEngine, tmp_path: Path) -> None:
     with pytest.raises(WorkflowError) as by_text:
         await submit_workflow(remote, text=BAD_WORKFLOW)
