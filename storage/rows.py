@@ -49,7 +49,7 @@ def _json(text: str | None) -> Any:
     return None if text is None else _loads(text)
 
 
-def _json_text(value: Any) -> str | None:
+def json_text(value: Any) -> str | None:
     return None if value is None else _dumps(replace_in(value))
 
 
@@ -101,7 +101,7 @@ def _conversion(hint: Any) -> _Conversion:
     if origin in (int, float):
         return _Conversion(None, None, None)
     if origin in (dict, list) or hint is Any:
-        return _Conversion(_json, replace_in, _json_text)
+        return _Conversion(_json, replace_in, json_text)
     raise TypeError(f"no stored form for a field of type {hint!r}")
 
 
