@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table
+from sqlalchemy import JSON, Table
 
 from engine.model import Artifact, Execution, Step
 from engine.surrogates import replace_in, replace_surrogates
@@ -85,7 +85,7 @@ class _Conversion(typing.NamedTuple):
     raw: Callable[[Any], Any] | None
 
 
-def _conversion(hint: Any) -> _Conversion:
+def _conversion(hint: Any, column_type: Any) -> _Conversion:
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         hint = next(a for a in args if a is not type(None))
@@ -101,7 +101,8 @@ def _conversion(hint: Any) -> _Conversion:
     if origin in (int, float):
         return _Conversion(None, None, None)
     if origin in (dict, list) or hint is Any:
-        return _Conversion(_json, replace_in, json_text)
+        # a JSON column's type makes the text itself; any other holds the text we make
+        return _Conversion(_json, replace_in if isinstance(column_type, JSON) else json_text, json_text)
     raise TypeError(f"no stored form for a field of type {hint!r}")
 
 
@@ -126,7 +127,7 @@ class RowMap(Generic[T]):
         missing = [f for f in fields if f not in hints]
         if missing:
             raise TypeError(f"{table.name}: no field of {cls.__name__} for column(s) {', '.join(missing)}")
-        conversions = [_conversion(hints[f]) for f in fields]
+        conversions = [_conversion(hints[f], table.c[c].type) for f, c in zip(fields, self.columns, strict=True)]
         ns: dict[str, Any] = {"cls": cls}
         reads, binds, raws = [], [], []
         for i, (f, conv) in enumerate(zip(fields, conversions, strict=True)):

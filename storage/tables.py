@@ -206,7 +206,9 @@ queue_items = Table(
     Column("pk", Integer, primary_key=True),
     Column("id", String, nullable=False, unique=True),
     Column("queue", String, nullable=False),
-    Column("payload", JSON),
+    # JSON text of any value: TEXT, as a column typed JSON has NUMERIC affinity, which would turn
+    # the text of a JSON number into an SQLite number (and a big integer into a float)
+    Column("payload", Text),
     Column("priority", Integer, nullable=False),
     Column("status", String, nullable=False),
     Column("worker", String),
@@ -216,7 +218,7 @@ queue_items = Table(
     Column("claimed_at", UtcDateTime),
     Column("heartbeat_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
-    Column("result", JSON),
+    Column("result", Text),
     # no foreign key: the execution may be deleted and the item stays
     Column("execution_id", String),
     Column("labels", JSON, nullable=False),
