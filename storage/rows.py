@@ -61,53 +61,59 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else to_iso(value)
 
 
-def _enum_reader(kind: type[enum.Enum]) -> Callable[[Any], Any]:
-    # a dict is several times cheaper than calling the enum; an unknown value raises as the enum would
-    table: dict[Any, Any] = {None: None, **{member.value: member for member in kind}}
+class _EnumLookup(dict[Any, Any]):
+    """Stored value -> enum member: indexing a dict is several times cheaper than calling the enum;
+    an unknown value raises as the enum would."""
 
-    def read(value: Any) -> Any:
-        found = table.get(value)
-        return found if found is not None or value is None else kind(value)
+    def __init__(self, kind: type[enum.Enum]) -> None:
+        super().__init__({None: None, **{member.value: member for member in kind}})
+        self.kind = kind
 
-    return read
-
-
-def _enum_value(value: enum.Enum | None) -> Any:
-    return None if value is None else value.value
+    def __missing__(self, value: Any) -> Any:
+        return self.kind(value)
 
 
 class _Conversion(typing.NamedTuple):
-    #: value read by sqlite3 -> field (None: as it is)
-    read: Callable[[Any], Any] | None
-    #: field -> value SQLAlchemy binds (its column types make datetimes and JSON text)
-    bind: Callable[[Any], Any] | None
-    #: field -> value sqlite3 binds (for plain SQL)
-    raw: Callable[[Any], Any] | None
+    """Expressions of `{v}`, the value: as sqlite3 reads it -> the field; the field -> what
+    SQLAlchemy binds (its column types make datetimes and JSON text); the field -> what sqlite3
+    binds (plain SQL). With the names they use."""
+
+    read: str
+    bind: str
+    raw: str
+    names: dict[str, Any] = {}
 
 
-def _conversion(hint: Any, column_type: Any) -> _Conversion:
+def _conversion(hint: Any, column_type: Any, n: int) -> _Conversion:
     args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    if optional:
         hint = next(a for a in args if a is not type(None))
     origin = typing.get_origin(hint) or hint
     if isinstance(origin, type) and issubclass(origin, enum.Enum):
-        return _Conversion(_enum_reader(origin), _enum_value, _enum_value)
+        value = "(None if {v} is None else {v}.value)" if optional else "{v}.value"
+        return _Conversion(f"_e{n}[{{v}}]", value, value, {f"_e{n}": _EnumLookup(origin)})
     if origin is datetime:
-        return _Conversion(_when, None, _iso)
+        return _Conversion("_when({v})" if optional else "_fromiso({v})", "{v}", "_iso({v})")
     if origin is bool:
-        return _Conversion(bool, None, None)
+        return _Conversion("bool({v})", "{v}", "{v}")
     if origin is str:
-        return _Conversion(None, _text, _text)
+        # the usual case, ASCII, costs one check
+        text = "_text({v})" if optional else "({v} if {v}.isascii() else replace_surrogates({v}))"
+        return _Conversion("{v}", text, text)
     if origin in (int, float):
-        return _Conversion(None, None, None)
+        return _Conversion("{v}", "{v}", "{v}")
     if origin in (dict, list) or hint is Any:
         # a JSON column's type makes the text itself; any other holds the text we make
-        return _Conversion(_json, replace_in if isinstance(column_type, JSON) else json_text, json_text)
+        bind = "replace_in({v})" if isinstance(column_type, JSON) else "json_text({v})"
+        return _Conversion("_json({v})", bind, "json_text({v})")
     raise TypeError(f"no stored form for a field of type {hint!r}")
 
 
 def _compile(name: str, params: str, body: str, namespace: dict[str, Any]) -> Callable[..., Any]:
-    exec(f"def {name}({params}):\n    return {body}\n", namespace)  # noqa: S102 - our own text
+    source = f"def {name}({params}):\n    return {body}\n"
+    exec(source, namespace)  # noqa: S102 - our own text
+    namespace[name].source = source  # to read what was made
     return typing.cast(Callable[..., Any], namespace[name])
 
 
@@ -127,14 +133,16 @@ class RowMap(Generic[T]):
         missing = [f for f in fields if f not in hints]
         if missing:
             raise TypeError(f"{table.name}: no field of {cls.__name__} for column(s) {', '.join(missing)}")
-        conversions = [_conversion(hints[f], table.c[c].type) for f, c in zip(fields, self.columns, strict=True)]
-        ns: dict[str, Any] = {"cls": cls}
+        ns: dict[str, Any] = {"cls": cls, "_text": _text, "_json": _json, "_when": _when, "_iso": _iso,
+                              "_fromiso": _fromiso, "json_text": json_text, "replace_in": replace_in,
+                              "replace_surrogates": replace_surrogates}
         reads, binds, raws = [], [], []
-        for i, (f, conv) in enumerate(zip(fields, conversions, strict=True)):
-            ns[f"_r{i}"], ns[f"_b{i}"], ns[f"_w{i}"] = conv
-            reads.append(f"{f}=r[{i}]" if conv.read is None else f"{f}=_r{i}(r[{i}])")
-            binds.append(f"{self.columns[i]!r}: o.{f}" if conv.bind is None else f"{self.columns[i]!r}: _b{i}(o.{f})")
-            raws.append(f"o.{f}" if conv.raw is None else f"_w{i}(o.{f})")
+        for i, (f, column) in enumerate(zip(fields, self.columns, strict=True)):
+            conv = _conversion(hints[f], table.c[column].type, i)
+            ns.update(conv.names)
+            reads.append(f"{f}={conv.read.format(v=f'r[{i}]')}")
+            binds.append(f"{column!r}: {conv.bind.format(v=f'o.{f}')}")
+            raws.append(conv.raw.format(v=f"o.{f}"))
         #: a row of `columns`, as sqlite3 returns it (text datetimes and JSON) -> object
         self.from_values: Callable[[Sequence[Any]], T] = _compile("from_values", "r", f"cls({', '.join(reads)})", ns)
         #: object -> {column: value} for SQLAlchemy statements on `table`
