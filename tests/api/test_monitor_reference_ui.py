@@ -275,6 +275,9 @@ async def test_errors_and_health_without_the_envelope(ui: Ui) -> None:
     assert status == 404 and body == {"error": "execution no-such-id not found"}
     status, body = await ui.status_of("POST", "/executions/no-such-id/cancel")
     assert status == 404 and body == {"error": "no execution no-such-id"}
+    # what a request carried that was ignored: beside the fields, as in the documented envelope
+    created = await ui.request("POST", "/executions", {"command": "true", "priority_hint": 1})
+    assert created["id"] and created["warnings"] == ["unknown field 'priority_hint' ignored"]
     health = await ui.request("GET", "/health")
     assert health["status"] == "healthy"
     system = await ui.request("GET", "/health/status")
