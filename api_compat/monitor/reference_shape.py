@@ -37,12 +37,14 @@ from api_compat.monitor import artifacts
 from api_compat.monitor.envelope import dumps
 from api_compat.state import ENGINE, SURFACES
 from api_compat.surface import Handler, Surface, route
-from engine.model import StepKind
+from engine.model import LogLine, StepKind
 from engine.views import line_dict, step_dict
 
 REFERENCE = "reference"
 #: newest log lines each step carries in an execution's detail (the UI shows them all, as text)
 STEP_LOG_LINES = 1000
+#: an execution with at most this many log lines has them read at once for its detail, not by step
+ONE_READ_LINES = 10_000
 #: artifacts `GET /api/artifacts/execution/{execution_id}` lists (the documented list's maximum)
 EXECUTION_ARTIFACTS = 1000
 
@@ -83,28 +85,39 @@ def _log(line: dict[str, Any]) -> dict[str, Any]:
     return {**line, "message": line["content"]}
 
 
-async def _step_logs(request: web.Request, execution_id: str, step_id: str) -> tuple[list[dict[str, Any]], bool]:
-    lines = await request.app[ENGINE].get_log_lines(
-        execution_id, step_ids=[step_id], limit=STEP_LOG_LINES + 1, newest_first=True,
-    )
-    truncated = len(lines) > STEP_LOG_LINES
-    return [_log(line_dict(line)) for line in reversed(lines[:STEP_LOG_LINES])], truncated
+async def _logs_by_step(request: web.Request, execution_id: str, step_ids: list[str]) -> dict[str, list[LogLine]]:
+    """The newest `STEP_LOG_LINES` + 1 lines of each step (one more: whether there were more). An
+    execution of up to `ONE_READ_LINES` lines is read at once, a longer one step by step."""
+    engine = request.app[ENGINE]
+    found: dict[str, list[LogLine]] = {step_id: [] for step_id in step_ids}
+    if await engine.count_log_lines(execution_id) <= ONE_READ_LINES:
+        for line in await engine.get_log_lines(execution_id, limit=ONE_READ_LINES, newest_first=True):
+            kept = found.get(line.step_id or "")
+            if kept is not None and len(kept) <= STEP_LOG_LINES:
+                kept.append(line)
+        return found
+    for step_id in step_ids:
+        found[step_id] = await engine.get_log_lines(
+            execution_id, step_ids=[step_id], limit=STEP_LOG_LINES + 1, newest_first=True,
+        )
+    return found
+
+
+def _with_logs(step: dict[str, Any], newest_first: list[LogLine]) -> dict[str, Any]:
+    logs = [_log(line_dict(line)) for line in reversed(newest_first[:STEP_LOG_LINES])]
+    return {**step, "logs": logs, "logs_truncated": len(newest_first) > STEP_LOG_LINES}
 
 
 async def _detail(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
     execution_id = data["execution"]["id"]
     listed = {step["id"] for step in data["steps"]}
-    steps: list[dict[str, Any]] = []
     # output outside every listed step (all of it, for a command without step markers) is written
     # to its branch: one entry per branch that has some, or the UI would show nothing of it
-    for step in await request.app[ENGINE].get_steps(execution_id):
-        if step.kind is StepKind.BRANCH and step.id not in listed:
-            logs, truncated = await _step_logs(request, execution_id, step.id)
-            if logs:
-                steps.append({**step_dict(step), "logs": logs, "logs_truncated": truncated})
-    for step in data["steps"]:
-        logs, truncated = await _step_logs(request, execution_id, step["id"])
-        steps.append({**step, "logs": logs, "logs_truncated": truncated})
+    branches = [step_dict(step) for step in await request.app[ENGINE].get_steps(execution_id)
+                if step.kind is StepKind.BRANCH and step.id not in listed]
+    logs = await _logs_by_step(request, execution_id, [s["id"] for s in branches + data["steps"]])
+    steps = [_with_logs(branch, logs[branch["id"]]) for branch in branches if logs[branch["id"]]]
+    steps += [_with_logs(step, logs[step["id"]]) for step in data["steps"]]
     return {**data, "steps": steps, "artifacts": [_artifact(a) for a in data["artifacts"]]}
 
 
@@ -165,7 +178,7 @@ def reference_middleware(surface: Surface) -> Any:
     async def reference_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         surfaces = request.app[SURFACES]  # read first: as an argument, mypy infers the key from `owns`
-        if request.method == "HEAD" or not surface.owns(request, surfaces):
+        if not surface.owns(request, surfaces):
             return response
         # a file, a WebSocket: not an envelope
         if not isinstance(response, web.Response) or response.prepared or response.content_type != "application/json":

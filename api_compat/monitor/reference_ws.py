@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from api_compat.monitor.ws import WsHub
 from api_compat.monitor.ws_messages import message
@@ -54,8 +55,8 @@ def execution_update(execution: Execution) -> str:
 class ReferenceWsHub(WsHub):
     """The documented hub, with the reference UI's `execution_update` and fuller execution messages."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         #: the execution of the event being dispatched: its messages are completed with it
         self._event_execution: Execution | None = None
         #: loop time of the last `execution_update`, per execution still running

@@ -240,6 +240,18 @@ async def test_output_outside_any_step_shows_on_the_execution_page(ui: Ui, engin
         ("local", ["before"]), ("late", ["STEP_START:late", "inside"])]
 
 
+@pytest.mark.parametrize("count", [1_500, 12_000])  # read at once; read step by step
+async def test_a_step_carries_its_newest_thousand_lines(ui: Ui, engine: Any, count: int) -> None:
+    created = await submit(ui, f"echo STEP_START:big; seq 1 {count}; echo STEP_COMPLETE:big; "
+                               "echo STEP_START:small; echo tiny", name="long log")
+    await finish(engine, created["id"])
+    big, small = (await ui.request("GET", f"/executions/{created['id']}"))["steps"]
+    assert len(big["logs"]) == 1_000 and big["logs_truncated"] is True
+    assert big["logs"][0]["content"] == str(count - 998) and big["logs"][-1]["content"] == "STEP_COMPLETE:big"
+    assert [log["content"] for log in small["logs"]] == ["STEP_START:small", "tiny"]
+    assert small["logs_truncated"] is False
+
+
 async def test_the_websocket_messages_the_ui_handles(ui: Ui, engine: Any, listener: ApiListener) -> None:
     assert listener.ws_url is not None
     async with ui.session.ws_connect(listener.ws_url, headers={"Origin": UI_ORIGIN}) as ws:
