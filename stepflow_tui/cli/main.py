@@ -211,12 +211,13 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 # -- TUI / serve / token: the API listener is wired here, and only here ---------------------------------
 def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
                 ws_host: str | None = None, allowed_hosts: Sequence[str] = (),
-                workflow_dirs: Sequence[Path] | None = None) -> ApiConfig:
+                workflow_dirs: Sequence[Path] | None = None, monitor_shape: str | None = None) -> ApiConfig:
     from api_compat import ApiConfig, ConfigError
 
     try:
         config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
-                                    workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs))
+                                    workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs),
+                                    monitor_shape=monitor_shape)
         if allowed_hosts:  # added to STEPFLOW_ALLOWED_HOSTS
             config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
         config.check()
@@ -261,7 +262,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise CliError(f"--workflows {folder}: not a folder")
     config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
-                         allowed_hosts=args.allowed_host, workflow_dirs=args.workflows)
+                         allowed_hosts=args.allowed_host, workflow_dirs=args.workflows,
+                         monitor_shape=args.monitor_shape)
     engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
     await engine.start()
 
@@ -458,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workflows", action="append", type=Path, metavar="DIR",
                    help="a folder whose workflow files API clients may run by path (repeatable; default: "
                         "$STEPFLOW_WORKFLOW_DIRS, else none: clients send the workflow's text)")
+    p.add_argument("--monitor-shape", choices=("documented", "reference"), default=None,
+                   help="the StepFlow Monitor answers: as its API document has them (the default), or the "
+                        "older shape the reference web UI reads (also STEPFLOW_MONITOR_SHAPE)")
     p.set_defaults(func=cmd_serve, is_async=True)
 
     p = sub.add_parser("token", parents=[common], help="API tokens")
