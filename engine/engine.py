@@ -100,8 +100,8 @@ class Engine:
         lost = await mark_lost(self.store)
         self.writer.start()
         self._started = True
-        # (the process's garbage collector is the program's to tune, not the library's: see
-        # stepflow_tui.cli.wiring.freeze_startup_objects)
+        # (the process's garbage collector is the program's to tune, not this library's: the
+        # `stepflow` command freezes what exists at this point once start() returns)
         return lost
 
     async def __aenter__(self) -> Engine:
