@@ -13,6 +13,8 @@ from api_compat import monitor, openapi
 from api_compat.auth import TokenVerifier
 from api_compat.config import ApiConfig
 from api_compat.cross_site import cross_site_middleware
+from api_compat.monitor.reference_shape import REFERENCE
+from api_compat.monitor.reference_ws import ReferenceWsHub
 from api_compat.monitor.ws import WsHub
 from api_compat.state import CONFIG, ENGINE, STARTED_AT, SURFACES, VERIFIER, WS_HUB, ServedEngine
 from api_compat.surface import route
@@ -37,7 +39,8 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     config.check()
     verifier = (TokenVerifier(_data_dir(engine, config), failure_limit=config.auth_failure_limit)
                 if config.auth_enabled else None)
-    hub = WsHub(engine, client_queue=config.ws_client_queue, log_budget=config.ws_log_budget)
+    hub_type = ReferenceWsHub if config.monitor_shape == REFERENCE else WsHub
+    hub = hub_type(engine, client_queue=config.ws_client_queue, log_budget=config.ws_log_budget)
     # outermost: a refused request reaches neither auth nor a handler (api_compat/cross_site.py)
     app = web.Application(client_max_size=config.max_json_bytes,
                           middlewares=[cross_site_middleware(config, config.host)])

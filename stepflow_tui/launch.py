@@ -1,5 +1,5 @@
-"""The TUI's start: the app on the local engine (with the API listener the composition root
-starts for it) or on a remote one (`--connect`)."""
+"""The TUI's start: the app on the local engine (which the composition root builds and starts, with
+the API listener it starts for it) or on a remote one (`--connect`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.engine import Engine, EngineConfig
+from engine.engine import Engine
+from engine.workflow.issues import WorkflowError
 from stepflow_tui.cli.errors import CliError
-from stepflow_tui.cli.main import load_targets_config, make_store, resolve_data_dir
 
 if TYPE_CHECKING:
     from stepflow_tui.app import StepflowApp
@@ -31,6 +31,8 @@ class RunningApi(Protocol):
 #: starts the API listener on the engine, its data directory and the folders the TUI offers workflows
 #: from (the only ones whose files the API runs by path); a CliError says why it did not
 StartApi = Callable[[Engine, Path, list[Path]], Awaitable[RunningApi]]
+#: builds and starts the engine on a data directory (the composition root's `start_engine`)
+StartEngine = Callable[[Path], Awaitable[Engine]]
 
 
 def connected_app(client: RemoteEngine, workflow_dirs: list[Path], **options: Any) -> StepflowApp:
@@ -43,7 +45,8 @@ def connected_app(client: RemoteEngine, workflow_dirs: list[Path], **options: An
                        quit_stops_executions=False, sample_machine=False, **options)
 
 
-async def run_tui(args: argparse.Namespace, *, start_api: StartApi | None = None) -> int:
+async def run_tui(args: argparse.Namespace, *, data_dir: Path, start_engine: StartEngine,
+                  start_api: StartApi | None = None) -> int:
     from stepflow_tui.app import StepflowApp
 
     workflow_dirs = [Path(d) for d in args.workflow_dirs] or [ROOT / "sample_workflows", Path.cwd()]
@@ -62,10 +65,10 @@ async def run_tui(args: argparse.Namespace, *, start_api: StartApi | None = None
             await client.close()
         return 0
 
-    data_dir = resolve_data_dir(args.data_dir)
-    engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
     try:
-        await engine.start()
+        engine = await start_engine(data_dir)
+    except (CliError, WorkflowError):  # a data directory that cannot be one, a wrong targets file
+        raise
     except Exception as exc:
         raise CliError(f"cannot open the data directory {data_dir}: {exc}", 1) from None
     listener: RunningApi | None = None

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from api_compat.monitor import artifacts, executions, health, list_cache, statistics, ws
+from api_compat.monitor import artifacts, executions, health, list_cache, reference_shape, statistics, ws
 from api_compat.monitor.envelope import fail
 from api_compat.monitor.errors import error_middleware
 from api_compat.monitor.schemas import (
@@ -37,7 +37,7 @@ from api_compat.monitor.schemas import (
     OptimizeResult,
     RerunBody,
 )
-from api_compat.state import ENGINE
+from api_compat.state import CONFIG, ENGINE
 from api_compat.surface import Surface, route
 
 WS_DOC = {
@@ -140,6 +140,8 @@ def install(app: web.Application, surface: Surface) -> None:
 
     app[health.PROBE] = health.Probe()
     list_cache.install(app)
+    if app[CONFIG].monitor_shape == reference_shape.REFERENCE:
+        reference_shape.install(app, surface)  # its middleware goes outside the error middleware
     app.middlewares.append(error_middleware(surface))
 
 
