@@ -40,7 +40,7 @@ def _guard(to: QueueStatus, *sources: QueueStatus) -> str:
     the table of transitions."""
     bad = [s for s in sources if not allowed(s, to)]
     if bad:
-        raise AssertionError(f"queue: {', '.join(bad)} -> {to} is not in QUEUE_TRANSITIONS")
+        raise RuntimeError(f"queue: {', '.join(bad)} -> {to} is not in QUEUE_TRANSITIONS")
     return f"status IN ({', '.join(repr(s.value) for s in sources)})"
 
 
@@ -49,14 +49,15 @@ _ENQUEUE = (f"INSERT INTO queue_items ({', '.join(QUEUE_ITEMS.columns)}) "
             f"VALUES ({', '.join('?' * len(QUEUE_ITEMS.columns))}) {_RETURNING}")
 #: {queues}: the placeholders of the queues asked for
 _CLAIM = (
-    "UPDATE queue_items SET status = 'running', worker = ?, attempt = attempt + 1, claimed_at = ?, heartbeat_at = ? "
-    "WHERE pk = (SELECT pk FROM queue_items WHERE queue IN ({queues}) AND status = 'pending' "
+    f"UPDATE queue_items SET status = '{Q.RUNNING}', worker = ?, attempt = attempt + 1, claimed_at = ?, "
+    "heartbeat_at = ? "
+    f"WHERE pk = (SELECT pk FROM queue_items WHERE queue IN ({{queues}}) AND status = '{Q.PENDING}' "
     "ORDER BY priority DESC, pk LIMIT 1) "
     f"AND {_guard(Q.RUNNING, Q.PENDING)} {_RETURNING}"
 )
 _HEARTBEAT = (
     "UPDATE queue_items SET heartbeat_at = ?, execution_id = coalesce(?, execution_id) "
-    f"WHERE id = ? AND worker = ? AND status = 'running' {_RETURNING}"
+    f"WHERE id = ? AND worker = ? AND status = '{Q.RUNNING}' {_RETURNING}"
 )
 _FINISH = (
     "UPDATE queue_items SET status = ?, result = ?, finished_at = ?, heartbeat_at = ? "
