@@ -1,8 +1,9 @@
 """The contract of engine.store's protocols, run against every store the tests use.
 
 A store a test uses in place of another must keep this contract, or the tests it serves prove
-nothing (the in-memory stand-in the TUI's tests had drifted from the SQLite store: lines of steps
-that did not exist, pending executions lost at start...; it is gone, those tests use SQLite files).
+nothing. The in-memory stand-in the TUI's tests used had drifted from the SQLite store (it kept lines
+of steps that did not exist under their step, ignored the user filter, lost nothing in `mark_lost`,
+counted nothing in `stats`); it is gone, those tests use SQLite files.
 Today: the SQLite store on a new file, and on a file made by stepflow's first schema and migrated
 at open (so a migration that forgets what tables.py builds shows here). Add any new store to STORES.
 """
