@@ -42,7 +42,7 @@ async def list_executions(request: web.Request) -> web.Response:
     # the same query string on an unchanged database: the same answer (see list_cache)
     cache = request.app[LIST_CACHE]
     key = request.query_string
-    cached, version = cache.lookup(key)
+    cached, version = await cache.lookup(key)
     if cached is not None:
         return ok_json(cached)
     q = read_query(request, ListExecutionsQuery)

@@ -21,8 +21,8 @@ from stepflow_tui.widgets.log_view import LogView
 from storage import SqliteStore
 from tests.engine_helpers import engine_at, finished
 from tests.tui.conftest import make_app, wait_for
-from tests.tui.memory_store import StoreClient
 from tests.tui.screen_text import screen_text
+from tests.tui.store_client import StoreClient
 
 T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
 #: lines in runs of RUN, taking turns: step a, step b, the branch itself
