@@ -300,7 +300,7 @@ class StepflowApp(App[None]):
 
 def _engine_is_here(client: EngineClient) -> bool:
     """False for a RemoteEngine (`--connect`): this machine's targets file says nothing of the server's."""
-    remote = sys.modules.get("stepflow_tui.remote")  # not imported: no RemoteEngine can exist
+    remote = sys.modules.get("api_compat.monitor.client")  # not imported: no RemoteEngine can exist
     return remote is None or not isinstance(client, remote.RemoteEngine)
 
 

@@ -14,7 +14,7 @@ from stepflow_tui.cli.main import load_targets_config, make_store, resolve_data_
 
 if TYPE_CHECKING:
     from stepflow_tui.app import StepflowApp
-    from stepflow_tui.remote import RemoteEngine
+    from api_compat.monitor.client import RemoteEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +48,7 @@ async def run_tui(args: argparse.Namespace, *, start_api: StartApi | None = None
 
     workflow_dirs = [Path(d) for d in args.workflow_dirs] or [ROOT / "sample_workflows", Path.cwd()]
     if args.connect:
-        from stepflow_tui.remote import RemoteEngine
+        from api_compat.monitor.client import RemoteEngine
 
         client = RemoteEngine(args.connect, token=args.token)
         try:

@@ -17,7 +17,7 @@ from engine.model import ExecutionStatus
 from engine.runners.local import LocalRunner
 from engine.targets_file import load_user_targets
 from stepflow_tui.app import StepflowApp
-from stepflow_tui.remote import RemoteEngine
+from api_compat.monitor.client import RemoteEngine
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.screens.launch import LaunchDialog
 from storage import SqliteStore

@@ -29,7 +29,7 @@ from textual.widgets import OptionList
 from engine.model import ExecutionStatus, Step, StepStatus
 from stepflow_tui.app import StepflowApp
 from stepflow_tui.launch import connected_app
-from stepflow_tui.remote import RemoteEngine
+from api_compat.monitor.client import RemoteEngine
 from stepflow_tui.screens.dialogs import ConfirmDialog
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.screens.executions import ExecutionsScreen

@@ -1,4 +1,4 @@
-"""The event side of `RemoteEngine` (`stepflow_tui.remote`): ONE WebSocket to `/ws`, subscribed to
+"""The event side of `RemoteEngine` (`api_compat.monitor.client`): ONE WebSocket to `/ws`, subscribed to
 every execution (`"*"`), opened on the first `subscribe()`. Its messages are turned back into
 `engine.events` and offered to each subscriber's own bounded queue (`engine.hub.Subscriber`: a
 lagging subscriber loses log lines, never status events). The socket reconnects with backoff; once
@@ -53,7 +53,7 @@ from engine.views_decode import artifact_from_dict, enum_or, parse_time, step_fr
 from engine.views_decode import line_from_dict as line_from
 
 if TYPE_CHECKING:
-    from stepflow_tui.remote import RemoteEngine
+    from api_compat.monitor.client import RemoteEngine
 
 log = logging.getLogger(__name__)
 
