@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 
 from api_compat import ApiConfig, ApiListener, create_token
+from api_compat.monitor.client import RemoteEngine
 from api_compat.state import WS_HUB
 from engine.client import Subscription
 from engine.engine import Engine
@@ -48,7 +49,6 @@ from engine.model import (
     Stream,
 )
 from engine.workflow.load import WorkflowError
-from api_compat.monitor.client import RemoteEngine
 from tests.engine_helpers import engine_at, finished
 from tests.servers import free_port
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import aiohttp
 
+from api_compat.monitor.client_events import LOG_PAGE as _LOG_PAGE
+from api_compat.monitor.client_events import RemoteEvents
 from engine.client import Subscription
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
 from engine.model import (
@@ -42,8 +44,6 @@ from engine.views_decode import (
 )
 from engine.views_decode import line_from_dict as line_from
 from engine.workflow.load import WorkflowError, WorkflowIssue
-from api_compat.monitor.client_events import LOG_PAGE as _LOG_PAGE
-from api_compat.monitor.client_events import RemoteEvents
 
 log = logging.getLogger(__name__)
 
