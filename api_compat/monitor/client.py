@@ -22,6 +22,14 @@ import aiohttp
 
 from api_compat.monitor.client_events import LOG_PAGE as _LOG_PAGE
 from api_compat.monitor.client_events import RemoteEvents
+from api_compat.monitor.wire_decode import (
+    artifact_from_dict,
+    enum_or,
+    execution_from_dict,
+    parse_time,
+    step_from_dict,
+)
+from api_compat.monitor.wire_decode import line_from_dict as line_from
 from engine.client import Subscription
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
 from engine.model import (
@@ -35,14 +43,6 @@ from engine.model import (
     Step,
     utcnow,
 )
-from engine.views_decode import (
-    artifact_from_dict,
-    enum_or,
-    execution_from_dict,
-    parse_time,
-    step_from_dict,
-)
-from engine.views_decode import line_from_dict as line_from
 from engine.workflow.load import WorkflowError, WorkflowIssue
 
 log = logging.getLogger(__name__)

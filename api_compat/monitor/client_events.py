@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from api_compat.monitor.wire_decode import artifact_from_dict, enum_or, parse_time, step_from_dict
+from api_compat.monitor.wire_decode import line_from_dict as line_from
 from engine.client import Subscription
 from engine.errors import EngineError
 from engine.events import (
@@ -49,8 +51,6 @@ from engine.model import (
     StepStatus,
     utcnow,
 )
-from engine.views_decode import artifact_from_dict, enum_or, parse_time, step_from_dict
-from engine.views_decode import line_from_dict as line_from
 
 if TYPE_CHECKING:
     from api_compat.monitor.client import RemoteEngine

@@ -14,9 +14,9 @@ import psutil
 from aiohttp import web
 
 from api_compat.monitor.envelope import now_iso, ok
+from api_compat.monitor.wire import iso
 from api_compat.state import ENGINE, STARTED_AT, WS_HUB
 from engine.store import StoreStats
-from engine.views import iso
 
 _MB = 1024 * 1024
 

@@ -42,6 +42,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from api_compat.monitor import ws_messages as msg
 from api_compat.monitor.envelope import now_iso
+from api_compat.monitor.wire import execution_dict, step_dict
 from api_compat.monitor.ws_fanout import LogBudgets, WsClient, frame
 from api_compat.monitor.ws_messages import error_message, message
 from api_compat.request_parsing import InvalidJson, parse_json
@@ -62,7 +63,6 @@ from engine.events import (
     StepUpdated,
 )
 from engine.model import ArtifactFilter, Execution, ExecutionStatus, StepKind, Stream
-from engine.views import execution_dict, step_dict
 
 __all__ = ["WILDCARD", "WsClient", "WsHub", "error_message", "frame", "message", "websocket_handler"]
 
