@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from api_compat.state import CLOSE_STREAMS
+
 log = logging.getLogger(__name__)
 
 #: seconds between keep-alive comments on an idle stream (proxies close silent connections; a write
@@ -220,9 +222,12 @@ class SseHub:
                 await asyncio.wait_for(ended, timeout)
 
     def install(self, app: web.Application) -> None:
-        """Close the streams on the application's shutdown (before aiohttp waits for handlers)."""
+        """Close the streams on the application's shutdown (before aiohttp waits for handlers) and
+        when the listener stops (`api_compat.state.CLOSE_STREAMS`)."""
 
         async def close_streams(_app: web.Application) -> None:
             await self.close_all()
 
         app.on_shutdown.append(close_streams)
+        if CLOSE_STREAMS in app:
+            app[CLOSE_STREAMS].append(self.close_all)

@@ -21,7 +21,7 @@ import pytest
 
 from api_compat import ApiConfig, ApiListener, create_token
 from api_compat.monitor.client import RemoteEngine
-from api_compat.state import WS_HUB
+from api_compat.monitor.keys import WS_HUB
 from engine.client import Subscription
 from engine.engine import Engine
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound

@@ -3,6 +3,7 @@ and on its own port."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from pydantic import BaseModel
 from api_compat.monitor import artifacts, executions, health, list_cache, statistics, ws
 from api_compat.monitor.envelope import fail
 from api_compat.monitor.errors import error_middleware
+from api_compat.monitor.keys import PROBE, WS_HUB
 from api_compat.monitor.schemas import (
     UPLOAD_SCHEMA,
     ArtifactDetail,
@@ -37,7 +39,7 @@ from api_compat.monitor.schemas import (
     OptimizeResult,
     RerunBody,
 )
-from api_compat.state import ENGINE
+from api_compat.state import CLOSE_STREAMS, CONFIG, ENGINE
 from api_compat.surface import Surface, route
 
 WS_DOC = {
@@ -138,14 +140,38 @@ def install(app: web.Application, surface: Surface) -> None:
     route(r, surface, "GET", "/ws", ws.websocket_handler, "The WebSocket (also served on its own port)", t_ws,
           websocket=True, response=WS_DOC, status=101, errors=(400, 503))
 
-    app[health.PROBE] = health.Probe()
+    app[PROBE] = health.Probe()
     list_cache.install(app)
+    _install_hub(app)
     app.middlewares.append(error_middleware(surface))
 
 
-def make_ws_app(surface: Surface) -> web.Application:
-    """The documented WebSocket on its own port (`ws://host:8765`): `/` and `/ws`."""
+def _install_hub(app: web.Application) -> None:
+    """The WebSocket hub: subscribed to the engine while the application runs; its sockets closed
+    with 1001 on shutdown (on_shutdown runs before the server waits for handlers: an open WebSocket
+    would hold it up) or when the listener stops."""
+    config = app[CONFIG]
+    hub = ws.WsHub(app[ENGINE], client_queue=config.ws_client_queue, log_budget=config.ws_log_budget)
+    app[WS_HUB] = hub
+
+    async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
+        await hub.start()
+        yield
+        await hub.stop()
+
+    async def close_sockets(app: web.Application) -> None:
+        await hub.stop()
+
+    app.cleanup_ctx.append(hub_ctx)
+    app.on_shutdown.append(close_sockets)
+    app[CLOSE_STREAMS].append(hub.stop)
+
+
+def make_ws_app(surface: Surface, main: web.Application) -> web.Application:
+    """The documented WebSocket on its own port (`ws://host:8765`): `/` and `/ws`, on the hub of
+    the `main` application."""
     app = web.Application()
+    app[WS_HUB] = main[WS_HUB]
     route(app.router, surface, "GET", "/", ws.websocket_handler, "The WebSocket", "websocket",
           websocket=True, response=WS_DOC, status=101, errors=(400, 503))
     route(app.router, surface, "GET", "/ws", ws.websocket_handler, "The WebSocket", "websocket",

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from api_compat.monitor.envelope import ApiError, dumps, ok, ok_json
 from api_compat.monitor.errors import read_json, read_query
-from api_compat.monitor.list_cache import LIST_CACHE
+from api_compat.monitor.keys import LIST_CACHE
 from api_compat.monitor.schemas import (
     CreateExecutionBody,
     CreateWorkflowBody,

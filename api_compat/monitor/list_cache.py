@@ -23,6 +23,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from api_compat.monitor.keys import LIST_CACHE
 from api_compat.state import ENGINE
 from engine.model import Execution
 
@@ -99,9 +100,6 @@ class ListCache:
         self._entries.clear()
         if self._version is not None:
             self._version.close()
-
-
-LIST_CACHE = web.AppKey("executions_list_cache", ListCache)
 
 
 def install(app: web.Application) -> None:

@@ -42,11 +42,11 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from api_compat.monitor import ws_messages as msg
 from api_compat.monitor.envelope import now_iso
+from api_compat.monitor.keys import WS_HUB
 from api_compat.monitor.wire import execution_dict, step_dict
 from api_compat.monitor.ws_fanout import LogBudgets, WsClient, frame
 from api_compat.monitor.ws_messages import error_message, message
 from api_compat.request_parsing import InvalidJson, parse_json
-from api_compat.state import WS_HUB
 from engine.client import EngineClient, Subscription
 from engine.events import (
     ArtifactAdded,
