@@ -8,10 +8,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from api_compat import monitor, openapi
+from api_compat import openapi
 from api_compat.auth import TokenVerifier
 from api_compat.config import ApiConfig
 from api_compat.cross_site import cross_site_middleware
+from api_compat.monitor import routes as monitor
 from api_compat.state import CLOSE_STREAMS, CONFIG, ENGINE, STARTED_AT, SURFACES, VERIFIER, ServedEngine
 from api_compat.surface import route
 
