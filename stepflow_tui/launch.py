@@ -1,5 +1,6 @@
-"""The TUI's start: the app on the local engine (which the composition root builds and starts, with
-the API listener it starts for it) or on a remote one (`--connect`)."""
+"""The TUI's start: the app on the local engine (with the API listener the composition root
+starts for it) or on a remote one (`--connect`, through the API client the composition root hands in:
+the TUI imports no API code)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from engine.client import EngineClient
 from engine.engine import Engine
 from engine.workflow.issues import WorkflowError
 from stepflow_tui.cli.errors import CliError
 
 if TYPE_CHECKING:
     from stepflow_tui.app import StepflowApp
-    from stepflow_tui.remote import RemoteEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,25 +36,38 @@ StartApi = Callable[[Engine, Path, list[Path]], Awaitable[RunningApi]]
 StartEngine = Callable[[Path], Awaitable[Engine]]
 
 
-def connected_app(client: RemoteEngine, workflow_dirs: list[Path], **options: Any) -> StepflowApp:
+class RemoteClient(EngineClient, Protocol):
+    """An engine client over a server's API, as `--connect` uses it: started (connected) before
+    the app runs, closed after."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+#: the client of the server at a URL (with a bearer token or None), not started yet
+Connect = Callable[[str, str | None], RemoteClient]
+
+
+def connected_app(client: EngineClient, workflow_dirs: list[Path], **options: Any) -> StepflowApp:
     """The app of `stepflow tui --connect` (`options`: the tests' keys file, no file watching)."""
     from stepflow_tui.app import StepflowApp
 
-    # this machine's CPU and memory would say nothing of the server's: the status strip shows the
-    # connection to it instead; quitting leaves the server's executions running
-    return StepflowApp(client, data_dir_label=client.base_url, workflow_dirs=workflow_dirs,
-                       quit_stops_executions=False, sample_machine=False, **options)
+    # this machine's CPU and memory (and targets file) would say nothing of the server's: the status
+    # strip shows the connection to it instead; quitting leaves the server's executions running
+    return StepflowApp(client, data_dir_label=client.description, workflow_dirs=workflow_dirs,
+                       quit_stops_executions=False, sample_machine=False, engine_is_here=False, **options)
 
 
 async def run_tui(args: argparse.Namespace, *, data_dir: Path, start_engine: StartEngine,
-                  start_api: StartApi | None = None) -> int:
+                  start_api: StartApi | None = None, connect: Connect | None = None) -> int:
     from stepflow_tui.app import StepflowApp
 
     workflow_dirs = [Path(d) for d in args.workflow_dirs] or [ROOT / "sample_workflows", Path.cwd()]
     if args.connect:
-        from stepflow_tui.remote import RemoteEngine
-
-        client = RemoteEngine(args.connect, token=args.token)
+        if connect is None:
+            raise CliError("this build cannot connect to a server (no API client)", 1)
+        client = connect(args.connect, args.token)
         try:
             await client.start()
         except Exception as exc:

@@ -21,6 +21,7 @@ import logging
 
 from aiohttp import web
 
+from api_compat.monitor.keys import LIST_CACHE
 from api_compat.state import ENGINE
 from engine.model import Execution
 from engine.store import ChangeCounter
@@ -70,9 +71,6 @@ class ListCache:
     def close(self) -> None:
         self._entries.clear()
         self._version = None
-
-
-LIST_CACHE = web.AppKey("executions_list_cache", ListCache)
 
 
 def install(app: web.Application) -> None:

@@ -35,10 +35,10 @@ from aiohttp import web
 
 from api_compat.monitor import artifacts
 from api_compat.monitor.envelope import dumps
+from api_compat.monitor.wire import line_dict, step_dict
 from api_compat.state import ENGINE, SURFACES
 from api_compat.surface import Handler, Surface, route
 from engine.model import LogLine, StepKind
-from engine.views import line_dict, step_dict
 
 REFERENCE = "reference"
 #: newest log lines each step carries in an execution's detail (the UI shows them all, as text)

@@ -18,6 +18,7 @@ import asyncio
 import json
 from typing import Any
 
+from api_compat.monitor.wire import execution_dict
 from api_compat.monitor.ws import WsHub
 from api_compat.monitor.ws_messages import message
 from engine.events import (
@@ -29,7 +30,6 @@ from engine.events import (
     ExecutionUpdated,
 )
 from engine.model import Execution
-from engine.views import execution_dict
 
 #: seconds between two `execution_update` messages of one execution whose status did not change
 UPDATE_INTERVAL = 1.0
@@ -64,8 +64,8 @@ class ReferenceWsHub(WsHub):
         #: a counter change waiting for its execution's interval to pass
         self._later: dict[str, asyncio.TimerHandle] = {}
 
-    async def stop(self, *, drain_timeout: float = 2.0) -> None:
-        await super().stop(drain_timeout=drain_timeout)
+    async def stop(self) -> None:
+        await super().stop()
         for handle in self._later.values():
             handle.cancel()
         self._later.clear()

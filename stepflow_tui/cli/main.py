@@ -30,7 +30,7 @@ from stepflow_tui.cli.wiring import (
 
 if TYPE_CHECKING:
     from api_compat import ApiConfig, ApiListener
-    from stepflow_tui.launch import RunningApi
+    from stepflow_tui.launch import RemoteClient, RunningApi
 
 log = logging.getLogger("stepflow")
 
@@ -176,11 +176,19 @@ async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace,
     return listener
 
 
+def _connect(url: str, token: str | None) -> RemoteClient:
+    """`tui --connect`: the StepFlow Monitor API client, handed to the TUI as an engine client."""
+    from api_compat.monitor.client import RemoteEngine
+
+    return RemoteEngine(url, token=token)
+
+
 async def cmd_tui(args: argparse.Namespace) -> int:
     from stepflow_tui.launch import run_tui
 
     return await run_tui(args, data_dir=resolve_data_dir(args.data_dir), start_engine=start_engine,
-                         start_api=lambda engine, data_dir, offered: _start_api(engine, data_dir, args, offered))
+                         start_api=lambda engine, data_dir, offered: _start_api(engine, data_dir, args, offered),
+                         connect=_connect)
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:

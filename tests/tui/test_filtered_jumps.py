@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from api_compat import ApiConfig, ApiListener
+from api_compat.monitor.client import RemoteEngine
 from engine.events import ExecutionCreated, ExecutionFinished, ExecutionStarted, LinesLogged
 from engine.model import Execution, ExecutionStatus, Step, StepKind, Stream
 from stepflow_tui.log_window import LogWindow
-from stepflow_tui.remote import RemoteEngine
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
