@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dispatch.py [--steps 500] [--runs 3]
 
-The workflow's time runs from `submit_workflow` (parsing the YAML included) to the end of `wait`.
+The workflow's time runs from `submit` (parsing the YAML included) to the end of `wait`.
 Besides wall time it prints the engine's CPU time (`time.process_time()`: this process, all its
 threads, not the commands), which others' load on a shared machine disturbs much less.
 """
@@ -22,6 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.model import ExecutionKind  # noqa: E402
+from engine.submission import SubmitRequest  # noqa: E402
 from stepflow_tui.cli.wiring import EngineOptions, start_engine  # noqa: E402
 
 
@@ -49,7 +51,8 @@ async def run_engine(n: int, data: Path) -> EngineTimes:
     text = workflow_text(n)
     try:
         started, cpu_started = time.perf_counter(), time.process_time()
-        ex = await engine.submit_workflow("dispatch.yaml", text=text)
+        ex = await engine.submit(SubmitRequest(kind=ExecutionKind.WORKFLOW, workflow_path="dispatch.yaml",
+                                               workflow_text=text))
         submitted, cpu_submitted = time.perf_counter(), time.process_time()
         done = await engine.wait(ex.id)
         ended, cpu_ended = time.perf_counter(), time.process_time()
