@@ -35,6 +35,9 @@ async def adopt_queue(store: Store, owner_alive: Callable[[str | None], bool], o
     for execution in await stored_queue(store):
         if execution.owner is not None and owner_alive(execution.owner):
             continue
+        # another engine starting at the same moment may take it first
+        if not await store.take_queued(execution.id, owner, execution.owner):
+            continue
         stored = await store.get_steps(execution.id)
         execution.owner = owner
         try:

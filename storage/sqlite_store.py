@@ -64,6 +64,18 @@ class SqliteStore(SqliteQueue, SqliteRegistry):
             )
         return result.rowcount > 0
 
+    async def take_queued(self, execution_id: str, owner: str, was: str | None) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id,
+                       executions.c.status == ExecutionStatus.PENDING.value,
+                       executions.c.admitted_at.is_(None),
+                       executions.c.owner.is_(None) if was is None else executions.c.owner == was)
+                .values(owner=owner)
+            )
+        return result.rowcount > 0
+
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
         now = utcnow()
         at = literal(now, UtcDateTime())

@@ -112,6 +112,41 @@ async def test_a_restart_runs_all_100_queued_executions_in_priority_order(tmp_pa
     assert sorted(lines) == sorted(f"run {i}" for i in range(100))
 
 
+async def test_two_engines_starting_at_once_run_each_queued_execution_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with engine_at(data, max_running=0) as engine:
+        queued = [await submit_command(engine, f"echo run {i}", name=f"job-{i}") for i in range(20)]
+    engines = [Engine(SqliteStore(database_path(data)), data, EngineConfig(max_running=4, shutdown_grace=5))
+               for _ in range(2)]
+    finished_ids: asyncio.Queue[str] = asyncio.Queue()
+
+    async def follow(engine: Engine) -> None:
+        async for event in engine.subscribe(maxsize=100_000):
+            if isinstance(event, ExecutionFinished):
+                finished_ids.put_nowait(event.execution_id)
+
+    followers = [asyncio.create_task(follow(e)) for e in engines]
+    await asyncio.sleep(0)  # subscribed before the engines start
+    # both adopt what the first left queued at the same moment: the guarded take gives each to one
+    await asyncio.gather(*(e.start() for e in engines))
+    try:
+        ended: list[str] = []
+        async with asyncio.timeout(120):
+            while len(ended) < 20:
+                ended.append(await finished_ids.get())
+        for engine in engines:
+            await engine.writer.barrier()
+        done = [await engines[0].store.get_execution(e.id) for e in queued]
+        lines = [line.text for e in queued for line in await engines[0].get_log_lines(e.id)]
+    finally:
+        for task in followers:
+            task.cancel()
+        await asyncio.gather(*(e.shutdown() for e in engines))
+    assert sorted(ended) == sorted(e.id for e in queued), "each ended once"
+    assert [e.status if e else None for e in done] == [ExecutionStatus.COMPLETED] * 20
+    assert sorted(lines) == sorted(f"run {i}" for i in range(20)), "each ran once, none twice"
+
+
 async def test_a_queued_workflow_runs_after_a_restart_on_its_stored_steps(tmp_path: Path) -> None:
     data = tmp_path / "data"
     text = "name: wf\nsteps:\n  - {name: a, run: echo A}\n  - {name: b, run: echo B, needs: [a]}\n"
@@ -195,3 +230,23 @@ def test_stepflow_max_running_is_checked_and_a_one_shot_exec_still_runs(tmp_path
     paused = exec_with("0")
     assert paused.returncode == 0, paused.stderr
     assert "hi" in paused.stdout
+
+
+async def test_a_queued_execution_is_taken_by_one_of_two_stores_at_once(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    async with engine_at(data, max_running=0) as engine:
+        queued = [await submit_command(engine, f"echo {i}") for i in range(50)]
+    stores = [SqliteStore(database_path(data)) for _ in range(2)]
+    for store in stores:
+        await store.open()
+    try:
+        # released at shutdown: no owner; each of two engines tries to take every one at once
+        taken = await asyncio.gather(*(store.take_queued(e.id, f"engine-{n}", None)
+                                       for e in queued for n, store in enumerate(stores)))
+        owners = [await stores[0].get_execution(e.id) for e in queued]
+    finally:
+        for store in stores:
+            await store.close()
+    assert taken.count(True) == 50, "each taken exactly once"
+    assert [taken[2 * i] != taken[2 * i + 1] for i in range(50)] == [True] * 50
+    assert all(e is not None and e.owner in ("engine-0", "engine-1") for e in owners)

@@ -42,6 +42,10 @@ class ExecutionEvents(Protocol):
         """Mark a pending or running execution failed with `error`, touching nothing else (its
         other writes failed: see engine.store_writer). False if there was no such row to change."""
 
+    async def take_queued(self, execution_id: str, owner: str, was: str | None) -> bool:
+        """Make `owner` the owner of a queued execution (pending, never admitted) whose owner is
+        still `was`, in one guarded statement: of two engines adopting it at once, one gets it."""
+
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
         """Executions left running by a dead engine become failed with reason 'engine lost' (their
         open steps too). `owner_alive(execution.owner)` returning True spares an execution whose
