@@ -8,7 +8,7 @@ Events come through `subscribe()`.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
+from typing import Protocol, Unpack
 
 from engine.events import Event
 from engine.model import (
@@ -20,6 +20,7 @@ from engine.model import (
     LogLine,
     Step,
 )
+from engine.store.logs import LogSelection
 from engine.submission import SubmitRequest
 
 
@@ -68,13 +69,7 @@ class EngineClient(Protocol):
     async def get_log_lines(
         self,
         execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
+        **selection: Unpack[LogSelection],
     ) -> list[LogLine]:
         """Lines with after_seq < seq < before_seq (of `step_ids` only, if given), in seq order or
         newest first, skipping the first `offset` of them: a view filtered to a step jumps to its

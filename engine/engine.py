@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from engine.admission import AdmissionQueue, end_unstarted
 from engine.adoption import adopt_queue
@@ -38,6 +38,7 @@ from engine.model import (
 from engine.ownership import owner_is_alive, this_engine
 from engine.runners.base import Runner
 from engine.store import Store, StoreStats
+from engine.store.logs import LogSelection
 from engine.store_writer import StoreWriter
 from engine.submission import Planned, SubmitRequest, check_request, command_request_of, plan_command
 from engine.surrogates import replace_in, replace_surrogates, unencodable
@@ -520,18 +521,9 @@ class Engine:
     async def get_log_lines(
         self,
         execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
+        **selection: Unpack[LogSelection],
     ) -> list[LogLine]:
-        return await self.store.get_log_lines(
-            execution_id, step_ids=step_ids, after_seq=after_seq, before_seq=before_seq,
-            limit=limit, newest_first=newest_first, offset=offset,
-        )
+        return await self.store.get_log_lines(execution_id, **selection)
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
         return await self.store.count_log_lines(execution_id, step_ids=step_ids)

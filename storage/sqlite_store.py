@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from sqlalchemy import String, func, literal, select, type_coerce, update
 
@@ -25,6 +25,7 @@ from engine.model import (
     utcnow,
 )
 from engine.store import StoreStats
+from engine.store.logs import LogRange, LogSelection
 from engine.surrogates import replace_surrogates
 from storage import queries
 from storage.driver import driver_connection
@@ -145,16 +146,11 @@ class SqliteStore(SqliteQueue, SqliteRegistry):
     async def get_log_lines(
         self,
         execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
+        **selection: Unpack[LogSelection],
     ) -> list[LogLine]:
-        return await self._reader.run(queries.get_log_lines, execution_id, step_ids, after_seq, before_seq, limit,
-                                      newest_first, offset, snapshot=True)
+        r = LogRange.of(selection)
+        return await self._reader.run(queries.get_log_lines, execution_id, r.step_ids, r.after_seq, r.before_seq,
+                                      r.limit, r.newest_first, r.offset, snapshot=True)
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
         return await self._reader.run(queries.count_log_lines, execution_id, step_ids, snapshot=True)

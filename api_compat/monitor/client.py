@@ -16,7 +16,7 @@ import re
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import aiohttp
 
@@ -44,6 +44,7 @@ from engine.model import (
     Step,
     utcnow,
 )
+from engine.store.logs import LogRange, LogSelection
 from engine.submission import SubmitRequest, check_request
 from engine.workflow.load import WorkflowError, WorkflowIssue
 
@@ -436,16 +437,13 @@ class RemoteEngine:
     async def get_log_lines(
         self,
         execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
+        **selection: Unpack[LogSelection],
     ) -> list[LogLine]:
         """The lines, in pages of the server's largest (`limit` None: all of them). `offset` skips
         lines on the server (the first page only: the next ones go on from the last seq)."""
+        r = LogRange.of(selection)
+        step_ids, after_seq, before_seq, limit = r.step_ids, r.after_seq, r.before_seq, r.limit
+        newest_first, offset = r.newest_first, r.offset
         if step_ids is not None and not step_ids:
             return []
         lines: list[LogLine] = []
