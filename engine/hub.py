@@ -106,6 +106,12 @@ class Sink(asyncio.Queue["Event | asyncio.Future[None]"]):
                 await asyncio.shield(self._room)  # one waiter's cancellation is not the others'
         await super().put(item)
 
+    def has_room_for(self, item: Event | asyncio.Future[None]) -> bool:
+        """`put` of `item` would not wait."""
+        return not self.full() and (
+            type(item) is not LinesLogged or self.uncommitted_lines < self.max_uncommitted_lines
+        )
+
     def committed(self, lines: int) -> None:
         """The writer is done with `lines` log lines taken from the sink (written, or given up)."""
         self.uncommitted_lines = max(0, self.uncommitted_lines - lines)
@@ -150,8 +156,15 @@ class Hub:
         return sub
 
     async def publish(self, event: Event) -> None:
-        await self.sink.put(event)
-        self.offer(event)
+        sink = self.sink
+        # the usual case, room in the sink, without the coroutines of `Sink.put` (a command's
+        # output makes several events a line when it prints markers)
+        if sink.has_room_for(event):
+            sink.put_nowait(event)
+        else:
+            await sink.put(event)
+        for sub in self._subscribers:
+            sub.offer(event)
 
     async def publish_stored(self, event: Event) -> None:
         """Like `publish`, but subscribers get the event once the store holds it (and everything

@@ -18,7 +18,9 @@ may move to the snapshot's status (or is the same), so a late `ExecutionUpdated`
 never resurrects a finished execution. The guard is one SQL expression for every row (the allowed
 (from, to) pairs written out), which is what lets all of a table's snapshots go in one
 `executemany`. A snapshot followed in the same batch by one of the same row and status is dropped:
-whatever the guard decides, the later one gets the same decision and overwrites every field.
+whatever the guard decides, the later one gets the same decision and overwrites every field. A
+step added in the batch (StepAdded: a marker step, which no stored row can hold yet) keeps only its
+latest snapshot whatever its status: a step that starts and ends within a batch is one insert.
 
 A row the database refuses (a step of an unknown execution, say) is skipped and its execution named
 in `BatchWriter.refused`; it does not fail the batch, whose other rows are good. The store writer
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from enum import StrEnum
 from itertools import chain, count, groupby, repeat
@@ -117,20 +119,33 @@ _IN_CHUNK = 5_000
 
 
 class _Snapshots:
-    """Rows of one table in arrival order; a snapshot replaces the row's previous one in place when
-    the status is the same (see the module's docstring)."""
+    """Snapshots of one table's rows in arrival order. A snapshot replaces the row's previous one
+    in place when the status is the same (see the module's docstring), or when that row is new in
+    this batch (a StepAdded: no stored row, so its insert may as well carry the latest snapshot:
+    the engine moved it there through the transition table). Rows are made at the end, of the
+    snapshots kept only."""
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self._latest: dict[str, int] = {}
+    __slots__ = ("_kept", "_latest", "_to_row")
 
-    def add(self, row: dict[str, Any]) -> None:
-        at = self._latest.get(row["id"])
-        if at is not None and self.rows[at]["status"] == row["status"]:
-            self.rows[at] = row
-        else:
-            self._latest[row["id"]] = len(self.rows)
-            self.rows.append(row)
+    def __init__(self, to_row: Callable[[Any], dict[str, Any]]) -> None:
+        self._kept: list[Any] = []
+        #: id -> (index in _kept, the row is new in this batch)
+        self._latest: dict[str, tuple[int, bool]] = {}
+        self._to_row = to_row
+
+    def add(self, snapshot: Any, *, new: bool = False) -> None:
+        at = self._latest.get(snapshot.id)
+        if at is not None:
+            index, was_new = at
+            if was_new or self._kept[index].status is snapshot.status:
+                self._kept[index] = snapshot
+                return
+        self._latest[snapshot.id] = (len(self._kept), new)
+        self._kept.append(snapshot)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return list(map(self._to_row, self._kept))
 
 
 class BatchWriter:
@@ -140,8 +155,8 @@ class BatchWriter:
         self._conn = conn
         #: SQLite has json_each (3.38+, or built with JSON1): lines go as one row per event
         self._json = json_lines
-        self._executions = _Snapshots()
-        self._steps = _Snapshots()
+        self._executions = _Snapshots(execution_row)
+        self._steps = _Snapshots(step_row)
         self._artifacts: list[tuple[str, dict[str, Any]]] = []
         self._lines: list[LinesLogged] = []
         self._deleted: list[dict[str, Any]] = []
@@ -164,13 +179,15 @@ class BatchWriter:
             case LinesLogged():
                 self._lines.append(event)
             case ExecutionCreated(execution=execution, steps=created):
-                self._executions.add(execution_row(execution))
+                self._executions.add(execution)
                 for step in parents_first(created):
-                    self._steps.add(step_row(step))
+                    self._steps.add(step)
+            case StepAdded(step=s):
+                self._steps.add(s, new=True)
             case ExecutionStarted(execution=e) | ExecutionUpdated(execution=e) | ExecutionFinished(execution=e):
-                self._executions.add(execution_row(e))
-            case StepAdded(step=s) | StepStarted(step=s) | StepUpdated(step=s) | StepFinished(step=s):
-                self._steps.add(step_row(s))
+                self._executions.add(e)
+            case StepStarted(step=s) | StepUpdated(step=s) | StepFinished(step=s):
+                self._steps.add(s)
             case ArtifactAdded(artifact=artifact):
                 self._artifacts.append(("artifact", artifact_row(artifact)))
             case ArtifactDeleted(artifact_id=artifact_id):

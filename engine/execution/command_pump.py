@@ -154,6 +154,7 @@ class CommandPump:
         if outcome.reason is None:
             for action in self._tree.finish(exit_code):
                 await self._apply(action)
+            await self.state.counters_changed()
         else:
             status = (
                 StepStatus.CANCELLED
@@ -189,22 +190,52 @@ class CommandPump:
         return self.owner.id
 
     async def _ingest(self, stream: Stream, lines: list[str]) -> None:
+        """A block of lines: the markers among them applied in order, and the lines published as
+        few events as keep their order and their steps: a run of consecutive lines of one step is
+        one event, ended by a change of step or by a marker that does more than open a step (so
+        that what it closes or changes has its lines first). The execution's counters are
+        published once, after the block."""
+        state = self.state
+        run: list[str] = []
+        run_step = self.owner.id
         start = 0
         for i, markers in self._parser.parse_lines(lines):
             if i > start:
-                await self.state.log_lines(self._current_step_id(), stream, lines[start:i])
+                step_id = self._current_step_id()
+                if run and step_id != run_step:
+                    await state.log_lines(run_step, stream, run)
+                    run = []
+                run_step = step_id
+                run.extend(lines[start:i])
             before = self._current_step_id()
             opened: str | None = None
             for marker in markers:
-                for action in self._tree.feed(marker):
+                actions = self._tree.feed(marker)
+                if run and not all(type(action) is mt.OpenStep for action in actions):
+                    await state.log_lines(run_step, stream, run)
+                    run = []
+                for action in actions:
                     new_step = await self._apply(action)
                     if new_step is not None:
                         opened = new_step
             # the marker line itself belongs to the step it opens, or the one it closes
-            await self.state.log_lines(opened or before, stream, [lines[i]])
+            step_id = opened or before
+            if run and step_id != run_step:
+                await state.log_lines(run_step, stream, run)
+                run = []
+            run_step = step_id
+            run.append(lines[i])
             start = i + 1
         if start < len(lines):
-            await self.state.log_lines(self._current_step_id(), stream, lines[start:])
+            step_id = self._current_step_id()
+            if run and step_id != run_step:
+                await state.log_lines(run_step, stream, run)
+                run = []
+            run_step = step_id
+            run.extend(lines[start:])
+        if run:
+            await state.log_lines(run_step, stream, run)
+        await state.counters_changed()
 
     # -- applying marker actions ---------------------------------------------------------------
     def _step_for(self, local_id: int | None) -> Step:
@@ -231,6 +262,7 @@ class CommandPump:
                     stop_on_error=action.stop_on_error,
                     estimated_duration=action.estimated_duration,
                     metadata=meta,
+                    counters=False,
                 )
                 self._local_steps[action.local_id] = step
                 return step.id
@@ -243,11 +275,12 @@ class CommandPump:
                             closing,
                             StepStatus.FAILED,
                             error=action.error,
-                            exit_code=getattr(action, "exit_code", None),
+                            exit_code=action.exit_code,
+                            counters=False,
                         )
                     else:
                         await state.finish_step(
-                            closing, StepStatus.COMPLETED, exit_code=getattr(action, "exit_code", None)
+                            closing, StepStatus.COMPLETED, exit_code=action.exit_code, counters=False
                         )
             case mt.SetProgress():
                 step = self._step_for(action.local_id)

@@ -82,7 +82,10 @@ class ExecutionState:
         stop_on_error: bool = False,
         estimated_duration: float | None = None,
         metadata: dict[str, Any] | None = None,
+        counters: bool = True,
     ) -> Step:
+        """A marker step, running. `counters=False`: the execution's counters are published later,
+        by the caller's `counters_changed` (a command's pump does so once per block of output)."""
         step = Step(
             id=new_id(),
             execution_id=self.execution.id,
@@ -100,7 +103,8 @@ class ExecutionState:
         self._work.count(step)
         self.execution.current_step_index = step.index
         await self.hub.publish(StepAdded(step.snapshot()))
-        await self._counters_changed()
+        if counters:
+            await self.counters_changed()
         return step
 
     def _take_index(self) -> int:
@@ -124,6 +128,7 @@ class ExecutionState:
         exit_code: int | None = None,
         error: str | None = None,
         reason: AbortReason | None = None,
+        counters: bool = True,
     ) -> None:
         if not can_move_step(step, status):
             return
@@ -132,7 +137,8 @@ class ExecutionState:
         move_step(step, status, exit_code=exit_code, error=error, reason=reason)
         self._work.count(step)
         await self.hub.publish(StepFinished(step.snapshot()))
-        await self._counters_changed()
+        if counters:
+            await self.counters_changed()
         if step.kind is StepKind.MARKER and status.is_terminal:
             self._finished_markers.append(step.id)
             if len(self._finished_markers) >= FORGET_BATCH and self._stored is None:
@@ -160,7 +166,7 @@ class ExecutionState:
         # that moves by a tenth of a percent: STEP_PROGRESS:i/N for each of N items is N updates
         work = self._work
         if work.count(step) and work.percentage(self.execution.status) != self.execution.progress_percentage:
-            await self._counters_changed()
+            await self.counters_changed()
 
     async def close_open_children(
         self, parent_id: str, status: StepStatus, reason: AbortReason | None
@@ -265,7 +271,8 @@ class ExecutionState:
         ex.completed_steps = self._work.work_completed
         ex.progress_percentage = self._work.percentage(ex.status)
 
-    async def _counters_changed(self) -> None:
+    async def counters_changed(self) -> None:
+        """Publish the execution's counters and progress if they moved since last published."""
         self._recount()
         ex = self.execution
         counters = (ex.total_steps, ex.completed_steps, ex.current_step_index, ex.progress_percentage)
