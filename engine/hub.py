@@ -37,6 +37,11 @@ class Subscriber:
         self._wakeup.set()
 
     @property
+    def pending(self) -> int:
+        """Events waiting to be taken."""
+        return len(self._items)
+
+    @property
     def dropped_total(self) -> int:
         return sum(self._dropped.values())
 

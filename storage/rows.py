@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.model import (
@@ -121,6 +121,56 @@ def step_row(s: Step) -> dict[str, Any]:
         "cpu_percent": s.cpu_percent,
         "rss_bytes": s.rss_bytes,
     }
+
+
+#: the columns `step_values` fills, in its order (every column but the integer key)
+STEP_WRITE_COLUMNS = (
+    "id", "execution_id", "parent_id", "name", "kind", "step_index", "description", "status", "exit_code",
+    "error_message", "abort_reason", "created_at", "started_at", "completed_at", "estimated_duration",
+    "stop_on_error", "progress", "metadata", "target", "cpu_percent", "rss_bytes",
+)
+_dumps = json.JSONEncoder().encode
+
+
+def _iso(value: datetime | None) -> str | None:
+    """As storage.tables.UtcDateTime stores it."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    elif value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
+
+
+def step_values(s: Step) -> tuple[Any, ...]:
+    """`step_row` as the database takes it (STEP_WRITE_COLUMNS): text datetimes, JSON text, 0/1,
+    what SQLAlchemy's types make of it (tests/test_storage.py compares them), for the write path
+    that goes under SQLAlchemy: a command printing markers makes thousands of steps a second."""
+    metadata = s.metadata
+    return (
+        s.id,
+        s.execution_id,
+        s.parent_id,
+        _text(s.name),
+        s.kind.value,
+        s.index,
+        _text(s.description),
+        s.status.value,
+        s.exit_code,
+        _text(s.error_message),
+        None if s.abort_reason is None else s.abort_reason.value,
+        _iso(s.created_at),
+        _iso(s.started_at),
+        _iso(s.completed_at),
+        s.estimated_duration,
+        int(s.stop_on_error),
+        s.progress,
+        "{}" if not metadata else _dumps(replace_in(metadata)),
+        _text(s.target),
+        s.cpu_percent,
+        s.rss_bytes,
+    )
 
 
 def step_from(row: Mapping[Any, Any]) -> Step:

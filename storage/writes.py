@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from enum import StrEnum
@@ -39,6 +40,7 @@ from operator import itemgetter
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, bindparam, delete, select, text
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -63,7 +65,7 @@ from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
 from storage.driver import driver_connection
-from storage.rows import artifact_row, execution_row, step_row
+from storage.rows import STEP_WRITE_COLUMNS, artifact_row, execution_row, step_values
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
 
 log = logging.getLogger(__name__)
@@ -112,6 +114,19 @@ STATEMENTS: dict[str, Executable] = {
     "artifact deletion": delete(artifacts).where(artifacts.c.id == bindparam("id")),
     "execution deletion": delete(executions).where(executions.c.id == bindparam("id")),
 }
+
+
+def _positional(stmt: Executable, columns: Sequence[str]) -> str:
+    """The statement's SQL for the driver's executemany of tuples in the order of `columns`."""
+    compiled = stmt.compile(dialect=sqlite_dialect(paramstyle="qmark"), column_keys=list(columns))
+    if tuple(compiled.positiontup or ()) != tuple(columns):
+        raise RuntimeError(f"{compiled.positiontup} are not the columns {columns}")
+    return str(compiled)
+
+
+#: the step upsert under SQLAlchemy, with rows of storage.rows.step_values: a command printing
+#: markers makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
+STEP_UPSERT = _positional(STATEMENTS["step"], STEP_WRITE_COLUMNS)
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
 #: ids per `IN (...)`, well under SQLite's limit on bound parameters
@@ -156,7 +171,7 @@ class BatchWriter:
         #: SQLite has json_each (3.38+, or built with JSON1): lines go as one row per event
         self._json = json_lines
         self._executions = _Snapshots(execution_row)
-        self._steps = _Snapshots(step_row)
+        self._steps = _Snapshots(step_values)
         self._artifacts: list[tuple[str, dict[str, Any]]] = []
         self._lines: list[LinesLogged] = []
         self._deleted: list[dict[str, Any]] = []
@@ -168,7 +183,7 @@ class BatchWriter:
         for event in events:
             self._add(event)
         await self._execute("execution", self._executions.rows)
-        await self._execute("step", self._steps.rows)
+        await self._execute_steps(self._steps.rows)
         for kind, group in groupby(self._artifacts, key=itemgetter(0)):
             await self._execute(kind, [row for _kind, row in group])
         await self._insert_lines(self._lines)
@@ -208,6 +223,30 @@ class BatchWriter:
         if kind in _GUARDED and changed < len(rows):
             log.debug("%d %s snapshot(s) not applied: the stored status had moved past them",
                       len(rows) - changed, kind)
+
+    async def _execute_steps(self, rows: list[tuple[Any, ...]]) -> None:
+        """As `_execute` for the steps, through the driver (see STEP_UPSERT)."""
+        if not rows:
+            return
+        db = await driver_connection(self._conn)
+        try:
+            cursor = await db.executemany(STEP_UPSERT, rows)
+            changed = cursor.rowcount
+            await cursor.close()
+        except sqlite3.IntegrityError:
+            # as `_one_by_one`: the rows before the refused one are in, and go again harmlessly
+            changed = 0
+            for row in rows:
+                try:
+                    cursor = await db.execute(STEP_UPSERT, row)
+                except sqlite3.IntegrityError as exc:
+                    log.debug("skipped writing the step of %s: %s", row[0], exc)
+                    self.refused.setdefault(row[1], str(exc))
+                    continue
+                changed += cursor.rowcount
+                await cursor.close()
+        if changed < len(rows):
+            log.debug("%d step snapshot(s) not applied: the stored status had moved past them", len(rows) - changed)
 
     async def _one_by_one(self, kind: str, rows: list[dict[str, Any]]) -> int:
         # Some row was refused. SQLite undid only that statement, the transaction goes on; the rows

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +39,6 @@ from engine.model import (
     StepKind,
     StepStatus,
     Stream,
-    new_id,
     utcnow,
 )
 from engine.progress import WorkTally
@@ -49,6 +51,15 @@ log = logging.getLogger(__name__)
 #: finished marker steps that wait for the store together before leaving the live state: one
 #: barrier in the store writer's queue per this many, so a steady stream of steps costs it little
 FORGET_BATCH = 256
+
+#: ids of marker steps: random UUIDs (version 4) from a generator seeded by the OS. `uuid4()` asks the
+#: OS for every id, and each of those calls let SQLite's thread take the GIL: a command printing
+#: markers makes thousands of steps a second. Step ids are names, not secrets.
+_marker_ids = random.Random(os.urandom(32))
+
+
+def _marker_step_id() -> str:
+    return str(uuid.UUID(int=_marker_ids.getrandbits(128), version=4))
 
 
 class ExecutionState:
@@ -87,7 +98,7 @@ class ExecutionState:
         """A marker step, running. `counters=False`: the execution's counters are published later,
         by the caller's `counters_changed` (a command's pump does so once per block of output)."""
         step = Step(
-            id=new_id(),
+            id=_marker_step_id(),
             execution_id=self.execution.id,
             name=name,
             kind=StepKind.MARKER,

@@ -57,6 +57,8 @@ async def follow_execution(engine: Engine, submit, *, verbose: bool, plain: bool
                 printer.handle(event)
                 if isinstance(event, ExecutionFinished):
                     break
+                if not subscription.pending:
+                    printer.flush()
     finally:
         subscription.close()
         loop.remove_signal_handler(signal.SIGINT)
