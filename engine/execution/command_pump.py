@@ -192,10 +192,9 @@ class CommandPump:
     async def _ingest(self, stream: Stream, lines: list[str]) -> None:
         """A block of lines: the markers among them applied in order, and the lines published as
         few events as keep their order and their steps: a run of consecutive lines of one step is
-        one event, ended by a change of step or by a marker that does more than open a step or
-        complete one (so that a step that fails, or whatever else a marker changes, has its lines
-        first; a completed step's last lines may follow its end). The execution's counters are
-        published once, after the block."""
+        one event, ended by a change of step or by a marker that does something (subscribers see
+        the lines and the steps' changes in the order they were printed). The execution's counters
+        are published once, after the block."""
         state = self.state
         run: list[str] = []
         run_step = self.owner.id
@@ -212,7 +211,7 @@ class CommandPump:
             opened: str | None = None
             for marker in markers:
                 actions = self._tree.feed(marker)
-                if run and not all(_keeps_run(action) for action in actions):
+                if run and actions:
                     await state.log_lines(run_step, stream, run)
                     run = []
                 for action in actions:
@@ -438,13 +437,6 @@ class CommandPump:
         if peak:
             owner.rss_bytes = peak
             owner.metadata["peak_rss_bytes"] = peak
-
-
-def _keeps_run(action: mt.Action) -> bool:
-    """The action may come before the lines read ahead of it are published: it opens a step, or
-    completes one (a failed step's lines come before its end: its tail is what a user reads)."""
-    kind = type(action)
-    return kind is mt.OpenStep or (kind is mt.CloseStep and not action.failed)  # type: ignore[union-attr]
 
 
 def _masked(action: mt.Action, masker: Masker) -> mt.Action:
