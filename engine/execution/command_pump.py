@@ -206,7 +206,10 @@ class CommandPump:
                     await state.log_lines(run_step, stream, run)
                     run = []
                 run_step = step_id
-                run.extend(lines[start:i])
+                if run:
+                    run.extend(lines[start:i])
+                else:
+                    run = lines[start:i]
             before = self._current_step_id()
             opened: str | None = None
             for marker in markers:
@@ -232,7 +235,10 @@ class CommandPump:
                 await state.log_lines(run_step, stream, run)
                 run = []
             run_step = step_id
-            run.extend(lines[start:])
+            if run:
+                run.extend(lines[start:])
+            else:
+                run = lines[start:] if start else lines  # a block without markers: as it came
         if run:
             await state.log_lines(run_step, stream, run)
         await state.counters_changed()
