@@ -37,7 +37,7 @@ from datetime import UTC
 from enum import StrEnum
 from itertools import chain, count, groupby, repeat
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
@@ -116,7 +116,7 @@ STATEMENTS: dict[str, Executable] = {
 }
 
 
-def _positional(stmt: Executable, columns: Sequence[str]) -> str:
+def _positional(stmt: Any, columns: Sequence[str]) -> str:
     """The statement's SQL for the driver's executemany of tuples in the order of `columns`."""
     compiled = stmt.compile(dialect=sqlite_dialect(paramstyle="qmark"), column_keys=list(columns))
     if tuple(compiled.positiontup or ()) != tuple(columns):
@@ -133,7 +133,10 @@ _GUARDED = frozenset({"execution", "step"})
 _IN_CHUNK = 5_000
 
 
-class _Snapshots:
+R = TypeVar("R")
+
+
+class _Snapshots(Generic[R]):
     """Snapshots of one table's rows in arrival order. A snapshot replaces the row's previous one
     in place when the status is the same (see the module's docstring), or when that row is new in
     this batch (a StepAdded: no stored row, so its insert may as well carry the latest snapshot:
@@ -142,7 +145,7 @@ class _Snapshots:
 
     __slots__ = ("_kept", "_latest", "_to_row")
 
-    def __init__(self, to_row: Callable[[Any], dict[str, Any]]) -> None:
+    def __init__(self, to_row: Callable[[Any], R]) -> None:
         self._kept: list[Any] = []
         #: id -> (index in _kept, the row is new in this batch)
         self._latest: dict[str, tuple[int, bool]] = {}
@@ -159,7 +162,7 @@ class _Snapshots:
         self._kept.append(snapshot)
 
     @property
-    def rows(self) -> list[dict[str, Any]]:
+    def rows(self) -> list[R]:
         return list(map(self._to_row, self._kept))
 
 
