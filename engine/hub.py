@@ -37,11 +37,6 @@ class Subscriber:
         self._wakeup.set()
 
     @property
-    def pending(self) -> int:
-        """Events waiting to be taken."""
-        return len(self._items)
-
-    @property
     def dropped_total(self) -> int:
         return sum(self._dropped.values())
 
@@ -113,7 +108,9 @@ class Sink(asyncio.Queue["Event | asyncio.Future[None]"]):
 
     def has_room_for(self, item: Event | asyncio.Future[None]) -> bool:
         """`put` of `item` would not wait."""
-        return not self.full() and (
+        # `full()` without its two calls (asyncio.Queue's own fields: `_put` is its subclass hook)
+        maxsize = self._maxsize  # type: ignore[attr-defined]
+        return (maxsize <= 0 or len(self._queue) < maxsize) and (  # type: ignore[attr-defined]
             type(item) is not LinesLogged or self.uncommitted_lines < self.max_uncommitted_lines
         )
 
