@@ -58,12 +58,10 @@ def producer(rate: int, seconds: float, step_every: int) -> str:
 
 async def run_server(data_dir: Path, port_file: Path) -> None:
     from api_compat import ApiConfig, ApiListener
-    from engine.engine import Engine, EngineConfig
-    from storage import SqliteStore
-    from storage.paths import database_path
+    from stepflow_tui.cli.wiring import EngineOptions, start_engine
 
-    engine = Engine(SqliteStore(database_path(data_dir)), data_dir, EngineConfig())
-    await engine.start()
+    # built as `stepflow serve` builds it (the composition root's GC tuning included)
+    engine = await start_engine(data_dir, EngineOptions(targets={}))
     listener = ApiListener(engine, ApiConfig(port=0, ws_port=0, data_dir=data_dir))
     await listener.start()
     await asyncio.to_thread(port_file.write_text, f"{listener.port} {listener.ws_port}")

@@ -26,9 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.engine import Engine, EngineConfig  # noqa: E402
-from storage import SqliteStore  # noqa: E402
-from storage.paths import database_path  # noqa: E402
+from stepflow_tui.cli.wiring import EngineOptions, start_engine  # noqa: E402
 
 
 def workflow_text(n: int) -> str:
@@ -52,8 +50,8 @@ class EngineTimes:
 
 
 async def run_engine(n: int, data: Path) -> EngineTimes:
-    engine = Engine(SqliteStore(database_path(data)), data, EngineConfig())
-    await engine.start()
+    # built as `stepflow run` builds it (the composition root's GC tuning included)
+    engine = await start_engine(data, EngineOptions(targets={}))
     text = workflow_text(n)
     try:
         cpu_first = time.process_time()

@@ -35,10 +35,9 @@ sys.path.insert(0, str(ROOT))
 import asyncssh  # noqa: E402
 import psutil  # noqa: E402
 
-from engine.engine import Engine, EngineConfig  # noqa: E402
+from engine.engine import Engine  # noqa: E402
 from engine.runners import ssh_pool  # noqa: E402
-from storage import SqliteStore  # noqa: E402
-from storage.paths import database_path  # noqa: E402
+from stepflow_tui.cli.wiring import EngineOptions, start_engine  # noqa: E402
 
 MARKER_SCRIPT = """\
 echo "STEP_START:prepare"
@@ -174,8 +173,7 @@ async def execute(engine: Engine, text: str, folder: Path, server: psutil.Proces
 async def run_round(folder: Path, ports: list[int], data: Path, server: psutil.Process) -> Round:
     """A new engine runs the workflow twice: cold (it opens the connections), then warm (the
     connections the first execution pooled are used again: runners live as long as the engine)."""
-    engine = Engine(SqliteStore(database_path(data)), data, EngineConfig())
-    await engine.start()
+    engine = await start_engine(data, EngineOptions(targets={}))  # as `stepflow run` builds it
     text = workflow_text(folder, ports)
     try:
         cold = await execute(engine, text, folder, server, len(ports))

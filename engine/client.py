@@ -1,6 +1,6 @@
 """The one interface clients (the TUI, the CLI, the API) use to talk to an engine.
 
-`engine.engine.Engine` implements it in-process; `stepflow_tui.remote.RemoteEngine` implements it
+`engine.engine.Engine` implements it in-process; `api_compat.monitor.client.RemoteEngine` implements it
 over the StepFlow Monitor HTTP/WebSocket API. Commands return at once; nobody awaits a whole run.
 Events come through `subscribe()`.
 """

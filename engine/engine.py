@@ -4,7 +4,6 @@ through `subscribe()`. It implements `engine.client.EngineClient` in-process."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import getpass
 import logging
 import math
@@ -101,10 +100,8 @@ class Engine:
         lost = await mark_lost(self.store)
         self.writer.start()
         self._started = True
-        # What exists once the store is open (modules, schemas, compiled SQL...) lives as long as the
-        # process: out of the cyclic GC's sight, whose full passes over it stalled the loop for
-        # 100-150 ms each while a workflow of short steps ran (0.3 ms per step on average).
-        gc.freeze()
+        # (the process's garbage collector is the program's to tune, not this library's: the
+        # `stepflow` command freezes what exists at this point once start() returns)
         return lost
 
     async def __aenter__(self) -> Engine:

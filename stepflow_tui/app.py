@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -61,6 +60,7 @@ class StepflowApp(App[None]):
         sample_machine: bool = True,
         watch_workflows: bool = True,
         quit_stops_executions: bool = True,
+        engine_is_here: bool = True,
     ) -> None:
         super().__init__()
         self.client = client
@@ -79,8 +79,9 @@ class StepflowApp(App[None]):
         self.startup_notes: list[tuple[str, str]] = []
         #: where the embedded API listens, for the status strip
         self.api_url: str | None = None
-        #: the targets file the launch dialog offers; None when the engine is elsewhere (--connect)
-        self.targets_path: Path | None = user_targets_path() if _engine_is_here(client) else None
+        #: the targets file the launch dialog offers; None when the engine is elsewhere (--connect):
+        #: this machine's targets file says nothing of the server's
+        self.targets_path: Path | None = user_targets_path() if engine_is_here else None
         self.live = LiveCache()
         self.bridge = EngineBridge(client, self)
 
@@ -296,12 +297,6 @@ class StepflowApp(App[None]):
         self.bridge.close()
         # back to the collector: whatever the app leaves behind (an embedding process, the tests)
         gc.unfreeze()
-
-
-def _engine_is_here(client: EngineClient) -> bool:
-    """False for a RemoteEngine (`--connect`): this machine's targets file says nothing of the server's."""
-    remote = sys.modules.get("stepflow_tui.remote")  # not imported: no RemoteEngine can exist
-    return remote is None or not isinstance(client, remote.RemoteEngine)
 
 
 def _write_copy(path: Path, file_name: str, data: bytes) -> Path:

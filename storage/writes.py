@@ -65,7 +65,7 @@ from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
 from storage.driver import driver_connection
-from storage.rows import STEP_WRITE_COLUMNS, artifact_row, execution_row, step_values
+from storage.rows import STEPS, artifact_row, execution_row
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
 
 log = logging.getLogger(__name__)
@@ -124,9 +124,9 @@ def _positional(stmt: Any, columns: Sequence[str]) -> str:
     return str(compiled)
 
 
-#: the step upsert under SQLAlchemy, with rows of storage.rows.step_values: a command printing
+#: the step upsert under SQLAlchemy, with rows of storage.rows.STEPS.values: a command printing
 #: markers makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
-STEP_UPSERT = _positional(STATEMENTS["step"], STEP_WRITE_COLUMNS)
+STEP_UPSERT = _positional(STATEMENTS["step"], STEPS.columns)
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
 #: ids per `IN (...)`, well under SQLite's limit on bound parameters
@@ -174,7 +174,7 @@ class BatchWriter:
         #: SQLite has json_each (3.38+, or built with JSON1): lines go as one row per event
         self._json = json_lines
         self._executions = _Snapshots(execution_row)
-        self._steps = _Snapshots(step_values)
+        self._steps = _Snapshots(STEPS.values)
         self._artifacts: list[tuple[str, dict[str, Any]]] = []
         self._lines: list[LinesLogged] = []
         self._deleted: list[dict[str, Any]] = []

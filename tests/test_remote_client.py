@@ -20,7 +20,8 @@ import aiohttp
 import pytest
 
 from api_compat import ApiConfig, ApiListener, create_token
-from api_compat.state import WS_HUB
+from api_compat.monitor.client import RemoteEngine
+from api_compat.monitor.keys import WS_HUB
 from engine.client import Subscription
 from engine.engine import Engine
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound
@@ -48,7 +49,6 @@ from engine.model import (
     Stream,
 )
 from engine.workflow.load import WorkflowError
-from stepflow_tui.remote import RemoteEngine
 from tests.engine_helpers import engine_at, finished
 from tests.servers import free_port
 
@@ -455,7 +455,7 @@ async def test_events_missed_while_the_socket_was_down_are_replayed(served: Serv
     # drop the socket and refuse new ones while the execution goes on and ends, and another runs
     hub = served.listener.app[WS_HUB]  # type: ignore[index]
     hub.accepting = False
-    with log_records("stepflow_tui.remote_events", "503") as refused:
+    with log_records("api_compat.monitor.client_events", "503") as refused:
         await hub.close_clients()
         async with asyncio.timeout(10):
             await refused.wait()  # the client tried again and was turned away

@@ -269,6 +269,8 @@ async def test_every_entity_round_trips_with_all_its_fields(store: SqliteStore) 
         environment={"PYTHONUNBUFFERED": "1", "TOKEN": "***"}, user="ana", tags=["prod", "nightly"],
         metadata={"markers": "strict", "nested": {"n": [1, 2.5, None, True]}}, targets=["local", "web1"],
         total_steps=2, workflow_source="name: deploy\nsteps: []\n", rerun_of=new_id(), owner="host:1:2.00",
+        priority=-3, admitted_at=datetime(2025, 3, 1, 12, 0, 0, 1, tzinfo=UTC), source="tüi",
+        labels={"executr.job": "j-1", "ticket": "ÄB-7"},
     )
     branch = branch_of(e)
     wf = Step(

@@ -12,10 +12,10 @@ from pydantic import ValidationError
 from api_compat.monitor.envelope import ApiError, ok
 from api_compat.monitor.errors import describe_validation, read_query
 from api_compat.monitor.schemas import ListArtifactsQuery, UploadForm
+from api_compat.monitor.wire import artifact_dict
 from api_compat.request_parsing import InvalidJson, parse_json
 from api_compat.state import CONFIG, ENGINE
 from engine.model import Artifact, ArtifactFilter
-from engine.views import artifact_dict
 
 #: multipart framing and the small text fields, beyond the file itself
 _FORM_OVERHEAD = 64 * 1024

@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp import web
 
+from api_compat.monitor.wire import iso
 from api_compat.request_parsing import RequestRefused
 from engine.model import utcnow
-from engine.views import iso
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 dumps = _encoder.encode

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from api_compat.monitor.envelope import ApiError, dumps, ok, ok_json
 from api_compat.monitor.errors import read_json, read_query
-from api_compat.monitor.list_cache import LIST_CACHE
+from api_compat.monitor.keys import LIST_CACHE
 from api_compat.monitor.schemas import (
     CreateExecutionBody,
     CreateWorkflowBody,
@@ -17,10 +17,10 @@ from api_compat.monitor.schemas import (
     LogLinesQuery,
     RerunBody,
 )
+from api_compat.monitor.wire import artifact_dict, execution_dict, iso, line_dict, step_dict
 from api_compat.monitor.workflow_folders import allowed_workflow_file
 from api_compat.state import CONFIG, ENGINE
 from engine.model import ArtifactFilter, Execution, ExecutionFilter, StepKind
-from engine.views import artifact_dict, execution_dict, iso, line_dict, step_dict
 
 
 def created(execution: Execution, warnings: list[str]) -> web.Response:
@@ -42,7 +42,7 @@ async def list_executions(request: web.Request) -> web.Response:
     # the same query string on an unchanged database: the same answer (see list_cache)
     cache = request.app[LIST_CACHE]
     key = request.query_string
-    cached, version = cache.lookup(key)
+    cached, version = await cache.lookup(key)
     if cached is not None:
         return ok_json(cached)
     q = read_query(request, ListExecutionsQuery)

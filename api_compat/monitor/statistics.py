@@ -9,9 +9,9 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from api_compat.monitor.envelope import ok
+from api_compat.monitor.wire import execution_dict
 from api_compat.state import ENGINE
 from engine.model import Execution, ExecutionFilter, ExecutionStatus
-from engine.views import execution_dict
 
 #: per status; more active executions than this on one engine is not a dashboard's case
 ACTIVE_LIMIT = 1000

@@ -31,6 +31,7 @@ from engine.events import (
 )
 from engine.markers import MarkerParser
 from engine.model import Execution, ExecutionStatus, Step, StepKind, StepStatus, Stream
+from stepflow_tui import formatting
 
 GLYPHS = {
     "pending": ("·", "dim"),
@@ -40,6 +41,10 @@ GLYPHS = {
     "skipped": ("↷", "yellow"),
     "cancelled": ("■", "magenta"),
 }
+
+
+#: cells of a running step's progress bar
+PROGRESS_WIDTH = 12
 
 
 def reader_gone(stream: IO[str] | None = None) -> None:
@@ -74,20 +79,6 @@ def plural(count: float, noun: str) -> str:
     """`1 step`, `2 steps`, `1.5 days`."""
     number = str(count) if isinstance(count, int) else f"{count:g}"
     return f"{number} {noun}" + ("" if count == 1 else "s")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def fmt_time(value: datetime | None) -> str:
@@ -128,8 +119,9 @@ def step_line(depth: int, step: Step, *, show_branch: bool) -> Text:
     name = step.name if step.kind is not StepKind.BRANCH else f"[{step.name}]"
     text.append(name, style="bold" if step.kind is StepKind.BRANCH else "")
     if step.status is StepStatus.RUNNING and step.progress is not None:
-        text.append(f"  {progress_bar(step.progress)} {step.progress:.0f}%", style="cyan")
-    duration = fmt_duration(step.duration_seconds)
+        fraction = step.progress / 100
+        text.append(f"  {formatting.progress_bar(fraction, PROGRESS_WIDTH)} {formatting.percent(fraction)}", style="cyan")
+    duration = formatting.duration(step.duration_seconds)
     if duration:
         text.append(f"  {duration}", style="dim")
     if step.error_message and step.status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
@@ -138,15 +130,10 @@ def step_line(depth: int, step: Step, *, show_branch: bool) -> Text:
     if step.cpu_percent is not None:
         usage.append(f"cpu {step.cpu_percent:.0f}%")
     if step.rss_bytes:
-        usage.append(f"rss {step.rss_bytes / 1e6:.0f}MB")
+        usage.append(f"rss {formatting.size(step.rss_bytes)}")
     if usage:  # a step that ended quickly has CPU but perhaps no RSS (see engine/runners/local.py)
         text.append("  " + " ".join(usage), style="dim")
     return text
-
-
-def progress_bar(percent: float, width: int = 12) -> str:
-    filled = int(round(width * max(0.0, min(100.0, percent)) / 100))
-    return "█" * filled + "░" * (width - filled)
 
 
 #: lines kept per step for the summary of a failed one
@@ -314,7 +301,7 @@ class ProgressPrinter:
             return
         mark, style = glyph(step.status.value)
         parts = [(mark, style), (f" {self._path(step)} {what}", "")]
-        duration = fmt_duration(step.duration_seconds) if step.status.is_terminal else ""
+        duration = formatting.duration(step.duration_seconds) if step.status.is_terminal else ""
         if duration:
             parts.append((f" ({duration})", "dim"))
         if step.error_message and step.status.is_terminal and step.status is not StepStatus.COMPLETED:
@@ -378,12 +365,12 @@ class ProgressPrinter:
             parts.append(tail)
         elapsed = time.monotonic() - self._started
         if not final:
-            parts.append(Text(f"  {fmt_duration(elapsed)} elapsed · Ctrl-C cancels", style="dim"))
+            parts.append(Text(f"  {formatting.duration(elapsed)} elapsed · Ctrl-C cancels", style="dim"))
         return Group(*parts)  # type: ignore[arg-type]
 
     def summary(self, execution: Execution) -> None:
         mark, style = glyph(execution.status.value)
-        duration = fmt_duration(execution.duration_seconds)
+        duration = formatting.duration(execution.duration_seconds)
         line = f"[{style}]{mark} {execution.status.value}[/] {escape(execution.name)} in {duration}"
         if execution.exit_code not in (None, 0):
             line += f" (exit code {execution.exit_code})"
@@ -422,7 +409,7 @@ def render_show(console: Console, execution: Execution, steps: list[Step], artif
         ("created", fmt_time(execution.created_at)),
         ("started", fmt_time(execution.started_at)),
         ("finished", fmt_time(execution.completed_at)),
-        ("duration", fmt_duration(execution.duration_seconds)),
+        ("duration", formatting.duration(execution.duration_seconds)),
         ("steps", f"{execution.completed_steps}/{execution.total_steps} completed"),
     ]
     if execution.exit_code is not None:
@@ -446,17 +433,8 @@ def render_show(console: Console, execution: Execution, steps: list[Step], artif
         table = Table("artifact", "type", "size", "step", box=None, header_style="dim")
         names = {s.id: s.name for s in steps}
         for a in artifacts:
-            table.add_row(a.name, a.artifact_type.value, human_size(a.file_size), names.get(a.step_id or "", ""))
+            table.add_row(a.name, a.artifact_type.value, formatting.size(a.file_size), names.get(a.step_id or "", ""))
         console.print(table)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{size}B"
 
 
 #: the fewest characters of a name `ls` shows on a narrow terminal before the line overflows instead
@@ -480,7 +458,7 @@ def render_list(console: Console, executions: list[Execution]) -> None:
             (ex.status.value, style),
             (f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else "", ""),
             (fmt_time(ex.started_at or ex.created_at), ""),
-            (fmt_duration(ex.duration_seconds), ""),
+            (formatting.duration(ex.duration_seconds), ""),
         ))
     widths = [max(cell_len(header), *(cell_len(row[i][0]) for row in rows)) for i, header in enumerate(headers)]
     if not whole:

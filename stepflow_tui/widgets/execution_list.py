@@ -30,14 +30,8 @@ from engine.events import (
     ExecutionUpdated,
 )
 from engine.model import Execution, ExecutionFilter, ExecutionStatus
-from stepflow_tui.display import (
-    duration_between,
-    fmt_duration,
-    fmt_started,
-    progress_bar,
-    status_glyph,
-    truncate,
-)
+from stepflow_tui import formatting
+from stepflow_tui.display import duration_between, fmt_started, progress_text, status_glyph, truncate
 from stepflow_tui.widgets.strips import text_strip
 
 PAGE = 100
@@ -115,14 +109,14 @@ def row_text(ex: Execution, cols: Columns, now) -> Text:
         text.append("pending".ljust(cols.progress), style="dim")
     else:
         bar_style = {"completed": "green", "failed": "red", "cancelled": "magenta"}.get(ex.status.value, "cyan")
-        text.append_text(progress_bar(ex.progress_percentage, cols.progress - 5, bar_style))
+        text.append_text(progress_text(ex.progress_percentage, cols.progress - 5, bar_style))
     text.append(" ")
     steps = f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else ""
     text.append(steps.rjust(cols.steps))
     text.append(" ")
     text.append(fmt_started(ex.started_at or ex.created_at, now).ljust(cols.started))
     text.append(" ")
-    text.append(fmt_duration(duration_between(ex.started_at, ex.completed_at, now)).rjust(cols.duration))
+    text.append(formatting.duration(duration_between(ex.started_at, ex.completed_at, now)).rjust(cols.duration))
     return text
 
 

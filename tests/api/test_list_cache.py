@@ -13,7 +13,7 @@ import pytest
 
 from api_compat import ApiListener
 from api_compat.monitor import schemas as s
-from api_compat.monitor.list_cache import LIST_CACHE
+from api_compat.monitor.keys import LIST_CACHE
 from engine.events import ExecutionCreated, ExecutionStarted
 from engine.model import Execution, new_id
 from storage import SqliteStore

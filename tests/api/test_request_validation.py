@@ -106,7 +106,7 @@ async def test_the_openapi_document_says_400_and_documents_timeout_and_warnings(
 
 
 async def test_the_remote_client_passes_timeout_through(listener: Any, engine: Any) -> None:
-    from stepflow_tui.remote import RemoteEngine
+    from api_compat.monitor.client import RemoteEngine
 
     async with RemoteEngine(listener.url, max_reconnect_delay=0.2) as client:
         created = await client.submit_command("sleep 30", timeout=0.5)

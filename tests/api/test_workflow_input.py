@@ -207,7 +207,7 @@ async def test_the_tuis_listener_runs_files_of_the_folders_it_offers(
 
 
 async def test_a_remote_tui_sends_the_text_when_the_server_reads_no_such_path(engine: Any, tmp_path: Path) -> None:
-    from stepflow_tui.remote import RemoteEngine
+    from api_compat.monitor.client import RemoteEngine
 
     local = tmp_path / "mine.yaml"
     local.write_text(GOOD)

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from api_compat import ApiListener
-from api_compat.state import WS_HUB
+from api_compat.monitor.keys import WS_HUB
 from engine.model import ExecutionStatus, StepStatus, Stream
 from tests.api.conftest import make_config, running
 from tests.api.helpers import receive, receive_until

@@ -11,18 +11,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from api_compat import ApiConfig, ApiListener
+from api_compat.monitor.client import RemoteEngine
 from engine.events import ExecutionCreated, ExecutionFinished, ExecutionStarted, LinesLogged
 from engine.model import Execution, ExecutionStatus, Step, StepKind, Stream
 from stepflow_tui.log_window import LogWindow
-from stepflow_tui.remote import RemoteEngine
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from storage import SqliteStore
 from tests.engine_helpers import engine_at, finished
 from tests.tui.conftest import make_app, wait_for
-from tests.tui.memory_store import StoreClient
 from tests.tui.screen_text import screen_text
+from tests.tui.store_client import StoreClient
 
 T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
 #: lines in runs of RUN, taking turns: step a, step b, the branch itself

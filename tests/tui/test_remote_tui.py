@@ -26,10 +26,10 @@ from textual.notifications import Notification
 from textual.pilot import Pilot
 from textual.widgets import OptionList
 
+from api_compat.monitor.client import RemoteEngine
 from engine.model import ExecutionStatus, Step, StepStatus
 from stepflow_tui.app import StepflowApp
 from stepflow_tui.launch import connected_app
-from stepflow_tui.remote import RemoteEngine
 from stepflow_tui.screens.dialogs import ConfirmDialog
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.screens.executions import ExecutionsScreen

@@ -13,8 +13,8 @@ from engine.errors import InvalidRequest
 from stepflow_tui.app import StepflowApp
 from storage import SqliteStore
 from tests.tui.conftest import fixed_clock, seed_store
-from tests.tui.memory_store import StoreClient
 from tests.tui.seed import ARTIFACT_BYTES
+from tests.tui.store_client import StoreClient
 
 HERE = Path(__file__).parent
 WORKFLOWS = HERE / "data" / "workflows"

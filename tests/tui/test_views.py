@@ -231,7 +231,7 @@ async def test_keys_can_be_remapped_from_a_file(seeded_client, tmp_path: Path):
 
 async def test_quit_without_running_executions_exits(tmp_path: Path):
     from storage import SqliteStore
-    from tests.tui.memory_store import StoreClient
+    from tests.tui.store_client import StoreClient
 
     client = StoreClient(SqliteStore(tmp_path / "empty.sqlite"))
     app = make_app(client)

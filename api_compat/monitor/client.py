@@ -3,7 +3,7 @@
 
 Commands and reads are REST calls (the documented routes, plus ours: cancel, rerun, logs, workflows).
 Events come from one WebSocket, turned back into `engine.events` by `RemoteEvents`
-(`stepflow_tui.remote_events`), which this client owns and which reads over REST through it to
+(`api_compat.monitor.client_events`), which this client owns and which reads over REST through it to
 catch up after a reconnection."""
 
 from __future__ import annotations
@@ -20,6 +20,16 @@ from typing import Any
 
 import aiohttp
 
+from api_compat.monitor.client_events import LOG_PAGE as _LOG_PAGE
+from api_compat.monitor.client_events import RemoteEvents
+from api_compat.monitor.wire_decode import (
+    artifact_from_dict,
+    enum_or,
+    execution_from_dict,
+    parse_time,
+    step_from_dict,
+)
+from api_compat.monitor.wire_decode import line_from_dict as line_from
 from engine.client import Subscription
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
 from engine.model import (
@@ -33,17 +43,7 @@ from engine.model import (
     Step,
     utcnow,
 )
-from engine.views_decode import (
-    artifact_from_dict,
-    enum_or,
-    execution_from_dict,
-    parse_time,
-    step_from_dict,
-)
-from engine.views_decode import line_from_dict as line_from
 from engine.workflow.load import WorkflowError, WorkflowIssue
-from stepflow_tui.remote_events import LOG_PAGE as _LOG_PAGE
-from stepflow_tui.remote_events import RemoteEvents
 
 log = logging.getLogger(__name__)
 
@@ -487,7 +487,7 @@ class RemoteEngine:
             return 0
         return int(data["count"])
 
-    # -- events: the socket's side, in stepflow_tui.remote_events ------------------------------------
+    # -- events: the socket's side, in api_compat.monitor.client_events ---------------------------
     def subscribe(self, *, maxsize: int = 10_000) -> Subscription:
         """A new subscriber; the first one opens the shared WebSocket."""
         self._require_session()
