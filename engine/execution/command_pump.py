@@ -194,7 +194,17 @@ class CommandPump:
         few events as keep their order and their steps: a run of consecutive lines of one step is
         one event, ended by a change of step or by a marker that does something (subscribers see
         the lines and the steps' changes in the order they were printed). The execution's counters
-        are published once, after the block."""
+        are published once, after the block. The block's events are held (`ExecutionState.hold`)
+        and go to the store writer together."""
+        state = self.state
+        held = state.hold()
+        try:
+            await self._ingest_held(stream, lines)
+        finally:
+            if held:
+                await state.release()
+
+    async def _ingest_held(self, stream: Stream, lines: list[str]) -> None:
         state = self.state
         run: list[str] = []
         run_step = self.owner.id
@@ -345,6 +355,8 @@ class CommandPump:
 
     async def _add_artifact(self, step: Step, path: str, description: str) -> None:
         state = self.state
+        # the copy takes its time, and the artifact's event names a step that must be stored first
+        await state.release()
         artifact_id = new_id()
         folder = self.artifacts.folder_for(state.execution.id, artifact_id)
         from engine.artifacts import safe_file_name

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.events import (
+    Event,
     ExecutionFinished,
     ExecutionStarted,
     ExecutionUpdated,
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 #: barrier in the store writer's queue per this many, so a steady stream of steps costs it little
 FORGET_BATCH = 256
 
+#: events held (see `ExecutionState.hold`) at most: then they go, and holding goes on
+HOLD_AT_MOST = 256
+
 #: ids of marker steps: random UUIDs (version 4) from a generator seeded by the OS. `uuid4()` asks the
 #: OS for every id, and each of those calls let SQLite's thread take the GIL: a command printing
 #: markers makes thousands of steps a second. Step ids are names, not secrets.
@@ -83,6 +87,35 @@ class ExecutionState:
         self._finished_markers: list[str] = []
         #: resolved by the store writer once it wrote what came before (see `_forget_stored`)
         self._stored: asyncio.Future[None] | None = None
+        #: events held back while a block of output is applied (see `hold`)
+        self._held: list[Event] | None = None
+
+    # -- publishing -----------------------------------------------------------------------
+    def hold(self) -> bool:
+        """Hold the events published from now on until `release`, which publishes them together
+        (one item of the store writer's queue; subscribers hear of them then). For a block of a
+        command's output: its markers make several events each. Returns False when they already
+        were held (the release is someone else's). Whoever holds must not wait on anything else
+        before releasing: held events are not yet on their way to the store."""
+        if self._held is not None:
+            return False
+        self._held = []
+        return True
+
+    async def release(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            await self.hub.publish_many(held)
+
+    async def _publish(self, event: Event) -> None:
+        held = self._held
+        if held is None:
+            await self.hub.publish(event)
+            return
+        held.append(event)
+        if len(held) >= HOLD_AT_MOST:  # the store writer's queue holds about as many
+            self._held = []
+            await self.hub.publish_many(held)
 
     # -- steps ----------------------------------------------------------------------------
     async def add_marker_step(
@@ -113,7 +146,7 @@ class ExecutionState:
         self.steps[step.id] = step
         self._work.count(step)
         self.execution.current_step_index = step.index
-        await self.hub.publish(StepAdded(step.snapshot()))
+        await self._publish(StepAdded(step.snapshot()))
         if counters:
             await self.counters_changed()
         return step
@@ -129,7 +162,7 @@ class ExecutionState:
         move_step(step, StepStatus.RUNNING)
         if step.kind is not StepKind.BRANCH:
             self.execution.current_step_index = step.index
-        await self.hub.publish(StepStarted(step.snapshot()))
+        await self._publish(StepStarted(step.snapshot()))
 
     async def finish_step(
         self,
@@ -147,7 +180,7 @@ class ExecutionState:
             error = self.masker.mask(error)
         move_step(step, status, exit_code=exit_code, error=error, reason=reason)
         self._work.count(step)
-        await self.hub.publish(StepFinished(step.snapshot()))
+        await self._publish(StepFinished(step.snapshot()))
         if counters:
             await self.counters_changed()
         if step.kind is StepKind.MARKER and status.is_terminal:
@@ -159,6 +192,8 @@ class ExecutionState:
         """Drop the finished marker steps from `steps` once the store holds them: a barrier goes
         into the store writer's queue behind their StepFinished events, and resolves when those
         are written. Nothing waits for it here; the steps leave when it resolves."""
+        was_held = self._held is not None
+        await self.release()  # the barrier goes behind their StepFinished events
         ids, self._finished_markers = self._finished_markers, []
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stored = stored
@@ -170,9 +205,11 @@ class ExecutionState:
 
         stored.add_done_callback(forget)
         await self.hub.sink.put(stored)
+        if was_held:
+            self.hold()
 
     async def update_step(self, step: Step) -> None:
-        await self.hub.publish(StepUpdated(step.snapshot()))
+        await self._publish(StepUpdated(step.snapshot()))
         # its progress may move the execution's; the counters are redone (and published) only when
         # that moves by a tenth of a percent: STEP_PROGRESS:i/N for each of N items is N updates
         work = self._work
@@ -208,7 +245,7 @@ class ExecutionState:
             lines = [self.masker.mask(line) for line in lines]
         start = self._next_seq
         self._next_seq += len(lines)
-        await self.hub.publish(
+        await self._publish(
             LinesLogged(
                 exec_id=self.execution.id,
                 step_id=step_id,
@@ -223,7 +260,7 @@ class ExecutionState:
         await self.log_lines(step_id, Stream.SYSTEM, [text])
 
     async def notice(self, step_id: str | None, level: str, message: str, **extra: str) -> None:
-        await self.hub.publish(
+        await self._publish(
             Notice(
                 exec_id=self.execution.id,
                 step_id=step_id,
@@ -236,7 +273,7 @@ class ExecutionState:
     # -- the execution itself -------------------------------------------------------------
     async def start(self) -> None:
         move_execution(self.execution, ExecutionStatus.RUNNING)
-        await self.hub.publish(ExecutionStarted(self.execution.snapshot()))
+        await self._publish(ExecutionStarted(self.execution.snapshot()))
 
     async def finish(
         self,
@@ -252,6 +289,7 @@ class ExecutionState:
             error = self.masker.mask(error)
         move_execution(self.execution, status, exit_code=exit_code, error=error, reason=reason)
         self._recount()
+        await self.release()
         await self.hub.publish_stored(ExecutionFinished(self.execution.snapshot()))
 
     def request_stop(self, reason: AbortReason, message: str | None = None) -> bool:
@@ -289,4 +327,4 @@ class ExecutionState:
         counters = (ex.total_steps, ex.completed_steps, ex.current_step_index, ex.progress_percentage)
         if counters != self._last_counters:
             self._last_counters = counters
-            await self.hub.publish(ExecutionUpdated(ex.snapshot()))
+            await self._publish(ExecutionUpdated(ex.snapshot()))
