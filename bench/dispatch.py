@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dispatch.py [--steps 500] [--runs 3]
 
-The workflow's time runs from `submit_workflow` (parsing the YAML included) to the end of `wait`.
+The workflow's time runs from `submit` (parsing the YAML included) to the end of `wait`.
 Besides wall time it prints the engine's CPU time (`time.process_time()`: this process, all its
 threads, not the commands), which others' load on a shared machine disturbs much less.
 
@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engine.model import ExecutionKind  # noqa: E402
+from engine.submission import SubmitRequest  # noqa: E402
 from stepflow_tui.cli.wiring import EngineOptions, start_engine  # noqa: E402
 
 
@@ -59,7 +61,8 @@ async def run_engine(n: int, data: Path) -> EngineTimes:
         assert (await engine.wait(first.id)).status.value == "completed"
         first_cpu = time.process_time() - cpu_first
         started, cpu_started = time.perf_counter(), time.process_time()
-        ex = await engine.submit_workflow("dispatch.yaml", text=text)
+        ex = await engine.submit(SubmitRequest(kind=ExecutionKind.WORKFLOW, workflow_path="dispatch.yaml",
+                                               workflow_text=text))
         submitted, cpu_submitted = time.perf_counter(), time.process_time()
         done = await engine.wait(ex.id)
         ended, cpu_ended = time.perf_counter(), time.process_time()

@@ -36,7 +36,9 @@ import asyncssh  # noqa: E402
 import psutil  # noqa: E402
 
 from engine.engine import Engine  # noqa: E402
+from engine.model import ExecutionKind  # noqa: E402
 from engine.runners import ssh_pool  # noqa: E402
+from engine.submission import SubmitRequest  # noqa: E402
 from stepflow_tui.cli.wiring import EngineOptions, start_engine  # noqa: E402
 
 MARKER_SCRIPT = """\
@@ -136,7 +138,7 @@ class Run:
 
     wall: float
     cpu: float
-    #: of `cpu`: parsing and planning the workflow (`submit_workflow` until it returns)
+    #: of `cpu`: parsing and planning the workflow (`submit` until it returns)
     submit_cpu: float
     server_cpu: float
 
@@ -153,7 +155,8 @@ async def execute(engine: Engine, text: str, folder: Path, server: psutil.Proces
     server_before = cpu_seconds(server)
     cpu_before = time.process_time()
     started = time.perf_counter()
-    ex = await engine.submit_workflow(folder / "fanout.yaml", text=text)
+    ex = await engine.submit(SubmitRequest(kind=ExecutionKind.WORKFLOW, workflow_path=folder / "fanout.yaml",
+                                           workflow_text=text))
     submit_cpu = time.process_time() - cpu_before
     async with asyncio.timeout(300):
         done = await engine.wait(ex.id)

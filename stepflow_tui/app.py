@@ -20,8 +20,9 @@ from textual.screen import Screen
 
 from engine.client import EngineClient
 from engine.events import ExecutionDeleted, ExecutionFinished, ExecutionStarted
-from engine.model import Artifact, Execution, ExecutionFilter, ExecutionStatus
+from engine.model import Artifact, Execution, ExecutionFilter, ExecutionKind, ExecutionStatus
 from engine.ownership import this_engine
+from engine.submission import SubmitRequest
 from engine.targets_file import user_targets_path
 from stepflow_tui.bridge import EngineBridge
 from stepflow_tui.display import Clock, utc_clock
@@ -33,6 +34,9 @@ from stepflow_tui.screens.executions import ExecutionsScreen
 from stepflow_tui.screens.keys import binding_groups
 from stepflow_tui.screens.launch import LaunchDialog, LaunchRequest, remember_recent
 from stepflow_tui.widgets.status_strip import StatusStrip
+
+#: the surface executions submitted here come from
+SOURCE = "tui"
 
 
 class StepflowApp(App[None]):
@@ -207,17 +211,21 @@ class StepflowApp(App[None]):
                 return
             if request.workflow is not None:
                 workflow = request.workflow
-                targets = [request.target] if request.target else None
+                targets = [request.target] if request.target else []
 
                 def launched(execution: Execution) -> None:
                     # only a file that ran is remembered: one that did not validate is not "recent"
                     remember_recent(workflow)
                     self._launched(execution)
 
-                self.engine_call(self.client.submit_workflow(workflow, targets=targets), done=launched)
+                self.engine_call(self.client.submit(SubmitRequest(
+                    kind=ExecutionKind.WORKFLOW, source=SOURCE, workflow_path=workflow, targets=targets,
+                )), done=launched)
             elif request.command:
-                self.engine_call(self.client.submit_command(request.command, target=request.target or "local"),
-                                 done=self._launched)
+                self.engine_call(self.client.submit(SubmitRequest(
+                    kind=ExecutionKind.COMMAND, source=SOURCE, command=request.command,
+                    targets=[request.target or "local"],
+                )), done=self._launched)
 
         self.push_screen(LaunchDialog(self.workflow_dirs, watch=self.watch_workflows, targets_path=self.targets_path),
                          chosen)

@@ -14,7 +14,7 @@ import json
 import logging
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,13 @@ from engine.model import (
     ArtifactFilter,
     Execution,
     ExecutionFilter,
+    ExecutionKind,
     ExecutionStatus,
     LogLine,
     Step,
     utcnow,
 )
+from engine.submission import SubmitRequest, check_request
 from engine.workflow.load import WorkflowError, WorkflowIssue
 
 log = logging.getLogger(__name__)
@@ -264,58 +266,53 @@ class RemoteEngine:
         return execution
 
     # -- commands --------------------------------------------------------------------------------------
-    async def submit_command(
-        self,
-        command: str | Sequence[str],
-        *,
-        name: str | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        target: str = "local",
-        tags: Sequence[str] = (),
-        metadata: Mapping[str, object] | None = None,
-        user: str | None = None,
-        markers: str = "strict",
-        timeout: float | None = None,
-    ) -> Execution:
+    async def submit(self, request: SubmitRequest) -> Execution:
+        """Submit through the Monitor API (`POST /api/executions` or `/api/workflows`). What that
+        API has no field for (secrets, priority, labels, a rerun's origin) is refused rather than
+        dropped: the server would run something other than what was asked."""
+        check_request(request)
+        unsent = [what for what, given in (
+            ("secrets", request.secrets), ("priority", request.priority), ("labels", request.labels),
+            ("rerun_of", request.rerun_of), ("done_steps", request.done_steps),
+        ) if given]
+        if unsent:
+            raise InvalidRequest(f"the StepFlow Monitor API cannot take {', '.join(unsent)} with a submission")
+        if request.kind is ExecutionKind.WORKFLOW:
+            return await self._submit_workflow(request)
+        return await self._submit_command(request)
+
+    async def _submit_command(self, request: SubmitRequest) -> Execution:
         """Run a shell command on the server (`cwd` is a folder there; None: the server's)."""
+        command = request.command or ""
         text = command if isinstance(command, str) else shlex.join(command)
-        body: dict[str, Any] = {"command": text, "target": target, "markers": markers,
-                                "tags": list(tags), "environment": {str(k): str(v) for k, v in (env or {}).items()},
-                                "metadata": dict(metadata or {})}
-        if name is not None:
-            body["name"] = name
-        if cwd is not None:
-            body["working_directory"] = str(cwd)
-        if user is not None:
-            body["user"] = user
-        if timeout is not None:
-            body["timeout"] = timeout
+        body: dict[str, Any] = {"command": text, "target": request.target, "markers": request.markers,
+                                "tags": list(request.tags),
+                                "environment": {str(k): str(v) for k, v in request.env.items()},
+                                "metadata": dict(request.metadata)}
+        if request.name is not None:
+            body["name"] = request.name
+        if request.cwd is not None:
+            body["working_directory"] = str(request.cwd)
+        if request.user is not None:
+            body["user"] = request.user
+        if request.timeout is not None:
+            body["timeout"] = request.timeout
         await self._wait_ready()
         return await self._created(await self._call("POST", "/api/executions", body=body))
 
-    async def submit_workflow(
-        self,
-        path: str | Path | None = None,
-        *,
-        text: str | None = None,
-        targets: Sequence[str] | None = None,
-        name: str | None = None,
-        user: str | None = None,
-    ) -> Execution:
-        """Run a workflow. A `path` names a file on the server (made absolute when it exists here
+    async def _submit_workflow(self, request: SubmitRequest) -> Execution:
+        """Run a workflow. A path names a file on the server (made absolute when it exists here
         too, for a server on this machine); when the server cannot read it but this machine can,
         its text is sent instead. Raises `WorkflowError` (with the server's `file:line:column`
         issues) when the workflow does not validate."""
-        if text is None and path is None:
-            raise InvalidRequest("a workflow needs a file path or its text")
+        path, text = request.workflow_path, request.workflow_text
         extra: dict[str, Any] = {}
-        if targets:
-            extra["targets"] = list(targets)
-        if name is not None:
-            extra["name"] = name
-        if user is not None:
-            extra["user"] = user
+        if request.targets:
+            extra["targets"] = list(request.targets)
+        if request.name is not None:
+            extra["name"] = request.name
+        if request.user is not None:
+            extra["user"] = request.user
         label = str(path) if path is not None else None
         await self._wait_ready()
         if text is not None:

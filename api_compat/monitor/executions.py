@@ -20,7 +20,11 @@ from api_compat.monitor.schemas import (
 from api_compat.monitor.wire import artifact_dict, execution_dict, iso, line_dict, step_dict
 from api_compat.monitor.workflow_folders import allowed_workflow_file
 from api_compat.state import CONFIG, ENGINE
-from engine.model import ArtifactFilter, Execution, ExecutionFilter, StepKind
+from engine.model import ArtifactFilter, Execution, ExecutionFilter, ExecutionKind, StepKind
+from engine.submission import SubmitRequest
+
+#: the surface executions submitted here come from
+SOURCE = "monitor"
 
 
 def created(execution: Execution, warnings: list[str]) -> web.Response:
@@ -76,18 +80,11 @@ async def get_execution(request: web.Request) -> web.Response:
 
 async def create_execution(request: web.Request) -> web.Response:
     body, warnings = await read_json(request, CreateExecutionBody)
-    execution = await request.app[ENGINE].submit_command(
-        body.command,
-        name=body.name,
-        cwd=body.working_directory,
-        env=body.environment,
-        target=body.target,
-        tags=body.tags,
-        metadata=body.metadata,
-        user=body.user,
-        markers=body.markers,
-        timeout=body.timeout,
-    )
+    execution = await request.app[ENGINE].submit(SubmitRequest(
+        kind=ExecutionKind.COMMAND, source=SOURCE, command=body.command, name=body.name,
+        cwd=body.working_directory, env=body.environment, targets=[body.target], tags=body.tags,
+        metadata=body.metadata, user=body.user, markers=body.markers, timeout=body.timeout,
+    ))
     return created(execution, warnings)
 
 
@@ -144,7 +141,8 @@ async def create_workflow(request: web.Request) -> web.Response:
     if path is not None:
         path = str(allowed_workflow_file(path, request.app[CONFIG].workflow_dirs, engine.data_dir))
     # the engine reads it in a thread with a time bound (engine.workflow.load.read_workflow)
-    execution = await engine.submit_workflow(
-        path, text=body.text, targets=body.targets, name=body.name, user=body.user,
-    )
+    execution = await engine.submit(SubmitRequest(
+        kind=ExecutionKind.WORKFLOW, source=SOURCE, workflow_path=path, workflow_text=body.text,
+        targets=body.targets or (), name=body.name, user=body.user,
+    ))
     return created(execution, warnings)

@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.admission import is_queued, queue_places, stored_queue
 from engine.model import ArtifactFilter, ExecutionFilter, ExecutionStatus, Step, StepKind, Stream
 from engine.store import Store
 from stepflow_tui.cli import output as out
@@ -48,12 +49,14 @@ async def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpen
         executions, total = await store.list_executions(
             ExecutionFilter(status=status, user=args.user, text=args.filter, limit=args.limit)
         )
+        # a queued one's place counts every queued execution, not only those listed
+        places = queue_places(await stored_queue(store)) if any(map(is_queued, executions)) else {}
     if args.json:
         print(json.dumps([execution_json(e) for e in executions], indent=2))
     elif not executions:
         print("no executions yet: try  stepflow run sample_workflows/build-and-test.yaml", file=sys.stderr)
     else:
-        out.render_list(out.CliConsole(highlight=False), executions)
+        out.render_list(out.CliConsole(highlight=False), executions, places)
         if total > len(executions):
             print(f"({len(executions)} of {total}; --limit N shows more)", file=sys.stderr)
     return EXIT_OK

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +20,11 @@ from engine.workflow.issues import WorkflowError
 from stepflow_tui.cli import output as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from stepflow_tui.cli.wiring import (
+    DEFAULT_MAX_RUNNING,
+    EngineOptions,
     ensure_data_dir,
     load_targets_config,
+    max_running_arg,
     read_store,
     resolve_data_dir,
     running_engine,
@@ -186,7 +189,10 @@ def _connect(url: str, token: str | None) -> RemoteClient:
 async def cmd_tui(args: argparse.Namespace) -> int:
     from stepflow_tui.launch import run_tui
 
-    return await run_tui(args, data_dir=resolve_data_dir(args.data_dir), start_engine=start_engine,
+    def start(data_dir: Path) -> Awaitable[Engine]:
+        return start_engine(data_dir, EngineOptions(max_running=args.max_running))
+
+    return await run_tui(args, data_dir=resolve_data_dir(args.data_dir), start_engine=start,
                          start_api=lambda engine, data_dir, offered: _start_api(engine, data_dir, args, offered),
                          connect=_connect)
 
@@ -204,7 +210,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
                          allowed_hosts=args.allowed_host, workflow_dirs=args.workflows,
                          monitor_shape=args.monitor_shape)
-    engine = await start_engine(data_dir)
+    engine = await start_engine(data_dir, EngineOptions(max_running=args.max_running))
 
     def ready(listener: ApiListener) -> None:
         print(f"stepflow serving {listener.url}", flush=True)
@@ -386,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", metavar="URL", help="attach to a remote engine (http://HOST:8080)")
     p.add_argument("--token", help="bearer token for --connect")
     p.add_argument("workflow_dirs", nargs="*", metavar="DIR", help="folders to offer workflows from")
+    p.add_argument("--max-running", type=max_running_arg, default=None, metavar="N",
+                   help=f"executions run at once; more wait queued by priority (default "
+                        f"$STEPFLOW_MAX_RUNNING, else {DEFAULT_MAX_RUNNING})")
     p.set_defaults(func=cmd_tui, is_async=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the engine headless with its HTTP/WebSocket API")
@@ -399,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workflows", action="append", type=Path, metavar="DIR",
                    help="a folder whose workflow files API clients may run by path (repeatable; default: "
                         "$STEPFLOW_WORKFLOW_DIRS, else none: clients send the workflow's text)")
+    p.add_argument("--max-running", type=max_running_arg, default=None, metavar="N",
+                   help=f"executions run at once; more wait queued by priority (default "
+                        f"$STEPFLOW_MAX_RUNNING, else {DEFAULT_MAX_RUNNING})")
     p.add_argument("--monitor-shape", choices=("documented", "reference"), default=None,
                    help="the StepFlow Monitor answers: as its API document has them (the default), or the "
                         "older shape the reference web UI reads (also STEPFLOW_MONITOR_SHAPE)")

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO
 
@@ -442,10 +442,12 @@ MIN_NAME_WIDTH = 8
 _ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
 
 
-def render_list(console: Console, executions: list[Execution]) -> None:
+def render_list(console: Console, executions: list[Execution], places: Mapping[str, int] | None = None) -> None:
     """The `ls` table. Piped, nothing is cut: whole ids and names, for scripts and `grep`. On a
     terminal, ids are their first 8 characters (a unique prefix every command takes) and only the
-    name gives way to the terminal's width: a cut id or status is no use."""
+    name gives way to the terminal's width: a cut id or status is no use. `places`: queued
+    executions' places in the queue (shown `queued #3`)."""
+    places = places or {}
     whole = not console.is_terminal
     headers = ("", "id", "name", "status", "steps", "started", "duration")
     rows: list[tuple[tuple[str, str], ...]] = []
@@ -455,7 +457,7 @@ def render_list(console: Console, executions: list[Execution]) -> None:
             (mark, style),
             (ex.id if whole else ex.id[:8], ""),
             (ex.name.translate(_ONE_LINE), ""),
-            (ex.status.value, style),
+            (f"queued #{places[ex.id]}" if ex.id in places else ex.status.value, style),
             (f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else "", ""),
             (fmt_time(ex.started_at or ex.created_at), ""),
             (formatting.duration(ex.duration_seconds), ""),

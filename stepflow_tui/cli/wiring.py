@@ -9,8 +9,10 @@ in processes of their own.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
+import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -67,6 +69,34 @@ def load_targets_config(path: Path | None = None) -> dict:
     return load_user_targets(path)
 
 
+#: executions an engine runs at once when neither --max-running nor STEPFLOW_MAX_RUNNING says
+DEFAULT_MAX_RUNNING = EngineConfig().max_running
+
+
+def max_running_arg(text: str) -> int:
+    """`--max-running N` (and STEPFLOW_MAX_RUNNING): a whole number, 0 or more (0 queues everything)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"wants a whole number of executions (0 or more), not {text!r}")
+    return value
+
+
+def max_running_of(given: int | None) -> int:
+    """`given` (--max-running), else $STEPFLOW_MAX_RUNNING, else the default."""
+    if given is not None:
+        return given
+    text = os.environ.get("STEPFLOW_MAX_RUNNING", "").strip()
+    if not text:
+        return DEFAULT_MAX_RUNNING
+    try:
+        return max_running_arg(text)
+    except argparse.ArgumentTypeError as exc:
+        raise CliError(f"STEPFLOW_MAX_RUNNING: {exc}", EXIT_USAGE) from None
+
+
 @dataclass(frozen=True, slots=True)
 class EngineOptions:
     """What a command may set of the engine it runs on; None leaves the engine's default."""
@@ -77,12 +107,19 @@ class EngineOptions:
     targets_file: Path | None = None
     #: targets by name instead of reading a file (a test's, an embedder's)
     targets: dict[str, Any] | None = None
+    #: executions run at once, more wait queued (`--max-running`; None: $STEPFLOW_MAX_RUNNING, else
+    #: the default)
+    max_running: int | None = None
+    #: queue what stopped engines left queued (a one-shot `run`/`exec` does not: it would stop them
+    #: at its end)
+    adopt_queued: bool = True
 
 
 def build_engine(data_dir: Path, options: EngineOptions = EngineOptions()) -> Engine:
     """The engine on the SQLite store of `data_dir`, not started."""
     targets = options.targets if options.targets is not None else load_targets_config(options.targets_file)
-    config = EngineConfig(targets=targets)
+    config = EngineConfig(targets=targets, max_running=max_running_of(options.max_running),
+                          adopt_queued=options.adopt_queued)
     if options.kill_grace is not None:
         config.kill_grace = options.kill_grace
     return Engine(make_store(data_dir), data_dir, config)
@@ -111,6 +148,9 @@ async def running_engine(data_dir: Path, *, kill_grace: float | None = None,
     options = options or EngineOptions()
     if kill_grace is not None:
         options = replace(options, kill_grace=kill_grace)
+    # one execution and gone: what other engines left queued waits for a lasting one (tui, serve),
+    # and that one execution runs whatever STEPFLOW_MAX_RUNNING says
+    options = replace(options, adopt_queued=False, max_running=max(max_running_of(options.max_running), 1))
     engine = await start_engine(data_dir, options)
     try:
         yield engine

@@ -20,6 +20,7 @@ import pytest
 from api_compat import ApiConfig, create_token
 from tests.api.conftest import make_config, running
 from tests.api.helpers import check_fail, check_ok, finish
+from tests.engine_helpers import submit_workflow
 from tests.test_workflow_limits import billion_laughs
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -212,7 +213,7 @@ async def test_a_remote_tui_sends_the_text_when_the_server_reads_no_such_path(en
     local = tmp_path / "mine.yaml"
     local.write_text(GOOD)
     async with running(engine, make_config(tmp_path)) as listener, RemoteEngine(listener.url) as remote:
-        execution = await remote.submit_workflow(local)
+        execution = await submit_workflow(remote, local)
         assert (await finish(engine, execution.id)).status.value == "completed"
 
 

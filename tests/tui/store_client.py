@@ -21,6 +21,7 @@ from engine.model import (
     new_id,
 )
 from engine.store import Store
+from engine.submission import SubmitRequest
 
 
 class StoreClient:
@@ -57,19 +58,16 @@ class StoreClient:
     def description(self) -> str:
         return self._description
 
-    async def submit_command(self, command: str, **kw) -> Execution:
-        self.calls.append(("submit_command", (command,), kw))
+    async def submit(self, request: SubmitRequest) -> Execution:
+        self.calls.append(("submit", (request,), {}))
         if self.submit_error:
             raise self.submit_error
-        ex = Execution(id=new_id(), name=kw.get("name") or command, command=command)
-        await self.publish(ExecutionCreated(ex))
-        return ex
-
-    async def submit_workflow(self, path=None, **kw) -> Execution:
-        self.calls.append(("submit_workflow", (path,), kw))
-        if self.submit_error:
-            raise self.submit_error
-        ex = Execution(id=new_id(), name=str(path), kind=ExecutionKind.WORKFLOW, command=str(path))
+        if request.kind is ExecutionKind.WORKFLOW:
+            path = str(request.workflow_path)
+            ex = Execution(id=new_id(), name=path, kind=ExecutionKind.WORKFLOW, command=path)
+        else:
+            command = str(request.command)
+            ex = Execution(id=new_id(), name=request.name or command, command=command)
         await self.publish(ExecutionCreated(ex))
         return ex
 

@@ -19,7 +19,7 @@ from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from storage import SqliteStore
-from tests.engine_helpers import engine_at, finished
+from tests.engine_helpers import engine_at, finished, submit_command
 from tests.tui.conftest import make_app, wait_for
 from tests.tui.screen_text import screen_text
 from tests.tui.store_client import StoreClient
@@ -185,7 +185,7 @@ async def test_remote_reads_take_the_offset_to_the_server(tmp_path: Path):
         await listener.start()
         try:
             script = "echo STEP_START:a; seq 1 12000; echo STEP_COMPLETE:a; echo STEP_START:b; seq 1 300"
-            execution = await engine.submit_command(script)
+            execution = await submit_command(engine, script)
             await finished(engine, execution)
             a = next(s for s in await engine.get_steps(execution.id) if s.name == "a")
             async with RemoteEngine(listener.url, max_reconnect_delay=0.2) as remote:

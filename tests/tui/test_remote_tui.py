@@ -38,6 +38,7 @@ from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.status_strip import StatusStrip
 from stepflow_tui.widgets.step_tree import StepTree
+from tests.engine_helpers import submit_command
 from tests.tui.screen_text import screen_text
 
 pytestmark = pytest.mark.timeout(120)
@@ -303,7 +304,7 @@ class HeldSteps(RemoteEngine):
 
 async def test_leaving_a_view_that_still_reads_is_clean(server: str) -> None:
     async with HeldSteps(server) as remote:
-        execution = await remote.submit_command("echo done")
+        execution = await submit_command(remote, "echo done")
         app = remote_app(remote, [])
 
         def answer_during_teardown(message: Message) -> None:
@@ -327,8 +328,8 @@ async def test_leaving_a_view_that_still_reads_is_clean(server: str) -> None:
 
 
 async def test_an_execution_deleted_by_another_client_leaves_the_list(remote: RemoteEngine, server: str) -> None:
-    keep = await remote.submit_command("echo keep me", name="keeper")
-    gone = await remote.submit_command("echo delete me", name="doomed")
+    keep = await submit_command(remote, "echo keep me", name="keeper")
+    gone = await submit_command(remote, "echo delete me", name="doomed")
     app = remote_app(remote, [])
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen), "the executions list")
