@@ -57,7 +57,8 @@ async def run_engine(n: int, data: Path) -> EngineTimes:
     text = workflow_text(n)
     try:
         cpu_first = time.process_time()
-        first = await engine.submit_workflow("first.yaml", text=workflow_text(1))
+        first = await engine.submit(SubmitRequest(kind=ExecutionKind.WORKFLOW, workflow_path="first.yaml",
+                                                  workflow_text=workflow_text(1)))
         assert (await engine.wait(first.id)).status.value == "completed"
         first_cpu = time.process_time() - cpu_first
         started, cpu_started = time.perf_counter(), time.process_time()
