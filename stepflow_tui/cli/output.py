@@ -182,6 +182,8 @@ class ProgressPrinter:
         #: output without colours nor layout: lines written as they are
         self._bare = not self.console.is_terminal and self.console.color_system is None and not self.console.record
         self._rendered_at = 0.0
+        #: `_write` wrote what was not flushed yet
+        self._unflushed = False
 
     def __enter__(self) -> ProgressPrinter:
         self.console.print(f"[bold]{escape(self.execution.name)}[/]  [dim]execution {self.execution.id}[/]")
@@ -191,6 +193,7 @@ class ProgressPrinter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.flush()
         if self._live is not None:
             self._live.update(self._render(final=True))
             self._live.__exit__(None, None, None)
@@ -311,11 +314,22 @@ class ProgressPrinter:
             self.console.print(Text.assemble(*parts))
 
     def _write(self, text: str) -> None:
-        """Write around rich (plain text, no layout), going silent as rich does when the reader left."""
+        """Write around rich (plain text, no layout), going silent as rich does when the reader left.
+        Not flushed: the caller flushes (`flush`) once it has handled the events at hand."""
         if self.console.quiet:
             return
         try:
             self.console.file.write(text)
+        except BrokenPipeError:
+            self.console.on_broken_pipe()
+        self._unflushed = True
+
+    def flush(self) -> None:
+        """What `_write` wrote goes out: one system call for a burst of events, not one a line."""
+        if not self._unflushed:
+            return
+        self._unflushed = False
+        try:
             self.console.file.flush()
         except BrokenPipeError:
             self.console.on_broken_pipe()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.engine import Engine
-from engine.events import ExecutionFinished
+from engine.events import Event, ExecutionFinished
 from engine.model import ExecutionKind, ExecutionStatus
 from engine.submission import SubmitRequest
 from stepflow_tui.cli import output as out
@@ -55,12 +55,21 @@ async def follow_execution(engine: Engine, submit, *, verbose: bool, plain: bool
                                   verbose=verbose)
     try:
         with printer:
-            async for event in subscription:
-                if event.execution_id != execution.id:
-                    continue
-                printer.handle(event)
-                if isinstance(event, ExecutionFinished):
+            finished = False
+            async for first in subscription:
+                # what is queued is handled at once, then flushed: a command printing markers
+                # makes thousands of events a second
+                event: Event | None = first
+                while event is not None:
+                    if event.execution_id == execution.id:
+                        printer.handle(event)
+                        if isinstance(event, ExecutionFinished):
+                            finished = True
+                            break
+                    event = subscription.get_nowait()
+                if finished:
                     break
+                printer.flush()
     finally:
         subscription.close()
         loop.remove_signal_handler(signal.SIGINT)
