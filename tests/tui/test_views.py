@@ -12,16 +12,13 @@ from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.step_tree import StepTree
 from tests.tui.conftest import fixed_clock, make_app, wait_for
+from tests.tui.pilot_steps import open_selected
 from tests.tui.screen_text import screen_text
 from tests.tui.seed import NOW, RUNNING_ID
 
 
 async def open_running(pilot) -> ExecutionScreen:
-    app = pilot.app
-    await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
-    await pilot.press("enter")
-    await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
-    screen = app.screen
+    screen = await open_selected(pilot)
     await wait_for(pilot, lambda: screen.query_one(LogView).total == 8 and screen.step_tree.steps, what="log")
     return screen
 
