@@ -1,5 +1,5 @@
 """Steps many pilot tests take on the way to what they check: open the selected execution, launch a
-command, ask to quit while it runs."""
+command, ask to quit while it runs, and answer."""
 
 from __future__ import annotations
 
@@ -36,3 +36,16 @@ async def quit_while_running(pilot, *keys: str) -> ConfirmDialog:
     await wait_for(pilot, lambda: app.running_here, what="the running execution counted")
     await pilot.press(*keys)
     return await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog) and app.screen, what="the question")
+
+
+async def answer_no(pilot) -> None:
+    """No to the question to quit: the app goes on."""
+    await pilot.press("n")
+    assert pilot.app.is_running and not pilot.app._exit
+
+
+async def quit_and_answer_yes(pilot, *keys: str) -> None:
+    """Press `keys` to quit and yes to the question: the app exits."""
+    await pilot.press(*keys, "y")
+    await pilot.pause(0.1)
+    assert pilot.app._exit

@@ -12,7 +12,7 @@ from stepflow_tui.screens.launch import LaunchDialog
 from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from tests.tui.conftest import SAMPLES, make_app, wait_for
-from tests.tui.pilot_steps import launch_command, quit_while_running
+from tests.tui.pilot_steps import answer_no, launch_command, quit_and_answer_yes, quit_while_running
 from tests.tui.screen_text import screen_text
 
 
@@ -121,11 +121,8 @@ async def test_quit_with_running_execution_asks_and_says_what_happens(engine):
     async with app.run_test(size=(80, 24)) as pilot:
         await quit_while_running(pilot, "escape", "q")
         assert "cancelled (reason: shutdown)" in screen_text(app)
-        await pilot.press("n")
-        assert app.is_running and not app._exit
-        await pilot.press("q", "y")
-        await pilot.pause(0.1)
-        assert app._exit
+        await answer_no(pilot)
+        await quit_and_answer_yes(pilot, "q")
 
 
 async def test_live_follow_of_a_fast_command(engine):

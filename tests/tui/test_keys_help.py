@@ -9,7 +9,7 @@ from pathlib import Path
 from stepflow_tui.screens.dialogs import ConfirmDialog, HelpScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from tests.tui.conftest import fixed_clock, make_app, wait_for
-from tests.tui.pilot_steps import open_selected, quit_while_running
+from tests.tui.pilot_steps import answer_no, open_selected, quit_while_running
 from tests.tui.screen_text import screen_text
 
 GROUPS = [
@@ -113,5 +113,4 @@ async def test_ctrl_q_asks_first_while_an_execution_runs(engine):
         assert "Quitting stops the engine" in screen_text(app)
         await pilot.press("ctrl+q")  # a second one does not stack another question
         assert sum(isinstance(s, ConfirmDialog) for s in app.screen_stack) == 1
-        await pilot.press("n")
-        assert not app._exit
+        await answer_no(pilot)

@@ -11,7 +11,7 @@ from stepflow_tui.screens.dialogs import ConfirmDialog
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from tests.tui.conftest import fixed_clock, make_app, wait_for
-from tests.tui.pilot_steps import launch_command, quit_while_running
+from tests.tui.pilot_steps import answer_no, launch_command, quit_and_answer_yes, quit_while_running
 from tests.tui.screen_text import screen_text
 from tests.tui.seed import NOW, _id
 
@@ -55,11 +55,9 @@ async def test_ctrl_c_asks_while_an_execution_launched_here_runs(engine):
     async with app.run_test(size=(80, 24)) as pilot:
         await quit_while_running(pilot, "ctrl+c")
         assert "Quitting stops the engine" in screen_text(app)
-        await pilot.press("n")
-        assert not app._exit and isinstance(app.screen, ExecutionScreen)
-        await pilot.press("ctrl+c", "y")
-        await pilot.pause(0.1)
-        assert app._exit
+        await answer_no(pilot)
+        assert isinstance(app.screen, ExecutionScreen)
+        await quit_and_answer_yes(pilot, "ctrl+c")
 
 
 async def test_the_footer_offers_cancel_only_while_it_runs(engine):
