@@ -55,6 +55,7 @@ from storage.pragmas import CACHE_SIZE_KIB, PAGE_SIZE
 from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
+from tests.engine_helpers import opened_store
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -62,12 +63,8 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 # -- helpers ---------------------------------------------------------------------------------------
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(database_path(tmp_path / "data"))
-    await s.open()
-    try:
+    async with opened_store(SqliteStore(database_path(tmp_path / "data"))) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def plain(store: SqliteStore) -> sqlite3.Connection:
