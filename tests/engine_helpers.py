@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.client import EngineClient
 from engine.engine import Engine, EngineConfig
@@ -14,6 +14,18 @@ from engine.model import Execution, ExecutionKind, Step
 from engine.submission import SubmitRequest
 from storage import SqliteStore
 from storage.paths import database_path
+
+S = TypeVar("S")
+
+
+@contextlib.asynccontextmanager
+async def opened_store(store: S) -> AsyncIterator[S]:
+    """The store (any store: it has `open` and `close`), opened, and closed after."""
+    await store.open()  # type: ignore[attr-defined]
+    try:
+        yield store
+    finally:
+        await store.close()  # type: ignore[attr-defined]
 
 
 @contextlib.asynccontextmanager

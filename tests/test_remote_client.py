@@ -8,9 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import re
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -50,6 +48,7 @@ from engine.model import (
 )
 from engine.workflow.load import WorkflowError
 from tests.engine_helpers import engine_at, finished, submit_command, submit_workflow
+from tests.serve_process import stepflow_serve
 from tests.servers import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -503,22 +502,8 @@ async def test_close_ends_the_subscriptions(remote: RemoteEngine) -> None:
 
 # -- a real `stepflow serve` process ----------------------------------------------------------------
 async def test_against_stepflow_serve(tmp_path: Path, workdir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0",
-        "--data-dir", str(tmp_path / "served"),
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(30):
-            assert process.stdout is not None
-            first = (await process.stdout.readline()).decode()
-        match = re.search(r"serving (http://\S+)", first)
-        if match is None:
-            assert process.stderr is not None
-            err = await process.stderr.read() if process.returncode is not None else b""
-            raise AssertionError(f"stepflow serve did not start: {first!r} {err.decode()!r}")
-        async with RemoteEngine(match[1]) as remote:
+    async with stepflow_serve(tmp_path / "served", ROOT) as url:
+        async with RemoteEngine(url) as remote:
             sub = remote.subscribe()
             execution = await submit_command(remote, MARKER_SCRIPT, cwd=str(workdir))
             got = await events_until(sub, finish_of(execution.id))
@@ -528,9 +513,3 @@ async def test_against_stepflow_serve(tmp_path: Path, workdir: Path) -> None:
             lines = await remote.get_log_lines(execution.id)
             assert [line.text for line in lines] == texts([e for e in got if e.execution_id == execution.id])
             assert await remote.count_log_lines(execution.id) == len(lines)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        async with asyncio.timeout(20):
-            await process.wait()
-    assert process.returncode == 0

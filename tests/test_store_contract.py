@@ -46,6 +46,7 @@ from engine.model import (
 from engine.store import QueueFilter, QueueStatus, Serial, Store
 from storage import SqliteStore
 from storage.schema import MIGRATIONS
+from tests.engine_helpers import opened_store
 
 T0 = datetime(2025, 6, 1, 8, 0, tzinfo=UTC)
 
@@ -76,12 +77,8 @@ CLASSES = [SqliteStore]
 
 @pytest.fixture(params=sorted(STORES))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    s = await STORES[request.param](tmp_path / "store.sqlite")
-    await s.open()
-    try:
+    async with opened_store(await STORES[request.param](tmp_path / "store.sqlite")) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def protocols() -> list[type]:

@@ -22,6 +22,7 @@ from engine.errors import Conflict
 from engine.model import utcnow
 from engine.store import QueueFilter, QueueItem, QueueStatus, Serial
 from storage import SqliteStore, database_path
+from tests.engine_helpers import opened_store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -32,12 +33,8 @@ CLAIMERS = 16
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(database_path(tmp_path / "data"))
-    await s.open()
-    try:
+    async with opened_store(SqliteStore(database_path(tmp_path / "data"))) as s:
         yield s
-    finally:
-        await s.close()
 
 
 async def opened(path: Path, n: int) -> list[SqliteStore]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api_compat.monitor.envelope import ApiError, dumps, ok, ok_json
+from api_compat.monitor.envelope import ApiError, dumps, found, ok, ok_json, page
 from api_compat.monitor.errors import read_json, read_query
 from api_compat.monitor.keys import LIST_CACHE
 from api_compat.monitor.schemas import (
@@ -36,10 +36,7 @@ def created(execution: Execution, warnings: list[str]) -> web.Response:
 
 async def _existing(request: web.Request) -> Execution:
     execution_id = request.match_info["execution_id"]
-    execution = await request.app[ENGINE].get_execution(execution_id)
-    if execution is None:
-        raise ApiError(404, f"execution {execution_id} not found")
-    return execution
+    return found(await request.app[ENGINE].get_execution(execution_id), "execution", execution_id)
 
 
 async def list_executions(request: web.Request) -> web.Response:
@@ -52,11 +49,7 @@ async def list_executions(request: web.Request) -> web.Response:
     q = read_query(request, ListExecutionsQuery)
     flt = ExecutionFilter(status=q.status, user=q.user, text=q.text, limit=q.limit, offset=q.offset)
     executions, total = await request.app[ENGINE].list_executions(flt)
-    data = dumps({
-        "executions": [execution_dict(e) for e in executions],
-        "total_count": total,
-        "has_more": q.offset + len(executions) < total,
-    })
+    data = dumps(page("executions", [execution_dict(e) for e in executions], total, q.offset))
     cache.keep(key, version, data, executions)
     return ok_json(data)
 

@@ -32,15 +32,10 @@ from engine.events import (
 from engine.markers import MarkerParser
 from engine.model import Execution, ExecutionStatus, Step, StepKind, StepStatus, Stream
 from stepflow_tui import formatting
+from stepflow_tui.display import STATUS_GLYPHS
 
-GLYPHS = {
-    "pending": ("·", "dim"),
-    "running": ("▶", "cyan"),
-    "completed": ("✓", "green"),
-    "failed": ("✗", "red"),
-    "skipped": ("↷", "yellow"),
-    "cancelled": ("■", "magenta"),
-}
+#: the TUI's glyphs and colours, without its bold
+GLYPHS = {status: (glyph, style.removeprefix("bold ")) for status, (glyph, style) in STATUS_GLYPHS.items()}
 
 
 #: cells of a running step's progress bar

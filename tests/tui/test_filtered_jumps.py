@@ -21,6 +21,7 @@ from stepflow_tui.widgets.log_view import LogView
 from storage import SqliteStore
 from tests.engine_helpers import engine_at, finished, submit_command
 from tests.tui.conftest import make_app, wait_for
+from tests.tui.pilot_steps import open_selected
 from tests.tui.screen_text import screen_text
 from tests.tui.store_client import StoreClient
 
@@ -56,23 +57,17 @@ async def seed_big(path: Path) -> None:
     ex = Execution(id="big", name="big-build", command="./big.sh", created_at=T0, targets=["local"])
     steps = (
         Step(id="br", execution_id="big", name="local", kind=StepKind.BRANCH, created_at=T0),
-        Step(
-            id="a",
-            execution_id="big",
-            name="compile",
-            kind=StepKind.WORKFLOW,
-            parent_id="br",
-            index=1,
-            created_at=T0,
-        ),
-        Step(
-            id="b",
-            execution_id="big",
-            name="test",
-            kind=StepKind.WORKFLOW,
-            parent_id="br",
-            index=2,
-            created_at=T0,
+        *(
+            Step(
+                id=step_id,
+                execution_id="big",
+                name=name,
+                kind=StepKind.WORKFLOW,
+                parent_id="br",
+                index=index,
+                created_at=T0,
+            )
+            for index, (step_id, name) in enumerate([("a", "compile"), ("b", "test")], start=1)
         ),
     )
     running = dataclasses.replace(ex, status=ExecutionStatus.RUNNING, started_at=T0)
@@ -92,12 +87,7 @@ async def seed_big(path: Path) -> None:
 
 async def filter_to(pilot, name: str) -> LogView:
     """Open the (only) execution, move the tree's cursor to `name` with keys, enter: the log is filtered."""
-    app = pilot.app
-    await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
-    await pilot.press("enter")
-    screen = await wait_for(
-        pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen, what="view"
-    )
+    screen = await open_selected(pilot)
     await wait_for(pilot, lambda: screen.step_tree.steps, what="the tree")
     await pilot.press("T")
     tree = screen.step_tree
