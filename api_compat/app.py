@@ -4,17 +4,16 @@ application that serves the StepFlow Monitor WebSocket on its own port."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
-from api_compat import monitor, openapi
+from api_compat import openapi
 from api_compat.auth import TokenVerifier
 from api_compat.config import ApiConfig
 from api_compat.cross_site import cross_site_middleware
-from api_compat.monitor.ws import WsHub
-from api_compat.state import CONFIG, ENGINE, STARTED_AT, SURFACES, VERIFIER, WS_HUB, ServedEngine
+from api_compat.monitor import routes as monitor
+from api_compat.state import CLOSE_STREAMS, CONFIG, ENGINE, STARTED_AT, SURFACES, VERIFIER, ServedEngine
 from api_compat.surface import route
 
 
@@ -23,25 +22,24 @@ def _data_dir(engine: ServedEngine, config: ApiConfig) -> Path:
 
 
 def _common_state(app: web.Application, engine: ServedEngine, config: ApiConfig,
-                  verifier: TokenVerifier | None, hub: WsHub) -> None:
+                  verifier: TokenVerifier | None) -> None:
     app[ENGINE] = engine
     app[CONFIG] = config
     app[VERIFIER] = verifier
-    app[WS_HUB] = hub
     app[STARTED_AT] = time.monotonic()
+    app[CLOSE_STREAMS] = []
 
 
 def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
-    """The main application: every API surface on one router. Its cleanup context starts the
-    WebSocket hub (subscribed to the engine) and, on shutdown, closes the sockets with 1001."""
+    """The main application: every API surface on one router (each starts and ends its own streams:
+    Monitor's WebSocket hub subscribes to the engine, and closes the sockets with 1001 on shutdown)."""
     config.check()
     verifier = (TokenVerifier(_data_dir(engine, config), failure_limit=config.auth_failure_limit)
                 if config.auth_enabled else None)
-    hub = WsHub(engine, client_queue=config.ws_client_queue, log_budget=config.ws_log_budget)
     # outermost: a refused request reaches neither auth nor a handler (api_compat/cross_site.py)
     app = web.Application(client_max_size=config.max_json_bytes,
                           middlewares=[cross_site_middleware(config, config.host)])
-    _common_state(app, engine, config, verifier, hub)
+    _common_state(app, engine, config, verifier)
     app[openapi.OPENAPI_CACHE] = {}
 
     surface = monitor.make_surface()
@@ -53,26 +51,14 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     # the next documented APIs (OpsConductor, RustCI runners, executr) go here, each as
     # `surface = x.make_surface(); app[SURFACES].append(surface); x.install(app, surface)`,
     # registered BEFORE Monitor's when their paths overlap `/api/executions/{execution_id}`.
-
-    async def hub_ctx(app: web.Application) -> AsyncIterator[None]:
-        await hub.start()
-        yield
-        await hub.stop()
-
-    async def close_sockets(app: web.Application) -> None:
-        # on_shutdown runs before the server waits for handlers: a WebSocket would hold it up
-        await hub.stop()
-
-    app.cleanup_ctx.append(hub_ctx)
-    app.on_shutdown.append(close_sockets)
     return app
 
 
 def create_ws_app(main: web.Application) -> web.Application:
     """The documented WebSocket on its own port, sharing the main application's hub and auth."""
     surface = monitor.make_surface()
-    app = monitor.make_ws_app(surface)
+    app = monitor.make_ws_app(surface, main)
     app.middlewares.insert(0, cross_site_middleware(main[CONFIG], main[CONFIG].ws_host))
-    _common_state(app, main[ENGINE], main[CONFIG], main[VERIFIER], main[WS_HUB])
+    _common_state(app, main[ENGINE], main[CONFIG], main[VERIFIER])
     app[SURFACES] = [surface]
     return app

@@ -13,6 +13,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 DEFAULT_WS_PORT = 8765
 DEFAULT_MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+#: the StepFlow Monitor answers: "documented" (the API document's envelope) or "reference" (the older
+#: shape the reference implementation's web UI reads; api_compat/monitor/reference_shape.py)
+MONITOR_SHAPES = ("documented", "reference")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -57,6 +60,8 @@ class ApiConfig:
     auth_failure_limit: str = "10/minute"
     #: the folders whose files `POST /api/workflows {"path": ...}` may run; none: no path is read
     workflow_dirs: tuple[Path, ...] = ()
+    #: one of MONITOR_SHAPES (`--monitor-shape`, STEPFLOW_MONITOR_SHAPE)
+    monitor_shape: str = "documented"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiConfig:
@@ -64,7 +69,7 @@ class ApiConfig:
         `STEPFLOW_AUTH_ENABLED`, `STEPFLOW_STORAGE_PATH`, `STEPFLOW_LOG_LEVEL`) and ours
         (`STEPFLOW_API_HOST`, `STEPFLOW_API_PORT`, `STEPFLOW_CORS_ORIGINS`,
         `STEPFLOW_MAX_UPLOAD_MB`, `STEPFLOW_WS_LOG_BUDGET`, `STEPFLOW_ALLOWED_HOSTS`,
-        `STEPFLOW_AUTH_FAILURE_LIMIT`). Keyword overrides (command-line options) win when not None."""
+        `STEPFLOW_AUTH_FAILURE_LIMIT`, `STEPFLOW_MONITOR_SHAPE`). Keyword overrides (command-line options) win when not None."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         if v := env.get("STEPFLOW_API_HOST"):
@@ -101,6 +106,8 @@ class ApiConfig:
             values["auth_failure_limit"] = v.strip()
         if v := env.get("STEPFLOW_WORKFLOW_DIRS"):  # folders, separated by os.pathsep
             values["workflow_dirs"] = tuple(Path(d).expanduser() for d in v.split(os.pathsep) if d.strip())
+        if v := env.get("STEPFLOW_MONITOR_SHAPE"):
+            values["monitor_shape"] = v.strip().lower()
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("data_dir"), str):
             values["data_dir"] = Path(str(values["data_dir"])).expanduser()
@@ -123,6 +130,9 @@ class ApiConfig:
                 f"that address could run commands on this machine. Set STEPFLOW_AUTH_ENABLED=true "
                 f"(and give clients a token from `stepflow token create`), or bind to 127.0.0.1."
             )
+        if self.monitor_shape not in MONITOR_SHAPES:
+            raise ConfigError(f"monitor shape {self.monitor_shape!r} is not one of {', '.join(MONITOR_SHAPES)} "
+                              f"(--monitor-shape, STEPFLOW_MONITOR_SHAPE)")
         if self.max_upload_bytes <= 0:
             raise ConfigError("the upload cap must be a positive number of bytes")
         from api_compat.rate_limits import parse_limit

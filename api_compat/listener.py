@@ -9,7 +9,7 @@ from aiohttp import web
 
 from api_compat.app import create_app, create_ws_app
 from api_compat.config import ApiConfig
-from api_compat.state import WS_HUB, ServedEngine
+from api_compat.state import CLOSE_STREAMS, ServedEngine
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ class ApiListener:
         """Close the WebSockets with 1001 "going away" (after sending what they have queued), let
         in-flight requests finish (up to `shutdown_timeout`), release the ports."""
         if self.app is not None:
-            await self.app[WS_HUB].stop()
+            for close_streams in self.app[CLOSE_STREAMS]:
+                await close_streams()
         if self._ws_runner is not None:
             await self._ws_runner.cleanup()
             self._ws_runner = None

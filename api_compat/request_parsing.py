@@ -9,7 +9,9 @@ the int-from-string limit (4,300 digits: ValueError), and the non-JSON constants
 needs and which would make every later walk of the value (validation, the store's encoding, the
 responses) a recursion risk.
 
-A surface's error middleware turns `RequestRefused` into its documented error body, and asks
+A surface's error middleware turns `RequestRefused` into its documented error body (or the surface
+passes its own `error` factory, `(status, message) -> exception`, to the readers here and to
+`api_compat.query_params.QueryParams`), and asks
 `input_error` about anything else a handler raised, so that the same failures coming from deeper
 parsing (a workflow's YAML text inside a JSON body) are refusals too, not 500s.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -94,32 +97,37 @@ def parse_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
 _UNREADABLE = "the request body cannot be read: it is not what its Content-Encoding or framing says"
 
 
-async def read_body(request: web.Request) -> bytes:
-    """The request's body; `RequestRefused(400)` when aiohttp cannot decode it (it raises errors of
+#: builds the exception a surface's error middleware renders as its error body (default: RequestRefused)
+ErrorFactory = Callable[[int, str], Exception]
+
+
+async def read_body(request: web.Request, *, error: ErrorFactory = RequestRefused) -> bytes:
+    """The request's body; `error(400, …)` when aiohttp cannot decode it (it raises errors of
     its own there, which would otherwise be 500s)."""
     try:
         return await request.read()
     except (RequestPayloadError, HttpProcessingError):
-        raise RequestRefused(400, _UNREADABLE) from None
+        raise error(400, _UNREADABLE) from None
 
 
 #: `read_json_body`'s `empty` when a body is required
 REQUIRED: Any = object()
 
 
-async def read_json_body(request: web.Request, *, empty: Any = REQUIRED) -> Any:
+async def read_json_body(request: web.Request, *, empty: Any = REQUIRED,
+                         error: ErrorFactory = RequestRefused) -> Any:
     """The request's JSON body, or `empty` when there is none (when `empty` is not given: refused).
-    Raises `RequestRefused(400)` when it is not JSON that `parse_json` accepts. aiohttp's
+    Raises `error(400, …)` when it is not JSON that `parse_json` accepts. aiohttp's
     `client_max_size` caps its size (413) before it is read."""
-    raw = await read_body(request)
+    raw = await read_body(request, error=error)
     if not raw.strip():
         if empty is not REQUIRED:
             return empty
-        raise RequestRefused(400, "the request body must be a JSON object")
+        raise error(400, "the request body must be a JSON object")
     try:
         return parse_json(raw)
     except InvalidJson as exc:
-        raise RequestRefused(400, f"the request body is not valid JSON: {exc}") from None
+        raise error(400, f"the request body is not valid JSON: {exc}") from None
 
 
 def input_error(exc: BaseException) -> str | None:

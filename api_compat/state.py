@@ -1,8 +1,9 @@
-"""Typed application state shared by the surfaces, and what the listener needs of the engine."""
+"""Typed application state shared by the surfaces, and what the listener needs of the engine.
+Each surface's own keys are in its package (`api_compat.monitor.keys`...)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -16,7 +17,6 @@ from engine.store import StoreStats
 
 if TYPE_CHECKING:
     from api_compat.auth import TokenVerifier
-    from api_compat.monitor.ws import WsHub
 
 
 class ServedEngine(EngineClient, Protocol):
@@ -55,6 +55,8 @@ CONFIG = web.AppKey("config", ApiConfig)
 SURFACES = web.AppKey("surfaces", list[Surface])
 #: None when authentication is off
 VERIFIER: web.AppKey[TokenVerifier | None] = web.AppKey("verifier")
-WS_HUB: web.AppKey[WsHub] = web.AppKey("ws_hub")
+#: what ends a surface's open streams (WebSockets, Server-Sent Events): the listener runs them all
+#: when it stops, before it waits for the handlers (each also runs on the application's shutdown)
+CLOSE_STREAMS = web.AppKey("close_streams", list[Callable[[], Awaitable[None]]])
 #: time.monotonic() when the app was built, for uptime
 STARTED_AT = web.AppKey("started_at", float)

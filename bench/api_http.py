@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import psutil  # noqa: E402
+
+from bench.child_server import child_server, serve_if_asked  # noqa: E402
 
 ROUTES = ["/api/health", "/api/executions?limit=10"]
 
@@ -66,12 +67,10 @@ async def seed(data_dir: Path, count: int) -> None:
 
 async def run_server(data_dir: Path, port_file: Path) -> None:
     from api_compat import ApiConfig, ApiListener
-    from engine.engine import Engine, EngineConfig
-    from storage import SqliteStore
-    from storage.paths import database_path
+    from stepflow_tui.cli.wiring import EngineOptions, start_engine
 
-    engine = Engine(SqliteStore(database_path(data_dir)), data_dir, EngineConfig())
-    await engine.start()
+    # built as `stepflow serve` builds it (the composition root's GC tuning included)
+    engine = await start_engine(data_dir, EngineOptions(targets={}))
     listener = ApiListener(engine, ApiConfig(port=0, ws_port=None, data_dir=data_dir))
     await listener.start()
     await asyncio.to_thread(port_file.write_text, str(listener.port))
@@ -139,9 +138,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        data_dir, port_file = args.serve.split(os.pathsep)
-        asyncio.run(run_server(Path(data_dir), Path(port_file)))
+    if serve_if_asked(args.serve, run_server):
         return
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
@@ -149,19 +146,9 @@ def main() -> None:
         started = time.perf_counter()
         asyncio.run(seed(data_dir, args.executions))
         print(f"seeded {args.executions} executions in {time.perf_counter() - started:.1f} s")
-        port_file = Path(tmp) / "port"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", f"{data_dir}{os.pathsep}{port_file}"])
-        try:
-            deadline = time.monotonic() + 30
-            while not port_file.exists() or not port_file.read_text():
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.05)
-            base = f"http://127.0.0.1:{port_file.read_text()}"
+        with child_server(__file__, data_dir, Path(tmp) / "port") as (server, port):
+            base = f"http://127.0.0.1:{port}"
             asyncio.run(measure(base, args.requests, args.requests * 3, args.concurrency, psutil.Process(server.pid)))
-        finally:
-            server.terminate()
-            server.wait(10)
 
 
 if __name__ == "__main__":

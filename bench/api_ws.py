@@ -20,7 +20,6 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+
+from bench.child_server import child_server, serve_if_asked  # noqa: E402
 
 STATUS = {"execution_started", "step_update", "execution_completed"}
 
@@ -58,12 +59,10 @@ def producer(rate: int, seconds: float, step_every: int) -> str:
 
 async def run_server(data_dir: Path, port_file: Path) -> None:
     from api_compat import ApiConfig, ApiListener
-    from engine.engine import Engine, EngineConfig
-    from storage import SqliteStore
-    from storage.paths import database_path
+    from stepflow_tui.cli.wiring import EngineOptions, start_engine
 
-    engine = Engine(SqliteStore(database_path(data_dir)), data_dir, EngineConfig())
-    await engine.start()
+    # built as `stepflow serve` builds it (the composition root's GC tuning included)
+    engine = await start_engine(data_dir, EngineOptions(targets={}))
     listener = ApiListener(engine, ApiConfig(port=0, ws_port=0, data_dir=data_dir))
     await listener.start()
     await asyncio.to_thread(port_file.write_text, f"{listener.port} {listener.ws_port}")
@@ -166,9 +165,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        data_dir, port_file = args.serve.split(os.pathsep)
-        asyncio.run(run_server(Path(data_dir), Path(port_file)))
+    if serve_if_asked(args.serve, run_server):
         return
     command = producer(args.rate, args.seconds, args.step_every)
     total_lines = int(args.rate * args.seconds)
@@ -176,16 +173,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
-        port_file = Path(tmp) / "port"
-        server = subprocess.Popen([sys.executable, "-W", "ignore", __file__, "--serve",
-                                   f"{data_dir}{os.pathsep}{port_file}"])
-        try:
-            deadline = time.monotonic() + 30
-            while not port_file.exists() or not port_file.read_text():
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the server did not start")
-                time.sleep(0.05)
-            port, ws_port = port_file.read_text().split()
+        with child_server(__file__, data_dir, Path(tmp) / "port", "-W", "ignore") as (server, ports):
+            port, ws_port = ports.split()
             base = f"http://127.0.0.1:{port}"
 
             def rate_of(ex: dict) -> float:
@@ -225,9 +214,6 @@ def main() -> None:
                 print(f"  CPU during the loaded run: server {server_cpu:.1f} s, clients "
                       f"{sum(o.get('cpu', 0.0) for o in outcomes):.1f} s, for a run of "
                       f"{_ts(loaded['completed_at']) - _ts(loaded['started_at']):.1f} s on {os.cpu_count()} cores")
-        finally:
-            server.terminate()
-            server.wait(10)
     if len(rounds) > 1:
         slower = sorted(x["slower"] for x in rounds)
         p99 = sorted(x["p99"] for x in rounds)

@@ -35,10 +35,11 @@ sys.path.insert(0, str(ROOT))
 import asyncssh  # noqa: E402
 import psutil  # noqa: E402
 
-from engine.engine import Engine, EngineConfig  # noqa: E402
+from engine.engine import Engine  # noqa: E402
+from engine.model import ExecutionKind  # noqa: E402
 from engine.runners import ssh_pool  # noqa: E402
-from storage import SqliteStore  # noqa: E402
-from storage.paths import database_path  # noqa: E402
+from engine.submission import SubmitRequest  # noqa: E402
+from stepflow_tui.cli.wiring import EngineOptions, start_engine  # noqa: E402
 
 MARKER_SCRIPT = """\
 echo "STEP_START:prepare"
@@ -137,7 +138,7 @@ class Run:
 
     wall: float
     cpu: float
-    #: of `cpu`: parsing and planning the workflow (`submit_workflow` until it returns)
+    #: of `cpu`: parsing and planning the workflow (`submit` until it returns)
     submit_cpu: float
     server_cpu: float
 
@@ -154,7 +155,8 @@ async def execute(engine: Engine, text: str, folder: Path, server: psutil.Proces
     server_before = cpu_seconds(server)
     cpu_before = time.process_time()
     started = time.perf_counter()
-    ex = await engine.submit_workflow(folder / "fanout.yaml", text=text)
+    ex = await engine.submit(SubmitRequest(kind=ExecutionKind.WORKFLOW, workflow_path=folder / "fanout.yaml",
+                                           workflow_text=text))
     submit_cpu = time.process_time() - cpu_before
     async with asyncio.timeout(300):
         done = await engine.wait(ex.id)
@@ -174,8 +176,7 @@ async def execute(engine: Engine, text: str, folder: Path, server: psutil.Proces
 async def run_round(folder: Path, ports: list[int], data: Path, server: psutil.Process) -> Round:
     """A new engine runs the workflow twice: cold (it opens the connections), then warm (the
     connections the first execution pooled are used again: runners live as long as the engine)."""
-    engine = Engine(SqliteStore(database_path(data)), data, EngineConfig())
-    await engine.start()
+    engine = await start_engine(data, EngineOptions(targets={}))  # as `stepflow run` builds it
     text = workflow_text(folder, ports)
     try:
         cold = await execute(engine, text, folder, server, len(ports))

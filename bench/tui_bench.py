@@ -28,6 +28,7 @@ from textual import events  # noqa: E402
 from engine.engine import Engine, EngineConfig  # noqa: E402
 from engine.events import ExecutionCreated, ExecutionFinished, ExecutionStarted, LinesLogged  # noqa: E402
 from engine.model import Execution, ExecutionStatus, Step, StepKind, Stream  # noqa: E402
+from engine.submission import SubmitRequest  # noqa: E402
 from stepflow_tui.app import StepflowApp  # noqa: E402
 from stepflow_tui.bridge import EngineBridge  # noqa: E402
 from stepflow_tui.screens.execution import ExecutionScreen  # noqa: E402
@@ -137,7 +138,7 @@ async def bench_live(data_dir: Path, rate: int, seconds: float, results: dict) -
                       f"while time.time()<end:\n    sys.stdout.write(''.join(f'live line {{n+i}}\\n' for i in range({per_tick})))\n"
                       f"    sys.stdout.flush(); n+={per_tick}; time.sleep(0.01)\n")
             (data_dir / "spam.py").write_text(script)
-            ex = await engine.submit_command(f"{sys.executable} {data_dir / 'spam.py'}")
+            ex = await engine.submit(SubmitRequest(command=f"{sys.executable} {data_dir / 'spam.py'}"))
             app.open_execution(ex)
             await until(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen.query(LogView))
             log = app.screen.query_one(LogView)

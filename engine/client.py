@@ -1,15 +1,14 @@
 """The one interface clients (the TUI, the CLI, the API) use to talk to an engine.
 
-`engine.engine.Engine` implements it in-process; `stepflow_tui.remote.RemoteEngine` implements it
+`engine.engine.Engine` implements it in-process; `api_compat.monitor.client.RemoteEngine` implements it
 over the StepFlow Monitor HTTP/WebSocket API. Commands return at once; nobody awaits a whole run.
 Events come through `subscribe()`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from pathlib import Path
-from typing import Protocol
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, Unpack
 
 from engine.events import Event
 from engine.model import (
@@ -21,6 +20,8 @@ from engine.model import (
     LogLine,
     Step,
 )
+from engine.store.logs import LogSelection
+from engine.submission import SubmitRequest
 
 
 class Subscription(Protocol):
@@ -36,37 +37,15 @@ class Subscription(Protocol):
 
 class EngineClient(Protocol):
     # -- commands (validate, persist the new rows, start, return at once) -------------------
-    async def submit_command(
-        self,
-        command: str,
-        *,
-        name: str | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        target: str = "local",
-        tags: Sequence[str] = (),
-        metadata: Mapping[str, object] | None = None,
-        user: str | None = None,
-        markers: str = "strict",
-        timeout: float | None = None,
-    ) -> Execution:
-        """Run a shell command (`bash -c`); its markers become steps. `timeout`: seconds it may
-        run, then it is stopped and fails with abort reason timeout."""
-
-    async def submit_workflow(
-        self,
-        path: str | Path | None = None,
-        *,
-        text: str | None = None,
-        targets: Sequence[str] | None = None,
-        name: str | None = None,
-        user: str | None = None,
-    ) -> Execution:
-        """Run a workflow file (or its text). Raises `engine.workflow.load.WorkflowError` before
-        anything runs when the file does not validate."""
+    async def submit(self, request: SubmitRequest) -> Execution:
+        """Run a command (shell text: `bash -c`; an argv: directly; its markers become steps) or a
+        workflow (a file or its text). Started at once when the engine has room, else queued
+        (pending) by priority, then age. A workflow that does not validate raises
+        `engine.workflow.load.WorkflowError` before anything is created."""
 
     async def cancel(self, execution_id: str, reason: AbortReason = AbortReason.USER) -> None:
-        """Ask a running execution to stop (SIGTERM, grace, SIGKILL). Returns at once."""
+        """Ask a running execution to stop (SIGTERM, grace, SIGKILL), or end a queued one before it
+        starts. Returns at once."""
 
     async def rerun(self, execution_id: str, *, from_failed: bool = False) -> Execution:
         """A new execution of the same command/workflow. `from_failed`: steps that completed in
@@ -90,13 +69,7 @@ class EngineClient(Protocol):
     async def get_log_lines(
         self,
         execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
+        **selection: Unpack[LogSelection],
     ) -> list[LogLine]:
         """Lines with after_seq < seq < before_seq (of `step_ids` only, if given), in seq order or
         newest first, skipping the first `offset` of them: a view filtered to a step jumps to its

@@ -4,25 +4,22 @@ through `subscribe()`. It implements `engine.client.EngineClient` in-process."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import getpass
 import logging
-import math
 import os
-import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
+from engine.admission import AdmissionQueue, end_unstarted
+from engine.adoption import adopt_queue
 from engine.artifacts import ArtifactStore
-from engine.env_names import env_name_problem
 from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreError
-from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted
-from engine.execution.run import ExecutionPlan, ExecutionRun, StepPlan
+from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted, ExecutionUpdated
+from engine.execution.run import ExecutionRun
 from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
-from engine.masking import Masker
 from engine.model import (
     AbortReason,
     Artifact,
@@ -36,13 +33,14 @@ from engine.model import (
     Step,
     StepKind,
     StepStatus,
-    new_id,
     utcnow,
 )
 from engine.ownership import owner_is_alive, this_engine
-from engine.runners.base import CommandSpec, Runner
+from engine.runners.base import Runner
 from engine.store import Store, StoreStats
+from engine.store.logs import LogSelection
 from engine.store_writer import StoreWriter
+from engine.submission import Planned, SubmitRequest, check_request, command_request_of, plan_command
 from engine.surrogates import replace_in, replace_surrogates, unencodable
 from engine.workflow.plan import plan_workflow
 
@@ -62,6 +60,10 @@ class EngineConfig:
     shutdown_grace: float = 10.0
     #: targets known besides `local` (from the user's targets file), name -> target config
     targets: dict[str, Any] = field(default_factory=dict)
+    #: executions running at once; more wait in the queue (by priority, then age). 0: none starts
+    max_running: int = 32
+    #: at start, queue what stopped or dead engines left queued (a one-shot `stepflow run` does not)
+    adopt_queued: bool = True
 
 
 class Engine:
@@ -85,6 +87,11 @@ class Engine:
         self._runs: dict[str, tuple[ExecutionState, asyncio.Task[None]]] = {}
         #: each live run's kill grace (what bounds the wait of `cancel_and_delete`)
         self._kill_graces: dict[str, float] = {}
+        self._queue = AdmissionQueue()
+        #: slots taken by executions being created to start at once (not yet in `_runs`)
+        self._reserved = 0
+        #: set (and replaced) whenever an execution leaves the queue
+        self._left_queue = asyncio.Event()
         self._closing = False
         self._started = False
 
@@ -101,10 +108,11 @@ class Engine:
         lost = await mark_lost(self.store)
         self.writer.start()
         self._started = True
-        # What exists once the store is open (modules, schemas, compiled SQL...) lives as long as the
-        # process: out of the cyclic GC's sight, whose full passes over it stalled the loop for
-        # 100-150 ms each while a workflow of short steps ran (0.3 ms per step on average).
-        gc.freeze()
+        if self.config.adopt_queued:
+            await self._adopt_queue()
+            self._admit_waiting()
+        # (the process's garbage collector is the program's to tune, not this library's: the
+        # `stepflow` command freezes what exists at this point once start() returns)
         return lost
 
     async def __aenter__(self) -> Engine:
@@ -121,6 +129,11 @@ class Engine:
             return
         self._closing = True
         grace = self.config.shutdown_grace if grace is None else grace
+        # what waits stays queued in the store, let go for the next engine to start
+        for planned in self._queue.drain():
+            planned.execution.owner = None
+            await self.hub.publish(ExecutionUpdated(planned.execution.snapshot()))
+        self._dequeued()
         for state, _task in list(self._runs.values()):
             state.request_stop(AbortReason.SHUTDOWN, "cancelled: the engine was shutting down")
         tasks = [task for _state, task in self._runs.values()]
@@ -141,136 +154,142 @@ class Engine:
         self._started = False
 
     # -- commands ---------------------------------------------------------------------------------
-    async def submit_command(
-        self,
-        command: str | Sequence[str],
-        *,
-        name: str | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        target: str = "local",
-        tags: Sequence[str] = (),
-        metadata: Mapping[str, object] | None = None,
-        user: str | None = None,
-        markers: str = "strict",
-        secrets: Sequence[str] = (),
-        rerun_of: str | None = None,
-        timeout: float | None = None,
-    ) -> Execution:
-        """Start a command. `timeout`: seconds it may run, then it is stopped (SIGTERM, grace,
-        SIGKILL) and fails with reason `timeout`, as a workflow step's timeout does."""
+    async def submit(self, request: SubmitRequest) -> Execution:
+        """Validate and plan a command or a workflow; start it when there is room, else queue it
+        (stored pending, admitted later by priority, then age). Returns at once either way. A
+        workflow that does not validate raises `WorkflowError` before anything is created."""
         self._check_open()
-        argv: list[str] | None = None
-        script: str | None = None
-        if isinstance(command, str):
-            if not command.strip():
-                raise InvalidRequest("the command is empty")
-            script = command
-            command_text = command
+        check_request(request)
+        if request.kind is ExecutionKind.WORKFLOW:
+            planned = await self._plan_workflow(request)
         else:
-            if not command:
-                raise InvalidRequest("the command is empty")
-            argv = list(command)
-            command_text = shlex.join(command)
-        if markers not in ("strict", "lenient"):
-            raise InvalidRequest(f"markers must be 'strict' or 'lenient', not {markers!r}")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                    or not math.isfinite(timeout) or timeout <= 0):
-            raise InvalidRequest(f"timeout must be a positive number of seconds, not {timeout!r}")
-        self._check_target(target)
-        workdir = _expand_home(cwd) if cwd else os.getcwd()
-        env_map = {str(k): str(v) for k, v in (env or {}).items()}
-        _check_spawnable(command_text, workdir, env_map)
-        masker = Masker([env_map.get(k) or os.environ.get(k, "") for k in secrets])
-        # what is shown and stored is UTF-8 (bytes that were not: U+FFFD); the process gets the
-        # command, directory and environment as given (see engine.surrogates)
-        shown = replace_surrogates(command_text)
-        execution = Execution(
-            id=new_id(),
-            name=replace_surrogates(name or _default_name(shown)),
-            kind=ExecutionKind.COMMAND,
-            command=shown,
-            working_directory=replace_surrogates(workdir),
-            environment=replace_in(masker.mask_env(env_map)),
-            user=replace_surrogates(user or _current_user()),
-            tags=replace_in(list(tags)),
-            metadata=replace_in(dict(metadata or {})),
-            targets=[target],
-            rerun_of=rerun_of,
-        )
-        if markers == "lenient":
-            execution.metadata["markers"] = "lenient"
-        if timeout is not None:
-            # kept with the execution, as markers are, so that a rerun runs with it too
-            execution.metadata["timeout"] = timeout
-        # a branch's index is negative: the steps (what `total_steps` and `current_step_index`
-        # count) are indexed from 0, the branches before them
-        branch = Step(id=new_id(), execution_id=execution.id, name=target, kind=StepKind.BRANCH,
-                      index=-1, target=target)
-        spec = CommandSpec(argv=argv, script=script, env=env_map, cwd=workdir, execution_id=execution.id)
-        plan = ExecutionPlan(
-            branches=[branch],
-            steps=[StepPlan(step=branch, branch=branch, spec=spec, timeout=timeout,
-                            lenient_markers=markers == "lenient")],
-            is_command=True,
-            kill_grace=self.config.kill_grace,
-        )
-        return await self._launch(execution, [branch], plan, masker)
+            planned = plan_command(request, user=request.user or _current_user(),
+                                   kill_grace=self.config.kill_grace, check_target=self._check_target)
+        execution = planned.execution
+        execution.priority = request.priority
+        execution.source = replace_surrogates(request.source)
+        execution.labels = replace_in(dict(request.labels))
+        execution.owner = this_engine()
+        if not self._queue and self._has_room():
+            # the fast path: admitted at creation, one barrier
+            execution.admitted_at = utcnow()
+            return await self._launch(planned)
+        await self._create(planned)
+        self._queue.push(planned)
+        self._admit_waiting()
+        return execution.snapshot()
 
-    async def submit_workflow(
-        self,
-        path: str | Path | None = None,
-        *,
-        text: str | None = None,
-        targets: Sequence[str] | None = None,
-        name: str | None = None,
-        user: str | None = None,
-        rerun_of: str | None = None,
-        done_steps: Mapping[tuple[str, str], str] | None = None,
-    ) -> Execution:
-        """Validate and start a workflow. `done_steps` maps (target, step name) to the id of the
-        execution where that step already completed (rerun from the failed step)."""
+    async def _plan_workflow(self, request: SubmitRequest) -> Planned:
         # imported here: the workflow schema (pydantic) is ~0.2 s of a start-up that runs no workflow
         from engine.workflow.load import read_workflow
 
-        self._check_open()
+        text = request.workflow_text
         if text is not None and (bad := unencodable(text)) is not None:
             raise InvalidRequest(f"the workflow text contains a lone surrogate ({bad}), which is not text")
         # in a thread, with a time bound: the API and the TUI hand over documents of any size
-        workflow = await read_workflow(path, text=text, known_targets=set(self.config.targets))
+        workflow = await read_workflow(request.workflow_path, text=text, known_targets=set(self.config.targets))
         self._check_open()  # again: shutdown may have begun while the thread read
-        if targets:
-            for target in targets:
-                self._check_target(target, workflow)
+        for target in request.targets:
+            self._check_target(target, workflow)
         execution, steps, plan, masker = plan_workflow(
-            workflow, targets, name, user or _current_user(), done_steps or {},
-            known_targets=self.config.targets, kill_grace=self.config.kill_grace,
+            workflow, list(request.targets) or None, request.name, request.user or _current_user(),
+            request.done_steps, known_targets=self.config.targets, kill_grace=self.config.kill_grace,
         )
         # every branch's target must be known (to the workflow or the targets file)
         for t in execution.targets:
             self._check_target(t, workflow)
-        execution.rerun_of = rerun_of
+        execution.rerun_of = request.rerun_of
         # a path or name from the command line may hold bytes that are not UTF-8
         execution.name = replace_surrogates(execution.name)
         execution.command = replace_surrogates(execution.command)
         execution.working_directory = replace_surrogates(execution.working_directory)
-        return await self._launch(execution, steps, plan, masker, workflow.targets)
+        return Planned(execution, steps, plan, masker, workflow.targets)
 
-    async def _launch(self, execution: Execution, steps: list[Step], plan: ExecutionPlan,
-                      masker: Masker, workflow_targets: Mapping[str, Any] | None = None) -> Execution:
-        execution.owner = this_engine()
-        execution.admitted_at = utcnow()
-        state = ExecutionState(execution, steps, self.hub, masker)
-        await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in steps)))
+    async def _create(self, planned: Planned) -> None:
+        """Store the new execution and its steps; raise (and store nothing more) when it could not."""
+        execution = planned.execution
+        await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in planned.steps)))
         await self.writer.barrier()
         if (not_stored := self.writer.failures.get(execution.id)) is not None:
             raise type(not_stored)(not_stored.message)  # no one shall be told it was accepted
-        targets = workflow_targets or {}
-        run = ExecutionRun(state, plan, lambda t: self._runner(t, targets), self.artifacts)
-        task = asyncio.create_task(self._run_then_forget(run, execution.id), name=f"execution-{execution.id}")
+
+    async def _launch(self, planned: Planned) -> Execution:
+        self._reserved += 1  # its slot, while the store is written
+        try:
+            await self._create(planned)
+        except BaseException:
+            self._reserved -= 1
+            self._admit_waiting()  # the slot it held may be one a queued execution can have
+            raise
+        self._reserved -= 1
+        self._start_run(planned, self._run_then_forget)
+        return planned.execution.snapshot()
+
+    def _start_run(self, planned: Planned,
+                   body: Callable[[ExecutionRun, str], Coroutine[Any, Any, None]]) -> ExecutionState:
+        execution = planned.execution
+        state = ExecutionState(execution, planned.steps, self.hub, planned.masker)
+        targets = planned.workflow_targets
+        run = ExecutionRun(state, planned.plan, lambda t: self._runner(t, targets), self.artifacts)
+        task = asyncio.create_task(body(run, execution.id), name=f"execution-{execution.id}")
         self._runs[execution.id] = (state, task)
-        self._kill_graces[execution.id] = plan.kill_grace
-        return execution.snapshot()
+        self._kill_graces[execution.id] = planned.plan.kill_grace
+        return state
+
+    # -- admission --------------------------------------------------------------------------------
+    def _has_room(self) -> bool:
+        return len(self._runs) + self._reserved < self.config.max_running
+
+    def _admit_waiting(self) -> None:
+        """Start queued executions while there is room (each one's admission stored first)."""
+        while not self._closing and self._started and self._queue and self._has_room():
+            planned = self._queue.pop()
+            if planned is None:
+                break
+            planned.execution.admitted_at = utcnow()
+            planned.execution.owner = this_engine()
+            self._start_run(planned, self._admitted_run)
+            self._dequeued()
+
+    async def _admitted_run(self, run: ExecutionRun, execution_id: str) -> None:
+        """Make the admission durable before any process starts: a crash between the two loses
+        the execution ("engine lost") rather than running it twice."""
+        state = run.state
+        try:
+            await self.hub.publish(ExecutionUpdated(state.execution.snapshot()))
+            await self.writer.barrier()
+            if (not_stored := self.writer.failures.get(execution_id)) is not None:
+                await state.finish(ExecutionStatus.FAILED, error=not_stored.message)
+                return
+            await run.run()
+            await self.writer.barrier()
+        finally:
+            self._forget(execution_id)
+
+    def _dequeued(self) -> None:
+        """Wake whoever waits for a queued execution to leave the queue (`wait`)."""
+        left, self._left_queue = self._left_queue, asyncio.Event()
+        left.set()
+
+    async def _adopt_queue(self) -> None:
+        """Queue what stopped or dead engines left queued, rebuilt from the stored rows; end, failed,
+        what cannot be rebuilt."""
+        adopted, failed = await adopt_queue(self.store, owner_alive, this_engine(), user=_current_user(),
+                                            kill_grace=self.config.kill_grace, known_targets=self.config.targets,
+                                            check_target=self._check_target)
+        for planned, message in failed:
+            log.warning("queued execution %s %s", planned.execution.id, message)
+            await end_unstarted(planned, self.hub, ExecutionStatus.FAILED, error=message)
+        for planned in adopted:
+            await self.hub.publish(ExecutionUpdated(planned.execution.snapshot()))  # ours now
+            self._queue.push(planned)
+        if adopted or failed:
+            await self.writer.barrier()
+            log.info("queued %d execution(s) left waiting by a stopped engine", len(adopted))
+
+    def queue_place(self, execution_id: str) -> int | None:
+        """An execution's place in this engine's queue (1: next), None when it does not wait."""
+        return self._queue.place(execution_id)
 
     def _not_stored(self, execution_id: str, error: StoreError) -> None:
         """The store writer could not store what the execution did: stop it, failed with that."""
@@ -284,10 +303,22 @@ class Engine:
             # readers fall back to the store once the run is forgotten: it must hold the end first
             await self.writer.barrier()
         finally:
-            self._runs.pop(execution_id, None)
-            self._kill_graces.pop(execution_id, None)
+            self._forget(execution_id)
+
+    def _forget(self, execution_id: str) -> None:
+        self._runs.pop(execution_id, None)
+        self._kill_graces.pop(execution_id, None)
+        self._admit_waiting()  # its slot is free
 
     async def cancel(self, execution_id: str, reason: AbortReason = AbortReason.USER) -> None:
+        queued = self._queue.remove(execution_id)
+        if queued is not None:
+            # nothing of it runs: it ends here, stored before the answer
+            self._dequeued()
+            message = "cancelled by user before it started" if reason is AbortReason.USER else None
+            await end_unstarted(queued, self.hub, ExecutionStatus.CANCELLED, reason=reason, error=message)
+            await self.writer.barrier()
+            return
         entry = self._runs.get(execution_id)
         if entry is None or entry[0].execution.status.is_terminal:
             execution = await self.store.get_execution(execution_id)
@@ -302,6 +333,8 @@ class Engine:
         """Wait for a live execution to end and return its final state (for the CLI and tests).
         Raises StoreError (StoreFull) when what it did could not be stored: it is failed, whatever
         its commands did."""
+        while execution_id in self._queue:
+            await self._left_queue.wait()
         entry = self._runs.get(execution_id)
         if entry is not None:
             state, task = entry
@@ -341,27 +374,25 @@ class Engine:
                 if workflow_steps and len(done) == len(workflow_steps):
                     raise nothing_left
             path = original.command if original.command and original.command != "<workflow>" else None
-            return await self.submit_workflow(
-                path, text=original.workflow_source, targets=None, name=original.name,
+            return await self.submit(SubmitRequest(
+                kind=ExecutionKind.WORKFLOW, source=original.source, workflow_path=path,
+                workflow_text=original.workflow_source, name=original.name, priority=original.priority,
                 rerun_of=execution_id, done_steps=done,
-            )
-        markers = str(original.metadata.get("markers", "strict"))
-        timeout = original.metadata.get("timeout")
-        meta = {k: v for k, v in original.metadata.items() if k not in ("markers", "timeout")}
-        return await self.submit_command(
-            original.command, name=original.name, cwd=original.working_directory or None,
-            env=original.environment, target=(original.targets or ["local"])[0], tags=original.tags,
-            metadata=meta, markers=markers, rerun_of=execution_id,
-            timeout=timeout if isinstance(timeout, int | float) and not isinstance(timeout, bool) else None,
-        )
+            ))
+        request = command_request_of(original, rerun_of=execution_id)
+        request.labels = {}  # the ids other surfaces know the original by are the original's
+        request.user = None  # whoever asks for the rerun runs it
+        return await self.submit(request)
 
     async def cancel_and_delete(self, execution_id: str) -> bool:
         """Delete an execution, cancelling it first when it runs; True when it was cancelled. The
         wait for its processes is bounded by its kill grace (TERM, then KILL after the grace) plus
         slack for the store; past that the deletion is refused (Conflict) rather than leaving a
         run writing into a deleted execution."""
+        cancelled = execution_id in self._queue
+        if cancelled:
+            await self.cancel(execution_id)
         entry = self._runs.get(execution_id)
-        cancelled = False
         if entry is not None:
             state, task = entry
             if not state.execution.status.is_terminal:
@@ -490,18 +521,9 @@ class Engine:
     async def get_log_lines(
         self,
         execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
+        **selection: Unpack[LogSelection],
     ) -> list[LogLine]:
-        return await self.store.get_log_lines(
-            execution_id, step_ids=step_ids, after_seq=after_seq, before_seq=before_seq,
-            limit=limit, newest_first=newest_first, offset=offset,
-        )
+        return await self.store.get_log_lines(execution_id, **selection)
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
         return await self.store.count_log_lines(execution_id, step_ids=step_ids)
@@ -570,38 +592,8 @@ def _default_runner_factory(target: str, config: Any) -> Runner:
     return runner_for(config)
 
 
-def _default_name(command: str) -> str:
-    first = command.strip().splitlines()[0] if command.strip() else "command"
-    return first if len(first) <= 60 else first[:57] + "..."
-
-
 def _current_user() -> str:
     try:
         return getpass.getuser()
     except Exception:
         return os.environ.get("USER", "")
-
-
-def _check_spawnable(command: str, cwd: str, env: Mapping[str, str]) -> None:
-    """Refuse, before anything is created, what no process can be started with (it failed later as
-    "internal error: embedded null byte", and over SSH it broke the shared connection)."""
-    for what, text in (("the command", command), ("the working directory", cwd)):
-        if "\x00" in text:
-            raise InvalidRequest(f"{what} contains a NUL character")
-        if (bad := unencodable(text)) is not None:
-            raise InvalidRequest(f"{what} contains a lone surrogate ({bad}), which no process can be given")
-    for key, value in env.items():
-        if problem := env_name_problem(key):
-            raise InvalidRequest(f"environment: {problem}")
-        if "\x00" in value:
-            raise InvalidRequest(f"environment: the value of {key} contains a NUL character")
-        if (bad := unencodable(value)) is not None:
-            raise InvalidRequest(f"environment: the value of {replace_surrogates(key)} contains a lone "
-                                 f"surrogate ({bad}), which no process can be given")
-
-
-def _expand_home(path: str) -> str:
-    """`~/x` → the home folder's x (no file system access, so fine on the event loop)."""
-    if path == "~" or path.startswith("~/"):
-        return os.environ.get("HOME", "~") + path[1:]
-    return path

@@ -16,6 +16,15 @@ from collections.abc import AsyncIterator
 from engine.events import Event, LinesDropped, LinesLogged
 
 
+class Bundle(list[Event]):
+    """Events that go into the sink as one item, in order (`Hub.publish_many`): what one block of a
+    command's output made. `lines`: the log lines among them."""
+
+    def __init__(self, events: list[Event]) -> None:
+        super().__init__(events)
+        self.lines = sum(len(e.lines) for e in events if type(e) is LinesLogged)  # type: ignore[attr-defined]
+
+
 class Subscriber:
     def __init__(self, hub: Hub, maxsize: int) -> None:
         self._hub = hub
@@ -74,8 +83,8 @@ class Subscriber:
 MAX_UNCOMMITTED_LINES = 20_000
 
 
-class Sink(asyncio.Queue["Event | asyncio.Future[None]"]):
-    """The store writer's queue: Events, or Futures used as barriers.
+class Sink(asyncio.Queue["Event | Bundle | asyncio.Future[None]"]):
+    """The store writer's queue: Events, Bundles of them, or Futures used as barriers.
 
     Log lines wait for room: `put` of a LinesLogged awaits while MAX_UNCOMMITTED_LINES lines are
     queued or being written (the writer reports what it wrote with `committed`), so the readers of
@@ -96,15 +105,28 @@ class Sink(asyncio.Queue["Event | asyncio.Future[None]"]):
         self.max_uncommitted_lines = max_uncommitted_lines
         #: log lines put and not yet reported `committed`
         self.uncommitted_lines = 0
+        #: events in the queue (a Bundle counts its events): what `maxsize` bounds
+        self._queued_events = 0
         self._room: asyncio.Future[None] | None = None
 
-    async def put(self, item: Event | asyncio.Future[None]) -> None:
-        if isinstance(item, LinesLogged):
+    async def put(self, item: Event | Bundle | asyncio.Future[None]) -> None:
+        if isinstance(item, LinesLogged) or (isinstance(item, Bundle) and item.lines):
             while self.uncommitted_lines >= self.max_uncommitted_lines:
                 if self._room is None or self._room.done():
                     self._room = asyncio.get_running_loop().create_future()
                 await asyncio.shield(self._room)  # one waiter's cancellation is not the others'
         await super().put(item)
+
+    def full(self) -> bool:
+        """`maxsize` events are queued (asyncio.Queue's `put` waits while this holds)."""
+        return 0 < self.maxsize <= self._queued_events
+
+    def has_room_for(self, item: Event | Bundle | asyncio.Future[None]) -> bool:
+        """`put` of `item` would not wait."""
+        maxsize = self.maxsize
+        return (maxsize <= 0 or self._queued_events < maxsize) and (
+            type(item) is not LinesLogged or self.uncommitted_lines < self.max_uncommitted_lines
+        )
 
     def committed(self, lines: int) -> None:
         """The writer is done with `lines` log lines taken from the sink (written, or given up)."""
@@ -122,16 +144,24 @@ class Sink(asyncio.Queue["Event | asyncio.Future[None]"]):
         self.wake_lines = max(1, lines)
         self._events = self._lines = 0
 
-    def _put(self, item: Event | asyncio.Future[None]) -> None:  # the hook asyncio.Queue gives subclasses
+    def _get(self) -> Event | Bundle | asyncio.Future[None]:  # asyncio.Queue's hook, as `_put`
+        item = super()._get()
+        self._queued_events -= len(item) if isinstance(item, Bundle) else 1
+        return item
+
+    def _put(self, item: Event | Bundle | asyncio.Future[None]) -> None:  # the hook asyncio.Queue gives subclasses
         super()._put(item)
-        if isinstance(item, LinesLogged):
-            self.uncommitted_lines += len(item.lines)
+        if isinstance(item, Bundle):
+            lines, events = item.lines, len(item)
+        else:
+            lines, events = (len(item.lines) if isinstance(item, LinesLogged) else 0), 1
+        self._queued_events += events
+        self.uncommitted_lines += lines
         waiter = self.waiter
         if waiter is None:
             return
-        self._events += 1
-        if isinstance(item, LinesLogged):
-            self._lines += len(item.lines)
+        self._events += events
+        self._lines += lines
         if isinstance(item, asyncio.Future) or self._events >= self.wake_events or self._lines >= self.wake_lines:
             self.waiter = None
             if not waiter.done():
@@ -150,8 +180,27 @@ class Hub:
         return sub
 
     async def publish(self, event: Event) -> None:
-        await self.sink.put(event)
-        self.offer(event)
+        sink = self.sink
+        # the usual case, room in the sink, without the coroutines of `Sink.put` (a command's
+        # output makes several events a line when it prints markers)
+        if sink.has_room_for(event):
+            sink.put_nowait(event)
+        else:
+            await sink.put(event)
+        for sub in self._subscribers:
+            sub.offer(event)
+
+    async def publish_many(self, events: list[Event]) -> None:
+        """`publish` of each, in order, as one item of the sink (`Bundle`): for what one block of a
+        command's output made, thousands of events a second when it prints markers."""
+        if not events:
+            return
+        await self.sink.put(Bundle(events))
+        subscribers = self._subscribers
+        if subscribers:
+            for event in events:
+                for sub in subscribers:
+                    sub.offer(event)
 
     async def publish_stored(self, event: Event) -> None:
         """Like `publish`, but subscribers get the event once the store holds it (and everything

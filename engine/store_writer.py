@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from engine.errors import StoreError, StoreFull
 from engine.events import Event, LinesLogged
-from engine.hub import Sink
+from engine.hub import Bundle, Sink
 from engine.store import Store
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class StoreWriter:
                 if not item.done():
                     item.set_result(None)
             else:
-                dropped += 1
+                dropped += len(item) if isinstance(item, Bundle) else 1
         self._sink.committed(self._sink.uncommitted_lines)  # nobody waits for room any more
         if dropped:
             log.warning("%d event(s) published after the store writer stopped were not written", dropped)
@@ -91,10 +91,13 @@ class StoreWriter:
             batch: list[Event] = []
             barriers: list[asyncio.Future[None]] = []
             lines = 0
-            item: Event | asyncio.Future[None] | None = first
+            item: Event | Bundle | asyncio.Future[None] | None = first
             while item is not None:
                 if isinstance(item, asyncio.Future):
                     barriers.append(item)
+                elif isinstance(item, Bundle):
+                    batch.extend(item)
+                    lines += item.lines
                 else:
                     batch.append(item)
                     if isinstance(item, LinesLogged):
@@ -115,7 +118,7 @@ class StoreWriter:
                     fut.set_result(None)
 
     async def _linger(self, batch: list[Event], barriers: list[asyncio.Future[None]],
-                      lines: int) -> Event | asyncio.Future[None] | None:
+                      lines: int) -> Event | Bundle | asyncio.Future[None] | None:
         """A small batch waits up to LINGER seconds for company: a quiet engine then writes a few
         transactions a second instead of one per event (a step's start and end, its counters...).
         Nobody waits on it: a barrier (someone awaiting the store) ends the wait at once. The

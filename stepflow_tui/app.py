@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
 from pathlib import Path
@@ -21,8 +20,9 @@ from textual.screen import Screen
 
 from engine.client import EngineClient
 from engine.events import ExecutionDeleted, ExecutionFinished, ExecutionStarted
-from engine.model import Artifact, Execution, ExecutionFilter, ExecutionStatus
+from engine.model import Artifact, Execution, ExecutionFilter, ExecutionKind, ExecutionStatus
 from engine.ownership import this_engine
+from engine.submission import SubmitRequest
 from engine.targets_file import user_targets_path
 from stepflow_tui.bridge import EngineBridge
 from stepflow_tui.display import Clock, utc_clock
@@ -34,6 +34,9 @@ from stepflow_tui.screens.executions import ExecutionsScreen
 from stepflow_tui.screens.keys import binding_groups
 from stepflow_tui.screens.launch import LaunchDialog, LaunchRequest, remember_recent
 from stepflow_tui.widgets.status_strip import StatusStrip
+
+#: the surface executions submitted here come from
+SOURCE = "tui"
 
 
 class StepflowApp(App[None]):
@@ -61,6 +64,7 @@ class StepflowApp(App[None]):
         sample_machine: bool = True,
         watch_workflows: bool = True,
         quit_stops_executions: bool = True,
+        engine_is_here: bool = True,
     ) -> None:
         super().__init__()
         self.client = client
@@ -79,8 +83,9 @@ class StepflowApp(App[None]):
         self.startup_notes: list[tuple[str, str]] = []
         #: where the embedded API listens, for the status strip
         self.api_url: str | None = None
-        #: the targets file the launch dialog offers; None when the engine is elsewhere (--connect)
-        self.targets_path: Path | None = user_targets_path() if _engine_is_here(client) else None
+        #: the targets file the launch dialog offers; None when the engine is elsewhere (--connect):
+        #: this machine's targets file says nothing of the server's
+        self.targets_path: Path | None = user_targets_path() if engine_is_here else None
         self.live = LiveCache()
         self.bridge = EngineBridge(client, self)
 
@@ -206,17 +211,21 @@ class StepflowApp(App[None]):
                 return
             if request.workflow is not None:
                 workflow = request.workflow
-                targets = [request.target] if request.target else None
+                targets = [request.target] if request.target else []
 
                 def launched(execution: Execution) -> None:
                     # only a file that ran is remembered: one that did not validate is not "recent"
                     remember_recent(workflow)
                     self._launched(execution)
 
-                self.engine_call(self.client.submit_workflow(workflow, targets=targets), done=launched)
+                self.engine_call(self.client.submit(SubmitRequest(
+                    kind=ExecutionKind.WORKFLOW, source=SOURCE, workflow_path=workflow, targets=targets,
+                )), done=launched)
             elif request.command:
-                self.engine_call(self.client.submit_command(request.command, target=request.target or "local"),
-                                 done=self._launched)
+                self.engine_call(self.client.submit(SubmitRequest(
+                    kind=ExecutionKind.COMMAND, source=SOURCE, command=request.command,
+                    targets=[request.target or "local"],
+                )), done=self._launched)
 
         self.push_screen(LaunchDialog(self.workflow_dirs, watch=self.watch_workflows, targets_path=self.targets_path),
                          chosen)
@@ -296,12 +305,6 @@ class StepflowApp(App[None]):
         self.bridge.close()
         # back to the collector: whatever the app leaves behind (an embedding process, the tests)
         gc.unfreeze()
-
-
-def _engine_is_here(client: EngineClient) -> bool:
-    """False for a RemoteEngine (`--connect`): this machine's targets file says nothing of the server's."""
-    remote = sys.modules.get("stepflow_tui.remote")  # not imported: no RemoteEngine can exist
-    return remote is None or not isinstance(client, remote.RemoteEngine)
 
 
 def _write_copy(path: Path, file_name: str, data: bytes) -> Path:

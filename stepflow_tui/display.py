@@ -1,4 +1,5 @@
-"""How domain values look on screen: status glyphs and styles, durations, times, sizes, bars.
+"""How domain values look on screen: status glyphs and styles, times, styled progress bars
+(durations, sizes and the bars' text: `stepflow_tui.formatting`, shared with the CLI).
 
 Every status has a distinct glyph as well as a colour, so the screen reads the same with NO_COLOR.
 """
@@ -9,6 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from rich.text import Text
+
+from stepflow_tui import formatting
 
 #: status value -> (glyph, style)
 STATUS_GLYPHS: dict[str, tuple[str, str]] = {
@@ -36,21 +39,6 @@ def status_text(status: str, *, with_name: bool = False) -> Text:
     return Text(f"{glyph} {status}" if with_name else glyph, style=style)
 
 
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = max(seconds, 0.0)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours}h{minutes:02d}m"
-    return f"{hours // 24}d{hours % 24:02d}h"
-
-
 def duration_between(start: datetime | None, end: datetime | None, now: datetime) -> float | None:
     if start is None:
         return None
@@ -71,27 +59,14 @@ def fmt_clock(value: datetime) -> str:
     return value.astimezone().strftime("%H:%M:%S.%f")[:-3]
 
 
-def fmt_size(size: int | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # pragma: no cover
-
-
-def progress_bar(percent: float | None, width: int = 10, style: str = "cyan") -> Text:
-    """A bar of eighth blocks plus the percentage, `width` cells for the bar."""
+def progress_text(percent: float | None, width: int = 10, style: str = "cyan") -> Text:
+    """A progress bar of `width` cells and its percentage (`formatting.progress_bar`, `percent`);
+    blank of the same width when there is no figure."""
     if percent is None:
         return Text(" " * (width + 5))
-    percent = min(max(percent, 0.0), 100.0)
-    eighths = int(round(percent / 100 * width * 8))
-    full, part = divmod(eighths, 8)
-    bar = "█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")
-    text = Text(bar.ljust(width), style=style)
-    text.append(f"{percent:4.0f}%")
+    fraction = percent / 100
+    text = Text(formatting.progress_bar(fraction, width), style=style)
+    text.append(formatting.percent(fraction).rjust(5))
     return text
 
 

@@ -1,5 +1,6 @@
 """The TUI's start: the app on the local engine (with the API listener the composition root
-starts for it) or on a remote one (`--connect`)."""
+starts for it) or on a remote one (`--connect`, through the API client the composition root hands in:
+the TUI imports no API code)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.engine import Engine, EngineConfig
+from engine.client import EngineClient
+from engine.engine import Engine
+from engine.workflow.issues import WorkflowError
 from stepflow_tui.cli.errors import CliError
-from stepflow_tui.cli.main import load_targets_config, make_store, resolve_data_dir
 
 if TYPE_CHECKING:
     from stepflow_tui.app import StepflowApp
-    from stepflow_tui.remote import RemoteEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,26 +32,42 @@ class RunningApi(Protocol):
 #: starts the API listener on the engine, its data directory and the folders the TUI offers workflows
 #: from (the only ones whose files the API runs by path); a CliError says why it did not
 StartApi = Callable[[Engine, Path, list[Path]], Awaitable[RunningApi]]
+#: builds and starts the engine on a data directory (the composition root's `start_engine`)
+StartEngine = Callable[[Path], Awaitable[Engine]]
 
 
-def connected_app(client: RemoteEngine, workflow_dirs: list[Path], **options: Any) -> StepflowApp:
+class RemoteClient(EngineClient, Protocol):
+    """An engine client over a server's API, as `--connect` uses it: started (connected) before
+    the app runs, closed after."""
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+#: the client of the server at a URL (with a bearer token or None), not started yet
+Connect = Callable[[str, str | None], RemoteClient]
+
+
+def connected_app(client: EngineClient, workflow_dirs: list[Path], **options: Any) -> StepflowApp:
     """The app of `stepflow tui --connect` (`options`: the tests' keys file, no file watching)."""
     from stepflow_tui.app import StepflowApp
 
-    # this machine's CPU and memory would say nothing of the server's: the status strip shows the
-    # connection to it instead; quitting leaves the server's executions running
-    return StepflowApp(client, data_dir_label=client.base_url, workflow_dirs=workflow_dirs,
-                       quit_stops_executions=False, sample_machine=False, **options)
+    # this machine's CPU and memory (and targets file) would say nothing of the server's: the status
+    # strip shows the connection to it instead; quitting leaves the server's executions running
+    return StepflowApp(client, data_dir_label=client.description, workflow_dirs=workflow_dirs,
+                       quit_stops_executions=False, sample_machine=False, engine_is_here=False, **options)
 
 
-async def run_tui(args: argparse.Namespace, *, start_api: StartApi | None = None) -> int:
+async def run_tui(args: argparse.Namespace, *, data_dir: Path, start_engine: StartEngine,
+                  start_api: StartApi | None = None, connect: Connect | None = None) -> int:
     from stepflow_tui.app import StepflowApp
 
     workflow_dirs = [Path(d) for d in args.workflow_dirs] or [ROOT / "sample_workflows", Path.cwd()]
     if args.connect:
-        from stepflow_tui.remote import RemoteEngine
-
-        client = RemoteEngine(args.connect, token=args.token)
+        if connect is None:
+            raise CliError("this build cannot connect to a server (no API client)", 1)
+        client = connect(args.connect, args.token)
         try:
             await client.start()
         except Exception as exc:
@@ -62,10 +79,10 @@ async def run_tui(args: argparse.Namespace, *, start_api: StartApi | None = None
             await client.close()
         return 0
 
-    data_dir = resolve_data_dir(args.data_dir)
-    engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
     try:
-        await engine.start()
+        engine = await start_engine(data_dir)
+    except (CliError, WorkflowError):  # a data directory that cannot be one, a wrong targets file
+        raise
     except Exception as exc:
         raise CliError(f"cannot open the data directory {data_dir}: {exc}", 1) from None
     listener: RunningApi | None = None

@@ -24,20 +24,16 @@ from engine.model import (
     Step,
     Stream,
 )
-from storage.rows import (
-    ARTIFACT_COLUMNS,
-    EXECUTION_COLUMNS,
-    STEP_COLUMNS,
-    artifact_from_values,
-    execution_from_values,
-    step_from_values,
-)
+from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
 from storage.tables import MAX_SPAN_LINES
 
 _STREAMS = {s.value: s for s in Stream}
-_EXECUTION_SELECT = f"SELECT {', '.join(f'executions.{c}' for c in EXECUTION_COLUMNS)} FROM executions"
-_STEP_SELECT = f"SELECT {', '.join(STEP_COLUMNS)} FROM steps"
-_ARTIFACT_SELECT = f"SELECT {', '.join(ARTIFACT_COLUMNS)} FROM artifacts"
+_EXECUTION_SELECT = f"SELECT {EXECUTIONS.select} FROM executions"
+_STEP_SELECT = f"SELECT {STEPS.select} FROM steps"
+_ARTIFACT_SELECT = f"SELECT {ARTIFACTS.select} FROM artifacts"
+execution_from_values = EXECUTIONS.from_values
+step_from_values = STEPS.from_values
+artifact_from_values = ARTIFACTS.from_values
 # as SQLAlchemy's `autoescape=True`
 _ESCAPE = "/"
 

@@ -72,10 +72,7 @@ class Reader:
         if self._executor is None:
             raise RuntimeError("the store is not open")
         if inline:
-            conn = self._inline
-            if conn is None:
-                conn = self._inline = self._connect()
-                conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
+            conn = self._inline_connection()
             try:
                 return self._in_transaction(conn, fn, args, snapshot, budget=True)
             except sqlite3.OperationalError as exc:
@@ -83,6 +80,21 @@ class Reader:
                     raise
                 self.moved += 1
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn, args, snapshot)
+
+    def data_version(self) -> int:
+        """`PRAGMA data_version` of the inline connection: always that one, as the number is only
+        comparable on one connection (it changes when another connection commits)."""
+        if self._executor is None:
+            raise RuntimeError("the store is not open")
+        conn = self._inline_connection()
+        return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def _inline_connection(self) -> sqlite3.Connection:
+        conn = self._inline
+        if conn is None:
+            conn = self._inline = self._connect()
+            conn.set_progress_handler(self._over_budget, _PROGRESS_STEPS)
+        return conn
 
     def _over_budget(self) -> bool:
         return time.perf_counter() > self._deadline

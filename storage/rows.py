@@ -1,24 +1,37 @@
-"""Domain objects to table rows and back. Enums are stored as their values, read back as enums."""
+"""Domain objects to table rows and back, each table's mapping derived from one list: the table's
+columns in storage/tables.py, matched by name to the fields of its dataclass (`RowMap`).
+
+Adding a column is the Column in tables.py (with its field on the dataclass) plus a migration: the
+writes' rows, the reads' SELECT list and the conversions of the values come from it. How a value is
+converted follows the field's type: enums are stored as their values, JSON-like fields as JSON text,
+datetimes as ISO text (storage.tables.UtcDateTime), text with what UTF-8 cannot encode replaced.
+
+The functions are generated once, at import, as the plain code one would write by hand for each
+table (`Execution(id=r[0], name=r[1], kind=_c2(r[2]), ...)`): a loop over the columns per row costs
+twice as much on the read path, which turns a page of the list into objects on the event loop.
+"""
 
 from __future__ import annotations
 
+import enum
 import json
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from engine.model import (
-    AbortReason,
-    Artifact,
-    ArtifactType,
-    Execution,
-    ExecutionKind,
-    ExecutionStatus,
-    Step,
-    StepKind,
-    StepStatus,
-)
+from sqlalchemy import JSON, Table
+
+from engine.model import Artifact, Execution, Step
 from engine.surrogates import replace_in, replace_surrogates
+from storage.tables import artifacts, executions, steps, to_iso
+
+T = TypeVar("T")
+
+_loads = json.JSONDecoder().decode
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_fromiso = datetime.fromisoformat
 
 
 def _text(value: str | None) -> str | None:
@@ -27,288 +40,124 @@ def _text(value: str | None) -> str | None:
     return value if value is None or value.isascii() else replace_surrogates(value)
 
 
-def _reason(value: str | None) -> AbortReason | None:
-    return None if value is None else AbortReason(value)
-
-
-def execution_row(e: Execution) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "name": _text(e.name),
-        "kind": e.kind.value,
-        "command": _text(e.command),
-        "working_directory": _text(e.working_directory),
-        "status": e.status.value,
-        "exit_code": e.exit_code,
-        "error_message": _text(e.error_message),
-        "abort_reason": None if e.abort_reason is None else e.abort_reason.value,
-        "created_at": e.created_at,
-        "started_at": e.started_at,
-        "completed_at": e.completed_at,
-        "environment": replace_in(e.environment),
-        "user": _text(e.user),
-        "tags": replace_in(e.tags),
-        "metadata": replace_in(e.metadata),
-        "targets": replace_in(e.targets),
-        "total_steps": e.total_steps,
-        "completed_steps": e.completed_steps,
-        "current_step_index": e.current_step_index,
-        "progress_percentage": e.progress_percentage,
-        "workflow_source": _text(e.workflow_source),
-        "rerun_of": e.rerun_of,
-        "owner": e.owner,
-        "priority": e.priority,
-        "admitted_at": e.admitted_at,
-        "source": _text(e.source),
-        "labels": replace_in(e.labels),
-    }
-
-
-def execution_from(row: Mapping[Any, Any]) -> Execution:
-    return Execution(
-        id=row["id"],
-        name=row["name"],
-        kind=ExecutionKind(row["kind"]),
-        command=row["command"],
-        working_directory=row["working_directory"],
-        status=ExecutionStatus(row["status"]),
-        exit_code=row["exit_code"],
-        error_message=row["error_message"],
-        abort_reason=_reason(row["abort_reason"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        environment=row["environment"],
-        user=row["user"],
-        tags=row["tags"],
-        metadata=row["metadata"],
-        targets=row["targets"],
-        total_steps=row["total_steps"],
-        completed_steps=row["completed_steps"],
-        current_step_index=row["current_step_index"],
-        progress_percentage=row["progress_percentage"],
-        workflow_source=row["workflow_source"],
-        rerun_of=row["rerun_of"],
-        owner=row["owner"],
-        priority=row["priority"],
-        admitted_at=row["admitted_at"],
-        source=row["source"],
-        labels=row["labels"],
-    )
-
-
-def step_row(s: Step) -> dict[str, Any]:
-    return {
-        "id": s.id,
-        "execution_id": s.execution_id,
-        "parent_id": s.parent_id,
-        "name": _text(s.name),
-        "kind": s.kind.value,
-        "step_index": s.index,
-        "description": _text(s.description),
-        "status": s.status.value,
-        "exit_code": s.exit_code,
-        "error_message": _text(s.error_message),
-        "abort_reason": None if s.abort_reason is None else s.abort_reason.value,
-        "created_at": s.created_at,
-        "started_at": s.started_at,
-        "completed_at": s.completed_at,
-        "estimated_duration": s.estimated_duration,
-        "stop_on_error": s.stop_on_error,
-        "progress": s.progress,
-        "metadata": replace_in(s.metadata),
-        "target": _text(s.target),
-        "cpu_percent": s.cpu_percent,
-        "rss_bytes": s.rss_bytes,
-    }
-
-
-def step_from(row: Mapping[Any, Any]) -> Step:
-    return Step(
-        id=row["id"],
-        execution_id=row["execution_id"],
-        name=row["name"],
-        kind=StepKind(row["kind"]),
-        parent_id=row["parent_id"],
-        index=row["step_index"],
-        description=row["description"],
-        status=StepStatus(row["status"]),
-        exit_code=row["exit_code"],
-        error_message=row["error_message"],
-        abort_reason=_reason(row["abort_reason"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        estimated_duration=row["estimated_duration"],
-        stop_on_error=row["stop_on_error"],
-        progress=row["progress"],
-        metadata=row["metadata"],
-        target=row["target"],
-        cpu_percent=row["cpu_percent"],
-        rss_bytes=row["rss_bytes"],
-    )
-
-
-def artifact_row(a: Artifact) -> dict[str, Any]:
-    return {
-        "id": a.id,
-        "execution_id": a.execution_id,
-        "step_id": a.step_id,
-        "name": _text(a.name),
-        "file_name": _text(a.file_name),
-        "file_path": _text(a.file_path),
-        "file_size": a.file_size,
-        "mime_type": a.mime_type,
-        "artifact_type": a.artifact_type.value,
-        "sha256": a.sha256,
-        "description": _text(a.description),
-        "created_at": a.created_at,
-        "tags": replace_in(a.tags),
-        "is_public": a.is_public,
-        "retention_days": a.retention_days,
-    }
-
-
-def artifact_from(row: Mapping[Any, Any]) -> Artifact:
-    return Artifact(
-        id=row["id"],
-        execution_id=row["execution_id"],
-        step_id=row["step_id"],
-        name=row["name"],
-        file_name=row["file_name"],
-        file_path=row["file_path"],
-        file_size=row["file_size"],
-        mime_type=row["mime_type"],
-        artifact_type=ArtifactType(row["artifact_type"]),
-        sha256=row["sha256"],
-        description=row["description"],
-        created_at=row["created_at"],
-        tags=row["tags"],
-        is_public=row["is_public"],
-        retention_days=row["retention_days"],
-    )
-
-
-# -- the read path (storage.reads): plain tuples in the order of these columns -------------------------
-EXECUTION_COLUMNS = (
-    "id", "name", "kind", "command", "working_directory", "status", "exit_code", "error_message",
-    "abort_reason", "created_at", "started_at", "completed_at", "environment", "user", "tags", "metadata",
-    "targets", "total_steps", "completed_steps", "current_step_index", "progress_percentage",
-    "workflow_source", "rerun_of", "owner",
-)
-STEP_COLUMNS = (
-    "id", "execution_id", "parent_id", "name", "kind", "step_index", "description", "status", "exit_code",
-    "error_message", "abort_reason", "created_at", "started_at", "completed_at", "estimated_duration",
-    "stop_on_error", "progress", "metadata", "target", "cpu_percent", "rss_bytes",
-)
-ARTIFACT_COLUMNS = (
-    "id", "execution_id", "step_id", "name", "file_name", "file_path", "file_size", "mime_type",
-    "artifact_type", "sha256", "description", "created_at", "tags", "is_public", "retention_days",
-)
-
-# enum lookups by stored value: a dict is several times cheaper than calling the enum
-_EXECUTION_KINDS = {k.value: k for k in ExecutionKind}
-_EXECUTION_STATUSES = {s.value: s for s in ExecutionStatus}
-_STEP_KINDS = {k.value: k for k in StepKind}
-_STEP_STATUSES = {s.value: s for s in StepStatus}
-_ARTIFACT_TYPES = {t.value: t for t in ArtifactType}
-_REASONS: dict[str | None, AbortReason | None] = {None: None, **{r.value: r for r in AbortReason}}
-_loads = json.JSONDecoder().decode
-_fromiso = datetime.fromisoformat
-
-
-def _json(text: str) -> Any:
+def _json(text: str | None) -> Any:
     # most rows hold empty environments, tags and metadata
     if text == "{}":
         return {}
     if text == "[]":
         return []
-    return _loads(text)
+    return None if text is None else _loads(text)
+
+
+def json_text(value: Any) -> str | None:
+    return None if value is None else _dumps(replace_in(value))
 
 
 def _when(text: str | None) -> datetime | None:
     return None if text is None else _fromiso(text)
 
 
-def _enum(table: Mapping[Any, Any], value: Any, kind: Callable[[Any], Any]) -> Any:
-    found = table.get(value)
-    # an unknown value raises as the enum itself would
-    return found if found is not None or value is None else kind(value)
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else to_iso(value)
 
 
-def execution_from_values(r: Sequence[Any]) -> Execution:
-    """A row of EXECUTION_COLUMNS, as sqlite3 returns it (text datetimes and JSON)."""
-    return Execution(
-        id=r[0],
-        name=r[1],
-        kind=_enum(_EXECUTION_KINDS, r[2], ExecutionKind),
-        command=r[3],
-        working_directory=r[4],
-        status=_enum(_EXECUTION_STATUSES, r[5], ExecutionStatus),
-        exit_code=r[6],
-        error_message=r[7],
-        abort_reason=_enum(_REASONS, r[8], AbortReason),
-        created_at=_fromiso(r[9]),
-        started_at=_when(r[10]),
-        completed_at=_when(r[11]),
-        environment=_json(r[12]),
-        user=r[13],
-        tags=_json(r[14]),
-        metadata=_json(r[15]),
-        targets=_json(r[16]),
-        total_steps=r[17],
-        completed_steps=r[18],
-        current_step_index=r[19],
-        progress_percentage=r[20],
-        workflow_source=r[21],
-        rerun_of=r[22],
-        owner=r[23],
-    )
+class _EnumLookup(dict[Any, Any]):
+    """Stored value -> enum member: indexing a dict is several times cheaper than calling the enum;
+    an unknown value raises as the enum would."""
+
+    def __init__(self, kind: type[enum.Enum]) -> None:
+        super().__init__({None: None, **{member.value: member for member in kind}})
+        self.kind = kind
+
+    def __missing__(self, value: Any) -> Any:
+        return self.kind(value)
 
 
-def step_from_values(r: Sequence[Any]) -> Step:
-    """A row of STEP_COLUMNS."""
-    return Step(
-        id=r[0],
-        execution_id=r[1],
-        parent_id=r[2],
-        name=r[3],
-        kind=_enum(_STEP_KINDS, r[4], StepKind),
-        index=r[5],
-        description=r[6],
-        status=_enum(_STEP_STATUSES, r[7], StepStatus),
-        exit_code=r[8],
-        error_message=r[9],
-        abort_reason=_enum(_REASONS, r[10], AbortReason),
-        created_at=_fromiso(r[11]),
-        started_at=_when(r[12]),
-        completed_at=_when(r[13]),
-        estimated_duration=r[14],
-        stop_on_error=bool(r[15]),
-        progress=r[16],
-        metadata=_json(r[17]),
-        target=r[18],
-        cpu_percent=r[19],
-        rss_bytes=r[20],
-    )
+class _Conversion(typing.NamedTuple):
+    """Expressions of `{v}`, the value: as sqlite3 reads it -> the field; the field -> what
+    SQLAlchemy binds (its column types make datetimes and JSON text); the field -> what sqlite3
+    binds (plain SQL). With the names they use."""
+
+    read: str
+    bind: str
+    raw: str
+    names: dict[str, Any] = {}
 
 
-def artifact_from_values(r: Sequence[Any]) -> Artifact:
-    """A row of ARTIFACT_COLUMNS."""
-    return Artifact(
-        id=r[0],
-        execution_id=r[1],
-        step_id=r[2],
-        name=r[3],
-        file_name=r[4],
-        file_path=r[5],
-        file_size=r[6],
-        mime_type=r[7],
-        artifact_type=_enum(_ARTIFACT_TYPES, r[8], ArtifactType),
-        sha256=r[9],
-        description=r[10],
-        created_at=_fromiso(r[11]),
-        tags=_json(r[12]),
-        is_public=bool(r[13]),
-        retention_days=r[14],
-    )
+def _conversion(hint: Any, column_type: Any, n: int) -> _Conversion:
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint) or hint
+    if isinstance(origin, type) and issubclass(origin, enum.Enum):
+        value = "(None if {v} is None else {v}.value)" if optional else "{v}.value"
+        return _Conversion(f"_e{n}[{{v}}]", value, value, {f"_e{n}": _EnumLookup(origin)})
+    if origin is datetime:
+        return _Conversion("_when({v})" if optional else "_fromiso({v})", "{v}", "_iso({v})")
+    if origin is bool:
+        return _Conversion("bool({v})", "{v}", "{v}")
+    if origin is str:
+        # the usual case, ASCII, costs one check
+        text = "_text({v})" if optional else "({v} if {v}.isascii() else replace_surrogates({v}))"
+        return _Conversion("{v}", text, text)
+    if origin in (int, float):
+        return _Conversion("{v}", "{v}", "{v}")
+    if origin in (dict, list) or hint is Any:
+        # a JSON column's type makes the text itself; any other holds the text we make
+        bind = "replace_in({v})" if isinstance(column_type, JSON) else "json_text({v})"
+        return _Conversion("_json({v})", bind, "json_text({v})")
+    raise TypeError(f"no stored form for a field of type {hint!r}")
+
+
+def _compile(name: str, params: str, body: str, namespace: dict[str, Any]) -> Callable[..., Any]:
+    source = f"def {name}({params}):\n    return {body}\n"
+    exec(source, namespace)  # noqa: S102 - our own text
+    namespace[name].source = source  # to read what was made
+    return typing.cast(Callable[..., Any], namespace[name])
+
+
+class RowMap(Generic[T]):
+    """A table's rows as objects of `cls`: every column of `table` but `skip` is a field of the same
+    name (or the one `renamed` gives)."""
+
+    def __init__(self, cls: type[T], table: Table, *, renamed: Mapping[str, str] | None = None,
+                 skip: Sequence[str] = ("pk",)) -> None:
+        self.cls = cls
+        self.table = table
+        renamed = renamed or {}
+        hints = typing.get_type_hints(cls)
+        #: the mapped columns, in the table's order (the order of `select` and `values`)
+        self.columns: tuple[str, ...] = tuple(c.name for c in table.columns if c.name not in skip)
+        fields = [renamed.get(c, c) for c in self.columns]
+        missing = [f for f in fields if f not in hints]
+        if missing:
+            raise TypeError(f"{table.name}: no field of {cls.__name__} for column(s) {', '.join(missing)}")
+        ns: dict[str, Any] = {"cls": cls, "_text": _text, "_json": _json, "_when": _when, "_iso": _iso,
+                              "_fromiso": _fromiso, "json_text": json_text, "replace_in": replace_in,
+                              "replace_surrogates": replace_surrogates}
+        reads, binds, raws = [], [], []
+        for i, (f, column) in enumerate(zip(fields, self.columns, strict=True)):
+            conv = _conversion(hints[f], table.c[column].type, i)
+            ns.update(conv.names)
+            reads.append(f"{f}={conv.read.format(v=f'r[{i}]')}")
+            binds.append(f"{column!r}: {conv.bind.format(v=f'o.{f}')}")
+            raws.append(conv.raw.format(v=f"o.{f}"))
+        #: a row of `columns`, as sqlite3 returns it (text datetimes and JSON) -> object
+        self.from_values: Callable[[Sequence[Any]], T] = _compile("from_values", "r", f"cls({', '.join(reads)})", ns)
+        #: object -> {column: value} for SQLAlchemy statements on `table`
+        self.row: Callable[[T], dict[str, Any]] = _compile("row", "o", f"{{{', '.join(binds)}}}", ns)
+        #: object -> the values of `columns` for plain SQL (sqlite3's types)
+        self.values: Callable[[T], tuple[Any, ...]] = _compile("values", "o", f"({', '.join(raws)},)", ns)
+        #: the columns for a SELECT or a RETURNING clause
+        self.select = ", ".join(f'{table.name}."{c}"' for c in self.columns)
+        self.returning = ", ".join(f'"{c}"' for c in self.columns)
+
+
+EXECUTIONS = RowMap(Execution, executions)
+STEPS = RowMap(Step, steps, renamed={"step_index": "index"})
+ARTIFACTS = RowMap(Artifact, artifacts)
+
+execution_row = EXECUTIONS.row
+step_row = STEPS.row
+artifact_row = ARTIFACTS.row

@@ -1,35 +1,16 @@
-"""The SQLite store: the engine's `Store`, over SQLAlchemy's async engine and aiosqlite.
-
-Connections come from SQLAlchemy's pool for aiosqlite files (AsyncAdaptedQueuePool), each with its
-own thread; in WAL mode a read on one connection goes on while another writes. Every connection
-gets the pragmas of `storage.pragmas`. Writes in this process take turns on an asyncio lock (cheaper
-than SQLite's busy-wait), and begin with BEGIN IMMEDIATE against writers in other processes.
+"""The SQLite store: the engine's `Store`, over SQLAlchemy's async engine and aiosqlite (see
+storage.connections), and its executions' part: the events' writes, the reads, the database itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
-import logging
-import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
-from sqlalchemy import (
-    URL,
-    String,
-    func,
-    literal,
-    select,
-    type_coerce,
-    update,
-)
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy import String, func, literal, select, type_coerce, update
 
-from engine.errors import StoreFull
 from engine.events import Event
 from engine.model import (
     AbortReason,
@@ -44,18 +25,14 @@ from engine.model import (
     utcnow,
 )
 from engine.store import StoreStats
+from engine.store.logs import LogRange, LogSelection
 from engine.surrogates import replace_surrogates
-from storage import pragmas, queries
+from storage import queries
 from storage.driver import driver_connection
-from storage.reads import Reader
-from storage.schema import bring_to_head
+from storage.queue import SqliteQueue
+from storage.registry import SqliteRegistry
 from storage.tables import UtcDateTime, artifacts, executions, log_spans, steps
 from storage.writes import BatchWriter
-
-log = logging.getLogger(__name__)
-
-#: tries at opening the file while another process makes it (see `open`): ~1 s in all
-_OPEN_ATTEMPTS = 10
 
 LOST_MESSAGE = "the engine running it stopped unexpectedly"
 #: how many ids `resolve_execution_id` returns at most
@@ -64,85 +41,9 @@ MAX_RESOLVED = 10
 _OPEN_EXECUTION = (ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)
 
 
-class SqliteStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self._engine: AsyncEngine | None = None
-        self._writer: AsyncEngine | None = None
-        self._write_lock = asyncio.Lock()
-        self._json_lines = True
-        self._reader = Reader(self.path)
-
-    # -- life cycle ------------------------------------------------------------------------------
-    async def open(self) -> None:
-        """Create the file if needed, apply the migrations; every connection gets the pragmas."""
-        if self._engine is not None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(_OPEN_ATTEMPTS):
-            engine = create_async_engine(URL.create("sqlite+aiosqlite", database=str(self.path)))
-            pragmas.install(engine.sync_engine)
-            writer = engine.execution_options(**{pragmas.WRITE: True})
-            try:
-                async with writer.begin() as conn:
-                    await conn.run_sync(bring_to_head, self.path)
-                async with engine.connect() as conn:
-                    self._json_lines = await _has_json_each(conn)
-            except OperationalError as exc:
-                await engine.dispose()
-                # Two processes opening one new file at once: switching it to WAL needs an
-                # exclusive lock, and SQLite answers "locked" at once instead of calling the busy
-                # handler when waiting could deadlock. Opening again a moment later finds it in WAL.
-                if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.02 * (attempt + 1))
-                continue
-            except BaseException:
-                await engine.dispose()
-                raise
-            break
-        self._engine, self._writer = engine, writer
-        self._reader.open()
-
-    async def close(self) -> None:
-        async with self._write_lock:
-            engine, self._engine, self._writer = self._engine, None, None
-            if engine is None:
-                return
-            await self._reader.close()
-            try:
-                # SQLite's advice for long-lived connections: on closing, let it refresh the planner's
-                # statistics it found missing (sampled, see analysis_limit in storage.pragmas)
-                async with engine.connect() as conn:
-                    async with (await driver_connection(conn)).execute("PRAGMA optimize"):
-                        pass
-            except (OperationalError, sqlite3.OperationalError) as exc:
-                # another process writing the file (SQLite's "database is locked"), a full disk:
-                # the statistics are refreshed at the next close, nothing is lost
-                log.debug("PRAGMA optimize on closing the store was skipped: %s", getattr(exc, "orig", exc))
-            except Exception:
-                log.warning("PRAGMA optimize on closing the store failed", exc_info=True)
-            await engine.dispose()
-
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[AsyncConnection]:
-        if self._writer is None:
-            raise RuntimeError("the store is not open")
-        try:
-            async with self._write_lock, self._writer.begin() as conn:
-                yield conn
-        except (DBAPIError, sqlite3.Error, OSError) as exc:
-            if _is_disk_full(exc):
-                raise StoreFull(f"no space left for the store at {self.path}") from exc
-            raise
-
-    @asynccontextmanager
-    async def _read(self) -> AsyncIterator[AsyncConnection]:
-        """One read transaction (a deferred BEGIN): the statements in it see one snapshot."""
-        if self._engine is None:
-            raise RuntimeError("the store is not open")
-        async with self._engine.connect() as conn:
-            yield conn
+class SqliteStore(SqliteQueue, SqliteRegistry):
+    """Every protocol of engine.store: executions here, the work queue in storage.queue, counters
+    and the registry in storage.registry, connections in storage.connections."""
 
     # -- writes ----------------------------------------------------------------------------------
     async def apply(self, events: Sequence[Event]) -> dict[str, str]:
@@ -161,6 +62,18 @@ class SqliteStore:
                 .where(executions.c.id == execution_id, executions.c.status.in_(_OPEN_EXECUTION))
                 .values(status=ExecutionStatus.FAILED.value, error_message=replace_surrogates(error),
                         completed_at=now, started_at=func.coalesce(executions.c.started_at, literal(now, UtcDateTime())))
+            )
+        return result.rowcount > 0
+
+    async def take_queued(self, execution_id: str, owner: str, was: str | None) -> bool:
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(executions)
+                .where(executions.c.id == execution_id,
+                       executions.c.status == ExecutionStatus.PENDING.value,
+                       executions.c.admitted_at.is_(None),
+                       executions.c.owner.is_(None) if was is None else executions.c.owner == was)
+                .values(owner=owner)
             )
         return result.rowcount > 0
 
@@ -233,16 +146,11 @@ class SqliteStore:
     async def get_log_lines(
         self,
         execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
+        **selection: Unpack[LogSelection],
     ) -> list[LogLine]:
-        return await self._reader.run(queries.get_log_lines, execution_id, step_ids, after_seq, before_seq, limit,
-                                      newest_first, offset, snapshot=True)
+        r = LogRange.of(selection)
+        return await self._reader.run(queries.get_log_lines, execution_id, r.step_ids, r.after_seq, r.before_seq,
+                                      r.limit, r.newest_first, r.offset, snapshot=True)
 
     async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
         return await self._reader.run(queries.count_log_lines, execution_id, step_ids, snapshot=True)
@@ -327,21 +235,6 @@ class SqliteStore:
         return done
 
 
-def _is_disk_full(exc: BaseException) -> bool:
-    """SQLITE_FULL ("database or disk is full"), or ENOSPC from the file system, anywhere in the
-    chain of causes (SQLAlchemy wraps sqlite3's errors)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if isinstance(seen, sqlite3.Error) and (
-            (getattr(seen, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_FULL or "disk is full" in str(seen)
-        ):
-            return True
-        seen = getattr(seen, "orig", None) or seen.__cause__
-    return False
-
-
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -355,12 +248,3 @@ def _human(size: int) -> str:
     if size < 1024 * 1024:
         return f"{size / 1024:.1f} KiB"
     return f"{size / (1024 * 1024):.1f} MiB"
-
-
-async def _has_json_each(conn: AsyncConnection) -> bool:
-    try:
-        await conn.exec_driver_sql("SELECT count(*) FROM json_each('[1]')")
-    except OperationalError:
-        log.info("this SQLite has no JSON functions: log lines are written one row at a time")
-        return False
-    return True

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 
 metadata = MetaData(
@@ -195,4 +196,60 @@ artifacts = Table(
     Column("retention_days", Integer, nullable=False),
     Index(None, "execution_id", "created_at"),
     Index(None, "step_id"),
+)
+
+#: Work claimed by external workers (engine.store.queue). A claim takes the first row of
+#: ix_queue_items_claim for its queue: pending, the highest priority, then the oldest (rowid order).
+queue_items = Table(
+    "queue_items",
+    metadata,
+    Column("pk", Integer, primary_key=True),
+    Column("id", String, nullable=False, unique=True),
+    Column("queue", String, nullable=False),
+    # JSON text of any value: TEXT, as a column typed JSON has NUMERIC affinity, which would turn
+    # the text of a JSON number into an SQLite number (and a big integer into a float)
+    Column("payload", Text),
+    Column("priority", Integer, nullable=False),
+    Column("status", String, nullable=False),
+    Column("worker", String),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("claimed_at", UtcDateTime),
+    Column("heartbeat_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("result", Text),
+    # no foreign key: the execution may be deleted and the item stays
+    Column("execution_id", String),
+    Column("labels", JSON, nullable=False),
+    # requeue_stale: running items by age of their heartbeat
+    Index(None, "status", "heartbeat_at"),
+    Index(None, "execution_id"),
+)
+
+Index("ix_queue_items_claim", queue_items.c.queue, queue_items.c.status, queue_items.c.priority.desc())
+
+#: Named counters for serials (engine.store.registry): the next value is value + 1.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("value", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+#: Runners, targets, jobs... of other surfaces (engine.store.registry). AUTOINCREMENT: a deleted
+#: entry's id is never given to a new one.
+registry = Table(
+    "registry",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String, nullable=False),
+    Column("serial", String, unique=True),
+    Column("name", String, nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("kind", "name"),
+    sqlite_autoincrement=True,
 )

@@ -18,7 +18,9 @@ may move to the snapshot's status (or is the same), so a late `ExecutionUpdated`
 never resurrects a finished execution. The guard is one SQL expression for every row (the allowed
 (from, to) pairs written out), which is what lets all of a table's snapshots go in one
 `executemany`. A snapshot followed in the same batch by one of the same row and status is dropped:
-whatever the guard decides, the later one gets the same decision and overwrites every field.
+whatever the guard decides, the later one gets the same decision and overwrites every field. A
+step added in the batch (StepAdded: a marker step, which no stored row can hold yet) keeps only its
+latest snapshot whatever its status: a step that starts and ends within a batch is one insert.
 
 A row the database refuses (a step of an unknown execution, say) is skipped and its execution named
 in `BatchWriter.refused`; it does not fail the batch, whose other rows are good. The store writer
@@ -29,14 +31,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from enum import StrEnum
 from itertools import chain, count, groupby, repeat
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Table, bindparam, delete, select, text
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -61,7 +65,7 @@ from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
 from storage.driver import driver_connection
-from storage.rows import artifact_row, execution_row, step_row
+from storage.rows import STEPS, artifact_row, execution_row
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
 
 log = logging.getLogger(__name__)
@@ -110,27 +114,56 @@ STATEMENTS: dict[str, Executable] = {
     "artifact deletion": delete(artifacts).where(artifacts.c.id == bindparam("id")),
     "execution deletion": delete(executions).where(executions.c.id == bindparam("id")),
 }
+
+
+def _positional(stmt: Any, columns: Sequence[str]) -> str:
+    """The statement's SQL for the driver's executemany of tuples in the order of `columns`."""
+    compiled = stmt.compile(dialect=sqlite_dialect(paramstyle="qmark"), column_keys=list(columns))
+    if tuple(compiled.positiontup or ()) != tuple(columns):
+        raise RuntimeError(f"{compiled.positiontup} are not the columns {columns}")
+    return str(compiled)
+
+
+#: the step upsert under SQLAlchemy, with rows of storage.rows.STEPS.values: a command printing
+#: markers makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
+STEP_UPSERT = _positional(STATEMENTS["step"], STEPS.columns)
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
 #: ids per `IN (...)`, well under SQLite's limit on bound parameters
 _IN_CHUNK = 5_000
 
 
-class _Snapshots:
-    """Rows of one table in arrival order; a snapshot replaces the row's previous one in place when
-    the status is the same (see the module's docstring)."""
+R = TypeVar("R")
 
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self._latest: dict[str, int] = {}
 
-    def add(self, row: dict[str, Any]) -> None:
-        at = self._latest.get(row["id"])
-        if at is not None and self.rows[at]["status"] == row["status"]:
-            self.rows[at] = row
-        else:
-            self._latest[row["id"]] = len(self.rows)
-            self.rows.append(row)
+class _Snapshots(Generic[R]):
+    """Snapshots of one table's rows in arrival order. A snapshot replaces the row's previous one
+    in place when the status is the same (see the module's docstring), or when that row is new in
+    this batch (a StepAdded: no stored row, so its insert may as well carry the latest snapshot:
+    the engine moved it there through the transition table). Rows are made at the end, of the
+    snapshots kept only."""
+
+    __slots__ = ("_kept", "_latest", "_to_row")
+
+    def __init__(self, to_row: Callable[[Any], R]) -> None:
+        self._kept: list[Any] = []
+        #: id -> (index in _kept, the row is new in this batch)
+        self._latest: dict[str, tuple[int, bool]] = {}
+        self._to_row = to_row
+
+    def add(self, snapshot: Any, *, new: bool = False) -> None:
+        at = self._latest.get(snapshot.id)
+        if at is not None:
+            index, was_new = at
+            if was_new or self._kept[index].status is snapshot.status:
+                self._kept[index] = snapshot
+                return
+        self._latest[snapshot.id] = (len(self._kept), new)
+        self._kept.append(snapshot)
+
+    @property
+    def rows(self) -> list[R]:
+        return list(map(self._to_row, self._kept))
 
 
 class BatchWriter:
@@ -140,8 +173,8 @@ class BatchWriter:
         self._conn = conn
         #: SQLite has json_each (3.38+, or built with JSON1): lines go as one row per event
         self._json = json_lines
-        self._executions = _Snapshots()
-        self._steps = _Snapshots()
+        self._executions = _Snapshots(execution_row)
+        self._steps = _Snapshots(STEPS.values)
         self._artifacts: list[tuple[str, dict[str, Any]]] = []
         self._lines: list[LinesLogged] = []
         self._deleted: list[dict[str, Any]] = []
@@ -153,7 +186,7 @@ class BatchWriter:
         for event in events:
             self._add(event)
         await self._execute("execution", self._executions.rows)
-        await self._execute("step", self._steps.rows)
+        await self._execute_steps(self._steps.rows)
         for kind, group in groupby(self._artifacts, key=itemgetter(0)):
             await self._execute(kind, [row for _kind, row in group])
         await self._insert_lines(self._lines)
@@ -164,13 +197,15 @@ class BatchWriter:
             case LinesLogged():
                 self._lines.append(event)
             case ExecutionCreated(execution=execution, steps=created):
-                self._executions.add(execution_row(execution))
+                self._executions.add(execution)
                 for step in parents_first(created):
-                    self._steps.add(step_row(step))
+                    self._steps.add(step)
+            case StepAdded(step=s):
+                self._steps.add(s, new=True)
             case ExecutionStarted(execution=e) | ExecutionUpdated(execution=e) | ExecutionFinished(execution=e):
-                self._executions.add(execution_row(e))
-            case StepAdded(step=s) | StepStarted(step=s) | StepUpdated(step=s) | StepFinished(step=s):
-                self._steps.add(step_row(s))
+                self._executions.add(e)
+            case StepStarted(step=s) | StepUpdated(step=s) | StepFinished(step=s):
+                self._steps.add(s)
             case ArtifactAdded(artifact=artifact):
                 self._artifacts.append(("artifact", artifact_row(artifact)))
             case ArtifactDeleted(artifact_id=artifact_id):
@@ -191,6 +226,30 @@ class BatchWriter:
         if kind in _GUARDED and changed < len(rows):
             log.debug("%d %s snapshot(s) not applied: the stored status had moved past them",
                       len(rows) - changed, kind)
+
+    async def _execute_steps(self, rows: list[tuple[Any, ...]]) -> None:
+        """As `_execute` for the steps, through the driver (see STEP_UPSERT)."""
+        if not rows:
+            return
+        db = await driver_connection(self._conn)
+        try:
+            cursor = await db.executemany(STEP_UPSERT, rows)
+            changed = cursor.rowcount
+            await cursor.close()
+        except sqlite3.IntegrityError:
+            # as `_one_by_one`: the rows before the refused one are in, and go again harmlessly
+            changed = 0
+            for row in rows:
+                try:
+                    cursor = await db.execute(STEP_UPSERT, row)
+                except sqlite3.IntegrityError as exc:
+                    log.debug("skipped writing the step of %s: %s", row[0], exc)
+                    self.refused.setdefault(row[1], str(exc))
+                    continue
+                changed += cursor.rowcount
+                await cursor.close()
+        if changed < len(rows):
+            log.debug("%d step snapshot(s) not applied: the stored status had moved past them", len(rows) - changed)
 
     async def _one_by_one(self, kind: str, rows: list[dict[str, Any]]) -> int:
         # Some row was refused. SQLite undid only that statement, the transaction goes on; the rows

@@ -188,8 +188,11 @@ def test_show_prints_cpu_and_rss_of_steps_over_before_the_first_sample(tmp_path:
     shown = stepflow(tmp_path, "show", execution["id"][:8]).stdout
     lines = {line.split()[1]: line for line in shown.splitlines() if line.strip().startswith("✓ ")}
     assert re.search(r"  cpu \d+%", lines["busy"]), shown
-    rss = re.search(r"  cpu \d+% rss (\d+)MB", lines["big"])
-    assert rss is not None and int(rss[1]) >= big_mb * 0.9, shown
+    # sizes read as everywhere else (stepflow_tui.formatting): binary units, one decimal
+    rss = re.search(r"  cpu \d+% rss (\d+\.\d) (MiB|GiB)\b", lines["big"])
+    assert rss is not None, shown
+    shown_bytes = float(rss[1]) * 1024 ** (2 if rss[2] == "MiB" else 3)
+    assert shown_bytes >= big_mb * 1_000_000 * 0.9, shown
 
 
 def test_ctrl_c_cancels_and_exits_130(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -14,8 +16,9 @@ from docker.models.containers import Container
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
 from engine.runners.docker import LABEL, DockerRunner
-from engine.runners.docker_container import DockerCommand
 from engine.runners.docker_files import glob_regex
+from tests import runner_helpers
+from tests.runner_helpers import run_and_close, silent_port, start_fails, terminate_timed
 
 
 @pytest.fixture
@@ -32,19 +35,11 @@ def client(podman_socket: str):
     client.close()
 
 
-async def collect(command: DockerCommand, within: float = 30) -> dict[Stream, bytes]:
-    out = {Stream.STDOUT: bytearray(), Stream.STDERR: bytearray()}
-    async with asyncio.timeout(within):
-        async for stream, chunk in command.output():
-            out[stream] += chunk
-    return {stream: bytes(data) for stream, data in out.items()}
-
-
-async def run(runner: DockerRunner, spec: CommandSpec) -> tuple[dict[Stream, bytes], int]:
-    command = await runner.start(spec)
-    out = await collect(command)
-    async with asyncio.timeout(30):
-        return out, await command.wait()
+#: containers start slower than processes: every wait here is this long
+WITHIN = 30
+collect = functools.partial(runner_helpers.collect, within=WITHIN)
+run = functools.partial(runner_helpers.run, within=WITHIN)
+start_ready = functools.partial(runner_helpers.start_ready, within=WITHIN)
 
 
 async def test_runs_a_script_with_stdout_and_stderr_apart(runner):
@@ -89,15 +84,13 @@ async def test_exit_code_of_a_signal(runner):
     assert code == 137
 
 
+#: a script that cleans up, and exits 5, on SIGTERM
+CLEANS_UP = "trap 'echo cleaning; exit 5' TERM; echo ready; while :; do sleep 0.1; done"
+
+
 async def test_terminate_lets_a_command_clean_up_within_the_grace(runner):
-    script = "trap 'echo cleaning; exit 5' TERM; echo ready; while :; do sleep 0.1; done"
-    command = await runner.start(CommandSpec(script=script))
-    output = command.output()
-    async with asyncio.timeout(30):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
-    started = time.monotonic()
-    await command.terminate(grace=10)
-    assert time.monotonic() - started < 8
+    command, output = await start_ready(runner, CLEANS_UP)
+    assert await terminate_timed(command, grace=10) < 8
     async with asyncio.timeout(30):
         assert await command.wait() == 5
         assert [chunk async for _, chunk in output] == [b"cleaning\n"]
@@ -106,13 +99,8 @@ async def test_terminate_lets_a_command_clean_up_within_the_grace(runner):
 async def test_terminate_stops_a_script_at_once_although_its_shell_would_be_pid_1(runner, client):
     # PID 1 of a container gets no default signal action: the script runs under one that passes
     # SIGTERM on, so stopping it does not wait the whole grace for SIGKILL
-    command = await runner.start(CommandSpec(script="echo ready; sleep 1000; echo never"))
-    output = command.output()
-    async with asyncio.timeout(30):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
-    started = time.monotonic()
-    await command.terminate(grace=10)
-    assert time.monotonic() - started < 5
+    command, output = await start_ready(runner, "echo ready; sleep 1000; echo never")
+    assert await terminate_timed(command, grace=10) < 5
     async with asyncio.timeout(30):
         assert await command.wait() == 143  # SIGTERM, not the SIGKILL after the grace
         assert [chunk async for _, chunk in output] == []  # nor a "Terminated" notice
@@ -120,13 +108,8 @@ async def test_terminate_stops_a_script_at_once_although_its_shell_would_be_pid_
 
 async def test_terminate_kills_after_the_grace(runner, client):
     # a script that ignores SIGTERM is killed once the grace is over
-    command = await runner.start(CommandSpec(script="trap '' TERM; echo ready; sleep 1000"))
-    output = command.output()
-    async with asyncio.timeout(30):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
-    started = time.monotonic()
-    await command.terminate(grace=1)
-    assert 0.9 < time.monotonic() - started < 15
+    command, _ = await start_ready(runner, "trap '' TERM; echo ready; sleep 1000")
+    assert 0.9 < await terminate_timed(command, grace=1) < 15
     assert await command.wait() == 137
     container = await asyncio.to_thread(client.containers.get, command.container_id)
     assert container.status in ("exited", "stopped")
@@ -177,49 +160,29 @@ async def test_memory_and_cpu_limits_are_applied(podman_socket, busybox_image, c
 async def test_volumes_are_mounted(podman_socket, busybox_image, tmp_path):
     (tmp_path / "in.txt").write_text("from the host")
     runner = DockerRunner(busybox_image, docker_host=podman_socket, volumes=[f"{tmp_path}:/data"])
-    try:
-        out, code = await run(runner, CommandSpec(script="cat /data/in.txt; echo written > /data/out.txt"))
-        assert (out[Stream.STDOUT], code) == (b"from the host", 0)
-        assert (tmp_path / "out.txt").read_text() == "written\n"
-    finally:
-        await runner.close()
+    script = "cat /data/in.txt; echo written > /data/out.txt"
+    out, code = await run_and_close(runner, CommandSpec(script=script), WITHIN)
+    assert (out[Stream.STDOUT], code) == (b"from the host", 0)
+    assert (tmp_path / "out.txt").read_text() == "written\n"
 
 
-async def test_a_missing_image_is_a_spawn_error(podman_socket):
-    runner = DockerRunner("nope", docker_host=podman_socket)
-    try:
-        with pytest.raises(SpawnError) as caught:
-            await runner.start(CommandSpec(script="true"))
-        assert str(caught.value) == "image 'nope:latest' not found"
-    finally:
-        await runner.close()
+@pytest.mark.parametrize("reuse", [False, True])
+async def test_a_missing_image_is_a_spawn_error(podman_socket, reuse):
+    runner = DockerRunner("nope", docker_host=podman_socket, reuse=reuse)
+    assert await start_fails(runner) == "image 'nope:latest' not found"
 
 
 async def test_an_unreachable_daemon_fails_quickly(tmp_path):
     url = f"unix://{tmp_path}/no-such.sock"
-    runner = DockerRunner("busybox", docker_host=url)
-    started = time.monotonic()
-    with pytest.raises(SpawnError) as caught:
-        await runner.start(CommandSpec(script="true"))
-    assert str(caught.value) == f"cannot reach the Docker daemon at {url}: no such socket"
-    assert time.monotonic() - started < 5
-    await runner.close()
+    message = await start_fails(DockerRunner("busybox", docker_host=url), within=5)
+    assert message == f"cannot reach the Docker daemon at {url}: no such socket"
 
 
 async def test_a_silent_daemon_times_out():
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    runner = DockerRunner("busybox", docker_host=f"tcp://127.0.0.1:{port}", connect_timeout=0.5)
-    try:
-        started = time.monotonic()
-        with pytest.raises(
-            SpawnError, match=r"cannot reach the Docker daemon at tcp://127.0.0.1:\d+: timed out"
-        ):
-            await runner.start(CommandSpec(script="true"))
-        assert time.monotonic() - started < 5
-    finally:
-        await runner.close()
-        server.close()
+    async with silent_port() as port:
+        runner = DockerRunner("busybox", docker_host=f"tcp://127.0.0.1:{port}", connect_timeout=0.5)
+        message = await start_fails(runner, within=5)
+    assert re.search(rf"cannot reach the Docker daemon at tcp://127.0.0.1:{port}: timed out", message)
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -296,11 +259,8 @@ async def test_runner_for_a_docker_target_of_a_workflow(podman_socket, busybox_i
         DockerTarget(name="box", image=busybox_image, docker_host=podman_socket, workdir="/tmp")
     )
     assert isinstance(runner, DockerRunner)
-    try:
-        out, code = await run(runner, CommandSpec(script="pwd"))
-        assert (out[Stream.STDOUT], code) == (b"/tmp\n", 0)
-    finally:
-        await runner.close()
+    out, code = await run_and_close(runner, CommandSpec(script="pwd"), WITHIN)
+    assert (out[Stream.STDOUT], code) == (b"/tmp\n", 0)
 
 
 # -- the end of the output --------------------------------------------------------------------
@@ -443,14 +403,8 @@ async def test_reuse_a_silent_command_outlives_the_api_timeout(reusing):
 
 
 async def test_reuse_terminate_lets_a_command_clean_up_within_the_grace(reusing):
-    script = "trap 'echo cleaning; exit 5' TERM; echo ready; while :; do sleep 0.1; done"
-    command = await reusing.start(CommandSpec(script=script))
-    output = command.output()
-    async with asyncio.timeout(30):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
-    started = time.monotonic()
-    await command.terminate(grace=10)
-    assert time.monotonic() - started < 8
+    command, output = await start_ready(reusing, CLEANS_UP)
+    assert await terminate_timed(command, grace=10) < 8
     async with asyncio.timeout(30):
         assert await command.wait() == 5
         # the whole group gets SIGTERM: busybox sh may say its `sleep` was "Terminated" on stderr
@@ -462,15 +416,10 @@ async def test_reuse_terminate_lets_a_command_clean_up_within_the_grace(reusing)
 async def test_reuse_terminate_kills_the_whole_tree_after_the_grace(reusing):
     # The whole tree ignores SIGTERM: only SIGKILL, after the grace, ends it.
     script = "trap '' TERM; sleep 1000 & (sleep 1001; true) & echo ready; wait"
-    command = await reusing.start(CommandSpec(script=script))
-    output = command.output()
-    async with asyncio.timeout(30):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    command, output = await start_ready(reusing, script)
     before = await processes(reusing)
     assert "sleep 1000" in before and "sleep 1001" in before
-    started = time.monotonic()
-    await command.terminate(grace=1)
-    assert 0.9 < time.monotonic() - started < 15
+    assert 0.9 < await terminate_timed(command, grace=1) < 15
     async with asyncio.timeout(30):
         assert [chunk async for _, chunk in output] == []
         assert await command.wait() == 137
@@ -486,9 +435,7 @@ async def test_reuse_terminate_of_a_finished_command_returns_at_once(reusing):
     command = await reusing.start(CommandSpec(script="true"))
     await collect(command)
     assert await command.wait() == 0
-    started = time.monotonic()
-    await command.terminate(grace=5)
-    assert time.monotonic() - started < 4
+    assert await terminate_timed(command, grace=5) < 4
 
 
 async def test_reuse_artifacts_come_from_the_live_container(reusing, tmp_path):
@@ -532,16 +479,6 @@ async def test_reuse_keep_leaves_the_container_stopped(podman_socket, busybox_im
     container = await asyncio.to_thread(client.containers.get, container_id)
     assert container.status in ("exited", "stopped")
     await asyncio.to_thread(container.remove, force=True)
-
-
-async def test_reuse_with_a_missing_image_is_a_spawn_error(podman_socket):
-    runner = DockerRunner("nope", docker_host=podman_socket, reuse=True)
-    try:
-        with pytest.raises(SpawnError) as caught:
-            await runner.start(CommandSpec(script="true"))
-        assert str(caught.value) == "image 'nope:latest' not found"
-    finally:
-        await runner.close()
 
 
 @pytest.mark.parametrize("reuse", [False, True])

@@ -16,7 +16,7 @@ from engine.events import ExecutionFinished, StepAdded
 from engine.lines import CONTINUED
 from engine.model import AbortReason, ArtifactFilter, ExecutionStatus, StepKind, StepStatus, Stream
 from engine.workflow.load import WorkflowError
-from tests.engine_helpers import all_text, by_name, engine_at, finished
+from tests.engine_helpers import all_text, by_name, engine_at, finished, submit_command, submit_workflow
 
 
 async def test_marker_script_becomes_steps_and_everything_is_stored(tmp_path: Path) -> None:
@@ -32,7 +32,7 @@ async def test_marker_script_becomes_steps_and_everything_is_stored(tmp_path: Pa
         echo "STEP_COMPLETE:work"
     """)
     async with engine_at(tmp_path) as engine:
-        ex = await engine.submit_command(script, name="markers")
+        ex = await submit_command(engine, script, name="markers")
         assert ex.status is ExecutionStatus.PENDING
         done = await finished(engine, ex)
         assert done.status is ExecutionStatus.COMPLETED
@@ -56,7 +56,7 @@ async def test_marker_script_becomes_steps_and_everything_is_stored(tmp_path: Pa
 
 async def test_failing_command_records_exit_code(tmp_path: Path) -> None:
     async with engine_at(tmp_path) as engine:
-        done = await finished(engine, await engine.submit_command("echo STEP_START:a; exit 3"))
+        done = await finished(engine, await submit_command(engine, "echo STEP_START:a; exit 3"))
         assert done.status is ExecutionStatus.FAILED
         assert done.exit_code == 3
         steps = by_name(await engine.get_steps(done.id))
@@ -66,7 +66,7 @@ async def test_failing_command_records_exit_code(tmp_path: Path) -> None:
 
 async def test_missing_command_is_a_clear_spawn_error(tmp_path: Path) -> None:
     async with engine_at(tmp_path) as engine:
-        done = await finished(engine, await engine.submit_command(["no-such-command-xyz", "--flag"]))
+        done = await finished(engine, await submit_command(engine, ["no-such-command-xyz", "--flag"]))
         assert done.status is ExecutionStatus.FAILED
         assert "no-such-command-xyz" in (done.error_message or "")
         assert "not found" in (done.error_message or "")
@@ -82,7 +82,7 @@ async def test_stop_on_error_stops_the_command_and_fails(tmp_path: Path) -> None
     """)
     started = time.monotonic()
     async with engine_at(tmp_path) as engine:
-        done = await finished(engine, await engine.submit_command(script))
+        done = await finished(engine, await submit_command(engine, script))
         assert time.monotonic() - started < 10
         assert done.status is ExecutionStatus.FAILED
         assert done.abort_reason is AbortReason.STOP_ON_ERROR
@@ -99,7 +99,7 @@ async def test_workflow_step_timeout(tmp_path: Path) -> None:
                   "  - name: after\n    needs: [slow]\n    run: echo hi\n")
     async with engine_at(tmp_path / "data", kill_grace=0.5) as engine:
         started = time.monotonic()
-        done = await finished(engine, await engine.submit_workflow(wf))
+        done = await finished(engine, await submit_workflow(engine, wf))
         assert time.monotonic() - started < 10
         steps = by_name(await engine.get_steps(done.id))
         assert steps["slow"].status is StepStatus.FAILED
@@ -118,7 +118,7 @@ async def test_cancel_kills_the_whole_tree_even_a_sigterm_ignoring_grandchild(tm
     """)
     async with engine_at(tmp_path, kill_grace=0.5) as engine:
         sub = engine.subscribe()
-        ex = await engine.submit_command(script)
+        ex = await submit_command(engine, script)
         pids: set[int] = set()
         async with asyncio.timeout(10):
             async for event in sub:
@@ -145,7 +145,7 @@ def _alive(pid: int) -> bool:
 
 async def test_a_10_mb_line_and_binary_output_are_stored(tmp_path: Path) -> None:
     async with engine_at(tmp_path) as engine:
-        big = await engine.submit_command([sys.executable, "-c", "import sys; sys.stdout.write('x' * 10_000_000)"])
+        big = await submit_command(engine, [sys.executable, "-c", "import sys; sys.stdout.write('x' * 10_000_000)"])
         done = await finished(engine, big)
         assert done.status is ExecutionStatus.COMPLETED
         texts = await all_text(engine, big.id)
@@ -153,7 +153,7 @@ async def test_a_10_mb_line_and_binary_output_are_stored(tmp_path: Path) -> None
         assert all(t.endswith(CONTINUED) for t in texts[:-1]) and not texts[-1].endswith(CONTINUED)
         assert sum(len(t.removesuffix(CONTINUED)) for t in texts) == 10_000_000
         assert max(len(t) for t in texts) <= 65536 + len(CONTINUED)
-        binary = await engine.submit_command(
+        binary = await submit_command(engine,
             [sys.executable, "-c", "import sys; sys.stdout.buffer.write(bytes(range(256)) * 4 + b'\\nend\\n')"])
         await finished(engine, binary)
         texts = await all_text(engine, binary.id)
@@ -175,7 +175,7 @@ async def test_workflow_dag_with_a_failure(tmp_path: Path) -> None:
           - {name: after-flaky, run: echo ok, needs: [flaky]}
     """))
     async with engine_at(tmp_path / "data") as engine:
-        done = await finished(engine, await engine.submit_workflow(wf))
+        done = await finished(engine, await submit_workflow(engine, wf))
         steps = by_name(await engine.get_steps(done.id))
         assert steps["setup"].status is StepStatus.COMPLETED
         assert steps["lint"].status is StepStatus.COMPLETED
@@ -196,7 +196,7 @@ async def test_independent_steps_run_in_parallel(tmp_path: Path) -> None:
         f"  - {{name: s{i}, run: 'sleep 0.5'}}\n" for i in range(4)))
     async with engine_at(tmp_path / "data") as engine:
         started = time.monotonic()
-        done = await finished(engine, await engine.submit_workflow(wf))
+        done = await finished(engine, await submit_workflow(engine, wf))
         assert done.status is ExecutionStatus.COMPLETED
         assert time.monotonic() - started < 1.8  # 4 x 0.5 s sequentially would be 2 s
 
@@ -221,7 +221,7 @@ async def test_needs_across_branches_with_one_target_slot_and_a_skip_cascade(tmp
     """)
     )
     async with engine_at(tmp_path / "data") as engine:
-        done = await finished(engine, await engine.submit_workflow(wf))
+        done = await finished(engine, await submit_workflow(engine, wf))
         steps = {(s.target, s.name): s for s in await engine.get_steps(done.id)}
         for name in ("early1", "late"):
             assert steps[("t1", name)].status is StepStatus.COMPLETED
@@ -247,7 +247,7 @@ async def test_invalid_workflow_is_refused_before_anything_runs(tmp_path: Path) 
     wf.write_text("name: bad\nsteps:\n  - name: a\n    run: echo\n    needs: [b]\n")
     async with engine_at(tmp_path / "data") as engine:
         with pytest.raises(WorkflowError) as err:
-            await engine.submit_workflow(wf)
+            await submit_workflow(engine, wf)
         assert f"{wf}:5:" in str(err.value)
         executions, total = await engine.list_executions(__import__("engine.model").model.ExecutionFilter())
         assert total == 0
@@ -273,7 +273,7 @@ async def test_artifacts_markers_globs_and_escape_refused(tmp_path: Path) -> Non
             artifacts: ["out/*.json"]
     """))
     async with engine_at(tmp_path / "data") as engine:
-        done = await finished(engine, await engine.submit_workflow(wf))
+        done = await finished(engine, await submit_workflow(engine, wf))
         assert done.status is ExecutionStatus.COMPLETED
         artifacts, total = await engine.list_artifacts(ArtifactFilter(execution_id=done.id))
         names = {a.file_name: a for a in artifacts}
@@ -302,7 +302,7 @@ async def test_secrets_are_masked_in_stored_lines(tmp_path: Path) -> None:
               echo "and later-secret too"
     """))
     async with engine_at(tmp_path / "data") as engine:
-        done = await finished(engine, await engine.submit_workflow(wf))
+        done = await finished(engine, await submit_workflow(engine, wf))
         texts = "\n".join(await all_text(engine, done.id))
         assert "hunter2-very-secret" not in texts
         assert "token is ***" in texts
@@ -317,7 +317,7 @@ async def test_retries_then_success(tmp_path: Path) -> None:
     wf.write_text(f"name: r\nsteps:\n  - name: flaky\n    retries: 2\n"
                   f"    run: 'if [ -e {marker} ]; then echo ok; else touch {marker}; exit 1; fi'\n")
     async with engine_at(tmp_path / "data") as engine:
-        done = await finished(engine, await engine.submit_workflow(wf))
+        done = await finished(engine, await submit_workflow(engine, wf))
         assert done.status is ExecutionStatus.COMPLETED
         assert any("retrying (attempt 2 of 3)" in t for t in await all_text(engine, done.id))
 
@@ -332,7 +332,7 @@ async def test_rerun_from_the_failed_step(tmp_path: Path) -> None:
           - {{name: test, run: "test -e {flag}", needs: [build]}}
     """))
     async with engine_at(tmp_path / "data") as engine:
-        first = await finished(engine, await engine.submit_workflow(wf))
+        first = await finished(engine, await submit_workflow(engine, wf))
         assert first.status is ExecutionStatus.FAILED
         flag.touch()
         second = await finished(engine, await engine.rerun(first.id, from_failed=True))
@@ -347,7 +347,7 @@ async def test_rerun_from_the_failed_step(tmp_path: Path) -> None:
 async def test_shutdown_cancels_running_executions_and_records_it(tmp_path: Path) -> None:
     async with engine_at(tmp_path, kill_grace=0.5) as engine:
         sub = engine.subscribe()
-        ex = await engine.submit_command("echo STEP_START:long; sleep 60")
+        ex = await submit_command(engine, "echo STEP_START:long; sleep 60")
         async with asyncio.timeout(10):
             async for event in sub:
                 if isinstance(event, StepAdded):
@@ -369,7 +369,7 @@ async def test_shutdown_cancels_running_executions_and_records_it(tmp_path: Path
 async def test_events_arrive_in_order_for_a_subscriber(tmp_path: Path) -> None:
     async with engine_at(tmp_path) as engine:
         sub = engine.subscribe()
-        ex = await engine.submit_command("echo STEP_START:a; echo hi; echo STEP_COMPLETE:a")
+        ex = await submit_command(engine, "echo STEP_START:a; echo hi; echo STEP_COMPLETE:a")
         kinds = []
         async with asyncio.timeout(10):
             async for event in sub:
@@ -395,7 +395,7 @@ async def test_subscribers_hear_of_an_execution_end_once_the_store_holds_it(tmp_
     """))
     async with engine_at(tmp_path) as engine:
         sub = engine.subscribe()
-        ex = await engine.submit_workflow(str(workflow))
+        ex = await submit_workflow(engine, str(workflow))
         async with asyncio.timeout(30):
             async for event in sub:
                 if isinstance(event, ExecutionFinished) and event.execution_id == ex.id:
@@ -419,7 +419,7 @@ async def test_a_workflow_of_many_short_steps_runs_each_as_its_own_process(tmp_p
     workflow = tmp_path / "many.yaml"
     workflow.write_text("\n".join(lines) + "\n")
     async with engine_at(tmp_path) as engine:
-        done = await finished(engine, await engine.submit_workflow(str(workflow)))
+        done = await finished(engine, await submit_workflow(engine, str(workflow)))
         assert done.status is ExecutionStatus.COMPLETED, done.error_message
         steps = {s.id: s for s in await engine.store.get_steps(done.id)}
         work = [s for s in steps.values() if s.kind is StepKind.WORKFLOW]
@@ -447,7 +447,7 @@ async def test_background_process_holding_output_does_not_hang_the_step(tmp_path
     monkeypatch.setattr(pump, "LEFTOVER_GRACE", 0.3)
     async with engine_at(tmp_path, kill_grace=0.3) as engine:
         started = time.monotonic()
-        done = await finished(engine, await engine.submit_command("sleep 60 & echo started"))
+        done = await finished(engine, await submit_command(engine, "sleep 60 & echo started"))
         assert time.monotonic() - started < 10
         assert done.status is ExecutionStatus.COMPLETED
         texts = await all_text(engine, done.id)
@@ -469,7 +469,7 @@ async def test_a_step_over_before_the_first_sample_keeps_cpu_and_rss(tmp_path: P
         {"name": "big", "run": f"{sys.executable} -c 'block = b\"x\" * {big}'"},
     ]}))
     async with engine_at(tmp_path) as engine:
-        done = await finished(engine, await engine.submit_workflow(str(workflow)))
+        done = await finished(engine, await submit_workflow(engine, str(workflow)))
         assert done.status is ExecutionStatus.COMPLETED, done.error_message
         steps = by_name(await engine.store.get_steps(done.id))
     assert steps["busy"].cpu_percent is not None and steps["busy"].cpu_percent > 0

@@ -1,5 +1,6 @@
 """The import layers of DESIGN.md: engine knows nothing of the UI, the API or SQL; storage only of
-the engine; the API and the TUI never import each other (only the composition root wires them)."""
+the engine; the API and the TUI never import each other (only the composition root wires them).
+SQL is storage's alone: no `sqlite3` anywhere else in the product (tests and bench may use it)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: database drivers and toolkits: storage's alone
+SQL = {"sqlite3", "sqlalchemy", "aiosqlite", "alembic"}
 FORBIDDEN = {
-    "engine": {"textual", "aiohttp", "sqlalchemy", "aiosqlite", "alembic", "storage", "api_compat", "stepflow_tui"},
+    "engine": {"textual", "aiohttp", "storage", "api_compat", "stepflow_tui", *SQL},
     "storage": {"textual", "aiohttp", "api_compat", "stepflow_tui"},
-    "api_compat": {"textual", "stepflow_tui", "storage"},
-    "stepflow_tui": {"api_compat", "storage", "sqlalchemy", "aiosqlite"},
+    "api_compat": {"textual", "stepflow_tui", "storage", *SQL},
+    "stepflow_tui": {"api_compat", "storage", *SQL},
 }
-#: the composition root may import every layer
-COMPOSITION_ROOT = {"stepflow_tui/cli/main.py"}
+#: the composition root (the `stepflow` command and the builders it owns) may import every layer
+COMPOSITION_ROOT = {"stepflow_tui/cli/main.py", "stepflow_tui/cli/wiring.py"}
 
 
 def imported_modules(path: Path) -> set[str]:

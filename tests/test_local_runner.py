@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import signal
@@ -18,6 +19,8 @@ from engine.lines import CONTINUED, LineSplitter
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
 from engine.runners.local import READ_CHUNK, LocalCommand, LocalRunner
+from tests import runner_helpers
+from tests.runner_helpers import make_reports
 
 PY = sys.executable
 
@@ -29,20 +32,9 @@ async def runner() -> AsyncIterator[LocalRunner]:
     await runner.close()
 
 
-async def collect(command: LocalCommand, within: float = 20) -> dict[Stream, bytes]:
-    out = {Stream.STDOUT: bytearray(), Stream.STDERR: bytearray()}
-    async with asyncio.timeout(within):
-        async for stream, chunk in command.output():
-            assert 0 < len(chunk) <= READ_CHUNK
-            out[stream] += chunk
-    return {stream: bytes(data) for stream, data in out.items()}
-
-
-async def run(runner: LocalRunner, spec: CommandSpec) -> tuple[dict[Stream, bytes], int]:
-    command = await runner.start(spec)
-    out = await collect(command)
-    async with asyncio.timeout(10):
-        return out, await command.wait()
+#: no chunk of a local command's output is larger than one read
+collect = functools.partial(runner_helpers.collect, max_chunk=READ_CHUNK)
+run = functools.partial(runner_helpers.run, max_chunk=READ_CHUNK)
 
 
 class LineReader:
@@ -429,14 +421,8 @@ async def test_final_usage_has_the_peak_rss_above_ours(runner):
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     work = tmp_path / "work"
-    (work / "reports" / "sub").mkdir(parents=True)
-    (work / "reports" / "a.xml").write_text("<a/>")
-    (work / "reports" / "sub" / "b.xml").write_text("<b/>")
-    (work / "reports" / "sub" / "c.txt").write_text("c")
+    make_reports(work, tmp_path)
     (work / "reports" / "dir.xml").mkdir()
-    (tmp_path / "secret.xml").write_text("secret")
-    (work / "reports" / "leak.xml").symlink_to(tmp_path / "secret.xml")
-    (work / "reports" / "inside.xml").symlink_to(work / "reports" / "a.xml")
     (work / "outside").symlink_to(tmp_path)
     return work
 
@@ -458,7 +444,7 @@ async def test_fetch_accepts_an_absolute_path_inside_cwd_and_a_symlink_that_stay
 
 @pytest.mark.parametrize(
     "path",
-    ["../../etc/passwd", "/etc/passwd", "reports/leak.xml", "outside/secret.xml", "reports/../../secret.xml"],
+    ["../../etc/passwd", "/etc/passwd", "reports/outside.xml", "outside/secret.xml", "reports/../../secret.xml"],
 )
 async def test_fetch_refuses_what_escapes_the_working_directory(runner, workdir, tmp_path, path):
     dest = tmp_path / "store" / "copy"

@@ -17,7 +17,7 @@ import pytest
 
 from engine.events import StepAdded
 from engine.model import ExecutionStatus, StepKind, StepStatus
-from tests.engine_helpers import engine_at, finished
+from tests.engine_helpers import engine_at, finished, submit_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +110,7 @@ async def test_a_live_executions_steps_come_whole_from_the_store_and_the_live_st
     command = pairs(2_000, f"; echo STEP_START:last; while [ ! -e {gate} ]; do sleep 0.02; done")
     async with engine_at(tmp_path / "data") as engine:
         events = engine.subscribe()
-        execution = await engine.submit_command(command)
+        execution = await submit_command(engine, command)
         async with asyncio.timeout(60):
             async for event in events:
                 if isinstance(event, StepAdded) and event.step.name == "last":

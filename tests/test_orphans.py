@@ -79,6 +79,27 @@ def cleaned_up(*pid_files: Path, extra: list[int] | None = None) -> Iterator[Non
                 psutil.Process(pid).kill()
 
 
+def engine_process(data: Path, *args: str, **extra: str) -> subprocess.Popen[bytes]:
+    """`stepflow ARGS` on `data`, in the background, its output dropped."""
+    return subprocess.Popen(cli(*args), env=environment(data, **extra),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+
+
+@contextlib.contextmanager
+def killed_after(engine: subprocess.Popen[bytes]) -> Iterator[None]:
+    """Kill the engine with SIGKILL (no clean-up of its own) once the block is done, however it ends."""
+    try:
+        yield
+    finally:
+        engine.kill()
+        engine.wait()
+
+
+def wait_all_gone(pids: list[int]) -> None:
+    wait_until(lambda: not any(alive(pid) for pid in pids), 15,
+               f"processes of the killed engine's steps still run: {[p for p in pids if alive(p)]}")
+
+
 #: a step that starts two children (one ignoring SIGTERM), writes their pids and its own, and waits
 STEP = ("trap '' TERM; sleep 300 & echo $! >> {pids}; (trap '' TERM; exec sleep 301) & echo $! >> {pids}; "
         "echo $$ >> {pids}; wait")
@@ -91,17 +112,11 @@ def test_killing_the_engine_kills_the_processes_of_its_running_steps(tmp_path: P
         "name: parallel\nsteps:\n"
         + "".join(f"  - name: s{i}\n    run: {json.dumps(STEP.format(pids=pids))}\n" for i in range(3))
     )
-    engine = subprocess.Popen(cli("run", "--plain", str(workflow)), env=environment(tmp_path / "data"),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    engine = engine_process(tmp_path / "data", "run", "--plain", str(workflow))
     with cleaned_up(pids):
-        try:
+        with killed_after(engine):
             wait_until(lambda: len(read_pids(pids)) == 9, 30, "the three steps did not start their children")
-        finally:
-            engine.kill()
-            engine.wait()
-        started = read_pids(pids)
-        wait_until(lambda: not any(alive(pid) for pid in started), 15,
-                   f"processes of the killed engine's steps still run: {[p for p in started if alive(p)]}")
+        wait_all_gone(read_pids(pids))
         # and the watchdog, its work done, is gone too
         wait_until(lambda: not watchdogs_of(tmp_path / "data"), 15, "the watchdog did not exit")
 
@@ -118,9 +133,8 @@ def test_what_a_lost_execution_left_running_is_stopped_at_the_next_start(tmp_pat
     pids = tmp_path / "pids"
     data = tmp_path / "data"
     # no watchdog: as when it was killed along with the engine
-    engine = subprocess.Popen(cli("exec", "--plain", "--shell", "--", STEP.format(pids=pids)),
-                              env=environment(data, **{WATCHDOG_VARIABLE: "0"}),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    engine = engine_process(data, "exec", "--plain", "--shell", "--", STEP.format(pids=pids),
+                            **{WATCHDOG_VARIABLE: "0"})
     bystanders = [
         # no tag
         subprocess.Popen(["sleep", "300"], env={k: v for k, v in os.environ.items() if k != TAG_VARIABLE}),
@@ -128,11 +142,8 @@ def test_what_a_lost_execution_left_running_is_stopped_at_the_next_start(tmp_pat
         subprocess.Popen(["sleep", "300"], env={**os.environ, TAG_VARIABLE: f"{uuid.uuid4()}.{os.urandom(16).hex()}"}),
     ]
     with cleaned_up(pids, extra=[p.pid for p in bystanders]):
-        try:
+        with killed_after(engine):
             wait_until(lambda: len(read_pids(pids)) == 3, 30, "the step did not start its children")
-        finally:
-            engine.kill()
-            engine.wait()
         orphans = read_pids(pids)
         assert all(alive(pid) for pid in orphans), "without a watchdog they outlive the engine"
 
@@ -161,10 +172,9 @@ def test_a_watchdog_that_died_is_replaced_and_told_every_running_command(tmp_pat
         f"  - {{name: late, run: {json.dumps(STEP.format(pids=pids))}, needs: [gate]}}\n"
     )
     data = tmp_path / "data"
-    engine = subprocess.Popen(cli("run", "--plain", str(workflow)), env=environment(data),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    engine = engine_process(data, "run", "--plain", str(workflow))
     with cleaned_up(pids):
-        try:
+        with killed_after(engine):
             wait_until(lambda: len(read_pids(pids)) == 3 and len(watchdogs_of(data)) == 1, 30,
                        "the first step did not start its children")
             [first] = watchdogs_of(data)
@@ -173,9 +183,4 @@ def test_a_watchdog_that_died_is_replaced_and_told_every_running_command(tmp_pat
             gate.touch()  # the gate step ends: the engine's next message finds the watchdog gone
             wait_until(lambda: len(read_pids(pids)) == 6, 30, "the last step did not start its children")
             assert len(watchdogs_of(data)) == 1 and watchdogs_of(data) != [first]
-        finally:
-            engine.kill()
-            engine.wait()
-        started = read_pids(pids)
-        wait_until(lambda: not any(alive(pid) for pid in started), 15,
-                   f"processes of the killed engine's steps still run: {[p for p in started if alive(p)]}")
+        wait_all_gone(read_pids(pids))

@@ -18,7 +18,7 @@ from engine.model import ExecutionStatus, Step, StepKind, StepStatus
 from engine.progress import WorkTally, execution_progress
 from tests.api.conftest import make_config, running
 from tests.api.helpers import check_ok
-from tests.engine_helpers import engine_at, finished
+from tests.engine_helpers import engine_at, finished, submit_command, submit_workflow
 from tests.test_cli import ctrl_c_when_ready, ls_json, spawn, stepflow
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -72,11 +72,11 @@ async def test_api_progress_percentage_of_failed_and_cancelled_executions(tmp_pa
                 data = check_ok(resp.status, await resp.json())
             return data["execution"]["status"], data["execution"]["progress_percentage"]
 
-        failed = await finished(engine, await engine.submit_workflow(text=FAILS_AT_TWO_OF_FOUR))
+        failed = await finished(engine, await submit_workflow(engine, text=FAILS_AT_TWO_OF_FOUR))
         assert await progress_of(failed.id) == ("failed", 25.0)
 
         events = engine.subscribe()
-        command = await engine.submit_command(AT_SEVENTY)
+        command = await submit_command(engine, AT_SEVENTY)
         async with asyncio.timeout(20):
             async for event in events:
                 if isinstance(event, StepUpdated) and event.step.execution_id == command.id \

@@ -8,9 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import re
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,7 +18,8 @@ import aiohttp
 import pytest
 
 from api_compat import ApiConfig, ApiListener, create_token
-from api_compat.state import WS_HUB
+from api_compat.monitor.client import RemoteEngine
+from api_compat.monitor.keys import WS_HUB
 from engine.client import Subscription
 from engine.engine import Engine
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound
@@ -48,8 +47,8 @@ from engine.model import (
     Stream,
 )
 from engine.workflow.load import WorkflowError
-from stepflow_tui.remote import RemoteEngine
-from tests.engine_helpers import engine_at, finished
+from tests.engine_helpers import engine_at, finished, submit_command, submit_workflow
+from tests.serve_process import stepflow_serve
 from tests.servers import free_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -184,17 +183,19 @@ def log_records(logger: str, text: str) -> Iterator[asyncio.Event]:
 
 
 def comparable(execution: Execution | None) -> Execution | None:
-    # what the API does not carry: the workflow's source text and the owning engine process
+    # what the API does not carry: the workflow's source text, the owning engine process and the
+    # admission fields (when it was admitted, its priority, the submitting surface, its labels)
     if execution is None:
         return None
-    return dataclasses.replace(execution, workflow_source=None, owner=None)
+    return dataclasses.replace(execution, workflow_source=None, owner=None, admitted_at=None, priority=0,
+                               source="", labels={})
 
 
 # -- events ----------------------------------------------------------------------------------------
 async def test_a_marker_command_streams_its_events_in_order(served: Served, remote: RemoteEngine,
                                                            workdir: Path) -> None:
     sub = remote.subscribe()
-    execution = await remote.submit_command(MARKER_SCRIPT, name="markers", cwd=str(workdir))
+    execution = await submit_command(remote, MARKER_SCRIPT, name="markers", cwd=str(workdir))
     assert execution.name == "markers" and execution.working_directory == str(workdir)
     got = [e for e in await events_until(sub, finish_of(execution.id)) if e.execution_id == execution.id]
     sub.close()
@@ -238,9 +239,9 @@ async def test_a_marker_command_streams_its_events_in_order(served: Served, remo
 
 async def test_reads_match_the_local_engine(served: Served, remote: RemoteEngine, workdir: Path) -> None:
     local = served.engine
-    first = await local.submit_command(MARKER_SCRIPT, name="markers", cwd=str(workdir), tags=["a", "b"],
+    first = await submit_command(local, MARKER_SCRIPT, name="markers", cwd=str(workdir), tags=["a", "b"],
                                        metadata={"project": "x", "n": 3})
-    second = await local.submit_command("echo hello; exit 3", name="failing", cwd=str(workdir))
+    second = await submit_command(local, "echo hello; exit 3", name="failing", cwd=str(workdir))
     await finished(local, first)
     await finished(local, second)
 
@@ -280,7 +281,7 @@ async def test_reads_match_the_local_engine(served: Served, remote: RemoteEngine
 
 
 async def test_log_lines_beyond_one_page(served: Served, remote: RemoteEngine) -> None:
-    execution = await served.engine.submit_command("seq 1 12345")
+    execution = await submit_command(served.engine, "seq 1 12345")
     await finished(served.engine, execution)
     lines = await remote.get_log_lines(execution.id)
     assert [line.text for line in lines] == [str(i) for i in range(1, 12346)]
@@ -292,7 +293,7 @@ async def test_log_lines_beyond_one_page(served: Served, remote: RemoteEngine) -
 # -- commands --------------------------------------------------------------------------------------
 async def test_cancel_refuse_delete_while_running_then_delete(served: Served, remote: RemoteEngine) -> None:
     sub = remote.subscribe()
-    execution = await remote.submit_command("echo started; sleep 60", name="sleeper")
+    execution = await submit_command(remote, "echo started; sleep 60", name="sleeper")
     await events_until(sub, line_event("started"))
     with pytest.raises(Conflict) as refused:
         await remote.delete(execution.id)
@@ -321,8 +322,8 @@ async def test_a_deletion_by_another_client_arrives_once(served: Served, remote:
     """The socket's `execution_deleted` (ours) becomes ExecutionDeleted; this client's own delete
     is told once, although both its REST answer and the socket say it."""
     sub = remote.subscribe()
-    theirs = await remote.submit_command("echo theirs")
-    mine = await remote.submit_command("echo mine")
+    theirs = await submit_command(remote, "echo theirs")
+    mine = await submit_command(remote, "echo mine")
     await events_until(sub, finish_of(theirs.id))
     await events_until(sub, finish_of(mine.id))
     await finished(served.engine, theirs)
@@ -336,7 +337,7 @@ async def test_a_deletion_by_another_client_arrives_once(served: Served, remote:
 
     await remote.delete(mine.id)
     # a marker after it: whatever the socket brought about `mine` came before this one finished
-    last = await remote.submit_command("echo last")
+    last = await submit_command(remote, "echo last")
     got = await events_until(sub, finish_of(last.id))
     assert [e.execution_id for e in got if isinstance(e, ExecutionDeleted)] == [mine.id]
     assert [e.id for e in (await remote.list_executions(ExecutionFilter()))[0]] == [last.id]
@@ -345,7 +346,7 @@ async def test_a_deletion_by_another_client_arrives_once(served: Served, remote:
 
 async def test_rerun(served: Served, remote: RemoteEngine, workdir: Path) -> None:
     sub = remote.subscribe()
-    first = await remote.submit_command("echo once", name="again", cwd=str(workdir), tags=["t"])
+    first = await submit_command(remote, "echo once", name="again", cwd=str(workdir), tags=["t"])
     await events_until(sub, finish_of(first.id))
     second = await remote.rerun(first.id)
     assert second.id != first.id and second.rerun_of == first.id
@@ -360,14 +361,23 @@ async def test_rerun(served: Served, remote: RemoteEngine, workdir: Path) -> Non
 
 async def test_invalid_command_is_refused(remote: RemoteEngine) -> None:
     with pytest.raises(InvalidRequest):
-        await remote.submit_command("echo hi", markers="sloppy")
+        await submit_command(remote, "echo hi", markers="sloppy")
     with pytest.raises(InvalidRequest):
-        await remote.submit_command("   ")
+        await submit_command(remote, "   ")
+
+
+async def test_what_the_monitor_api_cannot_carry_is_refused_not_dropped(remote: RemoteEngine) -> None:
+    # a secret sent as a plain environment value would be neither masked nor kept from the store
+    for fields in ({"secrets": ["TOKEN"], "env": {"TOKEN": "x"}}, {"priority": 5}, {"labels": {"job": "1"}}):
+        with pytest.raises(InvalidRequest, match="cannot take"):
+            await submit_command(remote, "echo hi", **fields)
+    executions, _total = await remote.list_executions(ExecutionFilter())
+    assert executions == [], "nothing was submitted"
 
 
 async def test_workflows_by_text_and_by_path(remote: RemoteEngine, tmp_path: Path) -> None:
     with pytest.raises(WorkflowError) as by_text:
-        await remote.submit_workflow(text=BAD_WORKFLOW)
+        await submit_workflow(remote, text=BAD_WORKFLOW)
     issues = by_text.value.issues
     assert [(i.line, i.column) for i in issues] == [(3, 5), (4, 5)]
     assert "unknown key 'runn'" in issues[1].message
@@ -376,19 +386,19 @@ async def test_workflows_by_text_and_by_path(remote: RemoteEngine, tmp_path: Pat
     bad = tmp_path / "bad.yaml"
     bad.write_text(BAD_WORKFLOW)
     with pytest.raises(WorkflowError) as by_path:
-        await remote.submit_workflow(bad)
+        await submit_workflow(remote, bad)
     assert by_path.value.issues[0].file == str(bad.resolve())
     assert str(by_path.value).startswith(f"{bad.resolve()}:3:5: ")
     assert isinstance(by_path.value, InvalidRequest)
 
     with pytest.raises(WorkflowError) as missing:
-        await remote.submit_workflow(tmp_path / "nowhere.yaml")
+        await submit_workflow(remote, tmp_path / "nowhere.yaml")
     assert "cannot read the file" in missing.value.message
 
     good = tmp_path / "good.yaml"
     good.write_text(GOOD_WORKFLOW)
     sub = remote.subscribe()
-    execution = await remote.submit_workflow(good, name="by path")
+    execution = await submit_workflow(remote, good, name="by path")
     assert execution.name == "by path" and execution.command == str(good.resolve())
     got = await events_until(sub, finish_of(execution.id))
     created = next(e for e in got if isinstance(e, ExecutionCreated))
@@ -415,7 +425,7 @@ async def test_auth_needs_the_token(tmp_path: Path) -> None:
         token = await asyncio.to_thread(create_token, served.data_dir)
         async with RemoteEngine(served.url, token=token) as remote:
             sub = remote.subscribe()  # the WebSocket carries the token too
-            execution = await remote.submit_command("echo authorized")
+            execution = await submit_command(remote, "echo authorized")
             got = await events_until(sub, finish_of(execution.id))
             assert "authorized" in texts(got)
             rows, _total = await remote.list_executions(ExecutionFilter())
@@ -447,7 +457,7 @@ async def test_events_missed_while_the_socket_was_down_are_replayed(served: Serv
                                                                     tmp_path: Path) -> None:
     go = tmp_path / "go"
     sub = remote.subscribe()
-    execution = await remote.submit_command(
+    execution = await submit_command(remote,
         f"echo before; while [ ! -e {go} ]; do sleep 0.02; done; echo after; echo STEP_START:late; "
         "echo STEP_COMPLETE:late", name="outage")
     await events_until(sub, line_event("before"))
@@ -455,14 +465,14 @@ async def test_events_missed_while_the_socket_was_down_are_replayed(served: Serv
     # drop the socket and refuse new ones while the execution goes on and ends, and another runs
     hub = served.listener.app[WS_HUB]  # type: ignore[index]
     hub.accepting = False
-    with log_records("stepflow_tui.remote_events", "503") as refused:
+    with log_records("api_compat.monitor.client_events", "503") as refused:
         await hub.close_clients()
         async with asyncio.timeout(10):
             await refused.wait()  # the client tried again and was turned away
     assert not remote.connected
     go.touch()
     await finished(served.engine, await served.engine.get_execution(execution.id))  # type: ignore[arg-type]
-    other = await served.engine.submit_command("echo meanwhile", name="meanwhile")
+    other = await submit_command(served.engine, "echo meanwhile", name="meanwhile")
     await finished(served.engine, other)
     hub.accepting = True
 
@@ -475,14 +485,14 @@ async def test_events_missed_while_the_socket_was_down_are_replayed(served: Serv
     assert any(isinstance(e, ExecutionCreated) and e.execution.id == other.id for e in more)
 
     # and the socket is live again
-    third = await remote.submit_command("echo live again")
+    third = await submit_command(remote, "echo live again")
     assert "live again" in texts(await events_until(sub, finish_of(third.id)))
     sub.close()
 
 
 async def test_close_ends_the_subscriptions(remote: RemoteEngine) -> None:
     sub = remote.subscribe()
-    execution = await remote.submit_command("echo x")
+    execution = await submit_command(remote, "echo x")
     await events_until(sub, finish_of(execution.id))
     await remote.close()
     async with asyncio.timeout(5):
@@ -492,24 +502,10 @@ async def test_close_ends_the_subscriptions(remote: RemoteEngine) -> None:
 
 # -- a real `stepflow serve` process ----------------------------------------------------------------
 async def test_against_stepflow_serve(tmp_path: Path, workdir: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0",
-        "--data-dir", str(tmp_path / "served"),
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(30):
-            assert process.stdout is not None
-            first = (await process.stdout.readline()).decode()
-        match = re.search(r"serving (http://\S+)", first)
-        if match is None:
-            assert process.stderr is not None
-            err = await process.stderr.read() if process.returncode is not None else b""
-            raise AssertionError(f"stepflow serve did not start: {first!r} {err.decode()!r}")
-        async with RemoteEngine(match[1]) as remote:
+    async with stepflow_serve(tmp_path / "served", ROOT) as url:
+        async with RemoteEngine(url) as remote:
             sub = remote.subscribe()
-            execution = await remote.submit_command(MARKER_SCRIPT, cwd=str(workdir))
+            execution = await submit_command(remote, MARKER_SCRIPT, cwd=str(workdir))
             got = await events_until(sub, finish_of(execution.id))
             assert got[-1].execution.status is ExecutionStatus.COMPLETED  # type: ignore[attr-defined]
             assert [s.name for s in await remote.get_steps(execution.id) if s.kind is StepKind.MARKER] == \
@@ -517,9 +513,3 @@ async def test_against_stepflow_serve(tmp_path: Path, workdir: Path) -> None:
             lines = await remote.get_log_lines(execution.id)
             assert [line.text for line in lines] == texts([e for e in got if e.execution_id == execution.id])
             assert await remote.count_log_lines(execution.id) == len(lines)
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        async with asyncio.timeout(20):
-            await process.wait()
-    assert process.returncode == 0

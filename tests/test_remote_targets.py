@@ -27,7 +27,7 @@ from engine.targets_file import load_user_targets, parse_user_targets, user_targ
 from engine.workflow.load import DockerTarget, SshTarget, WorkflowError
 from storage import SqliteStore
 from storage.paths import database_path
-from tests.engine_helpers import finished
+from tests.engine_helpers import finished, submit_workflow
 from tests.servers import SshServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +153,7 @@ async def test_two_ssh_targets_run_as_two_branches(
             ],
         },
     )
-    done = await finished(engine, await engine.submit_workflow(wf))
+    done = await finished(engine, await submit_workflow(engine, wf))
     assert done.status is ExecutionStatus.COMPLETED, done.error_message
     assert done.targets == ["fast", "real"]
     steps = await stored_steps(engine, done.id)
@@ -202,7 +202,7 @@ async def test_an_unreachable_target_fails_its_branch_while_the_other_completes(
             ],
         },
     )
-    done = await finished(engine, await engine.submit_workflow(wf))
+    done = await finished(engine, await submit_workflow(engine, wf))
     steps = await stored_steps(engine, done.id)
     by_target = branches(steps)
     assert by_target["up"].status is StepStatus.COMPLETED
@@ -240,7 +240,7 @@ async def test_a_dead_branch_is_failed_at_once_not_when_the_slowest_branch_ends(
         },
     )
     subscription = engine.subscribe()
-    execution = await engine.submit_workflow(wf)
+    execution = await submit_workflow(engine, wf)
     async with asyncio.timeout(30):
         async for event in subscription:
             step = getattr(event, "step", None)
@@ -271,7 +271,7 @@ async def test_the_execution_error_names_every_branch_that_failed(engine: Engine
             "steps": [{"name": "work", "run": "echo ok"}],
         },
     )
-    done = await finished(engine, await engine.submit_workflow(wf))
+    done = await finished(engine, await submit_workflow(engine, wf))
     assert done.status is ExecutionStatus.FAILED
     error = done.error_message or ""
     assert error.startswith("first: step 'work' failed: cannot connect") and "connection refused" in error
@@ -294,7 +294,7 @@ async def test_allow_failed_targets_completes_with_a_dead_target(
             "steps": [{"name": "work", "run": MARKER_SCRIPT}],
         },
     )
-    done = await finished(engine, await engine.submit_workflow(wf))
+    done = await finished(engine, await submit_workflow(engine, wf))
     assert done.status is ExecutionStatus.COMPLETED
     by_target = branches(await stored_steps(engine, done.id))
     assert by_target["up"].status is StepStatus.COMPLETED
@@ -317,7 +317,7 @@ async def test_a_changed_host_key_fails_the_branch_clearly(
             "steps": [{"name": "work", "run": "echo should not run"}],
         },
     )
-    done = await finished(engine, await engine.submit_workflow(wf))
+    done = await finished(engine, await submit_workflow(engine, wf))
     assert done.status is ExecutionStatus.FAILED
     assert "host key" in (done.error_message or "").lower()
     assert "should not run" not in [line.text for line in await engine.get_log_lines(done.id)]
@@ -346,7 +346,7 @@ sleep {token}
         },
     )
     subscription = engine.subscribe()
-    ex = await engine.submit_workflow(wf)
+    ex = await submit_workflow(engine, wf)
     try:
         async with asyncio.timeout(20):
             async for event in subscription:
@@ -382,7 +382,7 @@ async def test_max_parallel_targets_is_respected(
             "steps": [{"name": "one", "run": script}, {"name": "two", "run": script, "needs": ["one"]}],
         },
     )
-    done = await finished(engine, await engine.submit_workflow(wf), timeout=60)
+    done = await finished(engine, await submit_workflow(engine, wf), timeout=60)
     assert done.status is ExecutionStatus.COMPLETED, done.error_message
     steps = await stored_steps(engine, done.id)
     spans: list[tuple[float, float]] = []
@@ -421,7 +421,7 @@ async def test_rerun_from_failed_reruns_only_the_failed_branch(
             ],
         },
     )
-    first = await finished(engine, await engine.submit_workflow(wf))
+    first = await finished(engine, await submit_workflow(engine, wf))
     assert first.status is ExecutionStatus.FAILED
     first_steps = await stored_steps(engine, first.id)
     by_target = branches(first_steps)
@@ -475,7 +475,7 @@ async def test_workflow_targets_override_user_targets(
     )
     engine = await _engine(tmp_path / "data", user)
     try:
-        done = await finished(engine, await engine.submit_workflow(wf))
+        done = await finished(engine, await submit_workflow(engine, wf))
         assert done.status is ExecutionStatus.COMPLETED, done.error_message
         steps = await stored_steps(engine, done.id)
         by_target = branches(steps)
@@ -728,7 +728,7 @@ async def test_docker_target_runs_a_step_with_markers_env_and_an_artifact(
             "steps": [{"name": "make", "run": script, "cwd": "/work", "artifacts": ["out/*.txt"]}],
         },
     )
-    done = await finished(engine, await engine.submit_workflow(wf), timeout=60)
+    done = await finished(engine, await submit_workflow(engine, wf), timeout=60)
     assert done.status is ExecutionStatus.COMPLETED, done.error_message
     steps = await stored_steps(engine, done.id)
     make = child(steps, branches(steps)["box"], "make")
@@ -759,7 +759,7 @@ async def test_docker_target_with_a_missing_image_fails_clearly(
             "steps": [{"name": "make", "run": "echo never"}],
         },
     )
-    done = await finished(engine, await engine.submit_workflow(wf), timeout=60)
+    done = await finished(engine, await submit_workflow(engine, wf), timeout=60)
     assert done.status is ExecutionStatus.FAILED
     assert f"image '{image}' not found" in (done.error_message or "")
     steps = await stored_steps(engine, done.id)
@@ -775,7 +775,7 @@ async def test_resource_usage_is_recorded_for_a_local_step(engine: Engine, tmp_p
         'while time.monotonic() < end: pass"'
     )
     wf = workflow_file(tmp_path, {"name": "busy", "steps": [{"name": "spin", "run": busy}]})
-    done = await finished(engine, await engine.submit_workflow(wf))
+    done = await finished(engine, await submit_workflow(engine, wf))
     assert done.status is ExecutionStatus.COMPLETED, done.error_message
     spin = next(s for s in await stored_steps(engine, done.id) if s.name == "spin")
     assert spin.cpu_percent is not None and spin.cpu_percent > 20, spin.cpu_percent

@@ -13,7 +13,7 @@ import pytest
 
 from tests.api.conftest import make_config, running
 from tests.api.helpers import check_fail, check_ok
-from tests.engine_helpers import engine_at, finished
+from tests.engine_helpers import engine_at, finished, submit_workflow
 from tests.test_cli import ls_json, stepflow
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -57,7 +57,7 @@ async def test_api_rerun_from_failed_with_nothing_failed_is_a_400(tmp_path: Path
 
     async with engine_at(tmp_path / "data") as engine, running(engine, make_config(tmp_path)) as listener, \
             aiohttp.ClientSession() as session:
-        done = await finished(engine, await engine.submit_workflow(text=WORKFLOW))
+        done = await finished(engine, await submit_workflow(engine, text=WORKFLOW))
         async with session.post(f"{listener.url}/api/executions/{done.id}/rerun",
                                 json={"from_failed": True}) as resp:
             error = check_fail(resp.status, await resp.json(), 400)

@@ -142,13 +142,13 @@ async def test_api_serves_masked_step_names(tmp_path: Path) -> None:
 
     from api_compat import ApiListener
     from tests.api.conftest import make_config, running
-    from tests.engine_helpers import engine_at, finished
+    from tests.engine_helpers import engine_at, finished, submit_command
 
     os.environ["STEPFLOW_TEST_SECRET"] = SECRET
     try:
         async with engine_at(tmp_path / "data") as engine, running(engine, make_config(tmp_path)) as lst:
             listener: ApiListener = lst
-            execution = await engine.submit_command(
+            execution = await submit_command(engine,
                 'echo "STEP_START:$STEPFLOW_TEST_SECRET"; echo "::warning::$STEPFLOW_TEST_SECRET"',
                 secrets=["STEPFLOW_TEST_SECRET"],
             )

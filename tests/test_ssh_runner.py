@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import time
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,9 +15,18 @@ import pytest
 from engine.model import Stream
 from engine.runners.base import CommandSpec, FetchError, SpawnError
 from engine.runners.ssh import SshRunner
-from engine.runners.ssh_command import SshCommand
 from engine.runners.ssh_config import resolve_destination
 from engine.runners.ssh_pool import SshConnectionPool
+from tests.runner_helpers import (
+    collect,
+    make_reports,
+    run,
+    run_and_close,
+    silent_port,
+    start_fails,
+    start_ready,
+    terminate_timed,
+)
 from tests.servers import SshServer, free_port
 
 
@@ -44,22 +52,6 @@ async def runner(server: SshServer) -> AsyncIterator[SshRunner]:
     runner = runner_for(server)
     yield runner
     await runner.close()
-
-
-async def collect(command: SshCommand, within: float = 20) -> dict[Stream, bytes]:
-    out = {Stream.STDOUT: bytearray(), Stream.STDERR: bytearray()}
-    async with asyncio.timeout(within):
-        async for stream, chunk in command.output():
-            assert chunk
-            out[stream] += chunk
-    return {stream: bytes(data) for stream, data in out.items()}
-
-
-async def run(runner: SshRunner, spec: CommandSpec) -> tuple[dict[Stream, bytes], int]:
-    command = await runner.start(spec)
-    out = await collect(command)
-    async with asyncio.timeout(10):
-        return out, await command.wait()
 
 
 def alive_with(token: str) -> list[psutil.Process]:
@@ -164,10 +156,7 @@ async def test_missing_program_exits_127(runner):
 async def test_terminate_stops_the_whole_tree_on_the_host(runner):
     token = f"stepflow-test-{uuid.uuid4().hex}"
     script = f"bash -c 'sleep 1000; : {token}' & bash -c 'sleep 1000; : {token}' & echo ready; wait"
-    command = await runner.start(CommandSpec(script=script))
-    output = command.output()
-    async with asyncio.timeout(20):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    command, output = await start_ready(runner, script)
     assert len(alive_with(token)) >= 2  # the two sleepers (and the shells that hold the script)
     await command.terminate(grace=5)
     assert alive_with(token) == []
@@ -180,13 +169,8 @@ async def test_terminate_kills_what_ignores_sigterm_after_the_grace(runner):
     token = f"stepflow-test-{uuid.uuid4().hex}"
     # An ignored signal stays ignored in children: nothing here stops on SIGTERM.
     script = f"trap '' TERM; bash -c 'sleep 1000; : {token}' & echo ready; wait; wait"
-    command = await runner.start(CommandSpec(script=script))
-    output = command.output()
-    async with asyncio.timeout(20):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
-    started = time.monotonic()
-    await command.terminate(grace=0.5)
-    elapsed = time.monotonic() - started
+    command, _ = await start_ready(runner, script)
+    elapsed = await terminate_timed(command, grace=0.5)
     assert alive_with(token) == []
     assert 0.5 <= elapsed < 8
     async with asyncio.timeout(10):
@@ -204,10 +188,7 @@ async def test_terminate_after_exit_does_nothing(runner):
 async def test_close_stops_running_commands(server):
     runner = runner_for(server)
     token = f"stepflow-test-{uuid.uuid4().hex}"
-    command = await runner.start(CommandSpec(script=f"echo ready; bash -c 'sleep 1000; : {token}'"))
-    output = command.output()
-    async with asyncio.timeout(20):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+    await start_ready(runner, f"echo ready; bash -c 'sleep 1000; : {token}'")
     await runner.close()
     assert alive_with(token) == []
 
@@ -241,35 +222,20 @@ async def test_a_changed_host_key_is_refused(server, tmp_path):
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text(f"[{server.host}]:{server.port} {other}\n")
     runner = runner_for(server, known_hosts=str(known_hosts), trust_on_first_use=True)
-    try:
-        with pytest.raises(SpawnError) as caught:
-            await runner.start(CommandSpec(script="true"))
-        assert str(caught.value) == (
-            f"host key for {server.host}:{server.port} does not match known_hosts (possible man-in-the-middle)"
-        )
-    finally:
-        await runner.close()
+    assert await start_fails(runner) == (
+        f"host key for {server.host}:{server.port} does not match known_hosts (possible man-in-the-middle)"
+    )
 
 
 async def test_an_unknown_host_key_is_refused_unless_trusted_on_first_use(server, tmp_path):
     known_hosts = tmp_path / "known_hosts"
-    runner = runner_for(server, known_hosts=str(known_hosts))
-    try:
-        with pytest.raises(SpawnError, match=f"host key for {server.host}:{server.port} is unknown"):
-            await runner.start(CommandSpec(script="true"))
-    finally:
-        await runner.close()
+    message = await start_fails(runner_for(server, known_hosts=str(known_hosts)))
+    assert re.search(f"host key for {server.host}:{server.port} is unknown", message)
     trusting = runner_for(server, known_hosts=str(known_hosts), trust_on_first_use=True)
-    try:
-        assert (await run(trusting, CommandSpec(script="true")))[1] == 0
-    finally:
-        await trusting.close()
+    assert (await run_and_close(trusting, CommandSpec(script="true")))[1] == 0
     assert known_hosts.read_text().startswith(f"[{server.host}]:{server.port} ssh-ed25519 ")
     strict = runner_for(server, known_hosts=str(known_hosts))
-    try:
-        assert (await run(strict, CommandSpec(script="true")))[1] == 0
-    finally:
-        await strict.close()
+    assert (await run_and_close(strict, CommandSpec(script="true")))[1] == 0
 
 
 async def test_a_host_alias_of_ssh_config_is_trusted_on_first_use_in_the_config_s_known_hosts(
@@ -286,20 +252,10 @@ async def test_a_host_alias_of_ssh_config_is_trusted_on_first_use_in_the_config_
     )
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    strict = SshRunner("alias", pool=SshConnectionPool())
-    try:
-        with pytest.raises(SpawnError) as caught:
-            await strict.start(CommandSpec(script="true"))
-        assert str(caught.value).startswith(
-            f"host key for {server.host}:{server.port} is unknown (not in {known_hosts})"
-        )
-    finally:
-        await strict.close()
+    message = await start_fails(SshRunner("alias", pool=SshConnectionPool()))
+    assert message.startswith(f"host key for {server.host}:{server.port} is unknown (not in {known_hosts})")
     trusting = SshRunner("alias", trust_on_first_use=True, pool=SshConnectionPool())
-    try:
-        assert (await run(trusting, CommandSpec(script="true")))[1] == 0
-    finally:
-        await trusting.close()
+    assert (await run_and_close(trusting, CommandSpec(script="true")))[1] == 0
     assert known_hosts.read_text().startswith(f"[{server.host}]:{server.port} ssh-ed25519 ")
     strict = SshRunner("alias", pool=SshConnectionPool())
     try:
@@ -320,62 +276,36 @@ async def test_a_refused_key_fails_authentication(server, tmp_path):
         known_hosts=server.known_hosts,
         pool=SshConnectionPool(),
     )
-    try:
-        with pytest.raises(
-            SpawnError,
-            match=f"cannot connect to {server.user}@{server.host}:{server.port}: authentication failed",
-        ):
-            await runner.start(CommandSpec(script="true"))
-    finally:
-        await runner.close()
+    message = await start_fails(runner)
+    assert re.search(
+        f"cannot connect to {server.user}@{server.host}:{server.port}: authentication failed", message
+    )
 
 
 async def test_an_unreachable_port_fails_quickly():
     port = free_port()
-    runner = SshRunner("127.0.0.1", port, "deploy", pool=SshConnectionPool())
-    started = time.monotonic()
-    with pytest.raises(SpawnError) as caught:
-        await runner.start(CommandSpec(script="true"))
-    assert str(caught.value) == f"cannot connect to deploy@127.0.0.1:{port}: connection refused"
-    assert time.monotonic() - started < 3
-    await runner.close()
+    message = await start_fails(SshRunner("127.0.0.1", port, "deploy", pool=SshConnectionPool()), within=3)
+    assert message == f"cannot connect to deploy@127.0.0.1:{port}: connection refused"
 
 
 async def test_a_silent_host_times_out(tmp_path):
     # A listening socket that never answers: the SSH handshake cannot complete.
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    runner = SshRunner("127.0.0.1", port, "deploy", connect_timeout=0.5, pool=SshConnectionPool())
-    try:
-        started = time.monotonic()
-        with pytest.raises(
-            SpawnError, match=f"cannot connect to deploy@127.0.0.1:{port}: timed out after 0.5s"
-        ):
-            await runner.start(CommandSpec(script="true"))
-        assert time.monotonic() - started < 5
-    finally:
-        await runner.close()
-        server.close()
+    async with silent_port() as port:
+        runner = SshRunner("127.0.0.1", port, "deploy", connect_timeout=0.5, pool=SshConnectionPool())
+        message = await start_fails(runner, within=5)
+    assert re.search(f"cannot connect to deploy@127.0.0.1:{port}: timed out after 0.5s", message)
 
 
 async def test_a_missing_key_file_is_named(server, tmp_path):
-    runner = runner_for(server, key=str(tmp_path / "nope"))
-    with pytest.raises(SpawnError, match="key file .*nope.* not found"):
-        await runner.start(CommandSpec(script="true"))
-    await runner.close()
+    message = await start_fails(runner_for(server, key=str(tmp_path / "nope")))
+    assert re.search("key file .*nope.* not found", message)
 
 
 # -- files ------------------------------------------------------------------------------------
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     root = tmp_path / "work"
-    (root / "reports" / "sub").mkdir(parents=True)
-    (root / "reports" / "a.xml").write_text("<a/>")
-    (root / "reports" / "sub" / "b.xml").write_text("<b/>")
-    (root / "reports" / "sub" / "c.txt").write_text("c")
-    (tmp_path / "secret.xml").write_text("secret")
-    os.symlink(tmp_path / "secret.xml", root / "reports" / "outside.xml")
-    os.symlink(root / "reports" / "a.xml", root / "reports" / "inside.xml")
+    make_reports(root, tmp_path)
     return root
 
 
@@ -432,11 +362,8 @@ async def test_runner_for_an_ssh_target_of_a_workflow(server):
     )
     runner = runner_for(target)
     assert isinstance(runner, SshRunner)
-    try:
-        out, code = await run(runner, CommandSpec(script="echo hi"))
-        assert (out[Stream.STDOUT], code) == (b"hi\n", 0)
-    finally:
-        await runner.close()
+    out, code = await run_and_close(runner, CommandSpec(script="echo hi"))
+    assert (out[Stream.STDOUT], code) == (b"hi\n", 0)
 
 
 def test_the_destination_takes_what_the_target_leaves_out_from_ssh_config(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -54,6 +55,7 @@ from storage.pragmas import CACHE_SIZE_KIB, PAGE_SIZE
 from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
+from tests.engine_helpers import opened_store
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -61,12 +63,8 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 # -- helpers ---------------------------------------------------------------------------------------
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(database_path(tmp_path / "data"))
-    await s.open()
-    try:
+    async with opened_store(SqliteStore(database_path(tmp_path / "data"))) as s:
         yield s
-    finally:
-        await s.close()
 
 
 def plain(store: SqliteStore) -> sqlite3.Connection:
@@ -99,17 +97,13 @@ def lines(e: Execution, step: Step | None, start: int, count: int, stream: Strea
                        tuple(f"line {i}" for i in range(start, start + count)))
 
 
-def moved(e: Execution, status: ExecutionStatus, **changes: object) -> Execution:
-    snap = e.snapshot()
-    snap.status = status
-    for key, value in changes.items():
-        setattr(snap, key, value)
-    return snap
+Row = TypeVar("Row", Execution, Step)
 
 
-def moved_step(s: Step, status: StepStatus, **changes: object) -> Step:
-    snap = s.snapshot()
-    snap.status = status
+def moved(row: Row, status: ExecutionStatus | StepStatus, **changes: object) -> Row:
+    """A snapshot of an execution or a step, in `status` and with `changes`."""
+    snap = row.snapshot()
+    snap.status = status  # type: ignore[assignment]
     for key, value in changes.items():
         setattr(snap, key, value)
     return snap
@@ -269,6 +263,8 @@ async def test_every_entity_round_trips_with_all_its_fields(store: SqliteStore) 
         environment={"PYTHONUNBUFFERED": "1", "TOKEN": "***"}, user="ana", tags=["prod", "nightly"],
         metadata={"markers": "strict", "nested": {"n": [1, 2.5, None, True]}}, targets=["local", "web1"],
         total_steps=2, workflow_source="name: deploy\nsteps: []\n", rerun_of=new_id(), owner="host:1:2.00",
+        priority=-3, admitted_at=datetime(2025, 3, 1, 12, 0, 0, 1, tzinfo=UTC), source="tüi",
+        labels={"executr.job": "j-1", "ticket": "ÄB-7"},
     )
     branch = branch_of(e)
     wf = Step(
@@ -287,9 +283,9 @@ async def test_every_entity_round_trips_with_all_its_fields(store: SqliteStore) 
     e_done = moved(e, ExecutionStatus.FAILED, started_at=started, completed_at=done, exit_code=2,
                    error_message="step test failed", abort_reason=AbortReason.STOP_ON_ERROR, completed_steps=1,
                    current_step_index=2, progress_percentage=50.0)
-    wf_running = moved_step(wf, StepStatus.RUNNING, started_at=started, cpu_percent=97.5, rss_bytes=123_456_789,
+    wf_running = moved(wf, StepStatus.RUNNING, started_at=started, cpu_percent=97.5, rss_bytes=123_456_789,
                             progress=40.0)
-    wf_done = moved_step(wf_running, StepStatus.FAILED, completed_at=done, exit_code=2, error_message="exit 2",
+    wf_done = moved(wf_running, StepStatus.FAILED, completed_at=done, exit_code=2, error_message="exit 2",
                          abort_reason=AbortReason.STOP_ON_ERROR)
     art = Artifact(
         id=new_id(), execution_id=e.id, step_id=wf.id, name="junit", file_name="junit.xml",
@@ -361,11 +357,11 @@ async def test_a_late_step_snapshot_never_reopens_a_finished_step(store: SqliteS
     b = branch_of(e)
     s = step_of(e, b, "build", 1)
     await created(store, e, b, s)
-    running = moved_step(s, StepStatus.RUNNING, started_at=T0)
-    done = moved_step(running, StepStatus.COMPLETED, completed_at=T0, progress=100.0)
-    await store.apply([StepStarted(running), StepUpdated(moved_step(running, StepStatus.RUNNING, progress=50.0)),
+    running = moved(s, StepStatus.RUNNING, started_at=T0)
+    done = moved(running, StepStatus.COMPLETED, completed_at=T0, progress=100.0)
+    await store.apply([StepStarted(running), StepUpdated(moved(running, StepStatus.RUNNING, progress=50.0)),
                        StepFinished(done)])
-    await store.apply([StepUpdated(moved_step(running, StepStatus.RUNNING, progress=60.0))])
+    await store.apply([StepUpdated(moved(running, StepStatus.RUNNING, progress=60.0))])
     assert (await store.get_steps(e.id))[1] == done
 
 
@@ -387,10 +383,10 @@ async def test_mark_lost_fails_what_a_dead_engine_left_open(store: SqliteStore) 
     started = T0 + timedelta(seconds=1)
     await store.apply([
         ExecutionStarted(moved(dead, ExecutionStatus.RUNNING, started_at=started)),
-        StepStarted(moved_step(b, StepStatus.RUNNING, started_at=started)),
-        StepStarted(moved_step(s_running, StepStatus.RUNNING, started_at=started)),
-        StepStarted(moved_step(s_done, StepStatus.RUNNING, started_at=started)),
-        StepFinished(moved_step(s_done, StepStatus.COMPLETED, started_at=started, completed_at=started)),
+        StepStarted(moved(b, StepStatus.RUNNING, started_at=started)),
+        StepStarted(moved(s_running, StepStatus.RUNNING, started_at=started)),
+        StepStarted(moved(s_done, StepStatus.RUNNING, started_at=started)),
+        StepFinished(moved(s_done, StepStatus.COMPLETED, started_at=started, completed_at=started)),
         ExecutionStarted(moved(alive, ExecutionStatus.RUNNING, started_at=started)),
         ExecutionStarted(moved(finished, ExecutionStatus.RUNNING, started_at=started)),
         ExecutionFinished(moved(finished, ExecutionStatus.COMPLETED, started_at=started, completed_at=started)),

@@ -16,6 +16,7 @@ import pytest
 
 from engine.engine import Engine, EngineConfig
 from storage import SqliteStore, database_path
+from tests.engine_helpers import submit_command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ async def one_execution(data_dir: Path) -> None:
     engine = Engine(SqliteStore(database_path(data_dir)), data_dir, EngineConfig())
     await engine.start()
     try:
-        done = await engine.submit_command(["echo", "one"])
+        done = await submit_command(engine, ["echo", "one"])
         await engine.wait(done.id)
     finally:
         await engine.shutdown()

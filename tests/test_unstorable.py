@@ -20,7 +20,7 @@ import pytest
 from engine.errors import InvalidRequest, StoreError
 from engine.model import ExecutionFilter
 from storage.paths import database_path
-from tests.engine_helpers import all_text, engine_at
+from tests.engine_helpers import all_text, engine_at, submit_command, submit_workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -76,7 +76,7 @@ def test_exec_of_arguments_that_are_not_utf8_is_stored_and_the_command_gets_the_
 
 async def test_lone_surrogates_from_json_are_replaced_where_shown_and_refused_where_run(tmp_path: Path) -> None:
     async with engine_at(tmp_path) as engine:
-        shown = await engine.submit_command("echo fine", name="n\ud800me", tags=["t\udfff"],
+        shown = await submit_command(engine, "echo fine", name="n\ud800me", tags=["t\udfff"],
                                             metadata={"k\ud800": "v\ud800"})
         final = await engine.wait(shown.id)
         stored = await engine.get_execution(shown.id)
@@ -86,9 +86,9 @@ async def test_lone_surrogates_from_json_are_replaced_where_shown_and_refused_wh
         for bad in ({"command": "echo \ud800"}, {"command": "echo", "env": {"A": "\udfff"}},
                     {"command": "pwd", "cwd": "/tmp/\ud800"}):
             with pytest.raises(InvalidRequest, match="lone surrogate"):
-                await engine.submit_command(**bad)  # type: ignore[arg-type]
+                await submit_command(engine, **bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidRequest, match="lone surrogate"):
-            await engine.submit_workflow(text="name: x\nsteps:\n  - name: a\n    run: echo \ud800\n")
+            await submit_workflow(engine, text="name: x\nsteps:\n  - name: a\n    run: echo \ud800\n")
 
 
 # -- a store that refuses some events ----------------------------------------------------------------
@@ -99,11 +99,11 @@ async def test_an_execution_the_store_refuses_is_failed_loudly_and_the_others_in
     async with engine_at(tmp_path) as engine:
         poison(database_path(tmp_path), POISONED_LINES)
         # one prints all along, the other a line the store refuses among its own, then would sleep
-        steady = await engine.submit_command(
+        steady = await submit_command(engine,
             [sys.executable, "-c", f"import time\nfor i in range({count}):\n print('line', i, flush=True)\n"
                                    " time.sleep(0.0005) if i % 10 == 0 else None"])
         started = time.monotonic()
-        doomed = await engine.submit_command(
+        doomed = await submit_command(engine,
             ["sh", "-c", "for i in 1 2 3 4 5; do echo ok $i; sleep 0.05; done; echo poison; sleep 60"])
         with pytest.raises(StoreError, match="could not be stored: poisoned line"):
             async with asyncio.timeout(30):
@@ -124,9 +124,9 @@ async def test_an_execution_whose_creation_the_store_refuses_is_not_accepted(tmp
     async with engine_at(tmp_path) as engine:
         poison(database_path(tmp_path), POISONED_NAME)
         with pytest.raises(StoreError, match="could not be stored: poisoned name"):
-            await engine.submit_command(["sleep", "60"], name="poison")
+            await submit_command(engine, ["sleep", "60"], name="poison")
         assert engine.running_count == 0
-        fine = await engine.submit_command(["true"], name="fine")
+        fine = await submit_command(engine, ["true"], name="fine")
         assert (await engine.wait(fine.id)).status.value == "completed"
         page, total = await engine.list_executions(ExecutionFilter())
         assert [e.name for e in page] == ["fine"] and total == 1

@@ -9,13 +9,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import ValidationError
 
-from api_compat.monitor.envelope import ApiError, ok
+from api_compat.monitor.envelope import ApiError, found, ok, page
 from api_compat.monitor.errors import describe_validation, read_query
 from api_compat.monitor.schemas import ListArtifactsQuery, UploadForm
+from api_compat.monitor.wire import artifact_dict
 from api_compat.request_parsing import InvalidJson, parse_json
 from api_compat.state import CONFIG, ENGINE
 from engine.model import Artifact, ArtifactFilter
-from engine.views import artifact_dict
 
 #: multipart framing and the small text fields, beyond the file itself
 _FORM_OVERHEAD = 64 * 1024
@@ -24,10 +24,7 @@ _TEXT_FIELD_MAX = 64 * 1024
 
 async def _existing(request: web.Request) -> Artifact:
     artifact_id = request.match_info["artifact_id"]
-    artifact = await request.app[ENGINE].get_artifact(artifact_id)
-    if artifact is None:
-        raise ApiError(404, f"artifact {artifact_id} not found")
-    return artifact
+    return found(await request.app[ENGINE].get_artifact(artifact_id), "artifact", artifact_id)
 
 
 async def list_artifacts(request: web.Request) -> web.Response:
@@ -35,11 +32,7 @@ async def list_artifacts(request: web.Request) -> web.Response:
     flt = ArtifactFilter(execution_id=q.execution_id, step_id=q.step_id, artifact_type=q.artifact_type,
                          limit=q.limit, offset=q.offset)
     artifacts, total = await request.app[ENGINE].list_artifacts(flt)
-    return ok({
-        "artifacts": [artifact_dict(a) for a in artifacts],
-        "total_count": total,
-        "has_more": q.offset + len(artifacts) < total,
-    })
+    return ok(page("artifacts", [artifact_dict(a) for a in artifacts], total, q.offset))
 
 
 async def get_artifact(request: web.Request) -> web.Response:

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
+from api_compat.monitor.wire import iso
 from api_compat.request_parsing import RequestRefused
 from engine.model import utcnow
-from engine.views import iso
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
 dumps = _encoder.encode
@@ -19,6 +19,21 @@ dumps = _encoder.encode
 class ApiError(RequestRefused):
     """A refusal with its HTTP status and a message for the `error` field (the shared plumbing's
     `RequestRefused`, rendered the same way)."""
+
+
+T = TypeVar("T")
+
+
+def found(row: T | None, what: str, row_id: str) -> T:
+    """The row asked for by id, or a 404 naming it."""
+    if row is None:
+        raise ApiError(404, f"{what} {row_id} not found")
+    return row
+
+
+def page(key: str, items: list[dict[str, Any]], total: int, offset: int) -> dict[str, Any]:
+    """A list's `data`: the items under `key`, how many match in all, and whether more follow."""
+    return {key: items, "total_count": total, "has_more": offset + len(items) < total}
 
 
 def now_iso() -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from api_compat.monitor.envelope import ApiError, dumps, ok, ok_json
+from api_compat.monitor.envelope import ApiError, dumps, found, ok, ok_json, page
 from api_compat.monitor.errors import read_json, read_query
-from api_compat.monitor.list_cache import LIST_CACHE
+from api_compat.monitor.keys import LIST_CACHE
 from api_compat.monitor.schemas import (
     CreateExecutionBody,
     CreateWorkflowBody,
@@ -17,10 +17,14 @@ from api_compat.monitor.schemas import (
     LogLinesQuery,
     RerunBody,
 )
+from api_compat.monitor.wire import artifact_dict, execution_dict, iso, line_dict, step_dict
 from api_compat.monitor.workflow_folders import allowed_workflow_file
 from api_compat.state import CONFIG, ENGINE
-from engine.model import ArtifactFilter, Execution, ExecutionFilter, StepKind
-from engine.views import artifact_dict, execution_dict, iso, line_dict, step_dict
+from engine.model import ArtifactFilter, Execution, ExecutionFilter, ExecutionKind, StepKind
+from engine.submission import SubmitRequest
+
+#: the surface executions submitted here come from
+SOURCE = "monitor"
 
 
 def created(execution: Execution, warnings: list[str]) -> web.Response:
@@ -32,27 +36,20 @@ def created(execution: Execution, warnings: list[str]) -> web.Response:
 
 async def _existing(request: web.Request) -> Execution:
     execution_id = request.match_info["execution_id"]
-    execution = await request.app[ENGINE].get_execution(execution_id)
-    if execution is None:
-        raise ApiError(404, f"execution {execution_id} not found")
-    return execution
+    return found(await request.app[ENGINE].get_execution(execution_id), "execution", execution_id)
 
 
 async def list_executions(request: web.Request) -> web.Response:
     # the same query string on an unchanged database: the same answer (see list_cache)
     cache = request.app[LIST_CACHE]
     key = request.query_string
-    cached, version = cache.lookup(key)
+    cached, version = await cache.lookup(key)
     if cached is not None:
         return ok_json(cached)
     q = read_query(request, ListExecutionsQuery)
     flt = ExecutionFilter(status=q.status, user=q.user, text=q.text, limit=q.limit, offset=q.offset)
     executions, total = await request.app[ENGINE].list_executions(flt)
-    data = dumps({
-        "executions": [execution_dict(e) for e in executions],
-        "total_count": total,
-        "has_more": q.offset + len(executions) < total,
-    })
+    data = dumps(page("executions", [execution_dict(e) for e in executions], total, q.offset))
     cache.keep(key, version, data, executions)
     return ok_json(data)
 
@@ -76,18 +73,11 @@ async def get_execution(request: web.Request) -> web.Response:
 
 async def create_execution(request: web.Request) -> web.Response:
     body, warnings = await read_json(request, CreateExecutionBody)
-    execution = await request.app[ENGINE].submit_command(
-        body.command,
-        name=body.name,
-        cwd=body.working_directory,
-        env=body.environment,
-        target=body.target,
-        tags=body.tags,
-        metadata=body.metadata,
-        user=body.user,
-        markers=body.markers,
-        timeout=body.timeout,
-    )
+    execution = await request.app[ENGINE].submit(SubmitRequest(
+        kind=ExecutionKind.COMMAND, source=SOURCE, command=body.command, name=body.name,
+        cwd=body.working_directory, env=body.environment, targets=[body.target], tags=body.tags,
+        metadata=body.metadata, user=body.user, markers=body.markers, timeout=body.timeout,
+    ))
     return created(execution, warnings)
 
 
@@ -144,7 +134,8 @@ async def create_workflow(request: web.Request) -> web.Response:
     if path is not None:
         path = str(allowed_workflow_file(path, request.app[CONFIG].workflow_dirs, engine.data_dir))
     # the engine reads it in a thread with a time bound (engine.workflow.load.read_workflow)
-    execution = await engine.submit_workflow(
-        path, text=body.text, targets=body.targets, name=body.name, user=body.user,
-    )
+    execution = await engine.submit(SubmitRequest(
+        kind=ExecutionKind.WORKFLOW, source=SOURCE, workflow_path=path, workflow_text=body.text,
+        targets=body.targets or (), name=body.name, user=body.user,
+    ))
     return created(execution, warnings)

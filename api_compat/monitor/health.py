@@ -14,9 +14,10 @@ import psutil
 from aiohttp import web
 
 from api_compat.monitor.envelope import now_iso, ok
-from api_compat.state import ENGINE, STARTED_AT, WS_HUB
+from api_compat.monitor.keys import PROBE, WS_HUB
+from api_compat.monitor.wire import iso
+from api_compat.state import ENGINE, STARTED_AT
 from engine.store import StoreStats
-from engine.views import iso
 
 _MB = 1024 * 1024
 
@@ -53,9 +54,6 @@ class Probe:
                 self.database_ok = False
             self.storage_ok = os.access(engine.data_dir, os.W_OK | os.X_OK)
             self._at = time.monotonic()
-
-
-PROBE = web.AppKey("health_probe", Probe)
 
 
 def _uptime(app: web.Application) -> int:

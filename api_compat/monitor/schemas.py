@@ -3,7 +3,7 @@
 Requests are validated with these models (strict types). An unknown field in a JSON body is
 ignored and named in the answer's `warnings` (`errors.read_json`): a client written for another
 version of the API, or the reference's web UI, still gets its request done; a form upload refuses it. Responses are built
-as plain dicts (`engine.views`) for speed; the response models document them in the OpenAPI document,
+as plain dicts (`api_compat.monitor.wire`) for speed; the response models document them in the OpenAPI document,
 and the tests check real responses against them, so the two cannot drift apart.
 """
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
-from api_compat.monitor.envelope import ok
+from api_compat.monitor.envelope import ok, page
+from api_compat.monitor.wire import execution_dict
 from api_compat.state import ENGINE
 from engine.model import Execution, ExecutionFilter, ExecutionStatus
-from engine.views import execution_dict
 
 #: per status; more active executions than this on one engine is not a dashboard's case
 ACTIVE_LIMIT = 1000
@@ -73,14 +73,10 @@ async def active(request: web.Request) -> web.Response:
     found: list[Execution] = []
     total = 0
     for status in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING):
-        page, count = await engine.list_executions(ExecutionFilter(status=status, limit=ACTIVE_LIMIT))
-        found += page
+        rows, count = await engine.list_executions(ExecutionFilter(status=status, limit=ACTIVE_LIMIT))
+        found += rows
         total += count
     # newest first, as GET /api/executions lists them
     found.sort(key=lambda e: e.created_at, reverse=True)
-    return ok({
-        "executions": [execution_dict(e) for e in found],
-        "total_count": total,
-        "has_more": len(found) < total,
-    })
+    return ok(page("executions", [execution_dict(e) for e in found], total, offset=0))
 

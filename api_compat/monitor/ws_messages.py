@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from api_compat.monitor.envelope import dumps, now_iso
+from api_compat.monitor.wire import iso, log_level, step_dict
 from engine.events import LinesLogged
 from engine.model import Artifact, Execution, Step
-from engine.views import iso, log_level, step_dict
 
 
 def message(type_: str, data: dict[str, Any]) -> str:

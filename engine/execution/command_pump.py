@@ -154,6 +154,7 @@ class CommandPump:
         if outcome.reason is None:
             for action in self._tree.finish(exit_code):
                 await self._apply(action)
+            await self.state.counters_changed()
         else:
             status = (
                 StepStatus.CANCELLED
@@ -189,22 +190,68 @@ class CommandPump:
         return self.owner.id
 
     async def _ingest(self, stream: Stream, lines: list[str]) -> None:
+        """A block of lines: the markers among them applied in order, and the lines published as
+        few events as keep their order and their steps: a run of consecutive lines of one step is
+        one event, ended by a change of step or by a marker that does something (subscribers see
+        the lines and the steps' changes in the order they were printed). The execution's counters
+        are published once, after the block. The block's events are held (`ExecutionState.hold`)
+        and go to the store writer together."""
+        state = self.state
+        held = state.hold()
+        try:
+            await self._ingest_held(stream, lines)
+        finally:
+            if held:
+                await state.release()
+
+    async def _ingest_held(self, stream: Stream, lines: list[str]) -> None:
+        state = self.state
+        run: list[str] = []
+        run_step = self.owner.id
         start = 0
         for i, markers in self._parser.parse_lines(lines):
             if i > start:
-                await self.state.log_lines(self._current_step_id(), stream, lines[start:i])
+                step_id = self._current_step_id()
+                if run and step_id != run_step:
+                    await state.log_lines(run_step, stream, run)
+                    run = []
+                run_step = step_id
+                if run:
+                    run.extend(lines[start:i])
+                else:
+                    run = lines[start:i]
             before = self._current_step_id()
             opened: str | None = None
             for marker in markers:
-                for action in self._tree.feed(marker):
+                actions = self._tree.feed(marker)
+                if run and actions:
+                    await state.log_lines(run_step, stream, run)
+                    run = []
+                for action in actions:
                     new_step = await self._apply(action)
                     if new_step is not None:
                         opened = new_step
             # the marker line itself belongs to the step it opens, or the one it closes
-            await self.state.log_lines(opened or before, stream, [lines[i]])
+            step_id = opened or before
+            if run and step_id != run_step:
+                await state.log_lines(run_step, stream, run)
+                run = []
+            run_step = step_id
+            run.append(lines[i])
             start = i + 1
         if start < len(lines):
-            await self.state.log_lines(self._current_step_id(), stream, lines[start:])
+            step_id = self._current_step_id()
+            if run and step_id != run_step:
+                await state.log_lines(run_step, stream, run)
+                run = []
+            run_step = step_id
+            if run:
+                run.extend(lines[start:])
+            else:
+                run = lines[start:] if start else lines  # a block without markers: as it came
+        if run:
+            await state.log_lines(run_step, stream, run)
+        await state.counters_changed()
 
     # -- applying marker actions ---------------------------------------------------------------
     def _step_for(self, local_id: int | None) -> Step:
@@ -231,6 +278,7 @@ class CommandPump:
                     stop_on_error=action.stop_on_error,
                     estimated_duration=action.estimated_duration,
                     metadata=meta,
+                    counters=False,
                 )
                 self._local_steps[action.local_id] = step
                 return step.id
@@ -243,11 +291,12 @@ class CommandPump:
                             closing,
                             StepStatus.FAILED,
                             error=action.error,
-                            exit_code=getattr(action, "exit_code", None),
+                            exit_code=action.exit_code,
+                            counters=False,
                         )
                     else:
                         await state.finish_step(
-                            closing, StepStatus.COMPLETED, exit_code=getattr(action, "exit_code", None)
+                            closing, StepStatus.COMPLETED, exit_code=action.exit_code, counters=False
                         )
             case mt.SetProgress():
                 step = self._step_for(action.local_id)
@@ -306,6 +355,8 @@ class CommandPump:
 
     async def _add_artifact(self, step: Step, path: str, description: str) -> None:
         state = self.state
+        # the copy takes its time, and the artifact's event names a step that must be stored first
+        await state.release()
         artifact_id = new_id()
         folder = self.artifacts.folder_for(state.execution.id, artifact_id)
         from engine.artifacts import safe_file_name

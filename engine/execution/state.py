@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import random
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.events import (
+    Event,
     ExecutionFinished,
     ExecutionStarted,
     ExecutionUpdated,
@@ -36,7 +40,6 @@ from engine.model import (
     StepKind,
     StepStatus,
     Stream,
-    new_id,
     utcnow,
 )
 from engine.progress import WorkTally
@@ -49,6 +52,18 @@ log = logging.getLogger(__name__)
 #: finished marker steps that wait for the store together before leaving the live state: one
 #: barrier in the store writer's queue per this many, so a steady stream of steps costs it little
 FORGET_BATCH = 256
+
+#: events held (see `ExecutionState.hold`) at most: then they go, and holding goes on
+HOLD_AT_MOST = 256
+
+#: ids of marker steps: random UUIDs (version 4) from a generator seeded by the OS. `uuid4()` asks the
+#: OS for every id, and each of those calls let SQLite's thread take the GIL: a command printing
+#: markers makes thousands of steps a second. Step ids are names, not secrets.
+_marker_ids = random.Random(os.urandom(32))
+
+
+def _marker_step_id() -> str:
+    return str(uuid.UUID(int=_marker_ids.getrandbits(128), version=4))
 
 
 class ExecutionState:
@@ -72,6 +87,35 @@ class ExecutionState:
         self._finished_markers: list[str] = []
         #: resolved by the store writer once it wrote what came before (see `_forget_stored`)
         self._stored: asyncio.Future[None] | None = None
+        #: events held back while a block of output is applied (see `hold`)
+        self._held: list[Event] | None = None
+
+    # -- publishing -----------------------------------------------------------------------
+    def hold(self) -> bool:
+        """Hold the events published from now on until `release`, which publishes them together
+        (one item of the store writer's queue; subscribers hear of them then). For a block of a
+        command's output: its markers make several events each. Returns False when they already
+        were held (the release is someone else's). Whoever holds must not wait on anything else
+        before releasing: held events are not yet on their way to the store."""
+        if self._held is not None:
+            return False
+        self._held = []
+        return True
+
+    async def release(self) -> None:
+        held, self._held = self._held, None
+        if held:
+            await self.hub.publish_many(held)
+
+    async def _publish(self, event: Event) -> None:
+        held = self._held
+        if held is None:
+            await self.hub.publish(event)
+            return
+        held.append(event)
+        if len(held) >= HOLD_AT_MOST:  # the store writer's queue holds about as many
+            self._held = []
+            await self.hub.publish_many(held)
 
     # -- steps ----------------------------------------------------------------------------
     async def add_marker_step(
@@ -82,9 +126,12 @@ class ExecutionState:
         stop_on_error: bool = False,
         estimated_duration: float | None = None,
         metadata: dict[str, Any] | None = None,
+        counters: bool = True,
     ) -> Step:
+        """A marker step, running. `counters=False`: the execution's counters are published later,
+        by the caller's `counters_changed` (a command's pump does so once per block of output)."""
         step = Step(
-            id=new_id(),
+            id=_marker_step_id(),
             execution_id=self.execution.id,
             name=name,
             kind=StepKind.MARKER,
@@ -99,8 +146,9 @@ class ExecutionState:
         self.steps[step.id] = step
         self._work.count(step)
         self.execution.current_step_index = step.index
-        await self.hub.publish(StepAdded(step.snapshot()))
-        await self._counters_changed()
+        await self._publish(StepAdded(step.snapshot()))
+        if counters:
+            await self.counters_changed()
         return step
 
     def _take_index(self) -> int:
@@ -114,7 +162,7 @@ class ExecutionState:
         move_step(step, StepStatus.RUNNING)
         if step.kind is not StepKind.BRANCH:
             self.execution.current_step_index = step.index
-        await self.hub.publish(StepStarted(step.snapshot()))
+        await self._publish(StepStarted(step.snapshot()))
 
     async def finish_step(
         self,
@@ -124,6 +172,7 @@ class ExecutionState:
         exit_code: int | None = None,
         error: str | None = None,
         reason: AbortReason | None = None,
+        counters: bool = True,
     ) -> None:
         if not can_move_step(step, status):
             return
@@ -131,8 +180,9 @@ class ExecutionState:
             error = self.masker.mask(error)
         move_step(step, status, exit_code=exit_code, error=error, reason=reason)
         self._work.count(step)
-        await self.hub.publish(StepFinished(step.snapshot()))
-        await self._counters_changed()
+        await self._publish(StepFinished(step.snapshot()))
+        if counters:
+            await self.counters_changed()
         if step.kind is StepKind.MARKER and status.is_terminal:
             self._finished_markers.append(step.id)
             if len(self._finished_markers) >= FORGET_BATCH and self._stored is None:
@@ -142,6 +192,8 @@ class ExecutionState:
         """Drop the finished marker steps from `steps` once the store holds them: a barrier goes
         into the store writer's queue behind their StepFinished events, and resolves when those
         are written. Nothing waits for it here; the steps leave when it resolves."""
+        was_held = self._held is not None
+        await self.release()  # the barrier goes behind their StepFinished events
         ids, self._finished_markers = self._finished_markers, []
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._stored = stored
@@ -153,14 +205,16 @@ class ExecutionState:
 
         stored.add_done_callback(forget)
         await self.hub.sink.put(stored)
+        if was_held:
+            self.hold()
 
     async def update_step(self, step: Step) -> None:
-        await self.hub.publish(StepUpdated(step.snapshot()))
+        await self._publish(StepUpdated(step.snapshot()))
         # its progress may move the execution's; the counters are redone (and published) only when
         # that moves by a tenth of a percent: STEP_PROGRESS:i/N for each of N items is N updates
         work = self._work
         if work.count(step) and work.percentage(self.execution.status) != self.execution.progress_percentage:
-            await self._counters_changed()
+            await self.counters_changed()
 
     async def close_open_children(
         self, parent_id: str, status: StepStatus, reason: AbortReason | None
@@ -191,7 +245,7 @@ class ExecutionState:
             lines = [self.masker.mask(line) for line in lines]
         start = self._next_seq
         self._next_seq += len(lines)
-        await self.hub.publish(
+        await self._publish(
             LinesLogged(
                 exec_id=self.execution.id,
                 step_id=step_id,
@@ -206,7 +260,7 @@ class ExecutionState:
         await self.log_lines(step_id, Stream.SYSTEM, [text])
 
     async def notice(self, step_id: str | None, level: str, message: str, **extra: str) -> None:
-        await self.hub.publish(
+        await self._publish(
             Notice(
                 exec_id=self.execution.id,
                 step_id=step_id,
@@ -219,7 +273,7 @@ class ExecutionState:
     # -- the execution itself -------------------------------------------------------------
     async def start(self) -> None:
         move_execution(self.execution, ExecutionStatus.RUNNING)
-        await self.hub.publish(ExecutionStarted(self.execution.snapshot()))
+        await self._publish(ExecutionStarted(self.execution.snapshot()))
 
     async def finish(
         self,
@@ -235,6 +289,7 @@ class ExecutionState:
             error = self.masker.mask(error)
         move_execution(self.execution, status, exit_code=exit_code, error=error, reason=reason)
         self._recount()
+        await self.release()
         await self.hub.publish_stored(ExecutionFinished(self.execution.snapshot()))
 
     def request_stop(self, reason: AbortReason, message: str | None = None) -> bool:
@@ -265,10 +320,11 @@ class ExecutionState:
         ex.completed_steps = self._work.work_completed
         ex.progress_percentage = self._work.percentage(ex.status)
 
-    async def _counters_changed(self) -> None:
+    async def counters_changed(self) -> None:
+        """Publish the execution's counters and progress if they moved since last published."""
         self._recount()
         ex = self.execution
         counters = (ex.total_steps, ex.completed_steps, ex.current_step_index, ex.progress_percentage)
         if counters != self._last_counters:
             self._last_counters = counters
-            await self.hub.publish(ExecutionUpdated(ex.snapshot()))
+            await self._publish(ExecutionUpdated(ex.snapshot()))

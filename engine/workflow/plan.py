@@ -78,6 +78,9 @@ def plan_workflow(
                 parent_id=branches[t].id, index=index, description=wstep.description or "",
                 target=t, metadata={"run": masker.mask(wstep.run)},
             )
+            if done_in := done_steps.get((t, wstep.name)):
+                # known from the start, so that a queued rerun rebuilt after a restart skips it too
+                step.metadata["completed_in"] = done_in
             index += 1
             steps.append(step)
             # a remote target starts where its login (or its image's workdir) puts it
@@ -94,7 +97,7 @@ def plan_workflow(
                 continue_on_error=wstep.continue_on_error,
                 lenient_markers=markers_mode == "lenient",
                 artifacts=list(wstep.artifacts),
-                done_in=done_steps.get((t, wstep.name)),
+                done_in=done_in,
             )
             plans[(t, wstep.name)] = plan
             by_name.setdefault(wstep.name, []).append(plan)

@@ -11,11 +11,12 @@ from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from engine.admission import is_queued, queue_places, stored_queue
 from engine.model import ArtifactFilter, ExecutionFilter, ExecutionStatus, Step, StepKind, Stream
 from engine.store import Store
-from engine.views import artifact_dict, execution_dict, step_dict
 from stepflow_tui.cli import output as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, CliError
+from stepflow_tui.cli.json_views import artifact_json, execution_json, step_json
 
 if TYPE_CHECKING:
     from watchfiles import Change
@@ -48,12 +49,14 @@ async def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpen
         executions, total = await store.list_executions(
             ExecutionFilter(status=status, user=args.user, text=args.filter, limit=args.limit)
         )
+        # a queued one's place counts every queued execution, not only those listed
+        places = queue_places(await stored_queue(store)) if any(map(is_queued, executions)) else {}
     if args.json:
-        print(json.dumps([execution_dict(e) for e in executions], indent=2))
+        print(json.dumps([execution_json(e) for e in executions], indent=2))
     elif not executions:
         print("no executions yet: try  stepflow run sample_workflows/build-and-test.yaml", file=sys.stderr)
     else:
-        out.render_list(out.CliConsole(highlight=False), executions)
+        out.render_list(out.CliConsole(highlight=False), executions, places)
         if total > len(executions):
             print(f"({len(executions)} of {total}; --limit N shows more)", file=sys.stderr)
     return EXIT_OK
@@ -68,9 +71,9 @@ async def cmd_show(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
     assert execution is not None
     if args.json:
         print(json.dumps({
-            "execution": execution_dict(execution),
-            "steps": [step_dict(s) for s in steps],
-            "artifacts": [artifact_dict(a) for a in artifacts],
+            "execution": execution_json(execution),
+            "steps": [step_json(s) for s in steps],
+            "artifacts": [artifact_json(a) for a in artifacts],
         }, indent=2))
     else:
         out.render_show(out.CliConsole(highlight=False), execution, steps, artifacts)

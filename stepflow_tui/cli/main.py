@@ -1,54 +1,44 @@
 """The `stepflow` command: the composition root that builds the store, the engine, the API listener
-and the TUI, and hands them to one another."""
+and the TUI, and hands them to one another (the store and the engine through `stepflow_tui.cli.wiring`,
+the one place every command gets them from)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.engine import Engine, EngineConfig
-from engine.errors import EngineError, StoreFull
-from engine.store import Store
+from engine.engine import Engine
+from engine.errors import EngineError
 from engine.workflow.issues import WorkflowError
 from stepflow_tui.cli import output as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
+from stepflow_tui.cli.wiring import (
+    DEFAULT_MAX_RUNNING,
+    EngineOptions,
+    ensure_data_dir,
+    load_targets_config,
+    max_running_arg,
+    read_store,
+    resolve_data_dir,
+    running_engine,
+    start_engine,
+)
 
 if TYPE_CHECKING:
     from api_compat import ApiConfig, ApiListener
-    from stepflow_tui.launch import RunningApi
+    from stepflow_tui.launch import RemoteClient, RunningApi
 
 log = logging.getLogger("stepflow")
 
 
-
-# -- wiring ---------------------------------------------------------------------------------------
-def resolve_data_dir(arg: str | None) -> Path:
-    if arg:
-        return Path(arg).expanduser()
-    from storage.paths import default_data_dir
-
-    return default_data_dir()
-
-
-def ensure_data_dir(data_dir: Path) -> Path:
-    """Create the data directory; a path that cannot be one (a file, no permission) is a CliError."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = "it is a file" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
-        raise CliError(f"cannot use {data_dir} as the data directory: {reason} "
-                       f"(choose another with --data-dir or STEPFLOW_STORAGE_PATH)", EXIT_USAGE) from None
-    return data_dir
-
-
+# -- logging --------------------------------------------------------------------------------------
 #: loggers whose warnings and errors `run`/`exec` already print as the execution's notices
 #: (`error: artifact refused: …`): said once is enough
 NOTICE_LOGGERS = ("engine.execution.command_pump",)
@@ -88,62 +78,6 @@ def setup_logging(data_dir: Path | None, *, to_file: bool, detailed: bool = Fals
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s") if detailed
                          else BriefFormatter())
     root.addHandler(handler)
-
-
-def make_store(data_dir: Path) -> Store:
-    from storage import SqliteStore
-    from storage.paths import database_path
-
-    ensure_data_dir(data_dir)
-    return SqliteStore(database_path(data_dir))
-
-
-def load_targets_config() -> dict:
-    from engine.targets_path import user_targets_path
-
-    try:
-        user_targets_path().stat()
-    except FileNotFoundError:
-        return {}  # no file, no targets: without importing the reader and its models (~0.1 s)
-    except OSError:
-        pass  # the reader says what is wrong with it
-    try:
-        from engine.targets_file import load_user_targets
-    except ImportError:
-        return {}
-    return load_user_targets()
-
-
-@contextlib.asynccontextmanager
-async def running_engine(data_dir: Path, *, kill_grace: float | None = None) -> AsyncIterator[Engine]:
-    config = EngineConfig(targets=load_targets_config())
-    if kill_grace is not None:
-        config.kill_grace = kill_grace
-    engine = Engine(make_store(data_dir), data_dir, config)
-    await engine.start()
-    try:
-        yield engine
-    finally:
-        await engine.shutdown()
-
-
-@contextlib.asynccontextmanager
-async def read_store(data_dir: Path) -> AsyncIterator[Store]:
-    from engine.engine import mark_lost
-
-    store = make_store(data_dir)
-    await store.open()
-    # executions of an engine that died show as failed ("engine lost"), not as running forever, and
-    # what they left running is stopped
-    try:
-        await mark_lost(store)
-    except StoreFull as exc:  # reading needs no room: go on, saying why some may show as running
-        print(f"stepflow: {exc.message}; executions of engines that died may still show as running",
-              file=sys.stderr)
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 # -- run / exec / rerun (stepflow_tui.cli.run) ----------------------------------------------------------
@@ -211,12 +145,13 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 # -- TUI / serve / token: the API listener is wired here, and only here ---------------------------------
 def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
                 ws_host: str | None = None, allowed_hosts: Sequence[str] = (),
-                workflow_dirs: Sequence[Path] | None = None) -> ApiConfig:
+                workflow_dirs: Sequence[Path] | None = None, monitor_shape: str | None = None) -> ApiConfig:
     from api_compat import ApiConfig, ConfigError
 
     try:
         config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
-                                    workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs))
+                                    workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs),
+                                    monitor_shape=monitor_shape)
         if allowed_hosts:  # added to STEPFLOW_ALLOWED_HOSTS
             config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
         config.check()
@@ -244,10 +179,22 @@ async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace,
     return listener
 
 
+def _connect(url: str, token: str | None) -> RemoteClient:
+    """`tui --connect`: the StepFlow Monitor API client, handed to the TUI as an engine client."""
+    from api_compat.monitor.client import RemoteEngine
+
+    return RemoteEngine(url, token=token)
+
+
 async def cmd_tui(args: argparse.Namespace) -> int:
     from stepflow_tui.launch import run_tui
 
-    return await run_tui(args, start_api=lambda engine, data_dir, offered: _start_api(engine, data_dir, args, offered))
+    def start(data_dir: Path) -> Awaitable[Engine]:
+        return start_engine(data_dir, EngineOptions(max_running=args.max_running))
+
+    return await run_tui(args, data_dir=resolve_data_dir(args.data_dir), start_engine=start,
+                         start_api=lambda engine, data_dir, offered: _start_api(engine, data_dir, args, offered),
+                         connect=_connect)
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
@@ -261,9 +208,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise CliError(f"--workflows {folder}: not a folder")
     config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
-                         allowed_hosts=args.allowed_host, workflow_dirs=args.workflows)
-    engine = Engine(make_store(data_dir), data_dir, EngineConfig(targets=load_targets_config()))
-    await engine.start()
+                         allowed_hosts=args.allowed_host, workflow_dirs=args.workflows,
+                         monitor_shape=args.monitor_shape)
+    engine = await start_engine(data_dir, EngineOptions(max_running=args.max_running))
 
     def ready(listener: ApiListener) -> None:
         print(f"stepflow serving {listener.url}", flush=True)
@@ -445,6 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--connect", metavar="URL", help="attach to a remote engine (http://HOST:8080)")
     p.add_argument("--token", help="bearer token for --connect")
     p.add_argument("workflow_dirs", nargs="*", metavar="DIR", help="folders to offer workflows from")
+    p.add_argument("--max-running", type=max_running_arg, default=None, metavar="N",
+                   help=f"executions run at once; more wait queued by priority (default "
+                        f"$STEPFLOW_MAX_RUNNING, else {DEFAULT_MAX_RUNNING})")
     p.set_defaults(func=cmd_tui, is_async=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the engine headless with its HTTP/WebSocket API")
@@ -458,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workflows", action="append", type=Path, metavar="DIR",
                    help="a folder whose workflow files API clients may run by path (repeatable; default: "
                         "$STEPFLOW_WORKFLOW_DIRS, else none: clients send the workflow's text)")
+    p.add_argument("--max-running", type=max_running_arg, default=None, metavar="N",
+                   help=f"executions run at once; more wait queued by priority (default "
+                        f"$STEPFLOW_MAX_RUNNING, else {DEFAULT_MAX_RUNNING})")
+    p.add_argument("--monitor-shape", choices=("documented", "reference"), default=None,
+                   help="the StepFlow Monitor answers: as its API document has them (the default), or the "
+                        "older shape the reference web UI reads (also STEPFLOW_MONITOR_SHAPE)")
     p.set_defaults(func=cmd_serve, is_async=True)
 
     p = sub.add_parser("token", parents=[common], help="API tokens")

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO
 
@@ -31,15 +31,15 @@ from engine.events import (
 )
 from engine.markers import MarkerParser
 from engine.model import Execution, ExecutionStatus, Step, StepKind, StepStatus, Stream
+from stepflow_tui import formatting
+from stepflow_tui.display import STATUS_GLYPHS
 
-GLYPHS = {
-    "pending": ("·", "dim"),
-    "running": ("▶", "cyan"),
-    "completed": ("✓", "green"),
-    "failed": ("✗", "red"),
-    "skipped": ("↷", "yellow"),
-    "cancelled": ("■", "magenta"),
-}
+#: the TUI's glyphs and colours, without its bold
+GLYPHS = {status: (glyph, style.removeprefix("bold ")) for status, (glyph, style) in STATUS_GLYPHS.items()}
+
+
+#: cells of a running step's progress bar
+PROGRESS_WIDTH = 12
 
 
 def reader_gone(stream: IO[str] | None = None) -> None:
@@ -74,20 +74,6 @@ def plural(count: float, noun: str) -> str:
     """`1 step`, `2 steps`, `1.5 days`."""
     number = str(count) if isinstance(count, int) else f"{count:g}"
     return f"{number} {noun}" + ("" if count == 1 else "s")
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 1:
-        return f"{seconds * 1000:.0f}ms"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
 
 
 def fmt_time(value: datetime | None) -> str:
@@ -128,8 +114,9 @@ def step_line(depth: int, step: Step, *, show_branch: bool) -> Text:
     name = step.name if step.kind is not StepKind.BRANCH else f"[{step.name}]"
     text.append(name, style="bold" if step.kind is StepKind.BRANCH else "")
     if step.status is StepStatus.RUNNING and step.progress is not None:
-        text.append(f"  {progress_bar(step.progress)} {step.progress:.0f}%", style="cyan")
-    duration = fmt_duration(step.duration_seconds)
+        fraction = step.progress / 100
+        text.append(f"  {formatting.progress_bar(fraction, PROGRESS_WIDTH)} {formatting.percent(fraction)}", style="cyan")
+    duration = formatting.duration(step.duration_seconds)
     if duration:
         text.append(f"  {duration}", style="dim")
     if step.error_message and step.status in (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED):
@@ -138,15 +125,10 @@ def step_line(depth: int, step: Step, *, show_branch: bool) -> Text:
     if step.cpu_percent is not None:
         usage.append(f"cpu {step.cpu_percent:.0f}%")
     if step.rss_bytes:
-        usage.append(f"rss {step.rss_bytes / 1e6:.0f}MB")
+        usage.append(f"rss {formatting.size(step.rss_bytes)}")
     if usage:  # a step that ended quickly has CPU but perhaps no RSS (see engine/runners/local.py)
         text.append("  " + " ".join(usage), style="dim")
     return text
-
-
-def progress_bar(percent: float, width: int = 12) -> str:
-    filled = int(round(width * max(0.0, min(100.0, percent)) / 100))
-    return "█" * filled + "░" * (width - filled)
 
 
 #: lines kept per step for the summary of a failed one
@@ -195,6 +177,8 @@ class ProgressPrinter:
         #: output without colours nor layout: lines written as they are
         self._bare = not self.console.is_terminal and self.console.color_system is None and not self.console.record
         self._rendered_at = 0.0
+        #: `_write` wrote what was not flushed yet
+        self._unflushed = False
 
     def __enter__(self) -> ProgressPrinter:
         self.console.print(f"[bold]{escape(self.execution.name)}[/]  [dim]execution {self.execution.id}[/]")
@@ -204,6 +188,7 @@ class ProgressPrinter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.flush()
         if self._live is not None:
             self._live.update(self._render(final=True))
             self._live.__exit__(None, None, None)
@@ -311,7 +296,7 @@ class ProgressPrinter:
             return
         mark, style = glyph(step.status.value)
         parts = [(mark, style), (f" {self._path(step)} {what}", "")]
-        duration = fmt_duration(step.duration_seconds) if step.status.is_terminal else ""
+        duration = formatting.duration(step.duration_seconds) if step.status.is_terminal else ""
         if duration:
             parts.append((f" ({duration})", "dim"))
         if step.error_message and step.status.is_terminal and step.status is not StepStatus.COMPLETED:
@@ -324,11 +309,22 @@ class ProgressPrinter:
             self.console.print(Text.assemble(*parts))
 
     def _write(self, text: str) -> None:
-        """Write around rich (plain text, no layout), going silent as rich does when the reader left."""
+        """Write around rich (plain text, no layout), going silent as rich does when the reader left.
+        Not flushed: the caller flushes (`flush`) once it has handled the events at hand."""
         if self.console.quiet:
             return
         try:
             self.console.file.write(text)
+        except BrokenPipeError:
+            self.console.on_broken_pipe()
+        self._unflushed = True
+
+    def flush(self) -> None:
+        """What `_write` wrote goes out: one system call for a burst of events, not one a line."""
+        if not self._unflushed:
+            return
+        self._unflushed = False
+        try:
             self.console.file.flush()
         except BrokenPipeError:
             self.console.on_broken_pipe()
@@ -364,12 +360,12 @@ class ProgressPrinter:
             parts.append(tail)
         elapsed = time.monotonic() - self._started
         if not final:
-            parts.append(Text(f"  {fmt_duration(elapsed)} elapsed · Ctrl-C cancels", style="dim"))
+            parts.append(Text(f"  {formatting.duration(elapsed)} elapsed · Ctrl-C cancels", style="dim"))
         return Group(*parts)  # type: ignore[arg-type]
 
     def summary(self, execution: Execution) -> None:
         mark, style = glyph(execution.status.value)
-        duration = fmt_duration(execution.duration_seconds)
+        duration = formatting.duration(execution.duration_seconds)
         line = f"[{style}]{mark} {execution.status.value}[/] {escape(execution.name)} in {duration}"
         if execution.exit_code not in (None, 0):
             line += f" (exit code {execution.exit_code})"
@@ -408,7 +404,7 @@ def render_show(console: Console, execution: Execution, steps: list[Step], artif
         ("created", fmt_time(execution.created_at)),
         ("started", fmt_time(execution.started_at)),
         ("finished", fmt_time(execution.completed_at)),
-        ("duration", fmt_duration(execution.duration_seconds)),
+        ("duration", formatting.duration(execution.duration_seconds)),
         ("steps", f"{execution.completed_steps}/{execution.total_steps} completed"),
     ]
     if execution.exit_code is not None:
@@ -432,17 +428,8 @@ def render_show(console: Console, execution: Execution, steps: list[Step], artif
         table = Table("artifact", "type", "size", "step", box=None, header_style="dim")
         names = {s.id: s.name for s in steps}
         for a in artifacts:
-            table.add_row(a.name, a.artifact_type.value, human_size(a.file_size), names.get(a.step_id or "", ""))
+            table.add_row(a.name, a.artifact_type.value, formatting.size(a.file_size), names.get(a.step_id or "", ""))
         console.print(table)
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    return f"{size}B"
 
 
 #: the fewest characters of a name `ls` shows on a narrow terminal before the line overflows instead
@@ -450,10 +437,12 @@ MIN_NAME_WIDTH = 8
 _ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
 
 
-def render_list(console: Console, executions: list[Execution]) -> None:
+def render_list(console: Console, executions: list[Execution], places: Mapping[str, int] | None = None) -> None:
     """The `ls` table. Piped, nothing is cut: whole ids and names, for scripts and `grep`. On a
     terminal, ids are their first 8 characters (a unique prefix every command takes) and only the
-    name gives way to the terminal's width: a cut id or status is no use."""
+    name gives way to the terminal's width: a cut id or status is no use. `places`: queued
+    executions' places in the queue (shown `queued #3`)."""
+    places = places or {}
     whole = not console.is_terminal
     headers = ("", "id", "name", "status", "steps", "started", "duration")
     rows: list[tuple[tuple[str, str], ...]] = []
@@ -463,10 +452,10 @@ def render_list(console: Console, executions: list[Execution]) -> None:
             (mark, style),
             (ex.id if whole else ex.id[:8], ""),
             (ex.name.translate(_ONE_LINE), ""),
-            (ex.status.value, style),
+            (f"queued #{places[ex.id]}" if ex.id in places else ex.status.value, style),
             (f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else "", ""),
             (fmt_time(ex.started_at or ex.created_at), ""),
-            (fmt_duration(ex.duration_seconds), ""),
+            (formatting.duration(ex.duration_seconds), ""),
         ))
     widths = [max(cell_len(header), *(cell_len(row[i][0]) for row in rows)) for i, header in enumerate(headers)]
     if not whole:

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.engine import Engine
-from engine.events import ExecutionFinished
+from engine.events import Event, ExecutionFinished
 from engine.model import ExecutionKind, ExecutionStatus
+from engine.submission import SubmitRequest
 from stepflow_tui.cli import output as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, CliError
+
+#: the surface executions submitted here come from
+SOURCE = "cli"
 
 
 class EngineOpener(Protocol):
@@ -51,12 +55,21 @@ async def follow_execution(engine: Engine, submit, *, verbose: bool, plain: bool
                                   verbose=verbose)
     try:
         with printer:
-            async for event in subscription:
-                if event.execution_id != execution.id:
-                    continue
-                printer.handle(event)
-                if isinstance(event, ExecutionFinished):
+            finished = False
+            async for first in subscription:
+                # what is queued is handled at once, then flushed: a command printing markers
+                # makes thousands of events a second
+                event: Event | None = first
+                while event is not None:
+                    if event.execution_id == execution.id:
+                        printer.handle(event)
+                        if isinstance(event, ExecutionFinished):
+                            finished = True
+                            break
+                    event = subscription.get_nowait()
+                if finished:
                     break
+                printer.flush()
     finally:
         subscription.close()
         loop.remove_signal_handler(signal.SIGINT)
@@ -74,11 +87,12 @@ async def follow_execution(engine: Engine, submit, *, verbose: bool, plain: bool
 
 
 async def cmd_run(args: argparse.Namespace, data_dir: Path, running_engine: EngineOpener) -> int:
-    targets = args.target or None
+    targets = args.target or ()
     async with running_engine(data_dir, kill_grace=args.kill_grace) as engine:
         return await follow_execution(
             engine,
-            lambda: engine.submit_workflow(args.file, targets=targets, name=args.name),
+            lambda: engine.submit(SubmitRequest(kind=ExecutionKind.WORKFLOW, source=SOURCE, workflow_path=args.file,
+                                                targets=targets, name=args.name)),
             verbose=args.verbose,
             plain=args.plain,
         )
@@ -108,11 +122,11 @@ async def cmd_exec(args: argparse.Namespace, data_dir: Path, running_engine: Eng
     async with running_engine(data_dir, kill_grace=args.kill_grace) as engine:
         return await follow_execution(
             engine,
-            lambda: engine.submit_command(
-                command_arg, name=args.name, cwd=args.cwd, env=env, target=args.target,
-                markers="lenient" if args.lenient_markers else "strict", secrets=args.secret or (),
-                tags=args.tag or (),
-            ),
+            lambda: engine.submit(SubmitRequest(
+                kind=ExecutionKind.COMMAND, source=SOURCE, command=command_arg, name=args.name, cwd=args.cwd,
+                env=env, targets=[args.target or "local"], markers="lenient" if args.lenient_markers else "strict",
+                secrets=args.secret or (), tags=args.tag or (),
+            )),
             verbose=args.verbose,
             plain=args.plain,
         )

@@ -10,6 +10,7 @@ import sys
 from engine.runners.probe import describe_where, probe_target
 from engine.targets_file import load_user_targets, user_targets_path
 from engine.workflow.load import LOCAL, LocalTarget, Target, WorkflowError
+from stepflow_tui import formatting
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,5 +58,5 @@ def _test(targets: dict[str, Target], name: str) -> int:
         return EXIT_USAGE
     probe = asyncio.run(probe_target(target))
     verdict = "ok" if probe.ok else "FAILED"
-    print(f"{name}: {verdict}: {probe.message} ({probe.seconds:.2f}s)")
+    print(f"{name}: {verdict}: {probe.message} ({formatting.duration(probe.seconds)})")
     return EXIT_OK if probe.ok else EXIT_FAILED

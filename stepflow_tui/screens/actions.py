@@ -3,6 +3,8 @@ list and the execution view. The screen says which execution is current; confirm
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -47,16 +49,12 @@ class ExecutionActions(Screen):
             self.notify(f"{ex.name} already {ex.status.value}", severity="warning")
             return
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.app.engine_call(self.app.client.cancel(ex.id),  # type: ignore[attr-defined]
-                                     done=lambda _r: self.notify(f"Cancelling {ex.name}…"))
-
-        self.app.push_screen(
+        self._confirm_then(
             ConfirmDialog("Cancel execution?",
                           f"Stop “{ex.name}”? Its commands get SIGTERM, then SIGKILL after a grace period; "
                           "it is recorded as cancelled.", confirm="Cancel it"),
-            answered,
+            lambda: self.app.client.cancel(ex.id),  # type: ignore[attr-defined]
+            f"Cancelling {ex.name}…",
         )
 
     def action_rerun(self) -> None:
@@ -85,14 +83,19 @@ class ExecutionActions(Screen):
             self.notify(f"{ex.name} is {ex.status.value}: cancel it first", severity="warning")
             return
 
-        def answered(yes: bool | None) -> None:
-            if yes:
-                self.app.engine_call(self.app.client.delete(ex.id),  # type: ignore[attr-defined]
-                                     done=lambda _r: self.notify(f"Deleted {ex.name}"))
-
-        self.app.push_screen(
+        self._confirm_then(
             ConfirmDialog("Delete execution?",
                           f"Delete “{ex.name}” with its logs and artifacts? This cannot be undone.",
                           confirm="Delete"),
-            answered,
+            lambda: self.app.client.delete(ex.id),  # type: ignore[attr-defined]
+            f"Deleted {ex.name}",
         )
+
+    def _confirm_then(self, question: ConfirmDialog, call: Callable[[], Awaitable[object]], done: str) -> None:
+        """Ask `question`; on yes, make the engine `call` and say `done` once it has."""
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.engine_call(call(), done=lambda _r: self.notify(done))  # type: ignore[attr-defined]
+
+        self.app.push_screen(question, answered)

@@ -26,7 +26,8 @@ from engine.events import (
     StepUpdated,
 )
 from engine.model import Execution, ExecutionStatus, Step
-from stepflow_tui.display import duration_between, fmt_duration, progress_bar, status_glyph
+from stepflow_tui import formatting
+from stepflow_tui.display import duration_between, progress_text, status_glyph
 from stepflow_tui.screens.actions import EXECUTION_BINDINGS, ExecutionActions
 from stepflow_tui.widgets.artifact_pane import ArtifactPane, ArtifactTable
 from stepflow_tui.widgets.footer import FittingFooter
@@ -231,10 +232,10 @@ class ExecutionScreen(ExecutionActions):
         text.append(f"  {ex.status.value}", style=style)
         duration = duration_between(ex.started_at, ex.completed_at, self.app.now())  # type: ignore[attr-defined]
         if duration is not None:
-            text.append(f"  {fmt_duration(duration)}")
+            text.append(f"  {formatting.duration(duration)}")
         if ex.total_steps:
             text.append(f"  {ex.completed_steps}/{ex.total_steps} steps  ")
-            text.append_text(progress_bar(ex.progress_percentage, 10))
+            text.append_text(progress_text(ex.progress_percentage, 10))
         if ex.exit_code is not None and ex.status.is_terminal:
             text.append(f"  exit {ex.exit_code}", style="dim")
         if ex.error_message and ex.status is ExecutionStatus.FAILED:

@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from engine.model import Artifact, ArtifactFilter
-from stepflow_tui.display import fmt_size
+from stepflow_tui import formatting
 
 PREVIEW_LIMIT = 256 * 1024
 
@@ -135,7 +135,7 @@ class ArtifactPane(Vertical):
         self.artifacts = rows
         table.clear()
         for a in rows:
-            table.add_row(a.name, a.artifact_type.value, fmt_size(a.file_size),
+            table.add_row(a.name, a.artifact_type.value, formatting.size(a.file_size),
                           self.step_names.get(a.step_id or "", "—"), key=a.id)
         if not rows:
             preview.update(Text("No artifacts.", style="dim"))
@@ -160,7 +160,7 @@ class ArtifactPane(Vertical):
             preview.update(Text(f"Cannot read {artifact.name}: {getattr(exc, 'message', exc)}", style="red"))
             return
         if not looks_textual(artifact, data):
-            preview.update(Text(f"{artifact.name}: {artifact.mime_type}, {fmt_size(artifact.file_size)} "
+            preview.update(Text(f"{artifact.name}: {artifact.mime_type}, {formatting.size(artifact.file_size)} "
                                 "(binary, no preview; s saves a copy)", style="dim"))
             return
         text = data[:PREVIEW_LIMIT].decode("utf-8", errors="replace")

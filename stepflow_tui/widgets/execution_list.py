@@ -21,6 +21,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from engine.admission import is_queued, queue_places, stored_queue
 from engine.events import (
     Event,
     ExecutionCreated,
@@ -30,14 +31,8 @@ from engine.events import (
     ExecutionUpdated,
 )
 from engine.model import Execution, ExecutionFilter, ExecutionStatus
-from stepflow_tui.display import (
-    duration_between,
-    fmt_duration,
-    fmt_started,
-    progress_bar,
-    status_glyph,
-    truncate,
-)
+from stepflow_tui import formatting
+from stepflow_tui.display import duration_between, fmt_started, progress_text, status_glyph, truncate
 from stepflow_tui.widgets.strips import text_strip
 
 PAGE = 100
@@ -99,7 +94,8 @@ def header_text(cols: Columns) -> Text:
     return Text("".join(parts))
 
 
-def row_text(ex: Execution, cols: Columns, now) -> Text:
+def row_text(ex: Execution, cols: Columns, now, place: int | None = None) -> Text:
+    """One execution's row; `place`: a queued one's place in the queue (`queued #3`)."""
     glyph, style = status_glyph(ex.status.value)
     text = Text()
     text.append(glyph, style=style)
@@ -112,17 +108,18 @@ def row_text(ex: Execution, cols: Columns, now) -> Text:
         text.append(truncate(",".join(ex.targets), cols.targets).ljust(cols.targets), style="dim")
     text.append(" ")
     if ex.status is ExecutionStatus.PENDING:
-        text.append("pending".ljust(cols.progress), style="dim")
+        waiting = f"queued #{place}" if place is not None else "pending"
+        text.append(waiting.ljust(cols.progress), style="dim")
     else:
         bar_style = {"completed": "green", "failed": "red", "cancelled": "magenta"}.get(ex.status.value, "cyan")
-        text.append_text(progress_bar(ex.progress_percentage, cols.progress - 5, bar_style))
+        text.append_text(progress_text(ex.progress_percentage, cols.progress - 5, bar_style))
     text.append(" ")
     steps = f"{ex.completed_steps}/{ex.total_steps}" if ex.total_steps else ""
     text.append(steps.rjust(cols.steps))
     text.append(" ")
     text.append(fmt_started(ex.started_at or ex.created_at, now).ljust(cols.started))
     text.append(" ")
-    text.append(fmt_duration(duration_between(ex.started_at, ex.completed_at, now)).rjust(cols.duration))
+    text.append(formatting.duration(duration_between(ex.started_at, ex.completed_at, now)).rjust(cols.duration))
     return text
 
 
@@ -172,6 +169,8 @@ class ExecutionList(ScrollView, can_focus=True):
         self._fetching: set[int] = set()
         self._generation = 0
         self._reload_pending = False
+        #: queued executions' places in the queue (all of them, not only those loaded)
+        self._places: dict[str, int] = {}
 
     # -- data ------------------------------------------------------------------------------------
     @property
@@ -205,6 +204,8 @@ class ExecutionList(ScrollView, can_focus=True):
                 flt = dataclasses.replace(self.filter, offset=page * PAGE, limit=PAGE)
                 rows, total = await self.client.list_executions(flt)
                 results[page] = rows
+            queued = any(is_queued(ex) for rows in results.values() for ex in rows)
+            places = queue_places(await stored_queue(self.client)) if queued else {}
         except Exception as exc:
             self.app.report_error(exc)  # type: ignore[attr-defined]
             return
@@ -215,6 +216,7 @@ class ExecutionList(ScrollView, can_focus=True):
             return
         if reset:
             self._pages.clear()
+        self._places = places
         live = getattr(self.app, "live", None)
         for page, rows in results.items():
             self._pages[page] = [live.newest(ex) for ex in rows] if live is not None else rows
@@ -253,6 +255,8 @@ class ExecutionList(ScrollView, can_focus=True):
                         reload = True
                     continue
                 changed = self._patch(ev.execution) or changed
+                if ev.execution.id in self._places and not is_queued(ev.execution):
+                    reload = True  # it left the queue: the others moved up
         if reload:
             self._schedule_reload()
             # the store may commit a new execution a moment after its event: look once more
@@ -303,7 +307,8 @@ class ExecutionList(ScrollView, can_focus=True):
             self._request(index // PAGE)
             style = self.get_component_rich_style("execution-list--placeholder")
             return text_strip(Text("  …", style=style), self.app.console, width, base)
-        text = row_text(ex, Columns.for_width(width), self.app.now())  # type: ignore[attr-defined]
+        text = row_text(ex, Columns.for_width(width), self.app.now(),  # type: ignore[attr-defined]
+                        self._places.get(ex.id))
         if index == self.cursor:
             text.stylize(self.get_component_rich_style("execution-list--cursor"))
         return text_strip(text, self.app.console, width, base)

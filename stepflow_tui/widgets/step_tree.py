@@ -15,7 +15,8 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from engine.model import Step, StepKind, StepStatus
-from stepflow_tui.display import duration_between, fmt_duration, fmt_size, progress_bar, status_glyph
+from stepflow_tui import formatting
+from stepflow_tui.display import duration_between, progress_text, status_glyph
 
 ALL = "__all__"
 
@@ -30,16 +31,16 @@ def step_label(step: Step, now) -> Text:
         text.append(" (target)", style="dim")
     duration = duration_between(step.started_at, step.completed_at, now)
     if duration is not None:
-        text.append(f" {fmt_duration(duration)}", style="dim")
+        text.append(f" {formatting.duration(duration)}", style="dim")
     if step.status is StepStatus.RUNNING and step.progress is not None:
         text.append(" ")
-        text.append_text(progress_bar(step.progress, 6))
+        text.append_text(progress_text(step.progress, 6))
     if step.cpu_percent is not None or step.rss_bytes is not None:
         usage = []
         if step.cpu_percent is not None:
             usage.append(f"{step.cpu_percent:.0f}%cpu")
         if step.rss_bytes is not None:
-            usage.append(fmt_size(step.rss_bytes))
+            usage.append(formatting.size(step.rss_bytes))
         text.append(f" [{' '.join(usage)}]", style="dim")
     if step.status is StepStatus.FAILED and step.error_message:
         text.append(f" — {step.error_message}", style="red")
@@ -170,15 +171,15 @@ def step_detail(step: Step, now) -> Text:
     text.append(f"  {step.status.value}")
     duration = duration_between(step.started_at, step.completed_at, now)
     if duration is not None:
-        text.append(f"  {fmt_duration(duration)}")
+        text.append(f"  {formatting.duration(duration)}")
     if step.progress is not None and not step.status.is_terminal:
-        text.append(f"  {step.progress:.0f}%")
+        text.append(f"  {formatting.percent(step.progress / 100)}")
     if step.exit_code is not None:
         text.append(f"  exit {step.exit_code}")
     if step.cpu_percent is not None:
         text.append(f"  cpu {step.cpu_percent:.0f}%")
     if step.rss_bytes is not None:
-        text.append(f"  rss {fmt_size(step.rss_bytes)}")
+        text.append(f"  rss {formatting.size(step.rss_bytes)}")
     if step.error_message:
         text.append(f"\n{step.error_message}", style="red")
     elif step.description:

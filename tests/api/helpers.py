@@ -39,6 +39,22 @@ def check_fail(status: int, body: Any, expect: int) -> str:
     return body["error"]
 
 
+def preflight_headers(origin: str, request_headers: str) -> dict[str, str]:
+    """What a browser sends from `origin` before a POST with `request_headers`."""
+    return {"Origin": origin, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": request_headers}
+
+
+async def check_preflight(session: aiohttp.ClientSession, base_url: str, origin: str,
+                          request_headers: str) -> None:
+    """A browser's CORS preflight for POST /api/executions from `origin` is allowed."""
+    preflight = preflight_headers(origin, request_headers)
+    async with session.options(base_url + "/api/executions", headers=preflight) as resp:
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == origin
+        assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+
+
 async def receive(ws: aiohttp.ClientWebSocketResponse, within: float = 10) -> dict[str, Any]:
     msg = await ws.receive(timeout=within)
     assert msg.type is aiohttp.WSMsgType.TEXT, msg

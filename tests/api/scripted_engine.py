@@ -29,6 +29,7 @@ from engine.model import (
     ArtifactType,
     Execution,
     ExecutionFilter,
+    ExecutionKind,
     ExecutionStatus,
     LogLine,
     Step,
@@ -39,6 +40,7 @@ from engine.model import (
     utcnow,
 )
 from engine.store import StoreStats
+from engine.submission import SubmitRequest
 
 
 class ScriptedEngine:
@@ -60,11 +62,19 @@ class ScriptedEngine:
         self.hub.sink.get_nowait()
 
     # -- commands ---------------------------------------------------------------------------------
-    async def submit_command(self, command: str, *, name: str | None = None, cwd: str | None = None,
+    async def submit(self, request: SubmitRequest) -> Execution:
+        if request.kind is ExecutionKind.WORKFLOW:
+            return await self.add_command(f"workflow {request.workflow_path or '<text>'}", name=request.name,
+                                             user=request.user)
+        return await self.add_command(str(request.command), name=request.name, cwd=request.cwd,
+                                         env=request.env, target=request.target, tags=request.tags,
+                                         metadata=request.metadata, user=request.user)
+
+    async def add_command(self, command: str, *, name: str | None = None, cwd: str | None = None,
                              env: Mapping[str, str] | None = None, target: str = "local",
                              tags: Sequence[str] = (), metadata: Mapping[str, object] | None = None,
-                             user: str | None = None, markers: str = "strict",
-                             timeout: float | None = None) -> Execution:
+                             user: str | None = None) -> Execution:
+        """What the tests script: a command execution created, never run."""
         if target != "local":
             raise InvalidRequest(f"unknown target {target!r} (known: local)")
         ex = Execution(id=new_id(), name=name or command, command=command, working_directory=cwd or "/",
@@ -76,9 +86,6 @@ class ScriptedEngine:
         self.lines[ex.id] = []
         await self.publish(ExecutionCreated(ex.snapshot(), (branch.snapshot(),)))
         return ex.snapshot()
-
-    async def submit_workflow(self, path=None, *, text=None, targets=None, name=None, user=None) -> Execution:
-        return await self.submit_command(f"workflow {path or '<text>'}", name=name, user=user)
 
     async def start(self, execution_id: str) -> None:
         ex = self.executions[execution_id]
@@ -125,7 +132,7 @@ class ScriptedEngine:
 
     async def rerun(self, execution_id: str, *, from_failed: bool = False) -> Execution:
         ex = self._get(execution_id)
-        return await self.submit_command(ex.command, name=ex.name)
+        return await self.add_command(ex.command, name=ex.name)
 
     async def delete(self, execution_id: str) -> None:
         ex = self._get(execution_id)

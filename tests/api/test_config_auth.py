@@ -15,7 +15,7 @@ import pytest
 from api_compat import ApiConfig, ApiListener, ConfigError, ListenerError, create_token
 from api_compat.auth import secret_path
 from tests.api.conftest import make_config, running
-from tests.api.helpers import check_fail, check_ok, receive
+from tests.api.helpers import check_fail, check_ok, check_preflight, receive
 from tests.api.scripted_engine import ScriptedEngine
 
 pytestmark = pytest.mark.timeout(60)
@@ -163,12 +163,7 @@ async def test_cors_only_when_configured(scripted: ScriptedEngine, tmp_path: Pat
             assert "Access-Control-Allow-Origin" not in resp.headers
     config = make_config(tmp_path, cors_origins=("http://ui.example",), auth_enabled=True)
     async with running(scripted, config) as lst:
-        preflight = {**origin, "Access-Control-Request-Method": "POST",
-                     "Access-Control-Request-Headers": "Authorization, Content-Type"}
-        async with session.options(lst.url + "/api/executions", headers=preflight) as resp:
-            assert resp.status == 204
-            assert resp.headers["Access-Control-Allow-Origin"] == "http://ui.example"
-            assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+        await check_preflight(session, lst.url, "http://ui.example", "Authorization, Content-Type")
         async with session.get(lst.url + "/api/health", headers=origin) as resp:
             assert resp.status == 401  # an error still carries CORS headers, so a browser can read it
             assert resp.headers["Access-Control-Allow-Origin"] == "http://ui.example"

@@ -15,7 +15,7 @@ import pytest
 
 from api_compat import ApiListener, create_token
 from tests.api.conftest import make_config, running
-from tests.api.helpers import check_fail, check_ok, finish, receive
+from tests.api.helpers import check_fail, check_ok, check_preflight, finish, preflight_headers, receive
 from tests.api.scripted_engine import ScriptedEngine
 
 pytestmark = pytest.mark.timeout(60)
@@ -155,17 +155,13 @@ async def test_a_configured_cors_origin_works_with_its_preflight(engine: Any, tm
                                                                  session: aiohttp.ClientSession) -> None:
     ui = {"Origin": "http://ui.example:3000"}
     async with running(engine, make_config(tmp_path, cors_origins=("http://ui.example:3000",))) as lst:
-        preflight = {**ui, "Access-Control-Request-Method": "POST",
-                     "Access-Control-Request-Headers": "Content-Type"}
-        async with session.options(lst.url + "/api/executions", headers=preflight) as resp:
-            assert resp.status == 204
-            assert resp.headers["Access-Control-Allow-Origin"] == "http://ui.example:3000"
-            assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+        await check_preflight(session, lst.url, "http://ui.example:3000", "Content-Type")
         async with session.post(lst.url + "/api/executions", json={"name": "ui", "command": "true"},
                                 headers=ui) as resp:
             check_ok(resp.status, await resp.json(), expect=201)
             assert resp.headers["Access-Control-Allow-Origin"] == "http://ui.example:3000"
-        async with session.options(lst.url + "/api/executions", headers={**preflight, **EVIL}) as resp:
+        evil_preflight = {**preflight_headers("http://ui.example:3000", "Content-Type"), **EVIL}
+        async with session.options(lst.url + "/api/executions", headers=evil_preflight) as resp:
             assert resp.status == 403 and "Access-Control-Allow-Origin" not in resp.headers
         async with session.ws_connect(lst.url + "/ws", headers=ui) as ws:
             assert (await receive(ws))["type"] == "connection_established"

@@ -13,11 +13,12 @@ import pytest
 
 from api_compat import ApiListener
 from api_compat.monitor import schemas as s
-from api_compat.monitor.list_cache import LIST_CACHE
+from api_compat.monitor.keys import LIST_CACHE
 from engine.events import ExecutionCreated, ExecutionStarted
 from engine.model import Execution, new_id
 from storage import SqliteStore
 from tests.api.helpers import check_fail, check_ok
+from tests.engine_helpers import submit_command
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,7 +109,7 @@ async def test_bad_queries_are_refused_every_time(api: Any, listener: ApiListene
 
 
 async def test_the_same_page_for_many_clients_at_once(listener: ApiListener, engine: Any) -> None:
-    done = [await engine.submit_command(f"echo {i}") for i in range(5)]
+    done = [await submit_command(engine, f"echo {i}") for i in range(5)]
     for ex in done:
         await engine.wait(ex.id)
     async with aiohttp.ClientSession() as session:

@@ -12,6 +12,7 @@ import aiohttp
 
 from api_compat.monitor import schemas as s
 from tests.api.helpers import check_fail, check_ok, finish
+from tests.engine_helpers import submit_command
 
 
 async def test_a_body_of_the_wrong_shape_is_a_400_naming_the_field(api: Any, engine: Any) -> None:
@@ -106,10 +107,10 @@ async def test_the_openapi_document_says_400_and_documents_timeout_and_warnings(
 
 
 async def test_the_remote_client_passes_timeout_through(listener: Any, engine: Any) -> None:
-    from stepflow_tui.remote import RemoteEngine
+    from api_compat.monitor.client import RemoteEngine
 
     async with RemoteEngine(listener.url, max_reconnect_delay=0.2) as client:
-        created = await client.submit_command("sleep 30", timeout=0.5)
+        created = await submit_command(client, "sleep 30", timeout=0.5)
     execution = await finish(engine, created.id, within=15)
     assert execution.status.value == "failed" and execution.abort_reason is not None
     assert execution.abort_reason.value == "timeout"

@@ -1,5 +1,6 @@
-"""`engine.views` (domain -> API dict) and `engine.views_decode` (API dict -> domain) are inverses:
-every field the API carries survives the trip through JSON text, as a remote client receives it."""
+"""`api_compat.monitor.wire` (domain -> API dict) and `api_compat.monitor.wire_decode` (API dict ->
+domain) are inverses: every field the API carries survives the trip through JSON text, as a remote
+client receives it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,14 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 from api_compat.monitor.envelope import dumps
+from api_compat.monitor.wire import artifact_dict, execution_dict, line_dict, step_dict
+from api_compat.monitor.wire_decode import (
+    artifact_from_dict,
+    execution_from_dict,
+    line_from_dict,
+    parse_time,
+    step_from_dict,
+)
 from engine.model import (
     AbortReason,
     Artifact,
@@ -20,14 +29,6 @@ from engine.model import (
     StepStatus,
     Stream,
     new_id,
-)
-from engine.views import artifact_dict, execution_dict, line_dict, step_dict
-from engine.views_decode import (
-    artifact_from_dict,
-    execution_from_dict,
-    line_from_dict,
-    parse_time,
-    step_from_dict,
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)

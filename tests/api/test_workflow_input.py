@@ -20,6 +20,7 @@ import pytest
 from api_compat import ApiConfig, create_token
 from tests.api.conftest import make_config, running
 from tests.api.helpers import check_fail, check_ok, finish
+from tests.engine_helpers import submit_workflow
 from tests.test_workflow_limits import billion_laughs
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -188,31 +189,30 @@ async def test_the_tuis_listener_runs_files_of_the_folders_it_offers(
     other = tmp_path / "other"
     other.mkdir()
     (other / "ok.yaml").write_text(GOOD)
+
+    async def check_offered(named: list[Path], offered: Path, refused: Path) -> None:
+        """With `named` folders (the TUI's arguments), the API runs a file of `offered` only."""
+        args = argparse.Namespace(api_host="127.0.0.1", api_port=0, workflow_dirs=[str(d) for d in named])
+        listener = await _start_api(engine, Path(engine.data_dir), args, [offered])
+        try:
+            check_ok(*(await post(listener, {"path": str(offered / "ok.yaml")}))[:2], expect=201)
+            check_fail(*(await post(listener, {"path": str(refused / "ok.yaml")}))[:2], 403)
+        finally:
+            await listener.stop()
+
     # `stepflow tui` (no folders named): the folders it offers by default
-    args = argparse.Namespace(api_host="127.0.0.1", api_port=0, workflow_dirs=[])
-    listener = await _start_api(engine, Path(engine.data_dir), args, [flows])
-    try:
-        check_ok(*(await post(listener, {"path": str(flows / "ok.yaml")}))[:2], expect=201)
-        check_fail(*(await post(listener, {"path": str(other / "ok.yaml")}))[:2], 403)
-    finally:
-        await listener.stop()
+    await check_offered([], offered=flows, refused=other)
     # `stepflow tui other`: those only
-    args = argparse.Namespace(api_host="127.0.0.1", api_port=0, workflow_dirs=[str(other)])
-    listener = await _start_api(engine, Path(engine.data_dir), args, [other])
-    try:
-        check_ok(*(await post(listener, {"path": str(other / "ok.yaml")}))[:2], expect=201)
-        check_fail(*(await post(listener, {"path": str(flows / "ok.yaml")}))[:2], 403)
-    finally:
-        await listener.stop()
+    await check_offered([other], offered=other, refused=flows)
 
 
 async def test_a_remote_tui_sends_the_text_when_the_server_reads_no_such_path(engine: Any, tmp_path: Path) -> None:
-    from stepflow_tui.remote import RemoteEngine
+    from api_compat.monitor.client import RemoteEngine
 
     local = tmp_path / "mine.yaml"
     local.write_text(GOOD)
     async with running(engine, make_config(tmp_path)) as listener, RemoteEngine(listener.url) as remote:
-        execution = await remote.submit_workflow(local)
+        execution = await submit_workflow(remote, local)
         assert (await finish(engine, execution.id)).status.value == "completed"
 
 

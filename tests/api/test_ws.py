@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from api_compat import ApiListener
-from api_compat.state import WS_HUB
+from api_compat.monitor.keys import WS_HUB
 from engine.model import ExecutionStatus, StepStatus, Stream
 from tests.api.conftest import make_config, running
 from tests.api.helpers import receive, receive_until
@@ -33,7 +33,7 @@ def ws_urls(lst: ApiListener) -> list[str]:
 @pytest.mark.parametrize("which", [0, 1, 2], ids=["own-port", "own-port-/ws", "main-port-/ws"])
 async def test_connection_established_and_commands(scripted_listener: ApiListener, scripted: ScriptedEngine,
                                                    session: aiohttp.ClientSession, which: int) -> None:
-    ex = await scripted.submit_command("echo")
+    ex = await scripted.add_command("echo")
     async with session.ws_connect(ws_urls(scripted_listener)[which]) as ws:
         hello = await receive(ws)
         assert hello["type"] == "connection_established"
@@ -98,8 +98,8 @@ async def test_plain_http_on_the_ws_port_is_a_400_envelope(scripted_listener: Ap
 async def test_a_client_subscribed_elsewhere_gets_lifecycle_only(scripted_listener: ApiListener,
                                                                   scripted: ScriptedEngine,
                                                                   session: aiohttp.ClientSession) -> None:
-    ex = await scripted.submit_command("echo")
-    elsewhere = await scripted.submit_command("true")
+    ex = await scripted.add_command("echo")
+    elsewhere = await scripted.add_command("true")
     async with session.ws_connect(scripted_listener.ws_url) as watcher, \
             session.ws_connect(scripted_listener.ws_url) as subscriber:
         await receive(watcher)
@@ -132,7 +132,7 @@ async def test_a_client_that_never_subscribes_gets_everything_until_it_subscribe
     execution's steps and log. Its first `subscribe` narrows it to that execution."""
     async with session.ws_connect(scripted_listener.ws_url) as ws:
         await receive(ws)
-        first = await scripted.submit_command("echo")
+        first = await scripted.add_command("echo")
         await scripted.start(first.id)
         step = await scripted.start_step(first.id, "build")
         await scripted.log(first.id, step.id, ["compiling"])
@@ -144,8 +144,8 @@ async def test_a_client_that_never_subscribes_gets_everything_until_it_subscribe
         assert all(m["data"]["execution_id"] == first.id for m in got)
         assert got[2]["data"]["content"] == "compiling" and got[2]["data"]["step_id"] == step.id
 
-        chosen = await scripted.submit_command("echo chosen")
-        other = await scripted.submit_command("echo other")
+        chosen = await scripted.add_command("echo chosen")
+        other = await scripted.add_command("echo other")
         await ws.send_json({"type": "subscribe", "data": {"execution_id": chosen.id}})
         assert (await receive(ws))["type"] == "subscribed"
         for ex in (other, chosen):
@@ -170,7 +170,7 @@ async def test_wildcard_subscription_sees_every_execution(scripted_listener: Api
         await receive(ws)
         await ws.send_json({"type": "subscribe", "data": {"execution_id": "*"}})
         assert (await receive(ws))["type"] == "subscribed"
-        ex = await scripted.submit_command("echo")
+        ex = await scripted.add_command("echo")
         await scripted.start(ex.id)
         step = await scripted.start_step(ex.id, "a")
         await scripted.finish_step(step, StepStatus.FAILED)
@@ -205,7 +205,7 @@ async def test_a_slow_client_loses_log_entries_not_status_and_is_told(
     """The queue limit is 500 log entries here. A client that does not read while 2,000 lines of
     8 kB go by gets every status message, LOG_ENTRIES_DROPPED errors, and the lines that fit; a
     client reading next to it gets everything, and the engine never waits."""
-    ex = await scripted.submit_command("echo")
+    ex = await scripted.add_command("echo")
     async with session.ws_connect(scripted_listener.ws_url) as slow, \
             session.ws_connect(scripted_listener.ws_url) as fast:
         for ws in (slow, fast):
@@ -268,7 +268,7 @@ async def test_a_slow_client_loses_log_entries_not_status_and_is_told(
 
 async def test_events_from_before_a_socket_connects_are_not_replayed(
         scripted_listener: ApiListener, scripted: ScriptedEngine, session: aiohttp.ClientSession) -> None:
-    ex = await scripted.submit_command("echo")
+    ex = await scripted.add_command("echo")
     await scripted.start(ex.id)
     await asyncio.sleep(0.05)
     async with session.ws_connect(scripted_listener.ws_url) as ws:
@@ -310,7 +310,7 @@ async def test_the_log_budget_drops_for_everyone_tells_them_and_keeps_status(
     they get), and every status message arrives."""
     config = make_config(tmp_path, ws_log_budget=400)
     async with running(scripted, config) as lst:
-        ex = await scripted.submit_command("echo")
+        ex = await scripted.add_command("echo")
         clients = [await session.ws_connect(lst.ws_url) for _ in range(2)]
         try:
             for ws in clients:

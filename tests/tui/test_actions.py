@@ -12,17 +12,8 @@ from stepflow_tui.screens.launch import LaunchDialog
 from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from tests.tui.conftest import SAMPLES, make_app, wait_for
+from tests.tui.pilot_steps import answer_no, launch_command, quit_and_answer_yes, quit_while_running
 from tests.tui.screen_text import screen_text
-
-
-async def launch_command(pilot, command: str) -> ExecutionScreen:
-    app = pilot.app
-    await pilot.press("n")
-    await wait_for(pilot, lambda: isinstance(app.screen, LaunchDialog), what="launch dialog")
-    app.screen.query_one("#command-input").focus()
-    await pilot.press(*command, "enter")
-    await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
-    return app.screen
 
 
 def status_of(app) -> ExecutionStatus:
@@ -128,16 +119,10 @@ async def test_delete_asks_first_and_refuses_running(engine):
 async def test_quit_with_running_execution_asks_and_says_what_happens(engine):
     app = make_app(engine)
     async with app.run_test(size=(80, 24)) as pilot:
-        await launch_command(pilot, "sleep 30")
-        await wait_for(pilot, lambda: app.running, what="running count")
-        await pilot.press("escape", "q")
-        assert isinstance(app.screen, ConfirmDialog)
+        await quit_while_running(pilot, "escape", "q")
         assert "cancelled (reason: shutdown)" in screen_text(app)
-        await pilot.press("n")
-        assert app.is_running and not app._exit
-        await pilot.press("q", "y")
-        await pilot.pause(0.1)
-        assert app._exit
+        await answer_no(pilot)
+        await quit_and_answer_yes(pilot, "q")
 
 
 async def test_live_follow_of_a_fast_command(engine):

@@ -13,18 +13,19 @@ from pathlib import Path
 import pytest
 
 from api_compat import ApiConfig, ApiListener
+from api_compat.monitor.client import RemoteEngine
 from engine.events import ExecutionCreated, ExecutionFinished, ExecutionStarted, LinesLogged
 from engine.model import Execution, ExecutionStatus, Step, StepKind, Stream
 from stepflow_tui.log_window import LogWindow
-from stepflow_tui.remote import RemoteEngine
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from storage import SqliteStore
-from tests.engine_helpers import engine_at, finished
+from tests.engine_helpers import engine_at, finished, submit_command
 from tests.tui.conftest import make_app, wait_for
-from tests.tui.memory_store import StoreClient
+from tests.tui.pilot_steps import open_selected
 from tests.tui.screen_text import screen_text
+from tests.tui.store_client import StoreClient
 
 T0 = datetime(2025, 3, 14, 9, 0, tzinfo=UTC)
 #: lines in runs of RUN, taking turns: step a, step b, the branch itself
@@ -58,23 +59,17 @@ async def seed_big(path: Path) -> None:
     ex = Execution(id="big", name="big-build", command="./big.sh", created_at=T0, targets=["local"])
     steps = (
         Step(id="br", execution_id="big", name="local", kind=StepKind.BRANCH, created_at=T0),
-        Step(
-            id="a",
-            execution_id="big",
-            name="compile",
-            kind=StepKind.WORKFLOW,
-            parent_id="br",
-            index=1,
-            created_at=T0,
-        ),
-        Step(
-            id="b",
-            execution_id="big",
-            name="test",
-            kind=StepKind.WORKFLOW,
-            parent_id="br",
-            index=2,
-            created_at=T0,
+        *(
+            Step(
+                id=step_id,
+                execution_id="big",
+                name=name,
+                kind=StepKind.WORKFLOW,
+                parent_id="br",
+                index=index,
+                created_at=T0,
+            )
+            for index, (step_id, name) in enumerate([("a", "compile"), ("b", "test")], start=1)
         ),
     )
     running = dataclasses.replace(ex, status=ExecutionStatus.RUNNING, started_at=T0)
@@ -94,12 +89,7 @@ async def seed_big(path: Path) -> None:
 
 async def filter_to(pilot, name: str) -> LogView:
     """Open the (only) execution, move the tree's cursor to `name` with keys, enter: the log is filtered."""
-    app = pilot.app
-    await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
-    await pilot.press("enter")
-    screen = await wait_for(
-        pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen, what="view"
-    )
+    screen = await open_selected(pilot)
     await wait_for(pilot, lambda: screen.step_tree.steps, what="the tree")
     await pilot.press("T")
     tree = screen.step_tree
@@ -188,7 +178,7 @@ async def test_remote_reads_take_the_offset_to_the_server(tmp_path: Path):
         await listener.start()
         try:
             script = "echo STEP_START:a; seq 1 12000; echo STEP_COMPLETE:a; echo STEP_START:b; seq 1 300"
-            execution = await engine.submit_command(script)
+            execution = await submit_command(engine, script)
             await finished(engine, execution)
             a = next(s for s in await engine.get_steps(execution.id) if s.name == "a")
             async with RemoteEngine(listener.url, max_reconnect_delay=0.2) as remote:

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepflow_tui.screens.dialogs import ConfirmDialog, HelpScreen
-from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from tests.tui.conftest import fixed_clock, make_app, wait_for
+from tests.tui.pilot_steps import answer_no, open_selected, quit_while_running
 from tests.tui.screen_text import screen_text
 
 GROUPS = [
@@ -81,9 +81,7 @@ async def test_help_lists_every_screen_and_widget_with_ids(seeded_client):
 async def test_help_in_the_execution_view_marks_its_groups(seeded_client):
     app = make_app(seeded_client, clock=fixed_clock)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
+        await open_selected(pilot)
         await pilot.press("question_mark")
         text = await read_help(pilot)
         for title in ("Execution view", "Step tree (execution view)", "Log pane (execution view)"):
@@ -109,16 +107,10 @@ async def test_help_shows_the_keys_a_keymap_file_gives(seeded_client, tmp_path: 
 
 
 async def test_ctrl_q_asks_first_while_an_execution_runs(engine):
-    from tests.tui.test_actions import launch_command
-
     app = make_app(engine)
     async with app.run_test(size=(80, 24)) as pilot:
-        await launch_command(pilot, "sleep 30")
-        await wait_for(pilot, lambda: app.running_here, what="the running execution counted")
-        await pilot.press("ctrl+q")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the question")
+        await quit_while_running(pilot, "ctrl+q")
         assert "Quitting stops the engine" in screen_text(app)
         await pilot.press("ctrl+q")  # a second one does not stack another question
         assert sum(isinstance(s, ConfirmDialog) for s in app.screen_stack) == 1
-        await pilot.press("n")
-        assert not app._exit
+        await answer_no(pilot)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from api_compat.monitor.client import RemoteEngine
 from engine.engine import Engine, EngineConfig
 from engine.model import ExecutionStatus
 from engine.runners.local import LocalRunner
 from engine.targets_file import load_user_targets
-from stepflow_tui.app import StepflowApp
-from stepflow_tui.remote import RemoteEngine
+from stepflow_tui.launch import connected_app
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.screens.launch import LaunchDialog
 from storage import SqliteStore
@@ -161,7 +161,7 @@ async def test_a_bad_targets_file_is_a_notification_and_local_still_works(engine
 
 async def test_over_connect_the_local_targets_file_is_not_offered(engine, targets_file: Path):
     # a RemoteEngine's server has its own targets file: this machine's says nothing about it
-    assert StepflowApp(RemoteEngine("http://127.0.0.1:9")).targets_path is None
+    assert connected_app(RemoteEngine("http://127.0.0.1:9"), []).targets_path is None
     assert make_app(engine).targets_path == targets_file
     app = make_app(engine)
     app.targets_path = None  # as with --connect

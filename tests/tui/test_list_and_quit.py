@@ -12,9 +12,9 @@ from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.screens.executions import ExecutionsScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from tests.tui.conftest import fixed_clock, make_app, wait_for
+from tests.tui.pilot_steps import answer_no, launch_command, quit_and_answer_yes, quit_while_running
 from tests.tui.screen_text import screen_text
 from tests.tui.seed import NOW, _id, build_events
-from tests.tui.test_actions import launch_command
 
 
 def footer(app) -> str:
@@ -68,16 +68,11 @@ async def test_ctrl_c_quits_at_once_when_nothing_runs_here(seeded_client):
 async def test_ctrl_c_asks_while_an_execution_launched_here_runs(engine):
     app = make_app(engine)
     async with app.run_test(size=(80, 24)) as pilot:
-        await launch_command(pilot, "sleep 30")
-        await wait_for(pilot, lambda: app.running_here, what="running")
-        await pilot.press("ctrl+c")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog), what="the question")
+        await quit_while_running(pilot, "ctrl+c")
         assert "Quitting stops the engine" in screen_text(app)
-        await pilot.press("n")
-        assert not app._exit and isinstance(app.screen, ExecutionScreen)
-        await pilot.press("ctrl+c", "y")
-        await pilot.pause(0.1)
-        assert app._exit
+        await answer_no(pilot)
+        assert isinstance(app.screen, ExecutionScreen)
+        await quit_and_answer_yes(pilot, "ctrl+c")
 
 
 async def test_the_footer_offers_cancel_only_while_it_runs(engine):

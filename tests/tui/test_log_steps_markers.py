@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 from stepflow_tui.screens.execution import ExecutionScreen
-from stepflow_tui.widgets.execution_list import ExecutionList
 from tests.tui.conftest import fixed_clock, make_app, wait_for
+from tests.tui.pilot_steps import open_selected
 from tests.tui.screen_text import screen_text
 
 
@@ -18,13 +18,16 @@ def log_lines(app) -> list[str]:
     return [line.split("▕", 1)[1] for line in screen_text(app).splitlines() if "▕" in line]
 
 
+async def open_with_log(pilot) -> None:
+    """Open the running execution and wait for its log's lines."""
+    await open_selected(pilot)
+    await wait_for(pilot, lambda: any("collected 120 items" in ln for ln in log_lines(pilot.app)), what="the log")
+
+
 async def test_all_output_labels_lines_with_their_step_and_hides_markers(seeded_client):
     app = make_app(seeded_client, clock=fixed_clock)
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
-        await wait_for(pilot, lambda: any("collected 120 items" in ln for ln in log_lines(app)), what="the log")
+        await open_with_log(pilot)
         rows = log_lines(app)
         assert any(ln.startswith(" setup  installing dependencies") for ln in rows), rows
         assert any(ln.startswith(" unit   collected 120 items") for ln in rows), rows
@@ -41,10 +44,7 @@ async def test_all_output_labels_lines_with_their_step_and_hides_markers(seeded_
 async def test_a_view_of_one_step_has_no_labels(seeded_client):
     app = make_app(seeded_client, clock=fixed_clock)
     async with app.run_test(size=(120, 30)) as pilot:
-        await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
-        await wait_for(pilot, lambda: any("collected 120 items" in ln for ln in log_lines(app)), what="the log")
+        await open_with_log(pilot)
         await pilot.press("T", "down", "down", "enter")  # the tree: All output, local, setup
         await wait_for(pilot, lambda: any(ln.startswith(" installing dependencies") for ln in log_lines(app)),
                        what="setup's lines, unlabelled")

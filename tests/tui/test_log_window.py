@@ -4,20 +4,41 @@ right line; memory stays bounded; search finds rows forwards and backwards."""
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
 
 from engine.events import ExecutionCreated, LinesLogged
-from engine.model import Execution, Stream
+from engine.model import Execution, Step, StepKind, Stream
 from stepflow_tui.log_window import LogWindow, strip_ansi
-from tests.tui.memory_store import MemoryStore, StoreClient
+from storage import SqliteStore
+from tests.tui.store_client import StoreClient
 
 T = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-async def make_client(n: int = 6000) -> StoreClient:
-    store = MemoryStore()
-    client = StoreClient(store)
-    events = [ExecutionCreated(Execution(id="e", name="e"))]
+@pytest.fixture
+async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[StoreClient]]]:
+    """Makes clients over a new SQLite file each (see `client_over`); closes them at the end."""
+    made: list[StoreClient] = []
+
+    async def make(n: int = 6000) -> StoreClient:
+        made.append(await client_over(tmp_path / f"db{len(made)}.sqlite", n))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.aclose()
+
+
+async def client_over(path: Path, n: int) -> StoreClient:
+    """Execution "e" with steps a, b and c taking turns at logging, in a SQLite file at `path`."""
+    client = StoreClient(SqliteStore(path))
+    steps = tuple(Step(id=s, execution_id="e", name=s, kind=StepKind.WORKFLOW, index=i, created_at=T)
+                  for i, s in enumerate("abc"))
+    events = [ExecutionCreated(Execution(id="e", name="e", created_at=T), steps)]
     seq = 0
     rng = random.Random(7)
     while seq < n:
@@ -49,28 +70,27 @@ async def check_random_access(client: StoreClient, step_ids) -> None:
         assert window.loaded_lines <= 64 * 8
 
 
-async def test_unfiltered_rows_are_seqs():
+async def test_unfiltered_rows_are_seqs(make_client):
     client = await make_client()
     await check_random_access(client, None)
 
 
-async def test_filtered_rows_any_order():
+async def test_filtered_rows_any_order(make_client):
     client = await make_client()
     await check_random_access(client, ["a"])
     await check_random_access(client, ["b", "c"])
 
 
-async def test_open_reads_only_the_tail():
+async def test_open_reads_only_the_tail(make_client):
     client = await make_client(20000)
-    store = client.store
-    before = store.queries
+    before = client.queries
     window = LogWindow(client, "e", None, block=256)
     await window.open()
-    assert store.queries - before <= 2
+    assert client.queries - before <= 2
     assert window.loaded_lines == 20000 - (20000 // 256) * 256 or window.loaded_lines <= 256
 
 
-async def test_search_forward_backward():
+async def test_search_forward_backward(make_client):
     client = await make_client()
     window = LogWindow(client, "e", ["a"], block=64)
     await window.open()
@@ -84,7 +104,7 @@ async def test_search_forward_backward():
     assert back is not None and want[5][2:] in want[back]
 
 
-async def test_live_lines_fill_by_seq_and_filtered_reads_tail():
+async def test_live_lines_fill_by_seq_and_filtered_reads_tail(make_client):
     client = await make_client(100)
     window = LogWindow(client, "e", None)
     await window.open()

@@ -4,21 +4,17 @@ footer keeps quit and help whole however narrow, and `?` lists the zoom key and 
 from __future__ import annotations
 
 from stepflow_tui.screens.execution import ExecutionScreen
-from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.step_tree import StepTree
 from tests.tui.conftest import fixed_clock, make_app, wait_for
+from tests.tui.pilot_steps import open_selected
 from tests.tui.screen_text import screen_text
 from tests.tui.test_keys_help import read_help, row_of
 
 
 async def open_running(pilot) -> ExecutionScreen:
-    app = pilot.app
-    await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
-    await pilot.press("enter")
-    await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
-    screen = app.screen
-    await wait_for(pilot, lambda: "installing dependencies" in screen_text(app), what="the log")
+    screen = await open_selected(pilot)
+    await wait_for(pilot, lambda: "installing dependencies" in screen_text(pilot.app), what="the log")
     return screen
 
 

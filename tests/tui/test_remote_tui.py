@@ -11,10 +11,6 @@ as the test needs it; every wait is a predicate polled between frames under `asy
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -26,10 +22,10 @@ from textual.notifications import Notification
 from textual.pilot import Pilot
 from textual.widgets import OptionList
 
+from api_compat.monitor.client import RemoteEngine
 from engine.model import ExecutionStatus, Step, StepStatus
 from stepflow_tui.app import StepflowApp
 from stepflow_tui.launch import connected_app
-from stepflow_tui.remote import RemoteEngine
 from stepflow_tui.screens.dialogs import ConfirmDialog
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.screens.executions import ExecutionsScreen
@@ -38,40 +34,13 @@ from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.status_strip import StatusStrip
 from stepflow_tui.widgets.step_tree import StepTree
+from tests.engine_helpers import submit_command
+from tests.serve_process import stepflow_serve
 from tests.tui.screen_text import screen_text
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parents[2]
 BAD_WORKFLOW = "name: broken\nsteps:\n  - name: a\n    runn: echo hi\n"
-
-
-@contextlib.asynccontextmanager
-async def stepflow_serve(data_dir: Path, cwd: Path, port: int = 0) -> AsyncIterator[str]:
-    """A `stepflow serve` process on `port` (0: a free one), working in `cwd`; yields its URL, stops
-    it with SIGTERM."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", str(port), "--ws-port", "0",
-        "--data-dir", str(data_dir),
-        cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert process.stdout is not None and process.stderr is not None
-        async with asyncio.timeout(30):
-            first = (await process.stdout.readline()).decode()
-        match = re.search(r"serving (http://\S+)", first)
-        if match is None:
-            err = await process.stderr.read() if process.returncode is not None else b""
-            raise AssertionError(f"stepflow serve did not start: {first!r} {err.decode()!r}")
-        yield match[1]
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        async with asyncio.timeout(20):
-            await process.wait()
-    assert process.returncode == 0
 
 
 @pytest.fixture
@@ -303,7 +272,7 @@ class HeldSteps(RemoteEngine):
 
 async def test_leaving_a_view_that_still_reads_is_clean(server: str) -> None:
     async with HeldSteps(server) as remote:
-        execution = await remote.submit_command("echo done")
+        execution = await submit_command(remote, "echo done")
         app = remote_app(remote, [])
 
         def answer_during_teardown(message: Message) -> None:
@@ -327,8 +296,8 @@ async def test_leaving_a_view_that_still_reads_is_clean(server: str) -> None:
 
 
 async def test_an_execution_deleted_by_another_client_leaves_the_list(remote: RemoteEngine, server: str) -> None:
-    keep = await remote.submit_command("echo keep me", name="keeper")
-    gone = await remote.submit_command("echo delete me", name="doomed")
+    keep = await submit_command(remote, "echo keep me", name="keeper")
+    gone = await submit_command(remote, "echo delete me", name="doomed")
     app = remote_app(remote, [])
     async with app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: isinstance(app.screen, ExecutionsScreen), "the executions list")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from engine.model import ExecutionFilter
 from stepflow_tui.screens.execution import ExecutionScreen
-from tests.engine_helpers import finished
+from tests.engine_helpers import finished, submit_workflow
 from tests.test_rerun_nothing_left import WORKFLOW
 from tests.tui.conftest import make_app, wait_for
 
 
 async def test_R_with_every_step_completed_notifies_and_creates_nothing(engine, tmp_path: Path) -> None:
-    done = await finished(engine, await engine.submit_workflow(text=WORKFLOW))
+    done = await finished(engine, await submit_workflow(engine, text=WORKFLOW))
     # failed after its last step completed (an engine lost then): the screen's own check lets it by
     with contextlib.closing(sqlite3.connect(tmp_path / "data" / "stepflow.db")) as conn, conn:
         conn.execute("UPDATE executions SET status = 'failed' WHERE id = ?", (done.id,))

@@ -13,8 +13,8 @@ from engine.errors import InvalidRequest
 from stepflow_tui.app import StepflowApp
 from storage import SqliteStore
 from tests.tui.conftest import fixed_clock, seed_store
-from tests.tui.memory_store import StoreClient
 from tests.tui.seed import ARTIFACT_BYTES
+from tests.tui.store_client import StoreClient
 
 HERE = Path(__file__).parent
 WORKFLOWS = HERE / "data" / "workflows"
@@ -44,10 +44,18 @@ async def settle(pilot) -> None:
     await pilot.wait_for_scheduled_animations()
 
 
-async def open_running(pilot) -> None:
-    await settle(pilot)
-    await pilot.press("enter")
-    await settle(pilot)
+def then_press(before, *keys: str):
+    """A `run_before` that does `before`, presses `keys` and lets the screen settle."""
+
+    async def run_before(pilot) -> None:
+        await before(pilot)
+        await pilot.press(*keys)
+        await settle(pilot)
+
+    return run_before
+
+
+open_running = then_press(settle, "enter")
 
 
 @pytest.fixture(autouse=True)
@@ -74,31 +82,19 @@ def test_running_execution_with_progress(snap_compare, tmp_path, size):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_log_with_search(snap_compare, tmp_path, size):
-    async def run_before(pilot) -> None:
-        await open_running(pilot)
-        await pilot.press("slash", *"test_", "enter")
-        await settle(pilot)
-
+    run_before = then_press(open_running, "slash", *"test_", "enter")
     assert snap_compare(build_app(tmp_path / "db.sqlite"), terminal_size=size, run_before=run_before)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_artifacts(snap_compare, tmp_path, size):
-    async def run_before(pilot) -> None:
-        await open_running(pilot)
-        await pilot.press("a")
-        await settle(pilot)
-
+    run_before = then_press(open_running, "a")
     assert snap_compare(build_app(tmp_path / "db.sqlite"), terminal_size=size, run_before=run_before)
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_launch_dialog(snap_compare, tmp_path, size):
-    async def run_before(pilot) -> None:
-        await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
-
+    run_before = then_press(settle, "n")
     assert snap_compare(build_app(tmp_path / "db.sqlite"), terminal_size=size, run_before=run_before)
 
 
@@ -108,9 +104,7 @@ def test_error_notification(snap_compare, tmp_path, size):
     app.client.submit_error = InvalidRequest("unknown target 'web9' (known: local)")
 
     async def run_before(pilot) -> None:
-        await settle(pilot)
-        await pilot.press("n")
-        await settle(pilot)
+        await then_press(settle, "n")(pilot)
         pilot.app.screen.query_one("#command-input").focus()
         await pilot.press(*"make deploy", "enter")
         await settle(pilot)

@@ -12,18 +12,28 @@ from stepflow_tui.widgets.execution_list import ExecutionList
 from stepflow_tui.widgets.log_view import LogView
 from stepflow_tui.widgets.step_tree import StepTree
 from tests.tui.conftest import fixed_clock, make_app, wait_for
+from tests.tui.pilot_steps import open_selected
 from tests.tui.screen_text import screen_text
 from tests.tui.seed import NOW, RUNNING_ID
 
 
 async def open_running(pilot) -> ExecutionScreen:
-    app = pilot.app
-    await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
-    await pilot.press("enter")
-    await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen), what="execution view")
-    screen = app.screen
+    screen = await open_selected(pilot)
     await wait_for(pilot, lambda: screen.query_one(LogView).total == 8 and screen.step_tree.steps, what="log")
     return screen
+
+
+def step_named(screen: ExecutionScreen, name: str):
+    return next(s for s in screen.step_tree.steps.values() if s.name == name)
+
+
+def select_step(screen: ExecutionScreen, name: str):
+    """Focus the step tree and move its cursor to the step `name`: that step."""
+    tree = screen.query_one(StepTree)
+    tree.focus()
+    step = step_named(screen, name)
+    tree.move_cursor(tree._step_nodes[step.id])
+    return step
 
 
 async def test_list_shows_executions_newest_first(seeded_client):
@@ -84,10 +94,7 @@ async def test_step_detail_shows_the_error_at_80_columns(seeded_client):
     app = make_app(seeded_client, clock=fixed_clock)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_running(pilot)
-        tree = screen.query_one(StepTree)
-        tree.focus()
-        lint = next(s for s in tree.steps.values() if s.name == "lint")
-        tree.move_cursor(tree._step_nodes[lint.id])
+        select_step(screen, "lint")
         await wait_for(pilot, lambda: "3 style errors" in screen_text(app), what="error in the detail line")
 
 
@@ -95,16 +102,13 @@ async def test_selecting_a_step_filters_the_log(seeded_client):
     app = make_app(seeded_client, clock=fixed_clock)
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await open_running(pilot)
-        tree = screen.query_one(StepTree)
-        tree.focus()
-        setup = next(s for s in tree.steps.values() if s.name == "setup")
-        tree.move_cursor(tree._step_nodes[setup.id])
+        setup = select_step(screen, "setup")
         await pilot.press("enter")
         log = screen.query_one(LogView)
         await wait_for(pilot, lambda: log.window.step_ids == [setup.id] and log.total == 2, what="filtered log")
         await wait_for(pilot, lambda: "collected 120 items" not in screen_text(app), what="repaint")
         assert "installing dependencies" in screen_text(app)
-        tree.move_cursor(tree.root)
+        screen.step_tree.move_cursor(screen.step_tree.root)
         await pilot.press("enter")
         await wait_for(pilot, lambda: log.window.step_ids is None and log.total == 8, what="all lines")
 
@@ -139,7 +143,7 @@ async def test_live_lines_are_followed(seeded_client):
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_running(pilot)
         log = screen.query_one(LogView)
-        unit = next(s for s in screen.step_tree.steps.values() if s.name == "unit")
+        unit = step_named(screen, "unit")
         lines = tuple(f"live line {i}" for i in range(100))
         await seeded_client.publish(LinesLogged(RUNNING_ID, unit.id, Stream.STDOUT, 8, NOW, lines))
         await wait_for(pilot, lambda: log.total == 108, what="live lines")
@@ -151,7 +155,7 @@ async def test_a_burst_of_live_lines_is_one_or_two_repaints_and_the_tail_is_show
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_running(pilot)
         log = screen.query_one(LogView)
-        unit = next(s for s in screen.step_tree.steps.values() if s.name == "unit")
+        unit = step_named(screen, "unit")
         repaints = []
         rows_changed = log._rows_changed
 
@@ -231,7 +235,7 @@ async def test_keys_can_be_remapped_from_a_file(seeded_client, tmp_path: Path):
 
 async def test_quit_without_running_executions_exits(tmp_path: Path):
     from storage import SqliteStore
-    from tests.tui.memory_store import StoreClient
+    from tests.tui.store_client import StoreClient
 
     client = StoreClient(SqliteStore(tmp_path / "empty.sqlite"))
     app = make_app(client)

@@ -3,7 +3,7 @@
 
 Commands and reads are REST calls (the documented routes, plus ours: cancel, rerun, logs, workflows).
 Events come from one WebSocket, turned back into `engine.events` by `RemoteEvents`
-(`stepflow_tui.remote_events`), which this client owns and which reads over REST through it to
+(`api_compat.monitor.client_events`), which this client owns and which reads over REST through it to
 catch up after a reconnection."""
 
 from __future__ import annotations
@@ -14,12 +14,22 @@ import json
 import logging
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import aiohttp
 
+from api_compat.monitor.client_events import LOG_PAGE as _LOG_PAGE
+from api_compat.monitor.client_events import RemoteEvents
+from api_compat.monitor.wire_decode import (
+    artifact_from_dict,
+    enum_or,
+    execution_from_dict,
+    parse_time,
+    step_from_dict,
+)
+from api_compat.monitor.wire_decode import line_from_dict as line_from
 from engine.client import Subscription
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
 from engine.model import (
@@ -28,22 +38,15 @@ from engine.model import (
     ArtifactFilter,
     Execution,
     ExecutionFilter,
+    ExecutionKind,
     ExecutionStatus,
     LogLine,
     Step,
     utcnow,
 )
-from engine.views_decode import (
-    artifact_from_dict,
-    enum_or,
-    execution_from_dict,
-    parse_time,
-    step_from_dict,
-)
-from engine.views_decode import line_from_dict as line_from
+from engine.store.logs import LogRange, LogSelection
+from engine.submission import SubmitRequest, check_request
 from engine.workflow.load import WorkflowError, WorkflowIssue
-from stepflow_tui.remote_events import LOG_PAGE as _LOG_PAGE
-from stepflow_tui.remote_events import RemoteEvents
 
 log = logging.getLogger(__name__)
 
@@ -264,58 +267,53 @@ class RemoteEngine:
         return execution
 
     # -- commands --------------------------------------------------------------------------------------
-    async def submit_command(
-        self,
-        command: str | Sequence[str],
-        *,
-        name: str | None = None,
-        cwd: str | None = None,
-        env: Mapping[str, str] | None = None,
-        target: str = "local",
-        tags: Sequence[str] = (),
-        metadata: Mapping[str, object] | None = None,
-        user: str | None = None,
-        markers: str = "strict",
-        timeout: float | None = None,
-    ) -> Execution:
+    async def submit(self, request: SubmitRequest) -> Execution:
+        """Submit through the Monitor API (`POST /api/executions` or `/api/workflows`). What that
+        API has no field for (secrets, priority, labels, a rerun's origin) is refused rather than
+        dropped: the server would run something other than what was asked."""
+        check_request(request)
+        unsent = [what for what, given in (
+            ("secrets", request.secrets), ("priority", request.priority), ("labels", request.labels),
+            ("rerun_of", request.rerun_of), ("done_steps", request.done_steps),
+        ) if given]
+        if unsent:
+            raise InvalidRequest(f"the StepFlow Monitor API cannot take {', '.join(unsent)} with a submission")
+        if request.kind is ExecutionKind.WORKFLOW:
+            return await self._submit_workflow(request)
+        return await self._submit_command(request)
+
+    async def _submit_command(self, request: SubmitRequest) -> Execution:
         """Run a shell command on the server (`cwd` is a folder there; None: the server's)."""
+        command = request.command or ""
         text = command if isinstance(command, str) else shlex.join(command)
-        body: dict[str, Any] = {"command": text, "target": target, "markers": markers,
-                                "tags": list(tags), "environment": {str(k): str(v) for k, v in (env or {}).items()},
-                                "metadata": dict(metadata or {})}
-        if name is not None:
-            body["name"] = name
-        if cwd is not None:
-            body["working_directory"] = str(cwd)
-        if user is not None:
-            body["user"] = user
-        if timeout is not None:
-            body["timeout"] = timeout
+        body: dict[str, Any] = {"command": text, "target": request.target, "markers": request.markers,
+                                "tags": list(request.tags),
+                                "environment": {str(k): str(v) for k, v in request.env.items()},
+                                "metadata": dict(request.metadata)}
+        if request.name is not None:
+            body["name"] = request.name
+        if request.cwd is not None:
+            body["working_directory"] = str(request.cwd)
+        if request.user is not None:
+            body["user"] = request.user
+        if request.timeout is not None:
+            body["timeout"] = request.timeout
         await self._wait_ready()
         return await self._created(await self._call("POST", "/api/executions", body=body))
 
-    async def submit_workflow(
-        self,
-        path: str | Path | None = None,
-        *,
-        text: str | None = None,
-        targets: Sequence[str] | None = None,
-        name: str | None = None,
-        user: str | None = None,
-    ) -> Execution:
-        """Run a workflow. A `path` names a file on the server (made absolute when it exists here
+    async def _submit_workflow(self, request: SubmitRequest) -> Execution:
+        """Run a workflow. A path names a file on the server (made absolute when it exists here
         too, for a server on this machine); when the server cannot read it but this machine can,
         its text is sent instead. Raises `WorkflowError` (with the server's `file:line:column`
         issues) when the workflow does not validate."""
-        if text is None and path is None:
-            raise InvalidRequest("a workflow needs a file path or its text")
+        path, text = request.workflow_path, request.workflow_text
         extra: dict[str, Any] = {}
-        if targets:
-            extra["targets"] = list(targets)
-        if name is not None:
-            extra["name"] = name
-        if user is not None:
-            extra["user"] = user
+        if request.targets:
+            extra["targets"] = list(request.targets)
+        if request.name is not None:
+            extra["name"] = request.name
+        if request.user is not None:
+            extra["user"] = request.user
         label = str(path) if path is not None else None
         await self._wait_ready()
         if text is not None:
@@ -439,16 +437,13 @@ class RemoteEngine:
     async def get_log_lines(
         self,
         execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
+        **selection: Unpack[LogSelection],
     ) -> list[LogLine]:
         """The lines, in pages of the server's largest (`limit` None: all of them). `offset` skips
         lines on the server (the first page only: the next ones go on from the last seq)."""
+        r = LogRange.of(selection)
+        step_ids, after_seq, before_seq, limit = r.step_ids, r.after_seq, r.before_seq, r.limit
+        newest_first, offset = r.newest_first, r.offset
         if step_ids is not None and not step_ids:
             return []
         lines: list[LogLine] = []
@@ -487,7 +482,7 @@ class RemoteEngine:
             return 0
         return int(data["count"])
 
-    # -- events: the socket's side, in stepflow_tui.remote_events ------------------------------------
+    # -- events: the socket's side, in api_compat.monitor.client_events ---------------------------
     def subscribe(self, *, maxsize: int = 10_000) -> Subscription:
         """A new subscriber; the first one opens the shared WebSocket."""
         self._require_session()

@@ -1,4 +1,4 @@
-"""The event side of `RemoteEngine` (`stepflow_tui.remote`): ONE WebSocket to `/ws`, subscribed to
+"""The event side of `RemoteEngine` (`api_compat.monitor.client`): ONE WebSocket to `/ws`, subscribed to
 every execution (`"*"`), opened on the first `subscribe()`. Its messages are turned back into
 `engine.events` and offered to each subscriber's own bounded queue (`engine.hub.Subscriber`: a
 lagging subscriber loses log lines, never status events). The socket reconnects with backoff; once
@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from api_compat.monitor.wire_decode import artifact_from_dict, enum_or, parse_time, step_from_dict
+from api_compat.monitor.wire_decode import line_from_dict as line_from
 from engine.client import Subscription
 from engine.errors import EngineError
 from engine.events import (
@@ -49,11 +51,9 @@ from engine.model import (
     StepStatus,
     utcnow,
 )
-from engine.views_decode import artifact_from_dict, enum_or, parse_time, step_from_dict
-from engine.views_decode import line_from_dict as line_from
 
 if TYPE_CHECKING:
-    from stepflow_tui.remote import RemoteEngine
+    from api_compat.monitor.client import RemoteEngine
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,5 @@
-"""The store interface the engine needs. `storage.SqliteStore` implements it.
-
-Writes come only through `apply` (a batch of events, one transaction), called by the engine's
-store writer. Reads return engine domain objects.
-"""
+"""The store's protocols for executions: the events that write them, the reads of them and of the
+database itself."""
 
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.events import Event
-from engine.model import Artifact, ArtifactFilter, Execution, ExecutionFilter, LogLine, Step
+from engine.model import Execution, ExecutionFilter, Step
 
 
 @dataclass(slots=True)
@@ -31,11 +28,9 @@ class StoreStats:
     avg_duration_seconds: float | None = None
 
 
-class Store(Protocol):
-    async def open(self) -> None:
-        """Create the file if needed, apply migrations and pragmas."""
-
-    async def close(self) -> None: ...
+class ExecutionEvents(Protocol):
+    """Writes of executions, their steps, lines and artifacts: only through events (the engine's
+    store writer), and the few repairs around them."""
 
     async def apply(self, events: Sequence[Event]) -> Mapping[str, str] | None:
         """Persist a batch of events in one transaction (upserts of snapshots, inserts of lines).
@@ -47,12 +42,21 @@ class Store(Protocol):
         """Mark a pending or running execution failed with `error`, touching nothing else (its
         other writes failed: see engine.store_writer). False if there was no such row to change."""
 
+    async def take_queued(self, execution_id: str, owner: str, was: str | None) -> bool:
+        """Make `owner` the owner of a queued execution (pending, never admitted) whose owner is
+        still `was`, in one guarded statement: of two engines adopting it at once, one gets it."""
+
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
         """Executions left running by a dead engine become failed with reason 'engine lost' (their
         open steps too). `owner_alive(execution.owner)` returning True spares an execution whose
         engine still runs; without it every running execution is lost. Pending ones never admitted (no
         `admitted_at`) are not lost: they wait for an engine to admit them. Returns ids."""
 
+    async def delete_execution(self, execution_id: str) -> bool:
+        """Delete the rows (steps, lines, artifacts rows); artifact files are the engine's to remove."""
+
+
+class ExecutionReads(Protocol):
     async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
         """Newest first; returns (page, total matching)."""
 
@@ -63,29 +67,6 @@ class Store(Protocol):
 
     async def get_steps(self, execution_id: str) -> list[Step]:
         """All steps (branches included) of an execution, by index."""
-
-    async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]: ...
-
-    async def get_artifact(self, artifact_id: str) -> Artifact | None: ...
-
-    async def get_log_lines(
-        self,
-        execution_id: str,
-        *,
-        step_ids: Sequence[str] | None = None,
-        after_seq: int = -1,
-        before_seq: int | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-        offset: int = 0,
-    ) -> list[LogLine]:
-        """Lines with after_seq < seq < before_seq, in seq order (or reversed when newest_first),
-        skipping the first `offset` of them."""
-
-    async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int: ...
-
-    async def delete_execution(self, execution_id: str) -> bool:
-        """Delete the rows (steps, lines, artifacts rows); artifact files are the engine's to remove."""
 
     async def stats(self) -> StoreStats: ...
 

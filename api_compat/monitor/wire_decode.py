@@ -1,4 +1,4 @@
-"""The inverse of `engine.views`: StepFlow Monitor API dicts back into domain objects.
+"""The inverse of `api_compat.monitor.wire`: StepFlow Monitor API dicts back into domain objects.
 
 Used by the remote client (`stepflow tui --connect`). Lenient by design: a field the server left
 out (an older server, the reference implementation) takes the domain's default, an unknown enum
@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
+from api_compat.monitor.wire import LEVEL_STREAM
 from engine.model import (
     AbortReason,
     Artifact,
@@ -27,7 +28,6 @@ from engine.model import (
     Stream,
     utcnow,
 )
-from engine.views import LEVEL_STREAM
 
 E = TypeVar("E", bound=Enum)
 

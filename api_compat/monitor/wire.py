@@ -1,6 +1,6 @@
-"""Plain-dict views of the domain objects, with the field names of the StepFlow Monitor API's
-execution detail. Shared by `stepflow show --json`, `ls --json` and the API; `engine.views_decode`
-turns them back into domain objects."""
+"""The StepFlow Monitor API's wire format: domain objects as the plain dicts of its execution detail,
+steps, artifacts and log lines. `api_compat.monitor.wire_decode` turns them back into domain objects
+(for the remote client). The CLI's `--json` has its own (`stepflow_tui.cli.json_views`)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
-"""The WebSocket fan-out's per-client side: each socket's own queue, and the per-execution log budget.
-
-A client holds frames (encoded and framed once by the hub, shared by every client) in two lanes,
-status messages and log entries, and writes them without waiting when its transport has room. A
-client that lags loses log entries beyond its queue's `limit` (and is told which, in sequence),
-never status messages, which jump ahead of its queued entries. A client that stopped reading
+"""The WebSocket fan-out's per-client side (`api_compat.ws_fanout` is the hub): each socket's own
+queue of frames, in two lanes, written without waiting; and the per-topic budget of droppable
+messages. A client that lags loses droppable messages beyond its queue's `limit` (it is told which,
+by its hub's `drop_notice`), never status messages, which jump ahead; a client that stopped reading
 (`_HARD_BYTES` unread in its socket) is closed with 1008.
-
-`LogBudgets` caps the log entries streamed per execution per second, summed over its subscribers:
-writing every line to a thousand sockets would take the loop from the engine. What it drops, it
-drops for every client alike.
 """
 
 from __future__ import annotations
@@ -22,20 +16,18 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, web
 
-from api_compat.monitor.ws_messages import dropped_message
-
 if TYPE_CHECKING:
-    from api_compat.monitor.ws import WsHub
+    from api_compat.ws_fanout import FanoutHub
 
 log = logging.getLogger(__name__)
 
 #: a client whose transport holds this many bytes of status messages it has not read is closed
 _HARD_BYTES = 4 * 1024 * 1024
 _PING_FRAME = b"\x89\x00"
-#: the log budget is given out per window of this many seconds: log entries reach a client in at most
-#: a few writes per second, whatever the execution's rate
+#: the budget is given out per window of this many seconds: droppable messages reach a client in at
+#: most a few writes per second, whatever the topic's rate
 _WINDOW = 0.25
-#: log entries per second an execution's subscribers get at least, however many they are
+#: droppable messages per second a topic's subscribers get at least, however many they are
 _MIN_RATE = 20
 
 
@@ -55,11 +47,12 @@ def frame(text: str) -> bytes:
 class WsClient:
     """One socket. Messages are encoded and framed once by the hub and shared by every client;
     a client holds the frames it has not written yet, in two lanes: status messages (and replies)
-    and log entries (with progress-only step updates and drop notices). Writing never waits: the
+    and droppable ones (log entries, progress-only updates, drop notices). Writing never waits: the
     hub's flush writes a client's frames when its transport has room (below `HIGH_WATER` bytes
     buffered), in the order they came. A client whose transport is full is lagging: its status
-    messages are written at once, ahead of its queued log entries, and log entries beyond `limit`
-    are dropped for it and counted."""
+    messages are written at once, ahead of its queued droppable ones, and droppable messages beyond
+    `limit` are dropped for it and counted (per topic). A surface that needs more per client
+    subclasses it (with `__slots__`) and makes its hub's `make_client` build it."""
 
     HIGH_WATER = 64 * 1024
 
@@ -72,7 +65,6 @@ class WsClient:
         "subscriptions",
         "wildcard",
         "implicit",
-        "branches",
         "_status",
         "_logs",
         "_n",
@@ -86,7 +78,7 @@ class WsClient:
 
     def __init__(
         self,
-        hub: WsHub,
+        hub: FanoutHub,
         ws: web.WebSocketResponse,
         transport: asyncio.Transport | None,
         client_id: int,
@@ -101,23 +93,21 @@ class WsClient:
         self.wildcard = False
         #: wildcard only because it has not subscribed yet (the hub narrows it at the first subscribe)
         self.implicit = False
-        #: ours (`/ws?branches=true`, a remote TUI): also the branch steps' `step_update`
-        self.branches = False
         # (order, frame bytes): the order merges the two lanes back when the client keeps up
         self._status: list[tuple[int, bytes]] = []
         self._logs: list[tuple[int, bytes]] = []
         self._n = 0
         #: log entries among the waiting frames
         self._droppable = 0
-        # execution id -> [count, first_seq, last_seq]
+        # topic -> [count, first_seq, last_seq]
         self._dropped: dict[str, list[int]] = {}
         self._closing = False
         self._lagging = False
         #: loop time of the last message received from the client (pongs included)
         self.last_seen = asyncio.get_running_loop().time()
 
-    def wants(self, execution_id: str) -> bool:
-        return self.wildcard or execution_id in self.subscriptions
+    def wants(self, topic: str) -> bool:
+        return self.wildcard or topic in self.subscriptions
 
     # -- queueing (called by the hub, never awaits) ----------------------------------------------
     def send(self, text: str | bytes) -> None:
@@ -130,11 +120,11 @@ class WsClient:
         self._status.append((self._n, frame(text) if isinstance(text, str) else text))
         self.hub.mark_dirty(self, soon=True)
 
-    def send_droppable(self, execution_id: str, frames: bytes, count: int, first_seq: int = -1) -> None:
-        """`count` log entries (or progress updates) as one blob of frames: all or none."""
+    def send_droppable(self, topic: str, frames: bytes, count: int, first_seq: int = -1) -> None:
+        """`count` droppable messages (log entries, progress updates) as one blob of frames: all or none."""
         if self._droppable + count > self.limit:
             last = first_seq + count - 1 if first_seq >= 0 else -1
-            self.note_dropped(execution_id, count, first_seq, last)
+            self.note_dropped(topic, count, first_seq, last)
             return
         if self._dropped and self._droppable <= self.limit // 2:
             self._drop_notices()
@@ -144,21 +134,21 @@ class WsClient:
         self.hub.mark_dirty(self)
 
     def send_notice(
-        self, execution_id: str, notice: bytes, count: int, first_seq: int, last_seq: int
+        self, topic: str, notice: bytes, count: int, first_seq: int, last_seq: int
     ) -> None:
         """The hub dropped entries for every client (its log budget): `notice` says so, shared. A
         client that lost entries of its own meanwhile gets one notice of its own for both."""
-        if execution_id in self._dropped:
-            self.note_dropped(execution_id, count, first_seq, last_seq)
+        if topic in self._dropped:
+            self.note_dropped(topic, count, first_seq, last_seq)
             return
         self._n += 1
         self._logs.append((self._n, notice))
         self.hub.mark_dirty(self)
 
-    def note_dropped(self, execution_id: str, count: int, first_seq: int = -1, last_seq: int = -1) -> None:
-        entry = self._dropped.get(execution_id)
+    def note_dropped(self, topic: str, count: int, first_seq: int = -1, last_seq: int = -1) -> None:
+        entry = self._dropped.get(topic)
         if entry is None:
-            self._dropped[execution_id] = [count, first_seq, last_seq]
+            self._dropped[topic] = [count, first_seq, last_seq]
         else:
             entry[0] += count
             if first_seq >= 0:
@@ -167,15 +157,10 @@ class WsClient:
         self.hub.mark_dirty(self)
 
     def _drop_notices(self) -> None:
-        for execution_id, (count, first, last) in self._dropped.items():
+        for topic, (count, first, last) in self._dropped.items():
             self._n += 1
             self._logs.append(
-                (
-                    self._n,
-                    frame(
-                        dropped_message(execution_id, count, first, last, "because this client fell behind")
-                    ),
-                )
+                (self._n, frame(self.hub.drop_notice(topic, count, first, last, "because this client fell behind")))
             )
         self._dropped.clear()
 
@@ -247,7 +232,7 @@ class WsClient:
 
 
 class _Budget:
-    """An execution's log entries streamed to sockets, per window; what was dropped for everyone."""
+    """A topic's droppable messages streamed to sockets, per window; what was dropped for everyone."""
 
     __slots__ = ("window_end", "left", "count", "first", "last")
 
@@ -260,7 +245,7 @@ class _Budget:
 
 
 class LogBudgets:
-    """`per_second`: log entries per second streamed for one execution, summed over the clients
+    """`per_second`: droppable messages per second streamed for one topic, summed over the clients
     that want it (each gets per_second / clients, at least `_MIN_RATE`), given out per window of
     `_WINDOW` s; 0: no budget. Keeps count of what it refused, until the hub tells the clients."""
 
@@ -268,13 +253,13 @@ class LogBudgets:
         self.per_second = per_second
         self._budgets: dict[str, _Budget] = {}
 
-    def allow(self, execution_id: str, clients: int, count: int) -> int:
+    def allow(self, topic: str, clients: int, count: int) -> int:
         """How many of `count` entries go out now (the first ones)."""
         if self.per_second <= 0:
             return count
-        budget = self._budgets.get(execution_id)
+        budget = self._budgets.get(topic)
         if budget is None:
-            budget = self._budgets[execution_id] = _Budget()
+            budget = self._budgets[topic] = _Budget()
         now = asyncio.get_running_loop().time()
         if now >= budget.window_end:
             rate = max(self.per_second / clients, _MIN_RATE)
@@ -284,22 +269,23 @@ class LogBudgets:
         budget.left -= allowed
         return allowed
 
-    def note_dropped(self, execution_id: str, first_seq: int, last_seq: int) -> None:
+    def note_dropped(self, topic: str, first_seq: int, last_seq: int) -> None:
         """Entries `first_seq`..`last_seq` were refused by `allow` (which made the budget)."""
-        budget = self._budgets[execution_id]
+        budget = self._budgets[topic]
         budget.count += last_seq - first_seq + 1
         if budget.first < 0:
             budget.first = first_seq
         budget.last = last_seq
 
-    def take_dropped(self, execution_id: str) -> tuple[int, int, int] | None:
+    def take_dropped(self, topic: str) -> tuple[int, int, int] | None:
         """(count, first_seq, last_seq) refused since the last call, if any; forgets them."""
-        budget = self._budgets.get(execution_id)
+        budget = self._budgets.get(topic)
         if budget is None or not budget.count:
             return None
         taken = (budget.count, budget.first, budget.last)
         budget.count, budget.first, budget.last = 0, -1, -1
         return taken
 
-    def forget(self, execution_id: str) -> None:
-        self._budgets.pop(execution_id, None)
+    def forget(self, topic: str) -> None:
+        self._budgets.pop(topic, None)
+

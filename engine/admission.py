@@ -1,0 +1,119 @@
+"""Admission: pending executions wait here, ordered by priority (higher first) then age, and leave
+when the engine has room for them (fewer than `max_running` run).
+
+The engine owns the queue and does the starting (`Engine._admit`); this module holds the order.
+`queue_places` computes the same order from stored rows, for readers in another process
+(`stepflow ls`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Protocol
+
+from engine.execution.state import ExecutionState
+from engine.hub import Hub
+from engine.model import AbortReason, Execution, ExecutionFilter, ExecutionStatus, StepKind, StepStatus
+from engine.submission import Planned
+
+#: rows read at once while reading the queue from the store
+_PAGE = 500
+
+
+def admission_key(execution: Execution) -> tuple[int, datetime]:
+    """The queue's order: higher priority first, then the oldest."""
+    return (-execution.priority, execution.created_at)
+
+
+def is_queued(execution: Execution) -> bool:
+    """Pending and never taken from the queue by an engine."""
+    return execution.status is ExecutionStatus.PENDING and execution.admitted_at is None
+
+
+def queue_places(executions: Iterable[Execution]) -> dict[str, int]:
+    """Each queued execution's place in the queue (1: the next to start), from all of them."""
+    queued = sorted((e for e in executions if is_queued(e)), key=admission_key)
+    return {e.id: place for place, e in enumerate(queued, start=1)}
+
+
+class ExecutionLister(Protocol):
+    async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]: ...
+
+
+async def stored_queue(store: ExecutionLister) -> list[Execution]:
+    """Every queued execution the store holds (pending, never admitted), read a page at a time."""
+    found: list[Execution] = []
+    offset = 0
+    while True:
+        page, total = await store.list_executions(
+            ExecutionFilter(status=ExecutionStatus.PENDING, limit=_PAGE, offset=offset))
+        found += [e for e in page if is_queued(e)]
+        offset += len(page)
+        if not page or offset >= total:
+            return found
+
+
+class AdmissionQueue:
+    """The executions waiting for room, by (-priority, created_at, arrival)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, datetime, int, str]] = []
+        self._waiting: dict[str, Planned] = {}
+        self._arrival = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def __contains__(self, execution_id: object) -> bool:
+        return execution_id in self._waiting
+
+    def push(self, planned: Planned) -> None:
+        execution = planned.execution
+        self._waiting[execution.id] = planned
+        heapq.heappush(self._heap, (*admission_key(execution), next(self._arrival), execution.id))
+
+    def pop(self) -> Planned | None:
+        """The next to start, or None when none waits."""
+        while self._heap:
+            *_key, execution_id = heapq.heappop(self._heap)
+            planned = self._waiting.pop(execution_id, None)
+            if planned is not None:  # else removed (cancelled) while it waited
+                return planned
+        return None
+
+    def remove(self, execution_id: str) -> Planned | None:
+        """Take one out of the queue (cancel); its heap entry is skipped when it comes up."""
+        return self._waiting.pop(execution_id, None)
+
+    def get(self, execution_id: str) -> Planned | None:
+        return self._waiting.get(execution_id)
+
+    def drain(self) -> list[Planned]:
+        """Everything still waiting, in queue order, leaving the queue empty."""
+        ordered = sorted(self._waiting.values(), key=lambda p: admission_key(p.execution))
+        self._waiting.clear()
+        self._heap.clear()
+        return ordered
+
+    def place(self, execution_id: str) -> int | None:
+        """1 for the next to start; None when it does not wait here."""
+        planned = self._waiting.get(execution_id)
+        if planned is None:
+            return None
+        key = admission_key(planned.execution)
+        return 1 + sum(1 for p in self._waiting.values() if admission_key(p.execution) < key)
+
+
+async def end_unstarted(planned: Planned, hub: Hub, status: ExecutionStatus, *,
+                        reason: AbortReason | None = None, error: str | None = None) -> None:
+    """End a queued execution that never started (cancelled, or not runnable): its steps (children
+    before their branches) and itself, with the events that store and show it."""
+    state = ExecutionState(planned.execution, planned.steps, hub, planned.masker)
+    step_status = StepStatus.CANCELLED if status is ExecutionStatus.CANCELLED else StepStatus.SKIPPED
+    for step in sorted(planned.steps, key=lambda s: (s.kind is StepKind.BRANCH, -s.index)):
+        if not step.status.is_terminal:
+            await state.finish_step(step, step_status, reason=reason)
+    await state.finish(status, reason=reason, error=error)

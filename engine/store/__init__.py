@@ -1,0 +1,79 @@
+"""The store interface the engine and the surfaces need, as narrow protocols; `storage.SqliteStore`
+implements them all.
+
+Executions are written only through `ExecutionEvents.apply` (a batch of events, one transaction),
+called by the engine's store writer; reads return engine domain objects. The work queue, counters
+and registry are written by their own guarded statements (engine.store.queue, engine.store.registry).
+A component takes the narrowest protocol it uses; `Store`, the union, is what the composition root
+builds.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from engine.store.artifacts import ArtifactReads
+from engine.store.executions import ExecutionEvents, ExecutionReads, StoreStats
+from engine.store.logs import LogReads
+from engine.store.queue import (
+    FINISHED,
+    QUEUE_TRANSITIONS,
+    QueueCount,
+    QueueFilter,
+    QueueItem,
+    QueueStatus,
+    WorkQueue,
+)
+from engine.store.registry import Counters, Registry, RegistryEntry, Serial
+
+
+class Lifecycle(Protocol):
+    async def open(self) -> None:
+        """Create the file if needed, apply migrations and pragmas."""
+
+    async def close(self) -> None: ...
+
+
+class ChangeCounter(Protocol):
+    async def data_version(self) -> int:
+        """A number that changes whenever anything was committed to the store since it was last
+        read, by this store object or any other (another process's too); equal numbers mean
+        nothing changed. For caches of reads."""
+
+
+class Store(
+    Lifecycle,
+    ExecutionEvents,
+    ExecutionReads,
+    LogReads,
+    ArtifactReads,
+    WorkQueue,
+    Counters,
+    Registry,
+    ChangeCounter,
+    Protocol,
+):
+    """Everything the store offers (what the composition root builds)."""
+
+
+__all__ = [
+    "FINISHED",
+    "QUEUE_TRANSITIONS",
+    "ArtifactReads",
+    "ChangeCounter",
+    "Counters",
+    "ExecutionEvents",
+    "ExecutionReads",
+    "Lifecycle",
+    "LogReads",
+    "QueueCount",
+    "QueueFilter",
+    "QueueItem",
+    "QueueStatus",
+    "Registry",
+    "RegistryEntry",
+    "Serial",
+    "Store",
+    "StoreStats",
+    "WorkQueue",
+]

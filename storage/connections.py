@@ -1,0 +1,143 @@
+"""The SQLite store's connections: opening the file (migrations, pragmas), the write transactions
+and the reads every part of the store (storage.sqlite_store, storage.queue, storage.registry) uses.
+
+Connections come from SQLAlchemy's pool for aiosqlite files (AsyncAdaptedQueuePool), each with its
+own thread; in WAL mode a read on one connection goes on while another writes. Every connection
+gets the pragmas of `storage.pragmas`. Writes in this process take turns on an asyncio lock (cheaper
+than SQLite's busy-wait), and begin with BEGIN IMMEDIATE against writers in other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from sqlalchemy import URL
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from engine.errors import StoreFull
+from storage import pragmas
+from storage.driver import driver_connection
+from storage.reads import Reader
+from storage.schema import bring_to_head
+
+log = logging.getLogger(__name__)
+
+#: tries at opening the file while another process makes it (see `open`): ~1 s in all
+_OPEN_ATTEMPTS = 10
+
+
+class Connections:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._engine: AsyncEngine | None = None
+        self._writer: AsyncEngine | None = None
+        self._write_lock = asyncio.Lock()
+        self._json_lines = True
+        self._reader = Reader(self.path)
+
+    async def open(self) -> None:
+        """Create the file if needed, apply the migrations; every connection gets the pragmas."""
+        if self._engine is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(_OPEN_ATTEMPTS):
+            engine = create_async_engine(URL.create("sqlite+aiosqlite", database=str(self.path)))
+            pragmas.install(engine.sync_engine)
+            writer = engine.execution_options(**{pragmas.WRITE: True})
+            try:
+                async with writer.begin() as conn:
+                    await conn.run_sync(bring_to_head, self.path)
+                async with engine.connect() as conn:
+                    self._json_lines = await _has_json_each(conn)
+            except OperationalError as exc:
+                await engine.dispose()
+                # Two processes opening one new file at once: switching it to WAL needs an
+                # exclusive lock, and SQLite answers "locked" at once instead of calling the busy
+                # handler when waiting could deadlock. Opening again a moment later finds it in WAL.
+                if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.02 * (attempt + 1))
+                continue
+            except BaseException:
+                await engine.dispose()
+                raise
+            break
+        self._engine, self._writer = engine, writer
+        self._reader.open()
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            engine, self._engine, self._writer = self._engine, None, None
+            if engine is None:
+                return
+            await self._reader.close()
+            try:
+                # SQLite's advice for long-lived connections: on closing, let it refresh the planner's
+                # statistics it found missing (sampled, see analysis_limit in storage.pragmas)
+                async with engine.connect() as conn:
+                    async with (await driver_connection(conn)).execute("PRAGMA optimize"):
+                        pass
+            except (OperationalError, sqlite3.OperationalError) as exc:
+                # another process writing the file (SQLite's "database is locked"), a full disk:
+                # the statistics are refreshed at the next close, nothing is lost
+                log.debug("PRAGMA optimize on closing the store was skipped: %s", getattr(exc, "orig", exc))
+            except Exception:
+                log.warning("PRAGMA optimize on closing the store failed", exc_info=True)
+            await engine.dispose()
+
+    async def data_version(self) -> int:
+        """SQLite's `PRAGMA data_version` on one reader connection, which never writes: it changes
+        with every commit by this store's writer and by anyone else. ~4 µs, on the loop's thread."""
+        return self._reader.data_version()
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction (BEGIN IMMEDIATE), this process's writes taking turns."""
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        try:
+            async with self._write_lock, self._writer.begin() as conn:
+                yield conn
+        except (DBAPIError, sqlite3.Error, OSError) as exc:
+            if _is_disk_full(exc):
+                raise StoreFull(f"no space left for the store at {self.path}") from exc
+            raise
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        """One read transaction (a deferred BEGIN): the statements in it see one snapshot."""
+        if self._engine is None:
+            raise RuntimeError("the store is not open")
+        async with self._engine.connect() as conn:
+            yield conn
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL ("database or disk is full"), or ENOSPC from the file system, anywhere in the
+    chain of causes (SQLAlchemy wraps sqlite3's errors)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(seen, sqlite3.Error) and (
+            (getattr(seen, "sqlite_errorcode", 0) or 0) & 0xFF == sqlite3.SQLITE_FULL or "disk is full" in str(seen)
+        ):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
+
+
+async def _has_json_each(conn: AsyncConnection) -> bool:
+    try:
+        await conn.exec_driver_sql("SELECT count(*) FROM json_each('[1]')")
+    except OperationalError:
+        log.info("this SQLite has no JSON functions: log lines are written one row at a time")
+        return False
+    return True

@@ -1,0 +1,178 @@
+"""The work queue (engine.store.queue) in SQLite: each operation one guarded statement returning the
+row it changed (`UPDATE … RETURNING`), inside a BEGIN IMMEDIATE transaction.
+
+A claim is procrastinate's fetch in SQLite's shape: `UPDATE … WHERE pk = (SELECT … ORDER BY
+priority DESC, pk LIMIT 1) AND status = 'pending'`. SQLite has no SKIP LOCKED and needs none: the
+write lock, taken at BEGIN IMMEDIATE, makes the select and the update one step no other writer (in
+this process or another) can come between, so no item is handed out twice.
+
+Every statement's guard names the (from, to) statuses it moves an item between; `_guard` checks them
+against engine.store.queue.QUEUE_TRANSITIONS when this module loads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from engine.model import new_id, utcnow
+from engine.store.queue import (
+    FINISHED,
+    QueueCount,
+    QueueFilter,
+    QueueItem,
+    QueueStatus,
+    allowed,
+)
+from storage.connections import Connections
+from storage.rows import RowMap, json_text
+from storage.tables import queue_items, to_iso
+
+QUEUE_ITEMS = RowMap(QueueItem, queue_items)
+
+Q = QueueStatus
+
+
+def _guard(to: QueueStatus, *sources: QueueStatus) -> str:
+    """`status IN (...)` for a statement moving items from `sources` to `to`; each move must be in
+    the table of transitions."""
+    bad = [s for s in sources if not allowed(s, to)]
+    if bad:
+        raise RuntimeError(f"queue: {', '.join(bad)} -> {to} is not in QUEUE_TRANSITIONS")
+    return f"status IN ({', '.join(repr(s.value) for s in sources)})"
+
+
+_RETURNING = f"RETURNING {QUEUE_ITEMS.returning}"
+_ENQUEUE = (f"INSERT INTO queue_items ({', '.join(QUEUE_ITEMS.columns)}) "
+            f"VALUES ({', '.join('?' * len(QUEUE_ITEMS.columns))}) {_RETURNING}")
+#: {queues}: the placeholders of the queues asked for
+_CLAIM = (
+    f"UPDATE queue_items SET status = '{Q.RUNNING}', worker = ?, attempt = attempt + 1, claimed_at = ?, "
+    "heartbeat_at = ? "
+    f"WHERE pk = (SELECT pk FROM queue_items WHERE queue IN ({{queues}}) AND status = '{Q.PENDING}' "
+    "ORDER BY priority DESC, pk LIMIT 1) "
+    f"AND {_guard(Q.RUNNING, Q.PENDING)} {_RETURNING}"
+)
+_HEARTBEAT = (
+    "UPDATE queue_items SET heartbeat_at = ?, execution_id = coalesce(?, execution_id) "
+    f"WHERE id = ? AND worker = ? AND status = '{Q.RUNNING}' {_RETURNING}"
+)
+_FINISH = (
+    "UPDATE queue_items SET status = ?, result = ?, finished_at = ?, heartbeat_at = ? "
+    f"WHERE id = ? AND worker = ? AND {' AND '.join(sorted({_guard(s, Q.RUNNING) for s in FINISHED}))} {_RETURNING}"
+)
+# the row whatever its status: the caller sees whether it was cancelled
+_CANCELLABLE = _guard(Q.CANCELLED, Q.PENDING)
+_CANCEL = (
+    f"UPDATE queue_items SET status = CASE WHEN {_CANCELLABLE} THEN '{Q.CANCELLED}' ELSE status END, "
+    f"finished_at = CASE WHEN {_CANCELLABLE} THEN ? ELSE finished_at END "
+    f"WHERE id = ? {_RETURNING}"
+)
+_STALE_RESULT = '{"error": "no heartbeat from its worker"}'
+# a stale item goes back to pending, or on its last attempt fails: both from running
+_STALE = " AND ".join(sorted({_guard(Q.PENDING, Q.RUNNING), _guard(Q.FAILED, Q.RUNNING)}))
+_REQUEUE_STALE = (
+    "UPDATE queue_items SET "
+    f"status = CASE WHEN attempt < max_attempts THEN '{Q.PENDING}' ELSE '{Q.FAILED}' END, "
+    "finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ? END, "
+    "result = CASE WHEN attempt < max_attempts THEN result ELSE ? END "
+    f"WHERE {_STALE} AND heartbeat_at < ? "
+    f"{_RETURNING}"
+)
+
+
+class SqliteQueue(Connections):
+    async def enqueue(
+        self,
+        queue: str,
+        payload: Any = None,
+        *,
+        priority: int = 0,
+        max_attempts: int = 1,
+        labels: Mapping[str, str] | None = None,
+        execution_id: str | None = None,
+        item_id: str | None = None,
+    ) -> QueueItem:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        item = QueueItem(id=item_id or new_id(), queue=queue, payload=payload, priority=priority,
+                         max_attempts=max_attempts, labels=dict(labels or {}), execution_id=execution_id)
+        row = await self._one(_ENQUEUE, QUEUE_ITEMS.values(item))
+        assert row is not None
+        return row
+
+    async def claim(self, queues: Sequence[str], worker: str) -> QueueItem | None:
+        names = list(queues)
+        if not names:
+            return None
+        now = to_iso(utcnow())
+        return await self._one(_CLAIM.format(queues=", ".join("?" * len(names))), (worker, now, now, *names))
+
+    async def heartbeat(self, item_id: str, worker: str, *, execution_id: str | None = None) -> QueueItem | None:
+        return await self._one(_HEARTBEAT, (to_iso(utcnow()), execution_id, item_id, worker))
+
+    async def finish(self, item_id: str, worker: str, status: QueueStatus, result: Any = None) -> QueueItem | None:
+        status = QueueStatus(status)
+        if status not in FINISHED:
+            raise ValueError(f"an item is finished as one of {', '.join(sorted(FINISHED))}, not {status}")
+        now = to_iso(utcnow())
+        return await self._one(_FINISH, (status.value, json_text(result), now, now, item_id, worker))
+
+    async def cancel_queued(self, item_id: str) -> QueueItem | None:
+        return await self._one(_CANCEL, (to_iso(utcnow()), item_id))
+
+    async def requeue_stale(self, older_than: datetime) -> list[QueueItem]:
+        async with self._write() as conn:
+            result = await conn.exec_driver_sql(_REQUEUE_STALE, (to_iso(utcnow()), _STALE_RESULT, to_iso(older_than)))
+            rows = result.all()
+        return [QUEUE_ITEMS.from_values(r) for r in rows]
+
+    async def get_queue_item(self, item_id: str) -> QueueItem | None:
+        return await self._reader.run(_get, item_id, inline=True)
+
+    async def list_queue_items(self, flt: QueueFilter) -> tuple[list[QueueItem], int]:
+        return await self._reader.run(_list, flt, snapshot=True, inline=True)
+
+    async def queue_counts(self) -> list[QueueCount]:
+        return await self._reader.run(_counts)
+
+    async def _one(self, sql: str, params: Sequence[Any]) -> QueueItem | None:
+        async with self._write() as conn:
+            row = (await conn.exec_driver_sql(sql, tuple(params))).first()
+        return None if row is None else QUEUE_ITEMS.from_values(row)
+
+
+# -- reads, on a reader connection (storage.reads) ------------------------------------------------------
+_SELECT = f"SELECT {QUEUE_ITEMS.select} FROM queue_items"
+
+
+def _get(conn: sqlite3.Connection, item_id: str) -> QueueItem | None:
+    row = conn.execute(f"{_SELECT} WHERE id = ?", (item_id,)).fetchone()
+    return None if row is None else QUEUE_ITEMS.from_values(row)
+
+
+def _list(conn: sqlite3.Connection, flt: QueueFilter) -> tuple[list[QueueItem], int]:
+    where: list[str] = []
+    params: list[object] = []
+    for column, value in (("queue", flt.queue), ("status", flt.status), ("worker", flt.worker)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(QueueStatus(value).value if column == "status" else value)
+    cond = f" WHERE {' AND '.join(where)}" if where else ""
+    limit, offset = max(flt.limit, 0), max(flt.offset, 0)
+    rows = conn.execute(f"{_SELECT}{cond} ORDER BY pk DESC LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+    if offset == 0 and len(rows) < limit:
+        total = len(rows)
+    else:
+        total = conn.execute(f"SELECT count(*) FROM queue_items{cond}", params).fetchone()[0]
+    return [QUEUE_ITEMS.from_values(r) for r in rows], total
+
+
+def _counts(conn: sqlite3.Connection) -> list[QueueCount]:
+    rows = conn.execute(
+        "SELECT queue, status, priority, count(*) FROM queue_items GROUP BY queue, status, priority "
+        "ORDER BY queue, status, priority DESC"
+    ).fetchall()
+    return [QueueCount(queue, QueueStatus(status), priority, n) for queue, status, priority, n in rows]
