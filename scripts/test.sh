@@ -2,7 +2,13 @@
 # Install everything the tests need and run them all. The README's test command; CI runs it too.
 #   - system packages (tmux, openssh-server, podman, runc, busybox-static) via scripts/setup-test-system.sh
 #   - a virtualenv in .venv with the project and its test extras
-#   - ruff, mypy, the import-layer check and the whole pytest suite (exit code 5, "no tests", fails)
+#   - ruff, mypy, the import-layer check and the whole pytest suite (exit code 5, "no tests", fails),
+#     in parallel (pytest-xdist), with the 20 slowest tests listed at the end
+#
+# Environment:
+#   STEPFLOW_TEST_WORKERS  pytest worker processes (default: twice the cores, at most 8: most tests
+#                          wait on subprocesses, servers and timers, so two a core keep the cores
+#                          busy); 0 runs the tests serially in one process
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,8 +27,11 @@ fi
 
 .venv/bin/ruff check engine storage api_compat stepflow_tui tests bench
 .venv/bin/mypy engine storage api_compat stepflow_tui
+cores=$(nproc 2>/dev/null || echo 2)
+workers=${STEPFLOW_TEST_WORKERS:-$(( cores * 2 > 8 ? 8 : cores * 2 ))}
 status=0
-.venv/bin/python -m pytest -p no:cacheprovider "$@" || status=$?
+# --dist loadgroup: tests marked xdist_group("measured") run one at a time in one worker
+.venv/bin/python -m pytest -p no:cacheprovider -n "$workers" --dist loadgroup --durations=20 "$@" || status=$?
 if [ "$status" -eq 5 ]; then
     echo "pytest collected no tests: that is a failure" >&2
     exit 1

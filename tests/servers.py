@@ -51,7 +51,24 @@ def unavailable(component: str, detail: str) -> None:
     pytest.skip(message)
 
 
+#: sockets bound (never listening) by `free_port`, held until this process ends
+_HELD: list[socket.socket] = []
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, and nothing else can take: it stays bound (not
+    listening: a connection there is refused at once) by this process until it ends. Tests run in
+    several processes at once (pytest-xdist), and a port merely found free could be another's a
+    moment later."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    _HELD.append(sock)
+    return sock.getsockname()[1]
+
+
+def _unused_port() -> int:
+    """A loopback port free now, for a server that binds it itself (another process may take it
+    first: the server is then started again on another)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -197,6 +214,10 @@ def _port_answers(host: str, port: int) -> bool:
 
 
 # -- OpenSSH ----------------------------------------------------------------------------------
+#: sshd started again on another port when another process took its port first
+SSHD_ATTEMPTS = 3
+
+
 @contextlib.contextmanager
 def openssh_server(directory: Path, key: Path) -> Iterator[SshServer]:
     """OpenSSH's sshd on 127.0.0.1 and a free port, with its own host key and authorized_keys."""
@@ -206,7 +227,7 @@ def openssh_server(directory: Path, key: Path) -> Iterator[SshServer]:
     if sshd is None:
         unavailable("sshd (openssh-server)", "the sshd binary is not installed")
     directory.mkdir(parents=True, exist_ok=True)
-    host, port, user = "127.0.0.1", free_port(), getpass.getuser()
+    host, user = "127.0.0.1", getpass.getuser()
     host_key_path, host_key = _host_key(directory)
     authorized = directory / "authorized_keys"
     shutil.copyfile(str(key) + ".pub", authorized)
@@ -218,9 +239,16 @@ def openssh_server(directory: Path, key: Path) -> Iterator[SshServer]:
         ),
         "internal-sftp",
     )
+    try:
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
+    except OSError:
+        pass  # not root: sshd will say what is missing
     config = directory / "sshd_config"
-    config.write_text(
-        f"""\
+    log = directory / "sshd.log"
+    for attempt in range(1, SSHD_ATTEMPTS + 1):
+        port = _unused_port()
+        config.write_text(
+            f"""\
 Port {port}
 ListenAddress {host}
 HostKey {host_key_path}
@@ -235,28 +263,30 @@ PermitRootLogin yes
 Subsystem sftp {sftp_server}
 LogLevel VERBOSE
 """
-    )
-    try:
-        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
-    except OSError:
-        pass  # not root: sshd will say what is missing
-    check = subprocess.run([sshd, "-t", "-f", str(config)], capture_output=True, text=True, timeout=30)
-    if check.returncode != 0:
-        unavailable("sshd (openssh-server)", f"configuration refused: {check.stderr.strip()}")
-    log = directory / "sshd.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
-    try:
+        check = subprocess.run([sshd, "-t", "-f", str(config)], capture_output=True, text=True, timeout=30)
+        if check.returncode != 0:
+            unavailable("sshd (openssh-server)", f"configuration refused: {check.stderr.strip()}")
+        with log.open("wb") as log_file:
+            process = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
-            _wait_until(lambda: _port_answers(host, port), process, "sshd", log)
+            # our sshd says it listens (another's may answer on a port taken in the meantime)
+            listening = f"Server listening on {host} port {port}."
+            _wait_until(lambda port=port, listening=listening: listening in _log_tail(log, 1000)
+                        and _port_answers(host, port), process, "sshd", log)
         except RuntimeError as exc:
+            _stop(process)
+            if "Address already in use" in str(exc) and attempt < SSHD_ATTEMPTS:
+                continue  # another process took the port in the meantime
             unavailable("sshd (openssh-server)", str(exc))
+        break
+    try:
         known = _known_hosts(directory, host, port, host_key)
         yield SshServer("openssh", host, port, user, str(key), str(known))
     finally:

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from tests import samples
+
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "sample_workflows"
+SAMPLES = samples.SAMPLES  # this process's copy: runs write beside the file
 
 
 def stepflow(data: Path, *args: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:

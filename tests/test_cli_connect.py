@@ -5,18 +5,17 @@ error and exit code 1, before any screen is drawn."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()  # held, never listening, by this process: no other test worker takes it
 
 
 def test_connecting_to_a_server_that_does_not_answer_says_so(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from bench.crash_loss import run_once
 
-pytestmark = [pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("measured")]  # see pyproject.toml
 
 
 def test_a_fast_printer_loses_at_most_a_short_tail_to_a_kill_9(tmp_path: Path) -> None:

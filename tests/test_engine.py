@@ -189,6 +189,7 @@ async def test_workflow_dag_with_a_failure(tmp_path: Path) -> None:
         assert "test" in (done.error_message or "")
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 async def test_independent_steps_run_in_parallel(tmp_path: Path) -> None:
     wf = tmp_path / "par.yaml"
     wf.write_text("name: par\nsteps:\n" + "".join(

@@ -290,6 +290,7 @@ wait
 """
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 async def test_terminate_kills_the_whole_tree_including_a_child_that_ignores_sigterm(runner):
     command = await runner.start(CommandSpec(script=TREE_SCRIPT))
     reader = LineReader(command)
@@ -321,6 +322,7 @@ async def test_terminate_kills_the_whole_tree_including_a_child_that_ignores_sig
     await reader.drain()  # nothing holds the pipes any more
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 async def test_terminate_is_quick_when_the_command_honours_sigterm(runner):
     command = await runner.start(CommandSpec(script="echo up; sleep 1000"))
     await LineReader(command).until(lambda line: line == "up")

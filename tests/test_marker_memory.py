@@ -52,6 +52,7 @@ def stored_marker_steps(data: Path) -> tuple[int, int]:
     return total, completed
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_exec_of_100k_marker_steps_stores_every_one_and_memory_stays_near_a_1k_run(tmp_path: Path) -> None:
@@ -63,6 +64,7 @@ def test_exec_of_100k_marker_steps_stores_every_one_and_memory_stays_near_a_1k_r
     assert big - small < 30, f"peak RSS {big:.0f} MB for 100k marker steps, {small:.0f} MB for 1k"
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 @pytest.mark.timeout(300)
 def test_exec_live_tree_shows_the_open_and_latest_steps_and_counts_the_rest(tmp_path: Path) -> None:
     """On a terminal, exec redraws its tree at each event: with every step in it, 1,000 steps took

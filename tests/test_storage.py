@@ -614,6 +614,7 @@ async def test_lines_stored_before_spans_get_theirs_from_the_migration(tmp_path:
     db.close()
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 @pytest.mark.slow
 async def test_the_tail_of_a_million_lines_takes_milliseconds(store: SqliteStore) -> None:
     e = execution()
@@ -692,6 +693,7 @@ async def test_a_step_filtered_read_picks_ranges_from_the_spans(
             assert all("TEMP B-TREE" not in plan and "SCAN" not in plan for plan in plans), plans
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 async def test_a_far_offset_in_a_filtered_log_is_one_fast_read(store: SqliteStore) -> None:
     """Short benchmark: 200,000 lines in four steps, a jump to the middle of one step's lines and
     of the subtree's is one read of a few ms (it skips a span at a time)."""

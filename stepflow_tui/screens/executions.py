@@ -23,6 +23,12 @@ class ExecutionsScreen(ExecutionActions):
         *EXECUTION_BINDINGS,
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: the engine's events from before the list was composed (on a loaded machine the engine
+        #: can outrun the first screen): the list gets them once it is there
+        self._early_events: list[Event] = []
+
     def compose(self) -> ComposeResult:
         yield Static(id="list-title", classes="screen-title")
         yield ExecutionListHeader()
@@ -35,6 +41,7 @@ class ExecutionsScreen(ExecutionActions):
     def on_mount(self) -> None:
         self.query_one(ExecutionList).focus()
         self._update_title()
+        self.apply_events([])
 
     @property
     def execution_list(self) -> ExecutionList:
@@ -44,10 +51,21 @@ class ExecutionsScreen(ExecutionActions):
         return self.execution_list.current
 
     def apply_events(self, events: list[Event]) -> None:
-        self.execution_list.apply_events(events)
+        execution_list = next(iter(self.query(ExecutionList)), None)
+        if execution_list is None:
+            if not self.is_mounted:
+                self._early_events.extend(events)
+            return  # else it is gone: quitting
+        if self._early_events:
+            events, self._early_events = [*self._early_events, *events], []
+        if events:
+            execution_list.apply_events(events)
 
     def tick(self) -> None:
-        self.execution_list.tick()
+        # the app's timer can come before the list is composed (a start slower than its 1 s period,
+        # as on a loaded machine) or after it is gone (quitting): nothing to tick then
+        for execution_list in self.query(ExecutionList):
+            execution_list.tick()
 
     def _update_title(self) -> None:
         lst = self.execution_list

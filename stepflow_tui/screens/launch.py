@@ -127,6 +127,11 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
     BINDINGS = [
         Binding("escape", "cancel", "Close", id="launch.cancel"),
         Binding("ctrl+t", "pick_target", "Target", id="launch.target"),
+        # tab moves on at once, in typing order: as a plain binding it would act only once the key
+        # has gone through the focused widget and back up to the app, after the keys typed behind it
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True, id="launch.next-field"),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True,
+                id="launch.previous-field"),
         # from the filter box, the arrows move in the list it filters
         Binding("down", "move_choice(1)", "Next file", show=False, id="launch.next"),
         Binding("up", "move_choice(-1)", "Previous file", show=False, id="launch.previous"),
@@ -266,10 +271,11 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
             self.notify(f"No workflow file matches {event.value.strip()!r}", severity="warning", timeout=4)
 
     def on_key(self, event: events.Key) -> None:
-        # typing on the list goes to its filter (as in a file picker)
-        if event.is_printable and event.character and event.character != " " \
+        # typing on the list goes to its filter (as in a file picker); a space only once there is
+        # text to go on (keys typed quickly still reach the list after the first went to the box)
+        box = self.query_one("#workflow-filter", Input)
+        if event.is_printable and event.character and (event.character != " " or box.value) \
                 and self.focused is self.query_one("#workflow-list", OptionList):
-            box = self.query_one("#workflow-filter", Input)
             box.focus()
             box.insert_text_at_cursor(event.character)
             event.stop()

@@ -22,6 +22,7 @@ async def create(api: Any, command: str = "echo hello", **extra: Any) -> str:
     return data["execution_id"]
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 async def test_create_returns_at_once_with_pending(api: Any, engine: Any) -> None:
     started = time.monotonic()
     status, body = await api("POST", "/api/executions", json={

@@ -13,12 +13,13 @@ import pytest
 from engine.engine import Engine
 from stepflow_tui.app import StepflowApp
 from storage import SqliteStore
+from tests import samples
 from tests.engine_helpers import engine_at
 from tests.tui.seed import ARTIFACT_BYTES, NOW, build_events
 from tests.tui.store_client import StoreClient
 
 ROOT = Path(__file__).resolve().parents[2]
-SAMPLES = ROOT / "sample_workflows"
+SAMPLES = samples.SAMPLES  # this process's copy
 
 
 @pytest.fixture(autouse=True)

@@ -10,6 +10,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from api_compat import ApiConfig, ApiListener
 from api_compat.monitor.client import RemoteEngine
 from engine.events import ExecutionCreated, ExecutionFinished, ExecutionStarted, LinesLogged
@@ -107,6 +109,7 @@ async def filter_to(pilot, name: str) -> LogView:
     return log
 
 
+@pytest.mark.xdist_group("measured")  # timed or measured: one at a time (see pyproject.toml)
 async def test_a_far_jump_in_a_filtered_log_is_one_read(tmp_path: Path):
     path = tmp_path / "big.sqlite"
     await seed_big(path)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from textual import events
+from textual.widgets import Input
+
 from engine.model import ExecutionStatus
 from stepflow_tui.screens.execution import ExecutionScreen
 from stepflow_tui.screens.executions import ExecutionsScreen
@@ -100,3 +103,32 @@ async def test_keys_typed_on_the_list_filter_rather_than_act(engine):
         assert app.screen is dialog and not app._exit
         assert dialog.query_one("#workflow-filter").value == "qn"
         await wait_for(pilot, lambda: "no workflow file matches" in screen_text(app), what="nothing matches")
+
+
+def type_ahead(app, keys: str | list[str]) -> None:
+    """Keys as a terminal delivers them when they come faster than the app reads them (a fast
+    typist, a loaded machine): all queued at once, none waiting for the one before."""
+    for key in keys:
+        character = {"tab": "\t", "space": " "}.get(key, key)
+        app.post_message(events.Key(key, character))
+
+
+async def test_a_tab_typed_ahead_of_a_command_still_moves_to_the_command_field(engine):
+    app = make_app(engine, workflow_dirs=[SAMPLES])
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await open_dialog(pilot)
+        type_ahead(app, ["tab", *("space" if c == " " else c for c in "sleep 30")])
+        command = dialog.query_one("#command-input", Input)
+        await wait_for(pilot, lambda: command.value == "sleep 30", what="the command typed")
+        assert dialog.query_one("#workflow-filter", Input).value == ""
+        assert dialog.focused is command
+
+
+async def test_words_typed_ahead_on_the_list_reach_the_filter_whole(engine):
+    app = make_app(engine, workflow_dirs=[SAMPLES])
+    async with app.run_test(size=(80, 24)) as pilot:
+        dialog = await open_dialog(pilot)
+        type_ahead(app, ["space", *("space" if c == " " else c for c in "test build")])
+        await wait_for(pilot, lambda: [p.name for p in dialog.workflows] == ["build-and-test.yaml"],
+                       what="one match")
+        assert dialog.query_one("#workflow-filter", Input).value == "test build"

@@ -9,11 +9,12 @@ from datetime import timedelta
 from engine.model import ExecutionStatus
 from stepflow_tui.screens.dialogs import ConfirmDialog
 from stepflow_tui.screens.execution import ExecutionScreen
+from stepflow_tui.screens.executions import ExecutionsScreen
 from stepflow_tui.widgets.execution_list import ExecutionList
 from tests.tui.conftest import fixed_clock, make_app, wait_for
 from tests.tui.pilot_steps import answer_no, launch_command, quit_and_answer_yes, quit_while_running
 from tests.tui.screen_text import screen_text
-from tests.tui.seed import NOW, _id
+from tests.tui.seed import NOW, _id, build_events
 
 
 def footer(app) -> str:
@@ -37,6 +38,20 @@ async def test_the_list_shows_short_ids_and_the_date_of_other_days(seeded_client
         await wait_for(pilot, lambda: "nightly-backup" in screen_text(today), what="rows")
         line = row(today, "nightly-backup")
         assert "09:00:00" in line and "03-14" not in line
+
+
+async def test_a_tick_or_events_before_the_list_is_there_do_not_stop_the_app(seeded_client):
+    """The app's 1 s timer ticks the screen on top, and the engine's events go to every screen; on
+    a loaded machine either can come before the list screen is composed: the app crashed on it
+    (NoMatches) instead of showing the rows."""
+    app = make_app(seeded_client, clock=fixed_clock)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.screen.query_one(ExecutionList).loaded, what="list")
+        screen = ExecutionsScreen()
+        app.push_screen(screen)  # as at start: on top at once, composed a moment later
+        app._tick()  # the timer's tick, before that moment
+        screen.apply_events(build_events()[:3])  # an execution created, started and finished
+        await wait_for(pilot, lambda: "nightly-backup" in screen_text(app), what="rows")
 
 
 async def test_ctrl_c_quits_at_once_when_nothing_runs_here(seeded_client):

@@ -112,14 +112,14 @@ async def launch_command(pilot: Pilot, command: str) -> ExecutionScreen:
     def scanned() -> bool:  # the list says what it found, or that it found nothing
         return isinstance(app.screen, LaunchDialog) and app.screen.query_one(OptionList).option_count > 0
 
-    await until(pilot, scanned, "the launch dialog's workflow list")
-
     def in_command_field() -> bool:
         return app.screen.focused is not None and app.screen.focused.id == "command-input"
 
-    for _ in range(3):  # the list has the focus when it found workflows, else the command field has
-        if in_command_field():
-            break
+    # the list keeps the focus when it found workflows, else the cursor goes to the command field:
+    # wait for that (a tab pressed before the cursor got there would take it on to the next field)
+    await until(pilot, lambda: scanned() and (app.screen.workflows or in_command_field()),
+                "the launch dialog's workflow list, or the cursor in the command field")
+    if not in_command_field():
         await pilot.press("tab")
     assert in_command_field()
     await pilot.press(*command, "enter")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.samples import SAMPLES
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPFLOW = Path(sys.executable).with_name("stepflow")
 
@@ -60,7 +62,7 @@ def test_launch_a_sample_workflow_in_tmux(tmp_path: Path, term: str) -> None:
         "XDG_STATE_HOME": str(tmp_path / "state"), "PATH": os.environ.get("PATH", ""),
         "TERM": term, "NO_COLOR": "1", "LANG": "C.UTF-8", "TZ": "UTC",
     }
-    command = (f"{STEPFLOW} tui --no-api --data-dir {tmp_path / 'data'} {ROOT / 'sample_workflows'}")
+    command = (f"{STEPFLOW} tui --no-api --data-dir {tmp_path / 'data'} {SAMPLES}")
     args = ["new-session", "-d", "-s", "tui", "-x", "80", "-y", "24"]
     for key, value in env.items():
         args += ["-e", f"{key}={value}"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.samples import SAMPLES
 from tests.tui.test_tmux import tmux, wait_quit, wait_screen
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def test_80x24_tree_footer_notifications_ids_cancel_and_ctrl_c(tmp_path: Path) -
         "XDG_STATE_HOME": str(tmp_path / "state"), "PATH": os.environ.get("PATH", ""),
         "TERM": "tmux-256color", "NO_COLOR": "1", "LANG": "C.UTF-8", "TZ": "UTC",
     }
-    command = f"{STEPFLOW} tui --no-api --data-dir {tmp_path / 'data'} {ROOT / 'sample_workflows'}"
+    command = f"{STEPFLOW} tui --no-api --data-dir {tmp_path / 'data'} {SAMPLES}"
     args = ["new-session", "-d", "-s", "tui", "-x", "80", "-y", "24"]
     for key, value in env.items():
         args += ["-e", f"{key}={value}"]
