@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shlex
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from engine.store import QueueCount, QueueFilter, QueueItem, QueueStatus, Store
 from engine.store_writer import StoreWriter
 from engine.submission import SubmitRequest
 from engine.surrogates import replace_in, replace_surrogates
+
+log = logging.getLogger(__name__)
 
 #: the work queue jobs wait in
 JOB_QUEUE = "executr"
@@ -154,6 +157,8 @@ class Jobs:
                     continue
                 if execution.status is ExecutionStatus.PENDING:
                     move_execution(execution, ExecutionStatus.RUNNING, at=item.claimed_at)
+                # claimed again before the stale check got to the attempt before: it timed out
+                _end_attempt(execution, "timed out", "no heartbeat from its executor")
                 execution.targets = [worker]
                 execution.labels[EXECUTOR_LABEL] = worker
                 attempts = list(execution.metadata.get(ATTEMPTS_KEY) or [])
@@ -193,7 +198,12 @@ class Jobs:
         async with self._lock(job_id):
             execution = await self._execution(item)
             if execution is not None and not execution.status.is_terminal:
-                await self._replay(execution, item, stdout, stderr, report, status)
+                try:
+                    await self._replay(execution, item, stdout, stderr, report, status)
+                except Exception:
+                    # the job is finished (its queue item says so); its execution must not stay running
+                    log.exception("job %s: its report could not be recorded", job_id)
+                    await self.store.fail_execution(job_id, "its worker's report could not be recorded")
         return item
 
     async def cancel(self, job_id: str) -> QueueItem:
@@ -223,8 +233,10 @@ class Jobs:
                 continue
             async with self._lock(item.id):
                 execution = await self._execution(item)
-                if execution is None or execution.status is not ExecutionStatus.RUNNING:
-                    continue
+                now = await self.store.get_queue_item(item.id)
+                if (execution is None or execution.status is not ExecutionStatus.RUNNING or now is None
+                        or now.attempt != item.attempt or now.status is not item.status):
+                    continue  # claimed again meanwhile: the claim ended the attempt
                 message = f"no heartbeat from {item.worker} for {timeout:g}s"
                 _end_attempt(execution, "timed out", message)
                 if item.status is QueueStatus.PENDING:
