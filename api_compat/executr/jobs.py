@@ -38,7 +38,7 @@ from engine.submission import SubmitRequest
 
 M = TypeVar("M", bound=BaseModel)
 #: the longest a claim may wait for a job (`?wait=`), in seconds
-MAX_CLAIM_WAIT = 60.0
+MAX_CLAIM_WAIT = 25.0
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
