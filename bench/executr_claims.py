@@ -78,12 +78,17 @@ async def submit_to_claim(session: aiohttp.ClientSession, url: str, samples: int
     return latencies
 
 
+def start_server(data: str, port: int) -> subprocess.Popen[bytes]:
+    # no job goes stale while the bench holds it unreported
+    env = {**os.environ, "STEPFLOW_WEBSOCKET_PORT": "off", "STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT": "3600"}
+    return subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--data-dir", data,
+                             "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+
+
 async def main(args: argparse.Namespace) -> None:
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
-        env = {**os.environ, "STEPFLOW_WEBSOCKET_PORT": "off"}
-        server = subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--data-dir", data,
-                                   "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        server = start_server(data, port)
         url = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:

@@ -99,6 +99,9 @@ class Jobs:
         #: set (and replaced) whenever a job may be claimable: submitted, or back in the queue
         self._work = asyncio.Event()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        #: claims waiting for the next batch (one store transaction for all who claim at once)
+        self._claimers: list[tuple[str, asyncio.Future[QueueItem | None]]] = []
+        self._claiming: asyncio.Task[None] | None = None
 
     # -- submission ---------------------------------------------------------------------------
     async def submit(self, request: SubmitRequest) -> Execution:
@@ -146,11 +149,12 @@ class Jobs:
         """The oldest pending job of the highest priority, now running for `worker`; None when
         none waits."""
         while True:
-            item = await self.store.claim([JOB_QUEUE], worker)
+            item = await self._claim_item(worker)
             if item is None:
                 return None
             async with self._lock(item.id):
-                execution = await self._execution(item)
+                # no barrier: whatever changed this execution before waited for the store
+                execution = await self.store.get_execution(item.execution_id or item.id)
                 if execution is None:  # deleted while it waited: nothing to run
                     await self.store.finish(item.id, worker, QueueStatus.FAILED,
                                             {"error_message": "its execution was deleted"})
@@ -167,8 +171,33 @@ class Jobs:
                                  "ended_at": None, "status": "running"})
                 execution.metadata[ATTEMPTS_KEY] = attempts
                 await self.hub.publish(ExecutionStarted(execution.snapshot()))
-                await self.writer.barrier()
+            # stored before the answer (whoever reads the job next sees it running); outside the
+            # lock, so that the claims made at once share the store writer's batch
+            await self.writer.barrier()
             return Claimed(item, execution.snapshot())
+
+    async def _claim_item(self, worker: str) -> QueueItem | None:
+        """The store's claim for `worker`, batched with the claims made meanwhile."""
+        waiter: asyncio.Future[QueueItem | None] = asyncio.get_running_loop().create_future()
+        self._claimers.append((worker, waiter))
+        if self._claiming is None or self._claiming.done():
+            self._claiming = asyncio.create_task(self._claim_batches(), name="executr-claims")
+        return await waiter
+
+    async def _claim_batches(self) -> None:
+        while self._claimers:
+            batch, self._claimers = self._claimers, []
+            try:
+                items = await self.store.claim_many([JOB_QUEUE], [worker for worker, _ in batch])
+            except Exception as exc:
+                for _, waiter in batch:
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                continue
+            for (_, waiter), item in zip(batch, items, strict=True):
+                if not waiter.done():
+                    waiter.set_result(item)
+                # else its claimer went away: the item goes back to the queue when its heartbeat is due
 
     async def wait_for_work(self, timeout: float) -> bool:
         """Wait until a job may be claimable (True) or `timeout` seconds passed (False)."""
@@ -306,6 +335,9 @@ class Jobs:
                 self._locks[job_id] = (lock, users - 1)
 
     async def _execution(self, item: QueueItem) -> Execution | None:
+        """The job's execution as stored once everything published so far is (a claim does not
+        wait for its event to be written)."""
+        await self.writer.barrier()
         return await self.store.get_execution(item.execution_id or item.id)
 
     async def _state(self, execution: Execution, first_seq: int = 0) -> tuple[ExecutionState, Step | None]:

@@ -112,6 +112,21 @@ class SqliteQueue(Connections):
         now = to_iso(utcnow())
         return await self._one(_CLAIM.format(queues=", ".join("?" * len(names))), (worker, now, now, *names))
 
+    async def claim_many(self, queues: Sequence[str], workers: Sequence[str]) -> list[QueueItem | None]:
+        names = list(queues)
+        found: list[QueueItem | None] = [None] * len(workers)
+        if not names or not workers:
+            return found
+        sql = _CLAIM.format(queues=", ".join("?" * len(names)))
+        now = to_iso(utcnow())
+        async with self._write() as conn:
+            for i, worker in enumerate(workers):
+                row = (await conn.exec_driver_sql(sql, (worker, now, now, *names))).first()
+                if row is None:
+                    break  # the queues are empty: so they are for the next ones
+                found[i] = QUEUE_ITEMS.from_values(row)
+        return found
+
     async def heartbeat(self, item_id: str, worker: str, *, execution_id: str | None = None) -> QueueItem | None:
         return await self._one(_HEARTBEAT, (to_iso(utcnow()), execution_id, item_id, worker))
 

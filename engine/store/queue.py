@@ -123,6 +123,10 @@ class WorkQueue(Protocol):
         """The oldest pending item of the highest priority among `queues`, now running for
         `worker` (attempt + 1); None when there is none."""
 
+    async def claim_many(self, queues: Sequence[str], workers: Sequence[str]) -> list[QueueItem | None]:
+        """`claim` for each of `workers` in turn, in one transaction (one commit for many claimers):
+        the items in the order of `workers`, None for those left without one."""
+
     async def heartbeat(self, item_id: str, worker: str, *, execution_id: str | None = None) -> QueueItem | None:
         """The item, its heartbeat now (and linked to `execution_id` if given); None unless it is
         running and held by `worker`."""
