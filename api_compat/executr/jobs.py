@@ -3,6 +3,7 @@ executor's claim (with our long-poll `?wait=`), heartbeat, complete and fail."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, TypeVar
 
@@ -10,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from api_compat.executr.errors import ExecutrError, describe_validation
-from api_compat.executr.keys import METRICS
+from api_compat.executr.keys import METRICS, STOPPING
 from api_compat.executr.wire import (
     MAX_BULK,
     PRIORITY_LEVEL,
@@ -183,9 +184,15 @@ async def claim_job(request: web.Request) -> web.StreamResponse:
         if claimed is not None:
             break
         left = deadline - time.monotonic()
-        if left <= 0:
+        stopping = request.app[STOPPING]
+        if left <= 0 or stopping.is_set():
             return web.Response(status=204)
-        await jobs.wait_for_work(left)
+        waits = {asyncio.ensure_future(jobs.wait_for_work(left)), asyncio.ensure_future(stopping.wait())}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
     item = claimed.item
     fields = item.payload if isinstance(item.payload, dict) else {}
     metrics.claimed.labels(body.executor_id).inc()

@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 from api_compat.executr import admin, jobs
 from api_compat.executr.errors import ErrorBody, error_middleware, fail
 from api_compat.executr.jobs import MAX_CLAIM_WAIT
-from api_compat.executr.keys import HEARTBEAT_TIMEOUT, METRICS
+from api_compat.executr.keys import HEARTBEAT_TIMEOUT, METRICS, STOPPING
 from api_compat.executr.metrics import JobMetrics
 from api_compat.executr.wire import (
     BulkCancelled,
@@ -31,7 +31,7 @@ from api_compat.executr.wire import (
     Priority,
     Submitted,
 )
-from api_compat.state import CONFIG, ENGINE
+from api_compat.state import CLOSE_STREAMS, CONFIG, ENGINE
 from api_compat.surface import Surface, route
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,13 @@ def install(app: web.Application, surface: Surface) -> None:
     route(r, surface, "GET", f"{p}/admin/executors", admin.executors, "Executors running a job now", t_admin,
           response={"description": "Executors ([] when none)", "content": {"application/json": {}}})
     app[METRICS] = JobMetrics()
+    stopping = app[STOPPING] = asyncio.Event()
+
+    async def release_claims(app: web.Application | None = None) -> None:
+        stopping.set()
+
+    app[CLOSE_STREAMS].append(release_claims)
+    app.on_shutdown.append(release_claims)
     app[HEARTBEAT_TIMEOUT] = app[CONFIG].executr_heartbeat_timeout
     app.cleanup_ctx.append(_stale_jobs)
     app.middlewares.append(error_middleware(surface))

@@ -172,3 +172,18 @@ async def test_restart_loses_no_queued_job_and_accepts_running_reports(
             got.append(body["id"])
         assert got == ids[1:]
         assert (await engine.get_execution(claimed["id"])).status is ExecutionStatus.COMPLETED
+
+
+async def test_a_waiting_claim_answers_204_when_the_listener_stops(
+        engine: Any, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    async with running(engine, make_config(tmp_path)) as lst:
+        waiting = asyncio.create_task(_call(session, lst, "POST", f"{V1}/jobs/claim?wait=25", json=claim_body()))
+        # the claim reaches the server and waits there (nothing tells when: a job submitted now
+        # would be claimed; an empty queue it is)
+        await asyncio.sleep(0.1)
+        assert not waiting.done()
+        loop = asyncio.get_running_loop()
+        stopped_at = loop.time()
+    status, _ = await asyncio.wait_for(waiting, 5)
+    assert status == 204
+    assert loop.time() - stopped_at < 3  # not the 25 s it asked to wait, nor the shutdown timeout
