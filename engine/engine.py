@@ -20,6 +20,7 @@ from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, Exec
 from engine.execution.run import ExecutionRun
 from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
+from engine.jobs import Jobs
 from engine.model import (
     AbortReason,
     Artifact,
@@ -94,6 +95,8 @@ class Engine:
         self._left_queue = asyncio.Event()
         self._closing = False
         self._started = False
+        #: jobs: executions worker processes claim and run (engine.jobs)
+        self.jobs = Jobs(store, self.hub, self.writer, self.artifacts, self._check_open)
 
     @property
     def description(self) -> str:
@@ -160,6 +163,8 @@ class Engine:
         workflow that does not validate raises `WorkflowError` before anything is created."""
         self._check_open()
         check_request(request)
+        if request.kind is ExecutionKind.JOB:
+            return await self.jobs.submit(request)  # a worker runs it, not this engine
         if request.kind is ExecutionKind.WORKFLOW:
             planned = await self._plan_workflow(request)
         else:
@@ -324,7 +329,11 @@ class Engine:
             execution = await self.store.get_execution(execution_id)
             if execution is None:
                 raise NotFound(f"no execution {execution_id}")
-            raise Conflict(f"execution {execution_id} is {execution.status.value}, not running")
+            if execution.kind is ExecutionKind.JOB and execution.status is ExecutionStatus.PENDING:
+                await self.jobs.cancel(execution_id)  # still queued for a worker
+                return
+            raise Conflict(f"execution {execution_id} is {execution.status.value}, not running"
+                           + (" here: a worker runs it" if execution.kind is ExecutionKind.JOB else ""))
         state, _task = entry
         message = "cancelled by user" if reason is AbortReason.USER else None
         state.request_stop(reason, message)
@@ -360,6 +369,8 @@ class Engine:
         nothing_left = InvalidRequest(f"nothing to rerun: every step of {execution_id} completed")
         if from_failed and original.status is ExecutionStatus.COMPLETED:
             raise nothing_left
+        if original.kind is ExecutionKind.JOB:
+            raise Conflict("a job runs again when it is submitted again (POST /api/v1/jobs)")
         if original.kind is ExecutionKind.WORKFLOW:
             if not original.workflow_source:
                 raise Conflict("this execution has no stored workflow to run again")

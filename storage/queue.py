@@ -94,11 +94,13 @@ class SqliteQueue(Connections):
         labels: Mapping[str, str] | None = None,
         execution_id: str | None = None,
         item_id: str | None = None,
+        created_at: datetime | None = None,
     ) -> QueueItem:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         item = QueueItem(id=item_id or new_id(), queue=queue, payload=payload, priority=priority,
-                         max_attempts=max_attempts, labels=dict(labels or {}), execution_id=execution_id)
+                         max_attempts=max_attempts, labels=dict(labels or {}), execution_id=execution_id,
+                         created_at=created_at or utcnow())
         row = await self._one(_ENQUEUE, QUEUE_ITEMS.values(item))
         assert row is not None
         return row
@@ -109,6 +111,21 @@ class SqliteQueue(Connections):
             return None
         now = to_iso(utcnow())
         return await self._one(_CLAIM.format(queues=", ".join("?" * len(names))), (worker, now, now, *names))
+
+    async def claim_many(self, queues: Sequence[str], workers: Sequence[str]) -> list[QueueItem | None]:
+        names = list(queues)
+        found: list[QueueItem | None] = [None] * len(workers)
+        if not names or not workers:
+            return found
+        sql = _CLAIM.format(queues=", ".join("?" * len(names)))
+        now = to_iso(utcnow())
+        async with self._write() as conn:
+            for i, worker in enumerate(workers):
+                row = (await conn.exec_driver_sql(sql, (worker, now, now, *names))).first()
+                if row is None:
+                    break  # the queues are empty: so they are for the next ones
+                found[i] = QUEUE_ITEMS.from_values(row)
+        return found
 
     async def heartbeat(self, item_id: str, worker: str, *, execution_id: str | None = None) -> QueueItem | None:
         return await self._one(_HEARTBEAT, (to_iso(utcnow()), execution_id, item_id, worker))
@@ -160,6 +177,12 @@ def _list(conn: sqlite3.Connection, flt: QueueFilter) -> tuple[list[QueueItem], 
         if value is not None:
             where.append(f"{column} = ?")
             params.append(QueueStatus(value).value if column == "status" else value)
+    if flt.priority is not None:
+        where.append("priority = ?")
+        params.append(flt.priority)
+    for key, value in flt.labels:
+        where.append("json_extract(labels, ?) = ?")
+        params += [f'$."{key}"', value]
     cond = f" WHERE {' AND '.join(where)}" if where else ""
     limit, offset = max(flt.limit, 0), max(flt.offset, 0)
     rows = conn.execute(f"{_SELECT}{cond} ORDER BY pk DESC LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()

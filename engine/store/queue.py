@@ -89,6 +89,9 @@ class QueueFilter:
     queue: str | None = None
     status: QueueStatus | None = None
     worker: str | None = None
+    priority: int | None = None
+    #: items carrying each of these labels with these values
+    labels: tuple[tuple[str, str], ...] = ()
     limit: int = 100
     offset: int = 0
 
@@ -112,12 +115,17 @@ class WorkQueue(Protocol):
         labels: Mapping[str, str] | None = None,
         execution_id: str | None = None,
         item_id: str | None = None,
+        created_at: datetime | None = None,
     ) -> QueueItem:
-        """A new pending item (a new id unless `item_id`)."""
+        """A new pending item (a new id unless `item_id`; created now unless `created_at`)."""
 
     async def claim(self, queues: Sequence[str], worker: str) -> QueueItem | None:
         """The oldest pending item of the highest priority among `queues`, now running for
         `worker` (attempt + 1); None when there is none."""
+
+    async def claim_many(self, queues: Sequence[str], workers: Sequence[str]) -> list[QueueItem | None]:
+        """`claim` for each of `workers` in turn, in one transaction (one commit for many claimers):
+        the items in the order of `workers`, None for those left without one."""
 
     async def heartbeat(self, item_id: str, worker: str, *, execution_id: str | None = None) -> QueueItem | None:
         """The item, its heartbeat now (and linked to `execution_id` if given); None unless it is

@@ -178,7 +178,7 @@ def test_times_come_back_in_utc_whatever_zone_they_were_written_in() -> None:
 
 
 def test_unknown_enum_values_and_missing_fields_take_the_defaults() -> None:
-    ex = execution_from_dict({"id": "e1", "status": "exploded", "kind": "job", "abort_reason": "meteor"})
+    ex = execution_from_dict({"id": "e1", "status": "exploded", "kind": "cron", "abort_reason": "meteor"})
     assert (ex.status, ex.kind, ex.abort_reason, ex.name, ex.tags) == (
         ExecutionStatus.PENDING,
         ExecutionKind.COMMAND,
