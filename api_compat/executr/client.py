@@ -187,7 +187,8 @@ class ExecutrClient:
 
 def _object(payload: Any, what: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
-        raise ExecutrError(*what.split(" ", 1), 200, f"expected a JSON object, got {type(payload).__name__}")
+        method, _, path = what.partition(" ")
+        raise ExecutrError(method, path, 200, f"expected a JSON object, got {type(payload).__name__}")
     return payload
 
 

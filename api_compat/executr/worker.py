@@ -131,9 +131,7 @@ class BinaryCache:
             raise JobError(f"binary_sha256 {sha256!r} is not 64 hexadecimal digits")
         path = self.folder / digest
         async with self._locks.setdefault(digest, asyncio.Lock()):
-            if path.is_file():
-                with contextlib.suppress(OSError):
-                    os.utime(path)  # recently used
+            if _touch(path):
                 return path
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix=f".{digest[:12]}-", suffix=".part")
@@ -144,10 +142,11 @@ class BinaryCache:
                 if got != digest:
                     raise JobError(f"binary sha256 mismatch for {url}: expected {digest}, downloaded file "
                                    f"has {got}; nothing was run")
-                tmp.chmod(0o755)
+                os.chmod(tmp, 0o755)
                 os.replace(tmp, path)
             finally:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         self._evict(keep=path)
         return path
 
@@ -200,6 +199,15 @@ class BinaryCache:
                 with contextlib.suppress(OSError):
                     p.unlink()
                     total -= st.st_size
+
+
+def _touch(path: Path) -> bool:
+    """Whether the cached file is there (marked as just used)."""
+    try:
+        os.utime(path)
+    except OSError:
+        return False
+    return True
 
 
 # -- the worker ------------------------------------------------------------------------------------------
