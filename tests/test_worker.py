@@ -29,7 +29,7 @@ from api_compat.executr.worker import OUTPUT_LIMIT
 ROOT = Path(__file__).resolve().parents[1]
 #: seconds without a heartbeat after which the server gives a running job back to the queue
 HEARTBEAT_TIMEOUT = 2.0
-HEARTBEAT_TIMEOUT_ENV = "STEPFLOW_JOB_HEARTBEAT_TIMEOUT"
+HEARTBEAT_TIMEOUT_ENV = "STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT"
 FINISHED = ("completed", "failed", "cancelled")
 
 SCRIPTS = {
