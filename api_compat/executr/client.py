@@ -180,6 +180,11 @@ class ExecutrClient:
                             body={"executor_id": executor_id, "stdout": stdout, "stderr": stderr,
                                   "exit_code": exit_code, "error_message": error_message})
 
+    async def stats(self) -> dict[str, Any]:
+        """`GET /api/v1/admin/stats`: jobs by status, pending by priority, active executors."""
+        _, payload = await self._request("GET", "/admin/stats", ok=(200,))
+        return _object(payload, "GET /admin/stats")
+
     async def health(self) -> dict[str, Any]:
         _, payload = await self._request("GET", "/health", ok=(200,))
         return _object(payload, "GET /health")
