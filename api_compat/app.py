@@ -12,6 +12,7 @@ from api_compat import openapi
 from api_compat.auth import TokenVerifier
 from api_compat.config import ApiConfig
 from api_compat.cross_site import cross_site_middleware
+from api_compat.executr import routes as executr
 from api_compat.monitor import routes as monitor
 from api_compat.state import CLOSE_STREAMS, CONFIG, ENGINE, STARTED_AT, SURFACES, VERIFIER, ServedEngine
 from api_compat.surface import route
@@ -42,8 +43,11 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     _common_state(app, engine, config, verifier)
     app[openapi.OPENAPI_CACHE] = {}
 
+    # executr first: its middleware acts only on its own paths (/api/v1)
+    jobs_surface = executr.make_surface()
     surface = monitor.make_surface()
-    app[SURFACES] = [surface]
+    app[SURFACES] = [jobs_surface, surface]
+    executr.install(app, jobs_surface)
     monitor.install(app, surface)
     route(app.router, surface, "GET", "/api/openapi.json", openapi.openapi_handler,
           "This document: every route of every API on this listener", "openapi",

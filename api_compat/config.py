@@ -62,6 +62,9 @@ class ApiConfig:
     workflow_dirs: tuple[Path, ...] = ()
     #: one of MONITOR_SHAPES (`--monitor-shape`, STEPFLOW_MONITOR_SHAPE)
     monitor_shape: str = "documented"
+    #: seconds without a heartbeat after which a running executr job goes back to the queue
+    #: (`--executr-heartbeat-timeout`, STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)
+    executr_heartbeat_timeout: float = 15.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiConfig:
@@ -69,7 +72,7 @@ class ApiConfig:
         `STEPFLOW_AUTH_ENABLED`, `STEPFLOW_STORAGE_PATH`, `STEPFLOW_LOG_LEVEL`) and ours
         (`STEPFLOW_API_HOST`, `STEPFLOW_API_PORT`, `STEPFLOW_CORS_ORIGINS`,
         `STEPFLOW_MAX_UPLOAD_MB`, `STEPFLOW_WS_LOG_BUDGET`, `STEPFLOW_ALLOWED_HOSTS`,
-        `STEPFLOW_AUTH_FAILURE_LIMIT`, `STEPFLOW_MONITOR_SHAPE`). Keyword overrides (command-line options) win when not None."""
+        `STEPFLOW_AUTH_FAILURE_LIMIT`, `STEPFLOW_MONITOR_SHAPE`, `STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT`). Keyword overrides (command-line options) win when not None."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         if v := env.get("STEPFLOW_API_HOST"):
@@ -108,6 +111,11 @@ class ApiConfig:
             values["workflow_dirs"] = tuple(Path(d).expanduser() for d in v.split(os.pathsep) if d.strip())
         if v := env.get("STEPFLOW_MONITOR_SHAPE"):
             values["monitor_shape"] = v.strip().lower()
+        if v := env.get("STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT"):
+            try:
+                values["executr_heartbeat_timeout"] = float(v)
+            except ValueError:
+                raise ConfigError(f"STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT={v!r} is not a number of seconds") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("data_dir"), str):
             values["data_dir"] = Path(str(values["data_dir"])).expanduser()
@@ -133,6 +141,9 @@ class ApiConfig:
         if self.monitor_shape not in MONITOR_SHAPES:
             raise ConfigError(f"monitor shape {self.monitor_shape!r} is not one of {', '.join(MONITOR_SHAPES)} "
                               f"(--monitor-shape, STEPFLOW_MONITOR_SHAPE)")
+        if not 0 < self.executr_heartbeat_timeout < 1e9:
+            raise ConfigError("the executr heartbeat timeout must be a positive number of seconds "
+                              "(--executr-heartbeat-timeout, STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)")
         if self.max_upload_bytes <= 0:
             raise ConfigError("the upload cap must be a positive number of bytes")
         from api_compat.rate_limits import parse_limit

@@ -12,6 +12,7 @@ from aiohttp import web
 from api_compat.config import ApiConfig
 from api_compat.surface import Surface
 from engine.client import EngineClient
+from engine.jobs import Jobs
 from engine.model import Artifact, ArtifactType
 from engine.store import StoreStats
 
@@ -23,6 +24,8 @@ class ServedEngine(EngineClient, Protocol):
     """`engine.engine.Engine`: the client interface plus what the health and artifact routes use."""
 
     data_dir: Path
+    #: jobs worker processes claim (the executr API)
+    jobs: Jobs
 
     async def stats(self) -> StoreStats: ...
 

@@ -16,7 +16,15 @@ from typing import Protocol
 
 from engine.execution.state import ExecutionState
 from engine.hub import Hub
-from engine.model import AbortReason, Execution, ExecutionFilter, ExecutionStatus, StepKind, StepStatus
+from engine.model import (
+    AbortReason,
+    Execution,
+    ExecutionFilter,
+    ExecutionKind,
+    ExecutionStatus,
+    StepKind,
+    StepStatus,
+)
 from engine.submission import Planned
 
 #: rows read at once while reading the queue from the store
@@ -29,8 +37,10 @@ def admission_key(execution: Execution) -> tuple[int, datetime]:
 
 
 def is_queued(execution: Execution) -> bool:
-    """Pending and never taken from the queue by an engine."""
-    return execution.status is ExecutionStatus.PENDING and execution.admitted_at is None
+    """Pending and never taken from the queue by an engine (a job waits for a worker instead: no
+    engine admits it)."""
+    return (execution.status is ExecutionStatus.PENDING and execution.admitted_at is None
+            and execution.kind is not ExecutionKind.JOB)
 
 
 def queue_places(executions: Iterable[Execution]) -> dict[str, int]:

@@ -20,6 +20,7 @@ from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, Exec
 from engine.execution.run import ExecutionRun
 from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
+from engine.jobs import Jobs
 from engine.model import (
     AbortReason,
     Artifact,
@@ -93,6 +94,8 @@ class Engine:
         self._left_queue = asyncio.Event()
         self._closing = False
         self._started = False
+        #: jobs: executions worker processes claim and run (engine.jobs)
+        self.jobs = Jobs(store, self.hub, self.writer, self.artifacts, self._check_open)
 
     @property
     def description(self) -> str:
@@ -159,6 +162,8 @@ class Engine:
         workflow that does not validate raises `WorkflowError` before anything is created."""
         self._check_open()
         check_request(request)
+        if request.kind is ExecutionKind.JOB:
+            return await self.jobs.submit(request)  # a worker runs it, not this engine
         if request.kind is ExecutionKind.WORKFLOW:
             planned = await self._plan_workflow(request)
         else:

@@ -98,6 +98,8 @@ class StepKind(enum.StrEnum):
 class ExecutionKind(enum.StrEnum):
     WORKFLOW = "workflow"
     COMMAND = "command"
+    #: a job of the executr queue: a worker process claims it, runs it and reports (engine.jobs)
+    JOB = "job"
 
 
 class Stream(enum.StrEnum):

@@ -63,6 +63,10 @@ class SubmitRequest:
     #: names of environment variables whose values are masked in everything shown and stored
     secrets: Sequence[str] = ()
     rerun_of: str | None = None
+    #: a job (kind JOB, engine.jobs): its fields, for the worker that claims it
+    payload: Mapping[str, Any] | None = None
+    #: a job: claims allowed before a job whose worker went silent fails
+    max_attempts: int = 1
     #: rerun from the failed step: (target, step name) -> id of the execution where it completed
     done_steps: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
@@ -96,8 +100,11 @@ def check_request(request: SubmitRequest) -> None:
     elif request.kind is ExecutionKind.WORKFLOW:
         if request.workflow_path is None and request.workflow_text is None:
             raise InvalidRequest("a workflow needs a file path or its text")
+    elif request.kind is ExecutionKind.JOB:
+        if request.payload is None:
+            raise InvalidRequest("a job request needs its fields (payload)")
     else:
-        raise InvalidRequest(f"this engine runs commands and workflows, not {request.kind.value!r}")
+        raise InvalidRequest(f"this engine runs commands, workflows and jobs, not {request.kind.value!r}")
 
 
 def plan_command(request: SubmitRequest, *, user: str, kill_grace: float,

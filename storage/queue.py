@@ -160,6 +160,12 @@ def _list(conn: sqlite3.Connection, flt: QueueFilter) -> tuple[list[QueueItem], 
         if value is not None:
             where.append(f"{column} = ?")
             params.append(QueueStatus(value).value if column == "status" else value)
+    if flt.priority is not None:
+        where.append("priority = ?")
+        params.append(flt.priority)
+    for key, value in flt.labels:
+        where.append("json_extract(labels, ?) = ?")
+        params += [f'$."{key}"', value]
     cond = f" WHERE {' AND '.join(where)}" if where else ""
     limit, offset = max(flt.limit, 0), max(flt.offset, 0)
     rows = conn.execute(f"{_SELECT}{cond} ORDER BY pk DESC LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()

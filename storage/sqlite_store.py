@@ -18,6 +18,7 @@ from engine.model import (
     ArtifactFilter,
     Execution,
     ExecutionFilter,
+    ExecutionKind,
     ExecutionStatus,
     LogLine,
     Step,
@@ -69,10 +70,13 @@ class SqliteStore(SqliteQueue, SqliteRegistry):
         at = literal(now, UtcDateTime())
         async with self._write() as conn:
             result = await conn.execute(
-                # pending ones never admitted wait in the queue of whichever engine starts next
+                # pending ones never admitted wait in the queue of whichever engine starts next; a
+                # job is held by a worker process, not an engine (engine.jobs: its heartbeats decide)
                 select(executions.c.id, executions.c.owner).where(
-                    (executions.c.status == ExecutionStatus.RUNNING.value)
-                    | ((executions.c.status == ExecutionStatus.PENDING.value) & executions.c.admitted_at.is_not(None))
+                    (executions.c.kind != ExecutionKind.JOB.value)
+                    & ((executions.c.status == ExecutionStatus.RUNNING.value)
+                       | ((executions.c.status == ExecutionStatus.PENDING.value)
+                          & executions.c.admitted_at.is_not(None)))
                 )
             )
             lost = [i for i, owner in result if owner_alive is None or not owner_alive(owner)]

@@ -194,7 +194,7 @@ class ExecutionOut(BaseModel):
     progress_percentage: float
     metadata: dict[str, Any]
     # ours
-    kind: Literal["workflow", "command"]
+    kind: Literal["workflow", "command", "job"]
     targets: list[str]
     abort_reason: str | None
     rerun_of: str | None

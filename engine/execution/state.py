@@ -52,12 +52,14 @@ FORGET_BATCH = 256
 
 
 class ExecutionState:
-    def __init__(self, execution: Execution, steps: Sequence[Step], hub: Hub, masker: Masker) -> None:
+    def __init__(self, execution: Execution, steps: Sequence[Step], hub: Hub, masker: Masker, *,
+                 first_seq: int = 0) -> None:
+        """`first_seq`: the number of its next log line (0 unless it logged before: a job's report)."""
         self.execution = execution
         self.steps: dict[str, Step] = {s.id: s for s in steps}
         self.hub = hub
         self.masker = masker
-        self._next_seq = 0
+        self._next_seq = first_seq
         self._next_index = max((s.index for s in steps), default=-1) + 1
         #: set when the execution is asked to stop; running commands are terminated
         self.stop_reason: AbortReason | None = None

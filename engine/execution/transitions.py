@@ -22,7 +22,8 @@ S = StepStatus
 
 #: target status -> statuses it may be entered from
 EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
-    E.PENDING: frozenset(),
+    # a job whose worker went silent goes back to the queue for another attempt (engine.jobs)
+    E.PENDING: frozenset({E.RUNNING}),
     E.RUNNING: frozenset({E.PENDING}),
     E.COMPLETED: frozenset({E.RUNNING}),
     E.FAILED: frozenset({E.PENDING, E.RUNNING}),

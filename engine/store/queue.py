@@ -89,6 +89,9 @@ class QueueFilter:
     queue: str | None = None
     status: QueueStatus | None = None
     worker: str | None = None
+    priority: int | None = None
+    #: items carrying each of these labels with these values
+    labels: tuple[tuple[str, str], ...] = ()
     limit: int = 100
     offset: int = 0
 

@@ -1,0 +1,245 @@
+"""The job routes: submit (one or a bulk of them), list, get, cancel (one or a bulk), and the
+executor's claim (with our long-poll `?wait=`), heartbeat, complete and fail."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from api_compat.executr.errors import ExecutrError, describe_validation
+from api_compat.executr.keys import METRICS
+from api_compat.executr.wire import (
+    MAX_BULK,
+    PRIORITY_LEVEL,
+    BulkCancelRequest,
+    ClaimRequest,
+    CompleteRequest,
+    FailRequest,
+    HeartbeatRequest,
+    JobStatus,
+    JobSubmission,
+    Priority,
+    job_json,
+    parse_job_id,
+    priority_of,
+    rfc3339,
+)
+from api_compat.query_params import QueryParams
+from api_compat.request_parsing import read_json_body
+from api_compat.state import CONFIG, ENGINE
+from engine.errors import EngineError
+from engine.jobs import JobReport, Jobs
+from engine.model import ExecutionKind
+from engine.store import QueueItem, QueueStatus
+from engine.submission import SubmitRequest
+
+M = TypeVar("M", bound=BaseModel)
+#: the longest a claim may wait for a job (`?wait=`), in seconds
+MAX_CLAIM_WAIT = 60.0
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def _jobs(request: web.Request) -> Jobs:
+    return request.app[ENGINE].jobs
+
+
+def validate(model: type[M], value: Any) -> M:
+    if not isinstance(value, dict):
+        raise ExecutrError(400, "the request body must be a JSON object")
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        message, context = describe_validation(exc)
+        raise ExecutrError(400, f"invalid request: {message}", context) from None
+
+
+async def _body(request: web.Request, model: type[M]) -> M:
+    return validate(model, await read_json_body(request, error=ExecutrError))
+
+
+async def _report(request: web.Request, model: type[M]) -> M:
+    """A worker's report: its output may be larger than other bodies (each stream is kept up to
+    1 MiB; what is beyond is cut here, not refused), up to the listener's upload cap."""
+    larger = request.clone(client_max_size=max(request.app[CONFIG].max_upload_bytes, request.client_max_size))
+    return validate(model, await read_json_body(larger, error=ExecutrError))
+
+
+def _job_id(request: web.Request) -> str:
+    raw = request.match_info["job_id"]
+    job_id = parse_job_id(raw)
+    if job_id is None:
+        raise ExecutrError(400, "invalid job id: a job id is a UUID", {"id": raw[:100]})
+    return job_id
+
+
+async def _submit_one(request: web.Request, sub: JobSubmission) -> dict[str, Any]:
+    payload = sub.model_dump(mode="json", exclude={"max_retries"})
+    execution = await request.app[ENGINE].submit(SubmitRequest(
+        kind=ExecutionKind.JOB, source="executr", name=sub.type, payload=payload, env=sub.env_variables,
+        priority=PRIORITY_LEVEL[sub.priority], max_attempts=sub.max_retries + 1,
+    ))
+    request.app[METRICS].submitted.labels(sub.type, sub.priority.value).inc()
+    return {"id": execution.id, "type": sub.type, "status": JobStatus.PENDING.value,
+            "priority": sub.priority.value, "created_at": rfc3339(execution.created_at)}
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    sub = await _body(request, JobSubmission)
+    return _json(await _submit_one(request, sub), 201)
+
+
+async def bulk_submit(request: web.Request) -> web.Response:
+    body = await read_json_body(request, error=ExecutrError)
+    if not isinstance(body, list):
+        raise ExecutrError(400, "the request body must be a JSON array of jobs")
+    if not body:
+        raise ExecutrError(400, "no jobs given")
+    if len(body) > MAX_BULK:
+        raise ExecutrError(400, f"too many jobs: at most {MAX_BULK} per request", {"given": len(body)})
+    results: list[dict[str, Any]] = []
+    for index, value in enumerate(body):
+        try:
+            created = await _submit_one(request, validate(JobSubmission, value))
+        except (ExecutrError, EngineError) as exc:
+            results.append({"index": index, "success": False, "error": exc.message})
+        else:
+            results.append({"index": index, "success": True, "job_id": created["id"]})
+    ok = sum(1 for r in results if r["success"])
+    status = 201 if ok == len(results) else 206 if ok else 400
+    return _json({"total": len(results), "successful": ok, "failed": len(results) - ok, "results": results},
+                 status)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    q = QueryParams(request.query, error=ExecutrError)
+    status = q.choice("status", JobStatus)
+    priority = q.choice("priority", Priority)
+    items, _total = await _jobs(request).list_jobs(
+        status=QueueStatus(status.value) if status is not None else None,
+        job_type=q.text("type"),
+        priority=PRIORITY_LEVEL[priority] if priority is not None else None,
+        worker=q.text("executor_id"),
+        limit=q.integer("limit", 100, minimum=1, maximum=1000),
+        offset=q.integer("offset", 0, minimum=0),
+    )
+    return _json([job_json(item, full=False) for item in items])
+
+
+async def get_job(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    found = await _jobs(request).get(job_id)
+    if found is None:
+        raise ExecutrError(404, "job not found", {"job_id": job_id})
+    return _json(job_json(*found))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    await _jobs(request).cancel(job_id)
+    request.app[METRICS].cancelled.inc()
+    return web.Response(status=204)
+
+
+async def bulk_cancel(request: web.Request) -> web.Response:
+    body = await _body(request, BulkCancelRequest)
+    jobs = _jobs(request)
+    results: list[dict[str, Any]] = []
+    for raw in body.job_ids:
+        job_id = parse_job_id(raw)
+        if job_id is None:
+            results.append({"job_id": raw[:100], "cancelled": False, "error": "invalid job id"})
+            continue
+        try:
+            await jobs.cancel(job_id)
+        except EngineError as exc:
+            results.append({"job_id": job_id, "cancelled": False, "error": exc.message})
+        else:
+            request.app[METRICS].cancelled.inc()
+            results.append({"job_id": job_id, "cancelled": True})
+    cancelled = sum(1 for r in results if r["cancelled"])
+    return _json({"cancelled": cancelled, "failed": len(results) - cancelled, "total": len(results),
+                  "errors": [f"{r['job_id']}: {r['error']}" for r in results if not r["cancelled"]],
+                  "results": results})
+
+
+async def claim_job(request: web.Request) -> web.StreamResponse:
+    q = QueryParams(request.query, error=ExecutrError)
+    wait = _seconds(q, "wait")
+    body = await _body(request, ClaimRequest)
+    jobs = _jobs(request)
+    metrics = request.app[METRICS]
+    deadline = time.monotonic() + wait
+    while True:
+        started = time.monotonic()
+        claimed = await jobs.claim(body.executor_id, body.executor_ip or request.remote or "")
+        metrics.claim_latency.observe(time.monotonic() - started)
+        if claimed is not None:
+            break
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return web.Response(status=204)
+        await jobs.wait_for_work(left)
+    item = claimed.item
+    fields = item.payload if isinstance(item.payload, dict) else {}
+    metrics.claimed.labels(body.executor_id).inc()
+    if item.claimed_at is not None:
+        metrics.wait_time.labels(str(fields.get("type", "")), priority_of(item.priority).value).observe(
+            max((item.claimed_at - item.created_at).total_seconds(), 0.0))
+    return _json(job_json(item, claimed.execution))
+
+
+def _seconds(q: QueryParams, name: str) -> float:
+    raw = q.text(name)
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        raise q.refuse(name, f"a number of seconds from 0 to {MAX_CLAIM_WAIT:g}") from None
+    if not 0 <= value <= MAX_CLAIM_WAIT:
+        raise q.refuse(name, f"a number of seconds from 0 to {MAX_CLAIM_WAIT:g}")
+    return value
+
+
+async def heartbeat(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    body = await _body(request, HeartbeatRequest)
+    await _jobs(request).heartbeat(job_id, body.executor_id)
+    request.app[METRICS].heartbeats.labels(body.executor_id).inc()
+    return web.Response(status=204)
+
+
+async def complete_job(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    body = await _report(request, CompleteRequest)
+    item = await _jobs(request).finish(job_id, body.executor_id, QueueStatus.COMPLETED,
+                                       JobReport(body.stdout, body.stderr, body.exit_code))
+    _count_end(request, item, body.executor_id)
+    return web.Response(status=204)
+
+
+async def fail_job(request: web.Request) -> web.Response:
+    job_id = _job_id(request)
+    body = await _report(request, FailRequest)
+    item = await _jobs(request).finish(job_id, body.executor_id, QueueStatus.FAILED,
+                                       JobReport(body.stdout, body.stderr, body.exit_code,
+                                                 body.error_message or None))
+    _count_end(request, item, body.executor_id)
+    return web.Response(status=204)
+
+
+def _count_end(request: web.Request, item: QueueItem, executor: str) -> None:
+    metrics = request.app[METRICS]
+    fields = item.payload if isinstance(item.payload, dict) else {}
+    job_type, priority = str(fields.get("type", "")), priority_of(item.priority).value
+    counter = metrics.completed if item.status is QueueStatus.COMPLETED else metrics.failed
+    counter.labels(job_type, priority, executor).inc()
+    if item.claimed_at is not None and item.finished_at is not None:
+        metrics.duration.labels(job_type, priority, item.status.value).observe(
+            max((item.finished_at - item.claimed_at).total_seconds(), 0.0))

@@ -1,0 +1,354 @@
+"""Jobs: executions that worker processes (executr's executors, `stepflow worker`) claim from the
+store's work queue, run on their machine and report on.
+
+A job is an execution of kind JOB (shown like any other: pending, running on its worker, finished,
+its markers as steps) linked to a queue item of the same id in the queue "executr". The queue item
+is the truth of who holds it (its guarded statements: never one job to two workers, a worker that
+lost its job cannot finish it); the engine moves the execution to match and publishes the events
+the store writer stores. No engine admits a job (engine.admission.is_queued), and no engine's start
+marks a running one lost (its worker holds it: its heartbeats decide, `requeue_stale`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from engine.artifacts import ArtifactStore
+from engine.errors import Conflict, InvalidRequest, NotFound
+from engine.events import ExecutionCreated, ExecutionStarted, ExecutionUpdated
+from engine.execution.command_pump import CommandPump
+from engine.execution.state import ExecutionState
+from engine.execution.transitions import move_execution
+from engine.hub import Hub
+from engine.job_output import ReportedCommand, ReportedRunner, truncate_utf8
+from engine.masking import Masker
+from engine.model import (
+    AbortReason,
+    Execution,
+    ExecutionKind,
+    ExecutionStatus,
+    Step,
+    StepKind,
+    StepStatus,
+    new_id,
+    utcnow,
+)
+from engine.runners.base import CommandSpec
+from engine.store import QueueCount, QueueFilter, QueueItem, QueueStatus, Store
+from engine.store_writer import StoreWriter
+from engine.submission import SubmitRequest
+from engine.surrogates import replace_in, replace_surrogates
+
+#: the work queue jobs wait in
+JOB_QUEUE = "executr"
+#: labels of a job's execution and queue item
+JOB_LABEL = "executr.job"
+TYPE_LABEL = "executr.type"
+EXECUTOR_LABEL = "executr.executor"
+#: the execution's metadata key holding its attempts (one per claim)
+ATTEMPTS_KEY = "executr.attempts"
+#: the branch step every job's output (and marker steps) hangs under
+BRANCH_NAME = "executr"
+
+
+class NotHolder(Conflict):
+    """The job is held by another worker."""
+
+
+class NotRunning(InvalidRequest):
+    """The job is not running (pending, or finished)."""
+
+
+class NotPending(InvalidRequest):
+    """The job has left the queue (it runs, or it ended)."""
+
+
+@dataclass(slots=True, frozen=True)
+class JobReport:
+    """What a worker reports when it ends a job."""
+
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    error_message: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Claimed:
+    item: QueueItem
+    execution: Execution
+
+
+class Jobs:
+    def __init__(self, store: Store, hub: Hub, writer: StoreWriter, artifacts: ArtifactStore,
+                 check_open: Callable[[], None]) -> None:
+        self.store = store
+        self.hub = hub
+        self.writer = writer
+        self.artifacts = artifacts
+        self._check_open = check_open
+        #: set (and replaced) whenever a job may be claimable: submitted, or back in the queue
+        self._work = asyncio.Event()
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    # -- submission ---------------------------------------------------------------------------
+    async def submit(self, request: SubmitRequest) -> Execution:
+        """Store a pending job's execution, then its queue item; wakes waiting claimers."""
+        self._check_open()
+        payload = dict(request.payload or {})
+        job_type = str(payload.get("type", ""))
+        job_id = new_id()
+        argv = [str(payload.get("binary_url", "")), *(str(a) for a in payload.get("arguments") or [])]
+        labels = {**request.labels, JOB_LABEL: job_id, TYPE_LABEL: job_type}
+        execution = Execution(
+            id=job_id,
+            name=replace_surrogates(request.name or job_type or "job"),
+            kind=ExecutionKind.JOB,
+            command=replace_surrogates(shlex.join(argv)),
+            environment=replace_in({str(k): str(v) for k, v in request.env.items()}),
+            user=replace_surrogates(request.user or ""),
+            tags=replace_in(list(request.tags)),
+            metadata={**replace_in(dict(request.metadata)), ATTEMPTS_KEY: []},
+            priority=request.priority,
+            source=replace_surrogates(request.source),
+            labels=replace_in(labels),
+        )
+        branch = Step(id=new_id(), execution_id=job_id, name=BRANCH_NAME, kind=StepKind.BRANCH, index=-1,
+                      target=BRANCH_NAME)
+        await self.hub.publish(ExecutionCreated(execution.snapshot(), (branch.snapshot(),)))
+        await self.writer.barrier()
+        if (not_stored := self.writer.failures.get(job_id)) is not None:
+            raise type(not_stored)(not_stored.message)
+        try:
+            await self.store.enqueue(JOB_QUEUE, payload, priority=request.priority,
+                                     max_attempts=max(request.max_attempts, 1),
+                                     labels={JOB_LABEL: job_id, TYPE_LABEL: job_type},
+                                     execution_id=job_id, item_id=job_id)
+        except BaseException:
+            state = ExecutionState(execution, [branch], self.hub, Masker())
+            await state.finish_step(branch, StepStatus.SKIPPED)
+            await state.finish(ExecutionStatus.FAILED, error="the job could not be queued")
+            raise
+        self._wake()
+        return execution.snapshot()
+
+    # -- workers ------------------------------------------------------------------------------
+    async def claim(self, worker: str, address: str = "") -> Claimed | None:
+        """The oldest pending job of the highest priority, now running for `worker`; None when
+        none waits."""
+        while True:
+            item = await self.store.claim([JOB_QUEUE], worker)
+            if item is None:
+                return None
+            async with self._lock(item.id):
+                execution = await self._execution(item)
+                if execution is None:  # deleted while it waited: nothing to run
+                    await self.store.finish(item.id, worker, QueueStatus.FAILED,
+                                            {"error_message": "its execution was deleted"})
+                    continue
+                if execution.status is ExecutionStatus.PENDING:
+                    move_execution(execution, ExecutionStatus.RUNNING, at=item.claimed_at)
+                execution.targets = [worker]
+                execution.labels[EXECUTOR_LABEL] = worker
+                attempts = list(execution.metadata.get(ATTEMPTS_KEY) or [])
+                attempts.append({"executor_id": worker, "executor_ip": address,
+                                 "started_at": (item.claimed_at or utcnow()).isoformat(),
+                                 "ended_at": None, "status": "running"})
+                execution.metadata[ATTEMPTS_KEY] = attempts
+                await self.hub.publish(ExecutionStarted(execution.snapshot()))
+                await self.writer.barrier()
+            return Claimed(item, execution.snapshot())
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Wait until a job may be claimable (True) or `timeout` seconds passed (False)."""
+        event = self._work
+        try:
+            async with asyncio.timeout(timeout):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def heartbeat(self, job_id: str, worker: str) -> QueueItem:
+        item = await self.store.heartbeat(job_id, worker)
+        if item is None:
+            raise await self._refusal(job_id, worker)
+        return item
+
+    async def finish(self, job_id: str, worker: str, status: QueueStatus, report: JobReport) -> QueueItem:
+        """End a running job as its worker reports (COMPLETED or FAILED): its output becomes its
+        execution's log lines, the markers in it steps."""
+        stdout, stderr = truncate_utf8(report.stdout), truncate_utf8(report.stderr)
+        result = {"stdout": stdout, "stderr": stderr, "exit_code": report.exit_code,
+                  "error_message": report.error_message}
+        item = await self.store.finish(job_id, worker, status, result)
+        if item is None:
+            raise await self._refusal(job_id, worker)
+        async with self._lock(job_id):
+            execution = await self._execution(item)
+            if execution is not None and not execution.status.is_terminal:
+                await self._replay(execution, item, stdout, stderr, report, status)
+        return item
+
+    async def cancel(self, job_id: str) -> QueueItem:
+        """Cancel a pending job (NotPending when it runs or ended, NotFound when there is none)."""
+        item = await self.store.cancel_queued(job_id)
+        if item is None:
+            raise NotFound(f"no job {job_id}")
+        async with self._lock(job_id):
+            execution = await self._execution(item)
+            if item.status is not QueueStatus.CANCELLED or (execution is not None and execution.status.is_terminal):
+                raise NotPending(f"job {job_id} is {item.status.value}: only a pending job can be cancelled")
+            if execution is not None:
+                state, branch = await self._state(execution)
+                if branch is not None:
+                    await state.finish_step(branch, StepStatus.CANCELLED, reason=AbortReason.USER)
+                await state.finish(ExecutionStatus.CANCELLED, reason=AbortReason.USER,
+                                   error="cancelled before a worker claimed it")
+                await self.writer.barrier()
+        return item
+
+    async def requeue_stale(self, timeout: float) -> list[QueueItem]:
+        """Running jobs with no heartbeat for `timeout` seconds: back to pending for another
+        attempt, or failed past their last one."""
+        items = await self.store.requeue_stale(utcnow() - timedelta(seconds=timeout))
+        for item in items:
+            if item.queue != JOB_QUEUE:
+                continue
+            async with self._lock(item.id):
+                execution = await self._execution(item)
+                if execution is None or execution.status is not ExecutionStatus.RUNNING:
+                    continue
+                message = f"no heartbeat from {item.worker} for {timeout:g}s"
+                _end_attempt(execution, "timed out", message)
+                if item.status is QueueStatus.PENDING:
+                    move_execution(execution, ExecutionStatus.PENDING)
+                    execution.labels.pop(EXECUTOR_LABEL, None)
+                    await self.hub.publish(ExecutionUpdated(execution.snapshot()))
+                else:
+                    state, branch = await self._state(execution)
+                    if branch is not None:
+                        await state.finish_step(branch, StepStatus.SKIPPED)
+                    await state.finish(ExecutionStatus.FAILED, error=f"{message}, on its last attempt "
+                                                                     f"({item.attempt} of {item.max_attempts})")
+                await self.writer.barrier()
+        if any(i.status is QueueStatus.PENDING for i in items):
+            self._wake()
+        return items
+
+    # -- reads --------------------------------------------------------------------------------
+    async def get(self, job_id: str) -> tuple[QueueItem, Execution | None] | None:
+        item = await self.store.get_queue_item(job_id)
+        if item is None or item.queue != JOB_QUEUE:
+            return None
+        return item, await self.store.get_execution(item.execution_id or job_id)
+
+    async def list_jobs(self, *, status: QueueStatus | None = None, job_type: str | None = None,
+                   priority: int | None = None, worker: str | None = None, limit: int = 100,
+                   offset: int = 0) -> tuple[list[QueueItem], int]:
+        labels = ((TYPE_LABEL, job_type),) if job_type is not None else ()
+        return await self.store.list_queue_items(QueueFilter(queue=JOB_QUEUE, status=status, worker=worker,
+                                                             priority=priority, labels=labels,
+                                                             limit=limit, offset=offset))
+
+    async def counts(self) -> list[QueueCount]:
+        return [c for c in await self.store.queue_counts() if c.queue == JOB_QUEUE]
+
+    async def running(self) -> list[QueueItem]:
+        """Every running job (newest first)."""
+        found: list[QueueItem] = []
+        while True:
+            page, total = await self.list_jobs(status=QueueStatus.RUNNING, limit=500, offset=len(found))
+            found += page
+            if not page or len(found) >= total:
+                return found
+
+    async def healthy(self) -> None:
+        """Raises when the store cannot be read."""
+        await self.store.data_version()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _wake(self) -> None:
+        work, self._work = self._work, asyncio.Event()
+        work.set()
+
+    @contextlib.asynccontextmanager
+    async def _lock(self, job_id: str) -> AsyncIterator[None]:
+        """One change of a job's execution at a time (each reads it, changes it, publishes it)."""
+        lock, users = self._locks.get(job_id) or (asyncio.Lock(), 0)
+        self._locks[job_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[job_id]
+            if users <= 1:
+                del self._locks[job_id]
+            else:
+                self._locks[job_id] = (lock, users - 1)
+
+    async def _execution(self, item: QueueItem) -> Execution | None:
+        return await self.store.get_execution(item.execution_id or item.id)
+
+    async def _state(self, execution: Execution, first_seq: int = 0) -> tuple[ExecutionState, Step | None]:
+        steps = await self.store.get_steps(execution.id)
+        branch = next((s for s in steps if s.kind is StepKind.BRANCH), None)
+        return ExecutionState(execution, steps, self.hub, Masker(), first_seq=first_seq), branch
+
+    async def _refusal(self, job_id: str, worker: str) -> Exception:
+        item = await self.store.get_queue_item(job_id)
+        if item is None or item.queue != JOB_QUEUE:
+            return NotFound(f"no job {job_id}")
+        if item.status is not QueueStatus.RUNNING:
+            return NotRunning(f"job {job_id} is {item.status.value}, not running")
+        return NotHolder(f"job {job_id} is held by executor {item.worker!r}, not {worker!r}")
+
+    async def _replay(self, execution: Execution, item: QueueItem, stdout: str, stderr: str, report: JobReport,
+                      status: QueueStatus) -> None:
+        ok = status is QueueStatus.COMPLETED
+        worker = item.worker or ""
+        error = None if ok else (report.error_message or f"the job failed on {worker}")
+        _end_attempt(execution, status.value, error)
+        state, branch = await self._state(execution, await self.store.count_log_lines(execution.id))
+        exit_code = report.exit_code if report.exit_code is not None else (0 if ok else 1)
+        if branch is not None:
+            branch.target = branch.name = worker or BRANCH_NAME
+            await state.start_step(branch)
+            if item.claimed_at is not None:
+                branch.started_at = item.claimed_at
+            pump = CommandPump(state, branch, ReportedRunner(ReportedCommand(stdout, stderr, exit_code), worker),
+                               CommandSpec(execution_id=execution.id), self.artifacts)
+            await pump.run()
+            await state.finish_step(branch, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+                                    exit_code=exit_code, error=error)
+        await state.finish(ExecutionStatus.COMPLETED if ok else ExecutionStatus.FAILED, exit_code=exit_code,
+                           error=error)
+        await self.writer.barrier()
+
+
+def _end_attempt(execution: Execution, status: str, error: str | None) -> None:
+    attempts = list(execution.metadata.get(ATTEMPTS_KEY) or [])
+    if attempts and attempts[-1].get("ended_at") is None:
+        last = dict(attempts[-1])
+        last.update(ended_at=utcnow().isoformat(), status=status)
+        if error:
+            last["error_message"] = error
+        attempts[-1] = last
+    execution.metadata[ATTEMPTS_KEY] = attempts
+
+
+def job_fields(item: QueueItem) -> Mapping[str, Any]:
+    """The job's fields as submitted (its queue item's payload)."""
+    return item.payload if isinstance(item.payload, dict) else {}
+
+
+def attempts_of(execution: Execution | None) -> Sequence[Mapping[str, Any]]:
+    if execution is None:
+        return []
+    return [a for a in execution.metadata.get(ATTEMPTS_KEY) or [] if isinstance(a, dict)]
