@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -34,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+import psutil  # noqa: E402
 
 from api_compat.executr.client import ExecutrClient  # noqa: E402
 
@@ -192,7 +195,17 @@ async def claims(url: str, tmp: Path, queued: int) -> None:
                   f"reference {reference}{goal}); baseline GET /health: {floor:,.0f}/s")
 
 
-async def throughput(url: str, tmp: Path, jobs: int, workers: int, concurrency: int) -> None:
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time (user + system) the processes and their children used so far."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+async def throughput(url: str, tmp: Path, jobs: int, workers: int, concurrency: int, server_pid: int) -> None:
     true = tmp / "true.sh"
     # baselines: the bare binary N times, one at a time and workers*concurrency at once
     t0 = time.perf_counter()
@@ -214,6 +227,7 @@ async def throughput(url: str, tmp: Path, jobs: int, workers: int, concurrency: 
         async with ExecutrClient(url, connections=64) as client:
             await _settle(client, tmp / "stamp.sh", tmp)
             before = (await client.stats())["jobs_by_status"].get("completed", 0)
+            cpu_server, cpu_workers = cpu_seconds([server_pid]), cpu_seconds([p.pid for p in procs])
             t0 = time.perf_counter()
             await submit_all(client, job(true, type="throughput"), jobs)
             async with asyncio.timeout(3600):
@@ -224,11 +238,14 @@ async def throughput(url: str, tmp: Path, jobs: int, workers: int, concurrency: 
                         break
                     await asyncio.sleep(0.05)
             took = time.perf_counter() - t0
+            cpu_server = cpu_seconds([server_pid]) - cpu_server
+            cpu_workers = cpu_seconds([p.pid for p in procs]) - cpu_workers
             failed = stats["jobs_by_status"].get("failed", 0)
     finally:
         stop(procs)
     print(f"{jobs} trivial jobs, {workers} workers x {concurrency}: {jobs / took:,.0f} jobs/s "
-          f"({took:.1f} s, {failed} failed)")
+          f"({took:.1f} s, {failed} failed; CPU per job: server {cpu_server / jobs * 1000:.1f} ms, "
+          f"workers {cpu_workers / jobs * 1000:.1f} ms with their jobs)")
     print(f"  baseline, bare spawn loop: {serial:,.0f}/s one at a time, {parallel:,.0f}/s {workers * concurrency} at once")
 
 
@@ -257,7 +274,7 @@ async def main() -> None:
             if args.only in (None, "claims"):
                 await claims(url, tmp, queued)
             if args.only in (None, "throughput"):
-                await throughput(url, tmp, jobs, args.workers, args.concurrency)
+                await throughput(url, tmp, jobs, args.workers, args.concurrency, server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
