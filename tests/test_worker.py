@@ -362,3 +362,36 @@ async def test_a_worker_needs_the_token_when_auth_is_on(tmp_path: Path, auth_ser
         assert refused_client.value.status == 401
     finally:
         crew.stop_all()
+
+
+async def test_a_worker_that_missed_its_heartbeats_stops_the_job_and_drops_its_result(
+        server: str, workers: Workers, binaries: Binaries, marks: Path) -> None:
+    """Its heartbeats come later than the server's timeout (as after a network cut): the job went to
+    another worker; the late one's next heartbeat is refused, so it ends its copy and reports nothing."""
+    late = workers.start("late", "--heartbeat", str(HEARTBEAT_TIMEOUT * 2))
+    async with ExecutrClient(server) as client:
+        job_id = (await client.submit(binaries.job("slow-once.sh", "h", env={"MARKS": str(marks)})))["id"]
+        await appears(marks / "started-h")
+        workers.start("prompt")
+        job = await finished(client, job_id, timeout=HEARTBEAT_TIMEOUT + 30)
+        assert job["status"] == "completed" and job["executor_id"] == "prompt" and job["stdout"] == "second run\n"
+        pid = int((marks / "lock-h" / "pid").read_text())
+        async with asyncio.timeout(HEARTBEAT_TIMEOUT * 2 + 15):
+            for _ in itertools.count():
+                if "no longer ours" in workers.log("late"):
+                    break
+                await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(_gone, pid, 10), "the late worker's copy of the job still runs"
+        assert (await client.get(job_id))["stdout"] == "second run\n"  # not overwritten by the late one
+    assert late.poll() is None  # the worker itself goes on
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
