@@ -395,3 +395,17 @@ def _gone(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.mark.parametrize("char", ["é", "€", "𝄞"])  # 2, 3 and 4 bytes in UTF-8
+@pytest.mark.parametrize("shift", [0, 1, 2, 3])
+def test_cut_output_keeps_whole_characters_and_says_how_much_was_written(char: str, shift: int) -> None:
+    from api_compat.executr.worker import cut_output
+
+    data = ("x" * shift + char * 1000).encode()
+    text = cut_output(data[:500], len(data), limit=300)
+    assert len(text.encode()) <= 300
+    kept, note = text.split("\n[stepflow worker: output truncated: ")
+    assert kept == ("x" * shift + char * 1000)[: len(kept)]  # a prefix of whole characters, no U+FFFD
+    assert note.startswith(f"{len(data)} bytes written, the first {len(kept.encode())} kept]")
+    assert cut_output(b"short", 5, limit=300) == "short"
