@@ -328,7 +328,11 @@ class Engine:
             execution = await self.store.get_execution(execution_id)
             if execution is None:
                 raise NotFound(f"no execution {execution_id}")
-            raise Conflict(f"execution {execution_id} is {execution.status.value}, not running")
+            if execution.kind is ExecutionKind.JOB and execution.status is ExecutionStatus.PENDING:
+                await self.jobs.cancel(execution_id)  # still queued for a worker
+                return
+            raise Conflict(f"execution {execution_id} is {execution.status.value}, not running"
+                           + (" here: a worker runs it" if execution.kind is ExecutionKind.JOB else ""))
         state, _task = entry
         message = "cancelled by user" if reason is AbortReason.USER else None
         state.request_stop(reason, message)
@@ -364,6 +368,8 @@ class Engine:
         nothing_left = InvalidRequest(f"nothing to rerun: every step of {execution_id} completed")
         if from_failed and original.status is ExecutionStatus.COMPLETED:
             raise nothing_left
+        if original.kind is ExecutionKind.JOB:
+            raise Conflict("a job runs again when it is submitted again (POST /api/v1/jobs)")
         if original.kind is ExecutionKind.WORKFLOW:
             if not original.workflow_source:
                 raise Conflict("this execution has no stored workflow to run again")

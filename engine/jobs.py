@@ -129,7 +129,7 @@ class Jobs:
             await self.store.enqueue(JOB_QUEUE, payload, priority=request.priority,
                                      max_attempts=max(request.max_attempts, 1),
                                      labels={JOB_LABEL: job_id, TYPE_LABEL: job_type},
-                                     execution_id=job_id, item_id=job_id)
+                                     execution_id=job_id, item_id=job_id, created_at=execution.created_at)
         except BaseException:
             state = ExecutionState(execution, [branch], self.hub, Masker())
             await state.finish_step(branch, StepStatus.SKIPPED)

@@ -94,11 +94,13 @@ class SqliteQueue(Connections):
         labels: Mapping[str, str] | None = None,
         execution_id: str | None = None,
         item_id: str | None = None,
+        created_at: datetime | None = None,
     ) -> QueueItem:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         item = QueueItem(id=item_id or new_id(), queue=queue, payload=payload, priority=priority,
-                         max_attempts=max_attempts, labels=dict(labels or {}), execution_id=execution_id)
+                         max_attempts=max_attempts, labels=dict(labels or {}), execution_id=execution_id,
+                         created_at=created_at or utcnow())
         row = await self._one(_ENQUEUE, QUEUE_ITEMS.values(item))
         assert row is not None
         return row

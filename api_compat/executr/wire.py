@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -223,7 +224,18 @@ def job_json(item: QueueItem, execution: Execution | None = None, *, full: bool 
         exit_code = result.get("exit_code")
         job["exit_code"] = exit_code if isinstance(exit_code, int) else None
         job["error_message"] = result.get("error_message") or result.get("error") or None
-        job["attempts"] = [dict(a) for a in attempts_of(execution)]
+        job["attempts"] = [_attempt(a) for a in attempts_of(execution)]
     elif item.status.value == "failed":
         job["error_message"] = result.get("error_message") or result.get("error") or None
     return {k: v for k, v in job.items() if v is not None}
+
+
+def _attempt(stored: Mapping[str, Any]) -> dict[str, Any]:
+    attempt = {k: v for k, v in stored.items() if v is not None}
+    for key in ("started_at", "ended_at"):
+        if isinstance(attempt.get(key), str):
+            try:
+                attempt[key] = rfc3339(datetime.fromisoformat(attempt[key]))
+            except ValueError:
+                pass
+    return attempt

@@ -115,8 +115,9 @@ class WorkQueue(Protocol):
         labels: Mapping[str, str] | None = None,
         execution_id: str | None = None,
         item_id: str | None = None,
+        created_at: datetime | None = None,
     ) -> QueueItem:
-        """A new pending item (a new id unless `item_id`)."""
+        """A new pending item (a new id unless `item_id`; created now unless `created_at`)."""
 
     async def claim(self, queues: Sequence[str], worker: str) -> QueueItem | None:
         """The oldest pending item of the highest priority among `queues`, now running for

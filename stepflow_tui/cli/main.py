@@ -145,13 +145,14 @@ async def cmd_logs(args: argparse.Namespace) -> int:
 # -- TUI / serve / token: the API listener is wired here, and only here ---------------------------------
 def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
                 ws_host: str | None = None, allowed_hosts: Sequence[str] = (),
-                workflow_dirs: Sequence[Path] | None = None, monitor_shape: str | None = None) -> ApiConfig:
+                workflow_dirs: Sequence[Path] | None = None, monitor_shape: str | None = None,
+                executr_heartbeat_timeout: float | None = None) -> ApiConfig:
     from api_compat import ApiConfig, ConfigError
 
     try:
         config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
                                     workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs),
-                                    monitor_shape=monitor_shape)
+                                    monitor_shape=monitor_shape, executr_heartbeat_timeout=executr_heartbeat_timeout)
         if allowed_hosts:  # added to STEPFLOW_ALLOWED_HOSTS
             config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
         config.check()
@@ -209,7 +210,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             raise CliError(f"--workflows {folder}: not a folder")
     config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
                          allowed_hosts=args.allowed_host, workflow_dirs=args.workflows,
-                         monitor_shape=args.monitor_shape)
+                         monitor_shape=args.monitor_shape,
+                         executr_heartbeat_timeout=args.executr_heartbeat_timeout)
     engine = await start_engine(data_dir, EngineOptions(max_running=args.max_running))
 
     def ready(listener: ApiListener) -> None:
@@ -439,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--monitor-shape", choices=("documented", "reference"), default=None,
                    help="the StepFlow Monitor answers: as its API document has them (the default), or the "
                         "older shape the reference web UI reads (also STEPFLOW_MONITOR_SHAPE)")
+    p.add_argument("--executr-heartbeat-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a running executr job with no heartbeat for this long goes back to the queue, or "
+                        "fails past its retries (default 15; also STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)")
     p.set_defaults(func=cmd_serve, is_async=True)
 
     p = sub.add_parser("worker", help="claim and run jobs from a `stepflow serve` (or executr) job queue",

@@ -221,3 +221,23 @@ async def test_output_over_a_mebibyte_is_truncated_on_a_character(api: Api) -> N
     assert len(kept) <= 1024 * 1024
     assert "output truncated" in got["stdout"].splitlines()[-1]
     assert "\ufffd" not in got["stdout"]
+
+
+async def test_monitor_cancel_of_a_queued_job_cancels_the_job(api: Api) -> None:
+    _, created = await api("POST", f"{V1}/jobs", json=job())
+    status, _ = await api("POST", f"/api/executions/{created['id']}/cancel")
+    assert status == 200
+    _, got = await api("GET", f"{V1}/jobs/{created['id']}")
+    assert got["status"] == "cancelled"
+    status, _ = await api("POST", f"{V1}/jobs/claim", json=claim_body())
+    assert status == 204
+
+
+async def test_one_job_reads_the_same_in_every_answer(api: Api) -> None:
+    _, created = await api("POST", f"{V1}/jobs", json=job())
+    _, listed = await api("GET", f"{V1}/jobs")
+    _, claimed = await api("POST", f"{V1}/jobs/claim", json=claim_body())
+    _, got = await api("GET", f"{V1}/jobs/{created['id']}")
+    assert created["created_at"] == listed[0]["created_at"] == claimed["created_at"] == got["created_at"]
+    assert created["created_at"].endswith("Z") and got["attempts"][0]["started_at"].endswith("Z")
+    assert "ended_at" not in got["attempts"][0]
