@@ -409,3 +409,26 @@ def test_cut_output_keeps_whole_characters_and_says_how_much_was_written(char: s
     assert kept == ("x" * shift + char * 1000)[: len(kept)]  # a prefix of whole characters, no U+FFFD
     assert note.startswith(f"{len(data)} bytes written, the first {len(kept.encode())} kept]")
     assert cut_output(b"short", 5, limit=300) == "short"
+
+
+@pytest.mark.xfail(strict=True, reason="server side (api_compat/executr/jobs.py claim_job): a long-poll claim "
+                   "whose client has gone keeps waiting and claims the next job for nobody; it stays running "
+                   "until the heartbeat timeout puts it back")
+async def test_a_stopped_worker_leaves_no_claim_behind(server: str, workers: Workers, binaries: Binaries) -> None:
+    proc = workers.start("leaver", "--concurrency", "2")
+    async with ExecutrClient(server) as client:
+        await appears_in_log(workers, "leaver", "serving")
+        await asyncio.sleep(0.5)  # its long polls are open (nothing says when they reach the server)
+        proc.send_signal(signal.SIGTERM)
+        assert await exits(proc, 20) == 0
+        job_id = (await client.submit(binaries.job("hello.sh", "after")))["id"]
+        await asyncio.sleep(1.0)  # the orphaned long poll would have claimed it by now
+        assert (await client.get(job_id))["status"] == "pending"
+
+
+async def appears_in_log(workers: Workers, worker_id: str, text: str, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        for _ in itertools.count():
+            if text in workers.log(worker_id):
+                return
+            await asyncio.sleep(0.02)
