@@ -432,3 +432,17 @@ async def appears_in_log(workers: Workers, worker_id: str, text: str, timeout: f
             if text in workers.log(worker_id):
                 return
             await asyncio.sleep(0.02)
+
+
+async def test_a_second_signal_stops_running_jobs_without_waiting_for_the_grace(
+        server: str, workers: Workers, binaries: Binaries, marks: Path) -> None:
+    proc = workers.start("w1", "--grace", "300")
+    async with ExecutrClient(server) as client:
+        job_id = (await client.submit(binaries.job("sleeper.sh", "s", "60", env={"MARKS": str(marks)})))["id"]
+        await appears(marks / "started-s")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        await appears_in_log(workers, "w1", "stopping")
+        proc.send_signal(signal.SIGINT)
+        assert await exits(proc, 20) == 0
+        job = await client.get(job_id)
+    assert job["status"] == "failed" and "worker stopped" in job.get("error_message", "")
