@@ -70,7 +70,7 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _parameters(doc: RouteDoc, components: dict[str, Any]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {"name": name, "in": "path", "required": True, "schema": doc.path_params.get(name, {"type": "string"})}
         for name in re.findall(r"{(\w+)", doc.path)
     ]
     if doc.query is not None:
@@ -126,6 +126,8 @@ def build(app: web.Application) -> dict[str, Any]:
                 }
             else:
                 responses[str(doc.status)] = {"description": "Success"}
+            for status, response in doc.other_responses.items():
+                responses[str(status)] = _hoist(response, components)
             # every route can be refused by the cross-site checks (403: Origin, Host) or fail (500);
             # with auth, refuse a token (401) or too many of them (429); a query or a body can be
             # unreadable (400), a body too large (413) or of another content type (415)

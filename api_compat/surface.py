@@ -41,6 +41,10 @@ class RouteDoc:
     errors: Sequence[int] = ()
     websocket: bool = False
     operation_id: str = ""
+    #: schemas of path parameters (default: a string)
+    path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: other answers than `status` and errors: status -> response object (executr's claim: 204)
+    other_responses: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

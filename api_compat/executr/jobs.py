@@ -111,9 +111,10 @@ async def bulk_submit(request: web.Request) -> web.Response:
         else:
             results.append({"index": index, "success": True, "job_id": created["id"]})
     ok = sum(1 for r in results if r["success"])
-    status = 201 if ok == len(results) else 206 if ok else 400
-    return _json({"total": len(results), "successful": ok, "failed": len(results) - ok, "results": results},
-                 status)
+    answer = {"total": len(results), "successful": ok, "failed": len(results) - ok, "results": results}
+    if not ok:
+        raise ExecutrError(400, "no job was submitted: every one was refused", answer)
+    return _json(answer, 201 if ok == len(results) else 206)
 
 
 async def list_jobs(request: web.Request) -> web.Response:

@@ -7,13 +7,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api_compat.executr import admin, jobs
 from api_compat.executr.errors import ErrorBody, error_middleware, fail
+from api_compat.executr.jobs import MAX_CLAIM_WAIT
 from api_compat.executr.keys import HEARTBEAT_TIMEOUT, METRICS
 from api_compat.executr.metrics import JobMetrics
 from api_compat.executr.wire import (
@@ -25,7 +26,9 @@ from api_compat.executr.wire import (
     FailRequest,
     HeartbeatRequest,
     Job,
+    JobStatus,
     JobSubmission,
+    Priority,
     Submitted,
 )
 from api_compat.state import CONFIG, ENGINE
@@ -36,17 +39,23 @@ PREFIX = "/api/v1"
 
 
 class ListJobsQuery(BaseModel):
-    status: str | None = None
+    #: an empty value is no filter (as the reference reads it)
+    status: JobStatus | Literal[""] | None = None
     type: str | None = None
-    priority: str | None = None
+    priority: Priority | Literal[""] | None = None
+    #: ours: only the jobs this executor holds or held last
     executor_id: str | None = None
-    limit: int = 100
-    offset: int = 0
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0, le=2**62)
 
 
 class ClaimQuery(BaseModel):
     #: ours: wait up to this many seconds for a job before answering 204
-    wait: float = 0
+    wait: float = Field(0, ge=0, le=MAX_CLAIM_WAIT)
+
+
+_JOB_ID = {"job_id": {"type": "string", "format": "uuid"}}
+_NO_JOB = {204: {"description": "No job is queued (after `wait` seconds, when given)"}}
 
 
 def _array(model: type[BaseModel], description: str) -> dict[str, Any]:
@@ -70,11 +79,15 @@ def install(app: web.Application, surface: Surface) -> None:
           response={"description": "Prometheus text exposition", "content": {"text/plain": {}}})
     route(r, surface, "POST", f"{p}/jobs/claim", jobs.claim_job,
           "Executor: claim the oldest job of the highest priority (204: none; ours: ?wait=SECONDS long-polls)",
-          t_exec, query=ClaimQuery, body=ClaimRequest, response=Job, errors=(400,))
+          t_exec, query=ClaimQuery, body=ClaimRequest, response=Job, errors=(400,), other_responses=_NO_JOB)
     route(r, surface, "POST", f"{p}/jobs/bulk", jobs.bulk_submit,
           "Submit up to 100 jobs (201 all, 206 some, 400 none; per-item results)", t_jobs,
-          body={"type": "array", "items": JobSubmission.model_json_schema(), "maxItems": 100},
-          response=BulkSubmitted, status=201, errors=(400,))
+          # each item is validated on its own (a refused one is reported in `results`): any object here
+          body={"type": "array", "items": {"type": "object", "description": "a job, as POST /api/v1/jobs takes it"},
+                "minItems": 1, "maxItems": 100},
+          response=BulkSubmitted, status=201, errors=(400,),
+          other_responses={206: {"description": "Some jobs were submitted, some refused (see `results`)",
+                                 "content": {"application/json": {"schema": BulkSubmitted.model_json_schema()}}}})
     route(r, surface, "POST", f"{p}/jobs/bulk/cancel", jobs.bulk_cancel, "Cancel pending jobs, per-id results",
           t_jobs, body=BulkCancelRequest, response=BulkCancelled, errors=(400,))
     route(r, surface, "POST", f"{p}/jobs", jobs.submit_job, "Submit a job", t_jobs, body=JobSubmission,
@@ -82,17 +95,18 @@ def install(app: web.Application, surface: Surface) -> None:
     route(r, surface, "GET", f"{p}/jobs", jobs.list_jobs, "List jobs (any subset of the filters)", t_jobs,
           query=ListJobsQuery, response=_array(Job, "Jobs, newest first"), errors=(400,))
     route(r, surface, "GET", f"{p}/jobs/{{job_id}}", jobs.get_job, "A job with its output and attempts", t_jobs,
-          response=Job, errors=(400, 404))
+          response=Job, errors=(400, 404), path_params=_JOB_ID)
     route(r, surface, "DELETE", f"{p}/jobs/{{job_id}}", jobs.cancel_job,
-          "Cancel a pending job (400: it runs or ended)", t_jobs, status=204, errors=(400, 404))
+          "Cancel a pending job (400: it runs or ended)", t_jobs, status=204, errors=(400, 404),
+          path_params=_JOB_ID)
     route(r, surface, "PUT", f"{p}/jobs/{{job_id}}/heartbeat", jobs.heartbeat,
           "Executor: the job still runs (409: another executor holds it)", t_exec, body=HeartbeatRequest,
-          status=204, errors=(400, 404, 409))
+          status=204, errors=(400, 404, 409), path_params=_JOB_ID)
     route(r, surface, "PUT", f"{p}/jobs/{{job_id}}/complete", jobs.complete_job,
           "Executor: the job completed (output kept up to 1 MiB per stream)", t_exec, body=CompleteRequest,
-          status=204, errors=(400, 404, 409))
+          status=204, errors=(400, 404, 409), path_params=_JOB_ID)
     route(r, surface, "PUT", f"{p}/jobs/{{job_id}}/fail", jobs.fail_job, "Executor: the job failed", t_exec,
-          body=FailRequest, status=204, errors=(400, 404, 409))
+          body=FailRequest, status=204, errors=(400, 404, 409), path_params=_JOB_ID)
     route(r, surface, "GET", f"{p}/admin/stats", admin.stats, "Jobs by status, pending by priority, executors",
           t_admin, response={"description": "Statistics", "content": {"application/json": {}}})
     route(r, surface, "GET", f"{p}/admin/executors", admin.executors, "Executors running a job now", t_admin,
