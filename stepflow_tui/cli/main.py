@@ -282,6 +282,31 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def cmd_worker(args: argparse.Namespace) -> int:
+    """`stepflow worker`: claim and run jobs from an executr queue (api_compat/executr/worker.py)."""
+    from api_compat.config import DEFAULT_PORT
+    from api_compat.executr.worker import WorkerError, WorkerOptions, default_executor_id, run_worker
+
+    if args.concurrency < 1:
+        raise CliError(f"--concurrency must be at least 1, not {args.concurrency}")
+    if not args.heartbeat > 0:
+        raise CliError(f"--heartbeat must be a positive number of seconds, not {args.heartbeat:g}")
+    server = args.server or os.environ.get("STEPFLOW_SERVER") or f"http://127.0.0.1:{DEFAULT_PORT}"
+    options = WorkerOptions(server=server, token=args.token or os.environ.get("STEPFLOW_TOKEN") or None,
+                            concurrency=args.concurrency, executor_id=args.id or default_executor_id(),
+                            heartbeat=args.heartbeat, grace=args.grace, long_poll=args.wait,
+                            poll_interval=args.poll_interval, quiet=args.quiet,
+                            cache_max_bytes=int(args.cache_max_mb * 1024 * 1024))
+    if args.cache_dir:
+        options.cache_dir = args.cache_dir
+    if args.work_dir:
+        options.work_dir = args.work_dir
+    try:
+        return await run_worker(options)
+    except (WorkerError, ValueError) as exc:
+        raise CliError(str(exc), EXIT_FAILED) from None
+
+
 def cmd_targets(args: argparse.Namespace) -> int:
     from stepflow_tui.cli.targets import run_targets
 
@@ -420,6 +445,41 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a running executr job with no heartbeat for this long goes back to the queue, or "
                         "fails past its retries (default 15; also STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)")
     p.set_defaults(func=cmd_serve, is_async=True)
+
+    p = sub.add_parser("worker", help="claim and run jobs from a `stepflow serve` (or executr) job queue",
+                       description="Claim jobs from the executr job-queue API (/api/v1) of a `stepflow serve` "
+                                   "or an executr server, run them here and report their output and exit code. "
+                                   "Binaries are fetched from the job's binary_url (http, https or file), "
+                                   "checked against binary_sha256 before anything runs, and cached by hash. "
+                                   "A job gets its env_variables (and PATH) only, not the worker's environment. "
+                                   "SIGTERM or Ctrl-C stops claiming and lets running jobs finish within "
+                                   "--grace; a second one stops them at once (they fail: worker stopped).")
+    p.add_argument("--server", default=None, metavar="URL",
+                   help="the server (default $STEPFLOW_SERVER, else http://127.0.0.1:8080)")
+    p.add_argument("--token", default=None,
+                   help="bearer token when the server has auth on (default $STEPFLOW_TOKEN; "
+                        "mint one with `stepflow token create` on the server's machine)")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N", help="jobs run at once (default 1)")
+    p.add_argument("--id", "--name", dest="id", default=None, metavar="ID",
+                   help="this worker's executor id (default HOST-PID-RANDOM)")
+    p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                   help="where binaries are cached by sha256 (default $TMPDIR/stepflow-worker-cache)")
+    p.add_argument("--cache-max-mb", type=float, default=1024, metavar="MB",
+                   help="size the binary cache is kept under, least recently used out first (default 1024)")
+    p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
+                   help="where each job gets a fresh directory, removed after it (default "
+                        "$TMPDIR/stepflow-worker-jobs)")
+    p.add_argument("--heartbeat", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between heartbeats of a running job (default 5)")
+    p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds running jobs get to finish after SIGTERM/Ctrl-C (default 30)")
+    p.add_argument("--wait", type=float, default=20.0, metavar="SECONDS",
+                   help="long-poll: seconds the server may hold a claim open until a job comes "
+                        "(default 20; 0 polls; servers without long polls are polled anyway)")
+    p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
+                   help="seconds between claims when the server has no long poll (default 1)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_worker, is_async=True)
 
     p = sub.add_parser("token", parents=[common], help="API tokens")
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION")
