@@ -411,9 +411,6 @@ def test_cut_output_keeps_whole_characters_and_says_how_much_was_written(char: s
     assert cut_output(b"short", 5, limit=300) == "short"
 
 
-@pytest.mark.xfail(strict=True, reason="server side (api_compat/executr/jobs.py claim_job): a long-poll claim "
-                   "whose client has gone keeps waiting and claims the next job for nobody; it stays running "
-                   "until the heartbeat timeout puts it back")
 async def test_a_stopped_worker_leaves_no_claim_behind(server: str, workers: Workers, binaries: Binaries) -> None:
     proc = workers.start("leaver", "--concurrency", "2")
     async with ExecutrClient(server) as client:

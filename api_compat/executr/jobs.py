@@ -170,6 +170,11 @@ async def bulk_cancel(request: web.Request) -> web.Response:
                   "results": results})
 
 
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def claim_job(request: web.Request) -> web.StreamResponse:
     q = QueryParams(request.query, error=ExecutrError)
     wait = _seconds(q, "wait")
@@ -193,6 +198,10 @@ async def claim_job(request: web.Request) -> web.StreamResponse:
         finally:
             for waiting in waits:
                 waiting.cancel()
+        if _client_gone(request):
+            # a worker that stopped while its claim waited: a job claimed now would go to nobody
+            # and sit running until the heartbeat timeout put it back
+            return web.Response(status=204)
     item = claimed.item
     fields = item.payload if isinstance(item.payload, dict) else {}
     metrics.claimed.labels(body.executor_id).inc()
