@@ -55,7 +55,7 @@ class QueryParams:
     def integer(self, name: str, default: int | None = None, *, minimum: int | None = None,
                 maximum: int | None = None) -> int | None:
         """An integer within [minimum, maximum] (either bound optional)."""
-        raw = self.text(name)
+        raw = self._query.get(name)  # empty is not a value of this type: refused
         if raw is None:
             return default
         must = _bounds(minimum, maximum)
@@ -96,7 +96,7 @@ class QueryParams:
 
     def boolean(self, name: str, default: bool | None = None) -> bool | None:
         """true/false (also 1/0, yes/no, on/off, in any case)."""
-        raw = self.text(name)
+        raw = self._query.get(name)  # empty is not a value of this type: refused
         if raw is None:
             return default
         lowered = raw.lower()
@@ -108,7 +108,7 @@ class QueryParams:
 
     def timestamp(self, name: str, default: datetime | None = None) -> datetime | None:
         """An ISO 8601 date or date-time (`Z` or an offset; without one, UTC), as an aware UTC datetime."""
-        raw = self.text(name)
+        raw = self._query.get(name)  # empty is not a value of this type: refused
         if raw is None:
             return default
         try:

@@ -80,12 +80,14 @@ async def test_typed_parameters_are_read_and_defaults_fill_the_rest(client: Test
     assert status == 200
     assert body == {"limit": 20, "offset": 0, "status": "inactive", "sort": "created_at", "follow": True,
                     "since": "2024-01-15T10:00:00+00:00"}
-    status, body = await get(client, "?limit=&follow=0")
+    status, body = await get(client, "?follow=0")
     assert body == {"limit": 50, "offset": 0, "status": None, "sort": "name", "follow": False, "since": None}
 
 
 @pytest.mark.parametrize(("query", "message"), [
     ("?limit=0", "query parameter 'limit' must be an integer from 1 to 500"),
+    # an empty value is not an integer (the OpenAPI schema says so; schemathesis sends it)
+    ("?limit=", "query parameter 'limit' must be an integer from 1 to 500"),
     ("?limit=501", "query parameter 'limit' must be an integer from 1 to 500"),
     ("?limit=ten", "query parameter 'limit' must be an integer from 1 to 500"),
     ("?limit=" + "9" * 5000, "query parameter 'limit' must be an integer from 1 to 500"),
