@@ -418,7 +418,8 @@ async def test_the_tuis_listener_on_a_busy_port_names_the_tuis_own_option(tmp_pa
     import argparse
     import socket
 
-    from stepflow_tui.cli.main import CliError, _start_api
+    from stepflow_tui.cli.errors import CliError
+    from stepflow_tui.cli.wiring import start_api
     from tests.engine_helpers import engine_at
 
     with socket.socket() as busy:
@@ -428,7 +429,7 @@ async def test_the_tuis_listener_on_a_busy_port_names_the_tuis_own_option(tmp_pa
         async with engine_at(tmp_path / "data") as engine:
             args = argparse.Namespace(api_host=None, api_port=port)
             with pytest.raises(CliError) as info:
-                await _start_api(engine, tmp_path / "data", args)
+                await start_api(engine, tmp_path / "data", args)
     assert "already in use" in str(info.value) and "--api-port" in str(info.value)
 
 

@@ -1,1 +1,2 @@
-"""The `stepflow` command line: `main` is the composition root; the rest are its subcommands' parts."""
+"""The `stepflow` command line: `main` parses it, `wiring` (the composition root)
+builds the layers; the rest are its subcommands' parts."""

@@ -1,5 +1,5 @@
 """The read commands of the CLI: `ls`, `show` and `logs` (`-f` follows a running execution written
-by another process). They read a store the composition root (`stepflow_tui.cli.main`) opens for them."""
+by another process). They read a store the composition root (`stepflow_tui.cli.wiring`) opens for them."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The `stepflow` command: the composition root that builds the store, the engine, the API listener
-and the TUI, and hands them to one another (the store and the engine through `stepflow_tui.cli.wiring`,
-the one place every command gets them from)."""
+"""The `stepflow` command: its arguments and subcommands. What builds the store, the engine, the API
+listener and the clients, and hands them to one another, is the composition root
+(`stepflow_tui.cli.wiring`): this module imports no layer besides the engine and the TUI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import os
 import sys
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from engine.engine import Engine
 from engine.errors import EngineError
@@ -21,19 +20,21 @@ from stepflow_tui.cli import output as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from stepflow_tui.cli.wiring import (
     DEFAULT_MAX_RUNNING,
+    DEFAULT_TOKEN_LIFETIME,
     EngineOptions,
+    cmd_serve,
+    cmd_token,
+    cmd_worker,
+    connect,
     ensure_data_dir,
     load_targets_config,
     max_running_arg,
     read_store,
     resolve_data_dir,
     running_engine,
+    start_api,
     start_engine,
 )
-
-if TYPE_CHECKING:
-    from api_compat import ApiConfig, ApiListener
-    from stepflow_tui.launch import RemoteClient, RunningApi
 
 log = logging.getLogger("stepflow")
 
@@ -142,51 +143,7 @@ async def cmd_logs(args: argparse.Namespace) -> int:
     return await history_cli.cmd_logs(args, resolve_data_dir(args.data_dir), read_store)
 
 
-# -- TUI / serve / token: the API listener is wired here, and only here ---------------------------------
-def _api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
-                ws_host: str | None = None, allowed_hosts: Sequence[str] = (),
-                workflow_dirs: Sequence[Path] | None = None, monitor_shape: str | None = None,
-                executr_heartbeat_timeout: float | None = None) -> ApiConfig:
-    from api_compat import ApiConfig, ConfigError
-
-    try:
-        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
-                                    workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs),
-                                    monitor_shape=monitor_shape, executr_heartbeat_timeout=executr_heartbeat_timeout)
-        if allowed_hosts:  # added to STEPFLOW_ALLOWED_HOSTS
-            config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
-        config.check()
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    return config
-
-
-async def _start_api(engine: Engine, data_dir: Path, args: argparse.Namespace,
-                     offered: Sequence[Path] = ()) -> RunningApi:
-    """The TUI's embedded listener; a CliError says why it did not start (the TUI notes it).
-    It runs workflow files by path from the folders given to `tui`, else STEPFLOW_WORKFLOW_DIRS, else
-    the folders the TUI `offered` by default."""
-    from api_compat import ApiListener, ListenerError
-
-    given = getattr(args, "workflow_dirs", None)
-    folders = [Path(d) for d in given] if given else None if os.environ.get("STEPFLOW_WORKFLOW_DIRS") else offered
-    config = _api_config(data_dir, host=args.api_host, port=args.api_port, workflow_dirs=folders)
-    listener = ApiListener(engine, config,
-                           port_option="--api-port", ws_port_option="STEPFLOW_WEBSOCKET_PORT")
-    try:
-        await listener.start()
-    except (ListenerError, OSError) as exc:
-        raise CliError(str(exc), EXIT_FAILED) from None
-    return listener
-
-
-def _connect(url: str, token: str | None) -> RemoteClient:
-    """`tui --connect`: the StepFlow Monitor API client, handed to the TUI as an engine client."""
-    from api_compat.monitor.client import RemoteEngine
-
-    return RemoteEngine(url, token=token)
-
-
+# -- the TUI ------------------------------------------------------------------------------------------
 async def cmd_tui(args: argparse.Namespace) -> int:
     from stepflow_tui.launch import run_tui
 
@@ -194,117 +151,8 @@ async def cmd_tui(args: argparse.Namespace) -> int:
         return start_engine(data_dir, EngineOptions(max_running=args.max_running))
 
     return await run_tui(args, data_dir=resolve_data_dir(args.data_dir), start_engine=start,
-                         start_api=lambda engine, data_dir, offered: _start_api(engine, data_dir, args, offered),
-                         connect=_connect)
-
-
-async def cmd_serve(args: argparse.Namespace) -> int:
-    from api_compat import ConfigError, ListenerError, serve
-
-    data_dir = resolve_data_dir(args.data_dir)
-    # `--host` binds the WebSocket's own port there too (unless STEPFLOW_WEBSOCKET_HOST says
-    # otherwise): `serve --host 0.0.0.0` left it on loopback, out of reach of the remote clients
-    ws_host = args.host if args.host is not None and not os.environ.get("STEPFLOW_WEBSOCKET_HOST") else None
-    for folder in args.workflows or ():
-        if not folder.is_dir():
-            raise CliError(f"--workflows {folder}: not a folder")
-    config = _api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
-                         allowed_hosts=args.allowed_host, workflow_dirs=args.workflows,
-                         monitor_shape=args.monitor_shape,
-                         executr_heartbeat_timeout=args.executr_heartbeat_timeout)
-    engine = await start_engine(data_dir, EngineOptions(max_running=args.max_running))
-
-    def ready(listener: ApiListener) -> None:
-        print(f"stepflow serving {listener.url}", flush=True)
-        if listener.ws_url:
-            print(f"WebSocket        {listener.ws_url}", flush=True)
-        print(f"data             {data_dir}", flush=True)
-        folders = ", ".join(str(d) for d in config.workflow_dirs) or "none (clients send the workflow's text)"
-        print(f"workflow files   {folders}", flush=True)
-        print("Ctrl-C or SIGTERM stops (running executions are cancelled and recorded)", flush=True)
-
-    try:
-        await serve(engine, config, shutdown_engine=engine.shutdown, on_ready=ready)
-    except (ListenerError, ConfigError) as exc:
-        raise CliError(str(exc), EXIT_FAILED) from None
-    finally:
-        await engine.shutdown()
-    return EXIT_OK
-
-
-_LIFETIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-DEFAULT_TOKEN_LIFETIME = "7d"
-
-
-def _token_lifetime(args: argparse.Namespace) -> tuple[float | None, str]:
-    """Seconds a new token lives (None: never) and how to say it, from `--expires 1h|7d|never` or
-    the older `--days N`."""
-    if args.days is not None:
-        if args.expires is not None:
-            raise CliError("give --expires or --days, not both")
-        if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
-            raise CliError(f"--days must be a positive number of days, not {args.days:g}")
-        return float(args.days) * 86400, f"expires in {out.plural(args.days, 'day')}"
-    text = (args.expires or DEFAULT_TOKEN_LIFETIME).strip().lower()
-    if text == "never":
-        return None, "never expires"
-    number, unit = text[:-1], text[-1:]
-    try:
-        seconds = float(number) * _LIFETIME_UNITS[unit]
-    except (KeyError, ValueError):
-        seconds = float("nan")
-    if not seconds >= 1:
-        raise CliError(f"--expires {args.expires!r}: write a lifetime like 30m, 1h, 7d, 4w, or never")
-    return seconds, f"expires in {text}"
-
-
-def cmd_token(args: argparse.Namespace) -> int:
-    from api_compat import AuthError, create_token, revoke_token, token_id
-
-    action = getattr(args, "token_command", None)
-    if action not in ("create", "revoke"):
-        raise CliError("usage: stepflow token create [--subject NAME] [--expires 1h|7d|never] | "
-                       "stepflow token revoke ID")
-    data_dir = ensure_data_dir(resolve_data_dir(args.data_dir))
-    if action == "revoke":
-        try:
-            jti, new = revoke_token(data_dir, args.token_id)
-        except AuthError as exc:
-            raise CliError(str(exc)) from None
-        print(f"revoked token {jti}" if new else f"token {jti} was already revoked", file=sys.stderr)
-        return EXIT_OK
-    expires_in, lifetime = _token_lifetime(args)
-    token = create_token(data_dir, subject=args.subject or "stepflow", expires_in=expires_in)
-    print(token)
-    # stdout holds the token alone (for `$(stepflow token create)`); what to revoke goes to stderr
-    jti = token_id(token)
-    print(f"token id {jti} ({lifetime}); `stepflow token revoke {jti}` revokes it", file=sys.stderr)
-    return EXIT_OK
-
-
-async def cmd_worker(args: argparse.Namespace) -> int:
-    """`stepflow worker`: claim and run jobs from an executr queue (api_compat/executr/worker.py)."""
-    from api_compat.config import DEFAULT_PORT
-    from api_compat.executr.worker import WorkerError, WorkerOptions, default_executor_id, run_worker
-
-    if args.concurrency < 1:
-        raise CliError(f"--concurrency must be at least 1, not {args.concurrency}")
-    if not args.heartbeat > 0:
-        raise CliError(f"--heartbeat must be a positive number of seconds, not {args.heartbeat:g}")
-    server = args.server or os.environ.get("STEPFLOW_SERVER") or f"http://127.0.0.1:{DEFAULT_PORT}"
-    options = WorkerOptions(server=server, token=args.token or os.environ.get("STEPFLOW_TOKEN") or None,
-                            concurrency=args.concurrency, executor_id=args.id or default_executor_id(),
-                            heartbeat=args.heartbeat, grace=args.grace, long_poll=args.wait,
-                            poll_interval=args.poll_interval, quiet=args.quiet,
-                            cache_max_bytes=int(args.cache_max_mb * 1024 * 1024))
-    if args.cache_dir:
-        options.cache_dir = args.cache_dir
-    if args.work_dir:
-        options.work_dir = args.work_dir
-    try:
-        return await run_worker(options)
-    except (WorkerError, ValueError) as exc:
-        raise CliError(str(exc), EXIT_FAILED) from None
+                         start_api=lambda engine, data_dir, offered: start_api(engine, data_dir, args, offered),
+                         connect=connect)
 
 
 def cmd_targets(args: argparse.Namespace) -> int:

@@ -182,7 +182,7 @@ def test_the_folders_come_from_the_environment_unless_given(tmp_path: Path) -> N
 async def test_the_tuis_listener_runs_files_of_the_folders_it_offers(
     engine: Any, tmp_path: Path, flows: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stepflow_tui.cli.main import _start_api
+    from stepflow_tui.cli.wiring import start_api
 
     monkeypatch.setenv("STEPFLOW_WEBSOCKET_PORT", "off")
     monkeypatch.delenv("STEPFLOW_WORKFLOW_DIRS", raising=False)
@@ -193,7 +193,7 @@ async def test_the_tuis_listener_runs_files_of_the_folders_it_offers(
     async def check_offered(named: list[Path], offered: Path, refused: Path) -> None:
         """With `named` folders (the TUI's arguments), the API runs a file of `offered` only."""
         args = argparse.Namespace(api_host="127.0.0.1", api_port=0, workflow_dirs=[str(d) for d in named])
-        listener = await _start_api(engine, Path(engine.data_dir), args, [offered])
+        listener = await start_api(engine, Path(engine.data_dir), args, [offered])
         try:
             check_ok(*(await post(listener, {"path": str(offered / "ok.yaml")}))[:2], expect=201)
             check_fail(*(await post(listener, {"path": str(refused / "ok.yaml")}))[:2], 403)
