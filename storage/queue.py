@@ -106,11 +106,7 @@ class SqliteQueue(Connections):
         return row
 
     async def claim(self, queues: Sequence[str], worker: str) -> QueueItem | None:
-        names = list(queues)
-        if not names:
-            return None
-        now = to_iso(utcnow())
-        return await self._one(_CLAIM.format(queues=", ".join("?" * len(names))), (worker, now, now, *names))
+        return (await self.claim_many(queues, [worker]))[0]
 
     async def claim_many(self, queues: Sequence[str], workers: Sequence[str]) -> list[QueueItem | None]:
         names = list(queues)
