@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, Unpack
 
 from engine.admission import AdmissionQueue, end_unstarted
 from engine.adoption import adopt_queue
+from engine.artifact_commands import ArtifactCommands
 from engine.artifacts import ArtifactStore
 from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreError
-from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted, ExecutionUpdated
+from engine.events import ExecutionCreated, ExecutionDeleted, ExecutionUpdated
 from engine.execution.run import ExecutionRun
 from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
@@ -25,7 +26,6 @@ from engine.model import (
     AbortReason,
     Artifact,
     ArtifactFilter,
-    ArtifactType,
     Execution,
     ExecutionFilter,
     ExecutionKind,
@@ -67,7 +67,9 @@ class EngineConfig:
     adopt_queued: bool = True
 
 
-class Engine:
+class Engine(ArtifactCommands):
+    """The artifact commands are `engine.artifact_commands`'s."""
+
     def __init__(
         self,
         store: Store,
@@ -429,61 +431,6 @@ class Engine:
         await self.hub.publish(ExecutionDeleted(execution_id))
         await self.writer.barrier()
         await self.artifacts.remove_execution(execution_id)
-
-    # -- artifacts (API uploads) -----------------------------------------------------------------
-    async def add_artifact(
-        self,
-        execution_id: str,
-        *,
-        name: str,
-        file_name: str,
-        data: bytes,
-        step_id: str | None = None,
-        description: str = "",
-        artifact_type: ArtifactType | None = None,
-        tags: Sequence[str] = (),
-    ) -> Artifact:
-        if await self.get_execution(execution_id) is None:
-            raise NotFound(f"no execution {execution_id}")
-        if step_id is not None and not any(s.id == step_id for s in await self.get_steps(execution_id)):
-            raise NotFound(f"no step {step_id} in execution {execution_id}")
-        artifact = await self.artifacts.save_bytes(
-            execution_id=execution_id, step_id=step_id, name=name, file_name=file_name, data=data,
-            description=description, artifact_type=artifact_type, tags=list(tags),
-        )
-        await self.hub.publish(ArtifactAdded(artifact))
-        await self.writer.barrier()
-        return artifact
-
-    async def get_artifact(self, artifact_id: str) -> Artifact | None:
-        artifact = await self.store.get_artifact(artifact_id)
-        if artifact is None and self._runs:
-            # told by an ArtifactAdded event that the store writer has not committed yet: once it
-            # has written what was published so far, the store has every artifact anyone was told of
-            await self.writer.barrier()
-            artifact = await self.store.get_artifact(artifact_id)
-        return artifact
-
-    def artifact_path(self, artifact: Artifact) -> Path:
-        return self.artifacts.path_of(artifact)
-
-    async def read_artifact(self, artifact_id: str) -> bytes:
-        artifact = await self.get_artifact(artifact_id)
-        if artifact is None:
-            raise NotFound(f"no artifact {artifact_id}")
-        path = self.artifacts.path_of(artifact)
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise NotFound(f"the file of artifact {artifact_id} is missing") from None
-
-    async def delete_artifact(self, artifact_id: str) -> None:
-        artifact = await self.store.get_artifact(artifact_id)
-        if artifact is None:
-            raise NotFound(f"no artifact {artifact_id}")
-        await self.hub.publish(ArtifactDeleted(exec_id=artifact.execution_id, artifact_id=artifact_id))
-        await self.writer.barrier()
-        await self.artifacts.remove(artifact)
 
     # -- reads ------------------------------------------------------------------------------------
     def is_live(self, execution_id: str) -> bool:
