@@ -216,9 +216,7 @@ class Engine(ArtifactCommands):
         """Store the new execution and its steps; raise (and store nothing more) when it could not."""
         execution = planned.execution
         await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in planned.steps)))
-        await self.writer.barrier()
-        if (not_stored := self.writer.failures.get(execution.id)) is not None:
-            raise type(not_stored)(not_stored.message)  # no one shall be told it was accepted
+        await self.writer.stored(execution.id)  # no one shall be told it was accepted
 
     async def _launch(self, planned: Planned) -> Execution:
         self._reserved += 1  # its slot, while the store is written
@@ -350,13 +348,9 @@ class Engine(ArtifactCommands):
         if entry is not None:
             state, task = entry
             await asyncio.shield(task)
-            await self.writer.barrier()
-            if (not_stored := self.writer.failures.get(execution_id)) is not None:
-                raise type(not_stored)(not_stored.message)
+            await self.writer.stored(execution_id)
             return state.execution.snapshot()
-        await self.writer.barrier()
-        if (not_stored := self.writer.failures.get(execution_id)) is not None:
-            raise type(not_stored)(not_stored.message)
+        await self.writer.stored(execution_id)
         execution = await self.store.get_execution(execution_id)
         if execution is None:
             raise NotFound(f"no execution {execution_id}")

@@ -128,9 +128,7 @@ class Jobs:
         branch = Step(id=new_id(), execution_id=job_id, name=BRANCH_NAME, kind=StepKind.BRANCH, index=-1,
                       target=BRANCH_NAME)
         await self.hub.publish(ExecutionCreated(execution.snapshot(), (branch.snapshot(),)))
-        await self.writer.barrier()
-        if (not_stored := self.writer.failures.get(job_id)) is not None:
-            raise type(not_stored)(not_stored.message)
+        await self.writer.stored(job_id)
         try:
             await self.store.enqueue(JOB_QUEUE, payload, priority=request.priority,
                                      max_attempts=max(request.max_attempts, 1),
