@@ -43,7 +43,7 @@ from engine.store.logs import LogSelection
 from engine.store_writer import StoreWriter
 from engine.submission import Planned, SubmitRequest, check_request, command_request_of, plan_command
 from engine.surrogates import replace_in, replace_surrogates, unencodable
-from engine.workflow.plan import plan_workflow
+from engine.workflow.plan import plan_workflow, stored_workflow_path
 
 if TYPE_CHECKING:
     from engine.workflow.load import Workflow
@@ -380,7 +380,7 @@ class Engine(ArtifactCommands):
                         done[(step.target, step.name)] = step.metadata.get("completed_in") or execution_id
                 if workflow_steps and len(done) == len(workflow_steps):
                     raise nothing_left
-            path = original.command if original.command and original.command != "<workflow>" else None
+            path = stored_workflow_path(original)
             return await self.submit(SubmitRequest(
                 kind=ExecutionKind.WORKFLOW, source=original.source, workflow_path=path,
                 workflow_text=original.workflow_source, name=original.name, priority=original.priority,
