@@ -98,7 +98,7 @@ class Engine(ArtifactCommands):
         self._closing = False
         self._started = False
         #: jobs: executions worker processes claim and run (engine.jobs)
-        self.jobs = Jobs(store, self.hub, self.writer, self.artifacts, self._check_open)
+        self.jobs = Jobs(store, self.hub, self.writer, self.artifacts)
 
     @property
     def description(self) -> str:
