@@ -7,7 +7,7 @@ import asyncio
 import getpass
 import logging
 import os
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
@@ -227,16 +227,17 @@ class Engine(ArtifactCommands):
             self._admit_waiting()  # the slot it held may be one a queued execution can have
             raise
         self._reserved -= 1
-        self._start_run(planned, self._run_then_forget)
+        self._start_run(planned)
         return planned.execution.snapshot()
 
-    def _start_run(self, planned: Planned,
-                   body: Callable[[ExecutionRun, str], Coroutine[Any, Any, None]]) -> ExecutionState:
+    def _start_run(self, planned: Planned, *, from_queue: bool = False) -> ExecutionState:
+        """Run it in a task, forgotten once the store holds its end. `from_queue`: its admission
+        is stored first (`_admission_stored`)."""
         execution = planned.execution
         state = ExecutionState(execution, planned.steps, self.hub, planned.masker)
         targets = planned.workflow_targets
         run = ExecutionRun(state, planned.plan, lambda t: self._runner(t, targets), self.artifacts)
-        task = asyncio.create_task(body(run, execution.id), name=f"execution-{execution.id}")
+        task = asyncio.create_task(self._run_then_forget(run, from_queue), name=f"execution-{execution.id}")
         self._runs[execution.id] = (state, task)
         self._kill_graces[execution.id] = planned.plan.kill_grace
         return state
@@ -253,23 +254,20 @@ class Engine(ArtifactCommands):
                 break
             planned.execution.admitted_at = utcnow()
             planned.execution.owner = this_engine()
-            self._start_run(planned, self._admitted_run)
+            self._start_run(planned, from_queue=True)
             self._dequeued()
 
-    async def _admitted_run(self, run: ExecutionRun, execution_id: str) -> None:
+    async def _admission_stored(self, run: ExecutionRun) -> bool:
         """Make the admission durable before any process starts: a crash between the two loses
-        the execution ("engine lost") rather than running it twice."""
+        the execution ("engine lost") rather than running it twice. False (and it is failed) when
+        the store could not take it."""
         state = run.state
-        try:
-            await self.hub.publish(ExecutionUpdated(state.execution.snapshot()))
-            await self.writer.barrier()
-            if (not_stored := self.writer.failures.get(execution_id)) is not None:
-                await state.finish(ExecutionStatus.FAILED, error=not_stored.message)
-                return
-            await run.run()
-            await self.writer.barrier()
-        finally:
-            self._forget(execution_id)
+        await self.hub.publish(ExecutionUpdated(state.execution.snapshot()))
+        await self.writer.barrier()
+        if (not_stored := self.writer.failures.get(state.execution.id)) is not None:
+            await state.finish(ExecutionStatus.FAILED, error=not_stored.message)
+            return False
+        return True
 
     def _dequeued(self) -> None:
         """Wake whoever waits for a queued execution to leave the queue (`wait`)."""
@@ -302,13 +300,14 @@ class Engine(ArtifactCommands):
         if entry is not None:
             entry[0].request_stop(AbortReason.STOP_ON_ERROR, error.message)
 
-    async def _run_then_forget(self, run: ExecutionRun, execution_id: str) -> None:
+    async def _run_then_forget(self, run: ExecutionRun, from_queue: bool) -> None:
         try:
-            await run.run()
-            # readers fall back to the store once the run is forgotten: it must hold the end first
-            await self.writer.barrier()
+            if not from_queue or await self._admission_stored(run):
+                await run.run()
+                # readers fall back to the store once the run is forgotten: it must hold the end first
+                await self.writer.barrier()
         finally:
-            self._forget(execution_id)
+            self._forget(run.state.execution.id)
 
     def _forget(self, execution_id: str) -> None:
         self._runs.pop(execution_id, None)
