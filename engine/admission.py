@@ -1,7 +1,7 @@
 """Admission: pending executions wait here, ordered by priority (higher first) then age, and leave
 when the engine has room for them (fewer than `max_running` run).
 
-The engine owns the queue and does the starting (`Engine._admit`); this module holds the order.
+The engine owns the queue and does the starting (`Engine._admit_waiting`); this module holds the order.
 `queue_places` computes the same order from stored rows, for readers in another process
 (`stepflow ls`).
 """

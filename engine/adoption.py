@@ -19,6 +19,7 @@ from engine.masking import Masker
 from engine.model import Execution, ExecutionKind, Step
 from engine.store import Store
 from engine.submission import SECRETS_KEY, Planned, command_request_of, plan_command
+from engine.workflow.plan import plan_workflow, stored_workflow_path
 
 
 class NotRebuilt(Exception):
@@ -82,11 +83,10 @@ def _rebuild_command(execution: Execution, *, user: str, kill_grace: float,
 async def _rebuild_workflow(execution: Execution, *, user: str, kill_grace: float,
                             known_targets: Mapping[str, Any], check_target: Callable[..., None]) -> list[Planned]:
     from engine.workflow.load import read_workflow
-    from engine.workflow.plan import plan_workflow
 
     if not execution.workflow_source:
         raise NotRebuilt("it has no stored workflow")
-    path = execution.command if execution.command and execution.command != "<workflow>" else None
+    path = stored_workflow_path(execution)
     workflow = await read_workflow(path, text=execution.workflow_source, known_targets=set(known_targets))
     for target in execution.targets:
         check_target(target, workflow)

@@ -7,16 +7,17 @@ import asyncio
 import getpass
 import logging
 import os
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
 from engine.admission import AdmissionQueue, end_unstarted
 from engine.adoption import adopt_queue
+from engine.artifact_commands import ArtifactCommands
 from engine.artifacts import ArtifactStore
 from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreError
-from engine.events import ArtifactAdded, ArtifactDeleted, ExecutionCreated, ExecutionDeleted, ExecutionUpdated
+from engine.events import ExecutionCreated, ExecutionDeleted, ExecutionUpdated
 from engine.execution.run import ExecutionRun
 from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
@@ -25,7 +26,6 @@ from engine.model import (
     AbortReason,
     Artifact,
     ArtifactFilter,
-    ArtifactType,
     Execution,
     ExecutionFilter,
     ExecutionKind,
@@ -43,7 +43,7 @@ from engine.store.logs import LogSelection
 from engine.store_writer import StoreWriter
 from engine.submission import Planned, SubmitRequest, check_request, command_request_of, plan_command
 from engine.surrogates import replace_in, replace_surrogates, unencodable
-from engine.workflow.plan import plan_workflow
+from engine.workflow.plan import plan_workflow, stored_workflow_path
 
 if TYPE_CHECKING:
     from engine.workflow.load import Workflow
@@ -67,7 +67,9 @@ class EngineConfig:
     adopt_queued: bool = True
 
 
-class Engine:
+class Engine(ArtifactCommands):
+    """The artifact commands are `engine.artifact_commands`'s."""
+
     def __init__(
         self,
         store: Store,
@@ -96,7 +98,7 @@ class Engine:
         self._closing = False
         self._started = False
         #: jobs: executions worker processes claim and run (engine.jobs)
-        self.jobs = Jobs(store, self.hub, self.writer, self.artifacts, self._check_open)
+        self.jobs = Jobs(store, self.hub, self.writer, self.artifacts)
 
     @property
     def description(self) -> str:
@@ -214,9 +216,7 @@ class Engine:
         """Store the new execution and its steps; raise (and store nothing more) when it could not."""
         execution = planned.execution
         await self.hub.publish(ExecutionCreated(execution.snapshot(), tuple(s.snapshot() for s in planned.steps)))
-        await self.writer.barrier()
-        if (not_stored := self.writer.failures.get(execution.id)) is not None:
-            raise type(not_stored)(not_stored.message)  # no one shall be told it was accepted
+        await self.writer.stored(execution.id)  # no one shall be told it was accepted
 
     async def _launch(self, planned: Planned) -> Execution:
         self._reserved += 1  # its slot, while the store is written
@@ -227,16 +227,17 @@ class Engine:
             self._admit_waiting()  # the slot it held may be one a queued execution can have
             raise
         self._reserved -= 1
-        self._start_run(planned, self._run_then_forget)
+        self._start_run(planned)
         return planned.execution.snapshot()
 
-    def _start_run(self, planned: Planned,
-                   body: Callable[[ExecutionRun, str], Coroutine[Any, Any, None]]) -> ExecutionState:
+    def _start_run(self, planned: Planned, *, from_queue: bool = False) -> ExecutionState:
+        """Run it in a task, forgotten once the store holds its end. `from_queue`: its admission
+        is stored first (`_admission_stored`)."""
         execution = planned.execution
         state = ExecutionState(execution, planned.steps, self.hub, planned.masker)
         targets = planned.workflow_targets
         run = ExecutionRun(state, planned.plan, lambda t: self._runner(t, targets), self.artifacts)
-        task = asyncio.create_task(body(run, execution.id), name=f"execution-{execution.id}")
+        task = asyncio.create_task(self._run_then_forget(run, from_queue), name=f"execution-{execution.id}")
         self._runs[execution.id] = (state, task)
         self._kill_graces[execution.id] = planned.plan.kill_grace
         return state
@@ -253,23 +254,20 @@ class Engine:
                 break
             planned.execution.admitted_at = utcnow()
             planned.execution.owner = this_engine()
-            self._start_run(planned, self._admitted_run)
+            self._start_run(planned, from_queue=True)
             self._dequeued()
 
-    async def _admitted_run(self, run: ExecutionRun, execution_id: str) -> None:
+    async def _admission_stored(self, run: ExecutionRun) -> bool:
         """Make the admission durable before any process starts: a crash between the two loses
-        the execution ("engine lost") rather than running it twice."""
+        the execution ("engine lost") rather than running it twice. False (and it is failed) when
+        the store could not take it."""
         state = run.state
-        try:
-            await self.hub.publish(ExecutionUpdated(state.execution.snapshot()))
-            await self.writer.barrier()
-            if (not_stored := self.writer.failures.get(execution_id)) is not None:
-                await state.finish(ExecutionStatus.FAILED, error=not_stored.message)
-                return
-            await run.run()
-            await self.writer.barrier()
-        finally:
-            self._forget(execution_id)
+        await self.hub.publish(ExecutionUpdated(state.execution.snapshot()))
+        await self.writer.barrier()
+        if (not_stored := self.writer.failures.get(state.execution.id)) is not None:
+            await state.finish(ExecutionStatus.FAILED, error=not_stored.message)
+            return False
+        return True
 
     def _dequeued(self) -> None:
         """Wake whoever waits for a queued execution to leave the queue (`wait`)."""
@@ -302,13 +300,14 @@ class Engine:
         if entry is not None:
             entry[0].request_stop(AbortReason.STOP_ON_ERROR, error.message)
 
-    async def _run_then_forget(self, run: ExecutionRun, execution_id: str) -> None:
+    async def _run_then_forget(self, run: ExecutionRun, from_queue: bool) -> None:
         try:
-            await run.run()
-            # readers fall back to the store once the run is forgotten: it must hold the end first
-            await self.writer.barrier()
+            if not from_queue or await self._admission_stored(run):
+                await run.run()
+                # readers fall back to the store once the run is forgotten: it must hold the end first
+                await self.writer.barrier()
         finally:
-            self._forget(execution_id)
+            self._forget(run.state.execution.id)
 
     def _forget(self, execution_id: str) -> None:
         self._runs.pop(execution_id, None)
@@ -348,13 +347,9 @@ class Engine:
         if entry is not None:
             state, task = entry
             await asyncio.shield(task)
-            await self.writer.barrier()
-            if (not_stored := self.writer.failures.get(execution_id)) is not None:
-                raise type(not_stored)(not_stored.message)
+            await self.writer.stored(execution_id)
             return state.execution.snapshot()
-        await self.writer.barrier()
-        if (not_stored := self.writer.failures.get(execution_id)) is not None:
-            raise type(not_stored)(not_stored.message)
+        await self.writer.stored(execution_id)
         execution = await self.store.get_execution(execution_id)
         if execution is None:
             raise NotFound(f"no execution {execution_id}")
@@ -384,7 +379,7 @@ class Engine:
                         done[(step.target, step.name)] = step.metadata.get("completed_in") or execution_id
                 if workflow_steps and len(done) == len(workflow_steps):
                     raise nothing_left
-            path = original.command if original.command and original.command != "<workflow>" else None
+            path = stored_workflow_path(original)
             return await self.submit(SubmitRequest(
                 kind=ExecutionKind.WORKFLOW, source=original.source, workflow_path=path,
                 workflow_text=original.workflow_source, name=original.name, priority=original.priority,
@@ -429,61 +424,6 @@ class Engine:
         await self.hub.publish(ExecutionDeleted(execution_id))
         await self.writer.barrier()
         await self.artifacts.remove_execution(execution_id)
-
-    # -- artifacts (API uploads) -----------------------------------------------------------------
-    async def add_artifact(
-        self,
-        execution_id: str,
-        *,
-        name: str,
-        file_name: str,
-        data: bytes,
-        step_id: str | None = None,
-        description: str = "",
-        artifact_type: ArtifactType | None = None,
-        tags: Sequence[str] = (),
-    ) -> Artifact:
-        if await self.get_execution(execution_id) is None:
-            raise NotFound(f"no execution {execution_id}")
-        if step_id is not None and not any(s.id == step_id for s in await self.get_steps(execution_id)):
-            raise NotFound(f"no step {step_id} in execution {execution_id}")
-        artifact = await self.artifacts.save_bytes(
-            execution_id=execution_id, step_id=step_id, name=name, file_name=file_name, data=data,
-            description=description, artifact_type=artifact_type, tags=list(tags),
-        )
-        await self.hub.publish(ArtifactAdded(artifact))
-        await self.writer.barrier()
-        return artifact
-
-    async def get_artifact(self, artifact_id: str) -> Artifact | None:
-        artifact = await self.store.get_artifact(artifact_id)
-        if artifact is None and self._runs:
-            # told by an ArtifactAdded event that the store writer has not committed yet: once it
-            # has written what was published so far, the store has every artifact anyone was told of
-            await self.writer.barrier()
-            artifact = await self.store.get_artifact(artifact_id)
-        return artifact
-
-    def artifact_path(self, artifact: Artifact) -> Path:
-        return self.artifacts.path_of(artifact)
-
-    async def read_artifact(self, artifact_id: str) -> bytes:
-        artifact = await self.get_artifact(artifact_id)
-        if artifact is None:
-            raise NotFound(f"no artifact {artifact_id}")
-        path = self.artifacts.path_of(artifact)
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except FileNotFoundError:
-            raise NotFound(f"the file of artifact {artifact_id} is missing") from None
-
-    async def delete_artifact(self, artifact_id: str) -> None:
-        artifact = await self.store.get_artifact(artifact_id)
-        if artifact is None:
-            raise NotFound(f"no artifact {artifact_id}")
-        await self.hub.publish(ArtifactDeleted(exec_id=artifact.execution_id, artifact_id=artifact_id))
-        await self.writer.barrier()
-        await self.artifacts.remove(artifact)
 
     # -- reads ------------------------------------------------------------------------------------
     def is_live(self, execution_id: str) -> bool:

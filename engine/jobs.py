@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -89,13 +89,11 @@ class Claimed:
 
 
 class Jobs:
-    def __init__(self, store: Store, hub: Hub, writer: StoreWriter, artifacts: ArtifactStore,
-                 check_open: Callable[[], None]) -> None:
+    def __init__(self, store: Store, hub: Hub, writer: StoreWriter, artifacts: ArtifactStore) -> None:
         self.store = store
         self.hub = hub
         self.writer = writer
         self.artifacts = artifacts
-        self._check_open = check_open
         #: set (and replaced) whenever a job may be claimable: submitted, or back in the queue
         self._work = asyncio.Event()
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -105,8 +103,8 @@ class Jobs:
 
     # -- submission ---------------------------------------------------------------------------
     async def submit(self, request: SubmitRequest) -> Execution:
-        """Store a pending job's execution, then its queue item; wakes waiting claimers."""
-        self._check_open()
+        """Store a pending job's execution, then its queue item; wakes waiting claimers. (Reached
+        through `Engine.submit`, which has checked the request and that the engine takes work.)"""
         payload = dict(request.payload or {})
         job_type = str(payload.get("type", ""))
         job_id = new_id()
@@ -128,9 +126,7 @@ class Jobs:
         branch = Step(id=new_id(), execution_id=job_id, name=BRANCH_NAME, kind=StepKind.BRANCH, index=-1,
                       target=BRANCH_NAME)
         await self.hub.publish(ExecutionCreated(execution.snapshot(), (branch.snapshot(),)))
-        await self.writer.barrier()
-        if (not_stored := self.writer.failures.get(job_id)) is not None:
-            raise type(not_stored)(not_stored.message)
+        await self.writer.stored(job_id)
         try:
             await self.store.enqueue(JOB_QUEUE, payload, priority=request.priority,
                                      max_attempts=max(request.max_attempts, 1),

@@ -61,6 +61,13 @@ class StoreWriter:
         await self._sink.put(fut)
         await fut
 
+    async def stored(self, execution_id: str) -> None:
+        """`barrier`, then raise (a copy of) the error that kept the execution's events from the
+        store, if any: what a caller is told must not be what the store lost."""
+        await self.barrier()
+        if (not_stored := self.failures.get(execution_id)) is not None:
+            raise type(not_stored)(not_stored.message)
+
     async def stop(self) -> None:
         if self._task is None:
             return

@@ -18,6 +18,16 @@ from engine.shell_fastpath import direct_argv
 if TYPE_CHECKING:
     from engine.workflow.load import Workflow
 
+#: the `command` of a workflow execution submitted as text, with no file
+TEXT_WORKFLOW = "<workflow>"
+
+
+def stored_workflow_path(execution: Execution) -> str | None:
+    """The file a stored workflow execution was read from (None: it was submitted as text), to
+    read its stored source again under the same name (a rerun, a restart of a queued one)."""
+    command = execution.command
+    return command if command and command != TEXT_WORKFLOW else None
+
 
 def plan_workflow(
     workflow: Workflow,
@@ -42,7 +52,7 @@ def plan_workflow(
         id=new_id(),
         name=name or workflow.name,
         kind=ExecutionKind.WORKFLOW,
-        command=str(Path(workflow.source_path).resolve()) if workflow.source_path else "<workflow>",
+        command=str(Path(workflow.source_path).resolve()) if workflow.source_path else TEXT_WORKFLOW,
         working_directory=base_dir,
         environment=masker.mask_env(env),
         user=user,
