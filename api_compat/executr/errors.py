@@ -1,7 +1,7 @@
-"""The executr error body (`{"error": message, "context": {...}}`) and the surface's one middleware:
-auth, then every failure in that body. Where the reference answers 500 or drops the connection
-(a malformed id, cancelling a running job, a report from an executor that does not hold the job),
-this answers the documented 400/404, or 409 for the wrong executor."""
+"""The executr error body (`{"error": message, "context": {...}}`) and the shared error middleware
+(`api_compat.error_middleware`) set to answer every failure in that body. Where the reference answers
+500 or drops the connection (a malformed id, cancelling a running job, a report from an executor
+that does not hold the job), this answers the documented 400/404, or 409 for the wrong executor."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api_compat.auth import AuthError, AuthThrottled
-from api_compat.request_parsing import RequestRefused, input_error
-from api_compat.state import SURFACES, VERIFIER
-from api_compat.surface import Handler, Surface
-from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
+from api_compat.error_middleware import error_middleware as shared_error_middleware
+from api_compat.request_parsing import RequestRefused
+from api_compat.surface import Surface
+from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -53,58 +52,19 @@ def describe_validation(exc: ValidationError) -> tuple[str, dict[str, Any]]:
     return "; ".join(parts), {"fields": fields}
 
 
-_ENGINE_STATUS: tuple[tuple[type[EngineError], int], ...] = (
-    (NotFound, 404),
-    (Conflict, 409),
-    (InvalidRequest, 400),
-    (ShuttingDown, 503),
-)
+def _validation(exc: ValidationError) -> web.Response:
+    message, context = describe_validation(exc)
+    return fail(message, 400, context=context)
+
+
+def _refused(exc: RequestRefused) -> web.Response:
+    return fail(exc.message, exc.status, context=exc.context if isinstance(exc, ExecutrError) else None)
+
+
+def _engine(request: web.Request, exc: EngineError, status: int) -> web.Response:
+    context = {"job_id": request.match_info["job_id"]} if "job_id" in request.match_info else None
+    return fail(exc.message, status, context=context)
 
 
 def error_middleware(surface: Surface) -> Any:
-    @web.middleware
-    async def executr_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        surfaces = request.app[SURFACES]
-        if not surface.owns(request, surfaces):
-            return await handler(request)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return await handler(request)
-        verifier = request.app[VERIFIER] if surface.auth else None
-        if verifier is not None:
-            try:
-                verifier.check_request(request.headers.get("Authorization"), None, client=request.remote)
-            except AuthThrottled as exc:
-                return fail(str(exc), 429, {"Retry-After": str(exc.retry_after)})
-            except AuthError as exc:
-                return fail(str(exc), 401, {"WWW-Authenticate": 'Bearer realm="stepflow"'})
-        try:
-            return await handler(request)
-        except ExecutrError as exc:
-            return fail(exc.message, exc.status, context=exc.context)
-        except RequestRefused as exc:
-            return fail(exc.message, exc.status)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
-            message = exc.reason if exc.status != 404 else f"no route {request.method} {request.path}"
-            if exc.status == 413:
-                message = "the request body is too large"
-            return fail(message, exc.status, headers)
-        except EngineError as exc:
-            context = {"job_id": request.match_info["job_id"]} if "job_id" in request.match_info else None
-            for cls, status in _ENGINE_STATUS:
-                if isinstance(exc, cls):
-                    return fail(exc.message, status, context=context)
-            return fail(exc.message, 400, context=context)
-        except ValidationError as exc:
-            message, context = describe_validation(exc)
-            return fail(message, 400, context=context)
-        except Exception as exc:
-            refusal = input_error(exc)
-            if refusal is not None:
-                return fail(refusal, 400)
-            log.exception("unexpected error in %s %s", request.method, request.path)
-            return fail("internal server error (see the server log)", 500)
-
-    return executr_errors
+    return shared_error_middleware(surface, fail, validation=_validation, refused=_refused, engine=_engine)

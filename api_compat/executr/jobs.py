@@ -32,7 +32,7 @@ from api_compat.query_params import QueryParams
 from api_compat.request_parsing import read_json_body
 from api_compat.state import CONFIG, ENGINE
 from engine.errors import EngineError
-from engine.jobs import JobReport, Jobs
+from engine.jobs import JobReport, Jobs, job_fields
 from engine.model import ExecutionKind
 from engine.store import QueueItem, QueueStatus
 from engine.submission import SubmitRequest
@@ -203,10 +203,10 @@ async def claim_job(request: web.Request) -> web.StreamResponse:
             # and sit running until the heartbeat timeout put it back
             return web.Response(status=204)
     item = claimed.item
-    fields = item.payload if isinstance(item.payload, dict) else {}
     metrics.claimed.labels(body.executor_id).inc()
     if item.claimed_at is not None:
-        metrics.wait_time.labels(str(fields.get("type", "")), priority_of(item.priority).value).observe(
+        job_type = str(job_fields(item).get("type", ""))
+        metrics.wait_time.labels(job_type, priority_of(item.priority).value).observe(
             max((item.claimed_at - item.created_at).total_seconds(), 0.0))
     return _json(job_json(item, claimed.execution))
 

@@ -20,6 +20,7 @@ from typing import Any, Unpack
 
 import aiohttp
 
+from api_compat.error_middleware import ENGINE_STATUS
 from api_compat.monitor.client_events import LOG_PAGE as _LOG_PAGE
 from api_compat.monitor.client_events import RemoteEvents
 from api_compat.monitor.wire_decode import (
@@ -31,7 +32,7 @@ from api_compat.monitor.wire_decode import (
 )
 from api_compat.monitor.wire_decode import line_from_dict as line_from
 from engine.client import Subscription
-from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
+from engine.errors import Conflict, EngineError, InvalidRequest, NotFound
 from engine.model import (
     AbortReason,
     Artifact,
@@ -102,18 +103,17 @@ def _local_file(path: str | Path) -> Path | None:
     return local.resolve() if local.is_file() else None
 
 
+#: the engine error each status stands for: the server's table read backwards, and the statuses
+#: the server answers besides (a body too large, a token refused)
+_STATUS_ERROR: dict[int, type[EngineError]] = {
+    **{status: cls for cls, status in ENGINE_STATUS}, 413: InvalidRequest, 422: InvalidRequest,
+    401: NotAuthorized, 403: NotAuthorized,
+}
+
+
 def _error(status: int, message: str) -> EngineError:
-    if status == 404:
-        return NotFound(message)
-    if status == 409:
-        return Conflict(message)
-    if status in (400, 413, 422):
-        return InvalidRequest(message)
-    if status == 503:
-        return ShuttingDown(message)
-    if status in (401, 403):
-        return NotAuthorized(message)
-    return RemoteFailure(f"HTTP {status}: {message}")
+    cls = _STATUS_ERROR.get(status)
+    return cls(message) if cls is not None else RemoteFailure(f"HTTP {status}: {message}")
 
 
 # -- the client ------------------------------------------------------------------------------------

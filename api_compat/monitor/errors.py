@@ -1,12 +1,6 @@
-"""StepFlow Monitor's one error middleware: auth, then every failure as the documented envelope.
-
-Engine errors map to statuses (NotFound 404, Conflict 409, InvalidRequest 400, ShuttingDown 503);
-bad JSON 400 (read by the shared `request_parsing`, which refuses too deep or too long input),
-bad query parameters 400, bad bodies 400 (the document's status for a bad request: the message names
-the field), too large 413; input too deep or too long for parsing further down (a workflow's YAML)
-400. Anything unexpected is logged
-and answered with a 500 in the same envelope, never a traceback.
-"""
+"""StepFlow Monitor's errors: reading bodies and query parameters into its 400s, and the shared error
+middleware (`api_compat.error_middleware`) set to answer in its envelope, with a workflow error 400
+and `?token=` accepted on a WebSocket upgrade."""
 
 from __future__ import annotations
 
@@ -16,24 +10,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api_compat.auth import AuthError, AuthThrottled
+from api_compat.error_middleware import error_middleware as shared_error_middleware
 from api_compat.monitor.envelope import ApiError, fail
-from api_compat.request_parsing import REQUIRED, RequestRefused, input_error, read_json_body
-from api_compat.state import SURFACES, VERIFIER
-from api_compat.surface import Handler, Surface
-from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
+from api_compat.request_parsing import REQUIRED, read_json_body
+from api_compat.surface import Surface
 
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
-
-_ENGINE_STATUS: tuple[tuple[type[EngineError], int], ...] = (
-    (NotFound, 404),
-    (Conflict, 409),
-    (InvalidRequest, 400),
-    (ShuttingDown, 503),
-)
-
 
 def _workflow_error() -> type[Exception] | None:
     try:
@@ -91,55 +75,6 @@ def read_query(request: web.Request, model: type[M]) -> M:
 
 
 def error_middleware(surface: Surface) -> Any:
-    workflow_error = _workflow_error()
-
-    @web.middleware
-    async def monitor_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        surfaces = request.app[SURFACES]  # read first: as an argument, mypy infers the key from `owns`'s Sequence
-        if not surface.owns(request, surfaces):
-            return await handler(request)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            return await handler(request)  # a CORS preflight: cross_site.py answers it or refuses it
-        verifier = request.app[VERIFIER] if surface.auth else None
-        if verifier is not None:
-            try:
-                # browsers cannot set headers on a WebSocket: accept ?token= on an upgrade only
-                is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-                query_token = request.query.get("token") if is_upgrade else None
-                verifier.check_request(request.headers.get("Authorization"), query_token, client=request.remote)
-            except AuthThrottled as exc:
-                return fail(str(exc), 429, {"Retry-After": str(exc.retry_after)})
-            except AuthError as exc:
-                return fail(str(exc), 401, {"WWW-Authenticate": 'Bearer realm="stepflow"'})
-        try:
-            return await handler(request)
-        except RequestRefused as exc:  # ApiError too
-            return fail(exc.message, exc.status)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            headers = {k: v for k, v in exc.headers.items() if k in ("Allow",)}
-            message = exc.reason if exc.status != 404 else f"no route {request.method} {request.path}"
-            if exc.status == 413:
-                message = "the request body is too large"
-            return fail(message, exc.status, headers)
-        except EngineError as exc:
-            for cls, status in _ENGINE_STATUS:
-                if isinstance(exc, cls):
-                    return fail(exc.message, status)
-            return fail(exc.message, 400)
-        except ValidationError as exc:
-            return fail(describe_validation(exc), 400)
-        except Exception as exc:
-            if workflow_error is not None and isinstance(exc, workflow_error):
-                return fail(str(exc), 400)
-            refusal = input_error(exc)
-            if refusal is not None:
-                # parsing deeper down (a workflow's YAML inside the JSON) met an input too deep or
-                # too long to read: the client's doing, not the server's
-                log.info("refused %s %s: %s (%s)", request.method, request.path, refusal, type(exc).__name__)
-                return fail(refusal, 400)
-            log.exception("unexpected error in %s %s", request.method, request.path)
-            return fail("internal server error (see the server log)", 500)
-
-    return monitor_errors
+    return shared_error_middleware(
+        surface, fail, validation=lambda exc: fail(describe_validation(exc), 400),
+        client_error=_workflow_error(), query_token_on_upgrade=True)

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from api_compat.monitor.envelope import ApiError, dumps, found, ok, ok_json, page
 from api_compat.monitor.errors import read_json, read_query
-from api_compat.monitor.keys import LIST_CACHE
+from api_compat.monitor.keys import LIST_CACHE, STEPS_READ, SUBMITTED
 from api_compat.monitor.schemas import (
     CreateExecutionBody,
     CreateWorkflowBody,
@@ -27,7 +27,8 @@ from engine.submission import SubmitRequest
 SOURCE = "monitor"
 
 
-def created(execution: Execution, warnings: list[str]) -> web.Response:
+def created(request: web.Request, execution: Execution, warnings: list[str]) -> web.Response:
+    request[SUBMITTED] = execution
     return ok(
         {"execution_id": execution.id, "status": execution.status.value, "created_at": iso(execution.created_at)},
         status=201, warnings=warnings,
@@ -58,7 +59,7 @@ async def get_execution(request: web.Request) -> web.Response:
     q = read_query(request, ExecutionDetailQuery)
     engine = request.app[ENGINE]
     execution = await _existing(request)
-    steps = await engine.get_steps(execution.id)
+    steps = request[STEPS_READ] = await engine.get_steps(execution.id)
     if not q.branches:
         # the API's steps are the workflow and marker steps, indexed from 0 (what total_steps and
         # current_step_index count); a step's `target` tells the branches apart
@@ -78,7 +79,7 @@ async def create_execution(request: web.Request) -> web.Response:
         cwd=body.working_directory, env=body.environment, targets=[body.target], tags=body.tags,
         metadata=body.metadata, user=body.user, markers=body.markers, timeout=body.timeout,
     ))
-    return created(execution, warnings)
+    return created(request, execution, warnings)
 
 
 async def delete_execution(request: web.Request) -> web.Response:
@@ -99,7 +100,7 @@ async def cancel_execution(request: web.Request) -> web.Response:
 async def rerun_execution(request: web.Request) -> web.Response:
     body, warnings = await read_json(request, RerunBody, optional=True)
     execution = await request.app[ENGINE].rerun(request.match_info["execution_id"], from_failed=body.from_failed)
-    return created(execution, warnings)
+    return created(request, execution, warnings)
 
 
 async def get_log_lines(request: web.Request) -> web.Response:
@@ -138,4 +139,4 @@ async def create_workflow(request: web.Request) -> web.Response:
         kind=ExecutionKind.WORKFLOW, source=SOURCE, workflow_path=path, workflow_text=body.text,
         targets=body.targets or (), name=body.name, user=body.user,
     ))
-    return created(execution, warnings)
+    return created(request, execution, warnings)

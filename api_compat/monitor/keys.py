@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from api_compat.monitor.health import Probe
     from api_compat.monitor.list_cache import ListCache
     from api_compat.monitor.ws import WsHub
+    from engine.model import Execution, Step
 
 #: the WebSocket fan-out (shared by the main application and the WebSocket's own port)
 WS_HUB: web.AppKey[WsHub] = web.AppKey("monitor.ws_hub")
@@ -19,3 +20,9 @@ WS_HUB: web.AppKey[WsHub] = web.AppKey("monitor.ws_hub")
 LIST_CACHE: web.AppKey[ListCache] = web.AppKey("monitor.executions_list_cache")
 #: the database and storage checks of `/api/health/status`, cached for a moment
 PROBE: web.AppKey[Probe] = web.AppKey("monitor.health_probe")
+
+#: what a handler read that the reference shape's reshaper uses too, so that it is not read twice:
+#: every step of the execution `GET /api/executions/{id}` answers (branches included) ...
+STEPS_READ: web.RequestKey[list[Step]] = web.RequestKey("monitor.steps_read")
+#: ... and the execution a submission created
+SUBMITTED: web.RequestKey[Execution] = web.RequestKey("monitor.submitted")

@@ -35,6 +35,7 @@ from aiohttp import web
 
 from api_compat.monitor import artifacts
 from api_compat.monitor.envelope import dumps
+from api_compat.monitor.keys import STEPS_READ, SUBMITTED
 from api_compat.monitor.wire import line_dict, step_dict
 from api_compat.state import ENGINE, SURFACES
 from api_compat.surface import Handler, Surface, route
@@ -55,11 +56,10 @@ Reshaper = Callable[[web.Request, Any], Awaitable[Any]]
 
 # -- the answers, route by route --------------------------------------------------------------------
 async def _created(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
-    execution = await request.app[ENGINE].get_execution(data["execution_id"])
     return {
         "id": data["execution_id"],
         **data,
-        "name": execution.name if execution is not None else None,
+        "name": request[SUBMITTED].name,
         "message": "Execution started successfully",
     }
 
@@ -113,7 +113,7 @@ async def _detail(request: web.Request, data: dict[str, Any]) -> dict[str, Any]:
     listed = {step["id"] for step in data["steps"]}
     # output outside every listed step (all of it, for a command without step markers) is written
     # to its branch: one entry per branch that has some, or the UI would show nothing of it
-    branches = [step_dict(step) for step in await request.app[ENGINE].get_steps(execution_id)
+    branches = [step_dict(step) for step in request[STEPS_READ]
                 if step.kind is StepKind.BRANCH and step.id not in listed]
     logs = await _logs_by_step(request, execution_id, [s["id"] for s in branches + data["steps"]])
     steps = [_with_logs(branch, logs[branch["id"]]) for branch in branches if logs[branch["id"]]]
