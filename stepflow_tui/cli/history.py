@@ -17,6 +17,7 @@ from engine.store import Store
 from stepflow_tui.cli import output as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, CliError
 from stepflow_tui.cli.json_views import artifact_json, execution_json, step_json
+from stepflow_tui.display import fmt_clock
 
 if TYPE_CHECKING:
     from watchfiles import Change
@@ -117,7 +118,7 @@ async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
                 for line in batch:
                     prefix = ""
                     if args.timestamps:
-                        prefix = line.timestamp.astimezone().strftime("%H:%M:%S.%f")[:-3] + " "
+                        prefix = fmt_clock(line.timestamp) + " "
                     if (several_targets or several_steps) and line.step_id is not None:
                         if line.step_id not in labels:  # a marker step added since (-f)
                             labels = _line_labels(await store.get_steps(execution_id),

@@ -8,7 +8,7 @@ import sys
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO
 
 from rich.cells import cell_len
@@ -107,7 +107,7 @@ def ordered_tree(steps: Iterable[Step]) -> list[tuple[int, Step]]:
     return out
 
 
-def step_line(depth: int, step: Step, *, show_branch: bool) -> Text:
+def step_line(depth: int, step: Step) -> Text:
     mark, style = glyph(step.status.value)
     text = Text("  " * depth)
     text.append(f"{mark} ", style=style)
@@ -351,7 +351,7 @@ class ProgressPrinter:
                 counted.add(step.parent_id)
                 table.add_row(Text("  " * d + f"… {hidden:,} earlier step{'s' if hidden != 1 else ''} finished",
                                    style="dim"))
-            table.add_row(step_line(d, step, show_branch=not self._single_branch))
+            table.add_row(step_line(d, step))
         parts: list[object] = [table]
         if not final and self.tail:
             tail = Text()
@@ -422,7 +422,7 @@ def render_show(console: Console, execution: Execution, steps: list[Step], artif
     console.print(grid)
     console.print()
     for depth, step in ordered_tree(steps):
-        console.print(step_line(depth, step, show_branch=True))
+        console.print(step_line(depth, step))
     if artifacts:
         console.print()
         table = Table("artifact", "type", "size", "step", box=None, header_style="dim")
@@ -475,11 +475,3 @@ def render_list(console: Console, executions: list[Execution], places: Mapping[s
         lines.append(line)
     for line in lines:
         console.print(line, soft_wrap=True)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def stdout_is_tty() -> bool:
-    return sys.stdout.isatty()

@@ -10,7 +10,6 @@ the new lines: the rows still in view keep their strips).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +26,7 @@ from textual.strip import Strip
 from engine.model import LogLine, Step
 from stepflow_tui.log_window import LogWindow
 from stepflow_tui.widgets.log_lines import decorated_line, line_text, step_labels
+from stepflow_tui.widgets.log_row_cache import RowCache
 from stepflow_tui.widgets.strips import text_strip
 
 #: live lines repaint the view at most this many times a second: a tail scrolling by at 20,000
@@ -80,17 +80,10 @@ class LogView(ScrollView, can_focus=True):
         self.search: str = ""
         self.match_row: int | None = None
         self.searching = False
-        self._texts: OrderedDict[tuple[int, int], tuple[Text, bool]] = OrderedDict()
+        self._cache = RowCache()
         self._layout_key: tuple | None = None
         #: screen rows: (log row, key of its strip or None while the line is not loaded, text)
         self._screen_rows: list[tuple[int, tuple[int, int, int] | None, Text | None]] = []
-        #: how the rows look (width, wrap, times...): the row and strip caches hold for one look
-        self._look: tuple | None = None
-        #: (row, seq) -> the row's screen rows (none for a hidden marker line), for the current look
-        self._parts: dict[tuple[int, int], list[Text]] = {}
-        #: (row, seq, part) -> its strip, for the current look, x offset and base style
-        self._strips: dict[tuple[int, int, int], Strip] = {}
-        self._strips_for: tuple | None = None
         #: the layout and base style of the frame being rendered
         self._frame: tuple[list[tuple[int, tuple[int, int, int] | None, Text | None]], Style] | None = None
         self._live_pending = False
@@ -120,7 +113,7 @@ class LogView(ScrollView, can_focus=True):
         live = getattr(self.app, "live", None)
         entry = live.get(execution_id) if live is not None else None
         self._seen_seq = entry.seen_seq(self.window.step_ids) if entry is not None else -1
-        self._texts.clear()
+        self._cache.clear_texts()
         self._layout_key = None
         self._max_width = 0
         self.match_row = None
@@ -250,14 +243,8 @@ class LogView(ScrollView, can_focus=True):
     # -- layout ----------------------------------------------------------------------------------
     def _text(self, row: int, line: LogLine) -> tuple[Text, bool]:
         """The line's text with its ANSI colours, and whether it is a marker line (cached)."""
-        key = (row, line.seq)
-        cached = self._texts.get(key)
-        if cached is None:
-            cached = line_text(line.text, self.get_component_rich_style("log-view--marker"))
-            self._texts[key] = cached
-            if len(self._texts) > 4000:
-                self._texts.popitem(last=False)
-        return cached
+        return self._cache.text(
+            (row, line.seq), lambda: line_text(line.text, self.get_component_rich_style("log-view--marker")))
 
     def _decorated(self, row: int, line: LogLine) -> Text | None:
         text, marker = self._text(row, line)
@@ -273,7 +260,7 @@ class LogView(ScrollView, can_focus=True):
     def _row_parts(self, row: int, line: LogLine, width: int) -> list[Text]:
         """The screen rows of one log row (cached for the current look)."""
         key = (row, line.seq)
-        parts = self._parts.get(key)
+        parts = self._cache.parts.get(key)
         if parts is not None:
             return parts
         text = self._decorated(row, line)
@@ -289,7 +276,7 @@ class LogView(ScrollView, can_focus=True):
                 if text.cell_len > width:
                     self.call_later(self._update_virtual_size)
             parts = [text]
-        self._parts[key] = parts
+        self._cache.parts[key] = parts
         return parts
 
     def _compute_layout(self) -> list[tuple[int, tuple[int, int, int] | None, Text | None]]:
@@ -304,10 +291,7 @@ class LogView(ScrollView, can_focus=True):
         key = (top, height, self.total, look)
         if key == self._layout_key:
             return self._screen_rows
-        if look != self._look:
-            self._look = look
-            self._parts.clear()
-            self._strips.clear()
+        self._cache.set_look(look)
         out: list[tuple[int, tuple[int, int, int] | None, Text | None]] = []
         parts_in_view: dict[tuple[int, int], list[Text]] = {}
         window = self.window
@@ -326,7 +310,7 @@ class LogView(ScrollView, can_focus=True):
         if window is not None:
             self._request_blocks(top, max(row, top + height))
         # only the rows in view stay cached: a followed tail would otherwise keep every line it passed
-        self._parts = parts_in_view
+        self._cache.parts = parts_in_view
         self._screen_rows = out[:height]
         self._layout_key = key if missing_from is None else None
         return self._screen_rows
@@ -334,9 +318,7 @@ class LogView(ScrollView, can_focus=True):
     def notify_style_update(self) -> None:
         super().notify_style_update()
         # the cached texts and strips carry the old theme's styles
-        self._texts.clear()
-        self._parts.clear()
-        self._strips.clear()
+        self._cache.clear()
         self._layout_key = None
 
     def render_lines(self, crop: Region) -> list[Strip]:
@@ -360,18 +342,9 @@ class LogView(ScrollView, can_focus=True):
         if text is None or key is None:
             text = Text(" …", style=self.get_component_rich_style("log-view--placeholder"))
             return text_strip(text, self.app.console, width, base, offset=offset)
-        strips_for = (self._look, width, offset, base)
-        if strips_for != self._strips_for:
-            self._strips_for = strips_for
-            self._strips.clear()
-        strip = self._strips.get(key)
-        if strip is None:
-            strip = self._strips[key] = text_strip(text, self.app.console, width, base, offset=offset)
-            if len(self._strips) > 4 * max(len(layout), 1):
-                # keep the rows in view (a followed tail passes every line once)
-                in_view = {k for _r, k, _t in layout if k is not None}
-                self._strips = {k: v for k, v in self._strips.items() if k in in_view}
-        return strip
+        return self._cache.strip(key, (width, offset, base),
+                                 lambda: text_strip(text, self.app.console, width, base, offset=offset),
+                                 (k for _r, k, _t in layout), len(layout))
 
     def _request_blocks(self, first: int, last: int) -> None:
         window = self.window
@@ -412,9 +385,6 @@ class LogView(ScrollView, can_focus=True):
         # it does for a key or the wheel; else the next block read would bring the tail back
         if self.follow and not self._to_tail and new < old and int(new) < self._tail_top():
             self.follow = False
-
-    def watch_scroll_x(self, old: float, new: float) -> None:
-        super().watch_scroll_x(old, new)
 
     # -- follow and scrolling --------------------------------------------------------------------
     def _tail_top(self) -> int:
