@@ -124,7 +124,10 @@ async def test_containers_are_removed_when_the_runner_closes(podman_socket, busy
             await collect(command)
             assert await command.wait() == 0
         mine = {"label": f"{LABEL}=1"}
-        ids = {c.id for c in await asyncio.to_thread(client.containers.list, all=True, filters=mine)}
+        # The low-level list: the high-level one inspects each container it lists, and another
+        # test's runner may remove its own container between the two calls.
+        listed = await asyncio.to_thread(client.api.containers, all=True, filters=mine)
+        ids = {c["Id"] for c in listed}
         assert {command.container_id for command in commands} <= ids
     finally:
         await runner.close()
