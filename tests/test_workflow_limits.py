@@ -165,7 +165,8 @@ async def test_reading_is_off_the_event_loop_and_bounded_in_time() -> None:
     try:
         await asyncio.sleep(0)
         started = len(ticks)
-        workflow = await asyncio.wait_for(read_workflow("many.yaml", text=text), 30)
+        # its own time bound well above the default's 10 s: a loaded machine may take that long
+        workflow = await asyncio.wait_for(read_workflow("many.yaml", text=text, timeout=60), 90)
         assert len(workflow.steps) == 15_000
         # the loop went on while a thread read 75,000 values (~1 s); on the loop it would have
         # ticked once. Not every gap is small: Python's full garbage collections stop every thread.
