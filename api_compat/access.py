@@ -87,6 +87,8 @@ def install(app: web.Application, access: Access) -> None:
 
     async def build(app: web.Application) -> None:
         access.build_limiter(app[SURFACES])
+        if any(s.auth_always for s in app[SURFACES]):
+            access.verifier()  # the secret exists from the start, not from the first request
 
     async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
         state = request.get(RATE_STATE)
