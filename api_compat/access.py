@@ -95,7 +95,8 @@ def install(app: web.Application, access: Access) -> None:
         if state is not None:
             response.headers.update(state.headers())
 
-    app.on_startup.append(build)
+    # first: a wrong override stops the start before any surface starts its streams
+    app.on_startup.insert(0, build)
     app.on_response_prepare.append(add_rate_headers)
 
 
