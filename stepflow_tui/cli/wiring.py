@@ -321,7 +321,7 @@ def cmd_token(args: argparse.Namespace) -> int:
                                 else (None, "never expires"))
         key, key_id = create_api_key(data_dir, user=user, role=role, expires_in=expires_in)
         print(key)
-        print(f"API key {key_id} for {user} ({role}, {lifetime}); it is shown this once and stored hashed; "
+        print(f"API key {key_id} ({lifetime}) for {user} as {role}; it is shown this once and stored hashed; "
               f"`stepflow token revoke {key_id}` revokes it", file=sys.stderr)
         return EXIT_OK
     expires_in, lifetime = _token_lifetime(args)
@@ -329,7 +329,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     print(token)
     # stdout holds the token alone (for `$(stepflow token create)`); what to revoke goes to stderr
     jti = token_id(token)
-    print(f"token id {jti} for {user} ({role}, {lifetime}); `stepflow token revoke {jti}` revokes it",
+    print(f"token id {jti} ({lifetime}) for {user} as {role}; `stepflow token revoke {jti}` revokes it",
           file=sys.stderr)
     return EXIT_OK
 

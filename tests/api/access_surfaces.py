@@ -20,7 +20,14 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from api_compat import create_app
-from api_compat.access import AUTH_THROTTLED, AUTHENTICATION_REQUIRED, FORBIDDEN, PRINCIPAL, RATE_LIMITED, Denial
+from api_compat.access import (
+    AUTH_THROTTLED,
+    AUTHENTICATION_REQUIRED,
+    FORBIDDEN,
+    PRINCIPAL,
+    RATE_LIMITED,
+    Denial,
+)
 from api_compat.config import ApiConfig
 from api_compat.error_middleware import error_middleware
 from api_compat.rate_limits import RateCategory, RatePolicy

@@ -33,7 +33,7 @@ def test_token_create_with_a_user_and_a_role(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     claims = jwt.decode(result.stdout.strip(), options={"verify_signature": False})
     assert (claims["sub"], claims["role"], claims["exp"] - claims["iat"]) == ("alice", "standard", 3600)
-    assert "alice (standard, expires in 1h)" in result.stderr
+    assert "(expires in 1h) for alice as standard" in result.stderr
     # the default is the owner's role
     result = stepflow(tmp_path, "token", "create")
     assert jwt.decode(result.stdout.strip(), options={"verify_signature": False})["role"] == "administrator"
@@ -48,7 +48,7 @@ async def test_an_api_key_from_the_cli_works_until_the_cli_revokes_it(
     key = result.stdout.strip()
     key_id = key.split(".", 1)[0]
     assert key_id.startswith("sfk_") and f"stepflow token revoke {key_id}" in result.stderr
-    assert "shown this once" in result.stderr and "runner-7 (standard, never expires)" in result.stderr
+    assert "shown this once" in result.stderr and "(never expires) for runner-7 as standard" in result.stderr
     assert key not in keys_path(tmp_path).read_text()
     assert stat.S_IMODE(keys_path(tmp_path).stat().st_mode) == 0o600
     async with serving(scripted, make_config(tmp_path, auth_enabled=True)) as url:
