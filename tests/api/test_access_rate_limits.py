@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from api_compat import ConfigError, create_token
+from api_compat import ApiConfig, ConfigError, create_token
 from api_compat.api_keys import create_api_key
 from tests.api.access_surfaces import serving
 from tests.api.conftest import make_config
@@ -158,3 +161,19 @@ async def test_limits_are_configurable_and_a_wrong_name_stops_the_listener(
             pass
     with pytest.raises(ConfigError, match="not a rate limit"):
         make_config(tmp_path, rate_limits=(("ops.requests", "lots"),)).check()
+
+
+def test_the_environment_and_serve_take_overrides(tmp_path: Path) -> None:
+    config = ApiConfig.from_env({"STEPFLOW_RATE_LIMITS": "opsconductor.requests.standard=200/minute, rustci.jobs=off"})
+    assert config.rate_limits == (("opsconductor.requests.standard", "200/minute"), ("rustci.jobs", "off"))
+    config.check()
+    with pytest.raises(ConfigError, match="SURFACE.CATEGORY"):
+        ApiConfig.from_env({"STEPFLOW_RATE_LIMITS": "opsconductor=1/minute"}).check()
+    # `serve --rate-limit`: a malformed one is refused before anything starts, and one naming no
+    # category of this listener when the listener starts
+    env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path)}
+    for value, needle in (("monitor.requests=lots", "not a rate limit"), ("nosuch.requests=1/minute", "no such category")):
+        result = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port",
+                                 "0", "--rate-limit", value], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode != 0 and needle in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
