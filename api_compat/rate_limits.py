@@ -171,3 +171,21 @@ class RateLimiter:
         allowed = self._limiter.hit(item, surface, category, key)
         reset, remaining = self._limiter.get_window_stats(item, surface, category, key)
         return RateState(allowed=allowed, limit=item.amount, remaining=max(remaining, 0), reset=reset)
+
+
+#: OpsConductor's document (Rate Limiting): per user, 100 requests a minute, 500 for administrators;
+#: every route counts (`opsconductor.requests[.ROLE]` in the overrides, for a surface named opsconductor)
+OPSCONDUCTOR_POLICY = RatePolicy(
+    {"requests": RateCategory("100/minute", by="user", role_limits={"administrator": "500/minute"})},
+    default="requests",
+)
+
+#: RustCI's runner document (Rate Limiting): registration 10/minute per IP, status and health
+#: 100/minute per runner, job submission 50/minute per runner, bulk operations 5/minute per user;
+#: routes of no category are not limited (a route names its category: `RouteDoc(rate_limit="jobs")`)
+RUSTCI_POLICY = RatePolicy({
+    "registration": RateCategory("10/minute", by="ip"),
+    "status": RateCategory("100/minute", by="path:runner_id", description="per runner"),
+    "jobs": RateCategory("50/minute", by="path:runner_id", description="per runner"),
+    "bulk": RateCategory("5/minute", by="user"),
+})

@@ -97,13 +97,16 @@ async def streamed(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def ops_surface() -> Surface:
+#: small numbers, for tests that go past them
+SMALL_OPS_POLICY = RatePolicy({"requests": RateCategory("5/minute", by="user",
+                                                        role_limits={"administrator": "8/minute"})},
+                              default="requests")
+
+
+def ops_surface(policy: RatePolicy = SMALL_OPS_POLICY) -> Surface:
     return Surface(
         name="ops", title="Test ops", error_model=OpsError, prefixes=("/api/testops",), refusal=ops_fail,
-        auth_always=True,
-        rate_policy=RatePolicy({"requests": RateCategory("5/minute", by="user",
-                                                         role_limits={"administrator": "8/minute"})},
-                               default="requests"),
+        auth_always=True, rate_policy=policy,
     )
 
 
@@ -120,10 +123,10 @@ def runners_surface() -> Surface:
     )
 
 
-def install_test_surfaces(app: web.Application) -> tuple[Surface, Surface]:
+def install_test_surfaces(app: web.Application, ops_policy: RatePolicy = SMALL_OPS_POLICY) -> tuple[Surface, Surface]:
     """Both surfaces on `app` (made by `create_app`, not yet started), as `create_app` installs a
     real one."""
-    ops, runners = ops_surface(), runners_surface()
+    ops, runners = ops_surface(ops_policy), runners_surface()
     app[SURFACES][:0] = [ops, runners]
     r = app.router
     route(r, ops, "GET", "/api/testops/whoami", whoami, "Who am I", "ops")
@@ -148,10 +151,10 @@ def install_test_surfaces(app: web.Application) -> tuple[Surface, Surface]:
 
 
 @contextlib.asynccontextmanager
-async def serving(engine: Any, config: ApiConfig) -> AsyncIterator[str]:
+async def serving(engine: Any, config: ApiConfig, ops_policy: RatePolicy = SMALL_OPS_POLICY) -> AsyncIterator[str]:
     """The real application with the test surfaces on a loopback port; yields its base URL."""
     app = create_app(engine, config=config)
-    install_test_surfaces(app)
+    install_test_surfaces(app, ops_policy)
     runner = web.AppRunner(app, shutdown_timeout=2.0)
     await runner.setup()
     try:

@@ -15,9 +15,12 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from api_compat import ApiConfig, ConfigError, create_token
 from api_compat.api_keys import create_api_key
+from api_compat.rate_limits import OPSCONDUCTOR_POLICY, RUSTCI_POLICY
+from api_compat.surface import Surface, route
 from tests.api.access_surfaces import serving
 from tests.api.conftest import make_config
 from tests.api.scripted_engine import ScriptedEngine
@@ -177,3 +180,37 @@ def test_the_environment_and_serve_take_overrides(tmp_path: Path) -> None:
                                  "0", "--rate-limit", value], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode != 0 and needle in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+async def test_the_documented_opsconductor_numbers_over_a_hundred_requests(
+        scripted: ScriptedEngine, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    ann = create_token(tmp_path, subject="ann", role="standard")
+    ada = create_token(tmp_path, subject="ada", role="administrator")
+    async with serving(scripted, make_config(tmp_path), ops_policy=OPSCONDUCTOR_POLICY) as url:
+        whoami = url + "/api/testops/whoami"
+        seen = []
+        for _ in range(100):
+            status, _, headers = await call(session, "GET", whoami, headers=bearer(ann))
+            assert status == 200
+            seen.append(rate(headers))
+        assert [remaining for _, remaining, _ in seen] == list(range(99, -1, -1))
+        assert {limit for limit, _, _ in seen} == {100} and len({reset for _, _, reset in seen}) == 1
+        status, body, headers = await call(session, "GET", whoami, headers=bearer(ann))
+        assert status == 429 and rate(headers) == (100, 0, seen[0][2]) and int(headers["Retry-After"]) >= 1
+        status, _, headers = await call(session, "GET", whoami, headers=bearer(ada))
+        assert status == 200 and rate(headers)[:2] == (500, 499)
+
+
+def test_a_route_declaring_what_its_surface_cannot_count_is_refused_when_added() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    router = web.UrlDispatcher()
+    surface = Surface(name="rustci", title="RustCI", rate_policy=RUSTCI_POLICY)
+    route(router, surface, "POST", "/api/runners/{runner_id}/jobs", handler, "Submit", "jobs", rate_limit="jobs")
+    with pytest.raises(ValueError, match="path parameter 'runner_id'"):
+        route(router, surface, "POST", "/api/runners/jobs", handler, "Submit", "jobs", rate_limit="jobs")
+    with pytest.raises(ValueError, match="no rate-limit category 'nope'"):
+        route(router, surface, "GET", "/api/runners/x", handler, "X", "x", rate_limit="nope")
+    with pytest.raises(ValueError, match="role 'root'"):
+        route(router, surface, "GET", "/api/runners/y", handler, "Y", "y", role="root")
