@@ -21,11 +21,11 @@ from api_compat.rustci.errors import RustciError, not_found
 from api_compat.rustci.jobs_view import duration
 from api_compat.rustci.jobspec import docker_endpoint, workflow_text
 from api_compat.rustci.wire import (
-    ConfigUpdate,
-    JobRequest,
-    RegisterRequest,
+    RunnerConfigUpdate,
+    RunnerJobRequest,
+    RunnerRegisterRequest,
     RunnerStatus,
-    UpdateRequest,
+    RunnerUpdateRequest,
     rfc3339,
 )
 from engine.admission import GROUP_LABEL
@@ -122,7 +122,7 @@ class RunnerDesk:
             raise not_found(entry.name)
         return updated
 
-    async def register(self, req: RegisterRequest) -> tuple[str, str]:
+    async def register(self, req: RunnerRegisterRequest) -> tuple[str, str]:
         if req.type.value == "kubernetes":
             raise RustciError(422, "runner type 'kubernetes' is not supported yet (docker, native, local, ssh are)",
                               "INVALID_REQUEST", {"type": "kubernetes"})
@@ -151,7 +151,7 @@ class RunnerDesk:
         digest = hashlib.sha256(token.encode()).hexdigest()
         return secrets.compare_digest(digest, str(entry.data.get("registration_token_sha256", "")))
 
-    async def update(self, runner_id: str, req: UpdateRequest) -> None:
+    async def update(self, runner_id: str, req: RunnerUpdateRequest) -> None:
         entry = await self.get(runner_id)
         patch: dict[str, Any] = {k: v for k, v in req.model_dump(exclude_none=True).items() if k != "metadata"}
         if req.metadata is not None:
@@ -195,7 +195,7 @@ class RunnerDesk:
         found.sort(key=lambda e: e.created_at, reverse=True)
         return found
 
-    async def submit(self, runner_id: str, job: JobRequest) -> tuple[Execution, datetime]:
+    async def submit(self, runner_id: str, job: RunnerJobRequest) -> tuple[Execution, datetime]:
         entry = await self.get(runner_id)
         data = entry.data
         if data.get("status") != RunnerStatus.ACTIVE:
@@ -256,7 +256,7 @@ class RunnerDesk:
         return execution
 
     # -- configuration and control ---------------------------------------------------------------
-    async def set_config(self, runner_id: str, update: ConfigUpdate) -> bool:
+    async def set_config(self, runner_id: str, update: RunnerConfigUpdate) -> bool:
         """Merged into the runner's; True when a restart is needed (never: limits apply to the next
         jobs, the concurrency at once)."""
         entry = await self.get(runner_id)

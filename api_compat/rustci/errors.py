@@ -21,15 +21,15 @@ CODE_OF_STATUS = {400: "INVALID_REQUEST", 401: "AUTHENTICATION_REQUIRED", 403: "
                   422: "INVALID_REQUEST", 429: "RATE_LIMIT_EXCEEDED", 503: "RUNNER_UNAVAILABLE"}
 
 
-class ErrorDetail(BaseModel):
+class RustciErrorDetail(BaseModel):
     code: str
     message: str
     details: dict[str, Any] = {}
 
 
-class ErrorBody(BaseModel):
+class RustciErrorBody(BaseModel):
     success: bool = False
-    error: ErrorDetail
+    error: RustciErrorDetail
 
 
 class RustciError(RequestRefused):

@@ -17,17 +17,17 @@ from api_compat.rustci.jobs_view import job_json, job_status
 from api_compat.rustci.keys import DESK, SSE, WS_HUB
 from api_compat.rustci.wire import (
     LEVEL_RANK,
-    BulkOperation,
-    BulkRequest,
-    ConfigUpdate,
-    JobRequest,
-    JobStatus,
-    LogLevel,
-    RegisterRequest,
+    RunnerBulkOperation,
+    RunnerBulkRequest,
+    RunnerConfigUpdate,
+    RunnerJobRequest,
+    RunnerJobStatus,
+    RunnerLogLevel,
+    RunnerRegisterRequest,
     RunnerStatus,
+    RunnerStopRequest,
     RunnerType,
-    StopRequest,
-    UpdateRequest,
+    RunnerUpdateRequest,
     rfc3339,
 )
 from engine.errors import EngineError
@@ -56,7 +56,7 @@ def validate(model: type[M], value: Any) -> M:
 
 async def _body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
     if optional and not request.can_read_body:
-        return model()
+        return model.model_validate({})
     return validate(model, await read_json_body(request, error=RustciError))
 
 
@@ -70,7 +70,7 @@ def _runner_id(request: web.Request) -> str:
 
 # -- runners ----------------------------------------------------------------------------------------
 async def register(request: web.Request) -> web.Response:
-    req = await _body(request, RegisterRequest)
+    req = await _body(request, RunnerRegisterRequest)
     runner_id, token = await _desk(request).register(req)
     return _json({"success": True, "runner_id": runner_id, "registration_token": token,
                   "message": "Runner registered successfully"}, 201)
@@ -107,7 +107,7 @@ async def get_runner(request: web.Request) -> web.Response:
 
 
 async def update_runner(request: web.Request) -> web.Response:
-    req = await _body(request, UpdateRequest)
+    req = await _body(request, RunnerUpdateRequest)
     await _desk(request).update(_runner_id(request), req)
     return _json({"success": True, "message": "Runner updated successfully"})
 
@@ -141,7 +141,7 @@ async def runner_metrics(request: web.Request) -> web.Response:
 # -- jobs -------------------------------------------------------------------------------------------
 async def submit_job(request: web.Request) -> web.Response:
     runner_id = _runner_id(request)
-    job = await _body(request, JobRequest)
+    job = await _body(request, RunnerJobRequest)
     execution, eta = await _desk(request).submit(runner_id, job)
     return _json({"success": True, "job_id": f"job_{execution.id}", "runner_id": runner_id,
                   "status": job_status(execution).value, "estimated_start_time": rfc3339(eta),
@@ -150,7 +150,7 @@ async def submit_job(request: web.Request) -> web.Response:
 
 async def list_jobs(request: web.Request) -> web.Response:
     q = _query(request)
-    status = q.choice("status", JobStatus)
+    status = q.choice("status", RunnerJobStatus)
     limit, offset = q.integer("limit", 50, minimum=1, maximum=1000), q.integer("offset", 0, minimum=0)
     desk = _desk(request)
     runner_id = _runner_id(request)
@@ -179,7 +179,7 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 async def put_config(request: web.Request) -> web.Response:
-    update = await _body(request, ConfigUpdate)
+    update = await _body(request, RunnerConfigUpdate)
     restart = await _desk(request).set_config(_runner_id(request), update)
     return _json({"success": True, "message": "Configuration updated successfully", "restart_required": restart})
 
@@ -190,13 +190,13 @@ async def start_runner(request: web.Request) -> web.Response:
 
 
 async def stop_runner(request: web.Request) -> web.Response:
-    body = await _body(request, StopRequest, optional=True)
+    body = await _body(request, RunnerStopRequest, optional=True)
     await _desk(request).stop(_runner_id(request), graceful=body.graceful, timeout=body.timeout, reason=body.reason)
     return _json({"success": True, "message": "Runner stopped successfully", "status": "stopped"})
 
 
 async def restart_runner(request: web.Request) -> web.Response:
-    body = await _body(request, StopRequest, optional=True)
+    body = await _body(request, RunnerStopRequest, optional=True)
     await _desk(request).restart(_runner_id(request), graceful=body.graceful, timeout=body.timeout)
     return _json({"success": True, "message": "Runner restart initiated", "status": "restarting"})
 
@@ -205,7 +205,7 @@ async def restart_runner(request: web.Request) -> web.Response:
 async def runner_logs(request: web.Request) -> web.StreamResponse:
     q = _query(request)
     since, until = q.timestamp("since"), q.timestamp("until")
-    level = q.choice("level", LogLevel)
+    level = q.choice("level", RunnerLogLevel)
     limit = q.integer("limit", 1000, minimum=1, maximum=10_000)
     follow = q.boolean("follow", False)
     desk = _desk(request)
@@ -214,7 +214,7 @@ async def runner_logs(request: web.Request) -> web.StreamResponse:
     rank = LEVEL_RANK[level] if level is not None else 0
     entries = [e for e in desk.activity.logs.get(runner_id, ())
                if (since is None or e["_at"] >= since) and (until is None or e["_at"] <= until)
-               and LEVEL_RANK.get(LogLevel(e["level"]), 1) >= rank]
+               and LEVEL_RANK.get(RunnerLogLevel(e["level"]), 1) >= rank]
     shown = [{k: v for k, v in e.items() if k != "_at"} for e in entries[-limit:]]
     if follow and "text/event-stream" in request.headers.get("Accept", ""):
         async with request.app[SSE].open(request, runner_id) as stream:
@@ -227,25 +227,25 @@ async def runner_logs(request: web.Request) -> web.StreamResponse:
 
 
 # -- bulk, WebSocket ---------------------------------------------------------------------------------
-async def _bulk_one(desk: RunnerDesk, op: BulkOperation, runner_id: str, data: dict[str, Any]) -> None:
-    if op is BulkOperation.UPDATE_CONFIG:
-        await desk.set_config(runner_id, validate(ConfigUpdate, data))
-    elif op is BulkOperation.START:
+async def _bulk_one(desk: RunnerDesk, op: RunnerBulkOperation, runner_id: str, data: dict[str, Any]) -> None:
+    if op is RunnerBulkOperation.UPDATE_CONFIG:
+        await desk.set_config(runner_id, validate(RunnerConfigUpdate, data))
+    elif op is RunnerBulkOperation.START:
         await desk.start(runner_id)
-    elif op is BulkOperation.STOP:
-        stop = validate(StopRequest, data)
+    elif op is RunnerBulkOperation.STOP:
+        stop = validate(RunnerStopRequest, data)
         await desk.stop(runner_id, graceful=stop.graceful, timeout=stop.timeout, reason=stop.reason)
-    elif op is BulkOperation.RESTART:
-        stop = validate(StopRequest, data)
+    elif op is RunnerBulkOperation.RESTART:
+        stop = validate(RunnerStopRequest, data)
         await desk.restart(runner_id, graceful=stop.graceful, timeout=stop.timeout)
     else:
         await desk.delete(runner_id, force=bool(data.get("force", False)))
 
 
 async def bulk(request: web.Request) -> web.Response:
-    req = await _body(request, BulkRequest)
-    if req.operation is BulkOperation.UPDATE_CONFIG:
-        validate(ConfigUpdate, req.data)  # refused whole before any runner changes
+    req = await _body(request, RunnerBulkRequest)
+    if req.operation is RunnerBulkOperation.UPDATE_CONFIG:
+        validate(RunnerConfigUpdate, req.data)  # refused whole before any runner changes
     desk = _desk(request)
     f = req.filters
     chosen = [e for e in await desk.all()

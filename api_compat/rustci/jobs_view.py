@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from api_compat.rustci.activity import job_id_of
-from api_compat.rustci.wire import JobStatus, rfc3339
+from api_compat.rustci.wire import RunnerJobStatus, rfc3339
 from engine.model import Execution, ExecutionStatus
 
-_STATUS = {ExecutionStatus.PENDING: JobStatus.QUEUED, ExecutionStatus.RUNNING: JobStatus.RUNNING,
-           ExecutionStatus.COMPLETED: JobStatus.COMPLETED, ExecutionStatus.FAILED: JobStatus.FAILED,
-           ExecutionStatus.CANCELLED: JobStatus.CANCELLED}
+_STATUS = {ExecutionStatus.PENDING: RunnerJobStatus.QUEUED, ExecutionStatus.RUNNING: RunnerJobStatus.RUNNING,
+           ExecutionStatus.COMPLETED: RunnerJobStatus.COMPLETED, ExecutionStatus.FAILED: RunnerJobStatus.FAILED,
+           ExecutionStatus.CANCELLED: RunnerJobStatus.CANCELLED}
 
 
-def job_status(execution: Execution) -> JobStatus:
-    return _STATUS.get(execution.status, JobStatus.FAILED)
+def job_status(execution: Execution) -> RunnerJobStatus:
+    return _STATUS.get(execution.status, RunnerJobStatus.FAILED)
 
 
 def duration(execution: Execution) -> float | None:

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from api_compat.rustci.wire import JobRequest
+from api_compat.rustci.wire import RunnerJobRequest
 
 DEFAULT_IMAGE = "ubuntu:latest"
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "")
@@ -90,7 +90,7 @@ def target_of(runner: dict[str, Any], docker_host: str | None) -> dict[str, Any]
     return {"type": "local"}
 
 
-def step_names(job: JobRequest) -> list[str]:
+def step_names(job: RunnerJobRequest) -> list[str]:
     """The steps' names, made unique (a second "build" is "build-2")."""
     seen: dict[str, int] = {}
     names = []
@@ -100,7 +100,7 @@ def step_names(job: JobRequest) -> list[str]:
     return names
 
 
-def workflow_text(job: JobRequest, runner: dict[str, Any], docker_host: str | None, workdir: Path) -> str:
+def workflow_text(job: RunnerJobRequest, runner: dict[str, Any], docker_host: str | None, workdir: Path) -> str:
     """The workflow (JSON, which YAML reads) that runs `job` on `runner`."""
     config = runner.get("config") or {}
     timeouts = [t for t in (job.timeout, config.get("job_timeout")) if t]

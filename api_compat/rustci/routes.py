@@ -17,19 +17,19 @@ from pydantic import BaseModel, Field
 from api_compat.rustci import handlers as h
 from api_compat.rustci.activity import Activity
 from api_compat.rustci.desk import RunnerDesk
-from api_compat.rustci.errors import ErrorBody, error_middleware, fail
+from api_compat.rustci.errors import RustciErrorBody, error_middleware, fail
 from api_compat.rustci.keys import DESK, SSE, WS_HUB
 from api_compat.rustci.wire import (
-    BulkRequest,
-    ConfigUpdate,
-    JobRequest,
-    JobStatus,
-    LogLevel,
-    RegisterRequest,
+    RunnerBulkRequest,
+    RunnerConfigUpdate,
+    RunnerJobRequest,
+    RunnerJobStatus,
+    RunnerLogLevel,
+    RunnerRegisterRequest,
     RunnerStatus,
+    RunnerStopRequest,
     RunnerType,
-    StopRequest,
-    UpdateRequest,
+    RunnerUpdateRequest,
 )
 from api_compat.rustci.ws import RunnerHub
 from api_compat.sse import SseHub
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/runners"
 
 
-class ListQuery(BaseModel):
+class RunnerListQuery(BaseModel):
     status: RunnerStatus | None = None
     type: RunnerType | None = None
     tags: str | None = Field(None, description="comma-separated: runners having every one")
@@ -48,25 +48,25 @@ class ListQuery(BaseModel):
     offset: int = Field(0, ge=0)
 
 
-class DeleteQuery(BaseModel):
+class RunnerDeleteQuery(BaseModel):
     force: bool = False
 
 
-class MetricsQuery(BaseModel):
+class RunnerMetricsQuery(BaseModel):
     period: str = Field("24h", pattern="^(1h|24h|7d|30d)$")
     resolution: str = Field("5m", pattern="^(1m|5m|1h)$")
 
 
-class JobsQuery(BaseModel):
-    status: JobStatus | None = None
+class RunnerJobsQuery(BaseModel):
+    status: RunnerJobStatus | None = None
     limit: int = Field(50, ge=1, le=1000)
     offset: int = Field(0, ge=0)
 
 
-class LogsQuery(BaseModel):
+class RunnerLogsQuery(BaseModel):
     since: str | None = Field(None, description="ISO 8601")
     until: str | None = Field(None, description="ISO 8601")
-    level: LogLevel | None = None
+    level: RunnerLogLevel | None = None
     limit: int = Field(1000, ge=1, le=10_000)
     follow: bool = Field(False, description="with `Accept: text/event-stream`: Server-Sent Events until the client leaves")
 
@@ -76,7 +76,7 @@ def _obj(description: str) -> dict[str, Any]:
 
 
 def make_surface() -> Surface:
-    return Surface(name="rustci", title="RustCI runners", error_model=ErrorBody, prefixes=(PREFIX,), refusal=fail)
+    return Surface(name="rustci", title="RustCI runners", error_model=RustciErrorBody, prefixes=(PREFIX,), refusal=fail)
 
 
 def install(app: web.Application, surface: Surface) -> None:
@@ -85,48 +85,48 @@ def install(app: web.Application, surface: Surface) -> None:
     one = f"{p}/{{runner_id}}"
     route(r, surface, "GET", f"{p}/ws", h.runners_ws, "WebSocket: runner_status_change and job events", t_mon,
           websocket=True, response=_obj("WebSocket upgrade"))
-    route(r, surface, "POST", f"{p}/register", h.register, "Register a runner", t_run, body=RegisterRequest,
+    route(r, surface, "POST", f"{p}/register", h.register, "Register a runner", t_run, body=RunnerRegisterRequest,
           response=_obj("runner_id and registration_token"), status=201, errors=(400, 422))
-    route(r, surface, "POST", p, h.register, "Register a runner (as /register)", t_run, body=RegisterRequest,
+    route(r, surface, "POST", p, h.register, "Register a runner (as /register)", t_run, body=RunnerRegisterRequest,
           response=_obj("runner_id and registration_token"), status=201, errors=(400, 422),
           operation_id="register_runner_root")
-    route(r, surface, "GET", p, h.list_runners, "List runners (filters, pagination)", t_run, query=ListQuery,
+    route(r, surface, "GET", p, h.list_runners, "List runners (filters, pagination)", t_run, query=RunnerListQuery,
           response=_obj("runners, total_count, has_more"), errors=(400,))
     route(r, surface, "POST", f"{p}/bulk", h.bulk, "An operation on every runner the filters select", t_ctl,
-          body=BulkRequest, response=_obj("affected_runners and per-runner results"), errors=(400,))
+          body=RunnerBulkRequest, response=_obj("affected_runners and per-runner results"), errors=(400,))
     route(r, surface, "GET", one, h.get_runner, "A runner with its load and statistics", t_run,
           response=_obj("The runner"), errors=(404,))
     route(r, surface, "PUT", one, h.update_runner, "Update a runner's name, capabilities, metadata, tags", t_run,
-          body=UpdateRequest, response=_obj("success"), errors=(400, 404))
+          body=RunnerUpdateRequest, response=_obj("success"), errors=(400, 404))
     route(r, surface, "DELETE", one, h.delete_runner, "Unregister (409 with active jobs unless force=true)", t_run,
-          query=DeleteQuery, response=_obj("success"), errors=(404, 409))
+          query=RunnerDeleteQuery, response=_obj("success"), errors=(404, 409))
     route(r, surface, "GET", f"{one}/status", h.runner_status, "Status and load", t_mon, response=_obj("status"),
           errors=(404,))
     route(r, surface, "GET", f"{one}/health", h.runner_health, "Health checks (Docker daemon, disk, memory)", t_mon,
           response=_obj("health"), errors=(404,))
     route(r, surface, "GET", f"{one}/metrics", h.runner_metrics, "Sampled cpu, memory, active jobs", t_mon,
-          query=MetricsQuery, response=_obj("metrics"), errors=(400, 404))
+          query=RunnerMetricsQuery, response=_obj("metrics"), errors=(400, 404))
     route(r, surface, "POST", f"{one}/jobs", h.submit_job, "Submit a job (queued per runner)", t_jobs,
-          body=JobRequest, response=_obj("job_id, status, estimated_start_time"), status=201,
+          body=RunnerJobRequest, response=_obj("job_id, status, estimated_start_time"), status=201,
           errors=(400, 404, 409))
     route(r, surface, "GET", f"{one}/jobs", h.list_jobs, "The runner's jobs, newest first", t_jobs,
-          query=JobsQuery, response=_obj("jobs"), errors=(400, 404))
+          query=RunnerJobsQuery, response=_obj("jobs"), errors=(400, 404))
     route(r, surface, "GET", f"{one}/jobs/{{job_id}}", h.get_job, "One job (ours)", t_jobs, response=_obj("job"),
           errors=(404,))
     route(r, surface, "POST", f"{one}/jobs/{{job_id}}/cancel", h.cancel_job, "Cancel a queued or running job (ours)",
           t_jobs, response=_obj("success"), errors=(404, 409))
     route(r, surface, "GET", f"{one}/config", h.get_config, "The runner's configuration", t_ctl,
           response=_obj("configuration"), errors=(404,))
-    route(r, surface, "PUT", f"{one}/config", h.put_config, "Update the configuration", t_ctl, body=ConfigUpdate,
+    route(r, surface, "PUT", f"{one}/config", h.put_config, "Update the configuration", t_ctl, body=RunnerConfigUpdate,
           response=_obj("success, restart_required"), errors=(400, 404))
     route(r, surface, "POST", f"{one}/start", h.start_runner, "Start a stopped runner", t_ctl,
           response=_obj("status starting"), errors=(404,))
     route(r, surface, "POST", f"{one}/stop", h.stop_runner, "Stop (graceful: running jobs get `timeout` s)", t_ctl,
-          body=StopRequest, response=_obj("status stopped"), errors=(400, 404))
-    route(r, surface, "POST", f"{one}/restart", h.restart_runner, "Restart", t_ctl, body=StopRequest,
+          body=RunnerStopRequest, response=_obj("status stopped"), errors=(400, 404))
+    route(r, surface, "POST", f"{one}/restart", h.restart_runner, "Restart", t_ctl, body=RunnerStopRequest,
           response=_obj("status restarting"), errors=(400, 404))
     route(r, surface, "GET", f"{one}/logs", h.runner_logs, "Logs; follow=true with Accept: text/event-stream: SSE",
-          t_mon, query=LogsQuery, response={"description": "logs (JSON), or an event stream",
+          t_mon, query=RunnerLogsQuery, response={"description": "logs (JSON), or an event stream",
                                             "content": {"application/json": {}, "text/event-stream": {}}},
           errors=(400, 404))
     sse = app[SSE] = SseHub()

@@ -25,7 +25,7 @@ class RunnerStatus(enum.StrEnum):
     ERROR = "error"
 
 
-class JobStatus(enum.StrEnum):
+class RunnerJobStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -33,14 +33,14 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
-class LogLevel(enum.StrEnum):
+class RunnerLogLevel(enum.StrEnum):
     DEBUG = "debug"
     INFO = "info"
     WARN = "warn"
     ERROR = "error"
 
 
-LEVEL_RANK = {LogLevel.DEBUG: 0, LogLevel.INFO: 1, LogLevel.WARN: 2, LogLevel.ERROR: 3}
+LEVEL_RANK = {RunnerLogLevel.DEBUG: 0, RunnerLogLevel.INFO: 1, RunnerLogLevel.WARN: 2, RunnerLogLevel.ERROR: 3}
 
 
 class _Body(BaseModel):
@@ -50,13 +50,13 @@ class _Body(BaseModel):
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class Resources(_Body):
+class RunnerResources(_Body):
     cpu_cores: float | None = Field(None, ge=0)
     memory_gb: float | None = Field(None, ge=0)
     disk_gb: float | None = Field(None, ge=0)
 
 
-class RegisterRequest(_Body):
+class RunnerRegisterRequest(_Body):
     name: Name
     type: RunnerType
     host: Annotated[str, Field(max_length=255)] = "localhost"
@@ -64,32 +64,32 @@ class RegisterRequest(_Body):
     capabilities: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
     metadata: dict[str, Any] = Field(default_factory=dict)
     tags: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
-    resources: Resources = Field(default_factory=lambda: Resources())
+    resources: RunnerResources = Field(default_factory=lambda: RunnerResources.model_validate({}))
 
 
-class UpdateRequest(_Body):
+class RunnerUpdateRequest(_Body):
     name: Name | None = None
     capabilities: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
     metadata: dict[str, Any] | None = None
     tags: list[Annotated[str, Field(max_length=100)]] | None = Field(None, max_length=100)
-    resources: Resources | None = None
+    resources: RunnerResources | None = None
 
 
-class JobStep(_Body):
+class RunnerJobStep(_Body):
     name: Name
     run: Annotated[str, Field(min_length=1)]
 
 
-class JobRequest(_Body):
+class RunnerJobRequest(_Body):
     name: Name
-    steps: Annotated[list[JobStep], Field(min_length=1, max_length=500)]
+    steps: Annotated[list[RunnerJobStep], Field(min_length=1, max_length=500)]
     environment: dict[str, str] = Field(default_factory=dict)
     #: seconds the job may run (each step, at most; and the runner's `job_timeout`)
     timeout: float | None = Field(None, gt=0, le=7 * 86400)
     retry_count: int = Field(0, ge=0, le=100)
 
 
-class ResourceLimits(_Body):
+class RunnerResourceLimits(_Body):
     model_config = ConfigDict(extra="allow")
     #: CPU in millicores ("2000m") or CPUs ("2", "0.5")
     cpu_limit: str | None = Field(None, pattern=r"^\d+(\.\d+)?m?$")
@@ -98,7 +98,7 @@ class ResourceLimits(_Body):
     disk_limit: str | None = None
 
 
-class DockerConfig(_Body):
+class RunnerDockerConfig(_Body):
     model_config = ConfigDict(extra="allow")
     privileged: bool | None = None
     network_mode: str | None = None
@@ -107,21 +107,21 @@ class DockerConfig(_Body):
     image: str | None = Field(None, min_length=1)
 
 
-class ConfigUpdate(_Body):
+class RunnerConfigUpdate(_Body):
     max_concurrent_jobs: int | None = Field(None, ge=0, le=1000)
     job_timeout: float | None = Field(None, gt=0, le=30 * 86400)
     cleanup_policy: Literal["always", "on_success", "never"] | None = None
-    resource_limits: ResourceLimits | None = None
-    docker_config: DockerConfig | None = None
+    resource_limits: RunnerResourceLimits | None = None
+    docker_config: RunnerDockerConfig | None = None
 
 
-class StopRequest(_Body):
+class RunnerStopRequest(_Body):
     graceful: bool = False
     timeout: float = Field(300, ge=0, le=86400)
     reason: Annotated[str, Field(max_length=1000)] = ""
 
 
-class BulkOperation(enum.StrEnum):
+class RunnerBulkOperation(enum.StrEnum):
     UPDATE_CONFIG = "update_config"
     START = "start"
     STOP = "stop"
@@ -129,15 +129,15 @@ class BulkOperation(enum.StrEnum):
     DELETE = "delete"
 
 
-class BulkFilters(_Body):
+class RunnerBulkFilters(_Body):
     status: RunnerStatus | None = None
     type: RunnerType | None = None
     tags: list[str] = Field(default_factory=list)
 
 
-class BulkRequest(_Body):
-    operation: BulkOperation
-    filters: BulkFilters = Field(default_factory=lambda: BulkFilters())
+class RunnerBulkRequest(_Body):
+    operation: RunnerBulkOperation
+    filters: RunnerBulkFilters = Field(default_factory=lambda: RunnerBulkFilters.model_validate({}))
     data: dict[str, Any] = Field(default_factory=dict)
 
 
