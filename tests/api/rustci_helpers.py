@@ -30,6 +30,7 @@ class RustciApi:
     session: aiohttp.ClientSession
     engine: Any
     data_dir: Path
+    listener: ApiListener
 
     @property
     def auth(self) -> dict[str, str]:
@@ -71,7 +72,7 @@ class RustciApi:
 async def rustci_api(engine: Any, tmp_path: Path) -> AsyncIterator[RustciApi]:
     async with running(engine, make_config(tmp_path, auth_enabled=True)) as listener:
         async with aiohttp.ClientSession() as session:
-            yield RustciApi(listener.url, create_token(tmp_path), session, engine, tmp_path)
+            yield RustciApi(listener.url, create_token(tmp_path), session, engine, tmp_path, listener)
 
 
 @pytest.fixture
