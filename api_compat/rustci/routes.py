@@ -9,7 +9,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -41,8 +41,9 @@ PREFIX = "/api/runners"
 
 
 class RunnerListQuery(BaseModel):
-    status: RunnerStatus | None = None
-    type: RunnerType | None = None
+    #: an empty value is no filter
+    status: RunnerStatus | Literal[""] | None = None
+    type: RunnerType | Literal[""] | None = None
     tags: str | None = Field(None, description="comma-separated: runners having every one")
     limit: int = Field(50, ge=1, le=1000)
     offset: int = Field(0, ge=0)
@@ -53,20 +54,20 @@ class RunnerDeleteQuery(BaseModel):
 
 
 class RunnerMetricsQuery(BaseModel):
-    period: str = Field("24h", pattern="^(1h|24h|7d|30d)$")
-    resolution: str = Field("5m", pattern="^(1m|5m|1h)$")
+    period: Literal["1h", "24h", "7d", "30d", ""] = "24h"
+    resolution: Literal["1m", "5m", "1h", ""] = "5m"
 
 
 class RunnerJobsQuery(BaseModel):
-    status: RunnerJobStatus | None = None
+    status: RunnerJobStatus | Literal[""] | None = None
     limit: int = Field(50, ge=1, le=1000)
     offset: int = Field(0, ge=0)
 
 
 class RunnerLogsQuery(BaseModel):
-    since: str | None = Field(None, description="ISO 8601")
-    until: str | None = Field(None, description="ISO 8601")
-    level: RunnerLogLevel | None = None
+    since: str | None = Field(None, description="ISO 8601", json_schema_extra={"format": "date-time"})
+    until: str | None = Field(None, description="ISO 8601", json_schema_extra={"format": "date-time"})
+    level: RunnerLogLevel | Literal[""] | None = None
     limit: int = Field(1000, ge=1, le=10_000)
     follow: bool = Field(False, description="with `Accept: text/event-stream`: Server-Sent Events until the client leaves")
 
@@ -84,7 +85,8 @@ def install(app: web.Application, surface: Surface) -> None:
     t_run, t_jobs, t_ctl, t_mon = "rustci runners", "rustci jobs", "rustci control", "rustci monitoring"
     one = f"{p}/{{runner_id}}"
     route(r, surface, "GET", f"{p}/ws", h.runners_ws, "WebSocket: runner_status_change and job events", t_mon,
-          websocket=True, response=_obj("WebSocket upgrade"))
+          websocket=True, response={"description": "Switching to the WebSocket protocol"}, status=101,
+          errors=(400, 503))
     route(r, surface, "POST", f"{p}/register", h.register, "Register a runner", t_run, body=RunnerRegisterRequest,
           response=_obj("runner_id and registration_token"), status=201, errors=(400, 422))
     route(r, surface, "POST", p, h.register, "Register a runner (as /register)", t_run, body=RunnerRegisterRequest,

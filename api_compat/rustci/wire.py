@@ -7,7 +7,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 
 class RunnerType(enum.StrEnum):
@@ -58,7 +58,9 @@ class RunnerResources(_Body):
 
 class RunnerRegisterRequest(_Body):
     name: Name
-    type: RunnerType
+    #: `kubernetes` is read, and answered 422 "not supported yet"
+    type: Annotated[RunnerType, WithJsonSchema({"type": "string", "enum": ["docker", "native", "local", "ssh"],
+                                                "description": "kubernetes: 422, not supported yet"})]
     host: Annotated[str, Field(max_length=255)] = "localhost"
     port: int | None = Field(None, ge=1, le=65535)
     capabilities: list[Annotated[str, Field(max_length=100)]] = Field(default_factory=list, max_length=100)
