@@ -30,7 +30,7 @@ from engine.submission import Planned
 #: rows read at once while reading the queue from the store
 _PAGE = 500
 #: the label naming an execution's admission group: at most the group's limit of its executions
-#: run at once (a RustCI runner's `max_concurrent_jobs`; 0 holds them all in the queue)
+#: run at once (a RustCI runner's `max_concurrent_jobs`; 0, or no limit set, holds them in the queue)
 GROUP_LABEL = "admission_group"
 
 
@@ -144,10 +144,12 @@ class AdmissionGroups:
             self._limits[group] = max(int(limit), 0)
 
     def has_room(self, execution: Execution) -> bool:
+        """Room for it: ungrouped, or its group below its limit. A group without a limit (its
+        surface has not opened it: not served here, or not yet at start-up) holds its executions."""
         group = execution.labels.get(GROUP_LABEL)
-        if group is None or group not in self._limits:
+        if group is None:
             return True
-        return self._running.get(group, 0) < self._limits[group]
+        return self._running.get(group, 0) < self._limits.get(group, 0)
 
     def started(self, execution: Execution) -> None:
         group = execution.labels.get(GROUP_LABEL)

@@ -313,9 +313,9 @@ class Engine(ArtifactCommands):
             self._forget(run.state.execution.id)
 
     def set_group_limit(self, group: str, limit: int | None) -> None:
-        """At most `limit` executions labelled with this admission group run at once (0: none
-        starts, they wait in the queue; None: no limit but the engine's); queued ones start now
-        when the new limit has room for them."""
+        """At most `limit` executions labelled with this admission group run at once (0 or None:
+        none starts, they wait in the queue, as they do until their group's surface sets a limit);
+        queued ones start now when the new limit has room for them."""
         self._groups.set_limit(group, limit)
         self._admit_waiting()
 
