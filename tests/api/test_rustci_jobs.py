@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from api_compat.rustci.keys import SSE
 from engine.model import ExecutionStatus, StepKind
@@ -202,3 +203,14 @@ async def test_bulk_by_filters(rc: RustciApi) -> None:
     assert page["total_count"] == 2
     status, body = await rc.call("POST", "/api/runners/bulk", json={"operation": "explode"})
     assert status == 400 and body["error"]["code"] == "INVALID_REQUEST"
+
+
+async def test_an_ssh_runner_runs_its_jobs_on_the_target_host(rc: RustciApi, asyncssh_server: Any) -> None:
+    server = asyncssh_server
+    runner_id = await rc.register("ssh-1", "ssh", host=server.host, port=server.port, metadata={
+        "user": server.user, "key": server.client_key, "known_hosts": server.known_hosts})
+    done = await rc.finished(await rc.submit(runner_id, "echo over ssh: $GREETING", environment={"GREETING": "hi"}))
+    assert done.status is ExecutionStatus.COMPLETED, done.error_message
+    assert "over ssh: hi" in [line.text for line in await rc.engine.get_log_lines(done.id)]
+    status, health = await rc.call("GET", f"/api/runners/{runner_id}/health")
+    assert health["checks"]["connectivity"]["status"] == "pass"
