@@ -63,7 +63,8 @@ class Activity:
         self.samples: dict[str, deque[Sample]] = {}
         #: execution id -> runner id, for the jobs seen
         self.runner_of: dict[str, str] = {}
-        self._step_names: dict[str, str] = {}
+        #: execution id -> its steps' names by id, while it runs
+        self._step_names: dict[str, dict[str, str]] = {}
         #: notified whenever one of the runners' jobs ends
         self.changed = asyncio.Condition()
         #: (message) -> None: the WebSocket hub's broadcast
@@ -118,12 +119,12 @@ class Activity:
 
     async def _on_event(self, event: object) -> None:
         if isinstance(event, ExecutionCreated):
-            self.track(event.execution)
-            for step in event.steps:
-                self._step_names[step.id] = step.name
+            if self.track(event.execution) is not None:
+                self._step_names[event.execution.id] = {step.id: step.name for step in event.steps}
         elif isinstance(event, StepAdded):
-            if event.step.execution_id in self.runner_of:
-                self._step_names[event.step.id] = event.step.name
+            names = self._step_names.get(event.step.execution_id)
+            if names is not None:
+                names[event.step.id] = event.step.name
         elif isinstance(event, ExecutionStarted):
             runner_id = self.runner_of.get(event.execution.id) or self.track(event.execution)
             if runner_id is not None:
@@ -136,13 +137,15 @@ class Activity:
             if runner_id is not None:
                 level = "error" if event.stream == "stderr" else "info"
                 context: dict[str, Any] = {"job_id": job_id_of(event.exec_id)}
-                if event.step_id is not None and event.step_id in self._step_names:
-                    context["step"] = self._step_names[event.step_id]
+                step = self._step_names.get(event.exec_id, {}).get(event.step_id or "")
+                if step is not None:
+                    context["step"] = step
                 for line in event.lines:
                     self.log(runner_id, level, line, context, event.timestamp)
         elif isinstance(event, ExecutionFinished):
             execution = event.execution
             runner_id = self.runner_of.get(execution.id)
+            self._step_names.pop(execution.id, None)
             if runner_id is not None:
                 job_id = job_id_of(execution.id)
                 status = execution.status.value

@@ -75,6 +75,7 @@ class RunnerDesk:
         self._ids: list[str] = []
         self._locks: dict[str, asyncio.Lock] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
+        self._restarting: dict[str, asyncio.Task[None]] = {}
 
     # -- the engine's admission groups ----------------------------------------------------------
     def _set_limit(self, runner_id: str, limit: int | None) -> None:
@@ -159,9 +160,6 @@ class RunnerDesk:
             max_jobs = req.metadata.get("max_concurrent_jobs")
             if isinstance(max_jobs, int) and not isinstance(max_jobs, bool) and 0 <= max_jobs <= 1000:
                 patch["config"] = {"max_concurrent_jobs": max_jobs}
-        if "tags" in patch or "capabilities" in patch:
-            # lists are replaced whole (a merge patch replaces arrays)
-            pass
         patch["last_seen"] = rfc3339(now())
         updated = await self._patch(entry, patch)
         self._apply_limit(updated.data)
@@ -344,8 +342,10 @@ class RunnerDesk:
                 await self._transition(entry, "start")
                 self.activity.log(runner_id, "info", "Runner restarted")
 
-        self._restart_task = asyncio.create_task(then_start(), name=f"rustci-restart-{runner_id}")
+        task = self._restarting[runner_id] = asyncio.create_task(then_start(), name=f"rustci-restart-{runner_id}")
+        task.add_done_callback(lambda t: self._restarting.pop(runner_id, None) if self._restarting.get(runner_id) is t
+                               else None)
 
     async def close(self) -> None:
-        for task in list(self._stopping.values()):
+        for task in [*self._stopping.values(), *self._restarting.values()]:
             task.cancel()
