@@ -28,9 +28,11 @@ class RustciApi:
     base: str
     token: str
     session: aiohttp.ClientSession
-    engine: Any
-    data_dir: Path
-    listener: ApiListener
+    #: the in-process engine and listener (None against a `stepflow serve` process)
+    engine: Any = None
+    listener: ApiListener | None = None
+    #: a scratch directory of the test (gate files)
+    tmp: Path = Path()
 
     @property
     def auth(self) -> dict[str, str]:
@@ -72,7 +74,7 @@ class RustciApi:
 async def rustci_api(engine: Any, tmp_path: Path) -> AsyncIterator[RustciApi]:
     async with running(engine, make_config(tmp_path, auth_enabled=True)) as listener:
         async with aiohttp.ClientSession() as session:
-            yield RustciApi(listener.url, create_token(tmp_path), session, engine, tmp_path, listener)
+            yield RustciApi(listener.url, create_token(tmp_path), session, engine, listener, tmp_path)
 
 
 @pytest.fixture

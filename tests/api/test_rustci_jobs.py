@@ -58,7 +58,7 @@ async def test_a_failing_step_fails_the_job(rc: RustciApi) -> None:
 
 async def test_max_concurrent_jobs_1_queues_the_second_job(rc: RustciApi) -> None:
     runner_id = await rc.register(metadata={"max_concurrent_jobs": 1})
-    gate = rc.data_dir / "gate"
+    gate = rc.tmp / "gate"
     first = await rc.submit(runner_id, f"while [ ! -e {gate} ]; do sleep 0.05; done", name="first")
     second = await rc.submit(runner_id, "echo second", name="second")
     assert second["status"] == "queued" and second["estimated_start_time"] > first["estimated_start_time"]
@@ -87,7 +87,7 @@ async def test_cancel_a_running_job(rc: RustciApi) -> None:
 
 async def test_a_stopped_runner_takes_no_jobs_and_keeps_its_queue(rc: RustciApi) -> None:
     runner_id = await rc.register(metadata={"max_concurrent_jobs": 1})
-    gate = rc.data_dir / "gate2"
+    gate = rc.tmp / "gate2"
     first = await rc.submit(runner_id, f"while [ ! -e {gate} ]; do sleep 0.05; done")
     queued = await rc.submit(runner_id, "echo after the stop")
     async with rc.websocket("/api/runners/ws") as ws:
@@ -155,7 +155,7 @@ async def test_logs_and_their_filters(rc: RustciApi) -> None:
 
 async def test_follow_streams_a_printing_job_as_server_sent_events(rc: RustciApi) -> None:
     runner_id = await rc.register()
-    gate = rc.data_dir / "gate3"
+    gate = rc.tmp / "gate3"
     async with rc.stream(f"/api/runners/{runner_id}/logs?follow=true", Accept="text/event-stream") as resp:
         assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/event-stream")
         first = json.loads((await read_event(resp))["data"])
@@ -171,6 +171,7 @@ async def test_follow_streams_a_printing_job_as_server_sent_events(rc: RustciApi
                 seen.append(json.loads((await read_event(resp))["data"])["message"])
     await rc.finished(job)
     # the client left: nothing of its stream is left in the hub
+    assert rc.listener is not None and rc.listener.app is not None
     async with asyncio.timeout(WAIT):
         await rc.listener.app[SSE].wait_for_count(0)
 
