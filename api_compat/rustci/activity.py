@@ -23,7 +23,7 @@ from api_compat.rustci.wire import rfc3339
 from api_compat.sse import SseHub
 from engine.client import EngineClient
 from engine.events import ExecutionCreated, ExecutionFinished, ExecutionStarted, LinesLogged, StepAdded
-from engine.model import Execution
+from engine.model import AbortReason, Execution
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ MAX_SAMPLES = 43_200
 SAMPLE_EVERY = 60.0
 #: the execution label naming a job's runner
 RUNNER_LABEL = "rustci.runner"
+#: the execution label holding a job's timeout (seconds, the whole job's)
+TIMEOUT_LABEL = "rustci.timeout"
 JOB_PREFIX = "job_"
 
 
@@ -71,6 +73,9 @@ class Activity:
         self.broadcast: Callable[[dict[str, Any]], None] = lambda _message: None
         #: runner id -> its jobs running now (the desk's)
         self.active_jobs: Callable[[str], int] = lambda _runner: 0
+        #: running jobs' timeouts (execution id -> the timer that cancels it)
+        self._deadlines: dict[str, asyncio.TimerHandle] = {}
+        self._engine: EngineClient | None = None
         psutil.cpu_percent(None)  # the first reading is against this one
 
     # -- log ---------------------------------------------------------------------------------------
@@ -106,7 +111,31 @@ class Activity:
             self.runner_of[execution.id] = runner_id
         return runner_id
 
+    def _start_deadline(self, execution: Execution) -> None:
+        """A job with a timeout is cancelled (reason timeout) when it runs longer."""
+        raw = execution.labels.get(TIMEOUT_LABEL)
+        engine = self._engine
+        if raw is None or engine is None or execution.started_at is None:
+            return
+        left = float(raw) - (datetime.now(UTC) - execution.started_at).total_seconds()
+
+        def expire() -> None:
+            self._deadlines.pop(execution.id, None)
+            runner_id = self.runner_of.get(execution.id, "")
+            self.log(runner_id, "error", f"Job timed out after {float(raw):g}s: {job_id_of(execution.id)}",
+                     {"job_id": job_id_of(execution.id)})
+            task = asyncio.ensure_future(engine.cancel(execution.id, AbortReason.TIMEOUT))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # it may have ended meanwhile
+
+        self._deadlines[execution.id] = asyncio.get_running_loop().call_later(max(left, 0.0), expire)
+
+    def close(self) -> None:
+        for handle in self._deadlines.values():
+            handle.cancel()
+        self._deadlines.clear()
+
     async def follow_engine(self, engine: EngineClient) -> None:
+        self._engine = engine
         subscription = engine.subscribe(maxsize=20_000)
         try:
             async for event in subscription:
@@ -131,6 +160,7 @@ class Activity:
                 job_id = job_id_of(event.execution.id)
                 self.log(runner_id, "info", f"Job started: {job_id}", {"job_id": job_id})
                 self.broadcast(_job_message("job_started", runner_id, event.execution))
+                self._start_deadline(event.execution)
                 self.sample(runner_id)
         elif isinstance(event, LinesLogged):
             runner_id = self.runner_of.get(event.exec_id)
@@ -146,6 +176,8 @@ class Activity:
             execution = event.execution
             runner_id = self.runner_of.get(execution.id)
             self._step_names.pop(execution.id, None)
+            if (deadline := self._deadlines.pop(execution.id, None)) is not None:
+                deadline.cancel()
             if runner_id is not None:
                 job_id = job_id_of(execution.id)
                 status = execution.status.value

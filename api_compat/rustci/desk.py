@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from api_compat.rustci.activity import JOB_PREFIX, RUNNER_LABEL, Activity, job_id_of
+from api_compat.rustci.activity import JOB_PREFIX, RUNNER_LABEL, TIMEOUT_LABEL, Activity, job_id_of
 from api_compat.rustci.errors import RustciError, not_found
 from api_compat.rustci.jobs_view import duration
 from api_compat.rustci.jobspec import docker_endpoint, workflow_text
@@ -204,9 +204,13 @@ class RunnerDesk:
             await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
         docker_host = await docker_endpoint(data) if data["type"] == "docker" else None
         history = await self.jobs(entry)
+        labels = {GROUP_LABEL: runner_id, RUNNER_LABEL: runner_id}
+        timeouts = [t for t in (job.timeout, data["config"].get("job_timeout")) if t]
+        if timeouts:
+            labels[TIMEOUT_LABEL] = f"{min(timeouts):g}"
         execution = await self.engine.submit(SubmitRequest(
             kind=ExecutionKind.WORKFLOW, source="rustci", workflow_text=workflow_text(job, data, docker_host, workdir),
-            name=job.name, labels={GROUP_LABEL: runner_id, RUNNER_LABEL: runner_id},
+            name=job.name, labels=labels,
         ))
         self.activity.runner_of[execution.id] = runner_id
         await self._patch(entry, {"jobs": {execution.id: rfc3339(execution.created_at)}, "last_seen": rfc3339(now())})
@@ -347,5 +351,6 @@ class RunnerDesk:
                                else None)
 
     async def close(self) -> None:
+        self.activity.close()
         for task in [*self._stopping.values(), *self._restarting.values()]:
             task.cancel()

@@ -102,12 +102,9 @@ def step_names(job: RunnerJobRequest) -> list[str]:
 
 def workflow_text(job: RunnerJobRequest, runner: dict[str, Any], docker_host: str | None, workdir: Path) -> str:
     """The workflow (JSON, which YAML reads) that runs `job` on `runner`."""
-    config = runner.get("config") or {}
-    timeouts = [t for t in (job.timeout, config.get("job_timeout")) if t]
     target_name = "runner"
+    # the job's timeout is the whole job's (api_compat.rustci.activity cancels it)
     defaults: dict[str, Any] = {"retries": job.retry_count}
-    if timeouts:
-        defaults["timeout"] = min(timeouts)
     if runner["type"] == "docker":
         defaults["shell"] = "sh"
     elif runner["type"] in ("local", "native"):

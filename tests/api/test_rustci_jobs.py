@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from api_compat.rustci.keys import SSE
-from engine.model import ExecutionStatus, StepKind
+from engine.model import AbortReason, ExecutionStatus, StepKind
 from tests.api.rustci_helpers import WAIT, RustciApi, next_message, rc, read_event
 
 __all__ = ["rc"]
@@ -215,3 +215,15 @@ async def test_an_ssh_runner_runs_its_jobs_on_the_target_host(rc: RustciApi, asy
     assert "over ssh: hi" in [line.text for line in await rc.engine.get_log_lines(done.id)]
     status, health = await rc.call("GET", f"/api/runners/{runner_id}/health")
     assert health["checks"]["connectivity"]["status"] == "pass"
+
+
+async def test_a_job_outliving_its_timeout_is_stopped(rc: RustciApi) -> None:
+    runner_id = await rc.register()
+    # each step is quick; the job as a whole is not
+    job = await rc.submit(runner_id, "sleep 0.6", "sleep 0.6", "sleep 30", timeout=1)
+    done = await rc.finished(job)
+    assert done.status is ExecutionStatus.FAILED and done.abort_reason is AbortReason.TIMEOUT
+    status, shown = await rc.call("GET", f"/api/runners/{runner_id}/jobs/{job['job_id']}")
+    assert shown["status"] == "failed" and shown["duration"] < 10
+    status, logs = await rc.call("GET", f"/api/runners/{runner_id}/logs?level=error")
+    assert any("timed out after 1s" in e["message"] for e in logs["logs"])
