@@ -313,7 +313,9 @@ class RunnerDesk:
         entry = await self.registry.get_registered(KIND, name=runner_id)
         if entry is None:
             return []
-        return [e for e in await self.jobs(entry) if e.status is ExecutionStatus.RUNNING]
+        # taken from the queue (admitted) counts: its processes may be starting
+        return [e for e in await self.jobs(entry) if e.status is ExecutionStatus.RUNNING
+                or (e.status is ExecutionStatus.PENDING and e.admitted_at is not None)]
 
     async def _drain(self, runner_id: str, timeout: float) -> None:
         try:

@@ -112,8 +112,9 @@ async def test_a_stopped_runner_takes_no_jobs_and_keeps_its_queue(rc: RustciApi)
 
 async def test_a_graceful_stop_cancels_what_outlives_its_timeout(rc: RustciApi) -> None:
     runner_id = await rc.register()
-    job = await rc.submit(runner_id, "sleep 60")
     async with rc.websocket("/api/runners/ws") as ws:
+        job = await rc.submit(runner_id, "sleep 60")
+        await next_message(ws, "job_started", job_id=job["job_id"])
         await rc.call("POST", f"/api/runners/{runner_id}/stop", json={"graceful": True, "timeout": 0.5})
         ended = await next_message(ws, "job_completed", job_id=job["job_id"])
     assert ended["status"] == "cancelled"
