@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
-from engine.admission import AdmissionQueue, end_unstarted
+from engine.admission import AdmissionGroups, AdmissionQueue, end_unstarted
 from engine.adoption import adopt_queue
 from engine.artifact_commands import ArtifactCommands
 from engine.artifacts import ArtifactStore
@@ -92,6 +92,8 @@ class Engine(ArtifactCommands):
         #: each live run's kill grace (what bounds the wait of `cancel_and_delete`)
         self._kill_graces: dict[str, float] = {}
         self._queue = AdmissionQueue()
+        #: running limits per admission group (engine.admission.GROUP_LABEL)
+        self._groups = AdmissionGroups()
         #: slots taken by executions being created to start at once (not yet in `_runs`)
         self._reserved = 0
         #: set (and replaced) whenever an execution leaves the queue
@@ -178,7 +180,7 @@ class Engine(ArtifactCommands):
         execution.source = replace_surrogates(request.source)
         execution.labels = replace_in(dict(request.labels))
         execution.owner = this_engine()
-        if not self._queue and self._has_room():
+        if not self._queue and self._has_room() and self._groups.has_room(execution):
             # the fast path: admitted at creation, one barrier
             execution.admitted_at = utcnow()
             return await self._launch(planned)
@@ -241,6 +243,7 @@ class Engine(ArtifactCommands):
         task = asyncio.create_task(self._run_then_forget(run, from_queue), name=f"execution-{execution.id}")
         self._runs[execution.id] = (state, task)
         self._kill_graces[execution.id] = planned.plan.kill_grace
+        self._groups.started(execution)
         return state
 
     # -- admission --------------------------------------------------------------------------------
@@ -250,7 +253,7 @@ class Engine(ArtifactCommands):
     def _admit_waiting(self) -> None:
         """Start queued executions while there is room (each one's admission stored first)."""
         while not self._closing and self._started and self._queue and self._has_room():
-            planned = self._queue.pop()
+            planned = self._queue.pop(self._groups.has_room)
             if planned is None:
                 break
             planned.execution.admitted_at = utcnow()
@@ -310,8 +313,20 @@ class Engine(ArtifactCommands):
         finally:
             self._forget(run.state.execution.id)
 
+    def set_group_limit(self, group: str, limit: int | None) -> None:
+        """At most `limit` executions labelled with this admission group run at once (0 or None:
+        none starts, they wait in the queue, as they do until their group's surface sets a limit);
+        queued ones start now when the new limit has room for them."""
+        self._groups.set_limit(group, limit)
+        self._admit_waiting()
+
+    def group_running(self, group: str) -> int:
+        return self._groups.running(group)
+
     def _forget(self, execution_id: str) -> None:
-        self._runs.pop(execution_id, None)
+        entry = self._runs.pop(execution_id, None)
+        if entry is not None:
+            self._groups.ended(entry[0].execution)
         self._kill_graces.pop(execution_id, None)
         self._admit_waiting()  # its slot is free
 
