@@ -148,7 +148,7 @@ async def execution_analytics(request: web.Request) -> web.Response:
     period, length = _period(q, "7d")
     unit = q.choice("group_by", GROUPS) or "day"
     bounds = buckets(datetime.now(UTC), length, unit)
-    counted = await store_of(request).execution_buckets(bounds)
+    counted = await store_of(request).execution_buckets(bounds[0][0], unit, len(bounds))
     total = Outcomes(sum(o.total for o in counted), sum(o.completed for o in counted),
                      sum(o.failed for o in counted), sum(o.other_finished for o in counted))
     return web.json_response({

@@ -195,8 +195,9 @@ class OpsRecords(Protocol):
 
     async def execution_outcomes(self, since: datetime, *, job_id: int | None = None) -> Outcomes: ...
 
-    async def execution_buckets(self, bounds: Sequence[tuple[datetime, datetime]]) -> list[Outcomes]:
-        """Outcomes of the executions created in each [start, end) of `bounds` (empty ones too)."""
+    async def execution_buckets(self, start: datetime, unit: str, count: int) -> list[Outcomes]:
+        """Outcomes of the executions created in each of `count` buckets of `unit` (hour, day, week,
+        month) from `start` (a bucket's start, UTC), in order, empty ones too."""
 
     async def job_target_outcomes(self, job_id: int, since: datetime) -> list[TargetOutcomes]:
         """The job's branches per target."""
