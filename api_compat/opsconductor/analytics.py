@@ -13,7 +13,7 @@ the ended ones."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -37,16 +37,19 @@ class PerformanceQuery(BaseModel):
 
 class HistoryQuery(BaseModel):
     limit: int = Field(20, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=2**62)
+
+
+Period = Literal["24h", "7d", "30d", "90d"]
 
 
 class AnalyticsQuery(BaseModel):
-    period: str = Field("7d", description="24h, 7d, 30d or 90d")
-    group_by: str = Field("day", description="hour, day, week or month")
+    period: Period = "7d"
+    group_by: Literal["hour", "day", "week", "month"] = "day"
 
 
 class MetricsQuery(BaseModel):
-    period: str = Field("30d", description="24h, 7d, 30d or 90d")
+    period: Period = "30d"
 
 
 def _duration(value: float | None) -> float | None:
@@ -86,7 +89,7 @@ async def target_history(request: web.Request) -> web.Response:
     entry = await _target(request)
     q = QueryParams(request.query, error=OpsError)
     limit = q.integer("limit", 20, minimum=1, maximum=1000)
-    offset = q.integer("offset", 0, minimum=0)
+    offset = q.integer("offset", 0, minimum=0, maximum=2**62)
     entries, total = await store_of(request).target_history(entry.id, limit=limit, offset=offset)
     return web.json_response({
         "target_serial": entry.serial, "total": total, "limit": limit, "offset": offset,

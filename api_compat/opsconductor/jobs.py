@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC
+from typing import Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -23,10 +24,14 @@ SORTS = ("created_at", "id", "name", "scheduled_at", "job_serial")
 
 
 class ListJobsQuery(BaseModel):
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(20, ge=1, le=100)
-    sort: str = Field("created_at", description=f"one of {', '.join(SORTS)}")
-    order: str = Field("desc", description="asc or desc")
+    sort: Literal["created_at", "id", "name", "scheduled_at", "job_serial"] = "created_at"
+    order: Literal["asc", "desc"] = "desc"
+
+
+class ExecutionsQuery(BaseModel):
+    limit: int = Field(100, ge=1, le=1000)
 
 
 async def find_job(request: web.Request, raw: str) -> OpsJob:
@@ -73,7 +78,7 @@ async def get_job(request: web.Request) -> web.Response:
 async def job_executions(request: web.Request) -> web.Response:
     job = await find_job(request, request.match_info["job_id"])
     q = QueryParams(request.query, error=OpsError)
-    limit = q.integer("limit", 100, minimum=1, maximum=1000)
+    limit = q.integer("limit", 100, minimum=1, maximum=1000)  # ExecutionsQuery
     executions = await store_of(request).ops_job_executions(job.id, limit=limit)
     return web.json_response([execution_json(e) for e in executions])
 

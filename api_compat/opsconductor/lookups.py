@@ -7,7 +7,7 @@ failure ("exit code 2"); null when there is neither."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -29,7 +29,7 @@ SEARCH_TYPES = ("all", "execution", "branch")
 
 class SearchQuery(BaseModel):
     q: str = Field("", description="Text in a serial, a job's name or a target's name (empty: the newest)")
-    type: str = Field("all", description="execution, branch or all")
+    type: Literal["all", "execution", "branch"] = "all"
     limit: int = Field(50, ge=1, le=500)
 
 

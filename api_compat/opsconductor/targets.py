@@ -136,7 +136,7 @@ async def find_target(request: web.Request, raw: str) -> RegistryEntry:
 
 
 async def create_target(request: web.Request) -> web.Response:
-    body = TargetCreate.model_validate(await read_json_body(request, error=OpsError))
+    body = TargetCreate.validate_python(await read_json_body(request, error=OpsError))
     store = store_of(request)
     try:
         entry = await store.register(TARGET_KIND, body.name, _data(body.model_dump()), serial=target_serial())
@@ -162,6 +162,8 @@ async def update_target(request: web.Request) -> web.Response:
     raw = await read_json_body(request, error=OpsError)
     if isinstance(raw, dict) and "name" in raw and raw["name"] != entry.name:
         raise OpsError(422, "a target's name does not change (create another target)", {"field": "name"})
+    if isinstance(raw, dict) and "type" in raw and raw["type"] != entry.data.get("type"):
+        raise OpsError(422, "a target's type does not change (create another target)", {"field": "type"})
     patch = TargetFields.model_validate(raw).model_dump(exclude_unset=True)
     if entry.data.get("source") == "file":
         raise OpsError(409, f"target {entry.name!r} comes from the targets file: change it there")

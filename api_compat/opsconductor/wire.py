@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from api_compat.opsconductor.serials import branch_id
 from engine.store import RegistryEntry
@@ -36,12 +36,25 @@ def _supported(kind: str, value: str) -> str:
     return value
 
 
+#: in the document: the one type supported; a request with another is answered 422 naming it
+_TYPES_SCHEMA: dict[str, Any] = {"enum": list(SUPPORTED_TYPES)}
+#: a command: some text that is not only spaces, without NUL
+COMMAND_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
+class ActionParameters(BaseModel):
+    model_config = ConfigDict(extra="allow", regex_engine="python-re")
+
+    command: Annotated[str, Field(pattern=COMMAND_PATTERN, description="the shell text run on each target")]
+    timeout: Annotated[float, Field(gt=0, description="ours: seconds the action may run")] | None = None
+
+
 class Action(_Body):
-    action_type: str = Field(description="`command` (others are refused with 422)")
+    action_type: str = Field(description="`command` (others are refused with 422)", json_schema_extra=_TYPES_SCHEMA)
     action_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
     action_parameters: dict[str, Any] = Field(
-        default_factory=dict, description="`command` (required: the shell text run on each target); "
-                                          "`timeout` (ours: seconds)")
+        description="`command` (required: the shell text run on each target); `timeout` (ours: seconds)",
+        json_schema_extra=ActionParameters.model_json_schema())
 
     @field_validator("action_type")
     @classmethod
@@ -65,7 +78,8 @@ class Action(_Body):
 class JobCreate(_Body):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     description: Annotated[str, Field(max_length=10_000)] = ""
-    job_type: str = Field("command", description="`command` (others are refused with 422)")
+    job_type: str = Field("command", description="`command` (others are refused with 422)",
+                          json_schema_extra=_TYPES_SCHEMA)
     actions: Annotated[list[Action], Field(min_length=1, max_length=MAX_ACTIONS)]
     #: the targets a scheduled job runs on, and the default of `execute`
     target_ids: Annotated[list[int], Field(max_length=MAX_TARGETS)] = Field(default_factory=list)
@@ -91,29 +105,50 @@ class ExecuteBody(_Body):
 
 
 TargetType = Literal["ssh", "docker", "local"]
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_TEXT = r"\S"
 
 
 class TargetFields(_Body):
-    """A target's fields (ours: the document has no route to create one). `host`, `port` and `user`
-    are where SSH logs in; `key`, `known_hosts`, `password_env`, `connect_timeout` as in a targets
-    file; `image` and `docker_host` for Docker."""
+    """What PATCH may change of a target created over the API (not its name, nor its type). `host`,
+    `port` and `user` are where SSH logs in; `key`, `known_hosts`, `password_env`, `connect_timeout`
+    as in a targets file; `image` and `docker_host` for Docker."""
 
-    type: TargetType | None = None
-    host: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    host: Annotated[str, Field(min_length=1, max_length=255, pattern=_TEXT)] | None = None
     port: Annotated[int, Field(ge=1, le=65535)] | None = None
     user: Annotated[str, Field(min_length=1, max_length=100)] | None = None
     ip_address: Annotated[str, Field(max_length=100)] | None = None
     key: str | None = None
     known_hosts: str | None = None
-    password_env: str | None = None
-    connect_timeout: Annotated[float, Field(gt=0)] | None = None
-    image: str | None = None
+    password_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    connect_timeout: Annotated[float, Field(gt=0, le=3600)] | None = None
+    image: Annotated[str, Field(min_length=1, pattern=_TEXT)] | None = None
     docker_host: str | None = None
 
 
-class TargetCreate(TargetFields):
+class _NewTarget(TargetFields):
     name: Annotated[str, Field(pattern=NAME_PATTERN, description="letters, digits, . _ - (up to 100)")]
-    type: TargetType = "ssh"
+
+
+class SshTargetCreate(_NewTarget):
+    type: Literal["ssh"]
+    host: Annotated[str, Field(min_length=1, max_length=255, pattern=_TEXT)]
+
+
+class DockerTargetCreate(_NewTarget):
+    type: Literal["docker"]
+    image: Annotated[str, Field(min_length=1, pattern=_TEXT)]
+
+
+class LocalTargetCreate(_NewTarget):
+    type: Literal["local"]
+
+
+#: ours: a target to register (the document has no route to create one)
+TargetCreate: Any = TypeAdapter(Annotated[SshTargetCreate | DockerTargetCreate | LocalTargetCreate,
+                                          Field(discriminator="type")])
+#: (its discriminator's mapping names `$defs`, which the document hoists: the `type` consts say the same)
+TARGET_CREATE_SCHEMA = {k: v for k, v in TargetCreate.json_schema().items() if k != "discriminator"}
 
 
 class BulkLookup(_Body):
