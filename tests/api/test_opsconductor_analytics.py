@@ -71,7 +71,7 @@ async def test_target_performance_history_and_job_metrics(tmp_path: Path) -> Non
     data = tmp_path / "data"
     async with ops_server(data) as ops:
         history, _now = await _seeded(ops, data)
-        status, perf = await ops.call("GET", "/api/targets/T{}0002/performance?days=30".format(datetime.now(UTC).year))
+        status, perf = await ops.call("GET", f"/api/targets/T{datetime.now(UTC).year}0002/performance?days=30")
         assert status == 200, perf
         # within 30 days: 1 h, 2 h, 30 h, 3 d, 3 d 1 h, 10 d: 4 completed, 1 failed, 1 cancelled
         assert (perf["total_executions"], perf["successful_executions"], perf["failed_executions"]) == (6, 4, 1)
