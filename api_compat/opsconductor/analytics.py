@@ -40,12 +40,13 @@ class HistoryQuery(BaseModel):
     offset: int = Field(0, ge=0, le=2**62)
 
 
-Period = Literal["24h", "7d", "30d", "90d"]
+#: an empty value is the default, as a form's empty field
+Period = Literal["24h", "7d", "30d", "90d", ""]
 
 
 class AnalyticsQuery(BaseModel):
     period: Period = "7d"
-    group_by: Literal["hour", "day", "week", "month"] = "day"
+    group_by: Literal["hour", "day", "week", "month", ""] = "day"
 
 
 class MetricsQuery(BaseModel):

@@ -26,8 +26,9 @@ SORTS = ("created_at", "id", "name", "scheduled_at", "job_serial")
 class ListJobsQuery(BaseModel):
     page: int = Field(1, ge=1, le=1_000_000)
     per_page: int = Field(20, ge=1, le=100)
-    sort: Literal["created_at", "id", "name", "scheduled_at", "job_serial"] = "created_at"
-    order: Literal["asc", "desc"] = "desc"
+    #: an empty value is none (the default), as a form's empty field
+    sort: Literal["created_at", "id", "name", "scheduled_at", "job_serial", ""] = "created_at"
+    order: Literal["asc", "desc", ""] = "desc"
 
 
 class ExecutionsQuery(BaseModel):

@@ -29,7 +29,7 @@ SEARCH_TYPES = ("all", "execution", "branch")
 
 class SearchQuery(BaseModel):
     q: str = Field("", description="Text in a serial, a job's name or a target's name (empty: the newest)")
-    type: Literal["all", "execution", "branch"] = "all"
+    type: Literal["all", "execution", "branch", ""] = "all"
     limit: int = Field(50, ge=1, le=500)
 
 
