@@ -157,3 +157,24 @@ async def test_a_target_with_running_branches_is_not_deleted(tmp_path: Path) -> 
         # its history keeps the target as it was
         status, branch = await ops.call("GET", f"/api/executions/branch/{run['execution_serial']}.0001")
         assert branch["status"] == "cancelled" and branch["target"]["name"] == "box"
+
+
+async def test_targets_file_imports_keep_their_ids_by_name(tmp_path: Path, asyncssh_server: SshServer) -> None:
+    data = tmp_path / "data"
+    async with ops_server(data, ssh_targets(asyncssh_server, "alpha", "beta")) as ops:
+        status, first = await ops.call("GET", "/api/targets")
+        assert [(t["id"], t["name"], t["source"]) for t in first["data"]] == [
+            (1, "alpha", "file"), (2, "beta", "file"), (3, "local", "file")]
+    # the file changed: beta keeps its id and serial, gamma is new; alpha (gone from the file) stays
+    # registered but cannot run anything
+    async with ops_server(data, ssh_targets(asyncssh_server, "beta", "gamma")) as ops:
+        status, second = await ops.call("GET", "/api/targets")
+        assert [(t["id"], t["name"], t["target_serial"]) for t in second["data"]] == [
+            (1, "alpha", f"T{YEAR}0001"), (2, "beta", f"T{YEAR}0002"), (3, "local", f"T{YEAR}0003"),
+            (4, "gamma", f"T{YEAR}0004")]
+        status, job = await ops.call("POST", "/api/jobs", json=QUICK_JOB)
+        status, body = await ops.call("POST", f"/api/jobs/{job['id']}/execute", json={"target_ids": [1]})
+        assert status == 422 and "no longer in the targets file" in body["message"]
+        status, run = await ops.call("POST", f"/api/jobs/{job['id']}/execute", json={"target_ids": [2, 4]})
+        assert status == 201 and [b["target_serial_ref"] for b in run["branches"]] == [f"T{YEAR}0002",
+                                                                                       f"T{YEAR}0004"]
