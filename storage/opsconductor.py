@@ -347,16 +347,14 @@ def _buckets(conn: sqlite3.Connection, start: str, step: str, count: int) -> lis
         f"WITH RECURSIVE bk(i, s, e) AS (SELECT 0, ?1, strftime({_ISO}, ?1, ?2) UNION ALL "
         f"SELECT i + 1, e, strftime({_ISO}, e, ?2) FROM bk WHERE i + 1 < ?3) "
         "SELECT (SELECT count(*) || ' ' || ifnull(sum(status = 'completed'), 0) || ' ' "
-        "|| ifnull(sum(status = 'failed'), 0) || ' ' || ifnull(sum(status IN ('cancelled', 'skipped')), 0) || ' ' "
-        "|| ifnull(avg(duration), '') "
+        "|| ifnull(sum(status = 'failed'), 0) || ' ' || ifnull(sum(status IN ('cancelled', 'skipped')), 0) "
         "FROM ops_executions WHERE created_at >= bk.s AND created_at < bk.e) FROM bk", (start, step, count)).fetchall()
     return [_spaced(r[0]) for r in rows]
 
 
 def _spaced(text: str) -> Outcomes:
-    total, completed, failed, other, *average = text.split(" ")
-    return Outcomes(int(total), int(completed), int(failed), int(other),
-                    float(average[0]) if average and average[0] else None)
+    total, completed, failed, other = text.split(" ")
+    return Outcomes(int(total), int(completed), int(failed), int(other))
 
 
 def _job_targets(conn: sqlite3.Connection, job_id: int, since: str) -> list[TargetOutcomes]:

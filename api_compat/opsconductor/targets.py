@@ -15,7 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from api_compat.opsconductor import serials
 from api_compat.opsconductor.errors import OpsError, describe_validation
-from api_compat.opsconductor.keys import FILE_TARGETS, STORE, OpsStore
+from api_compat.opsconductor.keys import STORE, OpsStore
 from api_compat.opsconductor.paging import page_of, pagination
 from api_compat.opsconductor.wire import TargetCreate, TargetFields, target_json
 from api_compat.request_parsing import read_json_body
@@ -184,6 +184,3 @@ async def delete_target(request: web.Request) -> web.Response:
         raise OpsError(409, f"target {entry.name!r} ({entry.serial}) has pending or running branches: "
                             "wait for them to end, or cancel their executions")
     return web.Response(status=204)
-
-
-__all__ = ["FILE_TARGETS", "find_target", "import_file_targets", "store_of", "workflow_target"]

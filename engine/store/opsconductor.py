@@ -197,7 +197,7 @@ class OpsRecords(Protocol):
 
     async def execution_buckets(self, start: datetime, unit: str, count: int) -> list[Outcomes]:
         """Outcomes of the executions created in each of `count` buckets of `unit` (hour, day, week,
-        month) from `start` (a bucket's start, UTC), in order, empty ones too."""
+        month) from `start` (a bucket's start, UTC), in order, empty ones too (without durations)."""
 
     async def job_target_outcomes(self, job_id: int, since: datetime) -> list[TargetOutcomes]:
         """The job's branches per target."""
