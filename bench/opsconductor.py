@@ -141,17 +141,17 @@ async def _bench(branches: int) -> None:
                 target_id, target_serial = targets[0][0], targets[0][1]
                 job_id = seeded[0].job_id
                 job_serial = seeded[0].serial.split(".")[0]
-                from api_compat.opsconductor.analytics import PERIODS, buckets
+                from api_compat.opsconductor.analytics import PERIODS, bucket_span
 
-                hours = buckets(datetime.now(UTC), PERIODS["90d"], "hour")
-                days = buckets(datetime.now(UTC), PERIODS["90d"], "day")
+                hours = bucket_span(datetime.now(UTC), PERIODS["90d"], "hour")
+                days = bucket_span(datetime.now(UTC), PERIODS["90d"], "day")
                 store_cases = {
                     "target outcomes (30 d)": lambda: store.target_outcomes(target_id, since30),
                     "target outcomes (90 d)": lambda: store.target_outcomes(target_id, since90),
                     "target history (20)": lambda: store.target_history(target_id, limit=20, offset=0),
                     "target history (offset 4000)": lambda: store.target_history(target_id, limit=20, offset=4000),
-                    "executions 90d by hour": lambda: store.execution_buckets(hours[0][0], "hour", len(hours)),
-                    "executions 90d by day": lambda: store.execution_buckets(days[0][0], "day", len(days)),
+                    "executions 90d by hour": lambda: store.execution_buckets(hours[0], "hour", hours[1]),
+                    "executions 90d by day": lambda: store.execution_buckets(days[0], "day", days[1]),
                     "job outcomes (90 d)": lambda: store.execution_outcomes(since90, job_id=job_id),
                     "job per target (90 d)": lambda: store.job_target_outcomes(job_id, since90),
                 }

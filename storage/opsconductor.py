@@ -192,7 +192,7 @@ class SqliteOps(Connections):
         return await self._reader.run(_one_outcome, f"SELECT {_OUTCOMES} FROM ops_executions "
                                       "WHERE job_id = ? AND created_at >= ?", (job_id, to_iso(since)))
 
-    async def execution_buckets(self, start: datetime, unit: str, count: int) -> list[Outcomes]:
+    async def execution_buckets(self, start: datetime, unit: str, count: int) -> list[tuple[str, Outcomes]]:
         return await self._reader.run(_buckets, to_iso(start), _STEPS[unit], count)
 
     async def job_target_outcomes(self, job_id: int, since: datetime) -> list[TargetOutcomes]:
@@ -341,15 +341,15 @@ _STEPS = {"hour": "+1 hour", "day": "+1 day", "week": "+7 days", "month": "+1 mo
 _ISO = "'%Y-%m-%dT%H:%M:%S.000000+00:00'"
 
 
-def _buckets(conn: sqlite3.Connection, start: str, step: str, count: int) -> list[Outcomes]:
+def _buckets(conn: sqlite3.Connection, start: str, step: str, count: int) -> list[tuple[str, Outcomes]]:
     # the bounds are made in SQL, each bucket one sum over an index range (no sort, no row to Python)
     rows = conn.execute(
         f"WITH RECURSIVE bk(i, s, e) AS (SELECT 0, ?1, strftime({_ISO}, ?1, ?2) UNION ALL "
         f"SELECT i + 1, e, strftime({_ISO}, e, ?2) FROM bk WHERE i + 1 < ?3) "
-        "SELECT (SELECT count(*) || ' ' || ifnull(sum(status = 'completed'), 0) || ' ' "
+        "SELECT bk.s, (SELECT count(*) || ' ' || ifnull(sum(status = 'completed'), 0) || ' ' "
         "|| ifnull(sum(status = 'failed'), 0) || ' ' || ifnull(sum(status IN ('cancelled', 'skipped')), 0) "
         "FROM ops_executions WHERE created_at >= bk.s AND created_at < bk.e) FROM bk", (start, step, count)).fetchall()
-    return [_spaced(r[0]) for r in rows]
+    return [(s, _spaced(counts)) for s, counts in rows]
 
 
 def _spaced(text: str) -> Outcomes:

@@ -195,9 +195,10 @@ class OpsRecords(Protocol):
 
     async def execution_outcomes(self, since: datetime, *, job_id: int | None = None) -> Outcomes: ...
 
-    async def execution_buckets(self, start: datetime, unit: str, count: int) -> list[Outcomes]:
+    async def execution_buckets(self, start: datetime, unit: str, count: int) -> list[tuple[str, Outcomes]]:
         """Outcomes of the executions created in each of `count` buckets of `unit` (hour, day, week,
-        month) from `start` (a bucket's start, UTC), in order, empty ones too (without durations)."""
+        month) from `start` (a bucket's start, UTC), in order, empty ones too (without durations):
+        (the bucket's start as ISO 8601 text, its outcomes)."""
 
     async def job_target_outcomes(self, job_id: int, since: datetime) -> list[TargetOutcomes]:
         """The job's branches per target."""
