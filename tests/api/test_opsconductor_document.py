@@ -7,6 +7,7 @@ so that the command runs as written, through SSH, without touching this machine'
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def host_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (bin_dir / "apt").write_text('#!/bin/sh\n[ "$1" = upgrade ] && echo "System updated successfully"\nexit 0\n')
     for tool in bin_dir.iterdir():
         tool.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
 
 
 async def test_every_example_of_the_document(tmp_path: Path, asyncssh_server: SshServer, host_commands: None) -> None:
