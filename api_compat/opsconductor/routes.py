@@ -25,15 +25,10 @@ from api_compat.opsconductor.wire import (
     JobCreate,
     TargetFields,
 )
+from api_compat.rate_limits import OPSCONDUCTOR_POLICY
 from api_compat.state import CLOSE_STREAMS, CONFIG, ENGINE
 from api_compat.surface import Surface, route
 from engine.store.opsconductor import OpsJob
-
-#: (method, path) of the routes the issue makes administrator-only: creating and deleting targets
-ADMIN_ROUTES: tuple[tuple[str, str], ...] = (
-    ("POST", "/api/targets"),
-    ("DELETE", "/api/targets/{target_id}"),
-)
 
 _JSON: dict[str, Any] = {"content": {"application/json": {}}}
 _JOB_ID = {"type": "string", "pattern": r"^([0-9]{1,18}|J[0-9]{8,})$", "description": "an id, or a job serial"}
@@ -52,8 +47,11 @@ def _answer(description: str) -> dict[str, Any]:
 
 
 def make_surface() -> Surface:
+    # the document: a Bearer JWT on every route (even when the listener's own auth is off), and
+    # requests limited per user by role (100/minute standard, 500/minute administrator)
     return Surface(name="opsconductor", title="OpsConductor", error_model=ErrorBody,
-                   prefixes=("/api/jobs", "/api/targets", "/api/analytics", "/ws/executions"), refusal=fail)
+                   prefixes=("/api/jobs", "/api/targets", "/api/analytics", "/ws/executions"), refusal=fail,
+                   auth_always=True, rate_policy=OPSCONDUCTOR_POLICY)
 
 
 def install(app: web.Application, surface: Surface) -> None:
@@ -89,7 +87,8 @@ def install(app: web.Application, surface: Surface) -> None:
           errors=(404, 422), path_params=_serial(serials.BRANCH))
 
     route(r, surface, "POST", "/api/targets", targets.create_target, "Ours: register a target", t_targets,
-          body=TARGET_CREATE_SCHEMA, response=_answer("The target"), status=201, errors=(400, 409, 422))
+          body=TARGET_CREATE_SCHEMA, response=_answer("The target"), status=201, errors=(400, 409, 422),
+          role="administrator")
     route(r, surface, "GET", "/api/targets", targets.list_targets, "Ours: list targets (pagination block)",
           t_targets, query=PageQuery, response=_answer("{data, pagination}"), errors=(400,))
     route(r, surface, "GET", "/api/targets/{target_id}", targets.get_target, "Ours: a target, by id or serial",
@@ -99,7 +98,7 @@ def install(app: web.Application, surface: Surface) -> None:
           response=_answer("The target"), errors=(400, 404, 409, 422), path_params={"target_id": _TARGET_ID})
     route(r, surface, "DELETE", "/api/targets/{target_id}", targets.delete_target,
           "Ours: delete a target (409 while it has pending or running branches)", t_targets, status=204,
-          errors=(404, 409, 422), path_params={"target_id": _TARGET_ID})
+          errors=(404, 409, 422), path_params={"target_id": _TARGET_ID}, role="administrator")
     route(r, surface, "GET", "/api/targets/{target_serial}/performance", analytics.target_performance,
           "A target's success rate, durations and recent branches over `days`", t_targets,
           query=analytics.PerformanceQuery, response=_answer("Performance"), errors=(400, 404, 422),

@@ -80,14 +80,15 @@ class Events:
 
 @contextlib.asynccontextmanager
 async def ops_server(data_dir: Path, targets: dict[str, Any] | None = None, *,
-                     max_running: int = 64) -> AsyncIterator[Ops]:
-    """The engine (targets: a targets file's mapping) and the listener on `data_dir`; stopped after."""
+                     max_running: int = 64, **config: Any) -> AsyncIterator[Ops]:
+    """The engine (targets: a targets file's mapping) and the listener on `data_dir` (`config`:
+    changes to its ApiConfig); stopped after."""
     parsed = parse_user_targets(json.dumps(targets or {}))
     engine = Engine(SqliteStore(database_path(data_dir)), data_dir,
                     EngineConfig(kill_grace=1.0, shutdown_grace=5, targets=dict(parsed), max_running=max_running))
     await engine.start()
     try:
-        listener = ApiListener(engine, make_config(data_dir))
+        listener = ApiListener(engine, make_config(data_dir, **config))
         await listener.start()
         try:
             async with aiohttp.ClientSession() as session:
