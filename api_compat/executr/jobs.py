@@ -22,6 +22,7 @@ from api_compat.executr.wire import (
     HeartbeatRequest,
     JobStatus,
     JobSubmission,
+    OutputRequest,
     Priority,
     job_json,
     parse_job_id,
@@ -32,8 +33,9 @@ from api_compat.query_params import QueryParams
 from api_compat.request_parsing import read_json_body
 from api_compat.state import CONFIG, ENGINE
 from engine.errors import EngineError
+from engine.job_live import OutputPiece
 from engine.jobs import JobReport, Jobs, job_fields
-from engine.model import ExecutionKind
+from engine.model import ExecutionKind, Stream
 from engine.store import QueueItem, QueueStatus
 from engine.submission import SubmitRequest
 
@@ -230,6 +232,22 @@ async def heartbeat(request: web.Request) -> web.Response:
     await _jobs(request).heartbeat(job_id, body.executor_id)
     request.app[METRICS].heartbeats.labels(body.executor_id).inc()
     return web.Response(status=204)
+
+
+async def job_output(request: web.Request) -> web.Response:
+    """stepflow's extension: the worker holding a running job sends its output as it comes."""
+    job_id = _job_id(request)
+    body = await _report(request, OutputRequest)
+    pieces = [OutputPiece(Stream(c.stream.value), c.offset, c.text) for c in body.chunks]
+    await _jobs(request).stream_output(job_id, body.executor_id, pieces)
+    return web.Response(status=204)
+
+
+async def not_allowed(request: web.Request) -> web.Response:
+    """A fixed path below /jobs (`claim`, `bulk`) asked with a method it does not take: 405, where
+    the route of a job id (`GET /jobs/{job_id}`) would answer 400 for a malformed id."""
+    allowed = {"claim": "POST", "bulk": "POST"}[request.path.rstrip("/").rsplit("/", 1)[-1]]
+    raise web.HTTPMethodNotAllowed(request.method, {allowed})
 
 
 async def complete_job(request: web.Request) -> web.Response:
