@@ -22,14 +22,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from api_compat.executr.binary_cache import BinaryCache
 from api_compat.executr.client import ExecutrClient
 from api_compat.executr.job_dirs import LOCK_NAME, JobDir, sweep
 from tests import test_worker as base
+from tests.test_worker import ROOT, Binaries, Workers
 
-ROOT = base.ROOT
-Binaries, Workers = base.Binaries, base.Workers
 # the fixtures of tests/test_worker.py, taken as they are
 server = base.server
 workers = base.workers
@@ -329,3 +329,111 @@ def test_a_job_folders_lock_is_held_while_it_exists(tmp_path: Path) -> None:
     finally:
         os.close(fd)
         job_dir.remove()
+
+
+# -- a server whose output route is missing or failing ------------------------------------------------------
+class Proxy:
+    """A real HTTP proxy in front of `stepflow serve`: everything passes, but the output route answers
+    as `output` says: "pass", "missing" (the reference executr's plain `404 page not found`) or "fail"
+    (500)."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.output = "pass"
+        self.outputs_seen = 0
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Proxy:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._http = aiohttp.ClientSession(auto_decompress=False)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None and self._http is not None
+        await self._runner.cleanup()
+        await self._http.close()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._http is not None
+        if request.path.endswith("/output"):
+            self.outputs_seen += 1
+            if self.output == "missing":
+                return web.Response(status=404, text="404 page not found\n")
+            if self.output == "fail":
+                return web.json_response({"error": "the disk is on fire"}, status=500)
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
+        async with self._http.request(request.method, f"{self.upstream}{request.path_qs}", data=body,
+                                      headers=headers) as resp:
+            data = await resp.read()
+            return web.Response(status=resp.status, body=data,
+                                        headers={k: v for k, v in resp.headers.items()
+                                                 if k.lower() in ("content-type", "allow")})
+
+
+async def test_a_server_without_the_output_route_gets_the_output_at_the_end_silently(
+        tmp_path: Path, server: str, staged: Binaries, marks: Path) -> None:
+    async with Proxy(server) as proxy, ExecutrClient(server) as client, aiohttp.ClientSession() as http:
+        proxy.output = "missing"
+        crew = Workers(tmp_path, proxy.url)
+        try:
+            crew.start("old")
+            job_id = (await client.submit(staged.job("staged.sh", "m", env={"MARKS": str(marks)})))["id"]
+            await until(lambda: _seen(proxy))
+            (marks / "go-m").touch()
+            (marks / "end-m").touch()
+            job = await finished(client, job_id)
+            await ended(http, server, job_id)
+            lines = await lines_of(http, server, job_id)
+            # a second job: the worker asks no more
+            seen = proxy.outputs_seen
+            second = (await client.submit(staged.job("staged.sh", "n", env={"MARKS": str(marks)})))["id"]
+            (marks / "go-n").touch()
+            (marks / "end-n").touch()
+            assert (await finished(client, second))["status"] == "completed"
+        finally:
+            crew.stop_all()
+    assert job["status"] == "completed"
+    assert [line["content"] for line in lines if line["stream"] == "stdout"] == job["stdout"].splitlines()
+    assert proxy.outputs_seen == seen
+    assert "live output" not in crew.log("old")
+
+
+async def _seen(proxy: Proxy) -> bool:
+    return proxy.outputs_seen > 0
+
+
+async def test_a_failing_stream_drops_to_the_result_and_nothing_is_stored_twice(
+        tmp_path: Path, server: str, staged: Binaries, marks: Path) -> None:
+    async with Proxy(server) as proxy, ExecutrClient(server) as client, aiohttp.ClientSession() as http:
+        crew = Workers(tmp_path, proxy.url)
+        try:
+            crew.start("flaky")
+            job_id = (await client.submit(staged.job("staged.sh", "f", env={"MARKS": str(marks)})))["id"]
+            await until(lambda: _with(http, server, job_id, "first line"))  # streamed
+            proxy.output = "fail"
+            (marks / "go-f").touch()
+            await appears_in_log(crew, "flaky", "live output stopped")
+            assert (await client.get(job_id))["status"] == "running"  # the job goes on
+            (marks / "end-f").touch()
+            job = await finished(client, job_id)
+            assert (await ended(http, server, job_id))["status"] == "completed"
+            lines = await lines_of(http, server, job_id)
+            steps = await steps_of(http, server, job_id)
+        finally:
+            crew.stop_all()
+    assert job["status"] == "completed"
+    # the first lines came live, the rest with the result: each once, in order
+    assert [line["content"] for line in lines if line["stream"] == "stdout"] == job["stdout"].splitlines()
+    assert [line["content"] for line in lines if line["stream"] == "stderr"] == ["to stderr"]
+    assert steps == {"prepare": "completed", "build": "completed"}
+    assert "500" in crew.log("flaky")
