@@ -307,7 +307,7 @@ async def test_eviction_never_removes_a_binary_a_job_is_about_to_run(tmp_path: P
         job_dir.remove()  # the job ended: its link is gone, the cache may drop it now
         await second.get(*blobs["b"])
         assert not (folder / blobs["a"][1]).exists()
-        # and a binary evicted between its download and its link is fetched again, not lost
+        # a binary the cache dropped is fetched again when a job needs it, and runs from its folder
         other_dir = JobDir(tmp_path, "job2")
         await first.place(*blobs["a"], other_dir.binary("a"))
         done = await asyncio.to_thread(subprocess.run, [str(other_dir.binary("a"))], capture_output=True,

@@ -135,7 +135,20 @@ async def list_jobs(request: web.Request) -> web.Response:
     return _json([job_json(item, full=False) for item in items])
 
 
+#: the fixed paths below /jobs that the route of a job id also matches, and the methods they take
+_FIXED = {"claim": "POST", "bulk": "POST"}
+
+
+def _not_fixed(request: web.Request) -> None:
+    """`GET /jobs/claim`, `DELETE /jobs/bulk`: a method the fixed path does not take (405), not a
+    malformed job id (400) as the route of a job id (`/jobs/{job_id}`) would have it."""
+    allowed = _FIXED.get(request.match_info["job_id"])
+    if allowed is not None:
+        raise web.HTTPMethodNotAllowed(request.method, {allowed})
+
+
 async def get_job(request: web.Request) -> web.Response:
+    _not_fixed(request)
     job_id = _job_id(request)
     found = await _jobs(request).get(job_id)
     if found is None:
@@ -144,6 +157,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
+    _not_fixed(request)
     job_id = _job_id(request)
     await _jobs(request).cancel(job_id)
     request.app[METRICS].cancelled.inc()
@@ -241,13 +255,6 @@ async def job_output(request: web.Request) -> web.Response:
     pieces = [OutputPiece(Stream(c.stream.value), c.offset, c.text) for c in body.chunks]
     await _jobs(request).stream_output(job_id, body.executor_id, pieces)
     return web.Response(status=204)
-
-
-async def not_allowed(request: web.Request) -> web.Response:
-    """A fixed path below /jobs (`claim`, `bulk`) asked with a method it does not take: 405, where
-    the route of a job id (`GET /jobs/{job_id}`) would answer 400 for a malformed id."""
-    allowed = {"claim": "POST", "bulk": "POST"}[request.path.rstrip("/").rsplit("/", 1)[-1]]
-    raise web.HTTPMethodNotAllowed(request.method, {allowed})
 
 
 async def complete_job(request: web.Request) -> web.Response:

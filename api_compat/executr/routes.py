@@ -91,8 +91,6 @@ def install(app: web.Application, surface: Surface) -> None:
                                  "content": {"application/json": {"schema": BulkSubmitted.model_json_schema()}}}})
     route(r, surface, "POST", f"{p}/jobs/bulk/cancel", jobs.bulk_cancel, "Cancel pending jobs, per-id results",
           t_jobs, body=BulkCancelRequest, response=BulkCancelled, errors=(400,))
-    for fixed in ("claim", "bulk"):  # before /jobs/{job_id}: a wrong method is 405, not a malformed id
-        surface.resources.add(r.add_route("*", f"{p}/jobs/{fixed}", jobs.not_allowed).resource)  # type: ignore[arg-type]
     route(r, surface, "POST", f"{p}/jobs", jobs.submit_job, "Submit a job", t_jobs, body=JobSubmission,
           response=Submitted, status=201, errors=(400, 503))
     route(r, surface, "GET", f"{p}/jobs", jobs.list_jobs, "List jobs (any subset of the filters)", t_jobs,
