@@ -20,7 +20,7 @@ from engine.errors import InvalidRequest
 from engine.execution.command_pump import CommandOutcome, CommandPump
 from engine.execution.state import ExecutionState
 from engine.job_output import ReportedRunner
-from engine.model import Step, StepStatus, Stream
+from engine.model import AbortReason, Step, StepStatus, Stream
 from engine.runners.base import CommandSpec, ResourceSample, ResourceUsage
 
 #: the note a cut report ends with (the worker's, `api_compat.executr.worker.cut_output`, or the
@@ -121,7 +121,7 @@ class LiveJob:
         else:  # an attempt before this one ran under it
             await state.update_step(branch)
         if resumed:
-            await state.close_open_children(branch.id, StepStatus.FAILED, None)
+            await state.close_open_children(branch.id, StepStatus.CANCELLED, AbortReason.SHUTDOWN)
             await state.system_line(branch.id, "the server restarted while this job ran; its output goes on")
         command = StreamedCommand()
         pump = CommandPump(state, branch, ReportedRunner(command, worker),

@@ -14,8 +14,10 @@ import itertools
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -437,3 +439,64 @@ async def test_a_failing_stream_drops_to_the_result_and_nothing_is_stored_twice(
     assert [line["content"] for line in lines if line["stream"] == "stderr"] == ["to stderr"]
     assert steps == {"prepare": "completed", "build": "completed"}
     assert "500" in crew.log("flaky")
+
+
+def _serve(data: Path, port: int) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", str(port), "--ws-port", "0"],
+        env=base._env(data, **{base.HEARTBEAT_TIMEOUT_ENV: "30"}), cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    for line in iter(proc.stdout.readline, ""):
+        if "serving http://" in line:
+            break
+    else:
+        raise AssertionError("stepflow serve did not start")
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def test_output_streamed_across_a_restart_of_the_server_is_stored_once(
+        tmp_path: Path, staged: Binaries, marks: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "restart-data"
+    serve = await asyncio.to_thread(_serve, data, port)
+    crew = Workers(tmp_path, url)
+    try:
+        crew.start("steady")
+        async with ExecutrClient(url) as client, aiohttp.ClientSession() as http:
+            job_id = (await client.submit(staged.job("staged.sh", "r", env={"MARKS": str(marks)})))["id"]
+            await until(lambda: _with(http, url, job_id, "first line"))
+        await asyncio.to_thread(_stop, serve)
+        serve = await asyncio.to_thread(_serve, data, port)
+        async with ExecutrClient(url) as client, aiohttp.ClientSession() as http:
+            (marks / "go-r").touch()  # streamed to the new server
+            await until(lambda: _with(http, url, job_id, "second line"))
+            assert (await client.get(job_id))["status"] == "running"
+            (marks / "end-r").touch()
+            job = await finished(client, job_id)
+            await ended(http, url, job_id)
+            lines = await lines_of(http, url, job_id)
+            steps = await steps_of(http, url, job_id)
+    finally:
+        crew.stop_all()
+        await asyncio.to_thread(_stop, serve)
+    assert job["status"] == "completed", job
+    assert [line["content"] for line in lines if line["stream"] == "stdout"] == job["stdout"].splitlines()
+    assert steps["build"] == "completed"
+    # the step open when the server stopped: its pump went with the server (a line says so)
+    assert steps["prepare"] == "cancelled"
+    assert any("server restarted" in line["content"] for line in lines if line["stream"] == "system")
+    assert "live output stopped" not in crew.log("steady")
