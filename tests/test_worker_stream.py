@@ -49,9 +49,15 @@ WIDE = ('#!/bin/sh\npython3 -c "import sys\nfor i in range(1536): sys.stdout.wri
         '\'\\\\n\')"\nwhile [ ! -e "$MARKS/go-$1" ]; do sleep 0.02; done\necho "after the wait"\n')
 
 
+#: first run: a step and a line, then a long wait (its worker is killed); a later attempt ends at once
+LOUD_ONCE = ('#!/bin/sh\nif mkdir "$MARKS/lock-$1" 2>/dev/null; then\n  echo $$ > "$MARKS/lock-$1/pid"\n'
+             '  echo "STEP_START:first try"\n  echo "first attempt"\n  sleep 60\nfi\necho "second run"\n')
+
+
 @pytest.fixture
 def staged(binaries: Binaries) -> Binaries:
     (binaries.folder / "staged.sh").write_text(STAGED)
+    (binaries.folder / "loud-once.sh").write_text(LOUD_ONCE)
     (binaries.folder / "wide.sh").write_text(WIDE)
     return binaries
 
@@ -156,6 +162,28 @@ async def _with(http: aiohttp.ClientSession, url: str, job_id: str, text: str) -
 
 async def _step(http: aiohttp.ClientSession, url: str, job_id: str, name: str, status: str) -> bool:
     return (await steps_of(http, url, job_id)).get(name) == status
+
+
+async def test_a_streamed_attempt_whose_worker_died_keeps_its_lines_and_the_next_attempt_adds_its_own(
+        server: str, workers: Workers, staged: Binaries, marks: Path) -> None:
+    doomed = workers.start("doomed")
+    async with ExecutrClient(server) as client, aiohttp.ClientSession() as http:
+        job_id = (await client.submit(staged.job("loud-once.sh", "k", env={"MARKS": str(marks)})))["id"]
+        await until(lambda: _with(http, server, job_id, "first attempt"))
+        assert (await steps_of(http, server, job_id))["first try"] == "running"
+        doomed.kill()
+        doomed.wait()
+        workers.start("survivor")
+        job = await finished(client, job_id, timeout=base.HEARTBEAT_TIMEOUT + 30)
+        await ended(http, server, job_id)
+        lines = await lines_of(http, server, job_id)
+        steps = await steps_of(http, server, job_id)
+    assert job["status"] == "completed" and job["executor_id"] == "survivor", job
+    assert job["stdout"] == "second run\n"  # the report of the attempt that completed
+    assert [line["content"] for line in lines if line["stream"] == "stdout"] == [
+        "STEP_START:first try", "first attempt", "second run"]
+    assert steps["first try"] == "failed"  # open when its attempt timed out
+    assert any("no heartbeat from doomed" in line["content"] for line in lines if line["stream"] == "system")
 
 
 async def test_output_past_1_mib_streams_whole_and_the_report_stays_cut(
