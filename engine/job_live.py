@@ -11,6 +11,7 @@ report at the end replays only what the stream did not bring (`unstreamed`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from engine.runners.base import CommandSpec, ResourceSample, ResourceUsage
 #: the note a cut report ends with (the worker's, `api_compat.executr.worker.cut_output`, or the
 #: server's, `engine.job_output.truncate_utf8`)
 _CUT_NOTE = re.compile(r"\n\[stepflow(?: worker)?: output truncated: [^\n]*\]\n\Z")
+log = logging.getLogger(__name__)
+
 #: the branch's metadata key: the attempt whose output streams under it
 LIVE_ATTEMPT = "executr.live_attempt"
 #: what a report's text and a stream's pieces are counted in
@@ -34,6 +37,10 @@ _ENCODING = ("utf-8", "surrogatepass")
 
 class OutputGap(InvalidRequest):
     """A piece of output starts past what was received of its stream: one before it is missing."""
+
+
+class OutputLost(InvalidRequest):
+    """What records the job's output stopped; the report at the end is taken all the same."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -148,7 +155,14 @@ class LiveJob:
                 self.received[piece.stream] = have + len(data)
                 if data:
                     self.command.feed(piece.stream, data)
-            await self.command.taken()
+            taken = asyncio.ensure_future(self.command.taken())
+            try:
+                await asyncio.wait({taken, self.pump}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                taken.cancel()
+            if self.pump.done():  # it failed (the pump of a live job ends only with `end`)
+                self.ended = True
+                raise OutputLost(f"the output of job {self.state.execution.id} can no longer be recorded")
 
     async def end(self, stdout: str, stderr: str, exit_code: int) -> CommandOutcome:
         """The job ended with this report: what of it the stream did not bring goes through the
@@ -170,7 +184,10 @@ class LiveJob:
             if not self.ended:
                 self.ended = True
                 self.command.end(-1)
-        await self.pump
+        try:
+            await self.pump
+        except Exception:  # it failed before: nothing more to close
+            log.exception("job %s: its output pump had failed", self.state.execution.id)
         await self.state.system_line(self.branch.id, message)
 
 
