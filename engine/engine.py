@@ -151,6 +151,7 @@ class Engine(ArtifactCommands):
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
+        await self.jobs.close()
         await self.writer.stop()
         for runner in self._runners.values():
             try:

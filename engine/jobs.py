@@ -27,6 +27,7 @@ from engine.execution.command_pump import CommandPump
 from engine.execution.state import ExecutionState
 from engine.execution.transitions import move_execution
 from engine.hub import Hub
+from engine.job_live import LiveJob, OutputPiece
 from engine.job_output import ReportedCommand, ReportedRunner, truncate_utf8
 from engine.masking import Masker
 from engine.model import (
@@ -100,6 +101,8 @@ class Jobs:
         #: claims waiting for the next batch (one store transaction for all who claim at once)
         self._claimers: list[tuple[str, asyncio.Future[QueueItem | None]]] = []
         self._claiming: asyncio.Task[None] | None = None
+        #: jobs whose worker streams their output as they run (engine.job_live)
+        self._live: dict[str, LiveJob] = {}
 
     # -- submission ---------------------------------------------------------------------------
     async def submit(self, request: SubmitRequest) -> Execution:
@@ -211,6 +214,33 @@ class Jobs:
             raise await self._refusal(job_id, worker)
         return item
 
+    async def stream_output(self, job_id: str, worker: str, pieces: Sequence[OutputPiece]) -> None:
+        """Output of a running job from the worker that holds it (stepflow's extension): its lines
+        and steps are published before this returns. NotFound, NotRunning, NotHolder as a heartbeat;
+        OutputGap when a piece starts past what was received."""
+        live = self._live.get(job_id)
+        if live is None or live.worker != worker:
+            item = await self.store.get_queue_item(job_id)
+            if item is None or item.queue != JOB_QUEUE or item.status is not QueueStatus.RUNNING \
+                    or item.worker != worker:
+                raise await self._refusal(job_id, worker)
+            async with self._lock(job_id):
+                live = self._live.get(job_id)
+                if live is None or live.worker != worker or live.attempt != item.attempt:
+                    if live is not None:
+                        await live.abort(f"attempt {live.attempt} ended: the job went to {worker}")
+                    execution = await self._execution(item)
+                    if execution is None or execution.status is not ExecutionStatus.RUNNING:
+                        raise NotRunning(f"job {job_id} is not running")
+                    state, branch = await self._state(execution, await self.store.count_log_lines(job_id))
+                    if branch is None:
+                        raise NotRunning(f"job {job_id} has no branch to log under")
+                    if item.claimed_at is not None and branch.started_at is None:
+                        branch.started_at = item.claimed_at
+                    live = self._live[job_id] = await LiveJob.start(state, branch, worker, item.attempt,
+                                                                    self.artifacts)
+        await live.take(pieces)
+
     async def finish(self, job_id: str, worker: str, status: QueueStatus, report: JobReport) -> QueueItem:
         """End a running job as its worker reports (COMPLETED or FAILED): its output becomes its
         execution's log lines, the markers in it steps."""
@@ -263,6 +293,10 @@ class Jobs:
                         or now.attempt != item.attempt or now.status is not item.status):
                     continue  # claimed again meanwhile: the claim ended the attempt
                 message = f"no heartbeat from {item.worker} for {timeout:g}s"
+                live = self._live.pop(item.id, None)
+                if live is not None:
+                    await live.abort(f"attempt {live.attempt} ended: {message}")
+                    execution = await self._execution(item) or execution
                 _end_attempt(execution, "timed out", message)
                 if item.status is QueueStatus.PENDING:
                     move_execution(execution, ExecutionStatus.PENDING)
@@ -278,6 +312,14 @@ class Jobs:
         if any(i.status is QueueStatus.PENDING for i in items):
             self._wake()
         return items
+
+    async def close(self) -> None:
+        """The engine stops: the pumps of streamed output stop where they are (the jobs stay
+        running on their workers; the next server takes their output on)."""
+        lives, self._live = list(self._live.values()), {}
+        for live in lives:
+            live.pump.cancel()
+        await asyncio.gather(*(live.pump for live in lives), return_exceptions=True)
 
     # -- reads --------------------------------------------------------------------------------
     async def get(self, job_id: str) -> tuple[QueueItem, Execution | None] | None:
@@ -354,9 +396,24 @@ class Jobs:
         ok = status is QueueStatus.COMPLETED
         worker = item.worker or ""
         error = None if ok else (report.error_message or f"the job failed on {worker}")
+        exit_code = report.exit_code if report.exit_code is not None else (0 if ok else 1)
+        live = self._live.pop(execution.id, None)
+        if live is not None and live.worker == worker and live.attempt == item.attempt:
+            # its output came as it ran: what of the report it did not bring ends it
+            await live.end(stdout, stderr, exit_code)
+            state = live.state
+            _end_attempt(state.execution, status.value, error)
+            await state.finish_step(live.branch, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+                                    exit_code=exit_code, error=error)
+            await state.finish(ExecutionStatus.COMPLETED if ok else ExecutionStatus.FAILED, exit_code=exit_code,
+                               error=error)
+            await self.writer.barrier()
+            return
+        if live is not None:
+            await live.abort(f"attempt {live.attempt} ended")
+            execution = await self._execution(item) or execution
         _end_attempt(execution, status.value, error)
         state, branch = await self._state(execution, await self.store.count_log_lines(execution.id))
-        exit_code = report.exit_code if report.exit_code is not None else (0 if ok else 1)
         if branch is not None:
             branch.target = branch.name = worker or BRANCH_NAME
             await state.start_step(branch)

@@ -103,6 +103,25 @@ class FailRequest(_Body):
     exit_code: int | None = None
 
 
+class OutputStream(enum.StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+class OutputChunk(_Body):
+    stream: OutputStream
+    offset: Annotated[int, Field(ge=0, le=2**62, description="where `text` starts in its stream: bytes of "
+                                                             "UTF-8 sent on it before")]
+    text: str
+
+
+class OutputRequest(_Body):
+    """stepflow's extension: output of a running job, in the order it was printed."""
+
+    executor_id: Annotated[str, Field(min_length=1, max_length=200)]
+    chunks: Annotated[list[OutputChunk], Field(max_length=10_000)]
+
+
 class BulkCancelRequest(_Body):
     job_ids: Annotated[list[str], Field(min_length=1, max_length=1000)]
 
