@@ -39,7 +39,7 @@ from itertools import chain, count, groupby, repeat
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, bindparam, delete, select, text
+from sqlalchemy import Table, bindparam, delete, text
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -64,7 +64,7 @@ from engine.events import (
 from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
-from storage.driver import driver_connection
+from storage.driver import driver_connection, run_on_driver_thread
 from storage.rows import STEPS, artifact_row, execution_row
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
 
@@ -186,10 +186,17 @@ class BatchWriter:
         for event in events:
             self._add(event)
         await self._execute("execution", self._executions.rows)
-        await self._execute_steps(self._steps.rows)
+        step_rows = self._steps.rows
+        if step_rows or self._lines:
+            # one call on SQLite's thread for the bulk of a batch (a block of output makes hundreds
+            # of steps and line events): a round trip each cost more than the rows
+            db = await driver_connection(self._conn)
+            done = await run_on_driver_thread(db, self._steps_and_lines, step_rows, self._lines)
+            self.lines_written += done.lines_written
+            for execution_id, why in done.refused.items():
+                self.refused.setdefault(execution_id, why)
         for kind, group in groupby(self._artifacts, key=itemgetter(0)):
             await self._execute(kind, [row for _kind, row in group])
-        await self._insert_lines(self._lines)
         await self._execute("execution deletion", self._deleted)
 
     def _add(self, event: Event) -> None:
@@ -227,30 +234,6 @@ class BatchWriter:
             log.debug("%d %s snapshot(s) not applied: the stored status had moved past them",
                       len(rows) - changed, kind)
 
-    async def _execute_steps(self, rows: list[tuple[Any, ...]]) -> None:
-        """As `_execute` for the steps, through the driver (see STEP_UPSERT)."""
-        if not rows:
-            return
-        db = await driver_connection(self._conn)
-        try:
-            cursor = await db.executemany(STEP_UPSERT, rows)
-            changed = cursor.rowcount
-            await cursor.close()
-        except sqlite3.IntegrityError:
-            # as `_one_by_one`: the rows before the refused one are in, and go again harmlessly
-            changed = 0
-            for row in rows:
-                try:
-                    cursor = await db.execute(STEP_UPSERT, row)
-                except sqlite3.IntegrityError as exc:
-                    log.debug("skipped writing the step of %s: %s", row[0], exc)
-                    self.refused.setdefault(row[1], str(exc))
-                    continue
-                changed += cursor.rowcount
-                await cursor.close()
-        if changed < len(rows):
-            log.debug("%d step snapshot(s) not applied: the stored status had moved past them", len(rows) - changed)
-
     async def _one_by_one(self, kind: str, rows: list[dict[str, Any]]) -> int:
         # Some row was refused. SQLite undid only that statement, the transaction goes on; the rows
         # before it were written, and writing them again in order leaves the same result (a guarded
@@ -266,69 +249,96 @@ class BatchWriter:
                                             str(exc.orig))
         return changed
 
-    async def _insert_lines(self, events: list[LinesLogged]) -> None:
-        if not events:
-            return
-        execution_pks = await self._keys(executions, {e.exec_id for e in events})
-        step_pks = await self._keys(steps, {e.step_id for e in events if e.step_id is not None})
-        known = [_LineBlock(e, execution_pks, step_pks) for e in events if e.exec_id in execution_pks]
-        if len(known) < len(events):
-            lost = {e.exec_id for e in events} - execution_pks.keys()
-            log.warning("dropped %d log line(s) of unknown execution(s) %s",
-                        sum(len(e.lines) for e in events if e.exec_id in lost), ", ".join(sorted(lost)))
-            for execution_id in lost:
-                self.refused.setdefault(execution_id, "its execution is not in the store")
-        missing_steps = {e.step_id for e in events if e.step_id is not None} - step_pks.keys()
-        if missing_steps:
-            log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
-        if not known:
-            return
-        db = await driver_connection(self._conn)
-        cursor = await db.executemany(INSERT_SPANS, spans_of(known))
-        await cursor.close()
-        try:
-            inserted = await self._send_lines(known, clean=False)
-        except UnicodeEncodeError:
-            # A line held a lone surrogate (a file name decoded with surrogateescape, say), which
-            # UTF-8 cannot encode. The lines before it are in; OR IGNORE makes sending all again safe.
-            log.warning("log lines with characters UTF-8 cannot encode were stored with U+FFFD in their place")
-            await self._send_lines(known, clean=True)
-            return
-        expected = sum(len(block.lines) for block in known)
-        if inserted < expected:
-            log.warning("%d log line(s) repeated a (execution, seq) already stored and were ignored",
-                        expected - inserted)
+    def _steps_and_lines(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]],
+                         events: list[LinesLogged]) -> _ThreadResult:
+        """The step upserts, then the log lines and their spans, on SQLite's own thread in one
+        call (see `write`). Returns what the event loop's side records."""
+        result = _ThreadResult()
+        if rows:
+            _upsert_steps(db, rows, result)
+        if events:
+            _insert_lines(db, events, self._json, result)
+        return result
 
-    async def _send_lines(self, blocks: list[_LineBlock], *, clean: bool) -> int:
-        """Rows are made in aiosqlite's thread as executemany consumes the generators: no list of
-        rows, and nothing of the per-line work in the event loop's thread."""
-        db = await driver_connection(self._conn)
-        inserted = 0
-        per_line: list[_LineBlock] = []
-        if self._json:
-            docs = (block.json_row(clean, per_line) for block in blocks)
-            cursor = await db.executemany(INSERT_LINES_JSON, (doc for doc in docs if doc is not None))
-            inserted += cursor.rowcount
-            await cursor.close()
-        else:
-            per_line = blocks
-        if per_line:
-            rows = chain.from_iterable(block.rows(clean) for block in per_line)
-            cursor = await db.executemany(INSERT_LINES, rows)
-            inserted += cursor.rowcount
-            await cursor.close()
-        self.lines_written += inserted
-        return inserted
+class _ThreadResult:
+    __slots__ = ("refused", "lines_written")
 
-    async def _keys(self, table: Table, ids: set[str]) -> dict[str, int]:
-        """id -> integer key of the rows that exist."""
-        keys: dict[str, int] = {}
-        wanted = sorted(ids)
-        for start in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[start:start + _IN_CHUNK]
-            result = await self._conn.execute(select(table.c.id, table.c.pk).where(table.c.id.in_(chunk)))
-            keys.update(result.all())
-        return keys
+    def __init__(self) -> None:
+        self.refused: dict[str, str] = {}
+        self.lines_written = 0
+
+
+def _upsert_steps(db: sqlite3.Connection, rows: list[tuple[Any, ...]], result: _ThreadResult) -> None:
+    try:
+        changed = db.executemany(STEP_UPSERT, rows).rowcount
+    except sqlite3.IntegrityError:
+        # as `BatchWriter._one_by_one`: the rows before the refused one are in, and go again harmlessly
+        changed = 0
+        for row in rows:
+            try:
+                changed += db.execute(STEP_UPSERT, row).rowcount
+            except sqlite3.IntegrityError as exc:
+                log.debug("skipped writing the step of %s: %s", row[0], exc)
+                result.refused.setdefault(row[1], str(exc))
+    if changed < len(rows):
+        log.debug("%d step snapshot(s) not applied: the stored status had moved past them", len(rows) - changed)
+
+
+def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines: bool, result: _ThreadResult) -> None:
+    execution_pks = _keys(db, "executions", {e.exec_id for e in events})
+    step_pks = _keys(db, "steps", {e.step_id for e in events if e.step_id is not None})
+    known = [_LineBlock(e, execution_pks, step_pks) for e in events if e.exec_id in execution_pks]
+    if len(known) < len(events):
+        lost = {e.exec_id for e in events} - execution_pks.keys()
+        log.warning("dropped %d log line(s) of unknown execution(s) %s",
+                    sum(len(e.lines) for e in events if e.exec_id in lost), ", ".join(sorted(lost)))
+        for execution_id in lost:
+            result.refused.setdefault(execution_id, "its execution is not in the store")
+    missing_steps = {e.step_id for e in events if e.step_id is not None} - step_pks.keys()
+    if missing_steps:
+        log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
+    if not known:
+        return
+    db.executemany(INSERT_SPANS, spans_of(known))
+    try:
+        inserted = _send_lines(db, known, json_lines, clean=False)
+    except UnicodeEncodeError:
+        # A line held a lone surrogate (a file name decoded with surrogateescape, say), which
+        # UTF-8 cannot encode. The lines before it are in; OR IGNORE makes sending all again safe.
+        log.warning("log lines with characters UTF-8 cannot encode were stored with U+FFFD in their place")
+        result.lines_written += _send_lines(db, known, json_lines, clean=True)
+        return
+    result.lines_written += inserted
+    expected = sum(len(block.lines) for block in known)
+    if inserted < expected:
+        log.warning("%d log line(s) repeated a (execution, seq) already stored and were ignored",
+                    expected - inserted)
+
+
+def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], json_lines: bool, *, clean: bool) -> int:
+    """Rows are made as executemany consumes the generators: no list of rows."""
+    inserted = 0
+    per_line: list[_LineBlock] = []
+    if json_lines:
+        docs = (block.json_row(clean, per_line) for block in blocks)
+        inserted += db.executemany(INSERT_LINES_JSON, (doc for doc in docs if doc is not None)).rowcount
+    else:
+        per_line = blocks
+    if per_line:
+        rows = chain.from_iterable(block.rows(clean) for block in per_line)
+        inserted += db.executemany(INSERT_LINES, rows).rowcount
+    return inserted
+
+
+def _keys(db: sqlite3.Connection, table: str, ids: set[str]) -> dict[str, int]:
+    """id -> integer key of the rows of `table` that exist."""
+    keys: dict[str, int] = {}
+    wanted = sorted(ids)
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start:start + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        keys.update(db.execute(f"SELECT id, pk FROM {table} WHERE id IN ({marks})", chunk).fetchall())  # noqa: S608
+    return keys
 
 
 class _LineBlock:

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 FORGET_BATCH = 256
 
 #: events held (see `ExecutionState.hold`) at most: then they go, and holding goes on
-HOLD_AT_MOST = 256
+HOLD_AT_MOST = 1_024
 
 #: ids of marker steps: random UUIDs (version 4) from a generator seeded by the OS. `uuid4()` asks the
 #: OS for every id, and each of those calls let SQLite's thread take the GIL: a command printing
