@@ -65,7 +65,7 @@ from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
 from storage.driver import driver_connection, run_on_driver_thread
-from storage.rows import STEPS, artifact_row, execution_row
+from storage.rows import EXECUTIONS, STEPS, artifact_row
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,9 @@ def _positional(stmt: Any, columns: Sequence[str]) -> str:
 #: the step upsert under SQLAlchemy, with rows of storage.rows.STEPS.values: a command printing
 #: markers makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
 STEP_UPSERT = _positional(STATEMENTS["step"], STEPS.columns)
+#: the same for the executions (rows of storage.rows.EXECUTIONS.values): an API creating a thousand
+#: executions a second writes several snapshots of each
+EXECUTION_UPSERT = _positional(STATEMENTS["execution"], EXECUTIONS.columns)
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
 #: ids per `IN (...)`, well under SQLite's limit on bound parameters
@@ -173,7 +176,7 @@ class BatchWriter:
         self._conn = conn
         #: SQLite has json_each (3.38+, or built with JSON1): lines go as one row per event
         self._json = json_lines
-        self._executions = _Snapshots(execution_row)
+        self._executions = _Snapshots(EXECUTIONS.values)
         self._steps = _Snapshots(STEPS.values)
         self._artifacts: list[tuple[str, dict[str, Any]]] = []
         self._lines: list[LinesLogged] = []
@@ -185,13 +188,13 @@ class BatchWriter:
     async def write(self, events: Iterable[Event]) -> None:
         for event in events:
             self._add(event)
-        await self._execute("execution", self._executions.rows)
+        execution_rows = self._executions.rows
         step_rows = self._steps.rows
-        if step_rows or self._lines:
+        if execution_rows or step_rows or self._lines:
             # one call on SQLite's thread for the bulk of a batch (a block of output makes hundreds
             # of steps and line events): a round trip each cost more than the rows
             db = await driver_connection(self._conn)
-            done = await run_on_driver_thread(db, self._steps_and_lines, step_rows, self._lines)
+            done = await run_on_driver_thread(db, self._rows_and_lines, execution_rows, step_rows, self._lines)
             self.lines_written += done.lines_written
             for execution_id, why in done.refused.items():
                 self.refused.setdefault(execution_id, why)
@@ -249,13 +252,15 @@ class BatchWriter:
                                             str(exc.orig))
         return changed
 
-    def _steps_and_lines(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]],
-                         events: list[LinesLogged]) -> _ThreadResult:
-        """The step upserts, then the log lines and their spans, on SQLite's own thread in one
-        call (see `write`). Returns what the event loop's side records."""
+    def _rows_and_lines(self, db: sqlite3.Connection, execution_rows: list[tuple[Any, ...]],
+                        step_rows: list[tuple[Any, ...]], events: list[LinesLogged]) -> _ThreadResult:
+        """The execution and step upserts, then the log lines and their spans, on SQLite's own
+        thread in one call (see `write`). Returns what the event loop's side records."""
         result = _ThreadResult()
-        if rows:
-            _upsert_steps(db, rows, result)
+        if execution_rows:
+            _upsert_rows(db, "execution", EXECUTION_UPSERT, execution_rows, result)
+        if step_rows:
+            _upsert_rows(db, "step", STEP_UPSERT, step_rows, result)
         if events:
             _insert_lines(db, events, self._json, result)
         return result
@@ -268,20 +273,22 @@ class _ThreadResult:
         self.lines_written = 0
 
 
-def _upsert_steps(db: sqlite3.Connection, rows: list[tuple[Any, ...]], result: _ThreadResult) -> None:
+def _upsert_rows(db: sqlite3.Connection, kind: str, sql: str, rows: list[tuple[Any, ...]], result: _ThreadResult) -> None:
+    """Guarded upserts of rows whose first value is the row's id; the execution's id is the second
+    value of a step's row."""
     try:
-        changed = db.executemany(STEP_UPSERT, rows).rowcount
+        changed = db.executemany(sql, rows).rowcount
     except sqlite3.IntegrityError:
         # as `BatchWriter._one_by_one`: the rows before the refused one are in, and go again harmlessly
         changed = 0
         for row in rows:
             try:
-                changed += db.execute(STEP_UPSERT, row).rowcount
+                changed += db.execute(sql, row).rowcount
             except sqlite3.IntegrityError as exc:
-                log.debug("skipped writing the step of %s: %s", row[0], exc)
-                result.refused.setdefault(row[1], str(exc))
+                log.debug("skipped writing the %s of %s: %s", kind, row[0], exc)
+                result.refused.setdefault(row[0] if kind == "execution" else row[1], str(exc))
     if changed < len(rows):
-        log.debug("%d step snapshot(s) not applied: the stored status had moved past them", len(rows) - changed)
+        log.debug("%d %s snapshot(s) not applied: the stored status had moved past them", len(rows) - changed, kind)
 
 
 def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines: bool, result: _ThreadResult) -> None:
