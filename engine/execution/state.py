@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -55,20 +56,23 @@ FORGET_BATCH = 256
 #: events held (see `ExecutionState.hold`) at most: then they go, and holding goes on
 HOLD_AT_MOST = 1_024
 
-#: ids of marker steps: random UUIDs (version 4) from a generator seeded by the OS. `uuid4()` asks the
-#: OS for every id, and each of those calls let SQLite's thread take the GIL: a command printing
-#: markers makes thousands of steps a second. Step ids are names, not secrets.
+#: ids of marker steps: time-ordered UUIDs (version 7, RFC 9562: milliseconds since the epoch, then
+#: random bits from a generator seeded by the OS). A command printing markers makes thousands of steps
+#: a second, and each id goes into the steps' unique index: ids that follow each other land side by
+#: side at its end, where random ones (version 4) landed all over it, which doubled SQLite's work per
+#: step. `uuid4()` also asked the OS for every id. Step ids are names, not secrets.
 _marker_ids = random.Random(os.urandom(32))
-
-
-_VERSION_4 = (0x4 << 76) | (0x8 << 60)
-_NOT_VERSION = ~((0xF << 76) | (0xC << 60))
+_VERSION_7 = (0x7 << 76) | (0x2 << 62)
 
 
 def _marker_step_id() -> str:
-    """What `str(uuid.UUID(int=..., version=4))` makes, in a third of its time."""
-    h = f"{(_marker_ids.getrandbits(128) & _NOT_VERSION) | _VERSION_4:032x}"
+    value = (time.time_ns() // 1_000_000) << 80 | _marker_ids.getrandbits(76) & _RANDOM | _VERSION_7
+    h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+#: where the 74 random bits go (of 76 drawn): the 12 after the version, the 62 after the variant
+_RANDOM = (0xFFF << 64) | ((1 << 62) - 1)
 
 
 class ExecutionState:
