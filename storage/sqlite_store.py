@@ -50,10 +50,10 @@ class SqliteStore(SqliteQueue, SqliteRegistry):
     async def apply(self, events: Sequence[Event]) -> dict[str, str]:
         if not events:
             return {}
-        async with self._write() as conn:
-            writer = BatchWriter(conn, json_lines=self._json_lines)
-            await writer.write(events)
-        return writer.refused
+        batch = BatchWriter(json_lines=self._json_lines)
+        batch.add(events)
+        await self._write_batch(batch.write)
+        return batch.refused
 
     async def fail_execution(self, execution_id: str, error: str) -> bool:
         now = utcnow()

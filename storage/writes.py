@@ -42,8 +42,6 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import Table, bindparam, delete, text
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
 
 from engine.events import (
@@ -64,8 +62,7 @@ from engine.events import (
 from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
-from storage.driver import driver_connection, run_on_driver_thread
-from storage.rows import EXECUTIONS, STEPS, artifact_row
+from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
 
 log = logging.getLogger(__name__)
@@ -130,6 +127,15 @@ STEP_UPSERT = _positional(STATEMENTS["step"], STEPS.columns)
 #: the same for the executions (rows of storage.rows.EXECUTIONS.values): an API creating a thousand
 #: executions a second writes several snapshots of each
 EXECUTION_UPSERT = _positional(STATEMENTS["execution"], EXECUTIONS.columns)
+#: the other statements a batch may hold, for rows of one value (the id) or of ARTIFACTS.values
+RAW_STATEMENTS: dict[str, str] = {
+    "artifact": _positional(STATEMENTS["artifact"], ARTIFACTS.columns),
+    "artifact deletion": "DELETE FROM artifacts WHERE id = ?",
+    "execution deletion": "DELETE FROM executions WHERE id = ?",
+}
+#: where a row of each kind holds its execution's id (named when the row is refused)
+_EXECUTION_ID_AT = {"execution": 0, "step": STEPS.columns.index("execution_id"),
+                    "artifact": ARTIFACTS.columns.index("execution_id")}
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
 #: ids per `IN (...)`, well under SQLite's limit on bound parameters
@@ -170,37 +176,45 @@ class _Snapshots(Generic[R]):
 
 
 class BatchWriter:
-    """Sorts a batch of events into the statements of the caller's transaction on `conn`."""
+    """Sorts a batch of events into rows (`add`, on the event loop), then writes them with plain
+    sqlite3 (`write`, on the write connection's thread, in the caller's transaction)."""
 
-    def __init__(self, conn: AsyncConnection, *, json_lines: bool = True) -> None:
-        self._conn = conn
+    def __init__(self, *, json_lines: bool = True) -> None:
         #: SQLite has json_each (3.38+, or built with JSON1): lines go as one row per event
         self._json = json_lines
         self._executions = _Snapshots(EXECUTIONS.values)
         self._steps = _Snapshots(STEPS.values)
-        self._artifacts: list[tuple[str, dict[str, Any]]] = []
+        self._artifacts: list[tuple[str, tuple[Any, ...]]] = []
         self._lines: list[LinesLogged] = []
-        self._deleted: list[dict[str, Any]] = []
+        self._deleted: list[tuple[str]] = []
+        self._execution_rows: list[tuple[Any, ...]] = []
+        self._step_rows: list[tuple[Any, ...]] = []
         self.lines_written = 0
         #: executions some of whose rows the database refused, and its words for the first refusal
         self.refused: dict[str, str] = {}
 
-    async def write(self, events: Iterable[Event]) -> None:
+    def add(self, events: Iterable[Event]) -> None:
+        """Sort the events into rows: on the event loop, whose thread made the events."""
         for event in events:
             self._add(event)
-        execution_rows = self._executions.rows
-        step_rows = self._steps.rows
-        if execution_rows or step_rows or self._lines:
-            # one call on SQLite's thread for the bulk of a batch (a block of output makes hundreds
-            # of steps and line events): a round trip each cost more than the rows
-            db = await driver_connection(self._conn)
-            done = await run_on_driver_thread(db, self._rows_and_lines, execution_rows, step_rows, self._lines)
-            self.lines_written += done.lines_written
-            for execution_id, why in done.refused.items():
-                self.refused.setdefault(execution_id, why)
+        self._execution_rows = self._executions.rows
+        self._step_rows = self._steps.rows
+
+    def write(self, db: sqlite3.Connection) -> None:
+        """The rows' statements, in the order of the module's docstring. One call on the write
+        connection's thread: a batch of a command printing markers holds hundreds of steps and
+        line events, and a round trip between the threads for each statement (or a turn of a busy
+        event loop for each) cost more than the rows."""
+        if self._execution_rows:
+            _upsert_rows(db, "execution", EXECUTION_UPSERT, self._execution_rows, self.refused)
+        if self._step_rows:
+            _upsert_rows(db, "step", STEP_UPSERT, self._step_rows, self.refused)
         for kind, group in groupby(self._artifacts, key=itemgetter(0)):
-            await self._execute(kind, [row for _kind, row in group])
-        await self._execute("execution deletion", self._deleted)
+            _upsert_rows(db, kind, RAW_STATEMENTS[kind], [row for _kind, row in group], self.refused)
+        if self._lines:
+            self.lines_written += _insert_lines(db, self._lines, self._json, self.refused)
+        if self._deleted:
+            _upsert_rows(db, "execution deletion", RAW_STATEMENTS["execution deletion"], self._deleted, self.refused)
 
     def _add(self, event: Event) -> None:
         match event:
@@ -217,81 +231,38 @@ class BatchWriter:
             case StepStarted(step=s) | StepUpdated(step=s) | StepFinished(step=s):
                 self._steps.add(s)
             case ArtifactAdded(artifact=artifact):
-                self._artifacts.append(("artifact", artifact_row(artifact)))
+                self._artifacts.append(("artifact", ARTIFACTS.values(artifact)))
             case ArtifactDeleted(artifact_id=artifact_id):
-                self._artifacts.append(("artifact deletion", {"id": artifact_id}))
+                self._artifacts.append(("artifact deletion", (artifact_id,)))
             case ExecutionDeleted(id=execution_id):
-                self._deleted.append({"id": execution_id})
+                self._deleted.append((execution_id,))
             case _:
                 pass  # Notice, LinesDropped: for people watching, not kept
 
-    async def _execute(self, kind: str, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        stmt = STATEMENTS[kind]
-        try:
-            changed = (await self._conn.execute(stmt, rows)).rowcount
-        except IntegrityError:
-            changed = await self._one_by_one(kind, rows)
-        if kind in _GUARDED and changed < len(rows):
-            log.debug("%d %s snapshot(s) not applied: the stored status had moved past them",
-                      len(rows) - changed, kind)
 
-    async def _one_by_one(self, kind: str, rows: list[dict[str, Any]]) -> int:
-        # Some row was refused. SQLite undid only that statement, the transaction goes on; the rows
-        # before it were written, and writing them again in order leaves the same result (a guarded
-        # snapshot of a row that moved on is refused again, a deleted row is already gone).
-        changed = 0
-        for row in rows:
-            try:
-                changed += (await self._conn.execute(STATEMENTS[kind], row)).rowcount
-            except IntegrityError as exc:
-                log.debug("skipped writing the %s of %s: %s", kind, row["id"], exc.orig)
-                if kind != "execution deletion":
-                    self.refused.setdefault(row["id"] if kind == "execution" else row["execution_id"],
-                                            str(exc.orig))
-        return changed
-
-    def _rows_and_lines(self, db: sqlite3.Connection, execution_rows: list[tuple[Any, ...]],
-                        step_rows: list[tuple[Any, ...]], events: list[LinesLogged]) -> _ThreadResult:
-        """The execution and step upserts, then the log lines and their spans, on SQLite's own
-        thread in one call (see `write`). Returns what the event loop's side records."""
-        result = _ThreadResult()
-        if execution_rows:
-            _upsert_rows(db, "execution", EXECUTION_UPSERT, execution_rows, result)
-        if step_rows:
-            _upsert_rows(db, "step", STEP_UPSERT, step_rows, result)
-        if events:
-            _insert_lines(db, events, self._json, result)
-        return result
-
-class _ThreadResult:
-    __slots__ = ("refused", "lines_written")
-
-    def __init__(self) -> None:
-        self.refused: dict[str, str] = {}
-        self.lines_written = 0
-
-
-def _upsert_rows(db: sqlite3.Connection, kind: str, sql: str, rows: list[tuple[Any, ...]], result: _ThreadResult) -> None:
-    """Guarded upserts of rows whose first value is the row's id; the execution's id is the second
-    value of a step's row."""
+def _upsert_rows(db: sqlite3.Connection, kind: str, sql: str, rows: list[tuple[Any, ...]],
+                 refused: dict[str, str]) -> None:
+    """`sql` for each row. A row the database refuses is skipped and its execution named in
+    `refused`: SQLite undid only the statement that failed, the transaction goes on; the rows
+    before it were written, and writing them again in order leaves the same result (a guarded
+    snapshot of a row that moved on is refused again, a deleted row is already gone)."""
     try:
         changed = db.executemany(sql, rows).rowcount
     except sqlite3.IntegrityError:
-        # as `BatchWriter._one_by_one`: the rows before the refused one are in, and go again harmlessly
         changed = 0
         for row in rows:
             try:
                 changed += db.execute(sql, row).rowcount
             except sqlite3.IntegrityError as exc:
                 log.debug("skipped writing the %s of %s: %s", kind, row[0], exc)
-                result.refused.setdefault(row[0] if kind == "execution" else row[1], str(exc))
-    if changed < len(rows):
+                if kind != "execution deletion":
+                    refused.setdefault(row[_EXECUTION_ID_AT[kind]], str(exc))
+    if kind in _GUARDED and changed < len(rows):
         log.debug("%d %s snapshot(s) not applied: the stored status had moved past them", len(rows) - changed, kind)
 
 
-def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines: bool, result: _ThreadResult) -> None:
+def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines: bool, refused: dict[str, str]) -> int:
+    """The lines and their spans; returns how many lines were inserted."""
     execution_pks = _keys(db, "executions", {e.exec_id for e in events})
     step_pks = _keys(db, "steps", {e.step_id for e in events if e.step_id is not None})
     known = [_LineBlock(e, execution_pks, step_pks) for e in events if e.exec_id in execution_pks]
@@ -300,12 +271,12 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines:
         log.warning("dropped %d log line(s) of unknown execution(s) %s",
                     sum(len(e.lines) for e in events if e.exec_id in lost), ", ".join(sorted(lost)))
         for execution_id in lost:
-            result.refused.setdefault(execution_id, "its execution is not in the store")
+            refused.setdefault(execution_id, "its execution is not in the store")
     missing_steps = {e.step_id for e in events if e.step_id is not None} - step_pks.keys()
     if missing_steps:
         log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
     if not known:
-        return
+        return 0
     db.executemany(INSERT_SPANS, spans_of(known))
     try:
         inserted = _send_lines(db, known, json_lines, clean=False)
@@ -313,13 +284,12 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines:
         # A line held a lone surrogate (a file name decoded with surrogateescape, say), which
         # UTF-8 cannot encode. The lines before it are in; OR IGNORE makes sending all again safe.
         log.warning("log lines with characters UTF-8 cannot encode were stored with U+FFFD in their place")
-        result.lines_written += _send_lines(db, known, json_lines, clean=True)
-        return
-    result.lines_written += inserted
+        return _send_lines(db, known, json_lines, clean=True)
     expected = sum(len(block.lines) for block in known)
     if inserted < expected:
         log.warning("%d log line(s) repeated a (execution, seq) already stored and were ignored",
                     expected - inserted)
+    return inserted
 
 
 def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], json_lines: bool, *, clean: bool) -> int:
