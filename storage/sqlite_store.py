@@ -1,5 +1,6 @@
 """The SQLite store: the engine's `Store`, over SQLAlchemy's async engine and aiosqlite (see
-storage.connections), and its executions' part: the events' writes, the reads, the database itself.
+storage.connections; the events' batches go on a plain sqlite3 connection, storage.write_connection),
+and its executions' part: the events' writes, the reads, the database itself.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The write path: one batch of events becomes the statements of one transaction.
 
-A batch holds thousands of events (log lines, and between them step and counter snapshots). Sent one
-by one, each would cost a round trip to aiosqlite's thread; instead the batch is sorted into a few
-`executemany` calls, one per table, in an order that keeps what matters:
+A batch holds thousands of events (log lines, and between them step and counter snapshots). They are
+sorted into rows on the event loop (`BatchWriter.add`), then written with plain sqlite3 in one call
+to the write connection's thread (`BatchWriter.write`, storage.write_connection): a few `executemany`
+calls, one per table, in an order that keeps what matters:
 
 1. execution snapshots, in the order they came;
 2. step snapshots, in order (a new step's parent comes before it: the engine creates parents first);
@@ -39,7 +40,7 @@ from itertools import chain, count, groupby, repeat
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, bindparam, delete, text
+from sqlalchemy import Table, text
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.sql.expression import Executable
@@ -103,13 +104,11 @@ def _upsert(table: Table, guard: str | None) -> Executable:
     )
 
 
-#: what each kind of pending row is written with
+#: the upserts, as SQLAlchemy writes them (made into plain SQL below)
 STATEMENTS: dict[str, Executable] = {
     "execution": _upsert(executions, guard_sql("executions", EXECUTION_TRANSITIONS)),
     "step": _upsert(steps, guard_sql("steps", STEP_TRANSITIONS)),
     "artifact": _upsert(artifacts, None),
-    "artifact deletion": delete(artifacts).where(artifacts.c.id == bindparam("id")),
-    "execution deletion": delete(executions).where(executions.c.id == bindparam("id")),
 }
 
 
@@ -121,8 +120,8 @@ def _positional(stmt: Any, columns: Sequence[str]) -> str:
     return str(compiled)
 
 
-#: the step upsert under SQLAlchemy, with rows of storage.rows.STEPS.values: a command printing
-#: markers makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
+#: the step upsert as plain SQL, for rows of storage.rows.STEPS.values: a command printing markers
+#: makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
 STEP_UPSERT = _positional(STATEMENTS["step"], STEPS.columns)
 #: the same for the executions (rows of storage.rows.EXECUTIONS.values): an API creating a thousand
 #: executions a second writes several snapshots of each
