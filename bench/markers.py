@@ -4,7 +4,7 @@ through `stepflow exec` end to end, beside the same producer into a file, in the
 Prints markers/s, the steps stored (a raw sqlite3 count) and the peak RSS of the stepflow process,
 sampled while it runs (so the growth shows: RSS at each quarter of the run).
 
-    .venv/bin/python bench/markers.py [--pairs 10000 100000] [--live]
+    .venv/bin/python bench/markers.py [--pairs 10000 100000] [--live] [--no-compile]
 
 `--live` runs exec under a pseudo-terminal (its live tree display) instead of plain lines.
 
@@ -185,9 +185,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--live", action="store_true", help="exec's live display, under a pseudo-terminal")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave the packages' bytecode as it is (a tree that must not be written: a baseline's)")
     args = parser.parse_args()
-    for package in PACKAGES:
-        compileall.compile_dir(ROOT / package, quiet=1)
+    if not args.no_compile:
+        for package in PACKAGES:
+            compileall.compile_dir(ROOT / package, quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         cpu_before = children_cpu()
