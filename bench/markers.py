@@ -16,6 +16,10 @@ Measured here (2 shared cores), peak RSS of stepflow, start-up alone 56-58 MB:
   one event per run of lines, counters once per block, a step added and ended in one batch one insert
   (issue 16, load ~4 on the 2 cores, same run): 100k pairs CPU 20.9 s before, 10.9 s after
   (9.6k → 18.4k markers per CPU-second); wall 24-29 s before, 12.8-22 s after; RSS unchanged
+  issue 16, second round (load 9-10 on the 2 cores, main's tree beside, same session): 100k pairs CPU
+  11.5 s → 8.0 s (17.4k → 25.1k markers per CPU-second); 50k pairs interleaved main/branch, twice:
+  CPU 5.4/5.8 s → 3.9/4.3 s, wall 9.0/15.0 s → 7.1/10.3 s. Wall figures swing 2x from run to run on
+  that machine (the raw sqlite3 baseline: 10.1 s, then 4.6 s). Goal 50,000 markers/s not reached.
 """
 
 from __future__ import annotations
