@@ -4,6 +4,7 @@ through `subscribe()`. It implements `engine.client.EngineClient` in-process."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import logging
 import os
@@ -560,7 +561,10 @@ def _default_runner_factory(target: str, config: Any) -> Runner:
     return runner_for(config)
 
 
+@functools.cache
 def _current_user() -> str:
+    """This process's user, looked up once: without USER or LOGNAME in the environment (a service),
+    `getpass.getuser` reads the password database, each time, for each execution submitted."""
     try:
         return getpass.getuser()
     except Exception:

@@ -58,6 +58,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 def to_iso(value: datetime) -> str:
+    if value.tzinfo is UTC:  # the usual case (engine.model.utcnow), a third of the cost
+        return value.isoformat(timespec="microseconds")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat(timespec="microseconds")
