@@ -13,9 +13,10 @@ import asyncio
 import errno
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -24,10 +25,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from engine.errors import StoreFull
 from storage import pragmas
 from storage.driver import driver_connection
+from storage.inline_writes import InlineWriter
 from storage.reads import Reader
 from storage.schema import bring_to_head
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: tries at opening the file while another process makes it (see `open`): ~1 s in all
 _OPEN_ATTEMPTS = 10
@@ -41,6 +45,7 @@ class Connections:
         self._write_lock = asyncio.Lock()
         self._json_lines = True
         self._reader = Reader(self.path)
+        self._inline = InlineWriter(self.path)
 
     async def open(self) -> None:
         """Create the file if needed, apply the migrations; every connection gets the pragmas."""
@@ -78,6 +83,7 @@ class Connections:
             if engine is None:
                 return
             await self._reader.close()
+            self._inline.close()
             try:
                 # SQLite's advice for long-lived connections: on closing, let it refresh the planner's
                 # statistics it found missing (sampled, see analysis_limit in storage.pragmas)
@@ -106,6 +112,19 @@ class Connections:
             async with self._write_lock, self._writer.begin() as conn:
                 yield conn
         except (DBAPIError, sqlite3.Error, OSError) as exc:
+            if _is_disk_full(exc):
+                raise StoreFull(f"no space left for the store at {self.path}") from exc
+            raise
+
+    async def _write_inline(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` in one write transaction of a few rows by an index, on this
+        thread (storage.inline_writes), this process's writes taking turns."""
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        try:
+            async with self._write_lock:
+                return await self._inline.run(fn, *args)
+        except (sqlite3.Error, OSError) as exc:
             if _is_disk_full(exc):
                 raise StoreFull(f"no space left for the store at {self.path}") from exc
             raise

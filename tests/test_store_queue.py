@@ -215,20 +215,20 @@ async def test_a_stale_item_goes_back_until_its_attempts_are_spent_then_fails(st
     first = await store.claim(["jobs"], "w1")
     assert first is not None and first.heartbeat_at is not None
     # a heartbeat after the cutoff: not stale
-    assert await store.requeue_stale(first.heartbeat_at - timedelta(seconds=1)) == []
+    assert await store.requeue_stale("jobs", first.heartbeat_at - timedelta(seconds=1)) == []
 
-    [back] = await store.requeue_stale(utcnow() + timedelta(seconds=1))
+    [back] = await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1))
     assert back.id == item.id and back.status is QueueStatus.PENDING and back.attempt == 1
     assert await store.heartbeat(item.id, "w1") is None  # w1 lost it
     assert await store.finish(item.id, "w1", QueueStatus.COMPLETED) is None
 
     second = await store.claim(["jobs"], "w2")
     assert second is not None and second.id == item.id and second.attempt == 2
-    [failed] = await store.requeue_stale(utcnow() + timedelta(seconds=1))
+    [failed] = await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1))
     assert failed.status is QueueStatus.FAILED and failed.attempt == 2 and failed.finished_at is not None
     assert failed.result == {"error": "no heartbeat from its worker"} and failed.worker == "w2"
     assert await store.claim(["jobs"], "w3") is None
-    assert await store.requeue_stale(utcnow() + timedelta(seconds=1)) == []
+    assert await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1)) == []
 
 
 # -- reads -----------------------------------------------------------------------------------------
