@@ -231,6 +231,17 @@ async def test_a_stale_item_goes_back_until_its_attempts_are_spent_then_fails(st
     assert await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1)) == []
 
 
+async def test_requeue_stale_leaves_the_items_of_other_queues_alone(store: SqliteStore) -> None:
+    ours = await store.enqueue("jobs", "ours", max_attempts=2)
+    theirs = await store.enqueue("other", "theirs", max_attempts=2)
+    assert await store.claim(["jobs"], "w1") is not None and await store.claim(["other"], "w2") is not None
+    [back] = await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1))
+    assert back.id == ours.id and back.status is QueueStatus.PENDING
+    untouched = await store.get_queue_item(theirs.id)
+    assert untouched is not None and untouched.status is QueueStatus.RUNNING and untouched.worker == "w2"
+    assert await store.heartbeat(theirs.id, "w2") is not None  # its worker still holds it
+
+
 # -- reads -----------------------------------------------------------------------------------------
 async def test_list_and_counts(store: SqliteStore) -> None:
     for i in range(5):
