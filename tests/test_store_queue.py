@@ -141,6 +141,25 @@ def test_sixteen_claimers_in_four_processes_never_share_an_item(tmp_path: Path) 
     assert sum(1 for per_process in results if any(per_process)) > 1
 
 
+async def test_a_claim_waits_for_another_process_writing_without_stalling_the_loop(store: SqliteStore) -> None:
+    item = await store.enqueue("jobs", "x")
+    other = sqlite3.connect(store.path, isolation_level=None)  # another process's writer, as SQLite sees it
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        claim = asyncio.create_task(store.claim(["jobs"], "w"))
+        # the loop goes on meanwhile: the claim waits for the lock on a thread, not inline
+        async with asyncio.timeout(2):
+            while store._inline.moved == 0:
+                await asyncio.sleep(0)
+        assert not claim.done()
+        other.execute("COMMIT")
+        async with asyncio.timeout(5):
+            claimed = await claim
+    finally:
+        other.close()
+    assert claimed is not None and claimed.id == item.id and claimed.worker == "w"
+
+
 async def test_the_highest_priority_then_the_oldest_is_claimed_first(store: SqliteStore) -> None:
     low = await store.enqueue("jobs", "low", priority=-1)
     first = await store.enqueue("jobs", "first")
