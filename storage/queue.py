@@ -6,8 +6,9 @@ priority DESC, pk LIMIT 1) AND status = 'pending'`. SQLite has no SKIP LOCKED an
 write lock, taken at BEGIN IMMEDIATE, makes the select and the update one step no other writer (in
 this process or another) can come between, so no item is handed out twice.
 
-Claims, many at once, run inline on the event loop's thread (storage.inline_writes): those of the
-claimers who asked together in one transaction, committed before any of them is answered.
+The statements of one item (and the claims of many at once: those of the claimers who asked
+together, in one transaction) run inline on the event loop's thread (storage.inline_writes), each
+committed before its caller is answered; the stale items' requeue, of any number, on a thread.
 
 Every statement's guard names the (from, to) statuses it moves an item between; `_guard` checks them
 against engine.store.queue.QUEUE_TRANSITIONS when this module loads.
@@ -149,12 +150,15 @@ class SqliteQueue(Connections):
         return await self._reader.run(_counts)
 
     async def _one(self, sql: str, params: Sequence[Any]) -> QueueItem | None:
-        async with self._write() as conn:
-            row = (await conn.exec_driver_sql(sql, tuple(params))).first()
-        return None if row is None else QUEUE_ITEMS.from_values(row)
+        return await self._write_inline(_one, sql, tuple(params))
 
 
-# -- claims, inline (storage.inline_writes) -------------------------------------------------------------
+# -- writes of an item or a few, inline (storage.inline_writes) ------------------------------------------
+def _one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> QueueItem | None:
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else QUEUE_ITEMS.from_values(row)
+
+
 def _claim(conn: sqlite3.Connection, sql: str, queues: list[str], workers: Sequence[str],
            now: str) -> list[QueueItem | None]:
     found: list[QueueItem | None] = [None] * len(workers)

@@ -54,6 +54,9 @@ async def work(store: SqliteStore, worker: str, queues: list[str]) -> list[str]:
     while (item := await store.claim(queues, worker)) is not None:
         assert item.status is QueueStatus.RUNNING and item.worker == worker
         got.append(item.id)
+        # a worker runs its item before it reports (the store's writes run inline, without a pause
+        # of their own: without this one claimer of the process would drain the queue alone)
+        await asyncio.sleep(0)
         done = await store.finish(item.id, worker, QueueStatus.COMPLETED, {"by": worker})
         assert done is not None and done.status is QueueStatus.COMPLETED
     return got
