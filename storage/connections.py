@@ -4,7 +4,9 @@ and the reads every part of the store (storage.sqlite_store, storage.queue, stor
 Connections come from SQLAlchemy's pool for aiosqlite files (AsyncAdaptedQueuePool), each with its
 own thread; in WAL mode a read on one connection goes on while another writes. Every connection
 gets the pragmas of `storage.pragmas`. Writes in this process take turns on an asyncio lock (cheaper
-than SQLite's busy-wait), and begin with BEGIN IMMEDIATE against writers in other processes.
+than SQLite's busy-wait), and begin with BEGIN IMMEDIATE against writers in other processes. Writes
+of a row or a few by an index (the work queue's) run inline on a connection of their own
+(storage.inline_writes), taking the same turns.
 """
 
 from __future__ import annotations
