@@ -8,7 +8,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from api_compat import access as access_checks
 from api_compat import openapi
+from api_compat.access import ACCESS, Access
 from api_compat.auth import TokenVerifier
 from api_compat.config import ApiConfig
 from api_compat.cross_site import cross_site_middleware
@@ -55,6 +57,8 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     # the next documented APIs (OpsConductor, RustCI runners, executr) go here, each as
     # `surface = x.make_surface(); app[SURFACES].append(surface); x.install(app, surface)`,
     # registered BEFORE Monitor's when their paths overlap `/api/executions/{execution_id}`.
+    # Last: the credentials and rate limits of every surface (api_compat/access.py)
+    access_checks.install(app, Access(_data_dir(engine, config), config, verifier))
     return app
 
 
@@ -65,4 +69,5 @@ def create_ws_app(main: web.Application) -> web.Application:
     app.middlewares.insert(0, cross_site_middleware(main[CONFIG], main[CONFIG].ws_host))
     _common_state(app, main[ENGINE], main[CONFIG], main[VERIFIER])
     app[SURFACES] = [surface]
+    access_checks.install(app, main[ACCESS])
     return app

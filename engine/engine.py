@@ -23,6 +23,7 @@ from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
 from engine.jobs import Jobs
 from engine.model import (
+    COMPLETED_IN,
     AbortReason,
     Artifact,
     ArtifactFilter,
@@ -374,9 +375,9 @@ class Engine(ArtifactCommands):
                 workflow_steps = [s for s in await self.get_steps(execution_id) if s.kind is StepKind.WORKFLOW]
                 for step in workflow_steps:
                     if step.status is StepStatus.COMPLETED or (
-                        step.status is StepStatus.SKIPPED and step.metadata.get("completed_in")
+                        step.status is StepStatus.SKIPPED and step.metadata.get(COMPLETED_IN)
                     ):
-                        done[(step.target, step.name)] = step.metadata.get("completed_in") or execution_id
+                        done[(step.target, step.name)] = step.metadata.get(COMPLETED_IN) or execution_id
                 if workflow_steps and len(done) == len(workflow_steps):
                     raise nothing_left
             path = stored_workflow_path(original)
