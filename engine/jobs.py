@@ -7,6 +7,11 @@ is the truth of who holds it (its guarded statements: never one job to two worke
 lost its job cannot finish it); the engine moves the execution to match and publishes the events
 the store writer stores. No engine admits a job (engine.admission.is_queued), and no engine's start
 marks a running one lost (its worker holds it: its heartbeats decide, `requeue_stale`).
+
+A claim is answered once the queue item's claim is committed: durable, so a crash after the answer
+leaves the job with the worker it was answered to. The execution's move to running follows through
+the store writer like any event (`as_claimed` shows it meanwhile); if the process stops before that
+event is written, the job's report or its stale check records the claim then (`_take`).
 """
 
 from __future__ import annotations
