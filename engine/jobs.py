@@ -309,6 +309,10 @@ class Jobs:
     async def counts(self) -> list[QueueCount]:
         return [c for c in await self.store.queue_counts() if c.queue == JOB_QUEUE]
 
+    async def executors(self) -> dict[str, int]:
+        """How many jobs each executor runs now (one count, where `running` reads every job)."""
+        return await self.store.queue_workers(JOB_QUEUE, QueueStatus.RUNNING)
+
     async def running(self) -> list[QueueItem]:
         """Every running job (newest first)."""
         found: list[QueueItem] = []

@@ -149,6 +149,9 @@ class SqliteQueue(Connections):
     async def queue_counts(self) -> list[QueueCount]:
         return await self._reader.run(_counts)
 
+    async def queue_workers(self, queue: str, status: QueueStatus) -> dict[str, int]:
+        return await self._reader.run(_workers, queue, QueueStatus(status).value)
+
     async def _one(self, sql: str, params: Sequence[Any]) -> QueueItem | None:
         return await self._write_inline(_one, sql, tuple(params))
 
@@ -208,3 +211,9 @@ def _counts(conn: sqlite3.Connection) -> list[QueueCount]:
         "ORDER BY queue, status, priority DESC"
     ).fetchall()
     return [QueueCount(queue, QueueStatus(status), priority, n) for queue, status, priority, n in rows]
+
+
+def _workers(conn: sqlite3.Connection, queue: str, status: str) -> dict[str, int]:
+    rows = conn.execute("SELECT worker, count(*) FROM queue_items WHERE queue = ? AND status = ? "
+                        "AND worker IS NOT NULL GROUP BY worker", (queue, status)).fetchall()
+    return dict(rows)

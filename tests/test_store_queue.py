@@ -265,6 +265,17 @@ async def test_requeue_stale_leaves_the_items_of_other_queues_alone(store: Sqlit
 
 
 # -- reads -----------------------------------------------------------------------------------------
+async def test_running_items_per_worker(store: SqliteStore) -> None:
+    await enqueue_many(store, 4)
+    await store.enqueue("other", "x")
+    a1, a2, b1 = [await store.claim(["jobs"], w) for w in ("a", "a", "b")]
+    assert await store.claim(["other"], "c") is not None
+    assert b1 is not None and await store.finish(b1.id, "b", QueueStatus.COMPLETED) is not None
+    assert await store.queue_workers("jobs", QueueStatus.RUNNING) == {"a": 2}
+    assert await store.queue_workers("jobs", QueueStatus.COMPLETED) == {"b": 1}
+    assert await store.queue_workers("other", QueueStatus.RUNNING) == {"c": 1}
+
+
 async def test_list_and_counts(store: SqliteStore) -> None:
     for i in range(5):
         await store.enqueue("build", i, priority=i % 2, labels={"executr.job": f"j{i}"})

@@ -150,3 +150,6 @@ class WorkQueue(Protocol):
 
     async def queue_counts(self) -> list[QueueCount]:
         """How many items per (queue, status, priority)."""
+
+    async def queue_workers(self, queue: str, status: QueueStatus) -> dict[str, int]:
+        """How many items of `queue` in `status` each worker holds (or held last)."""
