@@ -458,7 +458,9 @@ class Engine(ArtifactCommands):
         entry = self._runs.get(execution_id)
         if entry is not None:
             return entry[0].execution.snapshot()
-        return await self.store.get_execution(execution_id)
+        stored = await self.store.get_execution(execution_id)
+        # a job just claimed: running although the store may not say so yet
+        return None if stored is None else self.jobs.as_claimed(stored)
 
     async def resolve_execution_id(self, prefix: str) -> str:
         if prefix in self._runs:

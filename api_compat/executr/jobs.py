@@ -105,14 +105,17 @@ async def bulk_submit(request: web.Request) -> web.Response:
         raise ExecutrError(400, "no jobs given")
     if len(body) > MAX_BULK:
         raise ExecutrError(400, f"too many jobs: at most {MAX_BULK} per request", {"given": len(body)})
-    results: list[dict[str, Any]] = []
-    for index, value in enumerate(body):
+
+    async def one(index: int, value: Any) -> dict[str, Any]:
         try:
             created = await _submit_one(request, validate(JobSubmission, value))
         except (ExecutrError, EngineError) as exc:
-            results.append({"index": index, "success": False, "error": exc.message})
-        else:
-            results.append({"index": index, "success": True, "job_id": created["id"]})
+            return {"index": index, "success": False, "error": exc.message}
+        return {"index": index, "success": True, "job_id": created["id"]}
+
+    # side by side: their executions go to the store in one of its writer's transactions (each
+    # waits for its own to be stored before it is queued), queued in the order given
+    results = await asyncio.gather(*(one(index, value) for index, value in enumerate(body)))
     ok = sum(1 for r in results if r["success"])
     answer = {"total": len(results), "successful": ok, "failed": len(results) - ok, "results": results}
     if not ok:

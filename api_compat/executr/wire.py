@@ -198,7 +198,9 @@ class BulkCancelled(BaseModel):
 def rfc3339(at: datetime | None) -> str | None:
     if at is None:
         return None
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if at.tzinfo is not UTC:  # the store's times are UTC already: a job's answer has five of them
+        at = at.astimezone(UTC)
+    return f"{at.isoformat()[:-6]}Z"
 
 
 def parse_job_id(raw: str) -> str | None:
