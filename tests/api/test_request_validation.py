@@ -93,6 +93,8 @@ async def test_the_openapi_document_says_400_and_documents_timeout_and_warnings(
     for path, ops in doc["paths"].items():
         if path.startswith(("/api/executions", "/api/workflows", "/api/artifacts")):
             for method, op in ops.items():
+                if any(tag.startswith("OpsConductor") for tag in op.get("tags", ())):
+                    continue  # OpsConductor's /api/executions/search, /bulk…: its document answers 422
                 assert "422" not in op["responses"], (method, path)
     create = doc["paths"]["/api/executions"]["post"]
     assert "400" in create["responses"]
