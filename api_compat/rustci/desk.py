@@ -128,7 +128,7 @@ class RunnerDesk:
 
     async def register(self, req: RunnerRegisterRequest) -> tuple[str, str]:
         if req.type.value == "kubernetes":
-            raise RustciError(422, "runner type 'kubernetes' is not supported yet (docker, native, local, ssh are)",
+            raise RustciError(422, "runner type 'kubernetes' is not supported yet (docker, native, local, ssh, worker are)",
                               "INVALID_REQUEST", {"type": "kubernetes"})
         runner_id = f"runner_{uuid.uuid4()}"
         token = f"reg_token_{secrets.token_urlsafe(24)}"
