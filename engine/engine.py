@@ -530,10 +530,11 @@ class Engine(ArtifactCommands):
         key = f"{target}:{config!r}"
         runner = self._runners.get(key)
         if runner is None:
-            if getattr(config, "type", None) == "worker" or (isinstance(config, Mapping) and config.get("type") == "worker"):
+            kind = config.get("type") if isinstance(config, Mapping) else getattr(config, "type", None)
+            if kind == "worker":  # commands for `stepflow worker` processes: the engine's pool holds them
                 from engine.runners.worker import WorkerRunner
 
-                pool = config["pool"] if isinstance(config, Mapping) else config.pool
+                pool = config.get("pool") if isinstance(config, Mapping) else getattr(config, "pool", "")
                 runner = WorkerRunner(self.workers, str(pool))
             else:
                 runner = self._runner_factory(target, config)

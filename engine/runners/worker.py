@@ -19,7 +19,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +51,8 @@ class RemoteCommand:
         self.reason = ""
         self._stream = StreamedCommand()
         self._received = {Stream.STDOUT: 0, Stream.STDERR: 0}
+        #: stderr's last line is not ended yet (a note of ours starts a line of its own)
+        self._open_line = False
         self._lock = asyncio.Lock()
 
     # -- RunningCommand -------------------------------------------------------------------------
@@ -58,7 +60,7 @@ class RemoteCommand:
     def pid(self) -> int | None:
         return None
 
-    def output(self):  # type: ignore[no-untyped-def]  # an async iterator of (Stream, bytes)
+    def output(self) -> AsyncIterator[tuple[Stream, bytes]]:
         return self._stream.output()
 
     async def wait(self) -> int:
@@ -101,6 +103,8 @@ class RemoteCommand:
                 self._received[piece.stream] = have + len(data)
                 if data:
                     self._stream.feed(piece.stream, data)
+                    if piece.stream is Stream.STDERR:
+                        self._open_line = not data.endswith(b"\n")
         await self._stream.taken()
 
     async def finish(self, worker: str, exit_code: int, stdout: str = "", stderr: str = "") -> None:
@@ -120,7 +124,8 @@ class RemoteCommand:
             return
         self.ended, self.reason = True, reason
         if line:
-            self._stream.feed(Stream.STDERR, f"\n[stepflow: {line}]\n".encode(*_ENCODING))
+            text = ("\n" if self._open_line else "") + f"[stepflow: {line}]\n"
+            self._stream.feed(Stream.STDERR, text.encode(*_ENCODING))
         self._stream.end(-1)
 
 
