@@ -187,6 +187,9 @@ class RunnerDesk:
             await self._cancel(execution.id)
         await self.registry.unregister(KIND, entry.id)
         self._set_limit(runner_id, None)
+        workers = getattr(self.engine, "workers", None)
+        if workers is not None:  # a worker runner's: its workers' heartbeats are forgotten
+            workers.forget(runner_id)
         if runner_id in self._ids:
             self._ids.remove(runner_id)
         self._token_owners = {d: r for d, r in self._token_owners.items() if r != runner_id}

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from tests import test_worker as base
-from tests.api.rustci_helpers import RustCIRunnerClient
+from tests.api.rustci_helpers import RustCIRunnerClient, rustci_api
 from tests.test_worker import HEARTBEAT_TIMEOUT, Workers
 from tests.test_worker_stream import lines_of, monitor, steps_of, until
 
@@ -205,3 +205,41 @@ async def test_the_worker_routes_are_in_the_openapi_document(server: str) -> Non
                  "/api/runners/{runner_id}/worker/jobs/{command_id}/output",
                  "/api/runners/{runner_id}/worker/jobs/{command_id}/complete"):
         assert path in paths, path
+
+
+async def test_with_auth_on_the_worker_registers_with_a_token_then_uses_its_runners_registration_token(
+        engine: Any, tmp_path: Path) -> None:
+    """The listener's auth on (in-process, real engine): the worker registers with the bearer token
+    it is given, then calls its runner's routes with the registration token from the answer; those
+    routes refuse a caller without one, and the token opens no other runner's."""
+    async with rustci_api(engine, tmp_path) as api:
+        started = Workers(tmp_path, api.base)
+        try:
+            proc = started.start("w-auth", "--rustci-runner", "ci-auth", "--wait", "2", "--token", api.token)
+            async def registered() -> dict[str, Any] | None:
+                _, body = await api.call("GET", "/api/runners?type=worker")
+                return next((r for r in body["runners"] if r["name"] == "ci-auth"), None)
+            rid = (await until(registered))["id"]
+            job = await api.submit(rid, 'echo "$WHO ran here"', environment={"WHO": "the worker"})
+            execution = await api.finished(job)
+            assert execution.status.value == "completed"
+            _, detail = await api.call("GET", f"/api/runners/{rid}/jobs/{job['job_id']}")
+            assert detail["status"] == "completed"
+            assert proc.poll() is None  # still serving
+
+            claim = f"{api.base}/api/runners/{rid}/worker/jobs/claim"
+            async with api.session.post(claim, json={"executor_id": "intruder"}) as resp:
+                assert resp.status == 401
+            other = await api.register("other-worker", "worker")
+            status, reg = await api.call("POST", "/api/runners/register", json={"name": "third", "type": "worker"})
+            assert status == 201
+            async with api.session.post(f"{api.base}/api/runners/{other}/worker/jobs/claim",
+                                        json={"executor_id": "x"},
+                                        headers={"Authorization": f"Bearer {reg['registration_token']}"}) as resp:
+                assert resp.status == 401
+            async with api.session.post(f"{api.base}/api/runners/{reg['runner_id']}/worker/jobs/claim",
+                                        json={"executor_id": "x"},
+                                        headers={"Authorization": f"Bearer {reg['registration_token']}"}) as resp:
+                assert resp.status == 204
+        finally:
+            await asyncio.to_thread(started.stop_all)
