@@ -91,6 +91,9 @@ async def claim(request: web.Request) -> web.Response:
     command = await pool.claim(runner_id, body.executor_id, wait)
     if command is None:
         return web.Response(status=204)
+    if request.transport is None or request.transport.is_closing():  # its worker left meanwhile
+        pool.unclaim(command)
+        return web.Response(status=204)
     answer = command.description()
     execution_id = command.spec.execution_id
     answer["job_id"] = f"job_{execution_id}" if execution_id else None

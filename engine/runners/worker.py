@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -31,6 +30,8 @@ from engine.runners.base import CommandSpec, FetchError, ResourceSample, Resourc
 #: seconds without a heartbeat after which a worker's command is given up
 DEFAULT_STALE_AFTER = 15.0
 _ENCODING = ("utf-8", "surrogatepass")
+#: longest an output request waits for its lines to be published
+TAKEN_TIMEOUT = 30.0
 
 
 class CommandGone(Conflict):
@@ -105,7 +106,7 @@ class RemoteCommand:
                     self._stream.feed(piece.stream, data)
                     if piece.stream is Stream.STDERR:
                         self._open_line = not data.endswith(b"\n")
-        await self._stream.taken()
+        await self._taken()
 
     async def finish(self, worker: str, exit_code: int, stdout: str = "", stderr: str = "") -> None:
         """Its worker's report: the output the stream did not bring (from byte where it stopped), the exit."""
@@ -117,7 +118,14 @@ class RemoteCommand:
                     self._stream.feed(stream, rest)
             self.ended, self.reason = True, f"exit {exit_code}"
             self._stream.end(exit_code)
-        await self._stream.taken()
+        await self._taken()
+
+    async def _taken(self) -> None:
+        """Wait until what was fed is through the engine's pump (not forever: a pump that failed
+        reads no more)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TAKEN_TIMEOUT):
+                await self._stream.taken()
 
     def give_up(self, reason: str, line: str | None) -> None:
         if self.ended:
@@ -162,7 +170,7 @@ class WorkerPool:
         """The oldest command waiting in `pool`, now `worker`'s; None when none came within `wait` s."""
         p = self._pool(pool)
         deadline = time.monotonic() + max(wait, 0.0)
-        for _ in itertools.count():
+        while True:
             self.beat(pool, worker)
             while p.waiting:
                 command = p.waiting.popleft()
@@ -179,7 +187,15 @@ class WorkerPool:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(left, max(self.stale_after / 3, 0.5))):
                     await p.work.wait()
-        return None  # pragma: no cover
+
+    def unclaim(self, command: RemoteCommand) -> None:
+        """A claim whose answer could not be sent (its worker left): back to the head of its queue."""
+        if command.ended:
+            return
+        command.worker = command.claimed_at = None
+        p = self._pool(command.pool)
+        p.waiting.appendleft(command)
+        p.work.set()
 
     def command(self, pool: str, command_id: str) -> RemoteCommand:
         command = self._commands.get(command_id)
@@ -219,7 +235,7 @@ class WorkerPool:
                 command.give_up("its worker went silent", f"no heartbeat from worker {command.worker} for "
                                 f"{self.stale_after:g}s: the command is given up")
                 given_up.append(command)
-            if command.ended and command.worker is not None:
+            if command.ended:
                 self._commands.pop(command.id, None)
         return given_up
 

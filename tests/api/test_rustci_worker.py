@@ -7,6 +7,7 @@ fails or runs again per retry_count. Real `stepflow serve`, real `stepflow worke
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,28 @@ async def test_with_auth_on_the_worker_registers_with_a_token_then_uses_its_runn
                 assert resp.status == 204
         finally:
             await asyncio.to_thread(started.stop_all)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_cancelling_a_job_stops_its_step_on_the_worker(server: str, workers: Workers, marks: Path) -> None:
+    start_worker(workers, "ci-c")
+    async with aiohttp.ClientSession() as http:
+        rid = (await runner_named(http, server, "ci-c"))["id"]
+        job = await submit(http, server, rid, f'sleep 60 & echo $! > "{marks}/sleeper"; wait')
+        await base.appears(marks / "sleeper")
+        pid = int(await until(lambda: asyncio.to_thread(lambda: (marks / "sleeper").read_text().strip())))
+        status, body = await call(http, "POST", f"{server}/api/runners/{rid}/jobs/{job['job_id']}/cancel")
+        assert status == 200, body
+        assert (await ended(http, server, rid, job["job_id"]))["status"] == "cancelled"
+
+        async def gone() -> bool:
+            return not _alive(pid)
+        await until(gone, 20)  # told at its next heartbeat, the worker killed the step's processes
+        await base.appears_in_log(workers, "w-ci-c", "heartbeat refused")
