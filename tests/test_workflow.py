@@ -676,6 +676,7 @@ def test_json_schema_structure() -> None:
         "#/$defs/LocalTargetModel",
         "#/$defs/SshTargetModel",
         "#/$defs/DockerTargetModel",
+        "#/$defs/WorkerTargetModel",
     }
     assert schema["$defs"]["SshTargetModel"]["required"] == ["type", "host"]
     # every property says what it is for
