@@ -14,6 +14,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from api_compat.request_parsing import read_json_body
+from api_compat.rustci.activity import job_id_of
 from api_compat.rustci.errors import RustciError
 from api_compat.rustci.keys import DESK
 from api_compat.surface import Surface, route
@@ -96,7 +97,7 @@ async def claim(request: web.Request) -> web.Response:
         return web.Response(status=204)
     answer = command.description()
     execution_id = command.spec.execution_id
-    answer["job_id"] = f"job_{execution_id}" if execution_id else None
+    answer["job_id"] = job_id_of(execution_id) if execution_id else None
     answer["runner_id"] = runner_id
     answer["type"] = "step"
     request.app[DESK].activity.log(runner_id, "info", f"Step claimed by worker {body.executor_id}",
