@@ -40,6 +40,7 @@ from engine.model import (
 )
 from engine.ownership import owner_is_alive, this_engine
 from engine.runners.base import Runner
+from engine.runners.worker import WorkerPool
 from engine.store import Store, StoreStats
 from engine.store.logs import LogSelection
 from engine.store_writer import StoreWriter
@@ -103,6 +104,8 @@ class Engine(ArtifactCommands):
         self._started = False
         #: jobs: executions worker processes claim and run (engine.jobs)
         self.jobs = Jobs(store, self.hub, self.writer, self.artifacts)
+        #: commands of `worker` targets, waiting for (and run by) `stepflow worker` processes
+        self.workers = WorkerPool()
 
     @property
     def description(self) -> str:
@@ -153,6 +156,7 @@ class Engine(ArtifactCommands):
             if still:
                 await asyncio.wait(still, timeout=5)
         await self.jobs.close()
+        await self.workers.close()
         await self.writer.stop()
         for runner in self._runners.values():
             try:
@@ -529,7 +533,14 @@ class Engine(ArtifactCommands):
         key = f"{target}:{config!r}"
         runner = self._runners.get(key)
         if runner is None:
-            runner = self._runner_factory(target, config)
+            kind = config.get("type") if isinstance(config, Mapping) else getattr(config, "type", None)
+            if kind == "worker":  # commands for `stepflow worker` processes: the engine's pool holds them
+                from engine.runners.worker import WorkerRunner
+
+                pool = config.get("pool") if isinstance(config, Mapping) else getattr(config, "pool", "")
+                runner = WorkerRunner(self.workers, str(pool))
+            else:
+                runner = self._runner_factory(target, config)
             self._runners[key] = runner
         return runner
 

@@ -526,7 +526,7 @@ def test_targets_file_mistakes_are_reported_with_their_place(tmp_path: Path) -> 
     assert str(caught.value).splitlines() == [
         f"{path}:1:28: web1: unknown key 'prot' (did you mean 'port'?)",
         f"{path}:2:12: py.type: unknown target type 'dockr' (did you mean 'docker'?); "
-        "expected one of 'local', 'ssh', 'docker'",
+        "expected one of 'local', 'ssh', 'docker', 'worker'",
         f"{path}:3:1: 'local' is the built-in local target; give this ssh target another name",
         f"{path}:4:31: w.port: must be at most 65535",
     ]

@@ -386,7 +386,7 @@ def test_missing_required_keys(tmp_path: Path) -> None:
     assert issues(tmp_path, text) == [
         "2:9: targets.web1: missing required key 'host'",
         "3:8: targets.box: missing required key 'image'",
-        "4:9: targets.what: missing required key 'type' (one of 'local', 'ssh', 'docker')",
+        "4:9: targets.what: missing required key 'type' (one of 'local', 'ssh', 'docker', 'worker')",
         "6:5: steps[0]: missing required key 'run'",
         "7:5: steps[1]: missing required key 'name'",
     ]
@@ -416,7 +416,7 @@ def test_unknown_target_type(tmp_path: Path) -> None:
     """
     assert issues(tmp_path, text) == [
         "2:16: targets.web1.type: unknown target type 'shh' (did you mean 'ssh'?); "
-        "expected one of 'local', 'ssh', 'docker'",
+        "expected one of 'local', 'ssh', 'docker', 'worker'",
     ]
 
 
@@ -676,6 +676,7 @@ def test_json_schema_structure() -> None:
         "#/$defs/LocalTargetModel",
         "#/$defs/SshTargetModel",
         "#/$defs/DockerTargetModel",
+        "#/$defs/WorkerTargetModel",
     }
     assert schema["$defs"]["SshTargetModel"]["required"] == ["type", "host"]
     # every property says what it is for

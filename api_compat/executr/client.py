@@ -69,13 +69,15 @@ class ExecutrClient:
 
     def __init__(self, base_url: str, *, token: str | None = None,
                  connect_timeout: float = CONNECT_TIMEOUT, request_timeout: float = REQUEST_TIMEOUT,
-                 connections: int = 100) -> None:
+                 connections: int = 100, api: str = API) -> None:
         base = base_url.rstrip("/")
         if base.endswith(API):  # `--server http://host:8080/api/v1` means the same server
             base = base[: -len(API)]
         if not base.startswith(("http://", "https://")):
             raise ValueError(f"server URL {base_url!r}: write it as http://HOST:PORT or https://HOST:PORT")
         self.base_url = base
+        #: the routes' prefix (a RustCI worker runner's: /api/runners/{id}/worker)
+        self._api = api
         self._token = token
         self._connect_timeout = connect_timeout
         self._request_timeout = request_timeout
@@ -105,7 +107,7 @@ class ExecutrClient:
 
     async def _request(self, method: str, path: str, *, ok: Sequence[int], body: object = None,
                        params: Mapping[str, str] | None = None, timeout: float | None = None) -> tuple[int, Any]:
-        url = f"{self.base_url}{API}{path}"
+        url = f"{self.base_url}{self._api}{path}"
         # raw UTF-8, not \u escapes: a job's 1 MiB of output stays near 1 MiB on the wire
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8", "surrogatepass")
         headers = {"Content-Type": "application/json"} if data is not None else None

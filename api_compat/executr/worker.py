@@ -207,7 +207,7 @@ class Worker:
                     self.killing.set()
                     return
                 if exc.status == 404:
-                    self.fatal = f"{self.client.base_url} has no executr API (POST /api/v1/jobs/claim: 404)"
+                    self.fatal = self._no_api(exc)
                     self.stopping.set()
                     self.killing.set()
                     return
@@ -218,6 +218,9 @@ class Worker:
             backoff = 0.5
             if job is not None:
                 await self._execute(job)
+
+    def _no_api(self, exc: ExecutrError) -> str:
+        return f"{self.client.base_url} has no executr API (POST /api/v1/jobs/claim: 404)"
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -291,32 +294,37 @@ class Worker:
                 proc = await _spawn([str(binary), *arguments], job_dir.work, env)
             except OSError as exc:
                 return Outcome(-1, f"cannot start the binary: {exc.strerror or exc}")
-            assert proc.stdout is not None and proc.stderr is not None
-            live = LiveOutput(self.client, job_id, self.executor_id, self.streaming, self.say)
-            live.start()
-            reading = asyncio.gather(_drain(proc.stdout, OUTPUT_LIMIT, lambda b: live.feed("stdout", b)),
-                                     _drain(proc.stderr, OUTPUT_LIMIT, lambda b: live.feed("stderr", b)))
-            done = asyncio.ensure_future(proc.wait())
-            stopper = asyncio.ensure_future(_first(self.killing, lost))
-            await asyncio.wait({done, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopped = not done.done()
-            stopper.cancel()
-            if stopped:
-                await _kill_group(proc)
-            try:
-                async with asyncio.timeout(2.0):  # what the job left running may hold its pipes open
-                    (out, out_total), (err, err_total) = await asyncio.shield(reading)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                (out, out_total), (err, err_total) = await reading
-            code = await done
-            if lost.is_set():
-                await live.abandon()
-            else:
-                await live.close()  # the rest of what streamed reaches the server before the result
+            return await self._supervise(proc, job_id, lost)
         finally:
             job_dir.remove()
+
+    async def _supervise(self, proc: asyncio.subprocess.Process, job_id: str, lost: asyncio.Event) -> Outcome:
+        """A job's process until it ends (or is stopped): its output streamed live and kept for the
+        report, the outcome. (Both ways to feed the worker, executr jobs and RustCI steps, end here.)"""
+        assert proc.stdout is not None and proc.stderr is not None
+        live = LiveOutput(self.client, job_id, self.executor_id, self.streaming, self.say)
+        live.start()
+        reading = asyncio.gather(_drain(proc.stdout, OUTPUT_LIMIT, lambda b: live.feed("stdout", b)),
+                                 _drain(proc.stderr, OUTPUT_LIMIT, lambda b: live.feed("stderr", b)))
+        done = asyncio.ensure_future(proc.wait())
+        stopper = asyncio.ensure_future(_first(self.killing, lost))
+        await asyncio.wait({done, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopped = not done.done()
+        stopper.cancel()
+        if stopped:
+            await _kill_group(proc)
+        try:
+            async with asyncio.timeout(2.0):  # what the job left running may hold its pipes open
+                (out, out_total), (err, err_total) = await asyncio.shield(reading)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            (out, out_total), (err, err_total) = await reading
+        code = await done
+        if lost.is_set():
+            await live.abandon()
+        else:
+            await live.close()  # the rest of what streamed reaches the server before the result
         streams = (out, out_total, err, err_total)
         if stopped:
             return Outcome(-1, "worker stopped before the job ended", *streams)
@@ -412,9 +420,10 @@ def _local_address(base_url: str) -> str:
         return socket.gethostname()
 
 
-async def run_worker(options: WorkerOptions) -> int:
-    """`stepflow worker`: run until SIGTERM/SIGINT (twice: without the grace)."""
-    worker = Worker(options)
+async def run_worker(options: WorkerOptions, worker: Worker | None = None) -> int:
+    """`stepflow worker`: run until SIGTERM/SIGINT (twice: without the grace); `worker` fed otherwise
+    (a RustCI worker runner's, `api_compat.rustci.worker`)."""
+    worker = worker or Worker(options)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

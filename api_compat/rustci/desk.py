@@ -128,7 +128,7 @@ class RunnerDesk:
 
     async def register(self, req: RunnerRegisterRequest) -> tuple[str, str]:
         if req.type.value == "kubernetes":
-            raise RustciError(422, "runner type 'kubernetes' is not supported yet (docker, native, local, ssh are)",
+            raise RustciError(422, "runner type 'kubernetes' is not supported yet (docker, native, local, ssh, worker are)",
                               "INVALID_REQUEST", {"type": "kubernetes"})
         runner_id = f"runner_{uuid.uuid4()}"
         token = f"reg_token_{secrets.token_urlsafe(24)}"
@@ -187,6 +187,9 @@ class RunnerDesk:
             await self._cancel(execution.id)
         await self.registry.unregister(KIND, entry.id)
         self._set_limit(runner_id, None)
+        workers = getattr(self.engine, "workers", None)
+        if workers is not None:  # a worker runner's: its workers' heartbeats are forgotten
+            workers.forget(runner_id)
         if runner_id in self._ids:
             self._ids.remove(runner_id)
         self._token_owners = {d: r for d, r in self._token_owners.items() if r != runner_id}

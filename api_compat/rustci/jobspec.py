@@ -87,6 +87,8 @@ def target_of(runner: dict[str, Any], docker_host: str | None) -> dict[str, Any]
             if key in meta:
                 target[key] = meta[key]
         return target
+    if kind == "worker":
+        return {"type": "worker", "pool": runner["id"]}
     return {"type": "local"}
 
 
@@ -105,7 +107,7 @@ def workflow_text(job: RunnerJobRequest, runner: dict[str, Any], docker_host: st
     target_name = "runner"
     # the job's timeout is the whole job's (api_compat.rustci.activity cancels it)
     defaults: dict[str, Any] = {"retries": job.retry_count}
-    if runner["type"] == "docker":
+    if runner["type"] in ("docker", "worker"):
         defaults["shell"] = "sh"
     elif runner["type"] in ("local", "native"):
         defaults["cwd"] = str(workdir)

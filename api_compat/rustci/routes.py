@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from api_compat.principal import STANDARD, Principal
 from api_compat.rate_limits import RUSTCI_POLICY
 from api_compat.rustci import handlers as h
+from api_compat.rustci import worker_routes
 from api_compat.rustci.activity import Activity
 from api_compat.rustci.desk import RunnerDesk
 from api_compat.rustci.errors import RustciErrorBody, error_middleware, fail
@@ -120,7 +121,7 @@ def install(app: web.Application, surface: Surface) -> None:
           query=RunnerDeleteQuery, response=_obj("success"), errors=(404, 409))
     route(r, surface, "GET", f"{one}/status", h.runner_status, "Status and load", t_mon, response=_obj("status"),
           errors=(404,), rate_limit="status")
-    route(r, surface, "GET", f"{one}/health", h.runner_health, "Health checks (Docker daemon, disk, memory)", t_mon,
+    route(r, surface, "GET", f"{one}/health", h.runner_health, "Health checks (Docker daemon, a worker's last heartbeat, disk, memory)", t_mon,
           response=_obj("health"), errors=(404,), rate_limit="status")
     route(r, surface, "GET", f"{one}/metrics", h.runner_metrics, "Sampled cpu, memory, active jobs", t_mon,
           query=RunnerMetricsQuery, response=_obj("metrics"), errors=(400, 404))
@@ -147,6 +148,7 @@ def install(app: web.Application, surface: Surface) -> None:
           t_mon, query=RunnerLogsQuery, response={"description": "logs (JSON), or an event stream",
                                             "content": {"application/json": {}, "text/event-stream": {}}},
           errors=(400, 404))
+    worker_routes.install(app, surface)
     sse = app[SSE] = SseHub()
     sse.install(app)
     hub = app[WS_HUB] = RunnerHub()
@@ -168,6 +170,9 @@ async def _running(app: web.Application) -> AsyncIterator[None]:
     hub = app[WS_HUB]
     activity.broadcast = hub.publish
     desk = app[DESK] = RunnerDesk(engine, registry, data_dir, activity)
+    workers = getattr(engine, "workers", None)
+    if workers is not None:  # a worker runner's silent worker: as long as an executr job's
+        workers.stale_after = config.executr_heartbeat_timeout
     await desk.load()
     await hub.start()
     tasks = [asyncio.create_task(activity.follow_engine(engine), name="rustci-events"),

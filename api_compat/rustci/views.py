@@ -111,6 +111,25 @@ def _machine_checks(data_dir: Path) -> dict[str, Any]:
                        "available_gb": round(memory_gb, 1)}}
 
 
+def worker_check(desk: RunnerDesk, runner_id: str) -> dict[str, Any]:
+    """A worker runner's: its workers' last heartbeat (a claim counts), failed when older than the
+    time after which a silent worker's step is given up."""
+    pool = getattr(desk.engine, "workers", None)
+    last = pool.last_heartbeat(runner_id) if pool is not None else None
+    if pool is None or last is None:
+        return {"status": "fail", "error": "no worker has connected since the server started",
+                "last_heartbeat": None}
+    worker, ago, at = last
+    ok = ago <= pool.stale_after
+    check: dict[str, Any] = {"status": "pass" if ok else "fail", "worker": worker,
+                             "last_heartbeat": rfc3339(datetime.fromtimestamp(at, UTC)),
+                             "seconds_since_heartbeat": round(ago, 1),
+                             "running_steps": len(pool.running(runner_id))}
+    if not ok:
+        check["error"] = f"no heartbeat from worker {worker} for {ago:.0f}s (limit {pool.stale_after:g}s)"
+    return check
+
+
 async def health(desk: RunnerDesk, entry: RegistryEntry) -> dict[str, Any]:
     data = entry.data
     checks: dict[str, Any] = {}
@@ -125,6 +144,8 @@ async def health(desk: RunnerDesk, entry: RegistryEntry) -> dict[str, Any]:
         ok = await port_answers(str(data.get("host") or "localhost"), int(data.get("port") or 22), 5.0)
         checks["connectivity"] = {"status": "pass" if ok else "fail",
                                   "response_time_ms": round((time.monotonic() - started) * 1000)}
+    elif data["type"] == "worker":
+        checks["connectivity"] = checks["worker_heartbeat"] = worker_check(desk, entry.name)
     else:
         checks["connectivity"] = {"status": "pass", "response_time_ms": 0}
     checks.update(await asyncio.to_thread(_machine_checks, desk.data_dir))

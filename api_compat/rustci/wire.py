@@ -17,6 +17,8 @@ class RunnerType(enum.StrEnum):
     LOCAL = "local"
     #: ours: a host reached over SSH
     SSH = "ssh"
+    #: ours: `stepflow worker --rustci-runner` processes that take its jobs' steps from the queue
+    WORKER = "worker"
 
 
 class RunnerStatus(enum.StrEnum):
@@ -59,7 +61,7 @@ class RunnerResources(_Body):
 class RunnerRegisterRequest(_Body):
     name: Name
     #: `kubernetes` is read, and answered 422 "not supported yet"
-    type: Annotated[RunnerType, WithJsonSchema({"type": "string", "enum": ["docker", "native", "local", "ssh"],
+    type: Annotated[RunnerType, WithJsonSchema({"type": "string", "enum": ["docker", "native", "local", "ssh", "worker"],
                                                 "description": "kubernetes: 422, not supported yet"})]
     host: Annotated[str, Field(max_length=255)] = "localhost"
     port: int | None = Field(None, ge=1, le=65535)

@@ -64,4 +64,7 @@ def runner_for(target: Any) -> Runner:
             keep=bool(_get(target, "keep", False)),
             pull=bool(_get(target, "pull", False)),
         )
-    raise SpawnError(f"unknown target type {kind!r} (expected local, ssh or docker)")
+    if kind == "worker":
+        raise SpawnError("a worker target's commands are run by `stepflow worker` processes through a "
+                         "running engine, not started from here")
+    raise SpawnError(f"unknown target type {kind!r} (expected local, ssh, docker or worker)")

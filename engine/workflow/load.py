@@ -34,6 +34,7 @@ from engine.workflow.model import (
     LocalTarget,
     SshTarget,
     Target,
+    WorkerTarget,
     Workflow,
     WorkflowStep,
 )
@@ -41,6 +42,7 @@ from engine.workflow.schema import (
     DockerTargetModel,
     LocalTargetModel,
     SshTargetModel,
+    WorkerTargetModel,
     WorkflowModel,
     parse_duration,
     workflow_json_schema,
@@ -54,6 +56,7 @@ __all__ = [
     "DockerTarget",
     "LocalTarget",
     "SshTarget",
+    "WorkerTarget",
     "Target",
     "Workflow",
     "WorkflowError",
@@ -251,8 +254,10 @@ def _build(
 
 
 def _target(
-    name: str, target: LocalTargetModel | SshTargetModel | DockerTargetModel, base: str | None
+    name: str, target: LocalTargetModel | SshTargetModel | DockerTargetModel | WorkerTargetModel, base: str | None
 ) -> Target:
+    if isinstance(target, WorkerTargetModel):
+        return WorkerTarget(name=name, pool=target.pool)
     if isinstance(target, SshTargetModel):
         return SshTarget(
             name=name,

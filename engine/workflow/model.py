@@ -58,7 +58,16 @@ class DockerTarget:
     type: Literal["docker"] = field(default="docker", init=False)
 
 
-Target = LocalTarget | SshTarget | DockerTarget
+@dataclass(frozen=True, slots=True)
+class WorkerTarget:
+    """Commands run by the `stepflow worker` processes of a pool (engine.runners.worker)."""
+
+    name: str
+    pool: str
+    type: Literal["worker"] = field(default="worker", init=False)
+
+
+Target = LocalTarget | SshTarget | DockerTarget | WorkerTarget
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from engine.env_names import env_name_problem
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 Markers = Literal["strict", "lenient"]
-TARGET_TYPES = ("local", "ssh", "docker")
+TARGET_TYPES = ("local", "ssh", "docker", "worker")
 
 # -- value types ----------------------------------------------------------------------------
 
@@ -365,14 +365,25 @@ class DockerTargetModel(FileModel):
     pull: bool = Field(False, description="Pull the image before starting, even when it is present.")
 
 
+class WorkerTargetModel(FileModel):
+    """Commands run by the `stepflow worker` processes serving a pool (they ask for them; stepflow's
+    RustCI runners of type `worker` are such pools)."""
+
+    model_config = ConfigDict(title="worker target")
+
+    type: Literal["worker"] = Field(description="Target kind.")
+    pool: NonEmptyStr = Field(description="The pool whose workers run the commands.")
+
+
 TargetModel = Annotated[
-    LocalTargetModel | SshTargetModel | DockerTargetModel,
+    LocalTargetModel | SshTargetModel | DockerTargetModel | WorkerTargetModel,
     Field(discriminator="type"),
 ]
 TARGET_MODELS: dict[str, type[FileModel]] = {
     "local": LocalTargetModel,
     "ssh": SshTargetModel,
     "docker": DockerTargetModel,
+    "worker": WorkerTargetModel,
 }
 
 

@@ -311,6 +311,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bearer token when the server has auth on (default $STEPFLOW_TOKEN; "
                         "mint one with `stepflow token create` on the server's machine)")
     p.add_argument("--concurrency", type=int, default=1, metavar="N", help="jobs run at once (default 1)")
+    p.add_argument("--rustci-runner", default=None, metavar="NAME",
+                   help="serve a RustCI runner instead of the executr queue: register a runner of type "
+                        "`worker` named NAME (its max_concurrent_jobs: --concurrency) and run its jobs' steps "
+                        "(`sh -c`); NAME a runner_... id serves a runner registered already, --token then "
+                        "being its registration token")
     p.add_argument("--id", "--name", dest="id", default=None, metavar="ID",
                    help="this worker's executor id (default HOST-PID-RANDOM)")
     p.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",

@@ -354,6 +354,10 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     if args.work_dir:
         options.work_dir = args.work_dir
     try:
+        if args.rustci_runner:
+            from api_compat.rustci.worker import RunnerWorker
+
+            return await run_worker(options, RunnerWorker(options, args.rustci_runner))
         return await run_worker(options)
     except (WorkerError, ValueError) as exc:
         raise CliError(str(exc), EXIT_FAILED) from None
