@@ -6,7 +6,7 @@ CPU) beside `python -c pass` measured in the same run, against the goals of issu
 
     .venv/bin/python bench/startup.py [--runs 15] [--executions 10000] [--baseline main]
 
-Each variant is this source tree (or `--baseline REF`, a git ref of this repository, built from
+Each variant is this source tree, as it is in the worktree (or `--baseline REF`, a git ref of this repository, built from
 `git archive`: nothing is written in another worktree) built into a wheel, installed with pip into
 a venv of its own, which finds the dependencies in this venv's site-packages (one `.pth` line): both
 run on the same libraries. The runs of the variants interleave, so a busy machine slows them alike.
@@ -152,7 +152,11 @@ def main() -> None:
         variants = []
         if args.baseline:
             variants.append(build_variant(args.baseline, source_of(args.baseline, work), work))
-        variants.append(build_variant("this tree", ROOT, work))
+        # a copy: building in place would leave build/ and *.egg-info here
+        tree = work / "src-this"
+        shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "tests", "bench"))
+        variants.append(build_variant("this tree", tree, work))
         data = work / "data"
         data.mkdir()
         newest, oldest = asyncio.run(seed(data, args.executions))

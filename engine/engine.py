@@ -37,6 +37,7 @@ from engine.model import (
     utcnow,
 )
 from engine.ownership import owner_is_alive, this_engine
+from engine.queue_order import DEFAULT_MAX_RUNNING
 from engine.runners.base import Runner
 from engine.store import Store, StoreStats
 from engine.store.logs import LogSelection
@@ -62,7 +63,7 @@ class EngineConfig:
     #: targets known besides `local` (from the user's targets file), name -> target config
     targets: dict[str, Any] = field(default_factory=dict)
     #: executions running at once; more wait in the queue (by priority, then age). 0: none starts
-    max_running: int = 32
+    max_running: int = DEFAULT_MAX_RUNNING
     #: at start, queue what stopped or dead engines left queued (a one-shot `stepflow run` does not)
     adopt_queued: bool = True
 

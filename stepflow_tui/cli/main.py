@@ -1,40 +1,39 @@
 """The `stepflow` command: its arguments and subcommands. What builds the store, the engine, the API
 listener and the clients, and hands them to one another, is the composition root
-(`stepflow_tui.cli.wiring`): this module imports no layer besides the engine and the TUI."""
+(`stepflow_tui.cli.wiring`): this module imports no layer besides the engine and the TUI.
+
+Each command imports what it runs on when it runs: `stepflow ls`, `show`, `logs`, `--help` and
+`--version` start in a few tens of milliseconds, without asyncio, the engine, SQLAlchemy or the TUI
+(tests/test_startup_imports.py checks it; bench/startup.py measures it)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.engine import Engine
 from engine.errors import EngineError
-from engine.workflow.issues import WorkflowError
-from stepflow_tui.cli import output as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from stepflow_tui.cli.wiring import (
     DEFAULT_MAX_RUNNING,
     DEFAULT_TOKEN_LIFETIME,
-    EngineOptions,
     cmd_serve,
     cmd_token,
     cmd_worker,
-    connect,
     ensure_data_dir,
     load_targets_config,
     max_running_arg,
     read_store,
     resolve_data_dir,
     running_engine,
-    start_api,
-    start_engine,
 )
+
+if TYPE_CHECKING:
+    from engine.engine import Engine
 
 log = logging.getLogger("stepflow")
 
@@ -102,7 +101,9 @@ async def cmd_rerun(args: argparse.Namespace) -> int:
 
 # -- validate / schema ---------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.workflow.issues import WorkflowError
     from engine.workflow.load import load_workflow
+    from stepflow_tui.cli.read_views import plural
 
     known = set(load_targets_config())
     bad = 0
@@ -113,38 +114,41 @@ def cmd_validate(args: argparse.Namespace) -> int:
             bad += 1
             print(str(exc), file=sys.stderr)
             continue
-        print(f"{path}: ok ({out.plural(len(workflow.steps), 'step')}, targets: {', '.join(workflow.runs_on)})")
+        print(f"{path}: ok ({plural(len(workflow.steps), 'step')}, targets: {', '.join(workflow.runs_on)})")
     return EXIT_FAILED if bad else EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
     from engine.workflow.load import workflow_json_schema
 
     print(json.dumps(workflow_json_schema(), indent=2))
     return EXIT_OK
 
 
-# -- reads (stepflow_tui.cli.history) --------------------------------------------------------------
-async def cmd_ls(args: argparse.Namespace) -> int:
+# -- reads (stepflow_tui.cli.history): synchronous, no asyncio ---------------------------------------
+def cmd_ls(args: argparse.Namespace) -> int:
     from stepflow_tui.cli import history as history_cli
 
-    return await history_cli.cmd_ls(args, resolve_data_dir(args.data_dir), read_store)
+    return history_cli.cmd_ls(args, resolve_data_dir(args.data_dir), read_store)
 
 
-async def cmd_show(args: argparse.Namespace) -> int:
+def cmd_show(args: argparse.Namespace) -> int:
     from stepflow_tui.cli import history as history_cli
 
-    return await history_cli.cmd_show(args, resolve_data_dir(args.data_dir), read_store)
+    return history_cli.cmd_show(args, resolve_data_dir(args.data_dir), read_store)
 
 
-async def cmd_logs(args: argparse.Namespace) -> int:
+def cmd_logs(args: argparse.Namespace) -> int:
     from stepflow_tui.cli import history as history_cli
 
-    return await history_cli.cmd_logs(args, resolve_data_dir(args.data_dir), read_store)
+    return history_cli.cmd_logs(args, resolve_data_dir(args.data_dir), read_store)
 
 
 # -- the TUI ------------------------------------------------------------------------------------------
 async def cmd_tui(args: argparse.Namespace) -> int:
+    from stepflow_tui.cli.wiring import EngineOptions, connect, start_api, start_engine
     from stepflow_tui.launch import run_tui
 
     def start(data_dir: Path) -> Awaitable[Engine]:
@@ -243,19 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", metavar="TEXT", help="name or command contains TEXT")
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_ls, is_async=True)
+    p.set_defaults(func=cmd_ls, is_async=False)
 
     p = sub.add_parser("show", parents=[common], help="show an execution's tree, durations and errors")
     p.add_argument("id", help="execution id (a unique prefix is enough)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_show, is_async=True)
+    p.set_defaults(func=cmd_show, is_async=False)
 
     p = sub.add_parser("logs", parents=[common], help="print an execution's log")
     p.add_argument("id", help="execution id (a unique prefix is enough)")
     p.add_argument("--step", help="only this step (and the steps below it)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the execution ends")
     p.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with its time")
-    p.set_defaults(func=cmd_logs, is_async=True)
+    p.set_defaults(func=cmd_logs, is_async=False)
 
     p = sub.add_parser("schema", help="print the workflow files' JSON Schema")
     p.set_defaults(func=cmd_schema, is_async=False)
@@ -365,25 +369,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                       detailed=args.func is cmd_serve or getattr(args, "verbose", False),
                       notices_shown=args.func in (cmd_run, cmd_exec, cmd_rerun))
         if args.is_async:
+            import asyncio
+
             code = asyncio.run(args.func(args))
         else:
             code = args.func(args)
     except CliError as exc:
         print(f"stepflow: {exc}", file=sys.stderr)
         return exc.code
-    except WorkflowError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
     except EngineError as exc:
+        if _is_workflow_error(exc):
+            print(str(exc), file=sys.stderr)
+            return EXIT_USAGE
         print(f"stepflow: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `stepflow logs ID | head`: the reader left; not an error
-        out.reader_gone()
+        from stepflow_tui.cli.read_views import reader_gone
+
+        reader_gone()
         return EXIT_OK
     return int(code or 0)
+
+
+def _is_workflow_error(exc: EngineError) -> bool:
+    """A WorkflowError (a workflow file's mistakes, printed as they are), without importing the
+    workflow reader to ask: only a command that imported it can have raised one."""
+    issues = sys.modules.get("engine.workflow.issues")
+    return issues is not None and isinstance(exc, issues.WorkflowError)
 
 
 if __name__ == "__main__":
