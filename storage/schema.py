@@ -27,8 +27,9 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 HEAD = "0004"
 
 
-class SchemaTooNew(EngineError):
-    """The file's schema is of a revision this stepflow does not know: a newer stepflow wrote it."""
+class SchemaTooNew(EngineError, RuntimeError):
+    """The file's schema is of a revision this stepflow does not know: a newer stepflow wrote it.
+    (An EngineError: the CLI prints its message alone; a RuntimeError, as opening such a file was.)"""
 
     title = "Database too new"
 
