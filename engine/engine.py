@@ -16,6 +16,7 @@ from engine.admission import AdmissionQueue, end_unstarted
 from engine.adoption import adopt_queue
 from engine.artifact_commands import ArtifactCommands
 from engine.artifacts import ArtifactStore
+from engine.defaults import DEFAULT_MAX_RUNNING
 from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreError
 from engine.events import ExecutionCreated, ExecutionDeleted, ExecutionUpdated
 from engine.execution.run import ExecutionRun
@@ -37,7 +38,6 @@ from engine.model import (
     utcnow,
 )
 from engine.ownership import owner_is_alive, this_engine
-from engine.queue_order import DEFAULT_MAX_RUNNING
 from engine.runners.base import Runner
 from engine.store import Store, StoreStats
 from engine.store.logs import LogSelection

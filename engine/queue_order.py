@@ -11,9 +11,6 @@ from typing import Protocol
 
 from engine.model import Execution, ExecutionFilter, ExecutionKind, ExecutionStatus
 
-#: executions an engine runs at once unless told otherwise (EngineConfig.max_running)
-DEFAULT_MAX_RUNNING = 32
-
 #: rows read at once while reading the queue from the store
 _PAGE = 500
 

@@ -15,7 +15,6 @@ from typing import IO
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from engine.model import Execution, Step, StepKind, StepStatus
@@ -120,6 +119,8 @@ def step_line(depth: int, step: Step) -> Text:
 
 
 def render_show(console: Console, execution: Execution, steps: list[Step], artifacts: list) -> None:
+    from rich.table import Table  # `show` alone lays out tables: `ls` starts without them
+
     mark, style = glyph(execution.status.value)
     console.print(f"[bold]{escape(execution.name)}[/]  [{style}]{mark} {execution.status.value}[/]")
     rows = [

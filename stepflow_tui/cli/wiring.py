@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.queue_order import DEFAULT_MAX_RUNNING
+from engine.defaults import DEFAULT_MAX_RUNNING
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
@@ -186,7 +186,12 @@ def read_store(data_dir: Path) -> Iterator[ReadOnlyStore]:
 
             if not all(owner_is_alive(owner) for _id, owner in held):
                 import asyncio
+                import logging
 
+                if not logging.getLogger().handlers:  # main leaves it to the work that logs
+                    from stepflow_tui.cli.log_setup import setup_logging
+
+                    setup_logging(data_dir, to_file=False)
                 asyncio.run(_mark_lost(data_dir))
         yield store
     finally:
