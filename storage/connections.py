@@ -19,10 +19,10 @@ from pathlib import Path
 
 from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from engine.errors import StoreFull
 from storage import pragmas
+from storage.async_engine import AsyncConnection, AsyncEngine, create_async_engine
 from storage.driver import driver_connection
 from storage.reads import Reader
 from storage.schema import bring_to_head

@@ -43,7 +43,6 @@ from sqlalchemy import Table, bindparam, delete, select, text
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.expression import Executable
 
 from engine.events import (
@@ -64,6 +63,7 @@ from engine.events import (
 from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
+from storage.async_engine import AsyncConnection
 from storage.driver import driver_connection
 from storage.rows import STEPS, artifact_row, execution_row
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
