@@ -8,12 +8,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from api_compat import access as access_checks
 from api_compat import openapi
+from api_compat.access import ACCESS, Access
 from api_compat.auth import TokenVerifier
 from api_compat.config import ApiConfig
 from api_compat.cross_site import cross_site_middleware
 from api_compat.executr import routes as executr
 from api_compat.monitor import routes as monitor
+from api_compat.rustci import routes as rustci
 from api_compat.state import CLOSE_STREAMS, CONFIG, ENGINE, STARTED_AT, SURFACES, VERIFIER, ServedEngine
 from api_compat.surface import route
 
@@ -46,8 +49,10 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     # executr first: its middleware acts only on its own paths (/api/v1)
     jobs_surface = executr.make_surface()
     surface = monitor.make_surface()
-    app[SURFACES] = [jobs_surface, surface]
+    runners_surface = rustci.make_surface()
+    app[SURFACES] = [jobs_surface, runners_surface, surface]
     executr.install(app, jobs_surface)
+    rustci.install(app, runners_surface)
     monitor.install(app, surface)
     route(app.router, surface, "GET", "/api/openapi.json", openapi.openapi_handler,
           "This document: every route of every API on this listener", "openapi",
@@ -55,6 +60,8 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     # the next documented APIs (OpsConductor, RustCI runners, executr) go here, each as
     # `surface = x.make_surface(); app[SURFACES].append(surface); x.install(app, surface)`,
     # registered BEFORE Monitor's when their paths overlap `/api/executions/{execution_id}`.
+    # Last: the credentials and rate limits of every surface (api_compat/access.py)
+    access_checks.install(app, Access(_data_dir(engine, config), config, verifier))
     return app
 
 
@@ -65,4 +72,5 @@ def create_ws_app(main: web.Application) -> web.Application:
     app.middlewares.insert(0, cross_site_middleware(main[CONFIG], main[CONFIG].ws_host))
     _common_state(app, main[ENGINE], main[CONFIG], main[VERIFIER])
     app[SURFACES] = [surface]
+    access_checks.install(app, main[ACCESS])
     return app

@@ -1,10 +1,15 @@
-"""Bearer tokens: HS256 JWTs signed with a secret kept in the data directory (mode 0600).
+"""Bearer tokens: HS256 JWTs signed with a secret kept in the data directory (mode 0600), and API
+keys (api_compat/api_keys.py), both carrying a user and a role.
 
 `stepflow token create` calls `create_token`, `stepflow token revoke` calls `revoke_token`; the
 listener verifies with `TokenVerifier`. Every token carries an id (`jti`); a revoked id is listed
 in the denylist beside the secret (`api_revoked_tokens`, one id a line), which a running listener
 re-reads when the file changes. Failed authentications are counted per client address: past the
 limit the verifier answers `AuthThrottled` (429) until the moving window lets it through.
+
+A token names its user (`sub`) and role (`role`: standard or administrator); a token minted before
+roles existed has none and counts as the administrator's: it was the owner's. A verified request
+carries its `Principal` (`request["principal"]`, api_compat/access.py).
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ from pathlib import Path
 
 import jwt
 
+from api_compat.api_keys import KEY_PREFIX, ApiKeys, revoke_api_key
+from api_compat.principal import ADMINISTRATOR, ROLES, AuthError, Principal, check_role
 from api_compat.rate_limits import MovingWindowLimit
+
+__all__ = ["AuthError", "Principal", "create_token", "revoke_token", "token_id", "TokenVerifier"]
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +40,11 @@ REVOKED_FILE_NAME = "api_revoked_tokens"
 ISSUER = "stepflow"
 _ALGORITHM = "HS256"
 _JTI = re.compile(r"[A-Za-z0-9_-]{1,128}")
-
-
-class AuthError(Exception):
-    """A request without a valid token; the message says what is wrong (never the token)."""
+def principal_of(claims: dict[str, object]) -> Principal:
+    role = claims.get("role", ADMINISTRATOR)  # before roles, every token was the owner's
+    if role not in ROLES:
+        raise AuthError(f"the token's role {role!r} is not one this server knows")
+    return Principal(user=str(claims["sub"]), role=str(role), via="bearer", credential_id=str(claims["jti"]))
 
 
 class AuthThrottled(AuthError):
@@ -84,11 +94,15 @@ def token_id(token: str) -> str:
     return jti
 
 
-def create_token(data_dir: Path, *, subject: str = "stepflow", expires_in: float | None = None) -> str:
-    """Mint a bearer token for this data directory's listener. `expires_in` in seconds (None: never).
+def create_token(data_dir: Path, *, subject: str = "stepflow", expires_in: float | None = None,
+                 role: str | None = None) -> str:
+    """Mint a bearer token for this data directory's listener, for user `subject` with `role`
+    (None: no role claim, which counts as administrator). `expires_in` in seconds (None: never).
     Its id, for `revoke_token`, is `token_id(token)`."""
     now = int(time.time())
     claims: dict[str, object] = {"iss": ISSUER, "sub": subject, "iat": now, "jti": secrets.token_hex(8)}
+    if role is not None:
+        claims["role"] = check_role(role)
     if expires_in is not None:
         claims["exp"] = now + int(expires_in)
     return jwt.encode(claims, load_or_create_secret(data_dir), algorithm=_ALGORITHM)
@@ -120,9 +134,11 @@ def _secret_locked(data_dir: Path) -> Iterator[None]:
 
 def revoke_token(data_dir: Path, token_or_id: str) -> tuple[str, bool]:
     """Add a token's id to the denylist (given the id, or the whole token, whose signature must be
-    this data directory's). Returns (id, False when it was revoked already). The file is replaced
+    this data directory's); an API key (`sfk_...`, its id or the key) is forgotten instead. Returns (id, False when it was revoked already). The file is replaced
     whole (write, fsync, rename), so a listener never reads half of it."""
     value = token_or_id.strip()
+    if value.startswith(KEY_PREFIX):
+        return revoke_api_key(data_dir, value)
     if value.count(".") == 2:
         try:
             claims = jwt.decode(value, load_or_create_secret(data_dir), algorithms=[_ALGORITHM],
@@ -162,7 +178,8 @@ class TokenVerifier:
         self._failures = MovingWindowLimit(failure_limit)
         # a token is checked once per request: remember the good ones for a little while (forgotten
         # at once when the denylist changes)
-        self._good: dict[str, float] = {}
+        self._good: dict[str, tuple[float, Principal]] = {}
+        self._api_keys = ApiKeys(data_dir)
         self._refresh_revoked()
 
     def _refresh_revoked(self) -> None:
@@ -199,22 +216,29 @@ class TokenVerifier:
         return claims
 
     def check_request(self, authorization: str | None, query_token: str | None = None, *,
-                      client: str | None = None) -> None:
+                      client: str | None = None, api_key: str | None = None,
+                      api_key_accepted: bool = False) -> Principal:
         """`check_header`, counting failures per `client` address: past the limit, `AuthThrottled`
-        (even for a good token: a guesser must not learn that a guess was right)."""
+        (even for a good token: a guesser must not learn that a guess was right). `api_key`: the
+        `X-API-Key` header, on a surface that accepts one (checked when there is no bearer token)."""
         key = client or "unknown"
         if self._failures.exceeded(key):
             raise AuthThrottled("too many failed authentications from this address; retry later",
                                 self._failures.retry_after(key))
         try:
-            self.check_header(authorization, query_token)
+            if api_key and not authorization:
+                return self._api_keys.verify(api_key)
+            if api_key_accepted and not authorization and not query_token:
+                raise AuthError("authentication required: send 'Authorization: Bearer <token>' or "
+                                "'X-API-Key: <key>'")
+            return self.check_header(authorization, query_token)
         except AuthError:
             self._failures.hit(key)
             raise
 
-    def check_header(self, authorization: str | None, query_token: str | None = None) -> None:
+    def check_header(self, authorization: str | None, query_token: str | None = None) -> Principal:
         """Accept `Authorization: Bearer <token>`; `query_token` (the `?token=` of a WebSocket URL,
-        since browsers cannot set headers on a WebSocket) when given."""
+        since browsers cannot set headers on a WebSocket) when given. Returns who sent it."""
         self._refresh_revoked()
         token: str | None = None
         if authorization:
@@ -227,12 +251,14 @@ class TokenVerifier:
         if not token:
             raise AuthError("authentication required: send 'Authorization: Bearer <token>'")
         now = time.monotonic()
-        until = self._good.get(token)
-        if until is not None and until > now:
-            return
+        good = self._good.get(token)
+        if good is not None and good[0] > now:
+            return good[1]
         claims = self.verify(token)
+        principal = principal_of(claims)
         exp = claims.get("exp")
         ttl = 60.0 if exp is None else min(60.0, float(exp) - time.time())  # type: ignore[arg-type]
         if len(self._good) > 1024:
             self._good.clear()
-        self._good[token] = now + max(ttl, 0.0)
+        self._good[token] = (now + max(ttl, 0.0), principal)
+        return principal

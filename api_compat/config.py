@@ -65,6 +65,9 @@ class ApiConfig:
     #: seconds without a heartbeat after which a running executr job goes back to the queue
     #: (`--executr-heartbeat-timeout`, STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)
     executr_heartbeat_timeout: float = 15.0
+    #: request limits overriding a surface's documented ones: ("SURFACE.CATEGORY[.ROLE]", "100/minute"
+    #: or "off"), e.g. ("opsconductor.requests.standard", "200/minute") (`--rate-limit`, STEPFLOW_RATE_LIMITS)
+    rate_limits: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> ApiConfig:
@@ -72,7 +75,8 @@ class ApiConfig:
         `STEPFLOW_AUTH_ENABLED`, `STEPFLOW_STORAGE_PATH`, `STEPFLOW_LOG_LEVEL`) and ours
         (`STEPFLOW_API_HOST`, `STEPFLOW_API_PORT`, `STEPFLOW_CORS_ORIGINS`,
         `STEPFLOW_MAX_UPLOAD_MB`, `STEPFLOW_WS_LOG_BUDGET`, `STEPFLOW_ALLOWED_HOSTS`,
-        `STEPFLOW_AUTH_FAILURE_LIMIT`, `STEPFLOW_MONITOR_SHAPE`, `STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT`). Keyword overrides (command-line options) win when not None."""
+        `STEPFLOW_AUTH_FAILURE_LIMIT`, `STEPFLOW_MONITOR_SHAPE`, `STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT`,
+        `STEPFLOW_RATE_LIMITS`). Keyword overrides (command-line options) win when not None."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         if v := env.get("STEPFLOW_API_HOST"):
@@ -116,6 +120,10 @@ class ApiConfig:
                 values["executr_heartbeat_timeout"] = float(v)
             except ValueError:
                 raise ConfigError(f"STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT={v!r} is not a number of seconds") from None
+        if v := env.get("STEPFLOW_RATE_LIMITS"):
+            from api_compat.rate_limits import parse_overrides
+
+            values["rate_limits"] = parse_overrides(v)
         values.update({k: v for k, v in overrides.items() if v is not None})
         if isinstance(values.get("data_dir"), str):
             values["data_dir"] = Path(str(values["data_dir"])).expanduser()
@@ -146,9 +154,10 @@ class ApiConfig:
                               "(--executr-heartbeat-timeout, STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)")
         if self.max_upload_bytes <= 0:
             raise ConfigError("the upload cap must be a positive number of bytes")
-        from api_compat.rate_limits import parse_limit
+        from api_compat.rate_limits import check_overrides, parse_limit
 
         parse_limit(self.auth_failure_limit, "STEPFLOW_AUTH_FAILURE_LIMIT")
+        check_overrides(self.rate_limits, "the rate limits (--rate-limit, STEPFLOW_RATE_LIMITS)")
 
 
 def is_loopback(host: str) -> bool:

@@ -1,4 +1,5 @@
-"""The one error middleware every surface installs: auth, then every failure answered in the
+"""The one error middleware every surface installs: access (credential, rate limit, role:
+api_compat/access.py), then every failure answered in the
 surface's own error body. A surface gives its body (`fail`) and what only it knows (how it words a
 validation error, the context it adds to an engine error, exceptions it also takes as the client's
 doing); the order of the checks and the statuses are the same for all.
@@ -17,9 +18,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from api_compat.auth import AuthError, AuthThrottled
+from api_compat.access import Denial, admit
 from api_compat.request_parsing import RequestRefused, input_error
-from api_compat.state import SURFACES, VERIFIER
+from api_compat.state import SURFACES
 from api_compat.surface import Handler, Surface
 from engine.errors import Conflict, EngineError, InvalidRequest, NotFound, ShuttingDown
 
@@ -52,9 +53,12 @@ def error_middleware(
     engine: Callable[[web.Request, EngineError, int], web.StreamResponse] | None = None,
     client_error: type[Exception] | None = None,
     query_token_on_upgrade: bool = False,
+    denied: Callable[[Denial], web.StreamResponse] | None = None,
 ) -> Any:
     """`refused` answers a `RequestRefused` (default: its message and status), `engine` an engine
     error with its status (default: its message); a `client_error` is answered 400 with its text.
+    `denied` answers a request refused by the access checks (api_compat/access.py: 401, 403, 429;
+    default: `fail` with the denial's message, status and headers, which must be kept).
     `query_token_on_upgrade` accepts `?token=` on a WebSocket upgrade (browsers cannot set headers
     on one)."""
 
@@ -65,16 +69,9 @@ def error_middleware(
             return await handler(request)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return await handler(request)  # a CORS preflight: cross_site.py answers it or refuses it
-        verifier = request.app[VERIFIER] if surface.auth else None
-        if verifier is not None:
-            try:
-                is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-                query_token = request.query.get("token") if query_token_on_upgrade and is_upgrade else None
-                verifier.check_request(request.headers.get("Authorization"), query_token, client=request.remote)
-            except AuthThrottled as exc:
-                return fail(str(exc), 429, {"Retry-After": str(exc.retry_after)})
-            except AuthError as exc:
-                return fail(str(exc), 401, {"WWW-Authenticate": 'Bearer realm="stepflow"'})
+        denial = admit(request, surface, query_token_on_upgrade=query_token_on_upgrade)
+        if denial is not None:
+            return denied(denial) if denied is not None else fail(denial.message, denial.status, denial.headers)
         try:
             return await handler(request)
         except RequestRefused as exc:

@@ -10,14 +10,23 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaValue, models_json_schema
 
 from api_compat.monitor.envelope import dumps
+from api_compat.rate_limits import RateCategory
 from api_compat.state import SURFACES
 from api_compat.surface import RouteDoc, Surface
 
 _REF = "#/components/schemas/{model}"
-_STATUS_TEXT = {400: "Bad request", 401: "Authentication required", 403: "Refused origin or host",
-                404: "Not found", 409: "Conflict", 413: "Too large", 415: "Wrong content type",
-                422: "Invalid body", 429: "Too many failed authentications", 500: "Server error",
-                503: "Shutting down"}
+_STATUS_TEXT = {400: "Bad request",
+                401: "Authentication required: the credential is missing, not valid, expired or revoked",
+                403: "Refused origin or host", 404: "Not found", 409: "Conflict", 413: "Too large",
+                415: "Wrong content type", 422: "Invalid body", 429: "Too many failed authentications",
+                500: "Server error", 503: "Shutting down"}
+_RATE_HEADERS = {
+    "X-RateLimit-Limit": "Requests allowed in the moving window of this route's rate-limit category",
+    "X-RateLimit-Remaining": "Requests left in the window after this one",
+    "X-RateLimit-Reset": "When the window lets one more request in, as a Unix timestamp in seconds",
+}
+_RETRY_AFTER = {"description": "Seconds to wait before trying again", "schema": {"type": "integer"}}
+_HEADER_REF = "#/components/headers/{name}"
 #: the document, built on first request (the routes are frozen by then)
 OPENAPI_CACHE = web.AppKey("openapi_cache", dict[str, str])
 
@@ -132,20 +141,31 @@ def build(app: web.Application) -> dict[str, Any]:
             # with auth, refuse a token (401) or too many of them (429); a query or a body can be
             # unreadable (400), a body too large (413) or of another content type (415)
             statuses = {*doc.errors, 403, 500}
-            if surface.auth:
+            credential = (surface.auth or surface.auth_always) and not doc.public
+            category = surface.rate_category(doc)
+            if credential:
                 statuses |= {401, 429}
+            if category is not None:
+                statuses.add(429)
             if doc.query is not None or doc.body is not None:
                 statuses.add(400)
             if doc.body is not None:
                 statuses |= {413, 415}
             for status in sorted(statuses):
-                entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, "Error")}
+                entry: dict[str, Any] = {"description": _error_text(surface, doc, status, category, credential)}
                 if surface.error_model is not None:
                     entry["content"] = {"application/json": {"schema": refs[surface.error_model]}}
+                if status == 429:
+                    entry["headers"] = {"Retry-After": _RETRY_AFTER}
                 responses[str(status)] = entry
+            if category is not None:
+                _rate_limit_headers(responses)
+                op["x-rate-limit"] = {"category": category, "limits": _category(surface, category).explain()}
             op["responses"] = responses
-            if surface.auth:
-                op["security"] = [{}, {"bearer": []}]
+            if credential:
+                op["security"] = _security(surface, doc)
+            if doc.role is not None:
+                op["x-required-role"] = doc.role
             paths.setdefault(doc.path, {})[doc.method.lower()] = op
     for surface in surfaces:
         if surface.complete_schemas is not None:
@@ -156,14 +176,63 @@ def build(app: web.Application) -> dict[str, Any]:
             "title": "stepflow",
             "version": "1.0.0",
             "description": "The APIs of stepflow's embedded listener. Authentication (a bearer token from "
-                           "`stepflow token create`) is required when STEPFLOW_AUTH_ENABLED is true.",
+                           "`stepflow token create`) is required when STEPFLOW_AUTH_ENABLED is true, and "
+                           "always on the routes whose security lists no empty alternative.",
         },
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": _security_schemes(surfaces),
+            "headers": {name: {"description": text, "schema": {"type": "integer"}}
+                        for name, text in _RATE_HEADERS.items()},
         },
     }
+
+
+def _category(surface: Surface, name: str) -> RateCategory:
+    assert surface.rate_policy is not None
+    return surface.rate_policy.categories[name]
+
+
+def _error_text(surface: Surface, doc: RouteDoc, status: int, category: str | None, credential: bool) -> str:
+    if status == 403 and doc.role is not None:
+        return f"Refused origin or host, or the credential's role is below {doc.role}"
+    if status == 429 and category is not None:
+        limits = f"Rate limit exceeded ({category}: {_category(surface, category).explain()})"
+        return limits + (", or too many failed authentications" if credential else "")
+    return _STATUS_TEXT.get(status, "Error")
+
+
+def _rate_limit_headers(responses: dict[str, Any]) -> None:
+    """Every answer of a rate-limited route carries the X-RateLimit-* headers."""
+    for status, response in list(responses.items()):
+        if "$ref" in response:
+            continue
+        headers = dict(response.get("headers", {}))
+        headers.update({name: {"$ref": _HEADER_REF.format(name=name)} for name in _RATE_HEADERS})
+        responses[status] = {**response, "headers": headers}
+
+
+def _security(surface: Surface, doc: RouteDoc) -> list[dict[str, list[str]]]:
+    """Bearer (or an API key, where accepted); OpenAPI 3.1 lets a non-OAuth scheme list the roles a
+    route needs. `{}` first when the credential is asked for only with the listener's auth on."""
+    roles = [doc.role] if doc.role is not None else []
+    schemes: list[dict[str, list[str]]] = [{"bearer": roles}]
+    if surface.api_key:
+        schemes.append({"apiKey": roles})
+    return schemes if surface.auth_always else [{}, *schemes]
+
+
+def _security_schemes(surfaces: list[Surface]) -> dict[str, Any]:
+    schemes: dict[str, Any] = {"bearer": {
+        "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+        "description": "`stepflow token create --user NAME --role standard|administrator`; a token "
+                       "without a role is an administrator's"}}
+    if any(s.api_key for s in surfaces):
+        schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-API-Key",
+                             "description": "`stepflow token create --api-key --user NAME --role ROLE` "
+                                            "(shown once, stored hashed)"}
+    return schemes
 
 
 async def openapi_handler(request: web.Request) -> web.Response:

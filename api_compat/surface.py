@@ -8,6 +8,13 @@ acts only on its own requests (`Surface.owns`). Requests that match no route bel
 that claims their path prefix, else to the fallback surface (StepFlow Monitor).
 
 Every route is added with its documentation (`RouteDoc`), from which `/api/openapi.json` is built.
+
+Access is declared here too and applied by the shared middleware (api_compat/access.py): a surface
+says when it wants a credential (`auth`: when the listener's auth is on; `auth_always`: on every
+request, whatever the listener's setting), whether `X-API-Key` is accepted besides a Bearer token
+(`api_key`), and its rate limits (`rate_policy`); a route says the least role it needs
+(`RouteDoc.role`), its rate-limit category (`RouteDoc.rate_limit`), or that it needs no credential
+(`RouteDoc.public`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource
 from pydantic import BaseModel
+
+from api_compat.principal import ROLES
+from api_compat.rate_limits import RatePolicy
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -45,6 +55,12 @@ class RouteDoc:
     path_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: other answers than `status` and errors: status -> response object (executr's claim: 204)
     other_responses: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: the least role a caller needs ("administrator"); None: any authenticated caller
+    role: str | None = None
+    #: the rate-limit category of the surface's `rate_policy` (None: the policy's default)
+    rate_limit: str | None = None
+    #: answered without a credential even on a surface that asks for one
+    public: bool = False
 
 
 @dataclass(slots=True)
@@ -68,16 +84,60 @@ class Surface:
     #: builds this surface's error body: (message, status, headers) -> response; used by the shared
     #: plumbing (cross-site refusals) to answer in the surface's own format
     refusal: Callable[[str, int, dict[str, str] | None], web.StreamResponse] | None = None
+    #: requires a credential on every request, even when the listener's auth is off (OpsConductor's
+    #: document asks for a Bearer JWT on every route; the secret is then made in the data directory)
+    auth_always: bool = False
+    #: accepts `X-API-Key: <key>` (keys from `stepflow token create --api-key`) besides Bearer tokens
+    api_key: bool = False
+    #: the surface's request limits per category (api_compat/rate_limits.py); None: not limited
+    rate_policy: RatePolicy | None = None
+    #: each route's documentation by (resource, method): what the access middleware reads
+    docs: dict[tuple[AbstractResource, str], RouteDoc] = field(default_factory=dict)
+
+    def requires_credential(self, listener_auth: bool) -> bool:
+        return self.auth_always or (self.auth and listener_auth)
+
+    def rate_category(self, doc: RouteDoc | None) -> str | None:
+        if self.rate_policy is None:
+            return None
+        return doc.rate_limit if doc is not None and doc.rate_limit else self.rate_policy.default
+
+    def doc_for(self, request: web.Request) -> RouteDoc | None:
+        """The documentation of the route `request` matched (None: it matched none of this surface's)."""
+        match_info = request.match_info
+        if match_info.http_exception is not None:
+            return None
+        resource = match_info.route.resource
+        return self.docs.get((resource, request.method)) if resource is not None else None  # type: ignore[arg-type]
+
+    def _check_access(self, path: str, doc: RouteDoc) -> None:
+        if doc.role is not None and doc.role not in ROLES:
+            raise ValueError(f"{doc.method} {path}: role {doc.role!r} is not one of {', '.join(ROLES)}")
+        if doc.rate_limit is not None and (self.rate_policy is None
+                                           or doc.rate_limit not in self.rate_policy.categories):
+            raise ValueError(f"{doc.method} {path}: the {self.name} surface has no rate-limit category "
+                             f"{doc.rate_limit!r}")
+        category = self.rate_category(doc)
+        if category is not None and self.rate_policy is not None:
+            declared = self.rate_policy.categories[category]
+            declared.check(f"{self.name}.{category}")
+            param = declared.path_param()
+            if param is not None and "{" + param not in path:
+                raise ValueError(f"{doc.method} {path}: rate-limit category {category!r} counts by the "
+                                 f"path parameter {param!r}, which this path does not have")
 
     def add(self, router: web.UrlDispatcher, method: str, path: str, handler: Handler, doc: RouteDoc,
             *, name: str | None = None) -> None:
+        self._check_access(path, doc)
         route = router.add_route(method, path, handler, name=name)
         self.resources.add(route.resource)  # type: ignore[arg-type]
+        self.docs[(route.resource, method)] = doc  # type: ignore[index]
         if method == "GET" and not doc.websocket:
             # HTTP asks every GET resource to answer HEAD too (`curl -I`, uptime checks); aiohttp
             # sends the headers without the body. Not in the OpenAPI document: it adds nothing there.
             head = router.add_route("HEAD", path, handler)
             self.resources.add(head.resource)  # type: ignore[arg-type]
+            self.docs[(head.resource, "HEAD")] = doc  # type: ignore[index]
         self.routes.append(doc)
 
     def owns(self, request: web.Request, others: Sequence[Surface]) -> bool:

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from datetime import datetime
 
 from engine.execution.state import ExecutionState
 from engine.hub import Hub
 from engine.model import (
     AbortReason,
+    Execution,
     ExecutionStatus,
     StepKind,
     StepStatus,
@@ -28,6 +30,10 @@ from engine.queue_order import (  # noqa: F401 - where they were, for the engine
     stored_queue,
 )
 from engine.submission import Planned
+
+#: the label naming an execution's admission group: at most the group's limit of its executions
+#: run at once (a RustCI runner's `max_concurrent_jobs`; 0, or no limit set, holds them in the queue)
+GROUP_LABEL = "admission_group"
 
 
 class AdmissionQueue:
@@ -49,14 +55,24 @@ class AdmissionQueue:
         self._waiting[execution.id] = planned
         heapq.heappush(self._heap, (*admission_key(execution), next(self._arrival), execution.id))
 
-    def pop(self) -> Planned | None:
-        """The next to start, or None when none waits."""
-        while self._heap:
-            *_key, execution_id = heapq.heappop(self._heap)
-            planned = self._waiting.pop(execution_id, None)
-            if planned is not None:  # else removed (cancelled) while it waited
+    def pop(self, admissible: Callable[[Execution], bool] | None = None) -> Planned | None:
+        """The next to start (the next `admissible` one, when given), or None when none waits."""
+        passed: list[tuple[int, datetime, int, str]] = []
+        try:
+            while self._heap:
+                entry = heapq.heappop(self._heap)
+                planned = self._waiting.get(entry[-1])
+                if planned is None:  # removed (cancelled) while it waited
+                    continue
+                if admissible is not None and not admissible(planned.execution):
+                    passed.append(entry)
+                    continue
+                del self._waiting[entry[-1]]
                 return planned
-        return None
+            return None
+        finally:
+            for entry in passed:
+                heapq.heappush(self._heap, entry)
 
     def remove(self, execution_id: str) -> Planned | None:
         """Take one out of the queue (cancel); its heap entry is skipped when it comes up."""
@@ -79,6 +95,43 @@ class AdmissionQueue:
             return None
         key = admission_key(planned.execution)
         return 1 + sum(1 for p in self._waiting.values() if admission_key(p.execution) < key)
+
+
+class AdmissionGroups:
+    """Limits of running executions per admission group (`GROUP_LABEL`), and how many run."""
+
+    def __init__(self) -> None:
+        self._limits: dict[str, int] = {}
+        self._running: dict[str, int] = {}
+
+    def set_limit(self, group: str, limit: int | None) -> None:
+        if limit is None:
+            self._limits.pop(group, None)
+        else:
+            self._limits[group] = max(int(limit), 0)
+
+    def has_room(self, execution: Execution) -> bool:
+        """Room for it: ungrouped, or its group below its limit. A group without a limit (its
+        surface has not opened it: not served here, or not yet at start-up) holds its executions."""
+        group = execution.labels.get(GROUP_LABEL)
+        if group is None:
+            return True
+        return self._running.get(group, 0) < self._limits.get(group, 0)
+
+    def started(self, execution: Execution) -> None:
+        group = execution.labels.get(GROUP_LABEL)
+        if group is not None:
+            self._running[group] = self._running.get(group, 0) + 1
+
+    def ended(self, execution: Execution) -> None:
+        group = execution.labels.get(GROUP_LABEL)
+        if group is not None and group in self._running:
+            self._running[group] -= 1
+            if self._running[group] <= 0:
+                del self._running[group]
+
+    def running(self, group: str) -> int:
+        return self._running.get(group, 0)
 
 
 async def end_unstarted(planned: Planned, hub: Hub, status: ExecutionStatus, *,

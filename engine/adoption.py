@@ -16,7 +16,7 @@ from engine.admission import stored_queue
 from engine.errors import InvalidRequest
 from engine.execution.run import ExecutionPlan
 from engine.masking import Masker
-from engine.model import Execution, ExecutionKind, Step
+from engine.model import COMPLETED_IN, Execution, ExecutionKind, Step
 from engine.store import Store
 from engine.submission import SECRETS_KEY, Planned, command_request_of, plan_command
 from engine.workflow.plan import plan_workflow, stored_workflow_path
@@ -116,7 +116,7 @@ def _take_stored_ids(planned: Planned, execution: Execution, stored: list[Step])
         step.created_at = old.created_at
         step.parent_id = ids.get(step.parent_id) if step.parent_id is not None else None
         # a step done in an earlier execution (rerun from the failed step) is done there still
-        if done_in := old.metadata.get("completed_in"):
+        if done_in := old.metadata.get(COMPLETED_IN):
             _plan_of(planned, step).done_in = str(done_in)
     for step_plan in planned.plan.steps:
         step_plan.spec = dataclasses.replace(step_plan.spec, execution_id=execution.id)

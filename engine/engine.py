@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
-from engine.admission import AdmissionQueue, end_unstarted
+from engine.admission import AdmissionGroups, AdmissionQueue, end_unstarted
 from engine.adoption import adopt_queue
 from engine.artifact_commands import ArtifactCommands
 from engine.artifacts import ArtifactStore
@@ -24,6 +24,7 @@ from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
 from engine.jobs import Jobs
 from engine.model import (
+    COMPLETED_IN,
     AbortReason,
     Artifact,
     ArtifactFilter,
@@ -92,6 +93,8 @@ class Engine(ArtifactCommands):
         #: each live run's kill grace (what bounds the wait of `cancel_and_delete`)
         self._kill_graces: dict[str, float] = {}
         self._queue = AdmissionQueue()
+        #: running limits per admission group (engine.admission.GROUP_LABEL)
+        self._groups = AdmissionGroups()
         #: slots taken by executions being created to start at once (not yet in `_runs`)
         self._reserved = 0
         #: set (and replaced) whenever an execution leaves the queue
@@ -178,7 +181,7 @@ class Engine(ArtifactCommands):
         execution.source = replace_surrogates(request.source)
         execution.labels = replace_in(dict(request.labels))
         execution.owner = this_engine()
-        if not self._queue and self._has_room():
+        if not self._queue and self._has_room() and self._groups.has_room(execution):
             # the fast path: admitted at creation, one barrier
             execution.admitted_at = utcnow()
             return await self._launch(planned)
@@ -241,6 +244,7 @@ class Engine(ArtifactCommands):
         task = asyncio.create_task(self._run_then_forget(run, from_queue), name=f"execution-{execution.id}")
         self._runs[execution.id] = (state, task)
         self._kill_graces[execution.id] = planned.plan.kill_grace
+        self._groups.started(execution)
         return state
 
     # -- admission --------------------------------------------------------------------------------
@@ -250,7 +254,7 @@ class Engine(ArtifactCommands):
     def _admit_waiting(self) -> None:
         """Start queued executions while there is room (each one's admission stored first)."""
         while not self._closing and self._started and self._queue and self._has_room():
-            planned = self._queue.pop()
+            planned = self._queue.pop(self._groups.has_room)
             if planned is None:
                 break
             planned.execution.admitted_at = utcnow()
@@ -310,8 +314,20 @@ class Engine(ArtifactCommands):
         finally:
             self._forget(run.state.execution.id)
 
+    def set_group_limit(self, group: str, limit: int | None) -> None:
+        """At most `limit` executions labelled with this admission group run at once (0 or None:
+        none starts, they wait in the queue, as they do until their group's surface sets a limit);
+        queued ones start now when the new limit has room for them."""
+        self._groups.set_limit(group, limit)
+        self._admit_waiting()
+
+    def group_running(self, group: str) -> int:
+        return self._groups.running(group)
+
     def _forget(self, execution_id: str) -> None:
-        self._runs.pop(execution_id, None)
+        entry = self._runs.pop(execution_id, None)
+        if entry is not None:
+            self._groups.ended(entry[0].execution)
         self._kill_graces.pop(execution_id, None)
         self._admit_waiting()  # its slot is free
 
@@ -375,9 +391,9 @@ class Engine(ArtifactCommands):
                 workflow_steps = [s for s in await self.get_steps(execution_id) if s.kind is StepKind.WORKFLOW]
                 for step in workflow_steps:
                     if step.status is StepStatus.COMPLETED or (
-                        step.status is StepStatus.SKIPPED and step.metadata.get("completed_in")
+                        step.status is StepStatus.SKIPPED and step.metadata.get(COMPLETED_IN)
                     ):
-                        done[(step.target, step.name)] = step.metadata.get("completed_in") or execution_id
+                        done[(step.target, step.name)] = step.metadata.get(COMPLETED_IN) or execution_id
                 if workflow_steps and len(done) == len(workflow_steps):
                     raise nothing_left
             path = stored_workflow_path(original)

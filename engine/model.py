@@ -179,6 +179,10 @@ class Execution:
         return copy
 
 
+#: a step's metadata key: the execution (a rerun's original) in which a skipped step completed
+COMPLETED_IN = "completed_in"
+
+
 @dataclass(slots=True)
 class Step:
     id: str

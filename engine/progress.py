@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.model import ExecutionStatus, Step, StepKind, StepStatus
+from engine.model import COMPLETED_IN, ExecutionStatus, Step, StepKind, StepStatus
 
 
 def step_done_share(step: Step) -> float:
@@ -21,7 +21,7 @@ def step_done_share(step: Step) -> float:
     if status is StepStatus.COMPLETED:
         return 1.0
     if status is StepStatus.SKIPPED:
-        return 1.0 if step.metadata.get("completed_in") else 0.0
+        return 1.0 if step.metadata.get(COMPLETED_IN) else 0.0
     if step.progress is None or status is StepStatus.PENDING:
         return 0.0
     return min(max(step.progress, 0.0), 100.0) / 100.0

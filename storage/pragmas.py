@@ -27,10 +27,16 @@ JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: less CPU time (fewer pages to split, fill and write to the WAL), and a tail is still a page or two.
 PAGE_SIZE = 8192
 
+#: how long a write waits for another connection's write lock before SQLITE_BUSY
+BUSY_TIMEOUT_MS = 30_000
+
 #: in order: busy_timeout first, so that switching to WAL waits for a lock instead of failing;
 #: page_size before journal_mode, which writes the first page of a new file
 PRAGMAS: tuple[tuple[str, str | int], ...] = (
-    ("busy_timeout", 5000),
+    # SQLite's busy handler is not fair: with many processes writing (engines, claimers sharing one
+    # file) on a loaded machine a writer could wait past 5 s and fail a write that would have gone
+    # through; our transactions are short, so wait long rather than lose the write.
+    ("busy_timeout", BUSY_TIMEOUT_MS),
     ("page_size", PAGE_SIZE),
     ("journal_mode", "WAL"),
     ("synchronous", "NORMAL"),

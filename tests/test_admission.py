@@ -250,3 +250,40 @@ async def test_a_queued_execution_is_taken_by_one_of_two_stores_at_once(tmp_path
     assert taken.count(True) == 50, "each taken exactly once"
     assert [taken[2 * i] != taken[2 * i + 1] for i in range(50)] == [True] * 50
     assert all(e is not None and e.owner in ("engine-0", "engine-1") for e in owners)
+
+
+async def test_an_admission_group_runs_its_limit_at_once_and_holds_the_rest(tmp_path: Path) -> None:
+    from engine.admission import GROUP_LABEL
+
+    gate = tmp_path / "gate"
+    wait = f"while [ ! -e {gate} ]; do sleep 0.05; done"
+    group = {GROUP_LABEL: "runner-a"}
+    async with engine_at(tmp_path / "data") as engine:
+        held = await submit_command(engine, "echo held", labels=group)  # no limit set yet: it waits
+        other = await finished(engine, await submit_command(engine, "echo ungrouped"))
+        assert other.status is ExecutionStatus.COMPLETED
+        assert (await engine.get_execution(held.id)).status is ExecutionStatus.PENDING
+        engine.set_group_limit("runner-a", 1)
+        first_done = await finished(engine, held)
+        assert first_done.status is ExecutionStatus.COMPLETED
+        running = await submit_command(engine, wait, labels=group)
+        queued = await submit_command(engine, "echo second", labels=group)
+        assert engine.queue_place(queued.id) == 1 and engine.group_running("runner-a") == 1
+        engine.set_group_limit("runner-a", 0)  # stopped: what runs finishes, the queue is kept
+        gate.touch()
+        assert (await finished(engine, running)).status is ExecutionStatus.COMPLETED
+        assert engine.queue_place(queued.id) == 1
+        engine.set_group_limit("runner-a", 1)
+        assert (await finished(engine, queued)).status is ExecutionStatus.COMPLETED
+
+
+async def test_a_grouped_execution_queued_before_a_restart_waits_for_its_group(tmp_path: Path) -> None:
+    from engine.admission import GROUP_LABEL
+
+    data = tmp_path / "data"
+    async with engine_at(data) as engine:
+        queued = await submit_command(engine, "echo later", labels={GROUP_LABEL: "stopped-runner"})
+    async with engine_at(data) as engine:
+        assert engine.queue_place(queued.id) == 1  # adopted, not started: its group is not open here
+        engine.set_group_limit("stopped-runner", 2)
+        assert (await finished(engine, queued)).status is ExecutionStatus.COMPLETED

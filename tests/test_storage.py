@@ -51,7 +51,7 @@ from engine.model import (
     new_id,
 )
 from storage import SqliteStore, artifacts_dir, database_path, default_data_dir
-from storage.pragmas import CACHE_SIZE_KIB, PAGE_SIZE
+from storage.pragmas import BUSY_TIMEOUT_MS, CACHE_SIZE_KIB, PAGE_SIZE
 from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
@@ -145,7 +145,7 @@ async def test_a_new_file_is_in_wal_mode_with_the_schema(store: SqliteStore) -> 
 async def test_every_pooled_connection_gets_the_pragmas(store: SqliteStore) -> None:
     engine = store._engine
     assert engine is not None
-    wanted = {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 5000,
+    wanted = {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": BUSY_TIMEOUT_MS,
               "cache_size": -CACHE_SIZE_KIB, "temp_store": 2}
     # three connections checked out at once: three distinct pooled connections
     conns = [await engine.connect() for _ in range(3)]

@@ -368,7 +368,10 @@ async def test_a_worker_that_missed_its_heartbeats_stops_the_job_and_drops_its_r
         server: str, workers: Workers, binaries: Binaries, marks: Path) -> None:
     """Its heartbeats come later than the server's timeout (as after a network cut): the job went to
     another worker; the late one's next heartbeat is refused, so it ends its copy and reports nothing."""
-    late = workers.start("late", "--heartbeat", str(HEARTBEAT_TIMEOUT * 2))
+    # one job at a time, heartbeats far apart: its copy holds its only slot until its next heartbeat
+    # is refused, so the requeued job waits for "prompt" (however slow it is to start) rather than
+    # going back to "late"
+    late = workers.start("late", "--concurrency", "1", "--heartbeat", str(HEARTBEAT_TIMEOUT * 5))
     async with ExecutrClient(server) as client:
         job_id = (await client.submit(binaries.job("slow-once.sh", "h", env={"MARKS": str(marks)})))["id"]
         await appears(marks / "started-h")
@@ -376,7 +379,7 @@ async def test_a_worker_that_missed_its_heartbeats_stops_the_job_and_drops_its_r
         job = await finished(client, job_id, timeout=HEARTBEAT_TIMEOUT + 30)
         assert job["status"] == "completed" and job["executor_id"] == "prompt" and job["stdout"] == "second run\n"
         pid = int((marks / "lock-h" / "pid").read_text())
-        async with asyncio.timeout(HEARTBEAT_TIMEOUT * 2 + 15):
+        async with asyncio.timeout(HEARTBEAT_TIMEOUT * 5 + 15):
             for _ in itertools.count():
                 if "no longer ours" in workers.log("late"):
                     break

@@ -55,19 +55,20 @@ import json, sys, time, tracemalloc
 from engine.workflow.load import WorkflowError, parse_workflow
 text = open(sys.argv[1]).read()
 tracemalloc.start()
-started = time.perf_counter()
+started = time.process_time()
 try:
     parse_workflow(text, "bomb.yaml")
     message = "accepted"
 except WorkflowError as exc:
     message = str(exc)
-print(json.dumps({"message": message, "seconds": time.perf_counter() - started,
+print(json.dumps({"message": message, "seconds": time.process_time() - started,
                   "peak_mb": tracemalloc.get_traced_memory()[1] / 2**20}))
 """
 
 
 def measure(tmp_path: Path, text: str) -> dict:
-    """Parse `text` in a capped child: its message, seconds and peak of Python memory."""
+    """Parse `text` in a capped child: its message, CPU seconds (other work on the machine does not
+    count) and peak of Python memory."""
     source = tmp_path / "bomb.yaml"
     source.write_text(text)
     done = subprocess.run([sys.executable, "-c", _MEASURE, str(source)], cwd=ROOT, capture_output=True,
@@ -83,7 +84,7 @@ def test_an_alias_bomb_is_refused_at_its_place_quickly_and_in_bounded_memory(tmp
     got = measure(tmp_path, text)
     assert re.fullmatch(r"bomb\.yaml:\d+:\d+: too many aliases: the document expands to more than [\d,]+ values",
                         got["message"]), got
-    # tracemalloc makes the parse ~3x slower than it is; a machine shared by several test runs too
+    # tracemalloc makes the parse ~3x slower than it is
     assert got["seconds"] < 4, got
     assert got["peak_mb"] < 100, got
 
@@ -164,7 +165,8 @@ async def test_reading_is_off_the_event_loop_and_bounded_in_time() -> None:
     try:
         await asyncio.sleep(0)
         started = len(ticks)
-        workflow = await asyncio.wait_for(read_workflow("many.yaml", text=text), 30)
+        # its own time bound well above the default's 10 s: a loaded machine may take that long
+        workflow = await asyncio.wait_for(read_workflow("many.yaml", text=text, timeout=60), 90)
         assert len(workflow.steps) == 15_000
         # the loop went on while a thread read 75,000 values (~1 s); on the loop it would have
         # ticked once. Not every gap is small: Python's full garbage collections stop every thread.

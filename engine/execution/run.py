@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from engine.artifacts import ArtifactStore
 from engine.execution.command_pump import CommandOutcome, CommandPump
 from engine.execution.state import ExecutionState
-from engine.model import AbortReason, ExecutionStatus, Step, StepStatus
+from engine.model import COMPLETED_IN, AbortReason, ExecutionStatus, Step, StepStatus
 from engine.runners.base import CommandSpec, Runner
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class ExecutionRun:
         await state.finish_step(plan.step, StepStatus.SKIPPED, error=message)
 
     async def _mark_done_elsewhere(self, plan: StepPlan) -> None:
-        plan.step.metadata["completed_in"] = plan.done_in
+        plan.step.metadata[COMPLETED_IN] = plan.done_in
         plan.step.description = plan.step.description or f"completed in {plan.done_in}"
         await self.state.finish_step(plan.step, StepStatus.SKIPPED)
 
@@ -296,7 +296,7 @@ class ExecutionRun:
         if branch.status is StepStatus.PENDING:
             if mine and all(p.done_in is not None for p in mine):
                 # rerun from the failed step: this branch had completed in an earlier execution
-                branch.metadata["completed_in"] = mine[0].done_in
+                branch.metadata[COMPLETED_IN] = mine[0].done_in
                 await state.finish_step(branch, StepStatus.SKIPPED)
             elif cancelled or state.stop_reason in _CANCEL_REASONS:
                 await state.finish_step(branch, StepStatus.CANCELLED, reason=state.stop_reason)
@@ -351,7 +351,7 @@ class ExecutionRun:
             )
             return
         failed = [
-            b for b in branches if b.status is not StepStatus.COMPLETED and "completed_in" not in b.metadata
+            b for b in branches if b.status is not StepStatus.COMPLETED and COMPLETED_IN not in b.metadata
         ]
         ok = len(failed) < len(branches)
         if not failed or (self.plan.allow_failed_targets and ok):

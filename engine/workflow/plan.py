@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine.execution.run import ExecutionPlan, StepPlan
 from engine.masking import Masker
-from engine.model import Execution, ExecutionKind, Step, StepKind, new_id
+from engine.model import COMPLETED_IN, Execution, ExecutionKind, Step, StepKind, new_id
 from engine.runners.base import CommandSpec
 from engine.shell_fastpath import direct_argv
 
@@ -90,7 +90,7 @@ def plan_workflow(
             )
             if done_in := done_steps.get((t, wstep.name)):
                 # known from the start, so that a queued rerun rebuilt after a restart skips it too
-                step.metadata["completed_in"] = done_in
+                step.metadata[COMPLETED_IN] = done_in
             index += 1
             steps.append(step)
             # a remote target starts where its login (or its image's workdir) puts it

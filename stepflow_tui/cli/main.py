@@ -304,6 +304,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--monitor-shape", choices=("documented", "reference"), default=None,
                    help="the StepFlow Monitor answers: as its API document has them (the default), or the "
                         "older shape the reference web UI reads (also STEPFLOW_MONITOR_SHAPE)")
+    p.add_argument("--rate-limit", action="append", default=[], metavar="SURFACE.CATEGORY[.ROLE]=LIMIT",
+                   help="change a documented API's request limit, e.g. opsconductor.requests.standard=200/minute "
+                        "or rustci.jobs=off (repeatable; added to STEPFLOW_RATE_LIMITS)")
     p.add_argument("--executr-heartbeat-timeout", type=float, default=None, metavar="SECONDS",
                    help="a running executr job with no heartbeat for this long goes back to the queue, or "
                         "fails past its retries (default 15; also STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)")
@@ -346,13 +349,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
     p = command("token", parents=[common], help="API tokens")
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION")
-    tp = tsub.add_parser("create", parents=[common], help="mint a bearer token and print it")
-    tp.add_argument("--subject", default=None, help="who the token is for (default: the current user)")
+    tp = tsub.add_parser("create", parents=[common], help="mint a bearer token (or an API key) and print it")
+    tp.add_argument("--user", "--subject", dest="subject", default=None, metavar="NAME",
+                    help="who the token is for (default: stepflow)")
+    tp.add_argument("--role", choices=("standard", "administrator"), default=None,
+                    help="what it may do: administrator-only routes refuse standard (default administrator)")
+    tp.add_argument("--api-key", action="store_true",
+                    help="an API key (X-API-Key, for the APIs that accept one) instead of a JWT: printed "
+                         "once, stored hashed")
     tp.add_argument("--expires", default=None, metavar="LIFETIME",
                     help=f"how long it is good for: 30m, 12h, 7d, 4w, or never (default {DEFAULT_TOKEN_LIFETIME})")
     tp.add_argument("--days", type=float, default=None, help=argparse.SUPPRESS)  # before --expires
     tp = tsub.add_parser("revoke", parents=[common], help="refuse a token from now on (running servers too)")
-    tp.add_argument("token_id", metavar="ID", help="the token's id (printed by create), or the token itself")
+    tp.add_argument("token_id", metavar="ID", help="the token's id (printed by create), or the token itself; "
+                    "an API key's sfk_... id, or the key")
     p.set_defaults(func=cmd_token, is_async=False)
 
     p = command("targets", parents=[common], help="list or check targets")

@@ -217,8 +217,9 @@ async def _mark_lost(data_dir: Path) -> None:
 def api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
                 ws_host: str | None = None, allowed_hosts: Sequence[str] = (),
                 workflow_dirs: Sequence[Path] | None = None, monitor_shape: str | None = None,
-                executr_heartbeat_timeout: float | None = None) -> ApiConfig:
+                executr_heartbeat_timeout: float | None = None, rate_limits: Sequence[str] = ()) -> ApiConfig:
     from api_compat import ApiConfig, ConfigError
+    from api_compat.rate_limits import parse_overrides
 
     try:
         config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
@@ -226,6 +227,9 @@ def api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: i
                                     monitor_shape=monitor_shape, executr_heartbeat_timeout=executr_heartbeat_timeout)
         if allowed_hosts:  # added to STEPFLOW_ALLOWED_HOSTS
             config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
+        if rate_limits:  # after STEPFLOW_RATE_LIMITS: the later one wins
+            given = tuple(pair for text in rate_limits for pair in parse_overrides(text, "--rate-limit"))
+            config = config.replace(rate_limits=(*config.rate_limits, *given))
         config.check()
     except ConfigError as exc:
         raise CliError(str(exc)) from None
@@ -271,7 +275,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     config = api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
                          allowed_hosts=args.allowed_host, workflow_dirs=args.workflows,
                          monitor_shape=args.monitor_shape,
-                         executr_heartbeat_timeout=args.executr_heartbeat_timeout)
+                         executr_heartbeat_timeout=args.executr_heartbeat_timeout,
+                         rate_limits=args.rate_limit)
     engine = await start_engine(data_dir, EngineOptions(max_running=args.max_running))
 
     def ready(listener: ApiListener) -> None:
@@ -322,25 +327,39 @@ def _token_lifetime(args: argparse.Namespace) -> tuple[float | None, str]:
 
 def cmd_token(args: argparse.Namespace) -> int:
     from api_compat import AuthError, create_token, revoke_token, token_id
+    from api_compat.api_keys import create_api_key
 
     action = getattr(args, "token_command", None)
     if action not in ("create", "revoke"):
-        raise CliError("usage: stepflow token create [--subject NAME] [--expires 1h|7d|never] | "
-                       "stepflow token revoke ID")
+        raise CliError("usage: stepflow token create [--user NAME] [--role standard|administrator] [--api-key] "
+                       "[--expires 1h|7d|never] | stepflow token revoke ID")
     data_dir = ensure_data_dir(resolve_data_dir(args.data_dir))
     if action == "revoke":
         try:
             jti, new = revoke_token(data_dir, args.token_id)
         except AuthError as exc:
             raise CliError(str(exc)) from None
-        print(f"revoked token {jti}" if new else f"token {jti} was already revoked", file=sys.stderr)
+        what = "API key" if jti.startswith("sfk_") else "token"
+        print(f"revoked {what} {jti}" if new else f"{what} {jti} was already revoked", file=sys.stderr)
+        return EXIT_OK
+    user = args.subject or "stepflow"
+    role = args.role or "administrator"
+    if args.api_key:
+        # a key lives until revoked unless --expires says otherwise
+        expires_in, lifetime = (_token_lifetime(args) if args.expires is not None or args.days is not None
+                                else (None, "never expires"))
+        key, key_id = create_api_key(data_dir, user=user, role=role, expires_in=expires_in)
+        print(key)
+        print(f"API key {key_id} ({lifetime}) for {user} as {role}; it is shown this once and stored hashed; "
+              f"`stepflow token revoke {key_id}` revokes it", file=sys.stderr)
         return EXIT_OK
     expires_in, lifetime = _token_lifetime(args)
-    token = create_token(data_dir, subject=args.subject or "stepflow", expires_in=expires_in)
+    token = create_token(data_dir, subject=user, expires_in=expires_in, role=role)
     print(token)
     # stdout holds the token alone (for `$(stepflow token create)`); what to revoke goes to stderr
     jti = token_id(token)
-    print(f"token id {jti} ({lifetime}); `stepflow token revoke {jti}` revokes it", file=sys.stderr)
+    print(f"token id {jti} ({lifetime}) for {user} as {role}; `stepflow token revoke {jti}` revokes it",
+          file=sys.stderr)
     return EXIT_OK
 
 

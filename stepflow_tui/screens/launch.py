@@ -14,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from rich.text import Text
 from textual import events, on, work
@@ -78,14 +79,23 @@ def remember_recent(workflow: Path, path: Path | None = None) -> None:
         pass  # remembering is a convenience
 
 
-def find_workflows(dirs: list[Path], recent: list[Path]) -> list[tuple[Path, str]]:
-    """(path, where it came from), recent first, each file once."""
+class Found(NamedTuple):
+    """A workflow file offered: its path, where it came from, and the path as shown (worked out with
+    the file system's help once, off the event loop, not at every keystroke)."""
+
+    path: Path
+    source: str
+    shown: str
+
+
+def find_workflows(dirs: list[Path], recent: list[Path]) -> list[Found]:
+    """The files offered, recent first, each file once (file system calls: run it in a thread)."""
     seen: set[Path] = set()
-    out: list[tuple[Path, str]] = []
+    out: list[Found] = []
     for path in recent:
         if path.is_file() and path.resolve() not in seen:
             seen.add(path.resolve())
-            out.append((path, "recent"))
+            out.append(Found(path, "recent", display_path(path)))
     for directory in dirs:
         try:
             entries = sorted(directory.iterdir())
@@ -94,23 +104,29 @@ def find_workflows(dirs: list[Path], recent: list[Path]) -> list[tuple[Path, str
         for path in entries:
             if path.suffix in WORKFLOW_SUFFIXES and path.is_file() and path.resolve() not in seen:
                 seen.add(path.resolve())
-                out.append((path, str(directory)))
+                out.append(Found(path, str(directory), display_path(path)))
     return out
 
 
-def filter_workflows(found: list[tuple[Path, str]], text: str) -> list[tuple[Path, str]]:
-    """The files whose shown path holds every word of `text` (any case, any order); a `text` that
-    names a file (relative to the current directory, or with ~) is that file alone."""
-    if not text:
-        return found
+def typed_file(text: str) -> Found | None:
+    """The file `text` names (relative to the current directory, or with ~), if it is one (file
+    system calls: run it in a thread)."""
     typed = Path(text).expanduser()
     try:
-        if typed.is_file():
-            return [(typed, "typed path")]
+        return Found(typed, "typed path", display_path(typed)) if typed.is_file() else None
     except OSError:
-        pass  # a name too long, a folder not readable: a filter then
+        return None  # a name too long, a folder not readable: a filter then
+
+
+def filter_workflows(found: list[Found], text: str, typed: Found | None = None) -> list[Found]:
+    """The file `text` names when there is one (`typed`), else the files whose shown path holds
+    every word of `text` (any case, any order). No file system calls: it runs at every keystroke."""
+    if not text:
+        return found
+    if typed is not None:
+        return [typed]
     words = text.lower().split()
-    return [(p, src) for p, src in found if all(w in display_path(p).lower() for w in words)]
+    return [f for f in found if all(w in f.shown.lower() for w in words)]
 
 
 def display_path(path: Path) -> str:
@@ -153,7 +169,9 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         self.recent = read_recent() if recent is None else recent
         self.targets_path = targets_path
         #: the files offered (path, where from), and the ones the filter leaves, as listed
-        self.found: list[tuple[Path, str]] = []
+        self.found: list[Found] = []
+        #: the filter's text whose typed-path check has come back, and the file it names (or None)
+        self._typed: tuple[str, Found | None] = ("", None)
         self.workflows: list[Path] = []
         #: the targets the picker offers besides the default
         self.offered: list[str] = [LOCAL]
@@ -227,7 +245,7 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         found = find_workflows(self.workflow_dirs, self.recent)
         self.app.call_from_thread(self._show, found)
 
-    def _show(self, found: list[tuple[Path, str]]) -> None:
+    def _show(self, found: list[Found]) -> None:
         self.found = found
         self._list()
 
@@ -239,8 +257,9 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
         except NoMatches:
             return  # closed while the folders were read
         previous = options.highlighted
-        shown = filter_workflows(self.found, text)
-        self.workflows = [p for p, _src in shown]
+        checked, typed = self._typed
+        shown = filter_workflows(self.found, text, typed if checked == text else None)
+        self.workflows = [f.path for f in shown]
         options.clear_options()
         if not shown:
             message = "no workflow file matches" if self.found or text else "no workflow files found"
@@ -248,27 +267,56 @@ class LaunchDialog(ModalScreen[LaunchRequest | None]):
             if not self.found and not text:
                 self.query_one("#command-input", Input).focus()
             return
-        for path, source in shown:
-            label = Text(display_path(path))
-            if source in ("recent", "typed path"):
-                label.append(f"  {source}", style="dim")
+        for found in shown:
+            label = Text(found.shown)
+            if found.source in ("recent", "typed path"):
+                label.append(f"  {found.source}", style="dim")
             options.add_option(Option(label))
         options.highlighted = 0 if text else min(previous or 0, len(shown) - 1)
         if self.focused is None:
             options.focus()
 
     @on(Input.Changed, "#workflow-filter")
-    def _filter_changed(self) -> None:
+    def _filter_changed(self, event: Input.Changed) -> None:
         self._list()
+        if event.value.strip():
+            self._check_typed(event.value.strip())
+
+    @work(thread=True, group="launch-typed", exclusive=True)
+    def _check_typed(self, text: str) -> None:
+        found = typed_file(text)
+        self.app.call_from_thread(self._typed_checked, text, found)
+
+    def _typed_checked(self, text: str, found: Found | None) -> None:
+        self._typed = (text, found)
+        if found is not None:
+            self._list()  # shows it alone, if the filter still holds that text
 
     @on(Input.Submitted, "#workflow-filter")
     def _filter_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         index = self.query_one("#workflow-list", OptionList).highlighted
+        text = event.value.strip()
         if index is not None and 0 <= index < len(self.workflows):
             self.dismiss(LaunchRequest(workflow=self.workflows[index], target=self.target))
-        elif event.value.strip():
-            self.notify(f"No workflow file matches {event.value.strip()!r}", severity="warning", timeout=4)
+        elif text and self._typed[0] != text:
+            self._submit_typed(text)  # enter came before the typed path's check: check, then act
+        elif text:
+            self._no_match(text)
+
+    @work(thread=True, group="launch-typed", exclusive=True)
+    def _submit_typed(self, text: str) -> None:
+        found = typed_file(text)
+        self.app.call_from_thread(self._typed_submitted, text, found)
+
+    def _typed_submitted(self, text: str, found: Found | None) -> None:
+        if found is not None:
+            self.dismiss(LaunchRequest(workflow=found.path, target=self.target))
+        else:
+            self._no_match(text)
+
+    def _no_match(self, text: str) -> None:
+        self.notify(f"No workflow file matches {text!r}", severity="warning", timeout=4)
 
     def on_key(self, event: events.Key) -> None:
         # typing on the list goes to its filter (as in a file picker); a space only once there is

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from engine.model import Step, StepKind, StepStatus
+from engine.model import COMPLETED_IN, Step, StepKind, StepStatus
 from stepflow_tui import formatting
 from stepflow_tui.display import duration_between, progress_text, status_glyph
 
@@ -44,7 +44,7 @@ def step_label(step: Step, now) -> Text:
         text.append(f" [{' '.join(usage)}]", style="dim")
     if step.status is StepStatus.FAILED and step.error_message:
         text.append(f" — {step.error_message}", style="red")
-    elif step.status is StepStatus.SKIPPED and step.metadata.get("completed_in"):
+    elif step.status is StepStatus.SKIPPED and step.metadata.get(COMPLETED_IN):
         text.append(f" — done in {str(step.metadata['completed_in'])[:8]}", style="dim")
     return text
 

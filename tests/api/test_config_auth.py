@@ -119,7 +119,7 @@ async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path
         paths = {r.resource.canonical for r in app.router.routes()}
         good = {"Authorization": f"Bearer {token}"}
         for path in sorted(paths):
-            concrete = path.replace("{execution_id}", "x").replace("{artifact_id}", "y").replace("{job_id}", "z")
+            concrete = path.replace("{execution_id}", "x").replace("{artifact_id}", "y").replace("{job_id}", "z").replace("{runner_id}", "r")
             for headers, expect in (({}, "required"), ({"Authorization": f"Bearer {other}"}, "not valid"),
                                     ({"Authorization": f"Bearer {expired}"}, "expired"),
                                     ({"Authorization": token}, "Bearer")):
@@ -128,6 +128,9 @@ async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path
                     if path.startswith("/api/v1/"):  # executr's own error body
                         assert resp.status == 401
                         error = body["error"]
+                    elif path.startswith("/api/runners"):  # RustCI's error body
+                        assert resp.status == 401 and body["error"]["code"] == "AUTHENTICATION_REQUIRED"
+                        error = body["error"]["message"]
                     else:
                         error = check_fail(resp.status, body, 401)
                     assert expect in error, (path, error)

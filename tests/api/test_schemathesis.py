@@ -43,6 +43,7 @@ NOT_CHECKED_FOR_ACCEPTANCE = {
     ("POST", "/api/workflows"),
     # the WebSocket: a plain GET (all a fuzzer sends) is refused with 400, as documented
     ("GET", "/ws"),
+    ("GET", "/api/runners/ws"),
     # executr's bulk submit validates each item on its own (per-item results, 206 for some refused):
     # its document takes any objects, and a body of only refused ones answers 400, as the reference does
     ("POST", "/api/v1/jobs/bulk"),

@@ -69,6 +69,19 @@ async def test_a_typed_path_runs_that_file(engine, tmp_path: Path):
         await wait_for(pilot, lambda: "typed path ran" in screen_text(app), what="its output")
 
 
+async def test_enter_typed_right_after_a_path_runs_that_file(engine, tmp_path: Path):
+    """The typed path is checked off the event loop; an enter that comes before the check is answered
+    once the check is done, with that file."""
+    (tmp_path / "quick.yml").write_text("name: typed-quick\nsteps:\n  - name: hi\n    run: echo quick ran\n")
+    app = make_app(engine, workflow_dirs=[SAMPLES])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_dialog(pilot)
+        await pilot.press(*str(tmp_path / "quick.yml"), "enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen,
+                                what="the execution")
+        assert screen.execution.name == "typed-quick"
+
+
 async def test_a_file_that_fails_validation_is_not_remembered_as_recent(engine, tmp_path: Path):
     folder = tmp_path / "wf"
     folder.mkdir()
@@ -91,7 +104,7 @@ async def test_a_file_that_fails_validation_is_not_remembered_as_recent(engine, 
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, ExecutionsScreen), what="the list")
         dialog = await open_dialog(pilot)
-        assert dialog.found[0] == (dialog.found[0][0], "recent") and dialog.found[0][0].name == "b-good.yaml"
+        assert dialog.found[0].source == "recent" and dialog.found[0].path.name == "b-good.yaml"
 
 
 async def test_keys_typed_on_the_list_filter_rather_than_act(engine):

@@ -1,0 +1,1 @@
+"""The RustCI runner API under /api/runners (specs/rustci-runner-api.md)."""
