@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: the newest revision in storage/migrations/versions (a test checks it is Alembic's head)
 HEAD = "0004"
+#: tries at making or migrating a file another process is making too: ~1 s in all
+_OPEN_ATTEMPTS = 10
 
 
 class SchemaTooNew(EngineError, RuntimeError):
@@ -86,16 +88,28 @@ def bring_to_head(conn: Connection, path: Path) -> None:
 def bring_file_to_head(path: Path) -> None:
     """`bring_to_head` on its own synchronous SQLAlchemy connection (no asyncio): what a read-only
     command does when it finds a new or older file, once."""
+    import time
+
     from sqlalchemy import URL, create_engine
+    from sqlalchemy.exc import OperationalError
     from sqlalchemy.pool import NullPool
 
     from storage import pragmas
 
     engine = create_engine(URL.create("sqlite", database=str(path)), poolclass=NullPool)
+    pragmas.install(engine)
     try:
-        pragmas.install(engine)
-        with engine.execution_options(**{pragmas.WRITE: True}).begin() as conn:
-            bring_to_head(conn, path)
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                with engine.execution_options(**{pragmas.WRITE: True}).begin() as conn:
+                    bring_to_head(conn, path)
+                return
+            except OperationalError as exc:
+                # another process making the same new file: switching it to WAL is refused at once
+                # ("locked"); a moment later it is in WAL (as storage.connections does)
+                if "locked" not in str(exc) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.02 * (attempt + 1))
     finally:
         engine.dispose()
 
