@@ -161,8 +161,15 @@ def main() -> None:
         data = work / "data"
         data.mkdir()
         newest, oldest = asyncio.run(seed(data, args.executions))
-        env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), "STEPFLOW_TARGETS_FILE": str(work / "none.yaml")}
-        env.pop("STEPFLOW_LOG_LEVEL", None)
+        # a copy of the database each (a variant may migrate it: the baseline of a newer schema)
+        envs = {}
+        for variant in variants:
+            own = work / f"data-{len(envs)}"
+            shutil.copytree(data, own)
+            envs[variant.name] = {**os.environ, "STEPFLOW_STORAGE_PATH": str(own),
+                                  "STEPFLOW_TARGETS_FILE": str(work / "none.yaml")}
+            envs[variant.name].pop("STEPFLOW_LOG_LEVEL", None)
+        env = envs[variants[-1].name]
         commands = {
             "ls": ["ls"],
             "ls --json": ["ls", "--json"],
@@ -177,12 +184,13 @@ def main() -> None:
         # one warm-up of each, then the runs, interleaved (a busy machine slows all of them alike)
         for variant in variants:
             for argv in commands.values():
-                timed([str(variant.stepflow), *argv], env)
+                timed([str(variant.stepflow), *argv], envs[variant.name])
         for _ in range(args.runs):
             pass_times.append(timed([str(baseline_python), "-c", "pass"], env))
             for variant in variants:
                 for name, argv in commands.items():
-                    variant.times.setdefault(name, []).append(timed([str(variant.stepflow), *argv], env))
+                    variant.times.setdefault(name, []).append(
+                        timed([str(variant.stepflow), *argv], envs[variant.name]))
         del oldest
 
         def med(samples: list[tuple[float, float]], i: int) -> float:
