@@ -16,6 +16,7 @@ from api_compat.config import ApiConfig
 from api_compat.cross_site import cross_site_middleware
 from api_compat.executr import routes as executr
 from api_compat.monitor import routes as monitor
+from api_compat.opsconductor import routes as opsconductor
 from api_compat.rustci import routes as rustci
 from api_compat.state import CLOSE_STREAMS, CONFIG, ENGINE, STARTED_AT, SURFACES, VERIFIER, ServedEngine
 from api_compat.surface import route
@@ -48,11 +49,15 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
 
     # executr first: its middleware acts only on its own paths (/api/v1)
     jobs_surface = executr.make_surface()
+    # OpsConductor before Monitor: its /api/executions/search, /serial/…, /branch/… and /bulk are
+    # matched before Monitor's /api/executions/{execution_id}
+    ops_surface = opsconductor.make_surface()
     surface = monitor.make_surface()
     runners_surface = rustci.make_surface()
-    app[SURFACES] = [jobs_surface, runners_surface, surface]
+    app[SURFACES] = [jobs_surface, runners_surface, ops_surface, surface]
     executr.install(app, jobs_surface)
     rustci.install(app, runners_surface)
+    opsconductor.install(app, ops_surface)
     monitor.install(app, surface)
     route(app.router, surface, "GET", "/api/openapi.json", openapi.openapi_handler,
           "This document: every route of every API on this listener", "openapi",

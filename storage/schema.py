@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: the newest revision in storage/migrations/versions (a test checks it is Alembic's head)
-HEAD = "0004"
+HEAD = "0005"
 #: tries at making or migrating a file another process is making too: ~1 s in all
 _OPEN_ATTEMPTS = 10
 

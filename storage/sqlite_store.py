@@ -30,6 +30,7 @@ from engine.store.logs import LogRange, LogSelection
 from engine.surrogates import replace_surrogates
 from storage import queries
 from storage.driver import driver_connection
+from storage.opsconductor import SqliteOps
 from storage.queue import SqliteQueue
 from storage.registry import SqliteRegistry
 from storage.tables import UtcDateTime, artifacts, executions, log_spans, steps
@@ -42,9 +43,10 @@ MAX_RESOLVED = 10
 _OPEN_EXECUTION = (ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)
 
 
-class SqliteStore(SqliteQueue, SqliteRegistry):
+class SqliteStore(SqliteQueue, SqliteRegistry, SqliteOps):
     """Every protocol of engine.store: executions here, the work queue in storage.queue, counters
-    and the registry in storage.registry, connections in storage.connections."""
+    and the registry in storage.registry, OpsConductor's records in storage.opsconductor,
+    connections in storage.connections."""
 
     # -- writes ----------------------------------------------------------------------------------
     async def apply(self, events: Sequence[Event]) -> dict[str, str]:

@@ -30,6 +30,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    event,
 )
 
 from storage import columns
@@ -250,6 +251,121 @@ registry = Table(
     UniqueConstraint("kind", "name"),
     sqlite_autoincrement=True,
 )
+
+# -- OpsConductor (engine.store.opsconductor) ---------------------------------------------------------
+# Its targets are registry entries of kind "target". A job's execution is an ordinary execution
+# (`executions`); `ops_executions` gives it its serial, and `ops_branches` gives each of its branch
+# steps one. Status, times and exit code are copied from those rows by the triggers below, in the
+# transaction that changes them, so that the analytics read one narrow table through a covering
+# index instead of joining 100,000 branches to their steps.
+
+ops_jobs = Table(
+    "ops_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String, nullable=False, unique=True),
+    Column("serial", String, nullable=False, unique=True),
+    Column("name", String, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("job_type", String, nullable=False),
+    Column("actions", JSON, nullable=False),
+    Column("target_ids", JSON, nullable=False),
+    Column("scheduled_at", UtcDateTime),
+    # 'scheduled' until its time comes and it is started ('started'); NULL: never scheduled
+    Column("schedule_state", String),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Index(None, "created_at"),
+    Index(None, "schedule_state", "scheduled_at"),
+    sqlite_autoincrement=True,
+)
+
+ops_executions = Table(
+    "ops_executions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String, nullable=False, unique=True),
+    Column("serial", String, nullable=False, unique=True),
+    Column("job_id", Integer, ForeignKey("ops_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    # the execution running it (NULL until it is submitted, or when it could not be)
+    Column("execution_pk", Integer, ForeignKey("executions.pk", ondelete="CASCADE")),
+    Column("execution_id", String),
+    # copied from the execution (triggers)
+    Column("status", String, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("completed_at", UtcDateTime),
+    Column("duration", Float),
+    Column("error", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("job_id", "number"),
+    Index(None, "execution_pk"),
+    # analytics: by time, and a job's by time (covering)
+    Index(None, "created_at", "status", "duration"),
+    Index(None, "job_id", "created_at", "status", "duration"),
+    sqlite_autoincrement=True,
+)
+
+ops_branches = Table(
+    "ops_branches",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uuid", String, nullable=False, unique=True),
+    Column("serial", String, nullable=False, unique=True),
+    Column("ops_execution_id", Integer, ForeignKey("ops_executions.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    # the job's id again (it never changes): a job's branches by target without a join
+    Column("job_id", Integer, nullable=False),
+    # no foreign key: a deleted target's history stays, with its serial and name as they were
+    Column("target_id", Integer, nullable=False),
+    Column("target_serial", String, nullable=False),
+    Column("target_name", String, nullable=False),
+    # the branch step running it (NULL until it is submitted)
+    Column("step_pk", Integer),
+    Column("step_id", String),
+    # copied from the branch step (triggers)
+    Column("status", String, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("completed_at", UtcDateTime),
+    Column("duration", Float),
+    Column("exit_code", Integer),
+    Column("error", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("ops_execution_id", "number"),
+    Index(None, "step_pk"),
+    # a target's performance and history; a job's per target (covering)
+    Index(None, "target_id", "created_at", "status", "duration"),
+    Index(None, "job_id", "target_id", "created_at", "status", "duration"),
+    sqlite_autoincrement=True,
+)
+
+#: a target with pending or running branches cannot be deleted: found without reading its history
+Index("ix_ops_branches_open", ops_branches.c.target_id, sqlite_where=ops_branches.c.status.in_(("pending", "running")))
+
+_SECONDS_BETWEEN = "(julianday(NEW.completed_at) - julianday(NEW.started_at)) * 86400.0"
+#: the triggers keeping the OpsConductor rows' copies of their execution's and branch steps' state
+OPS_TRIGGERS = (
+    "CREATE TRIGGER ops_execution_follows AFTER UPDATE OF status, started_at, completed_at ON executions "
+    "WHEN NEW.status IS NOT OLD.status OR NEW.started_at IS NOT OLD.started_at "
+    "OR NEW.completed_at IS NOT OLD.completed_at "
+    "BEGIN UPDATE ops_executions SET status = NEW.status, started_at = NEW.started_at, "
+    f"completed_at = NEW.completed_at, duration = {_SECONDS_BETWEEN}, "
+    "error = coalesce(NEW.error_message, error) WHERE execution_pk = NEW.pk; END",
+    "CREATE TRIGGER ops_branch_follows AFTER UPDATE OF status, started_at, completed_at, exit_code ON steps "
+    "WHEN NEW.kind = 'branch' AND (NEW.status IS NOT OLD.status OR NEW.started_at IS NOT OLD.started_at "
+    "OR NEW.completed_at IS NOT OLD.completed_at OR NEW.exit_code IS NOT OLD.exit_code) "
+    "BEGIN UPDATE ops_branches SET status = NEW.status, started_at = NEW.started_at, "
+    f"completed_at = NEW.completed_at, duration = {_SECONDS_BETWEEN}, exit_code = NEW.exit_code, "
+    "error = NEW.error_message WHERE step_pk = NEW.pk; END",
+)
+
+
+def _create_ops_triggers(target: Any, connection: Any, **_kw: Any) -> None:
+    for sql in OPS_TRIGGERS:
+        connection.exec_driver_sql(sql)
+
+
+event.listen(ops_branches, "after_create", _create_ops_triggers)
 
 
 def _check_columns() -> None:

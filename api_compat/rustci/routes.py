@@ -14,6 +14,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from api_compat.rate_limits import RUSTCI_POLICY
 from api_compat.rustci import handlers as h
 from api_compat.rustci.activity import Activity
 from api_compat.rustci.desk import RunnerDesk
@@ -77,7 +78,10 @@ def _obj(description: str) -> dict[str, Any]:
 
 
 def make_surface() -> Surface:
-    return Surface(name="rustci", title="RustCI runners", error_model=RustciErrorBody, prefixes=(PREFIX,), refusal=fail)
+    # the document: a Bearer JWT or an X-API-Key (when the listener's auth is on), and its request
+    # limits (registration per address, status and jobs per runner, bulk per user)
+    return Surface(name="rustci", title="RustCI runners", error_model=RustciErrorBody, prefixes=(PREFIX,),
+                   refusal=fail, api_key=True, rate_policy=RUSTCI_POLICY)
 
 
 def install(app: web.Application, surface: Surface) -> None:
@@ -88,14 +92,15 @@ def install(app: web.Application, surface: Surface) -> None:
           websocket=True, response={"description": "Switching to the WebSocket protocol"}, status=101,
           errors=(400, 503))
     route(r, surface, "POST", f"{p}/register", h.register, "Register a runner", t_run, body=RunnerRegisterRequest,
-          response=_obj("runner_id and registration_token"), status=201, errors=(400, 422))
+          response=_obj("runner_id and registration_token"), status=201, errors=(400, 422), rate_limit="registration")
     route(r, surface, "POST", p, h.register, "Register a runner (as /register)", t_run, body=RunnerRegisterRequest,
           response=_obj("runner_id and registration_token"), status=201, errors=(400, 422),
-          operation_id="register_runner_root")
+          operation_id="register_runner_root", rate_limit="registration")
     route(r, surface, "GET", p, h.list_runners, "List runners (filters, pagination)", t_run, query=RunnerListQuery,
           response=_obj("runners, total_count, has_more"), errors=(400,))
     route(r, surface, "POST", f"{p}/bulk", h.bulk, "An operation on every runner the filters select", t_ctl,
-          body=RunnerBulkRequest, response=_obj("affected_runners and per-runner results"), errors=(400,))
+          body=RunnerBulkRequest, response=_obj("affected_runners and per-runner results"), errors=(400,),
+          rate_limit="bulk")
     route(r, surface, "GET", one, h.get_runner, "A runner with its load and statistics", t_run,
           response=_obj("The runner"), errors=(404,))
     route(r, surface, "PUT", one, h.update_runner, "Update a runner's name, capabilities, metadata, tags", t_run,
@@ -103,14 +108,14 @@ def install(app: web.Application, surface: Surface) -> None:
     route(r, surface, "DELETE", one, h.delete_runner, "Unregister (409 with active jobs unless force=true)", t_run,
           query=RunnerDeleteQuery, response=_obj("success"), errors=(404, 409))
     route(r, surface, "GET", f"{one}/status", h.runner_status, "Status and load", t_mon, response=_obj("status"),
-          errors=(404,))
+          errors=(404,), rate_limit="status")
     route(r, surface, "GET", f"{one}/health", h.runner_health, "Health checks (Docker daemon, disk, memory)", t_mon,
-          response=_obj("health"), errors=(404,))
+          response=_obj("health"), errors=(404,), rate_limit="status")
     route(r, surface, "GET", f"{one}/metrics", h.runner_metrics, "Sampled cpu, memory, active jobs", t_mon,
           query=RunnerMetricsQuery, response=_obj("metrics"), errors=(400, 404))
     route(r, surface, "POST", f"{one}/jobs", h.submit_job, "Submit a job (queued per runner)", t_jobs,
           body=RunnerJobRequest, response=_obj("job_id, status, estimated_start_time"), status=201,
-          errors=(400, 404, 409))
+          errors=(400, 404, 409), rate_limit="jobs")
     route(r, surface, "GET", f"{one}/jobs", h.list_jobs, "The runner's jobs, newest first", t_jobs,
           query=RunnerJobsQuery, response=_obj("jobs"), errors=(400, 404))
     route(r, surface, "GET", f"{one}/jobs/{{job_id}}", h.get_job, "One job (ours)", t_jobs, response=_obj("job"),

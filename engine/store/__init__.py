@@ -15,6 +15,7 @@ from typing import Protocol
 from engine.store.artifacts import ArtifactReads
 from engine.store.executions import ExecutionEvents, ExecutionReads, StoreStats
 from engine.store.logs import LogReads
+from engine.store.opsconductor import OpsRecords
 from engine.store.queue import (
     FINISHED,
     QUEUE_TRANSITIONS,
@@ -50,6 +51,7 @@ class Store(
     WorkQueue,
     Counters,
     Registry,
+    OpsRecords,
     ChangeCounter,
     Protocol,
 ):
@@ -66,6 +68,7 @@ __all__ = [
     "ExecutionReads",
     "Lifecycle",
     "LogReads",
+    "OpsRecords",
     "QueueCount",
     "QueueFilter",
     "QueueItem",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import stat
 from pathlib import Path
@@ -107,6 +108,12 @@ def test_token_secret_is_private_and_tokens_verify(tmp_path: Path) -> None:
     assert stat.S_IMODE(secret_path(tmp_path).stat().st_mode) == 0o600
 
 
+#: the paths of OpsConductor's routes answered in its own error body (a GET of its POST-only
+#: /api/executions/bulk is Monitor's /api/executions/{execution_id})
+_OPSCONDUCTOR = ("/api/jobs", "/api/targets", "/api/analytics", "/ws/executions", "/api/executions/search",
+                 "/api/executions/serial/", "/api/executions/branch/")
+
+
 async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path: Path,
                                               session: aiohttp.ClientSession) -> None:
     token = create_token(tmp_path)
@@ -119,7 +126,8 @@ async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path
         paths = {r.resource.canonical for r in app.router.routes()}
         good = {"Authorization": f"Bearer {token}"}
         for path in sorted(paths):
-            concrete = path.replace("{execution_id}", "x").replace("{artifact_id}", "y").replace("{job_id}", "z").replace("{runner_id}", "r")
+            concrete = path.replace("{execution_id}", "x").replace("{artifact_id}", "y").replace("{job_id}", "z")
+            concrete = re.sub(r"\{[a-z_]+\}", "w", concrete)  # RustCI's runners, OpsConductor's serials, targets
             for headers, expect in (({}, "required"), ({"Authorization": f"Bearer {other}"}, "not valid"),
                                     ({"Authorization": f"Bearer {expired}"}, "expired"),
                                     ({"Authorization": token}, "Bearer")):
@@ -131,6 +139,9 @@ async def test_auth_on_every_route_and_socket(scripted: ScriptedEngine, tmp_path
                     elif path.startswith("/api/runners"):  # RustCI's error body
                         assert resp.status == 401 and body["error"]["code"] == "AUTHENTICATION_REQUIRED"
                         error = body["error"]["message"]
+                    elif path.startswith(_OPSCONDUCTOR):  # OpsConductor's own error body
+                        assert resp.status == 401 and body["error"] == "unauthorized"
+                        error = body["message"]
                     else:
                         error = check_fail(resp.status, body, 401)
                     assert expect in error, (path, error)

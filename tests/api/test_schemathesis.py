@@ -47,6 +47,11 @@ NOT_CHECKED_FOR_ACCEPTANCE = {
     # executr's bulk submit validates each item on its own (per-item results, 206 for some refused):
     # its document takes any objects, and a body of only refused ones answers 400, as the reference does
     ("POST", "/api/v1/jobs/bulk"),
+    # OpsConductor: `target_ids` must name registered targets (and a job without its own needs some)
+    ("POST", "/api/jobs"),
+    ("POST", "/api/jobs/{job_id}/execute"),
+    # OpsConductor's WebSocket: a plain GET is refused with 400, as documented
+    ("GET", "/ws/executions"),
 }
 
 
