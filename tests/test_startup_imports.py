@@ -172,7 +172,7 @@ def test_a_first_read_command_makes_the_database(tmp_path: Path) -> None:
 def test_the_store_starts_without_the_orm_and_the_whole_package_is_there_when_asked_for() -> None:
     code = (
         "import sys\n"
-        "import storage.connections\n"
+        "import storage.sqlite_store\n"
         "assert 'sqlalchemy.orm' not in sys.modules\n"
         "from storage.async_engine import AsyncEngine\n"
         "import sqlalchemy.ext.asyncio as package\n"
