@@ -170,8 +170,8 @@ class VersionAction(argparse.Action):
 # -- parser ----------------------------------------------------------------------------------------------
 class _Unparsed:
     """Stands for the parser of a subcommand that is not the one on the command line: what is added
-    to it is dropped. Adding the ~90 arguments of every subcommand costs ~8 ms of each start; the one
-    command run needs its own only (`stepflow --help` lists the commands by their `help`)."""
+    to it is dropped. Making the parsers of every subcommand, ~90 arguments, costs ~8 ms of each
+    start; a command line naming one needs that one only (`stepflow --help`, naming none, gets all)."""
 
     def add_argument(self, *args: object, **kwargs: object) -> None:
         pass
@@ -192,8 +192,8 @@ def command_of(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; with `only`, the arguments of that subcommand alone (the others are listed
-    but take none: a command line naming `only` is parsed the same)."""
+    """The whole parser; with `only`, the parser of that subcommand alone (a command line naming
+    `only` is parsed, and its mistakes worded, the same)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", metavar="DIR",
                         help="where the database and artifacts live (default: $STEPFLOW_STORAGE_PATH, "
@@ -209,7 +209,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
         if only is None or only == name:
             return sub.add_parser(name, **kwargs)
-        sub.add_parser(name, help=kwargs.get("help"))
+        # not on this command line: not needed to parse it, nor to word its errors or its help
         return cast(argparse.ArgumentParser, _Unparsed())
 
     def live_opts(p: argparse.ArgumentParser) -> None:
