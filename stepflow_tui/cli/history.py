@@ -25,10 +25,9 @@ from engine.model import (
     Stream,
 )
 from engine.queue_order import is_queued, queue_places, stored_queue_now
-from stepflow_tui.cli import read_views as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, CliError
 from stepflow_tui.cli.json_views import artifact_json, execution_json, step_json
-from stepflow_tui.display import fmt_clock
+from stepflow_tui.formatting import fmt_clock
 
 
 class ReadStore(Protocol):
@@ -78,6 +77,8 @@ def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) ->
     elif not executions:
         print("no executions yet: try  stepflow run sample_workflows/build-and-test.yaml", file=sys.stderr)
     else:
+        from stepflow_tui.cli import read_views as out  # rich: for the table alone, not for --json
+
         out.render_list(out.CliConsole(highlight=False), executions, places)
         if total > len(executions):
             print(f"({len(executions)} of {total}; --limit N shows more)", file=sys.stderr)
@@ -98,6 +99,8 @@ def cmd_show(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) 
             "artifacts": [artifact_json(a) for a in artifacts],
         }, indent=2))
     else:
+        from stepflow_tui.cli import read_views as out
+
         out.render_show(out.CliConsole(highlight=False), execution, steps, artifacts)
     return EXIT_OK
 
