@@ -109,6 +109,14 @@ def _rate_key(request: web.Request, by: str, principal: Principal) -> str:
     return f"{param}:{request.match_info.get(param, request.path)}"
 
 
+def _presented(request: web.Request, surface: Surface) -> str | None:
+    """The bearer token, else (on a surface that takes keys) the `X-API-Key`, as sent."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.headers.get("X-API-Key") if surface.api_key else None
+
+
 def _authenticate(request: web.Request, surface: Surface, doc: RouteDoc | None,
                   query_token_on_upgrade: bool) -> Principal | Denial:
     access = request.app[ACCESS]
@@ -116,6 +124,11 @@ def _authenticate(request: web.Request, surface: Surface, doc: RouteDoc | None,
         return OWNER
     is_upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
     query_token = request.query.get("token") if query_token_on_upgrade and is_upgrade else None
+    if surface.own_credential is not None:
+        presented = _presented(request, surface) or query_token
+        own = surface.own_credential(request, presented) if presented else None
+        if own is not None:
+            return own
     try:
         return access.verifier().check_request(
             request.headers.get("Authorization"), query_token, client=request.remote,

@@ -32,8 +32,9 @@ class Principal:
 
     user: str
     role: str
-    #: "bearer" (a JWT), "api_key", or "none" (the surface asked for no credential: the listener's
-    #: auth is off, and whoever reaches a loopback address is this machine's owner)
+    #: "bearer" (a JWT), "api_key", "runner_token" (a RustCI runner's registration token), or "none"
+    #: (the surface asked for no credential: the listener's auth is off, and whoever reaches a
+    #: loopback address is this machine's owner)
     via: str
     #: the token's jti or the API key's id ("" for none)
     credential_id: str = ""

@@ -27,7 +27,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource
 from pydantic import BaseModel
 
-from api_compat.principal import ROLES
+from api_compat.principal import ROLES, Principal
 from api_compat.rate_limits import RatePolicy
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -91,6 +91,10 @@ class Surface:
     api_key: bool = False
     #: the surface's request limits per category (api_compat/rate_limits.py); None: not limited
     rate_policy: RatePolicy | None = None
+    #: a credential of the surface's own, tried before the listener's tokens and keys: (request, the
+    #: bearer token or key presented) -> who it is, or None (RustCI: a runner's registration token,
+    #: on that runner's own routes)
+    own_credential: Callable[[web.Request, str], Principal | None] | None = None
     #: each route's documentation by (resource, method): what the access middleware reads
     docs: dict[tuple[AbstractResource, str], RouteDoc] = field(default_factory=dict)
 

@@ -7,6 +7,16 @@ its own event loop, so the figures are the server's and not the client's.
 
 Goals (issue 4): median latency at concurrency 1 <= 1 ms for GET /api/health and
 GET /api/executions?limit=10; >= 3,000 requests/s at concurrency 32.
+Goals (issue 16), with 1,000 executions stored (`--executions 1000`): GET /api/executions?limit=10
+<= 0.3 ms median at concurrency 1; POST /api/executions (`true`) >= 1,000 creations/s at concurrency
+32, GET /api/health at the same concurrency beside it. Every execution created must then run to its
+end (the server's admission queue holds most of them a while): the bench waits for them and counts.
+
+Measured (issue 16, load 9-10 on the 2 cores, main's tree run with this script just before):
+  POST: main 289 creations/s, median 78.6 ms, p99 452 ms, 893 us server CPU each (its run included);
+        now  585 creations/s, median 45.3 ms, p99 205 ms, 770 us (3,000 created, all completed)
+  GET /api/executions?limit=10 at concurrency 1: 0.303 ms → 0.287 ms median
+  (GET /api/health at concurrency 32 beside them: 3,393 and 3,273 requests/s)
 """
 
 from __future__ import annotations
@@ -117,7 +127,65 @@ async def throughput(url: str, total: int, concurrency: int, server: psutil.Proc
         return total / elapsed, used / total
 
 
-async def measure(base: str, n: int, total: int, concurrency: int, server: psutil.Process) -> None:
+async def creations(base: str, total: int, concurrency: int, server: psutil.Process) -> list[str]:
+    """POST /api/executions of `true`, `total` of them from `concurrency` clients: prints creations/s,
+    the median and p99 answer and the server's CPU per creation; returns the ids."""
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    ids: list[str] = []
+    times: list[float] = []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        remaining = total
+
+        async def worker() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                started = time.perf_counter()
+                async with session.post(base + "/api/executions", json={"command": "true", "name": "bench"}) as resp:
+                    body = await resp.json()
+                    assert resp.status == 201, (resp.status, body)
+                times.append(time.perf_counter() - started)
+                ids.append(body["data"]["execution_id"])
+
+        cpu = server.cpu_times()
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu_after = server.cpu_times()
+    used = (cpu_after.user - cpu.user) + (cpu_after.system - cpu.system)
+    times.sort()
+    print(f"POST /api/executions (true)    median {statistics.median(times) * 1000:6.3f} ms  "
+          f"p99 {times[int(len(times) * 0.99)] * 1000:6.3f} ms  "
+          f"{total / elapsed:8.0f} creations/s at concurrency {concurrency}  "
+          f"server CPU {used / total * 1e6:5.0f} us/creation (the runs that follow included)")
+    return ids
+
+
+async def all_ran(base: str, ids: list[str], timeout: float = 600.0) -> None:
+    """Wait until every created execution ended; print how many completed."""
+    deadline = time.monotonic() + timeout
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+        pending = set(ids)
+        completed = 0
+        while pending and time.monotonic() < deadline:
+            for execution_id in list(pending):
+                async with session.get(f"{base}/api/executions/{execution_id}") as resp:
+                    status = (await resp.json())["data"]["execution"]["status"]
+                if status in ("completed", "failed", "cancelled"):
+                    pending.discard(execution_id)
+                    completed += status == "completed"
+            if pending:
+                await asyncio.sleep(0.5)
+    print(f"  of {len(ids)} created: {completed} completed, {len(ids) - len(pending) - completed} failed "
+          f"or cancelled, {len(pending)} not ended ({time.perf_counter() - started:.1f} s after the last "
+          f"creation){'' if not pending and completed == len(ids) else '  <-- NOT ALL RAN'}")
+
+
+async def measure(base: str, n: int, total: int, concurrency: int, server: psutil.Process, posts: int) -> None:
+    if posts:
+        ids = await creations(base, posts, concurrency, server)
+        await all_ran(base, ids)
     async with aiohttp.ClientSession() as session:
         for route in ROUTES:
             await latency(session, base + route, 200)  # warm up
@@ -136,6 +204,7 @@ def main() -> None:
     parser.add_argument("--executions", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=3_000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--posts", type=int, default=2_000, help="POST /api/executions of `true` (0: none)")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if serve_if_asked(args.serve, run_server):
@@ -148,7 +217,8 @@ def main() -> None:
         print(f"seeded {args.executions} executions in {time.perf_counter() - started:.1f} s")
         with child_server(__file__, data_dir, Path(tmp) / "port") as (server, port):
             base = f"http://127.0.0.1:{port}"
-            asyncio.run(measure(base, args.requests, args.requests * 3, args.concurrency, psutil.Process(server.pid)))
+            asyncio.run(measure(base, args.requests, args.requests * 3, args.concurrency, psutil.Process(server.pid),
+                                args.posts))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ through `stepflow exec` end to end, beside the same producer into a file, in the
 Prints markers/s, the steps stored (a raw sqlite3 count) and the peak RSS of the stepflow process,
 sampled while it runs (so the growth shows: RSS at each quarter of the run).
 
-    .venv/bin/python bench/markers.py [--pairs 10000 100000] [--live]
+    .venv/bin/python bench/markers.py [--pairs 10000 100000] [--live] [--no-compile]
 
 `--live` runs exec under a pseudo-terminal (its live tree display) instead of plain lines.
 
@@ -16,6 +16,10 @@ Measured here (2 shared cores), peak RSS of stepflow, start-up alone 56-58 MB:
   one event per run of lines, counters once per block, a step added and ended in one batch one insert
   (issue 16, load ~4 on the 2 cores, same run): 100k pairs CPU 20.9 s before, 10.9 s after
   (9.6k → 18.4k markers per CPU-second); wall 24-29 s before, 12.8-22 s after; RSS unchanged
+  issue 16, second round (load 9-10 on the 2 cores, main's tree beside, same session): 100k pairs CPU
+  11.5 s → 8.0 s (17.4k → 25.1k markers per CPU-second); 50k pairs interleaved main/branch, twice:
+  CPU 5.4/5.8 s → 3.9/4.3 s, wall 9.0/15.0 s → 7.1/10.3 s. Wall figures swing 2x from run to run on
+  that machine (the raw sqlite3 baseline: 10.1 s, then 4.6 s). Goal 50,000 markers/s not reached.
 """
 
 from __future__ import annotations
@@ -123,6 +127,60 @@ def run_stepflow(data: Path, command: str, live: bool) -> tuple[float, RssSample
     return wall, sampler, code
 
 
+def raw_sqlite(path: Path, n: int, per_transaction: int = 1_000) -> float:
+    """Seconds for Python's sqlite3 alone to store what the run stores: `n` completed marker steps
+    (the store's own upsert and rows, storage.rows) and their 3 lines each (one row per line), in
+    transactions of `per_transaction` pairs, into a store made by SqliteStore (same schema and
+    pragmas). The rows are made inside the timing, as the store must make them."""
+    import asyncio
+
+    from engine.events import ExecutionCreated
+    from engine.execution.state import _marker_step_id
+    from engine.model import Execution, Step, StepKind, StepStatus, utcnow
+    from storage import SqliteStore
+    from storage.pragmas import PRAGMAS
+    from storage.rows import STEPS
+    from storage.writes import INSERT_LINES, STEP_UPSERT
+
+    execution = Execution(id=_marker_step_id(), name="raw")
+    branch = Step(id=_marker_step_id(), execution_id=execution.id, name="local", kind=StepKind.BRANCH)
+
+    async def make() -> None:
+        store = SqliteStore(path)
+        await store.open()
+        await store.apply([ExecutionCreated(execution, (branch,))])
+        await store.close()
+
+    asyncio.run(make())
+    db = sqlite3.connect(path, isolation_level=None)
+    for name, value in PRAGMAS:
+        db.execute(f"PRAGMA {name}={value}")
+    execution_pk = db.execute("SELECT pk FROM executions").fetchone()[0]
+    started = time.perf_counter()
+    seq = 0
+    for first in range(0, n, per_transaction):
+        now = utcnow()
+        steps = [Step(id=_marker_step_id(), execution_id=execution.id, name=f"s{i}", kind=StepKind.MARKER,
+                      parent_id=branch.id, index=i + 1, status=StepStatus.COMPLETED, created_at=now,
+                      started_at=now, completed_at=now) for i in range(first, min(n, first + per_transaction))]
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany(STEP_UPSERT, [STEPS.values(step) for step in steps])
+        ids = [step.id for step in steps]
+        pks = dict(db.execute(f"SELECT id, pk FROM steps WHERE id IN ({','.join('?' * len(ids))})", ids))  # noqa: S608
+        rows = []
+        ts = now.timestamp()
+        for step in steps:
+            pk = pks[step.id]
+            for text in (f"STEP_START:{step.name}", f"line {step.name[1:]}", f"STEP_COMPLETE:{step.name}"):
+                rows.append((execution_pk, seq, pk, "stdout", ts, text))
+                seq += 1
+        db.executemany(INSERT_LINES, rows)
+        db.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    db.close()
+    return elapsed
+
+
 def mb(value: int) -> str:
     return f"{value / 1e6:.0f} MB"
 
@@ -131,9 +189,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--live", action="store_true", help="exec's live display, under a pseudo-terminal")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave the packages' bytecode as it is (a tree that must not be written: a baseline's)")
     args = parser.parse_args()
-    for package in PACKAGES:
-        compileall.compile_dir(ROOT / package, quiet=1)
+    if not args.no_compile:
+        for package in PACKAGES:
+            compileall.compile_dir(ROOT / package, quiet=1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         cpu_before = children_cpu()
@@ -145,6 +206,10 @@ def main() -> None:
             started = time.perf_counter()
             subprocess.run(f"{command} > {tmp_path / 'out.txt'}", shell=True, check=True)
             file_s = time.perf_counter() - started
+            started = time.perf_counter()
+            subprocess.run(f"{command} | cat > /dev/null", shell=True, check=True)
+            cat_s = time.perf_counter() - started
+            raw_s = raw_sqlite(tmp_path / f"raw-{n}.db", n)
             data = tmp_path / f"data-{n}"
             cpu_before = children_cpu()
             wall, sampler, code = run_stepflow(data, command, args.live)
@@ -158,6 +223,9 @@ def main() -> None:
             markers = 2 * n
             print(f"\n{n:,} pairs ({markers:,} markers, {3 * n:,} lines){' live' if args.live else ''}:")
             print(f"  producer > file      : {file_s:8.2f} s  {markers / file_s:12,.0f} markers/s")
+            print(f"  producer | cat       : {cat_s:8.2f} s  {markers / cat_s:12,.0f} markers/s")
+            print(f"  raw sqlite3 executemany: {raw_s:6.2f} s  {markers / raw_s:12,.0f} markers/s "
+                  f"(the same steps and lines, transactions of 1,000 pairs, one thread)")
             print(f"  stepflow exec        : {wall:8.2f} s  {markers / wall:12,.0f} markers/s "
                   f"({wall / markers * 1e3:.3f} ms a marker, start-up included; exit {code})")
             print(f"  CPU of stepflow      : {cpu:8.2f} s  {markers / cpu:12,.0f} markers/CPU-s "

@@ -4,6 +4,7 @@ through `subscribe()`. It implements `engine.client.EngineClient` in-process."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import logging
 import os
@@ -152,6 +153,7 @@ class Engine(ArtifactCommands):
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
+        await self.jobs.close()
         await self.writer.stop()
         for runner in self._runners.values():
             try:
@@ -457,7 +459,9 @@ class Engine(ArtifactCommands):
         entry = self._runs.get(execution_id)
         if entry is not None:
             return entry[0].execution.snapshot()
-        return await self.store.get_execution(execution_id)
+        stored = await self.store.get_execution(execution_id)
+        # a job just claimed: running although the store may not say so yet
+        return None if stored is None else self.jobs.as_claimed(stored)
 
     async def resolve_execution_id(self, prefix: str) -> str:
         if prefix in self._runs:
@@ -560,7 +564,10 @@ def _default_runner_factory(target: str, config: Any) -> Runner:
     return runner_for(config)
 
 
+@functools.cache
 def _current_user() -> str:
+    """This process's user, looked up once: without USER or LOGNAME in the environment (a service),
+    `getpass.getuser` reads the password database, each time, for each execution submitted."""
     try:
         return getpass.getuser()
     except Exception:

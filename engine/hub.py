@@ -81,6 +81,11 @@ class Subscriber:
 #: the ~300,000 lines/s the store takes, ~70 ms (bench/crash_loss.py). 10,000 cost a third of that
 #: throughput (bench/ingest.py: the writer's batches, half of this, got too small).
 MAX_UNCOMMITTED_LINES = 20_000
+#: events queued for the store writer at most (a Bundle counts its events). A command printing
+#: markers makes ~100,000 events a second: 256 made the writer's transactions a few hundred events
+#: each, and a transaction's own cost (a dozen round trips to SQLite's thread) came to a third of
+#: the work; 4,096 is still ~40 ms of them.
+SINK_EVENTS = 4_096
 
 
 class Sink(asyncio.Queue["Event | Bundle | asyncio.Future[None]"]):
@@ -169,7 +174,7 @@ class Sink(asyncio.Queue["Event | Bundle | asyncio.Future[None]"]):
 
 
 class Hub:
-    def __init__(self, sink_size: int = 256) -> None:
+    def __init__(self, sink_size: int = SINK_EVENTS) -> None:
         self._subscribers: set[Subscriber] = set()
         #: the store writer's queue
         self.sink = Sink(maxsize=sink_size)

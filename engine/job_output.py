@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from engine.model import Stream
-from engine.runners.base import CommandSpec, FetchError, ResourceSample, ResourceUsage
+from engine.runners.base import CommandSpec, FetchError, ResourceSample, ResourceUsage, RunningCommand
 
 #: what is kept of each stream of a job's report, in bytes of UTF-8
 MAX_REPORTED_BYTES = 1024 * 1024
@@ -66,13 +66,14 @@ class ReportedCommand:
 
 
 class ReportedRunner:
-    """The runner of one `ReportedCommand`."""
+    """The runner of one command of a worker's: a `ReportedCommand`, or the output it streams
+    (`engine.job_live.StreamedCommand`)."""
 
-    def __init__(self, command: ReportedCommand, worker: str) -> None:
+    def __init__(self, command: RunningCommand, worker: str) -> None:
         self._command = command
         self._worker = worker
 
-    async def start(self, spec: CommandSpec) -> ReportedCommand:
+    async def start(self, spec: CommandSpec) -> RunningCommand:
         return self._command
 
     async def fetch(self, path: str, cwd: str | None, dest: Path) -> str:

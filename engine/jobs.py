@@ -7,6 +7,11 @@ is the truth of who holds it (its guarded statements: never one job to two worke
 lost its job cannot finish it); the engine moves the execution to match and publishes the events
 the store writer stores. No engine admits a job (engine.admission.is_queued), and no engine's start
 marks a running one lost (its worker holds it: its heartbeats decide, `requeue_stale`).
+
+A claim is answered once the queue item's claim is committed: durable, so a crash after the answer
+leaves the job with the worker it was answered to. The execution's move to running follows through
+the store writer like any event (`as_claimed` shows it meanwhile); if the process stops before that
+event is written, the job's report or its stale check records the claim then (`_take`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from engine.execution.command_pump import CommandPump
 from engine.execution.state import ExecutionState
 from engine.execution.transitions import move_execution
 from engine.hub import Hub
+from engine.job_live import LiveJob, OutputPiece
 from engine.job_output import ReportedCommand, ReportedRunner, truncate_utf8
 from engine.masking import Masker
 from engine.model import (
@@ -100,6 +106,11 @@ class Jobs:
         #: claims waiting for the next batch (one store transaction for all who claim at once)
         self._claimers: list[tuple[str, asyncio.Future[QueueItem | None]]] = []
         self._claiming: asyncio.Task[None] | None = None
+        #: jobs whose worker streams their output as they run (engine.job_live)
+        self._live: dict[str, LiveJob] = {}
+        #: the executions of claimed jobs as their claims left them, until the store shows those
+        #: claims (a claim answers before its event is written: see `claim`, `as_claimed`)
+        self._claimed: dict[str, Execution] = {}
 
     # -- submission ---------------------------------------------------------------------------
     async def submit(self, request: SubmitRequest) -> Execution:
@@ -143,7 +154,8 @@ class Jobs:
     # -- workers ------------------------------------------------------------------------------
     async def claim(self, worker: str, address: str = "") -> Claimed | None:
         """The oldest pending job of the highest priority, now running for `worker`; None when
-        none waits."""
+        none waits. The claim is committed (the store's guarded statement) before this returns; the
+        execution's move to running follows through the store writer, as any event does."""
         while True:
             item = await self._claim_item(worker)
             if item is None:
@@ -155,22 +167,10 @@ class Jobs:
                     await self.store.finish(item.id, worker, QueueStatus.FAILED,
                                             {"error_message": "its execution was deleted"})
                     continue
-                if execution.status is ExecutionStatus.PENDING:
-                    move_execution(execution, ExecutionStatus.RUNNING, at=item.claimed_at)
-                # claimed again before the stale check got to the attempt before: it timed out
-                _end_attempt(execution, "timed out", "no heartbeat from its executor")
-                execution.targets = [worker]
-                execution.labels[EXECUTOR_LABEL] = worker
-                attempts = list(execution.metadata.get(ATTEMPTS_KEY) or [])
-                attempts.append({"executor_id": worker, "executor_ip": address,
-                                 "started_at": (item.claimed_at or utcnow()).isoformat(),
-                                 "ended_at": None, "status": "running"})
-                execution.metadata[ATTEMPTS_KEY] = attempts
-                await self.hub.publish(ExecutionStarted(execution.snapshot()))
-            # stored before the answer (whoever reads the job next sees it running); outside the
-            # lock, so that the claims made at once share the store writer's batch
-            await self.writer.barrier()
-            return Claimed(item, execution.snapshot())
+                _take(execution, item, address)
+                snapshot = self._claimed[item.id] = execution.snapshot()
+                await self.hub.publish(ExecutionStarted(snapshot))
+            return Claimed(item, snapshot)
 
     async def _claim_item(self, worker: str) -> QueueItem | None:
         """The store's claim for `worker`, batched with the claims made meanwhile."""
@@ -211,6 +211,33 @@ class Jobs:
             raise await self._refusal(job_id, worker)
         return item
 
+    async def stream_output(self, job_id: str, worker: str, pieces: Sequence[OutputPiece]) -> None:
+        """Output of a running job from the worker that holds it (stepflow's extension): its lines
+        and steps are published before this returns. NotFound, NotRunning, NotHolder as a heartbeat;
+        OutputGap when a piece starts past what was received."""
+        live = self._live.get(job_id)
+        if live is None or live.worker != worker:
+            item = await self.store.get_queue_item(job_id)
+            if item is None or item.queue != JOB_QUEUE or item.status is not QueueStatus.RUNNING \
+                    or item.worker != worker:
+                raise await self._refusal(job_id, worker)
+            async with self._lock(job_id):
+                live = self._live.get(job_id)
+                if live is None or live.worker != worker or live.attempt != item.attempt:
+                    if live is not None:
+                        await live.abort(f"attempt {live.attempt} ended: the job went to {worker}")
+                    execution = await self._execution(item)
+                    if execution is None or execution.status is not ExecutionStatus.RUNNING:
+                        raise NotRunning(f"job {job_id} is not running")
+                    state, branch = await self._state(execution, await self.store.count_log_lines(job_id))
+                    if branch is None:
+                        raise NotRunning(f"job {job_id} has no branch to log under")
+                    if item.claimed_at is not None and branch.started_at is None:
+                        branch.started_at = item.claimed_at
+                    live = self._live[job_id] = await LiveJob.start(state, branch, worker, item.attempt,
+                                                                    self.artifacts)
+        await live.take(pieces)
+
     async def finish(self, job_id: str, worker: str, status: QueueStatus, report: JobReport) -> QueueItem:
         """End a running job as its worker reports (COMPLETED or FAILED): its output becomes its
         execution's log lines, the markers in it steps."""
@@ -223,6 +250,8 @@ class Jobs:
         async with self._lock(job_id):
             execution = await self._execution(item)
             if execution is not None and not execution.status.is_terminal:
+                if execution.status is ExecutionStatus.PENDING:
+                    _take(execution, item)  # its claim's event was lost (the server stopped after the answer)
                 try:
                     await self._replay(execution, item, stdout, stderr, report, status)
                 except Exception:
@@ -252,17 +281,22 @@ class Jobs:
     async def requeue_stale(self, timeout: float) -> list[QueueItem]:
         """Running jobs with no heartbeat for `timeout` seconds: back to pending for another
         attempt, or failed past their last one."""
-        items = await self.store.requeue_stale(utcnow() - timedelta(seconds=timeout))
+        items = await self.store.requeue_stale(JOB_QUEUE, utcnow() - timedelta(seconds=timeout))
         for item in items:
-            if item.queue != JOB_QUEUE:
-                continue
             async with self._lock(item.id):
                 execution = await self._execution(item)
                 now = await self.store.get_queue_item(item.id)
-                if (execution is None or execution.status is not ExecutionStatus.RUNNING or now is None
-                        or now.attempt != item.attempt or now.status is not item.status):
+                if execution is None or now is None or now.attempt != item.attempt or now.status is not item.status:
                     continue  # claimed again meanwhile: the claim ended the attempt
+                if execution.status is ExecutionStatus.PENDING and not _shows_claim(execution, item):
+                    _take(execution, item)  # its claim's event was lost (the server stopped after the answer)
+                if execution.status is not ExecutionStatus.RUNNING:
+                    continue
                 message = f"no heartbeat from {item.worker} for {timeout:g}s"
+                live = self._live.pop(item.id, None)
+                if live is not None:
+                    await live.abort(f"attempt {live.attempt} ended: {message}")
+                    execution = await self._execution(item) or execution
                 _end_attempt(execution, "timed out", message)
                 if item.status is QueueStatus.PENDING:
                     move_execution(execution, ExecutionStatus.PENDING)
@@ -279,12 +313,32 @@ class Jobs:
             self._wake()
         return items
 
+    async def close(self) -> None:
+        """The engine stops: the pumps of streamed output stop where they are (the jobs stay
+        running on their workers; the next server takes their output on)."""
+        lives, self._live = list(self._live.values()), {}
+        for live in lives:
+            live.pump.cancel()
+        await asyncio.gather(*(live.pump for live in lives), return_exceptions=True)
+
     # -- reads --------------------------------------------------------------------------------
     async def get(self, job_id: str) -> tuple[QueueItem, Execution | None] | None:
         item = await self.store.get_queue_item(job_id)
         if item is None or item.queue != JOB_QUEUE:
             return None
-        return item, await self.store.get_execution(item.execution_id or job_id)
+        execution = await self.store.get_execution(item.execution_id or job_id)
+        return item, None if execution is None else self.as_claimed(execution)
+
+    def as_claimed(self, stored: Execution) -> Execution:
+        """The execution as read from the store, or, while the store does not show the job's last
+        claim yet (its event on the way), as that claim left it."""
+        claimed = self._claimed.get(stored.id)
+        if claimed is None:
+            return stored
+        if len(attempts_of(stored)) >= len(attempts_of(claimed)):
+            del self._claimed[stored.id]  # stored: the store's row is the truth again
+            return stored
+        return claimed.snapshot()
 
     async def list_jobs(self, *, status: QueueStatus | None = None, job_type: str | None = None,
                    priority: int | None = None, worker: str | None = None, limit: int = 100,
@@ -296,6 +350,10 @@ class Jobs:
 
     async def counts(self) -> list[QueueCount]:
         return [c for c in await self.store.queue_counts() if c.queue == JOB_QUEUE]
+
+    async def executors(self) -> dict[str, int]:
+        """How many jobs each executor runs now (one count, where `running` reads every job)."""
+        return await self.store.queue_workers(JOB_QUEUE, QueueStatus.RUNNING)
 
     async def running(self) -> list[QueueItem]:
         """Every running job (newest first)."""
@@ -334,6 +392,7 @@ class Jobs:
         """The job's execution as stored once everything published so far is (a claim does not
         wait for its event to be written)."""
         await self.writer.barrier()
+        self._claimed.pop(item.id, None)  # stored now
         return await self.store.get_execution(item.execution_id or item.id)
 
     async def _state(self, execution: Execution, first_seq: int = 0) -> tuple[ExecutionState, Step | None]:
@@ -354,9 +413,24 @@ class Jobs:
         ok = status is QueueStatus.COMPLETED
         worker = item.worker or ""
         error = None if ok else (report.error_message or f"the job failed on {worker}")
+        exit_code = report.exit_code if report.exit_code is not None else (0 if ok else 1)
+        live = self._live.pop(execution.id, None)
+        if live is not None and live.worker == worker and live.attempt == item.attempt:
+            # its output came as it ran: what of the report it did not bring ends it
+            await live.end(stdout, stderr, exit_code)
+            state = live.state
+            _end_attempt(state.execution, status.value, error)
+            await state.finish_step(live.branch, StepStatus.COMPLETED if ok else StepStatus.FAILED,
+                                    exit_code=exit_code, error=error)
+            await state.finish(ExecutionStatus.COMPLETED if ok else ExecutionStatus.FAILED, exit_code=exit_code,
+                               error=error)
+            await self.writer.barrier()
+            return
+        if live is not None:
+            await live.abort(f"attempt {live.attempt} ended")
+            execution = await self._execution(item) or execution
         _end_attempt(execution, status.value, error)
         state, branch = await self._state(execution, await self.store.count_log_lines(execution.id))
-        exit_code = report.exit_code if report.exit_code is not None else (0 if ok else 1)
         if branch is not None:
             branch.target = branch.name = worker or BRANCH_NAME
             await state.start_step(branch)
@@ -370,6 +444,28 @@ class Jobs:
         await state.finish(ExecutionStatus.COMPLETED if ok else ExecutionStatus.FAILED, exit_code=exit_code,
                            error=error)
         await self.writer.barrier()
+
+
+def _take(execution: Execution, item: QueueItem, address: str = "") -> None:
+    """The execution as its queue item's claim leaves it: running on the item's worker, a new
+    attempt (the one before, if still open, timed out: claimed again before the stale check got to it)."""
+    worker = item.worker or ""
+    if execution.status is ExecutionStatus.PENDING:
+        move_execution(execution, ExecutionStatus.RUNNING, at=item.claimed_at)
+    _end_attempt(execution, "timed out", "no heartbeat from its executor")
+    execution.targets = [worker]
+    execution.labels[EXECUTOR_LABEL] = worker
+    attempts = list(execution.metadata.get(ATTEMPTS_KEY) or [])
+    attempts.append({"executor_id": worker, "executor_ip": address,
+                     "started_at": (item.claimed_at or utcnow()).isoformat(),
+                     "ended_at": None, "status": "running"})
+    execution.metadata[ATTEMPTS_KEY] = attempts
+
+
+def _shows_claim(execution: Execution, item: QueueItem) -> bool:
+    """Whether the stored execution has the item's last claim (the claim's event was lost if the
+    process that answered the claim stopped before the store writer wrote it)."""
+    return len(attempts_of(execution)) >= item.attempt
 
 
 def _end_attempt(execution: Execution, status: str, error: str | None) -> None:

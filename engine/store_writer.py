@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 #: a batch's lines at most: half of what may be uncommitted (engine.hub.MAX_UNCOMMITTED_LINES), so
 #: the commands' output goes on queueing while a batch is written
 MAX_BATCH_LINES = 10_000
-MAX_BATCH_EVENTS = 2_000
+MAX_BATCH_EVENTS = 4_000
 #: how long a small batch may wait for more events before it is written
 #: (DESIGN.md: one transaction per ~100 ms or ~1,000 lines). A transaction costs a dozen round trips
 #: to SQLite's thread: in bench/dispatch.py, 50 ms took ~0.2 ms more engine CPU per step than 250 ms.

@@ -47,6 +47,8 @@ MAX_SPAN_LINES = 10_000
 def to_iso(value: datetime) -> str:
     """How a datetime is stored: ISO 8601 UTC text of one fixed width (text order is time order); a
     naive datetime is taken to be UTC."""
+    if value.tzinfo is UTC:  # the usual case (engine.model.utcnow), a third of the cost
+        return value.isoformat(timespec="microseconds")
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC).isoformat(timespec="microseconds")

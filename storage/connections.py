@@ -4,7 +4,9 @@ and the reads every part of the store (storage.sqlite_store, storage.queue, stor
 Connections come from SQLAlchemy's pool for aiosqlite files (AsyncAdaptedQueuePool), each with its
 own thread; in WAL mode a read on one connection goes on while another writes. Every connection
 gets the pragmas of `storage.pragmas`. Writes in this process take turns on an asyncio lock (cheaper
-than SQLite's busy-wait), and begin with BEGIN IMMEDIATE against writers in other processes.
+than SQLite's busy-wait), and begin with BEGIN IMMEDIATE against writers in other processes. Writes
+of a row or a few by an index (the work queue's) run inline on a connection of their own
+(storage.inline_writes), taking the same turns.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ import asyncio
 import errno
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -24,10 +27,14 @@ from engine.errors import StoreFull
 from storage import pragmas
 from storage.async_engine import AsyncConnection, AsyncEngine, create_async_engine
 from storage.driver import driver_connection
+from storage.inline_writes import InlineWriter
 from storage.reads import Reader
 from storage.schema import bring_to_head
+from storage.write_connection import WriteConnection
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: tries at opening the file while another process makes it (see `open`): ~1 s in all
 _OPEN_ATTEMPTS = 10
@@ -41,6 +48,10 @@ class Connections:
         self._write_lock = asyncio.Lock()
         self._json_lines = True
         self._reader = Reader(self.path)
+        #: where the events' batches are written (`_write_batch`)
+        self._batch_writer = WriteConnection(self.path)
+        #: where the queue's one-item writes are made (`_write_inline`)
+        self._inline = InlineWriter(self.path)
 
     async def open(self) -> None:
         """Create the file if needed, apply the migrations; every connection gets the pragmas."""
@@ -78,6 +89,8 @@ class Connections:
             if engine is None:
                 return
             await self._reader.close()
+            await self._batch_writer.close()
+            self._inline.close()
             try:
                 # SQLite's advice for long-lived connections: on closing, let it refresh the planner's
                 # statistics it found missing (sampled, see analysis_limit in storage.pragmas)
@@ -106,6 +119,30 @@ class Connections:
             async with self._write_lock, self._writer.begin() as conn:
                 yield conn
         except (DBAPIError, sqlite3.Error, OSError) as exc:
+            if _is_disk_full(exc):
+                raise StoreFull(f"no space left for the store at {self.path}") from exc
+            raise
+
+    async def _write_batch(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(connection)` in one write transaction on plain sqlite3, as one call to the write
+        connection's thread (storage.write_connection), this process's writes taking turns."""
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        return await self._turn(lambda: self._batch_writer.transaction(fn))
+
+    async def _write_inline(self, fn: Callable[..., T], *args: Any) -> T:
+        """`fn(connection, *args)` in one write transaction of a few rows by an index, on this
+        thread (storage.inline_writes), this process's writes taking turns."""
+        if self._writer is None:
+            raise RuntimeError("the store is not open")
+        return await self._turn(lambda: self._inline.run(fn, *args))
+
+    async def _turn(self, write: Callable[[], Awaitable[T]]) -> T:
+        """`write()` in this process's turn on the write lock; a full disk as StoreFull."""
+        try:
+            async with self._write_lock:
+                return await write()
+        except (sqlite3.Error, OSError) as exc:
             if _is_disk_full(exc):
                 raise StoreFull(f"no space left for the store at {self.path}") from exc
             raise

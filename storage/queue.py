@@ -6,6 +6,10 @@ priority DESC, pk LIMIT 1) AND status = 'pending'`. SQLite has no SKIP LOCKED an
 write lock, taken at BEGIN IMMEDIATE, makes the select and the update one step no other writer (in
 this process or another) can come between, so no item is handed out twice.
 
+The statements of one item (and the claims of many at once: those of the claimers who asked
+together, in one transaction) run inline on the event loop's thread (storage.inline_writes), each
+committed before its caller is answered; the stale items' requeue, of any number, on a thread.
+
 Every statement's guard names the (from, to) statuses it moves an item between; `_guard` checks them
 against engine.store.queue.QUEUE_TRANSITIONS when this module loads.
 """
@@ -78,7 +82,7 @@ _REQUEUE_STALE = (
     f"status = CASE WHEN attempt < max_attempts THEN '{Q.PENDING}' ELSE '{Q.FAILED}' END, "
     "finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE ? END, "
     "result = CASE WHEN attempt < max_attempts THEN result ELSE ? END "
-    f"WHERE {_STALE} AND heartbeat_at < ? "
+    f"WHERE {_STALE} AND queue = ? AND heartbeat_at < ? "
     f"{_RETURNING}"
 )
 
@@ -114,14 +118,7 @@ class SqliteQueue(Connections):
         if not names or not workers:
             return found
         sql = _CLAIM.format(queues=", ".join("?" * len(names)))
-        now = to_iso(utcnow())
-        async with self._write() as conn:
-            for i, worker in enumerate(workers):
-                row = (await conn.exec_driver_sql(sql, (worker, now, now, *names))).first()
-                if row is None:
-                    break  # the queues are empty: so they are for the next ones
-                found[i] = QUEUE_ITEMS.from_values(row)
-        return found
+        return await self._write_inline(_claim, sql, names, workers, to_iso(utcnow()))
 
     async def heartbeat(self, item_id: str, worker: str, *, execution_id: str | None = None) -> QueueItem | None:
         return await self._one(_HEARTBEAT, (to_iso(utcnow()), execution_id, item_id, worker))
@@ -136,9 +133,10 @@ class SqliteQueue(Connections):
     async def cancel_queued(self, item_id: str) -> QueueItem | None:
         return await self._one(_CANCEL, (to_iso(utcnow()), item_id))
 
-    async def requeue_stale(self, older_than: datetime) -> list[QueueItem]:
+    async def requeue_stale(self, queue: str, older_than: datetime) -> list[QueueItem]:
         async with self._write() as conn:
-            result = await conn.exec_driver_sql(_REQUEUE_STALE, (to_iso(utcnow()), _STALE_RESULT, to_iso(older_than)))
+            result = await conn.exec_driver_sql(
+                _REQUEUE_STALE, (to_iso(utcnow()), _STALE_RESULT, queue, to_iso(older_than)))
             rows = result.all()
         return [QUEUE_ITEMS.from_values(r) for r in rows]
 
@@ -151,10 +149,28 @@ class SqliteQueue(Connections):
     async def queue_counts(self) -> list[QueueCount]:
         return await self._reader.run(_counts)
 
+    async def queue_workers(self, queue: str, status: QueueStatus) -> dict[str, int]:
+        return await self._reader.run(_workers, queue, QueueStatus(status).value)
+
     async def _one(self, sql: str, params: Sequence[Any]) -> QueueItem | None:
-        async with self._write() as conn:
-            row = (await conn.exec_driver_sql(sql, tuple(params))).first()
-        return None if row is None else QUEUE_ITEMS.from_values(row)
+        return await self._write_inline(_one, sql, tuple(params))
+
+
+# -- writes of an item or a few, inline (storage.inline_writes) ------------------------------------------
+def _one(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> QueueItem | None:
+    row = conn.execute(sql, params).fetchone()
+    return None if row is None else QUEUE_ITEMS.from_values(row)
+
+
+def _claim(conn: sqlite3.Connection, sql: str, queues: list[str], workers: Sequence[str],
+           now: str) -> list[QueueItem | None]:
+    found: list[QueueItem | None] = [None] * len(workers)
+    for i, worker in enumerate(workers):
+        row = conn.execute(sql, (worker, now, now, *queues)).fetchone()
+        if row is None:
+            break  # the queues are empty: so they are for the next ones
+        found[i] = QUEUE_ITEMS.from_values(row)
+    return found
 
 
 # -- reads, on a reader connection (storage.reads) ------------------------------------------------------
@@ -195,3 +211,9 @@ def _counts(conn: sqlite3.Connection) -> list[QueueCount]:
         "ORDER BY queue, status, priority DESC"
     ).fetchall()
     return [QueueCount(queue, QueueStatus(status), priority, n) for queue, status, priority, n in rows]
+
+
+def _workers(conn: sqlite3.Connection, queue: str, status: str) -> dict[str, int]:
+    rows = conn.execute("SELECT worker, count(*) FROM queue_items WHERE queue = ? AND status = ? "
+                        "AND worker IS NOT NULL GROUP BY worker", (queue, status)).fetchall()
+    return dict(rows)

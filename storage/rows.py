@@ -54,7 +54,12 @@ def _json(text: str | None) -> Any:
 
 
 def json_text(value: Any) -> str | None:
-    return None if value is None else _dumps(replace_in(value))
+    if not value:  # most rows hold empty environments, tags and metadata
+        return None if value is None else _EMPTY_JSON.get(type(value)) or _dumps(value)
+    return _dumps(replace_in(value))
+
+
+_EMPTY_JSON: dict[type, str] = {dict: "{}", list: "[]"}
 
 
 def _when(text: str | None) -> datetime | None:

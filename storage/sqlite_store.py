@@ -1,5 +1,6 @@
 """The SQLite store: the engine's `Store`, over SQLAlchemy's async engine and aiosqlite (see
-storage.connections), and its executions' part: the events' writes, the reads, the database itself.
+storage.connections; the events' batches go on a plain sqlite3 connection, storage.write_connection),
+and its executions' part: the events' writes, the reads, the database itself.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ class SqliteStore(SqliteQueue, SqliteRegistry, SqliteOps):
     async def apply(self, events: Sequence[Event]) -> dict[str, str]:
         if not events:
             return {}
-        async with self._write() as conn:
-            writer = BatchWriter(conn, json_lines=self._json_lines)
-            await writer.write(events)
-        return writer.refused
+        batch = BatchWriter(json_lines=self._json_lines)
+        batch.add(events)
+        await self._write_batch(batch.write)
+        return batch.refused
 
     async def fail_execution(self, execution_id: str, error: str) -> bool:
         now = utcnow()

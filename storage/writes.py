@@ -1,8 +1,9 @@
 """The write path: one batch of events becomes the statements of one transaction.
 
-A batch holds thousands of events (log lines, and between them step and counter snapshots). Sent one
-by one, each would cost a round trip to aiosqlite's thread; instead the batch is sorted into a few
-`executemany` calls, one per table, in an order that keeps what matters:
+A batch holds thousands of events (log lines, and between them step and counter snapshots). They are
+sorted into rows on the event loop (`BatchWriter.add`), then written with plain sqlite3 in one call
+to the write connection's thread (`BatchWriter.write`, storage.write_connection): a few `executemany`
+calls, one per table, in an order that keeps what matters:
 
 1. execution snapshots, in the order they came;
 2. step snapshots, in order (a new step's parent comes before it: the engine creates parents first);
@@ -39,10 +40,9 @@ from itertools import chain, count, groupby, repeat
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, bindparam, delete, select, text
+from sqlalchemy import Table, text
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.expression import Executable
 
 from engine.events import (
@@ -63,9 +63,7 @@ from engine.events import (
 from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
-from storage.async_engine import AsyncConnection
-from storage.driver import driver_connection
-from storage.rows import STEPS, artifact_row, execution_row
+from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
 from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
 
 log = logging.getLogger(__name__)
@@ -106,13 +104,11 @@ def _upsert(table: Table, guard: str | None) -> Executable:
     )
 
 
-#: what each kind of pending row is written with
+#: the upserts, as SQLAlchemy writes them (made into plain SQL below)
 STATEMENTS: dict[str, Executable] = {
     "execution": _upsert(executions, guard_sql("executions", EXECUTION_TRANSITIONS)),
     "step": _upsert(steps, guard_sql("steps", STEP_TRANSITIONS)),
     "artifact": _upsert(artifacts, None),
-    "artifact deletion": delete(artifacts).where(artifacts.c.id == bindparam("id")),
-    "execution deletion": delete(executions).where(executions.c.id == bindparam("id")),
 }
 
 
@@ -124,9 +120,21 @@ def _positional(stmt: Any, columns: Sequence[str]) -> str:
     return str(compiled)
 
 
-#: the step upsert under SQLAlchemy, with rows of storage.rows.STEPS.values: a command printing
-#: markers makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
+#: the step upsert as plain SQL, for rows of storage.rows.STEPS.values: a command printing markers
+#: makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
 STEP_UPSERT = _positional(STATEMENTS["step"], STEPS.columns)
+#: the same for the executions (rows of storage.rows.EXECUTIONS.values): an API creating a thousand
+#: executions a second writes several snapshots of each
+EXECUTION_UPSERT = _positional(STATEMENTS["execution"], EXECUTIONS.columns)
+#: the other statements a batch may hold, for rows of one value (the id) or of ARTIFACTS.values
+RAW_STATEMENTS: dict[str, str] = {
+    "artifact": _positional(STATEMENTS["artifact"], ARTIFACTS.columns),
+    "artifact deletion": "DELETE FROM artifacts WHERE id = ?",
+    "execution deletion": "DELETE FROM executions WHERE id = ?",
+}
+#: where a row of each kind holds its execution's id (named when the row is refused)
+_EXECUTION_ID_AT = {"execution": 0, "step": STEPS.columns.index("execution_id"),
+                    "artifact": ARTIFACTS.columns.index("execution_id")}
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
 #: ids per `IN (...)`, well under SQLite's limit on bound parameters
@@ -167,30 +175,45 @@ class _Snapshots(Generic[R]):
 
 
 class BatchWriter:
-    """Sorts a batch of events into the statements of the caller's transaction on `conn`."""
+    """Sorts a batch of events into rows (`add`, on the event loop), then writes them with plain
+    sqlite3 (`write`, on the write connection's thread, in the caller's transaction)."""
 
-    def __init__(self, conn: AsyncConnection, *, json_lines: bool = True) -> None:
-        self._conn = conn
+    def __init__(self, *, json_lines: bool = True) -> None:
         #: SQLite has json_each (3.38+, or built with JSON1): lines go as one row per event
         self._json = json_lines
-        self._executions = _Snapshots(execution_row)
+        self._executions = _Snapshots(EXECUTIONS.values)
         self._steps = _Snapshots(STEPS.values)
-        self._artifacts: list[tuple[str, dict[str, Any]]] = []
+        self._artifacts: list[tuple[str, tuple[Any, ...]]] = []
         self._lines: list[LinesLogged] = []
-        self._deleted: list[dict[str, Any]] = []
+        self._deleted: list[tuple[str]] = []
+        self._execution_rows: list[tuple[Any, ...]] = []
+        self._step_rows: list[tuple[Any, ...]] = []
         self.lines_written = 0
         #: executions some of whose rows the database refused, and its words for the first refusal
         self.refused: dict[str, str] = {}
 
-    async def write(self, events: Iterable[Event]) -> None:
+    def add(self, events: Iterable[Event]) -> None:
+        """Sort the events into rows: on the event loop, whose thread made the events."""
         for event in events:
             self._add(event)
-        await self._execute("execution", self._executions.rows)
-        await self._execute_steps(self._steps.rows)
+        self._execution_rows = self._executions.rows
+        self._step_rows = self._steps.rows
+
+    def write(self, db: sqlite3.Connection) -> None:
+        """The rows' statements, in the order of the module's docstring. One call on the write
+        connection's thread: a batch of a command printing markers holds hundreds of steps and
+        line events, and a round trip between the threads for each statement (or a turn of a busy
+        event loop for each) cost more than the rows."""
+        if self._execution_rows:
+            _upsert_rows(db, "execution", EXECUTION_UPSERT, self._execution_rows, self.refused)
+        if self._step_rows:
+            _upsert_rows(db, "step", STEP_UPSERT, self._step_rows, self.refused)
         for kind, group in groupby(self._artifacts, key=itemgetter(0)):
-            await self._execute(kind, [row for _kind, row in group])
-        await self._insert_lines(self._lines)
-        await self._execute("execution deletion", self._deleted)
+            _upsert_rows(db, kind, RAW_STATEMENTS[kind], [row for _kind, row in group], self.refused)
+        if self._lines:
+            self.lines_written += _insert_lines(db, self._lines, self._json, self.refused)
+        if self._deleted:
+            _upsert_rows(db, "execution deletion", RAW_STATEMENTS["execution deletion"], self._deleted, self.refused)
 
     def _add(self, event: Event) -> None:
         match event:
@@ -207,128 +230,91 @@ class BatchWriter:
             case StepStarted(step=s) | StepUpdated(step=s) | StepFinished(step=s):
                 self._steps.add(s)
             case ArtifactAdded(artifact=artifact):
-                self._artifacts.append(("artifact", artifact_row(artifact)))
+                self._artifacts.append(("artifact", ARTIFACTS.values(artifact)))
             case ArtifactDeleted(artifact_id=artifact_id):
-                self._artifacts.append(("artifact deletion", {"id": artifact_id}))
+                self._artifacts.append(("artifact deletion", (artifact_id,)))
             case ExecutionDeleted(id=execution_id):
-                self._deleted.append({"id": execution_id})
+                self._deleted.append((execution_id,))
             case _:
                 pass  # Notice, LinesDropped: for people watching, not kept
 
-    async def _execute(self, kind: str, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        stmt = STATEMENTS[kind]
-        try:
-            changed = (await self._conn.execute(stmt, rows)).rowcount
-        except IntegrityError:
-            changed = await self._one_by_one(kind, rows)
-        if kind in _GUARDED and changed < len(rows):
-            log.debug("%d %s snapshot(s) not applied: the stored status had moved past them",
-                      len(rows) - changed, kind)
 
-    async def _execute_steps(self, rows: list[tuple[Any, ...]]) -> None:
-        """As `_execute` for the steps, through the driver (see STEP_UPSERT)."""
-        if not rows:
-            return
-        db = await driver_connection(self._conn)
-        try:
-            cursor = await db.executemany(STEP_UPSERT, rows)
-            changed = cursor.rowcount
-            await cursor.close()
-        except sqlite3.IntegrityError:
-            # as `_one_by_one`: the rows before the refused one are in, and go again harmlessly
-            changed = 0
-            for row in rows:
-                try:
-                    cursor = await db.execute(STEP_UPSERT, row)
-                except sqlite3.IntegrityError as exc:
-                    log.debug("skipped writing the step of %s: %s", row[0], exc)
-                    self.refused.setdefault(row[1], str(exc))
-                    continue
-                changed += cursor.rowcount
-                await cursor.close()
-        if changed < len(rows):
-            log.debug("%d step snapshot(s) not applied: the stored status had moved past them", len(rows) - changed)
-
-    async def _one_by_one(self, kind: str, rows: list[dict[str, Any]]) -> int:
-        # Some row was refused. SQLite undid only that statement, the transaction goes on; the rows
-        # before it were written, and writing them again in order leaves the same result (a guarded
-        # snapshot of a row that moved on is refused again, a deleted row is already gone).
+def _upsert_rows(db: sqlite3.Connection, kind: str, sql: str, rows: list[tuple[Any, ...]],
+                 refused: dict[str, str]) -> None:
+    """`sql` for each row. A row the database refuses is skipped and its execution named in
+    `refused`: SQLite undid only the statement that failed, the transaction goes on; the rows
+    before it were written, and writing them again in order leaves the same result (a guarded
+    snapshot of a row that moved on is refused again, a deleted row is already gone)."""
+    try:
+        changed = db.executemany(sql, rows).rowcount
+    except sqlite3.IntegrityError:
         changed = 0
         for row in rows:
             try:
-                changed += (await self._conn.execute(STATEMENTS[kind], row)).rowcount
-            except IntegrityError as exc:
-                log.debug("skipped writing the %s of %s: %s", kind, row["id"], exc.orig)
+                changed += db.execute(sql, row).rowcount
+            except sqlite3.IntegrityError as exc:
+                log.debug("skipped writing the %s of %s: %s", kind, row[0], exc)
                 if kind != "execution deletion":
-                    self.refused.setdefault(row["id"] if kind == "execution" else row["execution_id"],
-                                            str(exc.orig))
-        return changed
+                    refused.setdefault(row[_EXECUTION_ID_AT[kind]], str(exc))
+    if kind in _GUARDED and changed < len(rows):
+        log.debug("%d %s snapshot(s) not applied: the stored status had moved past them", len(rows) - changed, kind)
 
-    async def _insert_lines(self, events: list[LinesLogged]) -> None:
-        if not events:
-            return
-        execution_pks = await self._keys(executions, {e.exec_id for e in events})
-        step_pks = await self._keys(steps, {e.step_id for e in events if e.step_id is not None})
-        known = [_LineBlock(e, execution_pks, step_pks) for e in events if e.exec_id in execution_pks]
-        if len(known) < len(events):
-            lost = {e.exec_id for e in events} - execution_pks.keys()
-            log.warning("dropped %d log line(s) of unknown execution(s) %s",
-                        sum(len(e.lines) for e in events if e.exec_id in lost), ", ".join(sorted(lost)))
-            for execution_id in lost:
-                self.refused.setdefault(execution_id, "its execution is not in the store")
-        missing_steps = {e.step_id for e in events if e.step_id is not None} - step_pks.keys()
-        if missing_steps:
-            log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
-        if not known:
-            return
-        db = await driver_connection(self._conn)
-        cursor = await db.executemany(INSERT_SPANS, spans_of(known))
-        await cursor.close()
-        try:
-            inserted = await self._send_lines(known, clean=False)
-        except UnicodeEncodeError:
-            # A line held a lone surrogate (a file name decoded with surrogateescape, say), which
-            # UTF-8 cannot encode. The lines before it are in; OR IGNORE makes sending all again safe.
-            log.warning("log lines with characters UTF-8 cannot encode were stored with U+FFFD in their place")
-            await self._send_lines(known, clean=True)
-            return
-        expected = sum(len(block.lines) for block in known)
-        if inserted < expected:
-            log.warning("%d log line(s) repeated a (execution, seq) already stored and were ignored",
-                        expected - inserted)
 
-    async def _send_lines(self, blocks: list[_LineBlock], *, clean: bool) -> int:
-        """Rows are made in aiosqlite's thread as executemany consumes the generators: no list of
-        rows, and nothing of the per-line work in the event loop's thread."""
-        db = await driver_connection(self._conn)
-        inserted = 0
-        per_line: list[_LineBlock] = []
-        if self._json:
-            docs = (block.json_row(clean, per_line) for block in blocks)
-            cursor = await db.executemany(INSERT_LINES_JSON, (doc for doc in docs if doc is not None))
-            inserted += cursor.rowcount
-            await cursor.close()
-        else:
-            per_line = blocks
-        if per_line:
-            rows = chain.from_iterable(block.rows(clean) for block in per_line)
-            cursor = await db.executemany(INSERT_LINES, rows)
-            inserted += cursor.rowcount
-            await cursor.close()
-        self.lines_written += inserted
-        return inserted
+def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines: bool, refused: dict[str, str]) -> int:
+    """The lines and their spans; returns how many lines were inserted."""
+    execution_pks = _keys(db, "executions", {e.exec_id for e in events})
+    step_pks = _keys(db, "steps", {e.step_id for e in events if e.step_id is not None})
+    known = [_LineBlock(e, execution_pks, step_pks) for e in events if e.exec_id in execution_pks]
+    if len(known) < len(events):
+        lost = {e.exec_id for e in events} - execution_pks.keys()
+        log.warning("dropped %d log line(s) of unknown execution(s) %s",
+                    sum(len(e.lines) for e in events if e.exec_id in lost), ", ".join(sorted(lost)))
+        for execution_id in lost:
+            refused.setdefault(execution_id, "its execution is not in the store")
+    missing_steps = {e.step_id for e in events if e.step_id is not None} - step_pks.keys()
+    if missing_steps:
+        log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
+    if not known:
+        return 0
+    db.executemany(INSERT_SPANS, spans_of(known))
+    try:
+        inserted = _send_lines(db, known, json_lines, clean=False)
+    except UnicodeEncodeError:
+        # A line held a lone surrogate (a file name decoded with surrogateescape, say), which
+        # UTF-8 cannot encode. The lines before it are in; OR IGNORE makes sending all again safe.
+        log.warning("log lines with characters UTF-8 cannot encode were stored with U+FFFD in their place")
+        return _send_lines(db, known, json_lines, clean=True)
+    expected = sum(len(block.lines) for block in known)
+    if inserted < expected:
+        log.warning("%d log line(s) repeated a (execution, seq) already stored and were ignored",
+                    expected - inserted)
+    return inserted
 
-    async def _keys(self, table: Table, ids: set[str]) -> dict[str, int]:
-        """id -> integer key of the rows that exist."""
-        keys: dict[str, int] = {}
-        wanted = sorted(ids)
-        for start in range(0, len(wanted), _IN_CHUNK):
-            chunk = wanted[start:start + _IN_CHUNK]
-            result = await self._conn.execute(select(table.c.id, table.c.pk).where(table.c.id.in_(chunk)))
-            keys.update(result.all())
-        return keys
+
+def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], json_lines: bool, *, clean: bool) -> int:
+    """Rows are made as executemany consumes the generators: no list of rows."""
+    inserted = 0
+    per_line: list[_LineBlock] = []
+    if json_lines:
+        docs = (block.json_row(clean, per_line) for block in blocks)
+        inserted += db.executemany(INSERT_LINES_JSON, (doc for doc in docs if doc is not None)).rowcount
+    else:
+        per_line = blocks
+    if per_line:
+        rows = chain.from_iterable(block.rows(clean) for block in per_line)
+        inserted += db.executemany(INSERT_LINES, rows).rowcount
+    return inserted
+
+
+def _keys(db: sqlite3.Connection, table: str, ids: set[str]) -> dict[str, int]:
+    """id -> integer key of the rows of `table` that exist."""
+    keys: dict[str, int] = {}
+    wanted = sorted(ids)
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start:start + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        keys.update(db.execute(f"SELECT id, pk FROM {table} WHERE id IN ({marks})", chunk).fetchall())  # noqa: S608
+    return keys
 
 
 class _LineBlock:

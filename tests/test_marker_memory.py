@@ -157,3 +157,37 @@ def test_the_tuis_cache_of_live_steps_keeps_the_open_and_latest_finished_ones() 
     assert entry is not None
     assert set(entry.steps) == {"w", "open", *(f"m{i}" for i in range(count - KEEP_FINISHED, count))}
     assert entry.steps[f"m{count - 1}"].status is StepStatus.COMPLETED
+
+
+async def test_watchers_see_each_marker_steps_lines_closing_marker_included_before_its_end(tmp_path: Path) -> None:
+    """What a watcher (the TUI, the WebSocket) is told of each step, in order: the step, then its
+    lines (the STEP_COMPLETE line among them, under that step), then its end. Every step is stored
+    with its lines, under an id that is a UUID (time-ordered: version 7)."""
+    import uuid
+
+    from engine.events import LinesLogged, StepFinished
+
+    n = 300
+    async with engine_at(tmp_path / "data") as engine:
+        events = engine.subscribe(maxsize=1_000_000)
+        execution = await submit_command(engine, pairs(n))
+        done = await finished(engine, execution)
+        assert done.status is ExecutionStatus.COMPLETED
+        seen: dict[str, list[str]] = {}
+        names: dict[str, str] = {}
+        while (event := events.get_nowait()) is not None:
+            if isinstance(event, StepAdded) and event.step.kind is StepKind.MARKER:
+                names[event.step.id] = event.step.name
+                seen[event.step.id] = []
+            elif isinstance(event, LinesLogged) and event.step_id in seen:
+                assert event.step_id is not None
+                seen[event.step_id].extend(event.lines)
+            elif isinstance(event, StepFinished) and event.step.id in seen:
+                name = names[event.step.id]
+                assert seen[event.step.id] == [f"STEP_START:{name}", f"line {name[1:]}", f"STEP_COMPLETE:{name}"]
+        assert len(seen) == n
+        steps = [s for s in await engine.get_steps(execution.id) if s.kind is StepKind.MARKER]
+        assert [s.name for s in steps] == [f"s{i}" for i in range(n)]
+        assert all(uuid.UUID(s.id).version == 7 for s in steps)
+        lines = await engine.get_log_lines(execution.id, step_ids=[steps[-1].id])
+        assert [line.text for line in lines] == [f"STEP_START:s{n - 1}", f"line {n - 1}", f"STEP_COMPLETE:s{n - 1}"]

@@ -288,7 +288,7 @@ async def test_the_work_queue(store: Store) -> None:
     assert done is not None and done.status is QueueStatus.COMPLETED and done.result == {"ok": True}
     again = await store.claim(["q"], "w1")
     assert again is not None and again.id == low.id
-    [back] = await store.requeue_stale(utcnow() + timedelta(seconds=1))
+    [back] = await store.requeue_stale("q", utcnow() + timedelta(seconds=1))
     assert back.status is QueueStatus.PENDING
     cancelled = await store.cancel_queued(low.id)
     assert cancelled is not None and cancelled.status is QueueStatus.CANCELLED

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -54,6 +55,9 @@ async def work(store: SqliteStore, worker: str, queues: list[str]) -> list[str]:
     while (item := await store.claim(queues, worker)) is not None:
         assert item.status is QueueStatus.RUNNING and item.worker == worker
         got.append(item.id)
+        # a worker runs its item before it reports (the store's writes run inline, without a pause
+        # of their own: without this one claimer of the process would drain the queue alone)
+        await asyncio.sleep(0)
         done = await store.finish(item.id, worker, QueueStatus.COMPLETED, {"by": worker})
         assert done is not None and done.status is QueueStatus.COMPLETED
     return got
@@ -141,6 +145,24 @@ def test_sixteen_claimers_in_four_processes_never_share_an_item(tmp_path: Path) 
     assert sum(1 for per_process in results if any(per_process)) > 1
 
 
+async def test_a_claim_waits_for_another_process_writing_without_stalling_the_loop(store: SqliteStore) -> None:
+    item = await store.enqueue("jobs", "x")
+    other = sqlite3.connect(store.path, isolation_level=None)  # another process's writer, as SQLite sees it
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        started = time.monotonic()
+        claim = asyncio.create_task(store.claim(["jobs"], "w"))
+        # the loop goes on meanwhile (a claim waiting inline would hold it for the busy timeout, 5 s)
+        done, _ = await asyncio.wait([claim], timeout=0.3)
+        assert not done and time.monotonic() - started < 2
+        other.execute("COMMIT")
+        async with asyncio.timeout(5):
+            claimed = await claim
+    finally:
+        other.close()
+    assert claimed is not None and claimed.id == item.id and claimed.worker == "w"
+
+
 async def test_the_highest_priority_then_the_oldest_is_claimed_first(store: SqliteStore) -> None:
     low = await store.enqueue("jobs", "low", priority=-1)
     first = await store.enqueue("jobs", "first")
@@ -215,23 +237,45 @@ async def test_a_stale_item_goes_back_until_its_attempts_are_spent_then_fails(st
     first = await store.claim(["jobs"], "w1")
     assert first is not None and first.heartbeat_at is not None
     # a heartbeat after the cutoff: not stale
-    assert await store.requeue_stale(first.heartbeat_at - timedelta(seconds=1)) == []
+    assert await store.requeue_stale("jobs", first.heartbeat_at - timedelta(seconds=1)) == []
 
-    [back] = await store.requeue_stale(utcnow() + timedelta(seconds=1))
+    [back] = await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1))
     assert back.id == item.id and back.status is QueueStatus.PENDING and back.attempt == 1
     assert await store.heartbeat(item.id, "w1") is None  # w1 lost it
     assert await store.finish(item.id, "w1", QueueStatus.COMPLETED) is None
 
     second = await store.claim(["jobs"], "w2")
     assert second is not None and second.id == item.id and second.attempt == 2
-    [failed] = await store.requeue_stale(utcnow() + timedelta(seconds=1))
+    [failed] = await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1))
     assert failed.status is QueueStatus.FAILED and failed.attempt == 2 and failed.finished_at is not None
     assert failed.result == {"error": "no heartbeat from its worker"} and failed.worker == "w2"
     assert await store.claim(["jobs"], "w3") is None
-    assert await store.requeue_stale(utcnow() + timedelta(seconds=1)) == []
+    assert await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1)) == []
+
+
+async def test_requeue_stale_leaves_the_items_of_other_queues_alone(store: SqliteStore) -> None:
+    ours = await store.enqueue("jobs", "ours", max_attempts=2)
+    theirs = await store.enqueue("other", "theirs", max_attempts=2)
+    assert await store.claim(["jobs"], "w1") is not None and await store.claim(["other"], "w2") is not None
+    [back] = await store.requeue_stale("jobs", utcnow() + timedelta(seconds=1))
+    assert back.id == ours.id and back.status is QueueStatus.PENDING
+    untouched = await store.get_queue_item(theirs.id)
+    assert untouched is not None and untouched.status is QueueStatus.RUNNING and untouched.worker == "w2"
+    assert await store.heartbeat(theirs.id, "w2") is not None  # its worker still holds it
 
 
 # -- reads -----------------------------------------------------------------------------------------
+async def test_running_items_per_worker(store: SqliteStore) -> None:
+    await enqueue_many(store, 4)
+    await store.enqueue("other", "x")
+    a1, a2, b1 = [await store.claim(["jobs"], w) for w in ("a", "a", "b")]
+    assert await store.claim(["other"], "c") is not None
+    assert b1 is not None and await store.finish(b1.id, "b", QueueStatus.COMPLETED) is not None
+    assert await store.queue_workers("jobs", QueueStatus.RUNNING) == {"a": 2}
+    assert await store.queue_workers("jobs", QueueStatus.COMPLETED) == {"b": 1}
+    assert await store.queue_workers("other", QueueStatus.RUNNING) == {"c": 1}
+
+
 async def test_list_and_counts(store: SqliteStore) -> None:
     for i in range(5):
         await store.enqueue("build", i, priority=i % 2, labels={"executr.job": f"j{i}"})

@@ -33,11 +33,10 @@ async def stats(request: web.Request) -> web.Response:
         by_status[c.status.value] += c.count
         if c.status is QueueStatus.PENDING:
             by_priority[priority_of(c.priority).value] += c.count
-    running = await jobs.running()
     return web.json_response({
         "jobs_by_status": by_status,
         "pending_by_priority": by_priority,
-        "active_executors": len({i.worker for i in running if i.worker}),
+        "active_executors": len(await jobs.executors()),
         "timestamp": rfc3339(utcnow()),
     })
 
@@ -76,9 +75,8 @@ async def health(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     jobs = _jobs(request)
     registry = request.app[METRICS]
-    running = await jobs.running()
     registry.set_queue(await jobs.counts(), {lvl: p.value for lvl, p in PRIORITY_OF_LEVEL.items()},
-                       len({i.worker for i in running if i.worker}))
+                       len(await jobs.executors()))
     response = web.Response(body=registry.render())
     response.headers["Content-Type"] = CONTENT_TYPE
     return response

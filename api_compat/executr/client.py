@@ -44,6 +44,14 @@ class ExecutrError(Exception):
         super().__init__(f"{method} {path}: {status} {message}{detail}")
 
 
+def lacks_route(exc: ExecutrError) -> bool:
+    """Whether the answer says the server has no such route (404 or 405 not in executr's error body
+    about a job: the reference answers `404 page not found` in plain text)."""
+    if exc.status == 405 or exc.status == 501:
+        return True
+    return exc.status == 404 and "job_id" not in exc.context
+
+
 class ExecutrUnavailable(Exception):
     """The server could not be reached, or did not answer in time."""
 
@@ -179,6 +187,13 @@ class ExecutrClient:
         await self._request("PUT", f"/jobs/{quote(job_id, safe='')}/fail", ok=(204, 200),
                             body={"executor_id": executor_id, "stdout": stdout, "stderr": stderr,
                                   "exit_code": exit_code, "error_message": error_message})
+
+    async def output(self, job_id: str, executor_id: str, chunks: Sequence[Mapping[str, Any]], *,
+                     timeout: float | None = None) -> None:
+        """stepflow's extension: output of a running job, `chunks` of `{"stream", "offset", "text"}`
+        (`POST /api/v1/jobs/{id}/output`). A server without it answers 404 (see `lacks_route`)."""
+        await self._request("POST", f"/jobs/{quote(job_id, safe='')}/output", ok=(204, 200),
+                            body={"executor_id": executor_id, "chunks": list(chunks)}, timeout=timeout)
 
     async def stats(self) -> dict[str, Any]:
         """`GET /api/v1/admin/stats`: jobs by status, pending by priority, active executors."""

@@ -22,6 +22,7 @@ from api_compat.executr.wire import (
     HeartbeatRequest,
     JobStatus,
     JobSubmission,
+    OutputRequest,
     Priority,
     job_json,
     parse_job_id,
@@ -32,8 +33,9 @@ from api_compat.query_params import QueryParams
 from api_compat.request_parsing import read_json_body
 from api_compat.state import CONFIG, ENGINE
 from engine.errors import EngineError
+from engine.job_live import OutputPiece
 from engine.jobs import JobReport, Jobs, job_fields
-from engine.model import ExecutionKind
+from engine.model import ExecutionKind, Stream
 from engine.store import QueueItem, QueueStatus
 from engine.submission import SubmitRequest
 
@@ -103,14 +105,17 @@ async def bulk_submit(request: web.Request) -> web.Response:
         raise ExecutrError(400, "no jobs given")
     if len(body) > MAX_BULK:
         raise ExecutrError(400, f"too many jobs: at most {MAX_BULK} per request", {"given": len(body)})
-    results: list[dict[str, Any]] = []
-    for index, value in enumerate(body):
+
+    async def one(index: int, value: Any) -> dict[str, Any]:
         try:
             created = await _submit_one(request, validate(JobSubmission, value))
         except (ExecutrError, EngineError) as exc:
-            results.append({"index": index, "success": False, "error": exc.message})
-        else:
-            results.append({"index": index, "success": True, "job_id": created["id"]})
+            return {"index": index, "success": False, "error": exc.message}
+        return {"index": index, "success": True, "job_id": created["id"]}
+
+    # side by side: their executions go to the store in one of its writer's transactions (each
+    # waits for its own to be stored before it is queued), queued in the order given
+    results = await asyncio.gather(*(one(index, value) for index, value in enumerate(body)))
     ok = sum(1 for r in results if r["success"])
     answer = {"total": len(results), "successful": ok, "failed": len(results) - ok, "results": results}
     if not ok:
@@ -133,7 +138,20 @@ async def list_jobs(request: web.Request) -> web.Response:
     return _json([job_json(item, full=False) for item in items])
 
 
+#: the fixed paths below /jobs that the route of a job id also matches, and the methods they take
+_FIXED = {"claim": "POST", "bulk": "POST"}
+
+
+def _not_fixed(request: web.Request) -> None:
+    """`GET /jobs/claim`, `DELETE /jobs/bulk`: a method the fixed path does not take (405), not a
+    malformed job id (400) as the route of a job id (`/jobs/{job_id}`) would have it."""
+    allowed = _FIXED.get(request.match_info["job_id"])
+    if allowed is not None:
+        raise web.HTTPMethodNotAllowed(request.method, {allowed})
+
+
 async def get_job(request: web.Request) -> web.Response:
+    _not_fixed(request)
     job_id = _job_id(request)
     found = await _jobs(request).get(job_id)
     if found is None:
@@ -142,6 +160,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def cancel_job(request: web.Request) -> web.Response:
+    _not_fixed(request)
     job_id = _job_id(request)
     await _jobs(request).cancel(job_id)
     request.app[METRICS].cancelled.inc()
@@ -229,6 +248,15 @@ async def heartbeat(request: web.Request) -> web.Response:
     body = await _body(request, HeartbeatRequest)
     await _jobs(request).heartbeat(job_id, body.executor_id)
     request.app[METRICS].heartbeats.labels(body.executor_id).inc()
+    return web.Response(status=204)
+
+
+async def job_output(request: web.Request) -> web.Response:
+    """stepflow's extension: the worker holding a running job sends its output as it comes."""
+    job_id = _job_id(request)
+    body = await _report(request, OutputRequest)
+    pieces = [OutputPiece(Stream(c.stream.value), c.offset, c.text) for c in body.chunks]
+    await _jobs(request).stream_output(job_id, body.executor_id, pieces)
     return web.Response(status=204)
 
 

@@ -28,6 +28,7 @@ from api_compat.executr.wire import (
     Job,
     JobStatus,
     JobSubmission,
+    OutputRequest,
     Priority,
     Submitted,
 )
@@ -102,6 +103,15 @@ def install(app: web.Application, surface: Surface) -> None:
     route(r, surface, "PUT", f"{p}/jobs/{{job_id}}/heartbeat", jobs.heartbeat,
           "Executor: the job still runs (409: another executor holds it)", t_exec, body=HeartbeatRequest,
           status=204, errors=(400, 404, 409), path_params=_JOB_ID)
+    route(r, surface, "POST", f"{p}/jobs/{{job_id}}/output", jobs.job_output,
+          "Executor (stepflow's extension): output of a running job as it is printed", t_exec,
+          description="The worker holding the job sends its output in batches while it runs; the lines show "
+                      "at once and the markers in them become steps. Each chunk gives the byte offset where "
+                      "its text starts in its stream (UTF-8): a chunk sent again is taken once, and the "
+                      "report at complete/fail replays only what was not streamed. 400 when a chunk starts "
+                      "past what was received (one was lost: send from there, or stop streaming). Servers "
+                      "without this route (the reference) answer 404: a worker then sends everything at the end.",
+          body=OutputRequest, status=204, errors=(400, 404, 409), path_params=_JOB_ID)
     route(r, surface, "PUT", f"{p}/jobs/{{job_id}}/complete", jobs.complete_job,
           "Executor: the job completed (output kept up to 1 MiB per stream)", t_exec, body=CompleteRequest,
           status=204, errors=(400, 404, 409), path_params=_JOB_ID)

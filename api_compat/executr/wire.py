@@ -103,6 +103,25 @@ class FailRequest(_Body):
     exit_code: int | None = None
 
 
+class OutputStream(enum.StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+class OutputChunk(_Body):
+    stream: OutputStream
+    offset: Annotated[int, Field(ge=0, le=2**62, description="where `text` starts in its stream: bytes of "
+                                                             "UTF-8 sent on it before")]
+    text: str
+
+
+class OutputRequest(_Body):
+    """stepflow's extension: output of a running job, in the order it was printed."""
+
+    executor_id: Annotated[str, Field(min_length=1, max_length=200)]
+    chunks: Annotated[list[OutputChunk], Field(max_length=10_000)]
+
+
 class BulkCancelRequest(_Body):
     job_ids: Annotated[list[str], Field(min_length=1, max_length=1000)]
 
@@ -179,7 +198,9 @@ class BulkCancelled(BaseModel):
 def rfc3339(at: datetime | None) -> str | None:
     if at is None:
         return None
-    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if at.tzinfo is not UTC:  # the store's times are UTC already: a job's answer has five of them
+        at = at.astimezone(UTC)
+    return f"{at.isoformat()[:-6]}Z"
 
 
 def parse_job_id(raw: str) -> str | None:

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import errno
 import os
 import secrets
-import shutil
 import signal
 import socket
 import sys
@@ -26,11 +25,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-import aiohttp
-
+from api_compat.executr.binary_cache import BinaryCache, JobError
 from api_compat.executr.client import ExecutrClient, ExecutrError, ExecutrUnavailable, Job
+from api_compat.executr.job_dirs import JobDir, sweep
+from api_compat.executr.live_output import LiveOutput, Streaming
 
 #: bytes of stdout and of stderr kept per job (the API's own limit)
 OUTPUT_LIMIT = 1024 * 1024
@@ -50,10 +50,6 @@ class WorkerError(Exception):
     """The worker cannot run at all (a refused token, a server that is not an executr server)."""
 
 
-class JobError(Exception):
-    """This job cannot run here; the message goes to the server as its error_message."""
-
-
 @dataclass(slots=True)
 class WorkerOptions:
     server: str
@@ -69,6 +65,8 @@ class WorkerOptions:
     poll_interval: float = POLL_INTERVAL
     download_timeout: float = DOWNLOAD_TIMEOUT
     quiet: bool = False
+    #: send each job's output to the server as it is printed (where the server takes it)
+    stream: bool = True
 
 
 def default_executor_id() -> str:
@@ -98,116 +96,19 @@ def cut_output(data: bytes, total: int, limit: int = OUTPUT_LIMIT) -> str:
     return head.decode("utf-8", "replace") + note.format(kept=len(head))
 
 
-async def _drain(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, int]:
-    """Read a pipe to its end, keeping the first `limit` bytes; (kept, total written)."""
+async def _drain(stream: asyncio.StreamReader, limit: int,
+                 feed: Callable[[bytes], None] | None = None) -> tuple[bytes, int]:
+    """Read a pipe to its end, keeping the first `limit` bytes (and giving each chunk to `feed`);
+    (kept, total written)."""
     kept = bytearray()
     total = 0
     while chunk := await stream.read(65536):
+        if feed is not None:
+            feed(chunk)
         total += len(chunk)
         if len(kept) < limit:
             kept += chunk[: limit - len(kept)]
     return bytes(kept), total
-
-
-# -- binaries ------------------------------------------------------------------------------------------
-class BinaryCache:
-    """Binaries by sha256 in one folder: written to a temporary name, verified, then renamed, so a
-    file under a hash's name always has that hash. Least recently used ones go past `max_bytes`."""
-
-    def __init__(self, folder: Path, max_bytes: int, download_timeout: float) -> None:
-        self.folder = folder
-        self.max_bytes = max_bytes
-        self.download_timeout = download_timeout
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._http: aiohttp.ClientSession | None = None
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-
-    async def get(self, url: str, sha256: str) -> Path:
-        digest = sha256.strip().lower()
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise JobError(f"binary_sha256 {sha256!r} is not 64 hexadecimal digits")
-        path = self.folder / digest
-        async with self._locks.setdefault(digest, asyncio.Lock()):
-            if _touch(path):
-                return path
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=self.folder, prefix=f".{digest[:12]}-", suffix=".part")
-            tmp = Path(tmp_name)
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    got = await self._fetch(url, out)
-                if got != digest:
-                    raise JobError(f"binary sha256 mismatch for {url}: expected {digest}, downloaded file "
-                                   f"has {got}; nothing was run")
-                os.chmod(tmp, 0o755)
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-        self._evict(keep=path)
-        return path
-
-    async def _fetch(self, url: str, out: object) -> str:
-        """Copy the URL's bytes into `out` (a binary file); their sha256."""
-        digest = hashlib.sha256()
-        write = out.write  # type: ignore[attr-defined]
-        parsed = urlparse(url)
-        if parsed.scheme == "file":
-            source = Path(unquote(parsed.path))
-
-            def copy() -> None:
-                with source.open("rb") as f:
-                    while chunk := f.read(1 << 20):
-                        digest.update(chunk)
-                        write(chunk)
-            try:
-                await asyncio.to_thread(copy)
-            except OSError as exc:
-                raise JobError(f"cannot read binary {url}: {exc.strerror or exc}") from None
-            return digest.hexdigest()
-        if parsed.scheme not in ("http", "https"):
-            raise JobError(f"binary_url {url!r}: only http, https and file URLs are fetched")
-        if self._http is None:
-            self._http = aiohttp.ClientSession()
-        try:
-            async with asyncio.timeout(self.download_timeout):
-                async with self._http.get(url) as resp:
-                    if resp.status != 200:
-                        raise JobError(f"downloading binary {url}: HTTP {resp.status} {resp.reason or ''}".rstrip())
-                    async for chunk in resp.content.iter_chunked(1 << 16):
-                        digest.update(chunk)
-                        write(chunk)
-        except TimeoutError:
-            raise JobError(f"downloading binary {url}: not done within {self.download_timeout:g} s") from None
-        except aiohttp.ClientError as exc:
-            raise JobError(f"downloading binary {url}: {exc or type(exc).__name__}") from None
-        return digest.hexdigest()
-
-    def _evict(self, keep: Path) -> None:
-        try:
-            files = [(p.stat(), p) for p in self.folder.iterdir() if p.is_file() and not p.name.startswith(".")]
-        except OSError:
-            return
-        total = sum(st.st_size for st, _ in files)
-        for st, p in sorted(files, key=lambda item: item[0].st_mtime):
-            if total <= self.max_bytes:
-                break
-            if p != keep:
-                with contextlib.suppress(OSError):
-                    p.unlink()
-                    total -= st.st_size
-
-
-def _touch(path: Path) -> bool:
-    """Whether the cached file is there (marked as just used)."""
-    try:
-        os.utime(path)
-    except OSError:
-        return False
-    return True
 
 
 # -- the worker ------------------------------------------------------------------------------------------
@@ -243,6 +144,8 @@ class Worker:
         self.jobs_done = 0
         self._say = say or (lambda line: print(line, file=sys.stderr, flush=True))
         self._ip = ""
+        #: off once the server shows it takes no live output (the reference executr)
+        self.streaming = Streaming(options.stream)
 
     def say(self, message: str) -> None:
         if not self.options.quiet:
@@ -261,6 +164,8 @@ class Worker:
         """Run until stopped; 0, or 1 when the server refused the worker."""
         self._ip = _local_address(self.client.base_url)
         self.options.work_dir.mkdir(parents=True, exist_ok=True)
+        for left in sweep(self.options.work_dir):
+            self.say(f"removed {left}, left by a worker that died")
         self.say(f"serving {self.client.base_url} with {self.options.concurrency} slot(s)")
         slots = [asyncio.create_task(self._slot(n)) for n in range(self.options.concurrency)]
         grace_timer = asyncio.create_task(self._grace_timer())
@@ -370,23 +275,27 @@ class Worker:
                 self.say(f"job {job_id}: heartbeat failed: {exc}")
 
     async def _run(self, job: Job, lost: asyncio.Event) -> Outcome:
+        job_id = str(job.get("id", ""))
+        url = str(job.get("binary_url", ""))
+        job_dir = JobDir(self.options.work_dir, job_id)
         try:
-            binary = await self.cache.get(str(job.get("binary_url", "")), str(job.get("binary_sha256", "")))
-        except JobError as exc:
-            return Outcome(-1, str(exc))
-        arguments = [str(a) for a in job.get("arguments") or []]
-        env = {str(k): str(v) for k, v in (job.get("env_variables") or {}).items()}
-        env.setdefault("PATH", DEFAULT_PATH)
-        job_dir = Path(tempfile.mkdtemp(prefix=f"{job.get('id', 'job')}-", dir=self.options.work_dir))
-        try:
+            binary = job_dir.binary(_binary_name(url))
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    str(binary), *arguments, cwd=job_dir, env=env, stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                await self.cache.place(url, str(job.get("binary_sha256", "")), binary)
+            except JobError as exc:
+                return Outcome(-1, str(exc))
+            arguments = [str(a) for a in job.get("arguments") or []]
+            env = {str(k): str(v) for k, v in (job.get("env_variables") or {}).items()}
+            env.setdefault("PATH", DEFAULT_PATH)
+            try:
+                proc = await _spawn([str(binary), *arguments], job_dir.work, env)
             except OSError as exc:
                 return Outcome(-1, f"cannot start the binary: {exc.strerror or exc}")
             assert proc.stdout is not None and proc.stderr is not None
-            reading = asyncio.gather(_drain(proc.stdout, OUTPUT_LIMIT), _drain(proc.stderr, OUTPUT_LIMIT))
+            live = LiveOutput(self.client, job_id, self.executor_id, self.streaming, self.say)
+            live.start()
+            reading = asyncio.gather(_drain(proc.stdout, OUTPUT_LIMIT, lambda b: live.feed("stdout", b)),
+                                     _drain(proc.stderr, OUTPUT_LIMIT, lambda b: live.feed("stderr", b)))
             done = asyncio.ensure_future(proc.wait())
             stopper = asyncio.ensure_future(_first(self.killing, lost))
             await asyncio.wait({done, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -402,8 +311,12 @@ class Worker:
                     os.killpg(proc.pid, signal.SIGKILL)
                 (out, out_total), (err, err_total) = await reading
             code = await done
+            if lost.is_set():
+                await live.abandon()
+            else:
+                await live.close()  # the rest of what streamed reaches the server before the result
         finally:
-            shutil.rmtree(job_dir, ignore_errors=True)
+            job_dir.remove()
         streams = (out, out_total, err, err_total)
         if stopped:
             return Outcome(-1, "worker stopped before the job ended", *streams)
@@ -442,6 +355,28 @@ class Worker:
                     return
                 await asyncio.sleep(delay)
                 delay *= 2
+
+
+async def _spawn(argv: list[str], cwd: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """Start the job in its own process group. "Text file busy" (another slot's fork inherited the
+    binary's copy while it was being written) passes in a moment: tried again."""
+    for attempt in range(20):
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv, cwd=cwd, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            if exc.errno != errno.ETXTBSY or attempt == 19:
+                raise
+            await asyncio.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _binary_name(url: str) -> str:
+    """The name a job's binary gets in its folder: the URL's last part, when it is a plain name."""
+    name = Path(urlparse(url).path).name
+    ok = name and name not in (".", "..") and all(c.isalnum() or c in "._-" for c in name)
+    return name if ok else "binary"
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -175,6 +175,8 @@ class WsHub(FanoutHub):
                 client.send_droppable(event.exec_id, blob, count, event.start_seq)
         elif isinstance(event, (StepStarted, StepFinished, StepAdded)):
             self._step_names.setdefault(event.step.execution_id, {})[event.step.id] = event.step.name
+            if not self.clients:
+                return  # the messages only when someone listens: a server may run without any
             if event.step.kind is StepKind.BRANCH:
                 # a branch is no step of the API's (its steps carry its `target`): only for the
                 # clients that asked for the tree
@@ -195,9 +197,16 @@ class WsHub(FanoutHub):
         elif isinstance(event, ExecutionStarted):
             ex = event.execution
             self._artifacts_seen.setdefault(ex.id, set())
-            self.broadcast(msg.execution_started(ex))
+            if self.clients:
+                self.broadcast(msg.execution_started(ex))
         elif isinstance(event, ExecutionFinished):
             ex = event.execution
+            if not self.clients:
+                # nobody to tell: no message, nor the read of its artifacts that counts them
+                for kept in (self._artifacts_seen, self._step_names, self._last_stderr):
+                    kept.pop(ex.id, None)
+                self.forget(ex.id)
+                return
             completed = await self._completed_message(ex)
             self._step_names.pop(ex.id, None)
             last_stderr = self._last_stderr.pop(ex.id, None)

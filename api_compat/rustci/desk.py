@@ -73,6 +73,8 @@ class RunnerDesk:
         self.activity = activity
         activity.active_jobs = self.running_count
         self._ids: list[str] = []
+        #: sha256 of each runner's registration token -> the runner (for its own calls)
+        self._token_owners: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._stopping: dict[str, asyncio.Task[None]] = {}
         self._restarting: dict[str, asyncio.Task[None]] = {}
@@ -95,6 +97,7 @@ class RunnerDesk:
         """At start: every stored runner's limit set in the engine, its jobs known by id."""
         for entry in await self.all():
             self._ids.append(entry.name)
+            self._remember_token(entry.name, entry.data)
             self._apply_limit(entry.data)
             for execution_id in entry.data.get("jobs") or {}:
                 self.activity.runner_of[execution_id] = entry.name
@@ -142,15 +145,22 @@ class RunnerDesk:
                 "registration_token_sha256": hashlib.sha256(token.encode()).hexdigest()}
         await self.registry.register(KIND, runner_id, data)
         self._ids.append(runner_id)
+        self._remember_token(runner_id, data)
         self._apply_limit(data)
         self.activity.log(runner_id, "info", f"Runner registered: {req.name} ({req.type.value})")
         self.activity.sample(runner_id)
         return runner_id, token
 
-    def token_matches(self, entry: RegistryEntry, token: str) -> bool:
-        """Is `token` this runner's registration token (for the runner's own calls)?"""
+    def _remember_token(self, runner_id: str, data: dict[str, Any]) -> None:
+        digest = data.get("registration_token_sha256")
+        if isinstance(digest, str) and digest:
+            self._token_owners[digest] = runner_id
+
+    def token_owner(self, token: str) -> str | None:
+        """The runner whose registration token `token` is (its own calls may use it), or None."""
         digest = hashlib.sha256(token.encode()).hexdigest()
-        return secrets.compare_digest(digest, str(entry.data.get("registration_token_sha256", "")))
+        # a dict lookup by a hash of the secret: the time taken says nothing about the token
+        return self._token_owners.get(digest)
 
     async def update(self, runner_id: str, req: RunnerUpdateRequest) -> None:
         entry = await self.get(runner_id)
@@ -179,6 +189,7 @@ class RunnerDesk:
         self._set_limit(runner_id, None)
         if runner_id in self._ids:
             self._ids.remove(runner_id)
+        self._token_owners = {d: r for d, r in self._token_owners.items() if r != runner_id}
         self.activity.forget(runner_id)
         return len(active)
 

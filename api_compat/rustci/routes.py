@@ -14,6 +14,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from api_compat.principal import STANDARD, Principal
 from api_compat.rate_limits import RUSTCI_POLICY
 from api_compat.rustci import handlers as h
 from api_compat.rustci.activity import Activity
@@ -81,7 +82,17 @@ def make_surface() -> Surface:
     # the document: a Bearer JWT or an X-API-Key (when the listener's auth is on), and its request
     # limits (registration per address, status and jobs per runner, bulk per user)
     return Surface(name="rustci", title="RustCI runners", error_model=RustciErrorBody, prefixes=(PREFIX,),
-                   refusal=fail, api_key=True, rate_policy=RUSTCI_POLICY)
+                   refusal=fail, api_key=True, rate_policy=RUSTCI_POLICY, own_credential=runner_credential)
+
+
+def runner_credential(request: web.Request, presented: str) -> Principal | None:
+    """A runner's registration token (from its registration's answer) opens that runner's own
+    routes (`/api/runners/{runner_id}/…`), as a bearer token or an X-API-Key, and no other."""
+    desk = request.app.get(DESK)
+    runner_id = request.match_info.get("runner_id")
+    if desk is None or runner_id is None or desk.token_owner(presented) != runner_id:
+        return None
+    return Principal(user=runner_id, role=STANDARD, via="runner_token")
 
 
 def install(app: web.Application, surface: Surface) -> None:

@@ -18,7 +18,7 @@ from engine.events import ArtifactAdded
 from engine.execution import marker_tree as mt
 from engine.execution.state import ExecutionState
 from engine.lines import LineSplitter
-from engine.markers import MarkerParser
+from engine.markers import MarkerParser, StepClosed
 from engine.masking import Masker
 from engine.model import AbortReason, Step, StepStatus, Stream, new_id
 from engine.runners.base import CommandSpec, FetchError, ResourceSample, Runner, RunningCommand, SpawnError
@@ -222,8 +222,26 @@ class CommandPump:
                     run = lines[start:i]
             before = self._current_step_id()
             opened: str | None = None
-            for marker in markers:
-                actions = self._tree.feed(marker)
+            if len(markers) == 1 and type(markers[0]) is StepClosed:
+                closes = self._tree.feed(markers[0])
+                if closes and all(type(a) is mt.CloseStep for a in closes):
+                    # the line that closes a step is its last: it goes out with the step's lines
+                    # before it, ahead of the close (one event where there were two)
+                    if run and before != run_step:
+                        await state.log_lines(run_step, stream, run)
+                        run = []
+                    run.append(lines[i])
+                    await state.log_lines(before, stream, run)
+                    run = []
+                    run_step = before
+                    for action in closes:
+                        await self._apply(action)
+                    start = i + 1
+                    continue
+                fed = [closes]
+            else:
+                fed = [self._tree.feed(marker) for marker in markers]
+            for actions in fed:
                 if run and actions:
                     await state.log_lines(run_step, stream, run)
                     run = []

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import random
-import uuid
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -54,16 +54,25 @@ log = logging.getLogger(__name__)
 FORGET_BATCH = 256
 
 #: events held (see `ExecutionState.hold`) at most: then they go, and holding goes on
-HOLD_AT_MOST = 256
+HOLD_AT_MOST = 1_024
 
-#: ids of marker steps: random UUIDs (version 4) from a generator seeded by the OS. `uuid4()` asks the
-#: OS for every id, and each of those calls let SQLite's thread take the GIL: a command printing
-#: markers makes thousands of steps a second. Step ids are names, not secrets.
+#: ids of marker steps: time-ordered UUIDs (version 7, RFC 9562: milliseconds since the epoch, then
+#: random bits from a generator seeded by the OS). A command printing markers makes thousands of steps
+#: a second, and each id goes into the steps' unique index: ids that follow each other land side by
+#: side at its end, where random ones (version 4) landed all over it, which doubled SQLite's work per
+#: step. `uuid4()` also asked the OS for every id. Step ids are names, not secrets.
 _marker_ids = random.Random(os.urandom(32))
+_VERSION_7 = (0x7 << 76) | (0x2 << 62)
 
 
 def _marker_step_id() -> str:
-    return str(uuid.UUID(int=_marker_ids.getrandbits(128), version=4))
+    value = (time.time_ns() // 1_000_000) << 80 | _marker_ids.getrandbits(76) & _RANDOM | _VERSION_7
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+#: where the 74 random bits go (of 76 drawn): the 12 after the version, the 62 after the variant
+_RANDOM = (0xFFF << 64) | ((1 << 62) - 1)
 
 
 class ExecutionState:
@@ -132,6 +141,7 @@ class ExecutionState:
     ) -> Step:
         """A marker step, running. `counters=False`: the execution's counters are published later,
         by the caller's `counters_changed` (a command's pump does so once per block of output)."""
+        now = utcnow()
         step = Step(
             id=_marker_step_id(),
             execution_id=self.execution.id,
@@ -139,12 +149,13 @@ class ExecutionState:
             kind=StepKind.MARKER,
             parent_id=parent.id,
             index=self._take_index(),
+            created_at=now,
             stop_on_error=stop_on_error,
             estimated_duration=estimated_duration,
-            metadata=dict(metadata or {}),
+            metadata=dict(metadata) if metadata else {},
             target=parent.target,
         )
-        move_step(step, StepStatus.RUNNING)
+        move_step(step, StepStatus.RUNNING, at=now)
         self.steps[step.id] = step
         self._work.count(step)
         self.execution.current_step_index = step.index

@@ -1,6 +1,6 @@
 """Step markers: recognise, in one line of a command's output, the markers of specs/step-markers.md.
 
-Stateless: each line is parsed on its own into zero or more markers (frozen dataclasses of
+Stateless: each line is parsed on its own into zero or more markers (dataclasses of
 `engine.markers.types`). What the markers mean together (which step is open, what closes what) is
 `engine.execution.marker_tree`'s business.
 

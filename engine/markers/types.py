@@ -1,4 +1,5 @@
-"""The markers a line of output can hold: frozen dataclasses, one per kind, whatever the dialect."""
+"""The markers a line of output can hold: dataclasses, one per kind, whatever the dialect (frozen, but
+the two made for every marker step, which are not: see there)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from dataclasses import dataclass, field
 DIALECTS = ("stepflow", "github", "gitlab", "teamcity", "azure", "buildkite")
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: one is made for each marker, in half the time; nothing changes it
+@dataclass(slots=True)
 class StepOpened:
     name: str
     #: every parameter given with the marker, values converted to bool/int/float where they parse
@@ -23,7 +25,8 @@ class StepOpened:
     expanded: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+# not frozen: one is made for each marker, in half the time; nothing changes it
+@dataclass(slots=True)
 class StepClosed:
     #: the step (StepFlow), section (GitLab) or block (TeamCity) to close; None: the open one
     name: str | None

@@ -139,8 +139,8 @@ class WorkQueue(Protocol):
         """A pending item becomes cancelled. Returns the item whatever its status (a running one is
         not cancelled: its status says so); None when there is no such item."""
 
-    async def requeue_stale(self, older_than: datetime) -> list[QueueItem]:
-        """Running items whose last heartbeat (or claim) is before `older_than`: back to pending for
+    async def requeue_stale(self, queue: str, older_than: datetime) -> list[QueueItem]:
+        """Running items of `queue` whose last heartbeat (or claim) is before `older_than`: back to pending for
         another attempt while attempt < max_attempts, else failed. Returns them as they now are."""
 
     async def get_queue_item(self, item_id: str) -> QueueItem | None: ...
@@ -150,3 +150,6 @@ class WorkQueue(Protocol):
 
     async def queue_counts(self) -> list[QueueCount]:
         """How many items per (queue, status, priority)."""
+
+    async def queue_workers(self, queue: str, status: QueueStatus) -> dict[str, int]:
+        """How many items of `queue` in `status` each worker holds (or held last)."""

@@ -334,7 +334,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="size the binary cache is kept under, least recently used out first (default 1024)")
     p.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
                    help="where each job gets a fresh directory, removed after it (default "
-                        "$TMPDIR/stepflow-worker-jobs)")
+                        "$TMPDIR/stepflow-worker-jobs); folders left by workers that died are removed "
+                        "when a worker starts")
     p.add_argument("--heartbeat", type=float, default=5.0, metavar="SECONDS",
                    help="seconds between heartbeats of a running job (default 5)")
     p.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
@@ -344,6 +345,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         "(default 20; 0 polls; servers without long polls are polled anyway)")
     p.add_argument("--poll-interval", type=float, default=1.0, metavar="SECONDS",
                    help="seconds between claims when the server has no long poll (default 1)")
+    p.add_argument("--no-stream", dest="stream", action="store_false",
+                   help="send a job's output with its result only, not line by line as it runs (servers "
+                        "without live output, the reference executr, get it that way anyway)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_worker, is_async=True)
 

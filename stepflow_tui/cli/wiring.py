@@ -376,7 +376,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
     options = WorkerOptions(server=server, token=args.token or os.environ.get("STEPFLOW_TOKEN") or None,
                             concurrency=args.concurrency, executor_id=args.id or default_executor_id(),
                             heartbeat=args.heartbeat, grace=args.grace, long_poll=args.wait,
-                            poll_interval=args.poll_interval, quiet=args.quiet,
+                            poll_interval=args.poll_interval, quiet=args.quiet, stream=args.stream,
                             cache_max_bytes=int(args.cache_max_mb * 1024 * 1024))
     if args.cache_dir:
         options.cache_dir = args.cache_dir

@@ -209,6 +209,18 @@ async def test_bulk_submit_partial_failure_and_bulk_cancel(api: Api) -> None:
     assert [r["cancelled"] for r in body["results"]] == [True, True, False, False]
 
 
+async def test_a_bulk_is_claimed_in_the_order_given(api: Api) -> None:
+    status, body = await api("POST", f"{V1}/jobs/bulk", json=[job(f"n{n}") for n in range(100)])
+    assert status == 201
+    ids = [r["job_id"] for r in body["results"]]
+    claimed = []
+    for _ in ids:
+        status, got = await api("POST", f"{V1}/jobs/claim", json=claim_body())
+        assert status == 200
+        claimed.append(got["id"])
+    assert claimed == ids
+
+
 async def test_output_over_a_mebibyte_is_truncated_on_a_character(api: Api) -> None:
     _, created = await api("POST", f"{V1}/jobs", json=job())
     await api("POST", f"{V1}/jobs/claim", json=claim_body())
