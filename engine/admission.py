@@ -2,71 +2,38 @@
 when the engine has room for them (fewer than `max_running` run).
 
 The engine owns the queue and does the starting (`Engine._admit_waiting`); this module holds the order.
-`queue_places` computes the same order from stored rows, for readers in another process
-(`stepflow ls`).
+`queue_places` (engine.queue_order, which imports none of the engine) computes the same order from
+stored rows, for readers in another process (`stepflow ls`).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
-from typing import Protocol
 
 from engine.execution.state import ExecutionState
 from engine.hub import Hub
 from engine.model import (
     AbortReason,
     Execution,
-    ExecutionFilter,
-    ExecutionKind,
     ExecutionStatus,
     StepKind,
     StepStatus,
 )
+from engine.queue_order import (  # noqa: F401 - where they were, for the engine's readers
+    ExecutionLister,
+    admission_key,
+    is_queued,
+    queue_places,
+    stored_queue,
+)
 from engine.submission import Planned
 
-#: rows read at once while reading the queue from the store
-_PAGE = 500
 #: the label naming an execution's admission group: at most the group's limit of its executions
 #: run at once (a RustCI runner's `max_concurrent_jobs`; 0, or no limit set, holds them in the queue)
 GROUP_LABEL = "admission_group"
-
-
-def admission_key(execution: Execution) -> tuple[int, datetime]:
-    """The queue's order: higher priority first, then the oldest."""
-    return (-execution.priority, execution.created_at)
-
-
-def is_queued(execution: Execution) -> bool:
-    """Pending and never taken from the queue by an engine (a job waits for a worker instead: no
-    engine admits it)."""
-    return (execution.status is ExecutionStatus.PENDING and execution.admitted_at is None
-            and execution.kind is not ExecutionKind.JOB)
-
-
-def queue_places(executions: Iterable[Execution]) -> dict[str, int]:
-    """Each queued execution's place in the queue (1: the next to start), from all of them."""
-    queued = sorted((e for e in executions if is_queued(e)), key=admission_key)
-    return {e.id: place for place, e in enumerate(queued, start=1)}
-
-
-class ExecutionLister(Protocol):
-    async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]: ...
-
-
-async def stored_queue(store: ExecutionLister) -> list[Execution]:
-    """Every queued execution the store holds (pending, never admitted), read a page at a time."""
-    found: list[Execution] = []
-    offset = 0
-    while True:
-        page, total = await store.list_executions(
-            ExecutionFilter(status=ExecutionStatus.PENDING, limit=_PAGE, offset=offset))
-        found += [e for e in page if is_queued(e)]
-        offset += len(page)
-        if not page or offset >= total:
-            return found
 
 
 class AdmissionQueue:

@@ -17,6 +17,7 @@ from engine.admission import AdmissionGroups, AdmissionQueue, end_unstarted
 from engine.adoption import adopt_queue
 from engine.artifact_commands import ArtifactCommands
 from engine.artifacts import ArtifactStore
+from engine.defaults import DEFAULT_MAX_RUNNING
 from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, StoreError
 from engine.events import ExecutionCreated, ExecutionDeleted, ExecutionUpdated
 from engine.execution.run import ExecutionRun
@@ -65,7 +66,7 @@ class EngineConfig:
     #: targets known besides `local` (from the user's targets file), name -> target config
     targets: dict[str, Any] = field(default_factory=dict)
     #: executions running at once; more wait in the queue (by priority, then age). 0: none starts
-    max_running: int = 32
+    max_running: int = DEFAULT_MAX_RUNNING
     #: at start, queue what stopped or dead engines left queued (a one-shot `stepflow run` does not)
     adopt_queued: bool = True
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from rich.text import Text
 
 from stepflow_tui import formatting
+from stepflow_tui.formatting import fmt_clock  # noqa: F401 - the TUI's name for it
 
 #: status value -> (glyph, style)
 STATUS_GLYPHS: dict[str, tuple[str, str]] = {
@@ -53,10 +54,6 @@ def fmt_started(value: datetime | None, now: datetime) -> str:
     if local.date() == now.astimezone().date():
         return local.strftime("%H:%M:%S")
     return local.strftime("%m-%d %H:%M")
-
-
-def fmt_clock(value: datetime) -> str:
-    return value.astimezone().strftime("%H:%M:%S.%f")[:-3]
 
 
 def progress_text(percent: float | None, width: int = 10, style: str = "cyan") -> Text:

@@ -22,6 +22,7 @@ Fractions run from 0 to 1 (the engine's percentages divided by 100) and are clam
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 _PARTIAL_BLOCKS = "▏▎▍▌▋▊▉"
 _SIZE_UNITS = ("KiB", "MiB", "GiB", "TiB")
@@ -82,3 +83,8 @@ def progress_bar(fraction: float, width: int) -> str:
 def percent(fraction: float) -> str:
     """`0%` … `100%`, whole percents, what a progress bar's figure reads."""
     return f"{round(_clamped(fraction) * 100)}%"
+
+
+def fmt_clock(value: datetime) -> str:
+    """A line's time of day, local, to the millisecond: `14:03:07.250`."""
+    return value.astimezone().strftime("%H:%M:%S.%f")[:-3]

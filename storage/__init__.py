@@ -1,7 +1,25 @@
 """SQLite storage for stepflow: the engine's `Store` over SQLAlchemy (async, aiosqlite), in WAL mode,
-with its schema kept by Alembic migrations shipped in this package."""
+with its schema kept by Alembic migrations shipped in this package; and `storage.read_only`, the
+reads of the CLI's read commands over sqlite3 alone (no SQLAlchemy, no asyncio: they start in
+milliseconds).
+
+`SqliteStore` is imported when first asked for: importing this package costs nothing of SQLAlchemy."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from storage.paths import artifacts_dir, database_path, default_data_dir
-from storage.sqlite_store import SqliteStore
+
+if TYPE_CHECKING:
+    from storage.sqlite_store import SqliteStore
 
 __all__ = ["SqliteStore", "artifacts_dir", "database_path", "default_data_dir"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SqliteStore":
+        from storage.sqlite_store import SqliteStore
+
+        return SqliteStore
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")

@@ -4,7 +4,8 @@ statements that must run outside a transaction (a WAL checkpoint)."""
 from __future__ import annotations
 
 import aiosqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from storage.async_engine import AsyncConnection
 
 
 async def driver_connection(conn: AsyncConnection) -> aiosqlite.Connection:

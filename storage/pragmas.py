@@ -11,10 +11,10 @@ turn that off (`isolation_level = None`) and emit BEGIN from SQLAlchemy's "begin
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+if TYPE_CHECKING:  # SQLAlchemy is imported by who installs the listeners: the CLI's reads need none of it
+    from sqlalchemy.engine import Connection, Engine
 
 #: execution option of the connections that write (see `SqliteStore._writer`)
 WRITE = "stepflow_write"
@@ -54,6 +54,8 @@ PRAGMAS: tuple[tuple[str, str | int], ...] = (
 
 def install(engine: Engine) -> None:
     """Listen on the (sync) engine behind an AsyncEngine: `install(async_engine.sync_engine)`."""
+    from sqlalchemy import event
+
     event.listen(engine, "connect", _on_connect)
     event.listen(engine, "begin", _on_begin)
 

@@ -24,8 +24,8 @@ from engine.model import (
     Step,
     Stream,
 )
+from storage.columns import MAX_SPAN_LINES
 from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
-from storage.tables import MAX_SPAN_LINES
 
 _STREAMS = {s.value: s for s in Stream}
 _EXECUTION_SELECT = f"SELECT {EXECUTIONS.select} FROM executions"

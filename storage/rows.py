@@ -1,7 +1,9 @@
 """Domain objects to table rows and back, each table's mapping derived from one list: the table's
 columns in storage/tables.py, matched by name to the fields of its dataclass (`RowMap`).
 
-Adding a column is the Column in tables.py (with its field on the dataclass) plus a migration: the
+Adding a column is the Column in tables.py (with its field on the dataclass, and its name in
+storage/columns.py, which the mappings of executions, steps and artifacts are made from: the CLI's
+reads import no SQLAlchemy) plus a migration: the
 writes' rows, the reads' SELECT list and the conversions of the values come from it. How a value is
 converted follows the field's type: enums are stored as their values, JSON-like fields as JSON text,
 datetimes as ISO text (storage.tables.UtcDateTime), text with what UTF-8 cannot encode replaced.
@@ -19,13 +21,15 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar
-
-from sqlalchemy import JSON, Table
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from engine.model import Artifact, Execution, Step
 from engine.surrogates import replace_in, replace_surrogates
-from storage.tables import artifacts, executions, steps, to_iso
+from storage import columns
+from storage.columns import Columns, to_iso
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
 
 T = TypeVar("T")
 
@@ -89,7 +93,7 @@ class _Conversion(typing.NamedTuple):
     names: dict[str, Any] = {}
 
 
-def _conversion(hint: Any, column_type: Any, n: int) -> _Conversion:
+def _conversion(hint: Any, json_column: bool, n: int) -> _Conversion:
     args = typing.get_args(hint)
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args
     if optional:
@@ -110,7 +114,7 @@ def _conversion(hint: Any, column_type: Any, n: int) -> _Conversion:
         return _Conversion("{v}", "{v}", "{v}")
     if origin in (dict, list) or hint is Any:
         # a JSON column's type makes the text itself; any other holds the text we make
-        bind = "replace_in({v})" if isinstance(column_type, JSON) else "json_text({v})"
+        bind = "replace_in({v})" if json_column else "json_text({v})"
         return _Conversion("_json({v})", bind, "json_text({v})")
     raise TypeError(f"no stored form for a field of type {hint!r}")
 
@@ -122,28 +126,38 @@ def _compile(name: str, params: str, body: str, namespace: dict[str, Any]) -> Ca
     return typing.cast(Callable[..., Any], namespace[name])
 
 
+def columns_of(table: Table | Columns) -> Columns:
+    """A SQLAlchemy table's columns (and which are JSON), or the ones given."""
+    if isinstance(table, Columns):
+        return table
+    from sqlalchemy import JSON
+
+    return Columns(table.name, tuple(c.name for c in table.columns),
+                   frozenset(c.name for c in table.columns if isinstance(c.type, JSON)))
+
+
 class RowMap(Generic[T]):
     """A table's rows as objects of `cls`: every column of `table` but `skip` is a field of the same
-    name (or the one `renamed` gives)."""
+    name (or the one `renamed` gives). `table`: a SQLAlchemy Table, or its Columns."""
 
-    def __init__(self, cls: type[T], table: Table, *, renamed: Mapping[str, str] | None = None,
+    def __init__(self, cls: type[T], table: Table | Columns, *, renamed: Mapping[str, str] | None = None,
                  skip: Sequence[str] = ("pk",)) -> None:
         self.cls = cls
-        self.table = table
+        table = columns_of(table)
         renamed = renamed or {}
         hints = typing.get_type_hints(cls)
         #: the mapped columns, in the table's order (the order of `select` and `values`)
-        self.columns: tuple[str, ...] = tuple(c.name for c in table.columns if c.name not in skip)
+        self.columns: tuple[str, ...] = tuple(c for c in table.names if c not in skip)
         fields = [renamed.get(c, c) for c in self.columns]
         missing = [f for f in fields if f not in hints]
         if missing:
-            raise TypeError(f"{table.name}: no field of {cls.__name__} for column(s) {', '.join(missing)}")
+            raise TypeError(f"{table.table}: no field of {cls.__name__} for column(s) {', '.join(missing)}")
         ns: dict[str, Any] = {"cls": cls, "_text": _text, "_json": _json, "_when": _when, "_iso": _iso,
                               "_fromiso": _fromiso, "json_text": json_text, "replace_in": replace_in,
                               "replace_surrogates": replace_surrogates}
         reads, binds, raws = [], [], []
         for i, (f, column) in enumerate(zip(fields, self.columns, strict=True)):
-            conv = _conversion(hints[f], table.c[column].type, i)
+            conv = _conversion(hints[f], column in table.json, i)
             ns.update(conv.names)
             reads.append(f"{f}={conv.read.format(v=f'r[{i}]')}")
             binds.append(f"{column!r}: {conv.bind.format(v=f'o.{f}')}")
@@ -155,13 +169,13 @@ class RowMap(Generic[T]):
         #: object -> the values of `columns` for plain SQL (sqlite3's types)
         self.values: Callable[[T], tuple[Any, ...]] = _compile("values", "o", f"({', '.join(raws)},)", ns)
         #: the columns for a SELECT or a RETURNING clause
-        self.select = ", ".join(f'{table.name}."{c}"' for c in self.columns)
+        self.select = ", ".join(f'{table.table}."{c}"' for c in self.columns)
         self.returning = ", ".join(f'"{c}"' for c in self.columns)
 
 
-EXECUTIONS = RowMap(Execution, executions)
-STEPS = RowMap(Step, steps, renamed={"step_index": "index"})
-ARTIFACTS = RowMap(Artifact, artifacts)
+EXECUTIONS = RowMap(Execution, columns.EXECUTIONS)
+STEPS = RowMap(Step, columns.STEPS, renamed={"step_index": "index"})
+ARTIFACTS = RowMap(Artifact, columns.ARTIFACTS)
 
 execution_row = EXECUTIONS.row
 step_row = STEPS.row

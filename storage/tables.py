@@ -11,7 +11,7 @@ than by the 36-character ids: measured, a million lines insert ~1.6x faster and 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -32,6 +32,9 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
+
+from storage import columns
+from storage.columns import MAX_SPAN_LINES, to_iso  # noqa: F401 - the tables' names for them
 
 metadata = MetaData(
     naming_convention={
@@ -55,14 +58,6 @@ class UtcDateTime(TypeDecorator[datetime]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value)
-
-
-def to_iso(value: datetime) -> str:
-    if value.tzinfo is UTC:  # the usual case (engine.model.utcnow), a third of the cost
-        return value.isoformat(timespec="microseconds")
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 executions = Table(
@@ -163,7 +158,7 @@ log_lines = Table(
 #: NULL): an execution's line count is the sum of its spans, not a walk of its lines.
 #: Reads rely on no span being longer (a bound falling inside a span is found by an index range on
 #: first_seq): lowering it needs a migration that cuts the stored spans.
-MAX_SPAN_LINES = 10_000
+#: (the number is in storage.columns, which the reads import without SQLAlchemy)
 
 log_spans = Table(
     "log_spans",
@@ -371,3 +366,16 @@ def _create_ops_triggers(target: Any, connection: Any, **_kw: Any) -> None:
 
 
 event.listen(ops_branches, "after_create", _create_ops_triggers)
+
+
+def _check_columns() -> None:
+    """The tables' columns are those storage.columns lists for the reads (which run without SQLAlchemy)."""
+    for table, listed in ((executions, columns.EXECUTIONS), (steps, columns.STEPS), (artifacts, columns.ARTIFACTS)):
+        names = tuple(c.name for c in table.columns)
+        json_names = frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
+        if (table.name, names, json_names) != tuple(listed):
+            raise RuntimeError(f"storage/columns.py does not list the columns of {table.name} as storage/tables.py "
+                               f"defines them: {names} (JSON: {sorted(json_names)})")
+
+
+_check_columns()

@@ -1,5 +1,7 @@
 """The read commands of the CLI: `ls`, `show` and `logs` (`-f` follows a running execution written
-by another process). They read a store the composition root (`stepflow_tui.cli.wiring`) opens for them."""
+by another process). They read a store the composition root (`stepflow_tui.cli.wiring`) opens for them:
+synchronous reads of the file (storage.read_only), no engine, no asyncio. They are typed at every
+start, often in a loop by a script: what they import is their start-up time (a test counts it)."""
 
 from __future__ import annotations
 
@@ -7,27 +9,45 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable, Generator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from engine.admission import is_queued, queue_places, stored_queue
-from engine.model import ArtifactFilter, ExecutionFilter, ExecutionStatus, Step, StepKind, Stream
-from engine.store import Store
-from stepflow_tui.cli import output as out
+from engine.model import (
+    Artifact,
+    ArtifactFilter,
+    Execution,
+    ExecutionFilter,
+    ExecutionStatus,
+    LogLine,
+    Step,
+    StepKind,
+    Stream,
+)
+from engine.queue_order import is_queued, queue_places, stored_queue_now
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, CliError
 from stepflow_tui.cli.json_views import artifact_json, execution_json, step_json
-from stepflow_tui.display import fmt_clock
+from stepflow_tui.formatting import fmt_clock
 
-if TYPE_CHECKING:
-    from watchfiles import Change
+
+class ReadStore(Protocol):
+    """The reads of the engine's `Store`, synchronous (storage.read_only.ReadOnlyStore)."""
+
+    def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]: ...
+    def get_execution(self, execution_id: str) -> Execution | None: ...
+    def resolve_execution_id(self, prefix: str) -> list[str]: ...
+    def get_steps(self, execution_id: str) -> list[Step]: ...
+    def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]: ...
+    def get_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = ..., after_seq: int = ...,
+                      limit: int | None = ...) -> list[LogLine]: ...
+
 
 #: opens the store of a data directory for reading (the composition root's `read_store`)
-StoreOpener = Callable[[Path], contextlib.AbstractAsyncContextManager[Store]]
+StoreOpener = Callable[[Path], contextlib.AbstractContextManager[ReadStore]]
 
 
-async def _resolve(store: Store, prefix: str) -> str:
-    matches = await store.resolve_execution_id(prefix)
+def _resolve(store: ReadStore, prefix: str) -> str:
+    matches = store.resolve_execution_id(prefix)
     if not matches:
         raise CliError(f"no execution with id {prefix!r} (stepflow ls lists them)", EXIT_FAILED)
     if prefix in matches:
@@ -37,7 +57,7 @@ async def _resolve(store: Store, prefix: str) -> str:
     return matches[0]
 
 
-async def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
+def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
     status = None
     if args.status:
         try:
@@ -46,29 +66,31 @@ async def cmd_ls(args: argparse.Namespace, data_dir: Path, read_store: StoreOpen
             raise CliError(
                 f"--status must be one of {', '.join(s.value for s in ExecutionStatus)}"
             ) from None
-    async with read_store(data_dir) as store:
-        executions, total = await store.list_executions(
+    with read_store(data_dir) as store:
+        executions, total = store.list_executions(
             ExecutionFilter(status=status, user=args.user, text=args.filter, limit=args.limit)
         )
         # a queued one's place counts every queued execution, not only those listed
-        places = queue_places(await stored_queue(store)) if any(map(is_queued, executions)) else {}
+        places = queue_places(stored_queue_now(store)) if any(map(is_queued, executions)) else {}
     if args.json:
         print(json.dumps([execution_json(e) for e in executions], indent=2))
     elif not executions:
         print("no executions yet: try  stepflow run sample_workflows/build-and-test.yaml", file=sys.stderr)
     else:
+        from stepflow_tui.cli import read_views as out  # rich: for the table alone, not for --json
+
         out.render_list(out.CliConsole(highlight=False), executions, places)
         if total > len(executions):
             print(f"({len(executions)} of {total}; --limit N shows more)", file=sys.stderr)
     return EXIT_OK
 
 
-async def cmd_show(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
-    async with read_store(data_dir) as store:
-        execution_id = await _resolve(store, args.id)
-        execution = await store.get_execution(execution_id)
-        steps = await store.get_steps(execution_id)
-        artifacts, _ = await store.list_artifacts(ArtifactFilter(execution_id=execution_id, limit=10_000))
+def cmd_show(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
+    with read_store(data_dir) as store:
+        execution_id = _resolve(store, args.id)
+        execution = store.get_execution(execution_id)
+        steps = store.get_steps(execution_id)
+        artifacts, _ = store.list_artifacts(ArtifactFilter(execution_id=execution_id, limit=10_000))
     assert execution is not None
     if args.json:
         print(json.dumps({
@@ -77,15 +99,17 @@ async def cmd_show(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
             "artifacts": [artifact_json(a) for a in artifacts],
         }, indent=2))
     else:
+        from stepflow_tui.cli import read_views as out
+
         out.render_show(out.CliConsole(highlight=False), execution, steps, artifacts)
     return EXIT_OK
 
 
-async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
-    async with read_store(data_dir) as store:
-        execution_id = await _resolve(store, args.id)
+def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOpener) -> int:
+    with read_store(data_dir) as store:
+        execution_id = _resolve(store, args.id)
         step_ids = None
-        steps = await store.get_steps(execution_id)
+        steps = store.get_steps(execution_id)
         if args.step:
             wanted = [s for s in steps if s.name == args.step or s.id == args.step]
             if not wanted:
@@ -114,14 +138,14 @@ async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
         changes = _database_changes(data_dir) if args.follow else None
         try:
             while True:
-                batch = await store.get_log_lines(execution_id, step_ids=step_ids, after_seq=after, limit=10_000)
+                batch = store.get_log_lines(execution_id, step_ids=step_ids, after_seq=after, limit=10_000)
                 for line in batch:
                     prefix = ""
                     if args.timestamps:
                         prefix = fmt_clock(line.timestamp) + " "
                     if (several_targets or several_steps) and line.step_id is not None:
                         if line.step_id not in labels:  # a marker step added since (-f)
-                            labels = _line_labels(await store.get_steps(execution_id),
+                            labels = _line_labels(store.get_steps(execution_id),
                                                   by_target=several_targets, by_step=several_steps)
                             labels.setdefault(line.step_id, "")  # a step that is gone: read once
                         prefix += labels.get(line.step_id, "")
@@ -134,7 +158,7 @@ async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
                         continue
                 if changes is None:
                     break
-                execution = await store.get_execution(execution_id)
+                execution = store.get_execution(execution_id)
                 if execution is None or execution.status.is_terminal:
                     # one last read: lines written just before the status changed
                     if not batch:
@@ -142,10 +166,10 @@ async def cmd_logs(args: argparse.Namespace, data_dir: Path, read_store: StoreOp
                     continue
                 sys.stdout.flush()
                 # another process writes: wait until the database files change (or a second passes)
-                await anext(changes)
+                next(changes)
         finally:
             if changes is not None:
-                await changes.aclose()
+                changes.close()
     sys.stdout.flush()
     return EXIT_OK
 
@@ -167,10 +191,9 @@ def _line_labels(steps: list[Step], *, by_target: bool, by_step: bool) -> dict[s
     return labels
 
 
-async def _database_changes(data_dir: Path) -> AsyncGenerator[set[tuple[Change, str]], None]:
+def _database_changes(data_dir: Path) -> Generator[object, None, None]:
     """Yields whenever the database files change, and at least once a second."""
     import watchfiles
 
-    async for changed in watchfiles.awatch(data_dir, debounce=50, step=20, rust_timeout=1000,
-                                           yield_on_timeout=True, recursive=False):
-        yield changed
+    yield from watchfiles.watch(data_dir, debounce=50, step=20, rust_timeout=1000, yield_on_timeout=True,
+                                recursive=False)

@@ -1,85 +1,37 @@
 """The `stepflow` command: its arguments and subcommands. What builds the store, the engine, the API
 listener and the clients, and hands them to one another, is the composition root
-(`stepflow_tui.cli.wiring`): this module imports no layer besides the engine and the TUI."""
+(`stepflow_tui.cli.wiring`): this module imports no layer besides the engine and the TUI.
+
+Each command imports what it runs on when it runs: `stepflow ls`, `show`, `logs`, `--help` and
+`--version` start in a few tens of milliseconds, without asyncio, the engine, SQLAlchemy or the TUI
+(tests/test_startup_imports.py checks it; bench/startup.py measures it)."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import logging
 import os
 import sys
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-from engine.engine import Engine
 from engine.errors import EngineError
-from engine.workflow.issues import WorkflowError
-from stepflow_tui.cli import output as out
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 from stepflow_tui.cli.wiring import (
     DEFAULT_MAX_RUNNING,
     DEFAULT_TOKEN_LIFETIME,
-    EngineOptions,
     cmd_serve,
     cmd_token,
     cmd_worker,
-    connect,
-    ensure_data_dir,
     load_targets_config,
     max_running_arg,
     read_store,
     resolve_data_dir,
     running_engine,
-    start_api,
-    start_engine,
 )
 
-log = logging.getLogger("stepflow")
-
-
-# -- logging --------------------------------------------------------------------------------------
-#: loggers whose warnings and errors `run`/`exec` already print as the execution's notices
-#: (`error: artifact refused: …`): said once is enough
-NOTICE_LOGGERS = ("engine.execution.command_pump",)
-
-
-class BriefFormatter(logging.Formatter):
-    """`stepflow: message`, for a person at a terminal: the time, level, logger and traceback come
-    with `-v` (or STEPFLOW_LOG_LEVEL=INFO or DEBUG)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"stepflow: {record.getMessage()}"
-
-
-def setup_logging(data_dir: Path | None, *, to_file: bool, detailed: bool = False,
-                  notices_shown: bool = False) -> None:
-    """Logging to the TUI's file, or to stderr: detailed for `serve` and with `detailed` (`-v`),
-    else one `stepflow: message` line per warning or error."""
-    level_name = os.environ.get("STEPFLOW_LOG_LEVEL", "WARNING").upper()
-    level = getattr(logging, level_name, None)
-    if not isinstance(level, int):
-        print(f"stepflow: STEPFLOW_LOG_LEVEL={level_name!r} is not a level; using WARNING", file=sys.stderr)
-        level = logging.WARNING
-    root = logging.getLogger()
-    root.setLevel(level)
-    for old_handler in list(root.handlers):
-        root.removeHandler(old_handler)
-    detailed = detailed or to_file or level < logging.WARNING
-    if to_file and data_dir is not None:
-        ensure_data_dir(data_dir)
-        handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        # a full disk: the command says so itself, in one line (main's EngineError)
-        handler.addFilter(lambda record: not getattr(record, "store_full", False))
-        if notices_shown and not detailed:
-            handler.addFilter(lambda record: not record.name.startswith(NOTICE_LOGGERS))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s") if detailed
-                         else BriefFormatter())
-    root.addHandler(handler)
-
+if TYPE_CHECKING:
+    from engine.engine import Engine
 
 # -- run / exec / rerun (stepflow_tui.cli.run) ----------------------------------------------------------
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -102,7 +54,9 @@ async def cmd_rerun(args: argparse.Namespace) -> int:
 
 # -- validate / schema ---------------------------------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
+    from engine.workflow.issues import WorkflowError
     from engine.workflow.load import load_workflow
+    from stepflow_tui.cli.read_views import plural
 
     known = set(load_targets_config())
     bad = 0
@@ -113,38 +67,45 @@ def cmd_validate(args: argparse.Namespace) -> int:
             bad += 1
             print(str(exc), file=sys.stderr)
             continue
-        print(f"{path}: ok ({out.plural(len(workflow.steps), 'step')}, targets: {', '.join(workflow.runs_on)})")
+        print(f"{path}: ok ({plural(len(workflow.steps), 'step')}, targets: {', '.join(workflow.runs_on)})")
     return EXIT_FAILED if bad else EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
     from engine.workflow.load import workflow_json_schema
 
     print(json.dumps(workflow_json_schema(), indent=2))
     return EXIT_OK
 
 
-# -- reads (stepflow_tui.cli.history) --------------------------------------------------------------
-async def cmd_ls(args: argparse.Namespace) -> int:
+# -- reads (stepflow_tui.cli.history): synchronous, no asyncio ---------------------------------------
+def cmd_ls(args: argparse.Namespace) -> int:
     from stepflow_tui.cli import history as history_cli
 
-    return await history_cli.cmd_ls(args, resolve_data_dir(args.data_dir), read_store)
+    return history_cli.cmd_ls(args, resolve_data_dir(args.data_dir), read_store)
 
 
-async def cmd_show(args: argparse.Namespace) -> int:
+def cmd_show(args: argparse.Namespace) -> int:
     from stepflow_tui.cli import history as history_cli
 
-    return await history_cli.cmd_show(args, resolve_data_dir(args.data_dir), read_store)
+    return history_cli.cmd_show(args, resolve_data_dir(args.data_dir), read_store)
 
 
-async def cmd_logs(args: argparse.Namespace) -> int:
+def cmd_logs(args: argparse.Namespace) -> int:
     from stepflow_tui.cli import history as history_cli
 
-    return await history_cli.cmd_logs(args, resolve_data_dir(args.data_dir), read_store)
+    return history_cli.cmd_logs(args, resolve_data_dir(args.data_dir), read_store)
+
+
+#: the read commands: no asyncio, no engine, no logging unless needed (see `main`)
+READS = (cmd_ls, cmd_show, cmd_logs)
 
 
 # -- the TUI ------------------------------------------------------------------------------------------
 async def cmd_tui(args: argparse.Namespace) -> int:
+    from stepflow_tui.cli.wiring import EngineOptions, connect, start_api, start_engine
     from stepflow_tui.launch import run_tui
 
     def start(data_dir: Path) -> Awaitable[Engine]:
@@ -162,12 +123,35 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 
 def package_version() -> str:
+    # pip puts the package's record beside it: read that (~1 ms) before asking importlib.metadata,
+    # which costs ~40 ms to import and search sys.path (an editable install's record is elsewhere)
+    installed = _version_beside_package()
+    if installed:
+        return installed
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("stepflow")
     except PackageNotFoundError:  # run from a source tree that was never installed
         return "unknown (not installed)"
+
+
+def _version_beside_package() -> str | None:
+    """`Version:` of the one stepflow-*.dist-info in the folder holding stepflow_tui, if there is one."""
+    site = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        infos = [name for name in os.listdir(site) if name.startswith("stepflow-") and name.endswith(".dist-info")]
+        if len(infos) != 1:
+            return None
+        with open(os.path.join(site, infos[0], "METADATA"), encoding="utf-8") as metadata:
+            for line in metadata:
+                if line.startswith("Version:"):
+                    return line.partition(":")[2].strip() or None
+                if not line.strip():  # the end of the headers
+                    break
+    except OSError:
+        pass
+    return None
 
 
 class VersionAction(argparse.Action):
@@ -184,7 +168,32 @@ class VersionAction(argparse.Action):
 
 
 # -- parser ----------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+class _Unparsed:
+    """Stands for the parser of a subcommand that is not the one on the command line: what is added
+    to it is dropped. Making the parsers of every subcommand, ~90 arguments, costs ~8 ms of each
+    start; a command line naming one needs that one only (`stepflow --help`, naming none, gets all)."""
+
+    def add_argument(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: object) -> None:
+        pass
+
+    def add_subparsers(self, **kwargs: object) -> _Unparsed:
+        return self
+
+    def add_parser(self, *args: object, **kwargs: object) -> _Unparsed:
+        return self
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand named on the command line (the first word that is not an option), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; with `only`, the parser of that subcommand alone (a command line naming
+    `only` is parsed, and its mistakes worded, the same)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", metavar="DIR",
                         help="where the database and artifacts live (default: $STEPFLOW_STORAGE_PATH, "
@@ -197,13 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if only is None or only == name:
+            return sub.add_parser(name, **kwargs)
+        # not on this command line: not needed to parse it, nor to word its errors or its help
+        return cast(argparse.ArgumentParser, _Unparsed())
+
     def live_opts(p: argparse.ArgumentParser) -> None:
         p.add_argument("-v", "--verbose", action="store_true", help="print the commands' output too")
         p.add_argument("--plain", action="store_true", help="plain lines instead of a live display")
         p.add_argument("--kill-grace", type=float, metavar="SECONDS",
                        help="seconds between SIGTERM and SIGKILL when cancelling (default 10)")
 
-    p = sub.add_parser("run", parents=[common], help="run a workflow file and show its progress")
+    p = command("run", parents=[common], help="run a workflow file and show its progress")
     p.add_argument("file", help="the workflow YAML file")
     p.add_argument("--target", action="append", metavar="NAME", help="run on this target instead of runs_on "
                    "(repeatable)")
@@ -211,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     live_opts(p)
     p.set_defaults(func=cmd_run, is_async=True)
 
-    p = sub.add_parser("exec", parents=[common], help="run any command; its markers become steps",
+    p = command("exec", parents=[common], help="run any command; its markers become steps",
                        description="Run a command: stepflow exec [options] -- CMD [ARGS...]")
     p.add_argument("--name", help="a name for this execution")
     p.add_argument("--cwd", help="working directory (default: the current one)")
@@ -226,41 +241,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(func=cmd_exec, is_async=True)
 
-    p = sub.add_parser("rerun", parents=[common], help="run an execution's command or workflow again")
+    p = command("rerun", parents=[common], help="run an execution's command or workflow again")
     p.add_argument("id", help="execution id (a unique prefix is enough)")
     p.add_argument("--from-failed", action="store_true",
                    help="skip the workflow steps that completed; run the failed ones and what follows")
     live_opts(p)
     p.set_defaults(func=cmd_rerun, is_async=True)
 
-    p = sub.add_parser("validate", help="check workflow files without running them")
+    p = command("validate", help="check workflow files without running them")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.set_defaults(func=cmd_validate, is_async=False)
 
-    p = sub.add_parser("ls", parents=[common], help="list executions, newest first")
+    p = command("ls", parents=[common], help="list executions, newest first")
     p.add_argument("--status", help="only this status (pending, running, completed, failed, cancelled)")
     p.add_argument("--user", help="only this user's")
     p.add_argument("--filter", metavar="TEXT", help="name or command contains TEXT")
     p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_ls, is_async=True)
+    p.set_defaults(func=cmd_ls, is_async=False)
 
-    p = sub.add_parser("show", parents=[common], help="show an execution's tree, durations and errors")
+    p = command("show", parents=[common], help="show an execution's tree, durations and errors")
     p.add_argument("id", help="execution id (a unique prefix is enough)")
     p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_show, is_async=True)
+    p.set_defaults(func=cmd_show, is_async=False)
 
-    p = sub.add_parser("logs", parents=[common], help="print an execution's log")
+    p = command("logs", parents=[common], help="print an execution's log")
     p.add_argument("id", help="execution id (a unique prefix is enough)")
     p.add_argument("--step", help="only this step (and the steps below it)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing until the execution ends")
     p.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with its time")
-    p.set_defaults(func=cmd_logs, is_async=True)
+    p.set_defaults(func=cmd_logs, is_async=False)
 
-    p = sub.add_parser("schema", help="print the workflow files' JSON Schema")
+    p = command("schema", help="print the workflow files' JSON Schema")
     p.set_defaults(func=cmd_schema, is_async=False)
 
-    p = sub.add_parser("tui", parents=[common], help="the terminal UI (the default)")
+    p = command("tui", parents=[common], help="the terminal UI (the default)")
     p.add_argument("--no-api", action="store_true", help="do not start the embedded API listener")
     p.add_argument("--api-host", default=None, help="API listener address (default 127.0.0.1)")
     p.add_argument("--api-port", type=int, default=None, help="API listener port (default 8080)")
@@ -272,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"$STEPFLOW_MAX_RUNNING, else {DEFAULT_MAX_RUNNING})")
     p.set_defaults(func=cmd_tui, is_async=True)
 
-    p = sub.add_parser("serve", parents=[common], help="run the engine headless with its HTTP/WebSocket API")
+    p = command("serve", parents=[common], help="run the engine headless with its HTTP/WebSocket API")
     p.add_argument("--host", default=None, help="address to bind, the API's and the WebSocket's (default 127.0.0.1; "
                    "STEPFLOW_WEBSOCKET_HOST sets the WebSocket's apart)")
     p.add_argument("--port", type=int, default=None, help="port of the HTTP API (default 8080)")
@@ -297,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "fails past its retries (default 15; also STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)")
     p.set_defaults(func=cmd_serve, is_async=True)
 
-    p = sub.add_parser("worker", help="claim and run jobs from a `stepflow serve` (or executr) job queue",
+    p = command("worker", help="claim and run jobs from a `stepflow serve` (or executr) job queue",
                        description="Claim jobs from the executr job-queue API (/api/v1) of a `stepflow serve` "
                                    "or an executr server, run them here and report their output and exit code. "
                                    "Binaries are fetched from the job's binary_url (http, https or file), "
@@ -341,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_worker, is_async=True)
 
-    p = sub.add_parser("token", parents=[common], help="API tokens")
+    p = command("token", parents=[common], help="API tokens")
     tsub = p.add_subparsers(dest="token_command", metavar="ACTION")
     tp = tsub.add_parser("create", parents=[common], help="mint a bearer token (or an API key) and print it")
     tp.add_argument("--user", "--subject", dest="subject", default=None, metavar="NAME",
@@ -359,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "an API key's sfk_... id, or the key")
     p.set_defaults(func=cmd_token, is_async=False)
 
-    p = sub.add_parser("targets", parents=[common], help="list or check targets")
+    p = command("targets", parents=[common], help="list or check targets")
     tsub = p.add_subparsers(dest="targets_command", metavar="ACTION")
     tsub.add_parser("list", help="list the known targets")
     tp = tsub.add_parser("test", help="check that a target answers")
@@ -368,11 +383,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: the subcommands build_parser makes (one missing here is parsed with the whole parser: the same, slower)
+_COMMANDS = frozenset({"run", "exec", "rerun", "validate", "ls", "show", "logs", "schema", "tui", "serve", "worker",
+                       "token", "targets"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:
         argv = ["tui"]
+    only = command_of(argv)
+    parser = build_parser(only if only in _COMMANDS else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
@@ -380,29 +401,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_dir = resolve_data_dir(getattr(args, "data_dir", None)) if hasattr(args, "data_dir") else None
     try:
         # (not args.command: `exec` keeps its command's words there)
-        setup_logging(data_dir, to_file=args.func is cmd_tui,
-                      detailed=args.func is cmd_serve or getattr(args, "verbose", False),
-                      notices_shown=args.func in (cmd_run, cmd_exec, cmd_rerun))
+        if args.func not in READS or getattr(args, "follow", False) or "STEPFLOW_LOG_LEVEL" in os.environ:
+            from stepflow_tui.cli.log_setup import setup_logging
+
+            setup_logging(data_dir, to_file=args.func is cmd_tui,
+                          detailed=args.func is cmd_serve or getattr(args, "verbose", False),
+                          notices_shown=args.func in (cmd_run, cmd_exec, cmd_rerun))
+        # else a read command, which logs nothing of its own: it starts without `logging` (the
+        # composition root sets it up before the rare work that logs: wiring.read_store)
         if args.is_async:
+            import asyncio
+
             code = asyncio.run(args.func(args))
         else:
             code = args.func(args)
     except CliError as exc:
         print(f"stepflow: {exc}", file=sys.stderr)
         return exc.code
-    except WorkflowError as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
     except EngineError as exc:
+        if _is_workflow_error(exc):
+            print(str(exc), file=sys.stderr)
+            return EXIT_USAGE
         print(f"stepflow: {exc.message}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `stepflow logs ID | head`: the reader left; not an error
-        out.reader_gone()
+        from stepflow_tui.cli.read_views import reader_gone
+
+        reader_gone()
         return EXIT_OK
     return int(code or 0)
+
+
+def _is_workflow_error(exc: EngineError) -> bool:
+    """A WorkflowError (a workflow file's mistakes, printed as they are), without importing the
+    workflow reader to ask: only a command that imported it can have raised one."""
+    issues = sys.modules.get("engine.workflow.issues")
+    return issues is not None and isinstance(exc, issues.WorkflowError)
 
 
 if __name__ == "__main__":

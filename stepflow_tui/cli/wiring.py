@@ -3,11 +3,15 @@ to one another. `main` parses the command line and calls in here.
 
 - The data directory, the store and the engine every command runs on: `exec`, `run`, `rerun`, `tui`,
   `serve` and `worker` get their engine from `start_engine` / `running_engine`, so an option added to
-  the engine is wired once; `ls`, `show` and `logs` read the store through `read_store`. The
+  the engine is wired once; `ls`, `show` and `logs` read the file through `read_store` (sqlite3
+  alone: no engine, no SQLAlchemy, no asyncio). The
   process-wide tuning (the garbage collector) is done here too: it belongs to the program, not to the
   engine library, which tests and embedders use in processes of their own.
 - The API listener (`start_api` for the TUI, `cmd_serve`), its tokens (`cmd_token`), the remote
   client of `tui --connect` (`connect`) and the executr worker (`cmd_worker`).
+
+Every layer is imported where a command needs it, not at the top: `stepflow ls` or `--version` must
+not pay for the engine, SQLAlchemy or the API (tests/test_startup_imports.py counts what they import).
 """
 
 from __future__ import annotations
@@ -17,20 +21,20 @@ import contextlib
 import gc
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.engine import Engine, EngineConfig
-from engine.errors import StoreFull
-from engine.store import Store
-from stepflow_tui.cli import output as out
+from engine.defaults import DEFAULT_MAX_RUNNING
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
     from api_compat import ApiConfig, ApiListener
+    from engine.engine import Engine
+    from engine.store import Store
     from stepflow_tui.launch import RemoteClient, RunningApi
+    from storage.read_only import ReadOnlyStore
 
 
 def resolve_data_dir(arg: str | None) -> Path:
@@ -77,10 +81,6 @@ def load_targets_config(path: Path | None = None) -> dict:
     return load_user_targets(path)
 
 
-#: executions an engine runs at once when neither --max-running nor STEPFLOW_MAX_RUNNING says
-DEFAULT_MAX_RUNNING = EngineConfig().max_running
-
-
 def max_running_arg(text: str) -> int:
     """`--max-running N` (and STEPFLOW_MAX_RUNNING): a whole number, 0 or more (0 queues everything)."""
     try:
@@ -125,6 +125,8 @@ class EngineOptions:
 
 def build_engine(data_dir: Path, options: EngineOptions = EngineOptions()) -> Engine:
     """The engine on the SQLite store of `data_dir`, not started."""
+    from engine.engine import Engine, EngineConfig
+
     targets = options.targets if options.targets is not None else load_targets_config(options.targets_file)
     config = EngineConfig(targets=targets, max_running=max_running_of(options.max_running),
                           adopt_queued=options.adopt_queued)
@@ -166,22 +168,47 @@ async def running_engine(data_dir: Path, *, kill_grace: float | None = None,
         await engine.shutdown()
 
 
-@contextlib.asynccontextmanager
-async def read_store(data_dir: Path) -> AsyncIterator[Store]:
-    """The store of `data_dir` opened for the reading commands (`ls`, `show`, `logs`), no engine."""
+@contextlib.contextmanager
+def read_store(data_dir: Path) -> Iterator[ReadOnlyStore]:
+    """The file of `data_dir` opened for the reading commands (`ls`, `show`, `logs`): no engine, no
+    SQLAlchemy, no asyncio (storage.read_only). A new or older file is brought to this stepflow's
+    schema first; one of a newer stepflow is refused (storage.schema.SchemaTooNew, an EngineError)."""
+    from storage.paths import database_path
+    from storage.read_only import ReadOnlyStore
+
+    store = ReadOnlyStore.open(database_path(ensure_data_dir(data_dir)))
+    try:
+        # executions of an engine that died show as failed ("engine lost"), not as running forever,
+        # and what they left running is stopped: through the engine's store, only when one is found
+        held = store.held_executions()
+        if held:
+            from engine.ownership import owner_is_alive
+
+            if not all(owner_is_alive(owner) for _id, owner in held):
+                import asyncio
+                import logging
+
+                if not logging.getLogger().handlers:  # main leaves it to the work that logs
+                    from stepflow_tui.cli.log_setup import setup_logging
+
+                    setup_logging(data_dir, to_file=False)
+                asyncio.run(_mark_lost(data_dir))
+        yield store
+    finally:
+        store.close()
+
+
+async def _mark_lost(data_dir: Path) -> None:
     from engine.engine import mark_lost
+    from engine.errors import StoreFull
 
     store = make_store(data_dir)
     await store.open()
-    # executions of an engine that died show as failed ("engine lost"), not as running forever, and
-    # what they left running is stopped
     try:
         await mark_lost(store)
     except StoreFull as exc:  # reading needs no room: go on, saying why some may show as running
         print(f"stepflow: {exc.message}; executions of engines that died may still show as running",
               file=sys.stderr)
-    try:
-        yield store
     finally:
         await store.close()
 
@@ -282,7 +309,9 @@ def _token_lifetime(args: argparse.Namespace) -> tuple[float | None, str]:
             raise CliError("give --expires or --days, not both")
         if not args.days > 0:  # also NaN: a token that has expired when it is printed is no use
             raise CliError(f"--days must be a positive number of days, not {args.days:g}")
-        return float(args.days) * 86400, f"expires in {out.plural(args.days, 'day')}"
+        from stepflow_tui.cli.read_views import plural
+
+        return float(args.days) * 86400, f"expires in {plural(args.days, 'day')}"
     text = (args.expires or DEFAULT_TOKEN_LIFETIME).strip().lower()
     if text == "never":
         return None, "never expires"
