@@ -23,9 +23,10 @@ Measured here (2 shared cores, load average 2.0, 15 runs, medians, wall / CPU; p
   --version       206 ms / 206 ms      51.3 ms / 50.8 ms   3.7x
   exec -- true    439 ms / 430 ms     379 ms / 374 ms      (goal 200 ms: not met)
 `exec` runs the engine's store, which is SQLAlchemy's: `import sqlalchemy` (Core) alone is 906M of
-the 1.78G instructions `exec -- true` took (callgrind), ~0.2 s, the whole budget; its asyncio
-package's ORM (264M more) is no longer imported (storage/async_engine.py). Reaching 200 ms needs the
-engine's writes on sqlite3 as the reads are (storage.read_only, storage.queries).
+the 1.78G instructions `exec -- true` took (callgrind), ~0.2 s, the whole budget, and its asyncio
+package imports the ORM (264M more) for a session class the store does not use. Reaching 200 ms
+needs the engine's store without SQLAlchemy on its start path (its batches and queue writes are
+plain sqlite3 already: storage.write_connection, storage.inline_writes).
 """
 
 from __future__ import annotations

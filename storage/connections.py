@@ -22,10 +22,10 @@ from typing import Any, TypeVar
 
 from sqlalchemy import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from engine.errors import StoreFull
 from storage import pragmas
-from storage.async_engine import AsyncConnection, AsyncEngine, create_async_engine
 from storage.driver import driver_connection
 from storage.inline_writes import InlineWriter
 from storage.reads import Reader

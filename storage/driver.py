@@ -4,8 +4,7 @@ statements that must run outside a transaction (a WAL checkpoint)."""
 from __future__ import annotations
 
 import aiosqlite
-
-from storage.async_engine import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 
 async def driver_connection(conn: AsyncConnection) -> aiosqlite.Connection:

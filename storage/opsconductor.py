@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from engine.errors import NotFound
 from engine.model import new_id, utcnow
 from engine.store.opsconductor import (
@@ -35,7 +37,6 @@ from engine.store.opsconductor import (
     SearchHit,
     TargetOutcomes,
 )
-from storage.async_engine import AsyncConnection
 from storage.connections import Connections
 from storage.registry import _next_value
 from storage.rows import RowMap

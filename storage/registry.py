@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.errors import Conflict
 from engine.model import utcnow
 from engine.store.registry import RegistryEntry, Serial
-from storage.async_engine import AsyncConnection
 from storage.connections import Connections
 from storage.rows import RowMap, json_text
 from storage.tables import registry, to_iso

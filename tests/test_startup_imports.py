@@ -169,24 +169,3 @@ def test_a_first_read_command_makes_the_database(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "no executions yet" in result.stderr
     assert (data / "stepflow.db").exists()
-
-
-def test_the_store_starts_without_the_orm_and_the_whole_package_is_there_when_asked_for() -> None:
-    code = (
-        "import sys\n"
-        "import storage.sqlite_store\n"
-        "assert 'sqlalchemy.orm' not in sys.modules\n"
-        "from storage.async_engine import AsyncEngine\n"
-        "import sqlalchemy.ext.asyncio as package\n"
-        "from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker\n"
-        "assert 'sqlalchemy.orm' in sys.modules\n"
-        "assert package.AsyncEngine is AsyncEngine and package.engine.AsyncEngine is AsyncEngine\n"
-        "assert AsyncSession.__module__ == 'sqlalchemy.ext.asyncio.session'\n"
-        "try:\n"
-        "    package.no_such_name\n"
-        "except AttributeError:\n"
-        "    pass\n"
-        "else:\n"
-        "    raise AssertionError('an unknown name was found')\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
