@@ -21,11 +21,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, get_args
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
+from pydantic import BaseModel, ValidationInfo, field_validator
 
 #: how deeply arrays and objects may nest in a JSON body (the documented bodies need 3 or 4)
 MAX_JSON_DEPTH = 64
@@ -144,3 +145,26 @@ def input_error(exc: BaseException) -> str | None:
         # a number too large for a float or a C integer (YAML's `0x…` integers have no digit limit)
         return "the request has a number too large to use"
     return None
+
+
+
+def _numeric(annotation: Any) -> bool:
+    """int or float, alone or in a union with None (not with str or bool)."""
+    if annotation in (int, float):
+        return True
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return bool(args) and all(a in (int, float) for a in args)
+
+
+class JsonNumbers(BaseModel):
+    """A body whose int and float fields take JSON's numbers only: pydantic's lax mode would take
+    `true` as 1 and "3" as 3, which a JSON schema's `integer` or `number` refuses (a strict int
+    would refuse 3.0, which it accepts). Bodies subclass it; the fields' schemas are unchanged."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _json_numbers_only(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and isinstance(value, bool | str | bytes) and _numeric(field.annotation):
+            raise ValueError("must be a JSON number")
+        return value

@@ -7,7 +7,9 @@ import enum
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
+
+from api_compat.request_parsing import JsonNumbers
 
 
 class RunnerType(enum.StrEnum):
@@ -45,7 +47,8 @@ class RunnerLogLevel(enum.StrEnum):
 LEVEL_RANK = {RunnerLogLevel.DEBUG: 0, RunnerLogLevel.INFO: 1, RunnerLogLevel.WARN: 2, RunnerLogLevel.ERROR: 3}
 
 
-class _Body(BaseModel):
+class _Body(JsonNumbers):
+    # numbers and booleans as JSON has them (JsonNumbers, StrictBool): `true` is not 1, "3" is not 3
     model_config = ConfigDict(extra="ignore", regex_engine="python-re")
 
 
@@ -104,7 +107,7 @@ class RunnerResourceLimits(_Body):
 
 class RunnerDockerConfig(_Body):
     model_config = ConfigDict(extra="allow")
-    privileged: bool | None = None
+    privileged: StrictBool | None = None
     network_mode: str | None = None
     volumes: list[str] | None = None
     #: ours: the image jobs run in (default: STEPFLOW_RUSTCI_IMAGE, else ubuntu:latest)
@@ -120,7 +123,7 @@ class RunnerConfigUpdate(_Body):
 
 
 class RunnerStopRequest(_Body):
-    graceful: bool = False
+    graceful: StrictBool = False
     timeout: float = Field(300, ge=0, le=86400)
     reason: Annotated[str, Field(max_length=1000)] = ""
 
