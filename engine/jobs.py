@@ -195,9 +195,16 @@ class Jobs:
                     waiter.set_result(item)
                 # else its claimer went away: the item goes back to the queue when its heartbeat is due
 
-    async def wait_for_work(self, timeout: float) -> bool:
-        """Wait until a job may be claimable (True) or `timeout` seconds passed (False)."""
-        event = self._work
+    def work_signal(self) -> asyncio.Event:
+        """The event the next submission (or requeue) sets. Take it BEFORE a claim that may find
+        nothing, and wait on it after (`wait_for_work`): a job queued between the two then still
+        wakes the claimer, where an event taken after the claim would miss it."""
+        return self._work
+
+    async def wait_for_work(self, timeout: float, signal: asyncio.Event | None = None) -> bool:
+        """Wait until a job may be claimable (True) or `timeout` seconds passed (False); `signal`:
+        the event taken (`work_signal`) before the claim that found nothing."""
+        event = signal if signal is not None else self._work
         try:
             async with asyncio.timeout(timeout):
                 await event.wait()

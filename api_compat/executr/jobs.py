@@ -203,6 +203,7 @@ async def claim_job(request: web.Request) -> web.StreamResponse:
     deadline = time.monotonic() + wait
     while True:
         started = time.monotonic()
+        signal = jobs.work_signal()  # before the claim: a job queued while it runs still wakes us
         claimed = await jobs.claim(body.executor_id, body.executor_ip or request.remote or "")
         metrics.claim_latency.observe(time.monotonic() - started)
         if claimed is not None:
@@ -211,7 +212,7 @@ async def claim_job(request: web.Request) -> web.StreamResponse:
         stopping = request.app[STOPPING]
         if left <= 0 or stopping.is_set():
             return web.Response(status=204)
-        waits = {asyncio.ensure_future(jobs.wait_for_work(left)), asyncio.ensure_future(stopping.wait())}
+        waits = {asyncio.ensure_future(jobs.wait_for_work(left, signal)), asyncio.ensure_future(stopping.wait())}
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

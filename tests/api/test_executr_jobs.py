@@ -155,6 +155,17 @@ async def test_long_poll_claim_wakes_on_submit(api: Api) -> None:
     assert status == 204
 
 
+async def test_a_job_queued_while_a_long_poll_claims_is_never_missed(api: Api) -> None:
+    """A job submitted at the moment a waiting claim looks (and finds nothing) still wakes it: the
+    claim takes the wake-up signal before it looks. Each round must answer at once, never after
+    the long poll's 10 s."""
+    for _ in range(60):
+        claiming = asyncio.create_task(api("POST", f"{V1}/jobs/claim?wait=10", json=claim_body()))
+        _, created = await api("POST", f"{V1}/jobs", json=job())
+        status, body = await asyncio.wait_for(claiming, 3)
+        assert status == 200 and body["id"] == created["id"]
+
+
 async def test_validation_errors_are_documented_400s(api: Api) -> None:
     bad = [
         job("has space"),
