@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,6 +128,23 @@ class ApiConfig:
         if isinstance(values.get("data_dir"), str):
             values["data_dir"] = Path(str(values["data_dir"])).expanduser()
         return cls(**values)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_command_line(cls, *, allowed_hosts: Sequence[str] = (), rate_limits: Sequence[str] = (),
+                          **options: object) -> ApiConfig:
+        """`from_env` with a command's options, checked: `allowed_hosts` are added to
+        STEPFLOW_ALLOWED_HOSTS, `rate_limits` (each `--rate-limit` text) come after
+        STEPFLOW_RATE_LIMITS, so that the later one wins. ConfigError says what is wrong."""
+        config = cls.from_env(None, **options)
+        if allowed_hosts:
+            config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
+        if rate_limits:
+            from api_compat.rate_limits import parse_overrides
+
+            given = tuple(pair for text in rate_limits for pair in parse_overrides(text, "--rate-limit"))
+            config = config.replace(rate_limits=(*config.rate_limits, *given))
+        config.check()
+        return config
 
     def replace(self, **changes: object) -> ApiConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

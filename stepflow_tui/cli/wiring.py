@@ -30,7 +30,6 @@ from engine.defaults import DEFAULT_MAX_RUNNING
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
-    from api_compat import ApiConfig, ApiListener
     from engine.engine import Engine
     from engine.store import Store
     from stepflow_tui.launch import RemoteClient, RunningApi
@@ -214,38 +213,20 @@ async def _mark_lost(data_dir: Path) -> None:
 
 
 # -- the API listener, its tokens and the executr worker: api_compat is wired here, and only here ---------------------------------
-def api_config(data_dir: Path, *, host: str | None, port: int | None, ws_port: int | None = None,
-                ws_host: str | None = None, allowed_hosts: Sequence[str] = (),
-                workflow_dirs: Sequence[Path] | None = None, monitor_shape: str | None = None,
-                executr_heartbeat_timeout: float | None = None, rate_limits: Sequence[str] = ()) -> ApiConfig:
-    from api_compat import ApiConfig, ConfigError
-    from api_compat.rate_limits import parse_overrides
-
-    try:
-        config = ApiConfig.from_env(host=host, port=port, ws_port=ws_port, data_dir=data_dir, ws_host=ws_host,
-                                    workflow_dirs=None if workflow_dirs is None else tuple(workflow_dirs),
-                                    monitor_shape=monitor_shape, executr_heartbeat_timeout=executr_heartbeat_timeout)
-        if allowed_hosts:  # added to STEPFLOW_ALLOWED_HOSTS
-            config = config.replace(allowed_hosts=(*config.allowed_hosts, *allowed_hosts))
-        if rate_limits:  # after STEPFLOW_RATE_LIMITS: the later one wins
-            given = tuple(pair for text in rate_limits for pair in parse_overrides(text, "--rate-limit"))
-            config = config.replace(rate_limits=(*config.rate_limits, *given))
-        config.check()
-    except ConfigError as exc:
-        raise CliError(str(exc)) from None
-    return config
-
-
 async def start_api(engine: Engine, data_dir: Path, args: argparse.Namespace,
                      offered: Sequence[Path] = ()) -> RunningApi:
     """The TUI's embedded listener; a CliError says why it did not start (the TUI notes it).
     It runs workflow files by path from the folders given to `tui`, else STEPFLOW_WORKFLOW_DIRS, else
     the folders the TUI `offered` by default."""
-    from api_compat import ApiListener, ListenerError
+    from api_compat import ApiConfig, ApiListener, ConfigError, ListenerError
 
     given = getattr(args, "workflow_dirs", None)
     folders = [Path(d) for d in given] if given else None if os.environ.get("STEPFLOW_WORKFLOW_DIRS") else offered
-    config = api_config(data_dir, host=args.api_host, port=args.api_port, workflow_dirs=folders)
+    try:
+        config = ApiConfig.from_command_line(data_dir=data_dir, host=args.api_host, port=args.api_port,
+                                             workflow_dirs=None if folders is None else tuple(folders))
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
     listener = ApiListener(engine, config,
                            port_option="--api-port", ws_port_option="STEPFLOW_WEBSOCKET_PORT")
     try:
@@ -263,7 +244,7 @@ def connect(url: str, token: str | None) -> RemoteClient:
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
-    from api_compat import ConfigError, ListenerError, serve
+    from api_compat import ApiConfig, ApiListener, ConfigError, ListenerError, serve
 
     data_dir = resolve_data_dir(args.data_dir)
     # `--host` binds the WebSocket's own port there too (unless STEPFLOW_WEBSOCKET_HOST says
@@ -272,11 +253,14 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     for folder in args.workflows or ():
         if not folder.is_dir():
             raise CliError(f"--workflows {folder}: not a folder")
-    config = api_config(data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
-                         allowed_hosts=args.allowed_host, workflow_dirs=args.workflows,
-                         monitor_shape=args.monitor_shape,
-                         executr_heartbeat_timeout=args.executr_heartbeat_timeout,
-                         rate_limits=args.rate_limit)
+    try:
+        config = ApiConfig.from_command_line(
+            data_dir=data_dir, host=args.host, port=args.port, ws_port=args.ws_port, ws_host=ws_host,
+            allowed_hosts=args.allowed_host or (), workflow_dirs=None if args.workflows is None else tuple(args.workflows),
+            monitor_shape=args.monitor_shape, executr_heartbeat_timeout=args.executr_heartbeat_timeout,
+            rate_limits=args.rate_limit or ())
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
     engine = await start_engine(data_dir, EngineOptions(max_running=args.max_running))
 
     def ready(listener: ApiListener) -> None:
