@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
-from pydantic import BaseModel, ValidationInfo, field_validator
+from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 
 #: how deeply arrays and objects may nest in a JSON body (the documented bodies need 3 or 4)
 MAX_JSON_DEPTH = 64
@@ -168,3 +168,28 @@ class JsonNumbers(BaseModel):
         if field is not None and isinstance(value, bool | str | bytes) and _numeric(field.annotation):
             raise ValueError("must be a JSON number")
         return value
+
+
+def describe_fields(exc: ValidationError) -> tuple[str, list[str]]:
+    """A pydantic error as one line (`where: what; …`) and the fields it names."""
+    parts, fields = [], []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        fields.append(where)
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts), fields
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def validate_object(model: type[_Model], value: Any, refuse: Callable[[str, list[str]], Exception]) -> _Model:
+    """`value` (a JSON body) as `model`; else `refuse(message, fields)` raised, a surface's own 400
+    (fields empty when the body is not an object at all)."""
+    if not isinstance(value, dict):
+        raise refuse("the request body must be a JSON object", [])
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        message, fields = describe_fields(exc)
+        raise refuse(f"invalid request: {message}", fields) from None

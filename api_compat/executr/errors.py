@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from api_compat.error_middleware import error_middleware as shared_error_middleware
-from api_compat.request_parsing import RequestRefused
+from api_compat.request_parsing import RequestRefused, describe_fields
 from api_compat.surface import Surface
 from engine.errors import EngineError
 
@@ -43,13 +43,13 @@ def fail(message: str, status: int, headers: dict[str, str] | None = None,
 
 
 def describe_validation(exc: ValidationError) -> tuple[str, dict[str, Any]]:
-    parts = []
-    fields = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        fields.append(where)
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts), {"fields": fields}
+    message, fields = describe_fields(exc)
+    return message, {"fields": fields}
+
+
+def refuse_body(message: str, fields: list[str]) -> ExecutrError:
+    """executr's 400 for a body that does not validate (`request_parsing.validate_object`)."""
+    return ExecutrError(400, message, {"fields": fields} if fields else None)
 
 
 def _validation(exc: ValidationError) -> web.Response:

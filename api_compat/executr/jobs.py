@@ -8,9 +8,9 @@ import time
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from api_compat.executr.errors import ExecutrError, describe_validation
+from api_compat.executr.errors import ExecutrError, refuse_body
 from api_compat.executr.keys import METRICS, STOPPING
 from api_compat.executr.wire import (
     MAX_BULK,
@@ -30,7 +30,7 @@ from api_compat.executr.wire import (
     rfc3339,
 )
 from api_compat.query_params import QueryParams
-from api_compat.request_parsing import read_json_body
+from api_compat.request_parsing import read_json_body, validate_object
 from api_compat.state import CONFIG, ENGINE
 from engine.errors import EngineError
 from engine.job_live import OutputPiece
@@ -53,13 +53,7 @@ def _jobs(request: web.Request) -> Jobs:
 
 
 def validate(model: type[M], value: Any) -> M:
-    if not isinstance(value, dict):
-        raise ExecutrError(400, "the request body must be a JSON object")
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        message, context = describe_validation(exc)
-        raise ExecutrError(400, f"invalid request: {message}", context) from None
+    return validate_object(model, value, refuse_body)
 
 
 async def _body(request: web.Request, model: type[M]) -> M:

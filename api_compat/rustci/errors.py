@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from api_compat.error_middleware import error_middleware as shared_error_middleware
-from api_compat.request_parsing import RequestRefused
+from api_compat.request_parsing import RequestRefused, describe_fields
 from api_compat.surface import Surface
 from engine.errors import EngineError
 
@@ -60,17 +60,13 @@ def fail(message: str, status: int, headers: dict[str, str] | None = None, *, co
                         content_type="application/json", headers=headers)
 
 
-def describe_validation(exc: ValidationError) -> tuple[str, list[str]]:
-    parts, fields = [], []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "body"
-        fields.append(where)
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts), fields
+def refuse_body(message: str, fields: list[str]) -> RustciError:
+    """RustCI's 400 for a body that does not validate (`request_parsing.validate_object`)."""
+    return RustciError(400, message, "INVALID_REQUEST", {"fields": fields} if fields else None)
 
 
 def _validation(exc: ValidationError) -> web.Response:
-    message, fields = describe_validation(exc)
+    message, fields = describe_fields(exc)
     return fail(message, 400, details={"fields": fields})
 
 

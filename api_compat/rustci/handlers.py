@@ -6,13 +6,13 @@ import json
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from api_compat.query_params import QueryParams
-from api_compat.request_parsing import read_json_body
+from api_compat.request_parsing import read_json_body, validate_object
 from api_compat.rustci import views
 from api_compat.rustci.desk import RunnerDesk
-from api_compat.rustci.errors import RustciError, describe_validation
+from api_compat.rustci.errors import RustciError, refuse_body
 from api_compat.rustci.jobs_view import job_json, job_status
 from api_compat.rustci.keys import DESK, SSE, WS_HUB
 from api_compat.rustci.wire import (
@@ -45,13 +45,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def validate(model: type[M], value: Any) -> M:
-    if not isinstance(value, dict):
-        raise RustciError(400, "the request body must be a JSON object")
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        message, fields = describe_validation(exc)
-        raise RustciError(400, f"invalid request: {message}", "INVALID_REQUEST", {"fields": fields}) from None
+    return validate_object(model, value, refuse_body)
 
 
 async def _body(request: web.Request, model: type[M], *, optional: bool = False) -> M:
