@@ -236,6 +236,8 @@ class RunnerDesk:
         at the recent jobs' mean duration per round of `max_concurrent_jobs`."""
         if execution.status is not ExecutionStatus.PENDING:
             return execution.started_at or now()
+        if execution.admitted_at is not None:
+            return now()  # admitted (its process is starting): it counts among the running already
         limit = int(data["config"]["max_concurrent_jobs"])
         durations = [d for e in history[:_RECENT * 3] if (d := duration(e)) is not None][:_RECENT]
         mean = sum(durations) / len(durations) if durations else _DEFAULT_DURATION

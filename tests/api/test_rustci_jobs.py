@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from api_compat.rustci.keys import SSE
@@ -62,6 +63,9 @@ async def test_max_concurrent_jobs_1_queues_the_second_job(rc: RustciApi) -> Non
     first = await rc.submit(runner_id, f"while [ ! -e {gate} ]; do sleep 0.05; done", name="first")
     second = await rc.submit(runner_id, "echo second", name="second")
     assert second["status"] == "queued" and second["estimated_start_time"] > first["estimated_start_time"]
+    # the first had the runner to itself: it was to start at once, not after a job's mean duration
+    created = datetime.fromisoformat(first["estimated_start_time"].replace("Z", "+00:00"))
+    assert abs((created - datetime.now(UTC)).total_seconds()) < 10
     status, answer = await rc.call("GET", f"/api/runners/{runner_id}/status")
     assert answer["current_load"]["queued_jobs"] == 1
     execution = await rc.engine.get_execution(second["execution_id"])
