@@ -143,8 +143,7 @@ async def test_a_new_file_is_in_wal_mode_with_the_schema(store: SqliteStore) -> 
 
 
 async def test_every_pooled_connection_gets_the_pragmas(store: SqliteStore) -> None:
-    engine = store._engine
-    assert engine is not None
+    engine = await store._async_engine()  # made at its first use: the store opens without it
     wanted = {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": BUSY_TIMEOUT_MS,
               "cache_size": -CACHE_SIZE_KIB, "temp_store": 2}
     # three connections checked out at once: three distinct pooled connections
