@@ -13,7 +13,8 @@ run on the same libraries. The runs of the variants interleave, so a busy machin
 
 A benchmark, not a test: run it by hand, alone.
 
-Measured here (2 shared cores, load average 2.0, 15 runs, medians, wall / CPU; python -c pass 13.8 ms):
+Measured here (2 shared cores, load average 2.0, 15 runs, medians, wall / CPU; python -c pass 13.8 ms),
+when the read commands were made lean:
                   main (before)        this tree (after)
   ls              527 ms / 524 ms      87.5 ms / 87.1 ms   6.3x pass
   ls --json       558 ms / 556 ms      63.3 ms / 62.8 ms   4.6x
@@ -22,11 +23,27 @@ Measured here (2 shared cores, load average 2.0, 15 runs, medians, wall / CPU; p
   --help          196 ms / 195 ms      47.5 ms / 47.0 ms   3.4x
   --version       206 ms / 206 ms      51.3 ms / 50.8 ms   3.7x
   exec -- true    439 ms / 430 ms     379 ms / 374 ms      (goal 200 ms: not met)
-`exec` runs the engine's store, which is SQLAlchemy's: `import sqlalchemy` (Core) alone is 906M of
-the 1.78G instructions `exec -- true` took (callgrind), ~0.2 s, the whole budget, and its asyncio
-package imports the ORM (264M more) for a session class the store does not use. Reaching 200 ms
-needs the engine's store without SQLAlchemy on its start path (its batches and queue writes are
-plain sqlite3 already: storage.write_connection, storage.inline_writes).
+
+`exec` ran the engine's store, which was SQLAlchemy's. Measured, SQLAlchemy could not stay on its
+path: `import sqlalchemy` (Core) alone was 906M of the 1.78G instructions `exec -- true` took
+(callgrind), ~0.2 s, the whole 200 ms budget, and its asyncio package imported the ORM (264M more).
+So (as issue 16 allows when a figure shows it) the engine's store opens and does what an engine does
+in plain sqlite3 (storage.connections: the schema's revision by one SELECT, Alembic only to migrate;
+the lost executions' sweep, the queue, the registry, the batches' upserts from storage.upserts), and
+makes SQLAlchemy's async engine only for what `serve` and the TUI ask (figures, OpsConductor's
+writes); tests/test_startup_imports.py checks that `exec` imports none of it. Then: 806M instructions
+(callgrind), and in one run beside main at 67baf1a (load average 2.4, 15 runs, medians, wall / CPU;
+python -c pass 12.1 ms):
+                  67baf1a (before)     this tree (after)
+  ls               85.0 ms / 81.4 ms   86.9 ms / 81.8 ms   7.2x pass
+  ls --json        60.6 ms / 59.2 ms   61.6 ms / 59.7 ms   5.1x
+  show ID          94.5 ms / 93.1 ms   92.6 ms / 91.1 ms   7.7x
+  logs ID          67.6 ms / 66.3 ms   67.4 ms / 66.1 ms   5.6x
+  --help           45.0 ms / 44.0 ms   46.9 ms / 45.4 ms   3.9x
+  --version        44.7 ms / 43.7 ms   44.8 ms / 43.9 ms   3.7x
+  exec -- true    422.8 ms / 388.8 ms 193.3 ms / 166.3 ms  (goal 200 ms: met)
+What is left of `exec`'s start is mostly importing the engine (~50 ms: its events, model and store
+protocols, dataclasses each), rich (~13 ms) and asyncio (~20 ms).
 """
 
 from __future__ import annotations
