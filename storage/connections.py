@@ -8,7 +8,7 @@ on storage.reads' connections, the events' batches on storage.write_connection's
 a few inline (storage.inline_writes). Importing SQLAlchemy's Core alone costs ~0.2 s, the whole
 start-up budget of `stepflow exec` (issue 16).
 
-The rest (the store's figures, OPTIMIZE, OpsConductor's writes: what `serve` and the TUI use) goes
+The rest (the store's figures, OpsConductor's writes: what `serve` and the TUI use) goes
 through SQLAlchemy's async engine over aiosqlite, made at its first use (`_write`, `_read`):
 connections from its pool (AsyncAdaptedQueuePool), each with its own thread; in WAL mode a read on
 one connection goes on while another writes. Every connection gets the pragmas of `storage.pragmas`.

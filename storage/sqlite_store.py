@@ -18,7 +18,6 @@ from engine.model import (
     ArtifactFilter,
     Execution,
     ExecutionFilter,
-    ExecutionKind,
     ExecutionStatus,
     LogLine,
     Step,
@@ -46,11 +45,6 @@ _TAKE = (f"UPDATE executions SET owner = ? WHERE id = ? AND status = '{Execution
          "AND admitted_at IS NULL AND owner = ?")
 _TAKE_UNOWNED = (f"UPDATE executions SET owner = ? WHERE id = ? AND status = '{ExecutionStatus.PENDING.value}' "
                  "AND admitted_at IS NULL AND owner IS NULL")
-# pending ones never admitted wait in the queue of whichever engine starts next; a job is held by a
-# worker process, not an engine (engine.jobs: its heartbeats decide)
-_HELD = (f"SELECT id, owner FROM executions WHERE kind != '{ExecutionKind.JOB.value}' "
-         f"AND (status = '{ExecutionStatus.RUNNING.value}' "
-         f"OR (status = '{ExecutionStatus.PENDING.value}' AND admitted_at IS NOT NULL))")
 _LOST_STEPS = ("UPDATE steps SET status = ?, abort_reason = ?, error_message = ?, completed_at = ? "
                "WHERE execution_id = ? AND status = ?")
 # as engine.execution.transitions does for a terminal status never started
@@ -196,7 +190,7 @@ def _changed(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> boo
 
 
 def _mark_lost(conn: sqlite3.Connection, owner_alive: Callable[[str | None], bool] | None, now: str) -> list[str]:
-    lost = [i for i, owner in conn.execute(_HELD).fetchall() if owner_alive is None or not owner_alive(owner)]
+    lost = [i for i, owner in queries.held_executions(conn) if owner_alive is None or not owner_alive(owner)]
     if not lost:
         return []
     reason = AbortReason.ENGINE_LOST.value
