@@ -32,16 +32,17 @@ in plain sqlite3 (storage.connections: the schema's revision by one SELECT, Alem
 the lost executions' sweep, the queue, the registry, the batches' upserts from storage.upserts), and
 makes SQLAlchemy's async engine only for what `serve` and the TUI ask (figures, OpsConductor's
 writes); tests/test_startup_imports.py checks that `exec` imports none of it. Then: 806M instructions
-(callgrind), and in one run beside main at 67baf1a (load average 2.4, 15 runs, medians, wall / CPU;
+(callgrind), and in one run beside main at 67baf1a (load average 3.4, 15 runs, medians, wall / CPU;
 python -c pass 12.1 ms):
                   67baf1a (before)     this tree (after)
-  ls               85.0 ms / 81.4 ms   86.9 ms / 81.8 ms   7.2x pass
-  ls --json        60.6 ms / 59.2 ms   61.6 ms / 59.7 ms   5.1x
-  show ID          94.5 ms / 93.1 ms   92.6 ms / 91.1 ms   7.7x
-  logs ID          67.6 ms / 66.3 ms   67.4 ms / 66.1 ms   5.6x
-  --help           45.0 ms / 44.0 ms   46.9 ms / 45.4 ms   3.9x
-  --version        44.7 ms / 43.7 ms   44.8 ms / 43.9 ms   3.7x
-  exec -- true    422.8 ms / 388.8 ms 193.3 ms / 166.3 ms  (goal 200 ms: met)
+  ls               86.8 ms / 83.8 ms   88.2 ms / 83.7 ms   7.3x pass
+  ls --json        64.1 ms / 63.3 ms   64.4 ms / 60.6 ms   5.3x
+  show ID          96.9 ms / 93.9 ms   95.0 ms / 92.9 ms   7.8x
+  logs ID          68.5 ms / 64.8 ms   68.0 ms / 65.9 ms   5.6x
+  --help           47.6 ms / 45.3 ms   49.1 ms / 46.8 ms   4.0x
+  --version        45.7 ms / 44.0 ms   45.8 ms / 44.4 ms   3.8x
+  exec -- true    442.4 ms / 398.0 ms 199.6 ms / 167.1 ms  (goal 200 ms: met, barely on a busy machine;
+                                                           another run, load 2.4: 193.3 ms against 422.8)
 What is left of `exec`'s start is mostly importing the engine (~50 ms: its events, model and store
 protocols, dataclasses each), rich (~13 ms) and asyncio (~20 ms).
 """
