@@ -13,7 +13,8 @@ run on the same libraries. The runs of the variants interleave, so a busy machin
 
 A benchmark, not a test: run it by hand, alone.
 
-Measured here (2 shared cores, load average 2.0, 15 runs, medians, wall / CPU; python -c pass 13.8 ms):
+Measured here (2 shared cores, load average 2.0, 15 runs, medians, wall / CPU; python -c pass 13.8 ms),
+when the read commands were made lean:
                   main (before)        this tree (after)
   ls              527 ms / 524 ms      87.5 ms / 87.1 ms   6.3x pass
   ls --json       558 ms / 556 ms      63.3 ms / 62.8 ms   4.6x
@@ -22,11 +23,28 @@ Measured here (2 shared cores, load average 2.0, 15 runs, medians, wall / CPU; p
   --help          196 ms / 195 ms      47.5 ms / 47.0 ms   3.4x
   --version       206 ms / 206 ms      51.3 ms / 50.8 ms   3.7x
   exec -- true    439 ms / 430 ms     379 ms / 374 ms      (goal 200 ms: not met)
-`exec` runs the engine's store, which is SQLAlchemy's: `import sqlalchemy` (Core) alone is 906M of
-the 1.78G instructions `exec -- true` took (callgrind), ~0.2 s, the whole budget, and its asyncio
-package imports the ORM (264M more) for a session class the store does not use. Reaching 200 ms
-needs the engine's store without SQLAlchemy on its start path (its batches and queue writes are
-plain sqlite3 already: storage.write_connection, storage.inline_writes).
+
+`exec` ran the engine's store, which was SQLAlchemy's. Measured, SQLAlchemy could not stay on its
+path: `import sqlalchemy` (Core) alone was 906M of the 1.78G instructions `exec -- true` took
+(callgrind), ~0.2 s, the whole 200 ms budget, and its asyncio package imported the ORM (264M more).
+So (as issue 16 allows when a figure shows it) the engine's store opens and does what an engine does
+in plain sqlite3 (storage.connections: the schema's revision by one SELECT, Alembic only to migrate;
+the lost executions' sweep, the queue, the registry, the batches' upserts from storage.upserts), and
+makes SQLAlchemy's async engine only for what `serve` and the TUI ask (figures, OpsConductor's
+writes); tests/test_startup_imports.py checks that `exec` imports none of it. Then: 806M instructions
+(callgrind), and in one run beside main at 67baf1a (load average 3.4, 15 runs, medians, wall / CPU;
+python -c pass 12.1 ms):
+                  67baf1a (before)     this tree (after)
+  ls               86.8 ms / 83.8 ms   88.2 ms / 83.7 ms   7.3x pass
+  ls --json        64.1 ms / 63.3 ms   64.4 ms / 60.6 ms   5.3x
+  show ID          96.9 ms / 93.9 ms   95.0 ms / 92.9 ms   7.8x
+  logs ID          68.5 ms / 64.8 ms   68.0 ms / 65.9 ms   5.6x
+  --help           47.6 ms / 45.3 ms   49.1 ms / 46.8 ms   4.0x
+  --version        45.7 ms / 44.0 ms   45.8 ms / 44.4 ms   3.8x
+  exec -- true    442.4 ms / 398.0 ms 199.6 ms / 167.1 ms  (goal 200 ms: met, barely on a busy machine;
+                                                           another run, load 2.4: 193.3 ms against 422.8)
+What is left of `exec`'s start is mostly importing the engine (~50 ms: its events, model and store
+protocols, dataclasses each), rich (~13 ms) and asyncio (~20 ms).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""SQLite storage for stepflow: the engine's `Store` over SQLAlchemy (async, aiosqlite), in WAL mode,
-with its schema kept by Alembic migrations shipped in this package; and `storage.read_only`, the
-reads of the CLI's read commands over sqlite3 alone (no SQLAlchemy, no asyncio: they start in
-milliseconds).
+"""SQLite storage for stepflow: the engine's `Store`, in WAL mode, with its schema kept by Alembic
+migrations shipped in this package (sqlite3 for what an engine does, SQLAlchemy's async engine made
+for the rest when first asked: see storage.connections); and `storage.read_only`, the reads of the
+CLI's read commands over sqlite3 alone (no SQLAlchemy, no asyncio: they start in milliseconds).
 
 `SqliteStore` is imported when first asked for: importing this package costs nothing of SQLAlchemy."""
 

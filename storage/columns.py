@@ -1,9 +1,12 @@
 """The columns of the tables the reads turn into domain objects, in the tables' order, and which of
 them hold JSON: what their row mappings (storage.rows) are made from without importing SQLAlchemy,
-which costs ~0.18 s, more than the whole start-up budget of `stepflow ls` (issue 16).
+which costs ~0.18 s, more than the whole start-up budget of `stepflow ls` (issue 16); and those of
+the tables the engine's store reads and writes in plain SQL (the queue, the registry, OpsConductor's),
+which `stepflow exec` opens without SQLAlchemy.
 
 storage/tables.py defines the tables and checks at import that they have exactly these columns: a
-column added there (with its migration) is added here too, or nothing that writes starts."""
+column added there (with its migration) is added here too, or nothing that imports it starts (the
+store's tests do)."""
 
 from __future__ import annotations
 
@@ -38,6 +41,33 @@ ARTIFACTS = Columns(
     ("id", "execution_id", "step_id", "name", "file_name", "file_path", "file_size", "mime_type",
      "artifact_type", "sha256", "description", "created_at", "tags", "is_public", "retention_days"),
     frozenset({"tags"}),
+)
+QUEUE_ITEMS = Columns(
+    "queue_items",
+    ("pk", "id", "queue", "payload", "priority", "status", "worker", "attempt", "max_attempts", "created_at",
+     "claimed_at", "heartbeat_at", "finished_at", "result", "execution_id", "labels"),
+    frozenset({"labels"}),
+)
+REGISTRY = Columns(
+    "registry",
+    ("id", "kind", "serial", "name", "data", "created_at", "updated_at"),
+    frozenset({"data"}),
+)
+OPS_JOBS = Columns(
+    "ops_jobs",
+    ("id", "uuid", "serial", "name", "description", "job_type", "actions", "target_ids", "scheduled_at",
+     "schedule_state", "created_at", "updated_at"),
+    frozenset({"actions", "target_ids"}),
+)
+OPS_EXECUTIONS = Columns(
+    "ops_executions",
+    ("id", "uuid", "serial", "job_id", "number", "execution_pk", "execution_id", "status", "started_at",
+     "completed_at", "duration", "error", "created_at"),
+)
+OPS_BRANCHES = Columns(
+    "ops_branches",
+    ("id", "uuid", "serial", "ops_execution_id", "number", "job_id", "target_id", "target_serial", "target_name",
+     "step_pk", "step_id", "status", "started_at", "completed_at", "duration", "exit_code", "error", "created_at"),
 )
 
 #: the most lines one row of log_spans covers (see storage/tables.py, where it is explained)

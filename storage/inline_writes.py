@@ -44,6 +44,12 @@ class InlineWriter:
         if conn is not None:
             conn.close()
 
+    def optimize(self) -> None:
+        """`PRAGMA optimize` on this connection, if it was opened: the statistics its statements
+        found missing. A write lock another process holds fails it at once (busy_timeout 0)."""
+        if self._conn is not None:
+            self._conn.execute("PRAGMA optimize")
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """`fn(connection, *args)` in one write transaction, committed before this returns. The
         caller holds the process's write turn for the whole call."""

@@ -17,9 +17,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import NotFound
 from engine.model import new_id, utcnow
@@ -37,14 +35,18 @@ from engine.store.opsconductor import (
     SearchHit,
     TargetOutcomes,
 )
+from storage import columns
+from storage.columns import to_iso
 from storage.connections import Connections
-from storage.registry import _next_value
+from storage.registry import _NEXT_VALUE
 from storage.rows import RowMap
-from storage.tables import ops_branches, ops_executions, ops_jobs, to_iso
 
-JOBS = RowMap(OpsJob, ops_jobs, skip=())
-EXECUTIONS = RowMap(OpsExecution, ops_executions, skip=())
-BRANCHES = RowMap(OpsBranch, ops_branches, skip=())
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+JOBS = RowMap(OpsJob, columns.OPS_JOBS, skip=())
+EXECUTIONS = RowMap(OpsExecution, columns.OPS_EXECUTIONS, skip=())
+BRANCHES = RowMap(OpsBranch, columns.OPS_BRANCHES, skip=())
 
 _JOB_COLUMNS = JOBS.select
 _EXECUTION_COLUMNS = EXECUTIONS.select
@@ -69,6 +71,11 @@ def _insert(table: str, columns: Sequence[str], returning: str) -> str:
 _INSERT_JOB = _insert("ops_jobs", JOBS.columns[1:], JOBS.returning)
 _INSERT_EXECUTION = _insert("ops_executions", EXECUTIONS.columns[1:], EXECUTIONS.returning)
 _INSERT_BRANCH = _insert("ops_branches", BRANCHES.columns[1:], BRANCHES.returning)
+
+
+async def _next_value(conn: AsyncConnection, name: str) -> int:
+    """A counter's next value (storage.registry's upsert) in the caller's write transaction."""
+    return int((await conn.exec_driver_sql(_NEXT_VALUE, (name,))).scalar_one())
 
 
 def _outcomes(text: str | None) -> Outcomes:

@@ -19,6 +19,7 @@ from engine.model import (
     ArtifactFilter,
     Execution,
     ExecutionFilter,
+    ExecutionKind,
     ExecutionStatus,
     LogLine,
     Step,
@@ -81,6 +82,19 @@ def resolve_execution_id(conn: sqlite3.Connection, prefix: str, limit: int) -> l
         (f"{_like_escape(prefix)}%", limit),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def held_executions(conn: sqlite3.Connection) -> list[tuple[str, str | None]]:
+    """(id, owner) of the executions an engine holds open: running, or pending once an engine
+    admitted them (pending ones never admitted wait in the queue of whichever engine starts next;
+    a job is held by a worker process, whose heartbeats decide: engine.jobs). Those whose owner is
+    dead are lost (SqliteStore.mark_lost). Most of the time there are none."""
+    return [(row[0], row[1]) for row in conn.execute(_HELD_SQL)]
+
+
+_HELD_SQL = (f"SELECT id, owner FROM executions WHERE kind != '{ExecutionKind.JOB.value}' "
+             f"AND (status = '{ExecutionStatus.RUNNING.value}' "
+             f"OR (status = '{ExecutionStatus.PENDING.value}' AND admitted_at IS NOT NULL))")
 
 
 def get_steps(conn: sqlite3.Connection, execution_id: str) -> list[Step]:

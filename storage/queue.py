@@ -30,11 +30,12 @@ from engine.store.queue import (
     QueueStatus,
     allowed,
 )
+from storage import columns
+from storage.columns import to_iso
 from storage.connections import Connections
 from storage.rows import RowMap, json_text
-from storage.tables import queue_items, to_iso
 
-QUEUE_ITEMS = RowMap(QueueItem, queue_items)
+QUEUE_ITEMS = RowMap(QueueItem, columns.QUEUE_ITEMS)
 
 Q = QueueStatus
 
@@ -134,11 +135,8 @@ class SqliteQueue(Connections):
         return await self._one(_CANCEL, (to_iso(utcnow()), item_id))
 
     async def requeue_stale(self, queue: str, older_than: datetime) -> list[QueueItem]:
-        async with self._write() as conn:
-            result = await conn.exec_driver_sql(
-                _REQUEUE_STALE, (to_iso(utcnow()), _STALE_RESULT, queue, to_iso(older_than)))
-            rows = result.all()
-        return [QUEUE_ITEMS.from_values(r) for r in rows]
+        params = (to_iso(utcnow()), _STALE_RESULT, queue, to_iso(older_than))
+        return await self._write_batch(lambda conn: _requeue(conn, params))
 
     async def get_queue_item(self, item_id: str) -> QueueItem | None:
         return await self._reader.run(_get, item_id, inline=True)
@@ -171,6 +169,11 @@ def _claim(conn: sqlite3.Connection, sql: str, queues: list[str], workers: Seque
             break  # the queues are empty: so they are for the next ones
         found[i] = QUEUE_ITEMS.from_values(row)
     return found
+
+
+def _requeue(conn: sqlite3.Connection, params: tuple[Any, ...]) -> list[QueueItem]:
+    """Any number of items: on the write connection's thread (storage.write_connection)."""
+    return [QUEUE_ITEMS.from_values(r) for r in conn.execute(_REQUEUE_STALE, params).fetchall()]
 
 
 # -- reads, on a reader connection (storage.reads) ------------------------------------------------------

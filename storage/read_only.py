@@ -25,12 +25,6 @@ T = TypeVar("T")
 #: how many ids `resolve_execution_id` returns at most (as SqliteStore's)
 MAX_RESOLVED = 10
 
-#: executions an engine may hold open: running, or pending once an engine admitted them (a job is
-#: held by a worker, whose heartbeats decide; see SqliteStore.mark_lost, which this mirrors)
-_HELD_SQL = ("SELECT id, owner FROM executions WHERE kind != 'job' AND "
-             "(status = 'running' OR (status = 'pending' AND admitted_at IS NOT NULL))")
-
-
 class ReadOnlyStore:
     """The reads of the engine's `Store` the CLI uses, as plain synchronous calls."""
 
@@ -103,9 +97,9 @@ class ReadOnlyStore:
 
     # -- what a dead engine may have left ----------------------------------------------------------------
     def held_executions(self) -> list[tuple[str, str | None]]:
-        """(id, owner) of the executions an engine holds open: if one's owner is dead, the engine's
-        store marks it lost (SqliteStore.mark_lost). Most of the time there are none."""
-        return [(row[0], row[1]) for row in self._conn.execute(_HELD_SQL)]
+        """(id, owner) of the executions an engine holds open (storage.queries.held_executions): if
+        one's owner is dead, the engine's store marks it lost (SqliteStore.mark_lost)."""
+        return queries.held_executions(self._conn)
 
 
 def _connect(path: Path) -> sqlite3.Connection:

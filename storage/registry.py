@@ -4,6 +4,8 @@ A counter's next value is one upsert, `INSERT … ON CONFLICT DO UPDATE SET valu
 RETURNING value`, inside BEGIN IMMEDIATE: no two transactions, in any process, read the same value.
 A registry entry's serial comes from that statement in the transaction that inserts the entry, so an
 insert that fails (a name taken) rolls the counter back with it: serials have no gaps.
+
+Each write is a row or two by an index: inline, on the loop's thread (storage.inline_writes).
 """
 
 from __future__ import annotations
@@ -12,17 +14,15 @@ import sqlite3
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from engine.errors import Conflict
 from engine.model import utcnow
 from engine.store.registry import RegistryEntry, Serial
+from storage import columns
+from storage.columns import to_iso
 from storage.connections import Connections
 from storage.rows import RowMap, json_text
-from storage.tables import registry, to_iso
 
-REGISTRY = RowMap(RegistryEntry, registry)
+REGISTRY = RowMap(RegistryEntry, columns.REGISTRY)
 
 _NEXT_VALUE = (
     "INSERT INTO counters (name, value) VALUES (?, 1) "
@@ -38,32 +38,29 @@ _UPDATE = f"UPDATE registry SET data = json_patch(data, ?), updated_at = ? WHERE
 _SELECT = f"SELECT {REGISTRY.select} FROM registry"
 
 
-async def _next_value(conn: AsyncConnection, name: str) -> int:
-    return int((await conn.exec_driver_sql(_NEXT_VALUE, (name,))).scalar_one())
-
-
 class SqliteRegistry(Connections):
     # -- counters ------------------------------------------------------------------------------------
     async def next_value(self, name: str) -> int:
-        async with self._write() as conn:
-            return await _next_value(conn, name)
+        return await self._write_inline(_next_value, name)
 
     # -- registry ------------------------------------------------------------------------------------
     async def register(self, kind: str, name: str, data: Mapping[str, Any] | None = None, *,
                        serial: Serial | None = None) -> RegistryEntry:
         now = to_iso(utcnow())
-        text: str | None = None
+        taken: list[str | None] = [None]
+
+        def insert(conn: sqlite3.Connection) -> RegistryEntry:
+            text = taken[0] = None if serial is None else serial.format(_next_value(conn, serial.counter))
+            row = conn.execute(_REGISTER, (kind, text, name, json_text(dict(data or {})), now, now)).fetchone()
+            return REGISTRY.from_values(row)
+
         try:
-            async with self._write() as conn:
-                text = None if serial is None else serial.format(await _next_value(conn, serial.counter))
-                row = (await conn.exec_driver_sql(
-                    _REGISTER, (kind, text, name, json_text(dict(data or {})), now, now))).one()
-        except IntegrityError as exc:
+            return await self._write_inline(insert)
+        except sqlite3.IntegrityError as exc:
             # the transaction is rolled back, the counter's increment with it
-            if "registry.serial" in str(exc.orig):
-                raise Conflict(f"the serial {text} is taken") from exc
+            if "registry.serial" in str(exc):
+                raise Conflict(f"the serial {taken[0]} is taken") from exc
             raise Conflict(f"there is already a {kind} named {name!r}") from exc
-        return REGISTRY.from_values(row)
 
     async def get_registered(self, kind: str, *, id: int | None = None, serial: str | None = None,
                              name: str | None = None) -> RegistryEntry | None:
@@ -77,14 +74,24 @@ class SqliteRegistry(Connections):
         return await self._reader.run(_list, kind, limit, offset, snapshot=True, inline=True)
 
     async def update_registered(self, kind: str, id: int, data: Mapping[str, Any]) -> RegistryEntry | None:
-        async with self._write() as conn:
-            row = (await conn.exec_driver_sql(_UPDATE, (json_text(dict(data)), to_iso(utcnow()), kind, id))).first()
-        return None if row is None else REGISTRY.from_values(row)
+        return await self._write_inline(_update, (json_text(dict(data)), to_iso(utcnow()), kind, id))
 
     async def unregister(self, kind: str, id: int) -> bool:
-        async with self._write() as conn:
-            result = await conn.exec_driver_sql("DELETE FROM registry WHERE kind = ? AND id = ?", (kind, id))
-        return result.rowcount > 0
+        return await self._write_inline(_delete, kind, id)
+
+
+# -- writes, inline (storage.inline_writes) ---------------------------------------------------------------
+def _next_value(conn: sqlite3.Connection, name: str) -> int:
+    return int(conn.execute(_NEXT_VALUE, (name,)).fetchone()[0])
+
+
+def _update(conn: sqlite3.Connection, params: tuple[Any, ...]) -> RegistryEntry | None:
+    row = conn.execute(_UPDATE, params).fetchone()
+    return None if row is None else REGISTRY.from_values(row)
+
+
+def _delete(conn: sqlite3.Connection, kind: str, id: int) -> bool:
+    return conn.execute("DELETE FROM registry WHERE kind = ? AND id = ?", (kind, id)).rowcount > 0
 
 
 # -- reads, on a reader connection (storage.reads) ------------------------------------------------------

@@ -7,8 +7,9 @@ for a new database (a test checks that this schema is the one the migrations bui
 goes through `alembic upgrade head`, unless its revision is none this stepflow knows: a newer one
 wrote it, and it is refused with `SchemaTooNew` rather than touched.
 
-SQLAlchemy is imported by the functions that use it: the CLI's read commands check the revision with
-sqlite3 alone (storage.read_only) and come here only to migrate.
+SQLAlchemy is imported by the functions that use it: the CLI's read commands (storage.read_only) and
+the engine's store (storage.connections) check the revision with sqlite3 alone and come here only to
+migrate.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def bring_to_head(conn: Connection, path: Path) -> None:
 
 def bring_file_to_head(path: Path) -> None:
     """`bring_to_head` on its own synchronous SQLAlchemy connection (no asyncio): what a read-only
-    command does when it finds a new or older file, once."""
+    command, or the engine's store, does when it finds a new or older file, once."""
     import time
 
     from sqlalchemy import URL, create_engine

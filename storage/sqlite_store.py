@@ -1,16 +1,15 @@
-"""The SQLite store: the engine's `Store`, over SQLAlchemy's async engine and aiosqlite (see
-storage.connections; the events' batches go on a plain sqlite3 connection, storage.write_connection),
-and its executions' part: the events' writes, the reads, the database itself.
+"""The SQLite store: the engine's `Store` (see storage.connections: plain sqlite3 for what the engine
+does, SQLAlchemy's async engine made at the first use of the rest), and its executions' part: the
+events' writes, the reads, the database itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Unpack
-
-from sqlalchemy import String, func, literal, select, type_coerce, update
 
 from engine.events import Event
 from engine.model import (
@@ -19,7 +18,6 @@ from engine.model import (
     ArtifactFilter,
     Execution,
     ExecutionFilter,
-    ExecutionKind,
     ExecutionStatus,
     LogLine,
     Step,
@@ -29,19 +27,29 @@ from engine.model import (
 from engine.store import StoreStats
 from engine.store.logs import LogRange, LogSelection
 from engine.surrogates import replace_surrogates
-from storage import queries
-from storage.driver import driver_connection
+from storage import pragmas, queries
+from storage.columns import to_iso
 from storage.opsconductor import SqliteOps
 from storage.queue import SqliteQueue
 from storage.registry import SqliteRegistry
-from storage.tables import UtcDateTime, artifacts, executions, log_spans, steps
 from storage.writes import BatchWriter
 
 LOST_MESSAGE = "the engine running it stopped unexpectedly"
 #: how many ids `resolve_execution_id` returns at most
 MAX_RESOLVED = 10
 
-_OPEN_EXECUTION = (ExecutionStatus.PENDING.value, ExecutionStatus.RUNNING.value)
+_OPEN = f"status IN ('{ExecutionStatus.PENDING.value}', '{ExecutionStatus.RUNNING.value}')"
+_FAIL = (f"UPDATE executions SET status = '{ExecutionStatus.FAILED.value}', error_message = ?, completed_at = ?, "
+         f"started_at = coalesce(started_at, ?) WHERE id = ? AND {_OPEN}")
+_TAKE = (f"UPDATE executions SET owner = ? WHERE id = ? AND status = '{ExecutionStatus.PENDING.value}' "
+         "AND admitted_at IS NULL AND owner = ?")
+_TAKE_UNOWNED = (f"UPDATE executions SET owner = ? WHERE id = ? AND status = '{ExecutionStatus.PENDING.value}' "
+                 "AND admitted_at IS NULL AND owner IS NULL")
+_LOST_STEPS = ("UPDATE steps SET status = ?, abort_reason = ?, error_message = ?, completed_at = ? "
+               "WHERE execution_id = ? AND status = ?")
+# as engine.execution.transitions does for a terminal status never started
+_LOST = (f"UPDATE executions SET status = '{ExecutionStatus.FAILED.value}', abort_reason = ?, error_message = ?, "
+         f"completed_at = ?, started_at = coalesce(started_at, ?) WHERE id = ? AND {_OPEN}")
 
 
 class SqliteStore(SqliteQueue, SqliteRegistry, SqliteOps):
@@ -59,72 +67,21 @@ class SqliteStore(SqliteQueue, SqliteRegistry, SqliteOps):
         return batch.refused
 
     async def fail_execution(self, execution_id: str, error: str) -> bool:
-        now = utcnow()
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(executions)
-                .where(executions.c.id == execution_id, executions.c.status.in_(_OPEN_EXECUTION))
-                .values(status=ExecutionStatus.FAILED.value, error_message=replace_surrogates(error),
-                        completed_at=now, started_at=func.coalesce(executions.c.started_at, literal(now, UtcDateTime())))
-            )
-        return result.rowcount > 0
+        now = to_iso(utcnow())
+        return await self._write_inline(_changed, _FAIL, (replace_surrogates(error), now, now, execution_id))
 
     async def take_queued(self, execution_id: str, owner: str, was: str | None) -> bool:
-        async with self._write() as conn:
-            result = await conn.execute(
-                update(executions)
-                .where(executions.c.id == execution_id,
-                       executions.c.status == ExecutionStatus.PENDING.value,
-                       executions.c.admitted_at.is_(None),
-                       executions.c.owner.is_(None) if was is None else executions.c.owner == was)
-                .values(owner=owner)
-            )
-        return result.rowcount > 0
+        sql, params = (_TAKE_UNOWNED, (owner, execution_id)) if was is None else (_TAKE, (owner, execution_id, was))
+        return await self._write_inline(_changed, sql, params)
 
     async def mark_lost(self, owner_alive: Callable[[str | None], bool] | None = None) -> list[str]:
-        now = utcnow()
-        at = literal(now, UtcDateTime())
-        async with self._write() as conn:
-            result = await conn.execute(
-                # pending ones never admitted wait in the queue of whichever engine starts next; a
-                # job is held by a worker process, not an engine (engine.jobs: its heartbeats decide)
-                select(executions.c.id, executions.c.owner).where(
-                    (executions.c.kind != ExecutionKind.JOB.value)
-                    & ((executions.c.status == ExecutionStatus.RUNNING.value)
-                       | ((executions.c.status == ExecutionStatus.PENDING.value)
-                          & executions.c.admitted_at.is_not(None)))
-                )
-            )
-            lost = [i for i, owner in result if owner_alive is None or not owner_alive(owner)]
-            if not lost:
-                return []
-            lost_fields: dict[str, Any] = {
-                "abort_reason": AbortReason.ENGINE_LOST.value,
-                "error_message": LOST_MESSAGE,
-                "completed_at": now,
-            }
-            for was, becomes in ((StepStatus.RUNNING, StepStatus.FAILED), (StepStatus.PENDING, StepStatus.SKIPPED)):
-                await conn.execute(
-                    update(steps)
-                    .where(steps.c.execution_id.in_(lost), steps.c.status == was.value)
-                    .values(status=becomes.value, **lost_fields)
-                )
-            await conn.execute(
-                update(executions)
-                .where(executions.c.id.in_(lost), executions.c.status.in_(_OPEN_EXECUTION))
-                .values(
-                    status=ExecutionStatus.FAILED.value,
-                    # as engine.execution.transitions does for a terminal status never started
-                    started_at=func.coalesce(executions.c.started_at, at),
-                    **lost_fields,
-                )
-            )
-        return lost
+        # inline: most of the time there are none, and the statement is one look at an index
+        return await self._write_inline(_mark_lost, owner_alive, to_iso(utcnow()))
 
     async def delete_execution(self, execution_id: str) -> bool:
-        async with self._write() as conn:
-            result = await conn.execute(executions.delete().where(executions.c.id == execution_id))
-        return result.rowcount > 0
+        # on the write connection's thread: its lines and steps go with it (foreign keys), any number
+        return await self._write_batch(lambda conn: _changed(conn, "DELETE FROM executions WHERE id = ?",
+                                                             (execution_id,)))
 
     # -- executions and steps ----------------------------------------------------------------------
     # Reads: plain SQL (storage.queries) through storage.reads. Those by index of at most a page of
@@ -164,6 +121,11 @@ class SqliteStore(SqliteQueue, SqliteRegistry, SqliteOps):
 
     # -- the database itself ---------------------------------------------------------------------
     async def stats(self) -> StoreStats:
+        # through SQLAlchemy (what `serve` and the TUI ask for), imported here: `exec` never asks
+        from sqlalchemy import String, func, select, type_coerce
+
+        from storage.tables import artifacts, executions, log_spans, steps
+
         def count(table: Any) -> Any:
             return select(func.count()).select_from(table).scalar_subquery()
 
@@ -216,30 +178,49 @@ class SqliteStore(SqliteQueue, SqliteRegistry, SqliteOps):
     async def optimize(self) -> list[str]:
         """ANALYZE (sampled: see analysis_limit in storage.pragmas), PRAGMA optimize, then a WAL
         checkpoint that truncates the WAL file. Holds this process's write turn meanwhile."""
-        done = []
-        if self._engine is None:
+        if not self._open:
             raise RuntimeError("the store is not open")
-        async with self._write_lock, self._engine.connect() as conn:
-            # autocommit on the driver: a checkpoint cannot run inside a transaction
-            db = await driver_connection(conn)
+        async with self._write_lock:
+            return await asyncio.to_thread(_optimize, self.path)
 
-            async def run(sql: str) -> list[Any]:
-                async with db.execute(sql) as cursor:
-                    return list(await cursor.fetchall())
 
-            await run("ANALYZE")
-            done.append("ANALYZE: refreshed the query planner's statistics")
-            await run("PRAGMA optimize")
-            done.append("PRAGMA optimize: let SQLite tune what it found worth it")
-            wal_before = await asyncio.to_thread(_file_size, Path(f"{self.path}-wal"))
-            busy = (await run("PRAGMA wal_checkpoint(TRUNCATE)"))[0][0]
-            if busy:
-                done.append(f"PRAGMA wal_checkpoint(TRUNCATE): WAL of {_human(wal_before)} partly copied back; "
-                            "a reader still uses it, so it was not truncated")
-            else:
-                done.append(f"PRAGMA wal_checkpoint(TRUNCATE): WAL of {_human(wal_before)} copied back "
-                            "into the database and truncated")
-        return done
+# -- writes, inline (storage.inline_writes) or on the write connection (storage.write_connection) ---------
+def _changed(conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> bool:
+    return conn.execute(sql, params).rowcount > 0
+
+
+def _mark_lost(conn: sqlite3.Connection, owner_alive: Callable[[str | None], bool] | None, now: str) -> list[str]:
+    lost = [i for i, owner in queries.held_executions(conn) if owner_alive is None or not owner_alive(owner)]
+    if not lost:
+        return []
+    reason = AbortReason.ENGINE_LOST.value
+    for was, becomes in ((StepStatus.RUNNING, StepStatus.FAILED), (StepStatus.PENDING, StepStatus.SKIPPED)):
+        conn.executemany(_LOST_STEPS, [(becomes.value, reason, LOST_MESSAGE, now, i, was.value) for i in lost])
+    conn.executemany(_LOST, [(reason, LOST_MESSAGE, now, now, i) for i in lost])
+    return lost
+
+
+def _optimize(path: Path) -> list[str]:
+    # a connection of its own, in autocommit: a checkpoint cannot run inside a transaction
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        pragmas.apply(db)
+        done = []
+        db.execute("ANALYZE").fetchall()
+        done.append("ANALYZE: refreshed the query planner's statistics")
+        db.execute("PRAGMA optimize").fetchall()
+        done.append("PRAGMA optimize: let SQLite tune what it found worth it")
+        wal_before = _file_size(Path(f"{path}-wal"))
+        busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    finally:
+        db.close()
+    if busy:
+        done.append(f"PRAGMA wal_checkpoint(TRUNCATE): WAL of {_human(wal_before)} partly copied back; "
+                    "a reader still uses it, so it was not truncated")
+    else:
+        done.append(f"PRAGMA wal_checkpoint(TRUNCATE): WAL of {_human(wal_before)} copied back "
+                    "into the database and truncated")
+    return done
 
 
 def _file_size(path: Path) -> int:

@@ -370,7 +370,10 @@ event.listen(ops_branches, "after_create", _create_ops_triggers)
 
 def _check_columns() -> None:
     """The tables' columns are those storage.columns lists for the reads (which run without SQLAlchemy)."""
-    for table, listed in ((executions, columns.EXECUTIONS), (steps, columns.STEPS), (artifacts, columns.ARTIFACTS)):
+    for table, listed in ((executions, columns.EXECUTIONS), (steps, columns.STEPS), (artifacts, columns.ARTIFACTS),
+                          (queue_items, columns.QUEUE_ITEMS), (registry, columns.REGISTRY),
+                          (ops_jobs, columns.OPS_JOBS), (ops_executions, columns.OPS_EXECUTIONS),
+                          (ops_branches, columns.OPS_BRANCHES)):
         names = tuple(c.name for c in table.columns)
         json_names = frozenset(c.name for c in table.columns if isinstance(c.type, JSON))
         if (table.name, names, json_names) != tuple(listed):

@@ -40,11 +40,6 @@ from itertools import chain, count, groupby, repeat
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, text
-from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.sql.expression import Executable
-
 from engine.events import (
     ArtifactAdded,
     ArtifactDeleted,
@@ -63,8 +58,9 @@ from engine.events import (
 from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
 from engine.model import Step
 from engine.surrogates import replace_surrogates
+from storage.columns import MAX_SPAN_LINES
 from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
-from storage.tables import MAX_SPAN_LINES, artifacts, executions, steps
+from storage.upserts import upsert_sql
 
 log = logging.getLogger(__name__)
 
@@ -96,39 +92,15 @@ def guard_sql(table: str, transitions: Mapping[S, frozenset[S]]) -> str:
     return f"{table}.status = excluded.status OR ({table}.status, excluded.status) IN (VALUES {allowed})"
 
 
-def _upsert(table: Table, guard: str | None) -> Executable:
-    stmt = sqlite_insert(table)
-    changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in ("pk", "id")}
-    return stmt.on_conflict_do_update(
-        index_elements=[table.c.id], set_=changed, where=None if guard is None else text(guard)
-    )
-
-
-#: the upserts, as SQLAlchemy writes them (made into plain SQL below)
-STATEMENTS: dict[str, Executable] = {
-    "execution": _upsert(executions, guard_sql("executions", EXECUTION_TRANSITIONS)),
-    "step": _upsert(steps, guard_sql("steps", STEP_TRANSITIONS)),
-    "artifact": _upsert(artifacts, None),
-}
-
-
-def _positional(stmt: Any, columns: Sequence[str]) -> str:
-    """The statement's SQL for the driver's executemany of tuples in the order of `columns`."""
-    compiled = stmt.compile(dialect=sqlite_dialect(paramstyle="qmark"), column_keys=list(columns))
-    if tuple(compiled.positiontup or ()) != tuple(columns):
-        raise RuntimeError(f"{compiled.positiontup} are not the columns {columns}")
-    return str(compiled)
-
-
 #: the step upsert as plain SQL, for rows of storage.rows.STEPS.values: a command printing markers
 #: makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
-STEP_UPSERT = _positional(STATEMENTS["step"], STEPS.columns)
+STEP_UPSERT = upsert_sql("steps", STEPS.columns, guard_sql("steps", STEP_TRANSITIONS))
 #: the same for the executions (rows of storage.rows.EXECUTIONS.values): an API creating a thousand
 #: executions a second writes several snapshots of each
-EXECUTION_UPSERT = _positional(STATEMENTS["execution"], EXECUTIONS.columns)
+EXECUTION_UPSERT = upsert_sql("executions", EXECUTIONS.columns, guard_sql("executions", EXECUTION_TRANSITIONS))
 #: the other statements a batch may hold, for rows of one value (the id) or of ARTIFACTS.values
 RAW_STATEMENTS: dict[str, str] = {
-    "artifact": _positional(STATEMENTS["artifact"], ARTIFACTS.columns),
+    "artifact": upsert_sql("artifacts", ARTIFACTS.columns),
     "artifact deletion": "DELETE FROM artifacts WHERE id = ?",
     "execution deletion": "DELETE FROM executions WHERE id = ?",
 }

@@ -4,6 +4,10 @@ Alembic, no pydantic, no TUI, API or runner libraries, and not stepflow's engine
 with sqlite3 (storage.read_only). Each command runs in a subprocess of its own, which writes the
 modules it imported when it exits; bench/startup.py measures the time.
 
+`stepflow exec` runs an engine, but on a database at this stepflow's schema it too imports no
+SQLAlchemy, Alembic, aiosqlite nor greenlet: the engine's store opens and writes through sqlite3
+(storage.connections), and SQLAlchemy's async engine is made only for what `serve` and the TUI ask.
+
 And what the lean read path must still do: read what a running engine writes (WAL), mark what a
 dead engine left running as lost, refuse a database a newer stepflow wrote, migrate an older one.
 """
@@ -93,6 +97,70 @@ def test_a_read_command_imports_no_engine_nor_sqlalchemy(history: tuple[Path, st
     bad = sorted(m for m in modules if m.startswith(tuple(f"{f}." for f in forbidden)) or m in forbidden)
     assert not bad, f"stepflow {' '.join(args)} imported {', '.join(bad)}"
     assert len(modules) <= MAX_MODULES, f"stepflow {' '.join(args)} imported {len(modules)} modules"
+
+
+#: what `stepflow exec` must not import, on a database at this stepflow's schema
+EXEC_FORBIDDEN = ("sqlalchemy", "aiosqlite", "alembic", "greenlet", "pydantic", "textual", "aiohttp", "asyncssh",
+                  "docker", "yaml", "storage.tables", "stepflow_tui.app", "api_compat")
+
+
+def forbidden_in(modules: list[str], forbidden: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if m.startswith(tuple(f"{f}." for f in forbidden)) or m in forbidden)
+
+
+def test_exec_imports_no_sqlalchemy_and_stores_its_execution(history: tuple[Path, str], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "stepflow.db").write_bytes((history[0] / "stepflow.db").read_bytes())
+    result, modules = modules_of(data, tmp_path, "exec", "--plain", "--", "true")
+    assert result.returncode == 0, result.stderr
+    bad = forbidden_in(modules, EXEC_FORBIDDEN)
+    assert not bad, f"stepflow exec imported {', '.join(bad)}"
+    with sqlite3.connect(data / "stepflow.db") as db:
+        rows = db.execute("SELECT command, status, exit_code FROM executions ORDER BY created_at").fetchall()
+    db.close()
+    assert rows[-1] == ("true", "completed", 0)
+    assert len(rows) == 2  # the history's and this one
+
+
+def test_exec_makes_a_new_database_and_brings_an_older_one_to_this_schema(tmp_path: Path) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from storage.schema import HEAD, MIGRATIONS
+
+    fresh = tmp_path / "new" / "data"
+    result = stepflow(fresh, "exec", "--plain", "--", "true")
+    assert result.returncode == 0, result.stderr
+    older = tmp_path / "older"
+    older.mkdir()
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{older / 'stepflow.db'}")
+    command.upgrade(config, "0003")
+    result = stepflow(older, "exec", "--plain", "--", "true")
+    assert result.returncode == 0, result.stderr
+    for data in (fresh, older):
+        with sqlite3.connect(data / "stepflow.db") as db:
+            assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD,)]
+            assert db.execute("SELECT status FROM executions").fetchall() == [("completed",)]
+        db.close()
+
+
+def test_exec_refuses_a_database_of_a_newer_stepflow_in_one_line(history: tuple[Path, str], tmp_path: Path) -> None:
+    data = tmp_path / "newer"
+    data.mkdir()
+    (data / "stepflow.db").write_bytes((history[0] / "stepflow.db").read_bytes())
+    with sqlite3.connect(data / "stepflow.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    db.close()
+    result = stepflow(data, "exec", "--plain", "--", "true")
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"stepflow: the database {data / 'stepflow.db'} has schema revision '9999'")
+    with sqlite3.connect(data / "stepflow.db") as db:
+        assert db.execute("SELECT count(*) FROM executions").fetchall() == [(1,)]  # nothing run
+    db.close()
 
 
 def test_reads_see_what_a_running_engine_wrote_and_mark_a_dead_one_lost(tmp_path: Path) -> None:

@@ -143,8 +143,7 @@ async def test_a_new_file_is_in_wal_mode_with_the_schema(store: SqliteStore) -> 
 
 
 async def test_every_pooled_connection_gets_the_pragmas(store: SqliteStore) -> None:
-    engine = store._engine
-    assert engine is not None
+    engine = await store._async_engine()  # made at its first use: the store opens without it
     wanted = {"journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": BUSY_TIMEOUT_MS,
               "cache_size": -CACHE_SIZE_KIB, "temp_store": 2}
     # three connections checked out at once: three distinct pooled connections
@@ -166,6 +165,32 @@ async def test_the_migrated_schema_is_the_one_in_tables_py(store: SqliteStore) -
     finally:
         engine.dispose()
     assert diffs == []
+
+
+def test_the_batches_upserts_are_the_sql_sqlalchemy_writes_for_them() -> None:
+    """storage.upserts writes them without SQLAlchemy (`exec` does not import it): the same text as
+    SQLAlchemy's SQLite dialect compiles from the tables of storage/tables.py."""
+    from sqlalchemy import Table, text
+    from sqlalchemy.dialects.sqlite import dialect, insert
+
+    from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
+    from storage import writes
+    from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
+    from storage.tables import artifacts, executions, steps
+
+    def compiled(table: Table, columns: Sequence[str], guard: str | None) -> str:
+        stmt = insert(table)
+        changed = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in ("pk", "id")}
+        upsert = stmt.on_conflict_do_update(index_elements=[table.c.id], set_=changed,
+                                            where=None if guard is None else text(guard))
+        sql = upsert.compile(dialect=dialect(paramstyle="qmark"), column_keys=list(columns))
+        assert tuple(sql.positiontup or ()) == tuple(columns)
+        return str(sql)
+
+    assert writes.EXECUTION_UPSERT == compiled(executions, EXECUTIONS.columns,
+                                               writes.guard_sql("executions", EXECUTION_TRANSITIONS))
+    assert writes.STEP_UPSERT == compiled(steps, STEPS.columns, writes.guard_sql("steps", STEP_TRANSITIONS))
+    assert writes.RAW_STATEMENTS["artifact"] == compiled(artifacts, ARTIFACTS.columns, None)
 
 
 def _schema_of(path: Path) -> dict[str, object]:

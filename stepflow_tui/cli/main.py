@@ -25,6 +25,7 @@ from stepflow_tui.cli.wiring import (
     cmd_worker,
     load_targets_config,
     max_running_arg,
+    pause_collector,
     read_store,
     resolve_data_dir,
     running_engine,
@@ -399,6 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     data_dir = resolve_data_dir(getattr(args, "data_dir", None)) if hasattr(args, "data_dir") else None
+    if args.func in (cmd_run, cmd_exec, cmd_rerun):
+        pause_collector()  # until the engine has started
     try:
         # (not args.command: `exec` keeps its command's words there)
         if args.func not in READS or getattr(args, "follow", False) or "STEPFLOW_LOG_LEVEL" in os.environ:

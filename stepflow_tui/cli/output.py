@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
-from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from engine.events import (
@@ -40,6 +39,9 @@ from stepflow_tui.cli.read_views import (  # noqa: F401 - the names the CLI's mo
     render_show,
     step_line,
 )
+
+if TYPE_CHECKING:
+    from rich.live import Live
 
 #: lines kept per step for the summary of a failed one
 FAILED_TAIL = 20
@@ -93,6 +95,8 @@ class ProgressPrinter:
     def __enter__(self) -> ProgressPrinter:
         self.console.print(f"[bold]{escape(self.execution.name)}[/]  [dim]execution {self.execution.id}[/]")
         if self.live_mode:
+            from rich.live import Live  # a terminal's alone: plain lines need neither it nor tables
+
             self._live = Live(self._render(), console=self.console, refresh_per_second=8, transient=False)
             self._live.__enter__()
         return self
@@ -249,6 +253,8 @@ class ProgressPrinter:
         return " › ".join(reversed(names)) or step.name
 
     def _render(self, final: bool = False) -> Group:
+        from rich.table import Table
+
         table = Table.grid(padding=(0, 1))
         counted: set[str | None] = set()
         for depth, step in ordered_tree(self.steps.values()):
