@@ -193,10 +193,14 @@ class ExecutionState:
             error = self.masker.mask(error)
         move_step(step, status, exit_code=exit_code, error=error, reason=reason)
         self._work.count(step)
-        await self._publish(StepFinished(step.snapshot()))
+        # a finished marker step changes no more (its command's pump let it go; it leaves the live
+        # state once stored): the event may carry the step itself, a copy fewer for each of the
+        # thousands a second a command printing markers makes
+        marker_done = step.kind is StepKind.MARKER and status.is_terminal
+        await self._publish(StepFinished(step if marker_done else step.snapshot()))
         if counters:
             await self.counters_changed()
-        if step.kind is StepKind.MARKER and status.is_terminal:
+        if marker_done:
             self._finished_markers.append(step.id)
             if len(self._finished_markers) >= FORGET_BATCH and self._stored is None:
                 await self._forget_stored()

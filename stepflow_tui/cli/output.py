@@ -87,8 +87,11 @@ class ProgressPrinter:
         #: output without colours nor layout: lines written as they are
         self._bare = not self.console.is_terminal and self.console.color_system is None and not self.console.record
         self._rendered_at = 0.0
-        #: `_write` wrote what was not flushed yet
-        self._unflushed = False
+        #: what `_write` was given and did not write yet: written, and flushed, by `flush`
+        self._pending: list[str] = []
+        #: the path of each parent step, as `_path` names it (plain lines name a step by its path:
+        #: a command printing markers makes thousands a second under one parent)
+        self._parent_paths: dict[str, str] = {}
 
     def __enter__(self) -> ProgressPrinter:
         self.console.print(f"[bold]{escape(self.execution.name)}[/]  [dim]execution {self.execution.id}[/]")
@@ -143,6 +146,7 @@ class ProgressPrinter:
             case LinesDropped():
                 pass
             case Notice(level=level, message=message) if level in ("error", "warning"):
+                self._drain()  # after the lines before it
                 self.console.print(f"[{'red' if level == 'error' else 'yellow'}]{level}:[/] {escape(message)}")
             case ExecutionFinished(execution=execution):
                 self.execution = execution
@@ -182,6 +186,7 @@ class ProgressPrinter:
     def _forget(self, step_id: str) -> None:
         """A finished marker step leaves the tree, and the steps below it (all finished) too."""
         self.steps.pop(step_id, None)
+        self._parent_paths.pop(step_id, None)
         self._hidden.pop(step_id, None)
         if step_id not in self._failed_markers:
             self.failed_tails.pop(step_id, None)
@@ -219,34 +224,61 @@ class ProgressPrinter:
             self.console.print(Text.assemble(*parts))
 
     def _write(self, text: str) -> None:
-        """Write around rich (plain text, no layout), going silent as rich does when the reader left.
-        Not flushed: the caller flushes (`flush`) once it has handled the events at hand."""
+        """Write around rich (plain text, no layout). Kept until the caller flushes (`flush`) once
+        it has handled the events at hand: one write for a burst of events, not one a line (each
+        write of a full buffer lets the store's thread take the interpreter for a while)."""
+        self._pending.append(text)
+
+    def _drain(self) -> None:
+        """What `_write` kept goes to the console's file (not flushed), going silent as rich does
+        when the reader left."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
         if self.console.quiet:
             return
         try:
-            self.console.file.write(text)
+            self.console.file.write("".join(pending))
         except BrokenPipeError:
             self.console.on_broken_pipe()
-        self._unflushed = True
 
     def flush(self) -> None:
-        """What `_write` wrote goes out: one system call for a burst of events, not one a line."""
-        if not self._unflushed:
+        """What `_write` kept goes out: one system call for a burst of events, not one a line."""
+        if not self._pending:
             return
-        self._unflushed = False
+        self._drain()
         try:
             self.console.file.flush()
         except BrokenPipeError:
             self.console.on_broken_pipe()
 
     def _path(self, step: Step) -> str:
+        parent_id = step.parent_id
+        if parent_id is None:
+            return self._names(step) or step.name
+        # the names above a step stay the same all its life: kept per parent (a command printing
+        # markers makes thousands of steps a second under one), forgotten with it
+        prefix = self._parent_paths.get(parent_id)
+        if prefix is None:
+            parent = self.steps.get(parent_id)
+            if parent is None:
+                return self._names(step) or step.name
+            above = self._names(parent)
+            prefix = self._parent_paths[parent_id] = above + " › " if above else ""
+        if step.kind is not StepKind.BRANCH or not self._single_branch:
+            return prefix + step.name
+        return prefix[:-3] or step.name
+
+    def _names(self, step: Step) -> str:
+        """The names from the top down to `step`, the only branch left out."""
         names = []
         current: Step | None = step
         while current is not None:
             if current.kind is not StepKind.BRANCH or not self._single_branch:
                 names.append(current.name)
             current = self.steps.get(current.parent_id) if current.parent_id else None
-        return " › ".join(reversed(names)) or step.name
+        return " › ".join(reversed(names))
 
     def _render(self, final: bool = False) -> Group:
         table = Table.grid(padding=(0, 1))
