@@ -88,6 +88,8 @@ INSERT_LINES_JSON = (
 INSERT_SPANS = "INSERT OR IGNORE INTO log_spans (execution_pk, first_seq, step_pk, lines) VALUES (?, ?, ?, ?)"
 #: SQLite's JSON text ends at an escaped NUL ("\\u0000"): such events take the per-line statement
 _JSON_NUL = "\\u0000"
+#: a block's lines as a JSON array (one encoder: `json.dumps` with options makes one a call)
+_encode_lines = json.JSONEncoder(ensure_ascii=False).encode
 
 def guard_sql(table: str, transitions: Mapping[S, frozenset[S]]) -> str:
     """`excluded.status` may replace `<table>.status`: the same status, or an allowed transition."""
@@ -331,7 +333,7 @@ class _LineBlock:
 
     def json_row(self, clean: bool, per_line: list[_LineBlock]) -> tuple[Any, ...] | None:
         """The row for INSERT_LINES_JSON, or None after putting the block in `per_line`."""
-        doc = json.dumps(_clean(self.lines) if clean else self.lines, ensure_ascii=False)
+        doc = _encode_lines(_clean(self.lines) if clean else self.lines)
         if _JSON_NUL in doc:
             per_line.append(self)
             return None

@@ -45,6 +45,8 @@ from engine.model import (
 from engine.progress import WorkTally
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from engine.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,9 @@ class ExecutionState:
         self._stored: asyncio.Future[None] | None = None
         #: events held back while a block of output is applied (see `hold`)
         self._held: list[Event] | None = None
+        #: while events are held: when the block was read, the time of all that it does (its
+        #: lines, the steps it starts and ends), one clock reading instead of three a marker pair
+        self._held_at: datetime | None = None
 
     # -- publishing -----------------------------------------------------------------------
     def hold(self) -> bool:
@@ -111,10 +116,12 @@ class ExecutionState:
         if self._held is not None:
             return False
         self._held = []
+        self._held_at = utcnow()
         return True
 
     async def release(self) -> None:
         held, self._held = self._held, None
+        self._held_at = None
         if held:
             await self.hub.publish_many(held)
 
@@ -141,7 +148,7 @@ class ExecutionState:
     ) -> Step:
         """A marker step, running. `counters=False`: the execution's counters are published later,
         by the caller's `counters_changed` (a command's pump does so once per block of output)."""
-        now = utcnow()
+        now = self._held_at or utcnow()
         step = Step(
             id=_marker_step_id(),
             execution_id=self.execution.id,
@@ -191,7 +198,7 @@ class ExecutionState:
             return
         if error is not None:
             error = self.masker.mask(error)
-        move_step(step, status, exit_code=exit_code, error=error, reason=reason)
+        move_step(step, status, exit_code=exit_code, error=error, reason=reason, at=self._held_at)
         self._work.count(step)
         # a finished marker step changes no more (its command's pump let it go; it leaves the live
         # state once stored): the event may carry the step itself, a copy fewer for each of the
@@ -268,7 +275,7 @@ class ExecutionState:
                 step_id=step_id,
                 stream=stream,
                 start_seq=start,
-                timestamp=utcnow(),
+                timestamp=self._held_at or utcnow(),
                 lines=tuple(lines),
             )
         )

@@ -73,6 +73,12 @@ def _native(keyword: str, payload: str) -> Marker | None:
     return None
 
 
+def _plain_name(payload: str) -> bool:
+    """`payload` is a name alone: no escapes, no parameters (the usual marker, a third of the
+    work of the general way)."""
+    return "\x1b" not in payload and "[" not in payload and "{" not in payload and "--" not in payload
+
+
 def _split_name(payload: str) -> tuple[str, str]:
     match = _NAME_END_RE.search(payload)
     if match is None:
@@ -99,6 +105,9 @@ def _parse_params(text: str) -> dict[str, object]:
 
 
 def _step_opened(payload: str) -> StepOpened | None:
+    if _plain_name(payload):
+        name = payload.strip()
+        return StepOpened(name, {}, False, None, "stepflow") if name else None
     name, rest = _split_name(strip_ansi(payload))
     if not name:
         return None
@@ -115,6 +124,8 @@ def _step_opened(payload: str) -> StepOpened | None:
 
 
 def _step_closed(payload: str) -> StepClosed:
+    if _plain_name(payload):
+        return StepClosed(payload.strip() or None, "stepflow")
     name, _ = _split_name(strip_ansi(payload))
     return StepClosed(name or None, "stepflow")
 
