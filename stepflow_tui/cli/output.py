@@ -209,19 +209,23 @@ class ProgressPrinter:
     def _plain(self, step: Step, what: str) -> None:
         if self.console.quiet:
             return
-        mark, style = glyph(step.status.value)
-        parts = [(mark, style), (f" {self._path(step)} {what}", "")]
-        duration = formatting.duration(step.duration_seconds) if step.status.is_terminal else ""
-        if duration:
-            parts.append((f" ({duration})", "dim"))
-        if step.error_message and step.status.is_terminal and step.status is not StepStatus.COMPLETED:
-            parts.append((f" {step.error_message}", "red"))
+        status = step.status
+        mark, style = glyph(status.value)
+        terminal = status.is_terminal
+        duration = formatting.duration(step.duration_seconds) if terminal else ""
+        error = step.error_message if terminal and status is not StepStatus.COMPLETED else None
         if self._bare:
             # rich takes ~0.2-0.3 ms to lay out a line; a command printing a marker step per 1,000
             # lines makes thousands of them. Without colours (not a terminal) the text is the same.
-            self._write("".join(part for part, _style in parts) + "\n")
-        else:
-            self.console.print(Text.assemble(*parts))
+            self._pending.append(f"{mark} {self._path(step)} {what}{f' ({duration})' if duration else ''}"
+                                 f"{f' {error}' if error else ''}\n")
+            return
+        parts = [(mark, style), (f" {self._path(step)} {what}", "")]
+        if duration:
+            parts.append((f" ({duration})", "dim"))
+        if error:
+            parts.append((f" {error}", "red"))
+        self.console.print(Text.assemble(*parts))
 
     def _write(self, text: str) -> None:
         """Write around rich (plain text, no layout). Kept until the caller flushes (`flush`) once
