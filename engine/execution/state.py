@@ -125,6 +125,15 @@ class ExecutionState:
         if held:
             await self.hub.publish_many(held)
 
+    def _keep(self, event: Event) -> bool:
+        """Hold `event` if events are held and there is room: the usual case while a block of
+        output is applied, without a coroutine (True); otherwise `_publish` it (False)."""
+        held = self._held
+        if held is not None and len(held) < HOLD_AT_MOST - 1:
+            held.append(event)
+            return True
+        return False
+
     async def _publish(self, event: Event) -> None:
         held = self._held
         if held is None:
@@ -166,7 +175,9 @@ class ExecutionState:
         self.steps[step.id] = step
         self._work.count(step)
         self.execution.current_step_index = step.index
-        await self._publish(StepAdded(step.snapshot()))
+        event = StepAdded(step.snapshot())
+        if not self._keep(event):
+            await self._publish(event)
         if counters:
             await self.counters_changed()
         return step
@@ -204,7 +215,9 @@ class ExecutionState:
         # state once stored): the event may carry the step itself, a copy fewer for each of the
         # thousands a second a command printing markers makes
         marker_done = step.kind is StepKind.MARKER and status.is_terminal
-        await self._publish(StepFinished(step if marker_done else step.snapshot()))
+        event = StepFinished(step if marker_done else step.snapshot())
+        if not self._keep(event):
+            await self._publish(event)
         if counters:
             await self.counters_changed()
         if marker_done:
@@ -269,16 +282,9 @@ class ExecutionState:
             lines = [self.masker.mask(line) for line in lines]
         start = self._next_seq
         self._next_seq += len(lines)
-        await self._publish(
-            LinesLogged(
-                exec_id=self.execution.id,
-                step_id=step_id,
-                stream=stream,
-                start_seq=start,
-                timestamp=self._held_at or utcnow(),
-                lines=tuple(lines),
-            )
-        )
+        event = LinesLogged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
+        if not self._keep(event):
+            await self._publish(event)
 
     async def system_line(self, step_id: str | None, text: str) -> None:
         await self.log_lines(step_id, Stream.SYSTEM, [text])
