@@ -72,7 +72,8 @@ class ProgressPrinter:
         self.verbose = verbose
         self.tail: deque[tuple[str | None, str]] = deque(maxlen=8)
         #: the last lines of each open step (and of failed ones, for the summary), by step id
-        self.failed_tails: dict[str, deque[str]] = {}
+        #: (a step's first block as it came, a tuple: most steps have one; a deque from the second)
+        self.failed_tails: dict[str, deque[str] | tuple[str, ...]] = {}
         #: per parent id, the finished marker steps the tree still shows, oldest first
         self._finished: dict[str | None, deque[str]] = {}
         #: per parent id, how many finished marker steps left the tree
@@ -131,9 +132,7 @@ class ProgressPrinter:
                 # per block, not per line: a command may print 100,000s of lines a second
                 if self.live_mode:
                     self.tail.extend((event.step_id, line) for line in self._tail_lines(lines))
-                tail = self._tail_of(event.step_id)
-                if tail is not None:
-                    tail.extend(lines[-FAILED_TAIL:])
+                self._keep_tail(event.step_id, lines)
                 if self.verbose and not self.live_mode and not self.console.quiet:
                     prefix = "! " if event.stream is Stream.STDERR else "  "
                     if self._bare:
@@ -152,17 +151,22 @@ class ProgressPrinter:
                 self.execution = execution
         self.refresh()
 
-    def _tail_of(self, step_id: str | None) -> deque[str] | None:
-        """The kept last lines of a step, made at its first line; None for a step that finished
-        without failing or left the tree (the marker line that closes a step comes after its end)."""
+    def _keep_tail(self, step_id: str | None, lines: tuple[str, ...]) -> None:
+        """Keep the last lines of a step, for the summary should it fail; not those of a step that
+        finished without failing or left the tree."""
         key = step_id or ""
         tail = self.failed_tails.get(key)
         if tail is None:
-            step = self.steps.get(key) if step_id else None
-            if step_id and (step is None or step.status.is_terminal):
-                return None
-            tail = self.failed_tails[key] = deque(maxlen=FAILED_TAIL)
-        return tail
+            if step_id:
+                step = self.steps.get(key)
+                if step is None or step.status.is_terminal:
+                    return
+            self.failed_tails[key] = lines[-FAILED_TAIL:]
+        elif isinstance(tail, deque):
+            tail.extend(lines[-FAILED_TAIL:])
+        else:
+            kept = self.failed_tails[key] = deque(tail, maxlen=FAILED_TAIL)
+            kept.extend(lines[-FAILED_TAIL:])
 
     def _marker_finished(self, step: Step) -> None:
         """Keep the tree and the tails bounded: the finished step joins its parent's last
