@@ -18,10 +18,10 @@ PAIRS = 10_000
 
 def burst(n: int) -> str:
     """n marker steps, a line of output in each; every 500th has a parameter, every 1,000th fails."""
-    return ("awk 'BEGIN{for(i=0;i<%d;i++){"
-            "if (i %% 500 == 0) print \"STEP_START:s\" i \"[duration=5]\"; else print \"STEP_START:s\" i; "
+    return ("awk 'BEGIN{for(i=0;i<" + str(n) + ";i++){"
+            "if (i % 500 == 0) print \"STEP_START:s\" i \"[duration=5]\"; else print \"STEP_START:s\" i; "
             "print \"line \" i; "
-            "if (i %% 1000 == 999) print \"STEP_ERROR:boom \" i; else print \"STEP_COMPLETE:s\" i}}'" % n)
+            "if (i % 1000 == 999) print \"STEP_ERROR:boom \" i; else print \"STEP_COMPLETE:s\" i}}'")
 
 
 @pytest.mark.xdist_group("measured")  # a burst at full speed: one at a time (see pyproject.toml)
