@@ -70,7 +70,9 @@ def _iso(value: datetime | None) -> str | None:
     global _last_iso
     if value is None:
         return None
-    # a marker step starts as it is made: its created_at IS its started_at, one text for both
+    # a marker step's created_at IS its started_at, and the steps a block of output starts and ends
+    # share that block's time (engine.execution.state): one text for all of them. A tuple swapped
+    # whole: a thread that reads it meanwhile sees the old pair or the new one.
     last = _last_iso
     if last[0] is value:
         return last[1]
