@@ -20,6 +20,12 @@ Measured here (2 shared cores), peak RSS of stepflow, start-up alone 56-58 MB:
   11.5 s → 8.0 s (17.4k → 25.1k markers per CPU-second); 50k pairs interleaved main/branch, twice:
   CPU 5.4/5.8 s → 3.9/4.3 s, wall 9.0/15.0 s → 7.1/10.3 s. Wall figures swing 2x from run to run on
   that machine (the raw sqlite3 baseline: 10.1 s, then 4.6 s). Goal 50,000 markers/s not reached.
+  issue 16, third round (load 3.5-5 on the 2 cores; main's tree beside, interleaved, 100k pairs, 4 runs
+  each): CPU 8.15/7.91/7.96/7.66 s → 6.03/5.96/6.33/6.16 s (~25.0k → ~32.6k markers per CPU-second);
+  wall 12.3/12.7/8.8/8.7 s → 6.2/7.7/11.0/7.1 s (wall follows the machine's load: 16-23k → 18-32k
+  markers/s); peak RSS 93 → 91 MB. The command's pump alone (in-process, 100k pairs): 34.6 → ~21 µs a
+  pair; the store's writer thread ~2.2-2.5 s of CPU (steps upsert ~1.0 s, lines and spans ~0.6 s).
+  Goal 50,000 markers/s still not reached (4 s wall would take ~35 µs of CPU a pair for everything).
 """
 
 from __future__ import annotations

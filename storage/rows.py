@@ -67,7 +67,22 @@ def _when(text: str | None) -> datetime | None:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return None if value is None else to_iso(value)
+    global _last_iso
+    if value is None:
+        return None
+    # a marker step's created_at IS its started_at, and the steps a block of output starts and ends
+    # share that block's time (engine.execution.state): one text for all of them. A tuple swapped
+    # whole: a thread that reads it meanwhile sees the old pair or the new one.
+    last = _last_iso
+    if last[0] is value:
+        return last[1]
+    text = to_iso(value)
+    _last_iso = (value, text)
+    return text
+
+
+#: the datetime `_iso` converted last (held, so no other object can take its identity), and its text
+_last_iso: tuple[datetime | None, str | None] = (None, None)
 
 
 class _EnumLookup(dict[Any, Any]):

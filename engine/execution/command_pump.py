@@ -210,17 +210,17 @@ class CommandPump:
         run_step = self.owner.id
         start = 0
         for i, markers in self._parser.parse_lines(lines):
+            # where the lines before the marker go, and the step the marker finds open
+            before = self._current_step_id()
             if i > start:
-                step_id = self._current_step_id()
-                if run and step_id != run_step:
+                if run and before != run_step:
                     await state.log_lines(run_step, stream, run)
                     run = []
-                run_step = step_id
+                run_step = before
                 if run:
                     run.extend(lines[start:i])
                 else:
                     run = lines[start:i]
-            before = self._current_step_id()
             opened: str | None = None
             if len(markers) == 1 and type(markers[0]) is StepClosed:
                 closes = self._tree.feed(markers[0])
@@ -239,6 +239,8 @@ class CommandPump:
                     start = i + 1
                     continue
                 fed = [closes]
+            elif len(markers) == 1:
+                fed = [self._tree.feed(markers[0])]
             else:
                 fed = [self._tree.feed(marker) for marker in markers]
             for actions in fed:

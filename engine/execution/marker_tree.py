@@ -231,15 +231,14 @@ class MarkerTree:
         dialect = marker.dialect
         keyed = dialect in ("gitlab", "teamcity") and marker.name is not None
         index = self._find(dialect, marker.name if keyed else None)
-        closer = _CLOSER.get(dialect, f"{dialect} close").format(name=marker.name or "")
         if index is None:
             if dialect == "stepflow" and marker.name is not None and marker.name == self._closed_early:
                 self._closed_early = None
                 return []
-            return [Warn(f"{closer} ignored: no such step is open")]
+            return [Warn(f"{_closer(marker)} ignored: no such step is open")]
         entry = self._stack[index]
         if dialect == "stepflow" and marker.name is not None and marker.name != entry.name:
-            return [Warn(f"{closer} ignored: the open step is '{entry.name}'")]
+            return [Warn(f"{_closer(marker)} ignored: the open step is '{entry.name}'")]
         actions = self._close_from(index, False, None)
         if dialect == "stepflow":
             # closed by its own STEP_COMPLETE: a second one is a mistake worth a warning
@@ -291,3 +290,9 @@ class MarkerTree:
             if entry.dialect == "stepflow":
                 self._closed_early = entry.name
         return actions
+
+
+def _closer(marker: m.StepClosed) -> str:
+    """How the closing marker reads, for a warning."""
+    dialect = marker.dialect
+    return _CLOSER.get(dialect, f"{dialect} close").format(name=marker.name or "")

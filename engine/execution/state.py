@@ -45,6 +45,8 @@ from engine.model import (
 from engine.progress import WorkTally
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from engine.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -100,6 +102,9 @@ class ExecutionState:
         self._stored: asyncio.Future[None] | None = None
         #: events held back while a block of output is applied (see `hold`)
         self._held: list[Event] | None = None
+        #: while events are held: when the block was read, the time of all that it does (its
+        #: lines, the steps it starts and ends), one clock reading instead of three a marker pair
+        self._held_at: datetime | None = None
 
     # -- publishing -----------------------------------------------------------------------
     def hold(self) -> bool:
@@ -111,12 +116,23 @@ class ExecutionState:
         if self._held is not None:
             return False
         self._held = []
+        self._held_at = utcnow()
         return True
 
     async def release(self) -> None:
         held, self._held = self._held, None
+        self._held_at = None
         if held:
             await self.hub.publish_many(held)
+
+    def _keep(self, event: Event) -> bool:
+        """Hold `event` if events are held and there is room: the usual case while a block of
+        output is applied, without a coroutine (True); otherwise `_publish` it (False)."""
+        held = self._held
+        if held is not None and len(held) < HOLD_AT_MOST - 1:
+            held.append(event)
+            return True
+        return False
 
     async def _publish(self, event: Event) -> None:
         held = self._held
@@ -141,7 +157,7 @@ class ExecutionState:
     ) -> Step:
         """A marker step, running. `counters=False`: the execution's counters are published later,
         by the caller's `counters_changed` (a command's pump does so once per block of output)."""
-        now = utcnow()
+        now = self._held_at or utcnow()
         step = Step(
             id=_marker_step_id(),
             execution_id=self.execution.id,
@@ -159,7 +175,9 @@ class ExecutionState:
         self.steps[step.id] = step
         self._work.count(step)
         self.execution.current_step_index = step.index
-        await self._publish(StepAdded(step.snapshot()))
+        event = StepAdded(step.snapshot())
+        if not self._keep(event):
+            await self._publish(event)
         if counters:
             await self.counters_changed()
         return step
@@ -191,12 +209,18 @@ class ExecutionState:
             return
         if error is not None:
             error = self.masker.mask(error)
-        move_step(step, status, exit_code=exit_code, error=error, reason=reason)
+        move_step(step, status, exit_code=exit_code, error=error, reason=reason, at=self._held_at)
         self._work.count(step)
-        await self._publish(StepFinished(step.snapshot()))
+        # a finished marker step changes no more (its command's pump let it go; it leaves the live
+        # state once stored): the event may carry the step itself, a copy fewer for each of the
+        # thousands a second a command printing markers makes
+        marker_done = step.kind is StepKind.MARKER and status.is_terminal
+        event = StepFinished(step if marker_done else step.snapshot())
+        if not self._keep(event):
+            await self._publish(event)
         if counters:
             await self.counters_changed()
-        if step.kind is StepKind.MARKER and status.is_terminal:
+        if marker_done:
             self._finished_markers.append(step.id)
             if len(self._finished_markers) >= FORGET_BATCH and self._stored is None:
                 await self._forget_stored()
@@ -258,16 +282,9 @@ class ExecutionState:
             lines = [self.masker.mask(line) for line in lines]
         start = self._next_seq
         self._next_seq += len(lines)
-        await self._publish(
-            LinesLogged(
-                exec_id=self.execution.id,
-                step_id=step_id,
-                stream=stream,
-                start_seq=start,
-                timestamp=utcnow(),
-                lines=tuple(lines),
-            )
-        )
+        event = LinesLogged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
+        if not self._keep(event):
+            await self._publish(event)
 
     async def system_line(self, step_id: str | None, text: str) -> None:
         await self.log_lines(step_id, Stream.SYSTEM, [text])

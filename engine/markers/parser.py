@@ -63,9 +63,22 @@ class MarkerParser:
         The fast way to parse a block of output: plain lines are skipped by `candidate_line_indexes`.
         """
         parse = self.parse
+        strict = not self.lenient
         found: list[tuple[int, list[Marker]]] = []
         for index in candidate_line_indexes(lines, self.lenient):
-            markers = parse(lines[index])
+            line = lines[index]
+            if strict and line.startswith("STEP_") and "\r" not in line:
+                # the usual marker, StepFlow's at the start of the line: what `parse` would do
+                # for it, without its steps (no prefix, no CI dialect starts with "S")
+                try:
+                    marker = parse_native_strict(line)
+                except Exception:  # as `parse`: a parser bug must not stop the output being read
+                    log.debug("marker parser failed on a line of %d characters", len(line), exc_info=True)
+                    continue
+                if marker is not None:
+                    found.append((index, [marker]))
+                continue
+            markers = parse(line)
             if markers:
                 found.append((index, markers))
         return found

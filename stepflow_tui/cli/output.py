@@ -74,7 +74,8 @@ class ProgressPrinter:
         self.verbose = verbose
         self.tail: deque[tuple[str | None, str]] = deque(maxlen=8)
         #: the last lines of each open step (and of failed ones, for the summary), by step id
-        self.failed_tails: dict[str, deque[str]] = {}
+        #: (a step's first block as it came, a tuple: most steps have one; a deque from the second)
+        self.failed_tails: dict[str, deque[str] | tuple[str, ...]] = {}
         #: per parent id, the finished marker steps the tree still shows, oldest first
         self._finished: dict[str | None, deque[str]] = {}
         #: per parent id, how many finished marker steps left the tree
@@ -89,8 +90,11 @@ class ProgressPrinter:
         #: output without colours nor layout: lines written as they are
         self._bare = not self.console.is_terminal and self.console.color_system is None and not self.console.record
         self._rendered_at = 0.0
-        #: `_write` wrote what was not flushed yet
-        self._unflushed = False
+        #: what `_write` was given and did not write yet: written, and flushed, by `flush`
+        self._pending: list[str] = []
+        #: the path of each parent step, as `_path` names it (plain lines name a step by its path:
+        #: a command printing markers makes thousands a second under one parent)
+        self._parent_paths: dict[str, str] = {}
 
     def __enter__(self) -> ProgressPrinter:
         self.console.print(f"[bold]{escape(self.execution.name)}[/]  [dim]execution {self.execution.id}[/]")
@@ -132,9 +136,7 @@ class ProgressPrinter:
                 # per block, not per line: a command may print 100,000s of lines a second
                 if self.live_mode:
                     self.tail.extend((event.step_id, line) for line in self._tail_lines(lines))
-                tail = self._tail_of(event.step_id)
-                if tail is not None:
-                    tail.extend(lines[-FAILED_TAIL:])
+                self._keep_tail(event.step_id, lines)
                 if self.verbose and not self.live_mode and not self.console.quiet:
                     prefix = "! " if event.stream is Stream.STDERR else "  "
                     if self._bare:
@@ -147,22 +149,28 @@ class ProgressPrinter:
             case LinesDropped():
                 pass
             case Notice(level=level, message=message) if level in ("error", "warning"):
+                self._drain()  # after the lines before it
                 self.console.print(f"[{'red' if level == 'error' else 'yellow'}]{level}:[/] {escape(message)}")
             case ExecutionFinished(execution=execution):
                 self.execution = execution
         self.refresh()
 
-    def _tail_of(self, step_id: str | None) -> deque[str] | None:
-        """The kept last lines of a step, made at its first line; None for a step that finished
-        without failing or left the tree (the marker line that closes a step comes after its end)."""
+    def _keep_tail(self, step_id: str | None, lines: tuple[str, ...]) -> None:
+        """Keep the last lines of a step, for the summary should it fail; not those of a step that
+        finished without failing or left the tree."""
         key = step_id or ""
         tail = self.failed_tails.get(key)
         if tail is None:
-            step = self.steps.get(key) if step_id else None
-            if step_id and (step is None or step.status.is_terminal):
-                return None
-            tail = self.failed_tails[key] = deque(maxlen=FAILED_TAIL)
-        return tail
+            if step_id:
+                step = self.steps.get(key)
+                if step is None or step.status.is_terminal:
+                    return
+            self.failed_tails[key] = lines[-FAILED_TAIL:]
+        elif isinstance(tail, deque):
+            tail.extend(lines[-FAILED_TAIL:])
+        else:
+            kept = self.failed_tails[key] = deque(tail, maxlen=FAILED_TAIL)
+            kept.extend(lines[-FAILED_TAIL:])
 
     def _marker_finished(self, step: Step) -> None:
         """Keep the tree and the tails bounded: the finished step joins its parent's last
@@ -186,6 +194,7 @@ class ProgressPrinter:
     def _forget(self, step_id: str) -> None:
         """A finished marker step leaves the tree, and the steps below it (all finished) too."""
         self.steps.pop(step_id, None)
+        self._parent_paths.pop(step_id, None)
         self._hidden.pop(step_id, None)
         if step_id not in self._failed_markers:
             self.failed_tails.pop(step_id, None)
@@ -208,49 +217,80 @@ class ProgressPrinter:
     def _plain(self, step: Step, what: str) -> None:
         if self.console.quiet:
             return
-        mark, style = glyph(step.status.value)
-        parts = [(mark, style), (f" {self._path(step)} {what}", "")]
-        duration = formatting.duration(step.duration_seconds) if step.status.is_terminal else ""
-        if duration:
-            parts.append((f" ({duration})", "dim"))
-        if step.error_message and step.status.is_terminal and step.status is not StepStatus.COMPLETED:
-            parts.append((f" {step.error_message}", "red"))
+        status = step.status
+        mark, style = glyph(status.value)
+        terminal = status.is_terminal
+        duration = formatting.duration(step.duration_seconds) if terminal else ""
+        error = step.error_message if terminal and status is not StepStatus.COMPLETED else None
         if self._bare:
             # rich takes ~0.2-0.3 ms to lay out a line; a command printing a marker step per 1,000
             # lines makes thousands of them. Without colours (not a terminal) the text is the same.
-            self._write("".join(part for part, _style in parts) + "\n")
-        else:
-            self.console.print(Text.assemble(*parts))
+            self._pending.append(f"{mark} {self._path(step)} {what}{f' ({duration})' if duration else ''}"
+                                 f"{f' {error}' if error else ''}\n")
+            return
+        parts = [(mark, style), (f" {self._path(step)} {what}", "")]
+        if duration:
+            parts.append((f" ({duration})", "dim"))
+        if error:
+            parts.append((f" {error}", "red"))
+        self.console.print(Text.assemble(*parts))
 
     def _write(self, text: str) -> None:
-        """Write around rich (plain text, no layout), going silent as rich does when the reader left.
-        Not flushed: the caller flushes (`flush`) once it has handled the events at hand."""
+        """Write around rich (plain text, no layout). Kept until the caller flushes (`flush`) once
+        it has handled the events at hand: one write for a burst of events, not one a line (each
+        write of a full buffer lets the store's thread take the interpreter for a while)."""
+        self._pending.append(text)
+
+    def _drain(self) -> None:
+        """What `_write` kept goes to the console's file (not flushed), going silent as rich does
+        when the reader left."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
         if self.console.quiet:
             return
         try:
-            self.console.file.write(text)
+            self.console.file.write("".join(pending))
         except BrokenPipeError:
             self.console.on_broken_pipe()
-        self._unflushed = True
 
     def flush(self) -> None:
-        """What `_write` wrote goes out: one system call for a burst of events, not one a line."""
-        if not self._unflushed:
+        """What `_write` kept goes out: one system call for a burst of events, not one a line."""
+        if not self._pending:
             return
-        self._unflushed = False
+        self._drain()
         try:
             self.console.file.flush()
         except BrokenPipeError:
             self.console.on_broken_pipe()
 
     def _path(self, step: Step) -> str:
+        parent_id = step.parent_id
+        if parent_id is None:
+            return self._names(step) or step.name
+        # the names above a step stay the same all its life: kept per parent (a command printing
+        # markers makes thousands of steps a second under one), forgotten with it
+        prefix = self._parent_paths.get(parent_id)
+        if prefix is None:
+            parent = self.steps.get(parent_id)
+            if parent is None:
+                return self._names(step) or step.name
+            above = self._names(parent)
+            prefix = self._parent_paths[parent_id] = above + " › " if above else ""
+        if step.kind is not StepKind.BRANCH or not self._single_branch:
+            return prefix + step.name
+        return prefix[:-3] or step.name
+
+    def _names(self, step: Step) -> str:
+        """The names from the top down to `step`, the only branch left out."""
         names = []
         current: Step | None = step
         while current is not None:
             if current.kind is not StepKind.BRANCH or not self._single_branch:
                 names.append(current.name)
             current = self.steps.get(current.parent_id) if current.parent_id else None
-        return " › ".join(reversed(names)) or step.name
+        return " › ".join(reversed(names))
 
     def _render(self, final: bool = False) -> Group:
         from rich.table import Table
