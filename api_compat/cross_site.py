@@ -32,7 +32,7 @@ from aiohttp.typedefs import Middleware
 
 from api_compat.config import ApiConfig
 from api_compat.state import SURFACES
-from api_compat.surface import Handler, Surface
+from api_compat.surface import Handler, Owners, Surface
 
 _CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type"
@@ -130,11 +130,8 @@ def _local_port(request: web.Request) -> int | None:
 
 
 def _owner(request: web.Request) -> Surface | None:
-    surfaces = request.app.get(SURFACES, [])
-    for surface in surfaces:
-        if surface.owns(request, surfaces):
-            return surface
-    return None
+    surfaces = request.app.get(SURFACES, [])  # read first: as an argument, mypy infers the key's type
+    return Owners(surfaces).owner(request)
 
 
 def _refuse(request: web.Request, status: int, message: str) -> web.StreamResponse:
