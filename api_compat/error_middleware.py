@@ -103,46 +103,25 @@ class SurfaceErrors:
         return fail("internal server error (see the server log)", 500, None)
 
 
-async def _checked(request: web.Request, handler: Handler, surface: Surface, errors: SurfaceErrors,
-                   checks_access: bool) -> web.StreamResponse:
-    """The request through `surface`'s access checks (when it has any) and its handler, every
-    failure answered by `errors`."""
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        return await handler(request)  # a CORS preflight: cross_site.py answers it or refuses it
-    denial = (admit(request, surface, query_token_on_upgrade=errors.query_token_on_upgrade)
-              if checks_access else None)
-    if denial is not None:
-        response = errors.deny(denial)
-    else:
-        if not checks_access:
-            request[PRINCIPAL] = OWNER
-        try:
-            response = await handler(request)
-        except Exception as exc:
-            answer = errors.answer(request, exc)
-            if answer is None:
-                raise
-            response = answer
-    return await errors.reshape(request, response) if errors.reshape is not None else response
-
-
 @dataclass(frozen=True, slots=True)
 class _Route:
-    """What the dispatcher runs for one surface's requests."""
+    """What runs for one surface's requests."""
 
     surface: Surface
     errors: SurfaceErrors
+    #: False: nothing to check (no credential asked for, no limits): the caller is the owner
     checks_access: bool
 
 
 class Dispatch:
-    """The application's surfaces by route, built on the first request (every route is added by
-    then: the router is frozen when the application starts)."""
+    """The application's surfaces by route, built when it starts (every route is added by then: the
+    router is frozen), or on its first request."""
 
     __slots__ = ("_owners", "_routes")
 
     def __init__(self) -> None:
         self._owners: Owners | None = None
+        #: by id(surface): a Surface, a dataclass, is not hashable
         self._routes: dict[int, _Route] = {}
 
     def build(self, app: web.Application) -> Owners:
@@ -153,9 +132,6 @@ class Dispatch:
                         for s in surfaces if s.errors is not None}
         self._owners = Owners(surfaces)
         return self._owners
-
-    def owners(self, app: web.Application) -> Owners:
-        return self._owners if self._owners is not None else self.build(app)
 
     def route(self, request: web.Request) -> _Route | None:
         """What runs for `request`: its surface, with its errors; None: no surface takes it."""
@@ -169,26 +145,14 @@ DISPATCH = web.AppKey("dispatch", Dispatch)
 
 def install(app: web.Application) -> None:
     """The one middleware of `app` for all its surfaces (after the cross-site one, which is
-    outermost); the surfaces by route are built when `app` starts (or on its first request)."""
+    outermost)."""
     dispatch = app[DISPATCH] = Dispatch()
 
     async def build(app: web.Application) -> None:
         dispatch.build(app)
 
     app.on_startup.append(build)
-    app.middlewares.append(dispatch_middleware(dispatch))
-
-
-def dispatch_middleware(dispatch: Dispatch) -> Middleware:
-
-    @web.middleware
-    async def surface_dispatch(request: web.Request, handler: Handler) -> web.StreamResponse:
-        found = dispatch.route(request)
-        if found is None:
-            return await handler(request)
-        return await _checked(request, handler, found.surface, found.errors, found.checks_access)
-
-    return surface_dispatch
+    app.middlewares.append(_checks(dispatch.route))
 
 
 def error_middleware(
@@ -204,14 +168,44 @@ def error_middleware(
 ) -> Middleware:
     """One surface's checks as a middleware of its own, acting on that surface's requests only: for
     a surface added to an application beside the dispatched ones (tests). A surface of the API sets
-    `Surface.errors` instead, run by the application's `dispatch_middleware`."""
+    `Surface.errors` instead, run by the application's one middleware (`install`)."""
     errors = SurfaceErrors(fail, validation, refused, engine, client_error, query_token_on_upgrade, denied)
+    route = _Route(surface, errors, checks_access=True)
+
+    def find(request: web.Request) -> _Route | None:
+        surfaces = request.app[SURFACES]  # read first: as an argument, mypy infers the key from `owns`'s Sequence
+        return route if surface.owns(request, surfaces) else None
+
+    return _checks(find)
+
+
+def _checks(find: Callable[[web.Request], _Route | None]) -> Middleware:
+    """The middleware that runs, for a request `find` gives a surface to, that surface's access
+    checks (when it has any) and then its handler, every failure answered in the surface's body."""
 
     @web.middleware
-    async def surface_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        surfaces = request.app[SURFACES]  # read first: as an argument, mypy infers the key from `owns`'s Sequence
-        if not surface.owns(request, surfaces):
+    async def surface_checks(request: web.Request, handler: Handler) -> web.StreamResponse:
+        found = find(request)
+        if found is None:
             return await handler(request)
-        return await _checked(request, handler, surface, errors, True)
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return await handler(request)  # a CORS preflight: cross_site.py answers it or refuses it
+        errors = found.errors
+        if found.checks_access:
+            denial = admit(request, found.surface, query_token_on_upgrade=errors.query_token_on_upgrade)
+        else:
+            denial = None
+            request[PRINCIPAL] = OWNER
+        if denial is not None:
+            response = errors.deny(denial)
+        else:
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                answer = errors.answer(request, exc)
+                if answer is None:
+                    raise  # an HTTP redirect
+                response = answer
+        return await errors.reshape(request, response) if errors.reshape is not None else response
 
-    return surface_errors
+    return surface_checks

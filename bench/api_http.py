@@ -189,13 +189,17 @@ async def measure(base: str, n: int, total: int, concurrency: int, server: psuti
     async with aiohttp.ClientSession() as session:
         for route in ROUTES:
             await latency(session, base + route, 200)  # warm up
+            before = server.cpu_times()
             times = await latency(session, base + route, n)
+            after = server.cpu_times()
+            serial_cpu = ((after.user - before.user) + (after.system - before.system)) / n
             rps, cpu = await throughput(base + route, total, concurrency, server)
             times.sort()
             print(f"GET {route:28s} median {statistics.median(times) * 1000:6.3f} ms  "
                   f"p99 {times[int(len(times) * 0.99)] * 1000:6.3f} ms  "
-                  f"{rps:8.0f} req/s at concurrency {concurrency}  "
-                  f"server CPU {cpu * 1e6:5.0f} us/request")
+                  f"(server CPU {serial_cpu * 1e6:3.0f} us)  "
+                  f"{rps:6.0f} req/s at concurrency {concurrency}  "
+                  f"(server CPU {cpu * 1e6:3.0f} us/request)")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 
