@@ -1,5 +1,5 @@
-"""The executr error body (`{"error": message, "context": {...}}`) and the shared error middleware
-(`api_compat.error_middleware`) set to answer every failure in that body. Where the reference answers
+"""The executr error body (`{"error": message, "context": {...}}`) and its `SurfaceErrors`
+(`api_compat.error_middleware`), set to answer every failure in that body. Where the reference answers
 500 or drops the connection (a malformed id, cancelling a running job, a report from an executor
 that does not hold the job), this answers the documented 400/404, or 409 for the wrong executor."""
 

@@ -1,6 +1,6 @@
-"""StepFlow Monitor's errors: reading bodies and query parameters into its 400s, and the shared error
-middleware (`api_compat.error_middleware`) set to answer in its envelope, with a workflow error 400
-and `?token=` accepted on a WebSocket upgrade."""
+"""StepFlow Monitor's errors: reading bodies and query parameters into its 400s, and its
+`SurfaceErrors` (`api_compat.error_middleware`), set to answer in its envelope, with a workflow
+error 400 and `?token=` accepted on a WebSocket upgrade."""
 
 from __future__ import annotations
 

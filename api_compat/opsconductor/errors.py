@@ -1,5 +1,5 @@
 """OpsConductor's error body (`{"error": code, "message", "details"}`, the document's "Standard Error
-Format") and the shared error middleware set to answer every failure in it. Bodies that do not
+Format") and its `SurfaceErrors`, set to answer every failure in it. Bodies that do not
 validate and malformed serials are 422 `validation_error` with `details.field`; bad query
 parameters 400 `bad_request`."""
 

@@ -1,5 +1,5 @@
 """RustCI's error body (`{"success": false, "error": {"code", "message", "details"}}`) and the
-shared error middleware (`api_compat.error_middleware`) set to answer every failure in it."""
+surface's `SurfaceErrors` (`api_compat.error_middleware`), set to answer every failure in it."""
 
 from __future__ import annotations
 
