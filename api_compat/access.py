@@ -1,5 +1,7 @@
-"""Who may call a route, and how often: the checks the shared error middleware makes before a
-surface's handler runs, from what the surface and the route declare (api_compat/surface.py).
+"""Who may call a route, and how often: the checks the dispatching middleware
+(api_compat/error_middleware.py) makes before a surface's handler runs, from what the surface and
+the route declare (api_compat/surface.py). A surface that asks for no credential (the listener's
+auth off) and has no limits is not checked at all (`Surface.checks_access`): its caller is `OWNER`.
 
 1. A credential when the surface requires one (`Surface.requires_credential`): a Bearer JWT, or an
    `X-API-Key` on a surface that accepts keys. Missing, bad, expired or revoked: 401; too many

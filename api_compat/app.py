@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 
 from api_compat import access as access_checks
-from api_compat import openapi
+from api_compat import error_middleware, openapi
 from api_compat.access import ACCESS, Access
 from api_compat.auth import TokenVerifier
 from api_compat.config import ApiConfig
@@ -41,13 +41,14 @@ def create_app(engine: ServedEngine, *, config: ApiConfig) -> web.Application:
     config.check()
     verifier = (TokenVerifier(_data_dir(engine, config), failure_limit=config.auth_failure_limit)
                 if config.auth_enabled else None)
-    # outermost: a refused request reaches neither auth nor a handler (api_compat/cross_site.py)
+    # outermost: a refused request reaches neither auth nor a handler (api_compat/cross_site.py);
+    # then the one middleware that runs the checks and errors of the request's surface
     app = web.Application(client_max_size=config.max_json_bytes,
                           middlewares=[cross_site_middleware(config, config.host)])
+    error_middleware.install(app)
     _common_state(app, engine, config, verifier)
     app[openapi.OPENAPI_CACHE] = {}
 
-    # executr first: its middleware acts only on its own paths (/api/v1)
     jobs_surface = executr.make_surface()
     # OpsConductor before Monitor: its /api/executions/search, /serial/…, /branch/… and /bulk are
     # matched before Monitor's /api/executions/{execution_id}
@@ -75,6 +76,7 @@ def create_ws_app(main: web.Application) -> web.Application:
     surface = monitor.make_surface()
     app = monitor.make_ws_app(surface, main)
     app.middlewares.insert(0, cross_site_middleware(main[CONFIG], main[CONFIG].ws_host))
+    error_middleware.install(app)
     _common_state(app, main[ENGINE], main[CONFIG], main[VERIFIER])
     app[SURFACES] = [surface]
     access_checks.install(app, main[ACCESS])

@@ -32,7 +32,7 @@ from aiohttp.typedefs import Middleware
 
 from api_compat.config import ApiConfig
 from api_compat.state import SURFACES
-from api_compat.surface import Handler, Surface
+from api_compat.surface import Handler, Owners, Surface
 
 _CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _CORS_HEADERS = "Authorization, Content-Type"
@@ -40,6 +40,8 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _WILDCARDS = frozenset({"", "0.0.0.0", "::"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: `Host` values whose check is remembered (a listener is asked for a few: its address, localhost)
+_HOSTS_REMEMBERED = 64
 
 
 def normalize_host(name: str) -> str:
@@ -90,6 +92,19 @@ class CrossSitePolicy:
             self.names.add(bound)
         self.cors_any = "*" in config.cors_origins
         self.cors = frozenset(o.strip().rstrip("/").lower() for o in config.cors_origins if o.strip() != "*")
+        self._hosts: dict[str, tuple[tuple[str, int | None] | None, bool]] = {}
+
+    def checked_host(self, raw_host: str) -> tuple[tuple[str, int | None] | None, bool]:
+        """(the `Host` header split, whether it is allowed); remembered for the few `Host`s a
+        listener is asked for (any value: a bounded memory of them)."""
+        known = self._hosts.get(raw_host)
+        if known is None:
+            host = split_host(raw_host)
+            known = (host, host is not None and self.host_allowed(host[0]))
+            if len(self._hosts) >= _HOSTS_REMEMBERED:
+                self._hosts.clear()
+            self._hosts[raw_host] = known
+        return known
 
     def host_allowed(self, name: str) -> bool:
         if self.any_host or name in self.names:
@@ -130,11 +145,8 @@ def _local_port(request: web.Request) -> int | None:
 
 
 def _owner(request: web.Request) -> Surface | None:
-    surfaces = request.app.get(SURFACES, [])
-    for surface in surfaces:
-        if surface.owns(request, surfaces):
-            return surface
-    return None
+    surfaces = request.app.get(SURFACES, [])  # read first: as an argument, mypy infers the key's type
+    return Owners(surfaces).owner(request)
 
 
 def _refuse(request: web.Request, status: int, message: str) -> web.StreamResponse:
@@ -163,8 +175,8 @@ def cross_site_middleware(config: ApiConfig, bound_host: str) -> Middleware:
         nonlocal body_types
         # no Host at all: HTTP/1.0 from a program; every browser sends one
         raw_host = request.headers.get("Host")
-        host = split_host(raw_host) if raw_host is not None else None
-        if raw_host is not None and (host is None or not policy.host_allowed(host[0])):
+        host, allowed = policy.checked_host(raw_host) if raw_host is not None else (None, True)
+        if not allowed:
             return _refuse(request, 403, "this server does not answer to that Host name (a DNS-rebinding "
                                          "page?); a name of your own goes in STEPFLOW_ALLOWED_HOSTS")
         origin = request.headers.get("Origin")

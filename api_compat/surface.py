@@ -3,9 +3,11 @@ and auth.
 
 Several documented APIs share paths under `/api` (StepFlow Monitor's `/api/executions/{id}` and
 OpsConductor's `/api/executions/search`), so they cannot be prefix sub-apps. Each surface adds its
-routes to the one router, remembers which resources are its own, and installs one middleware that
-acts only on its own requests (`Surface.owns`). Requests that match no route belong to the surface
-that claims their path prefix, else to the fallback surface (StepFlow Monitor).
+routes to the one router, remembers which resources are its own, and gives its error handling
+(`Surface.errors`: api_compat/error_middleware.py). One middleware finds the request's surface once
+(`Owners`, built when the application starts) and runs only that surface's access checks and error
+handling. A request that matches no route belongs to the surface claiming the longest prefix of its
+path, else to the fallback surface (StepFlow Monitor).
 
 Every route is added with its documentation (`RouteDoc`), from which `/api/openapi.json` is built.
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource
@@ -29,6 +31,9 @@ from pydantic import BaseModel
 
 from api_compat.principal import ROLES, Principal
 from api_compat.rate_limits import RatePolicy
+
+if TYPE_CHECKING:
+    from api_compat.error_middleware import SurfaceErrors
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -97,6 +102,9 @@ class Surface:
     own_credential: Callable[[web.Request, str], Principal | None] | None = None
     #: each route's documentation by (resource, method): what the access middleware reads
     docs: dict[tuple[AbstractResource, str], RouteDoc] = field(default_factory=dict)
+    #: how this surface answers its failures and refusals, run by the application's one dispatching
+    #: middleware for this surface's requests only (None: its requests reach the handler as they are)
+    errors: SurfaceErrors | None = None
 
     def requires_credential(self, listener_auth: bool) -> bool:
         return self.auth_always or (self.auth and listener_auth)
@@ -145,15 +153,46 @@ class Surface:
         self.routes.append(doc)
 
     def owns(self, request: web.Request, others: Sequence[Surface]) -> bool:
+        """Whether `request` is this surface's, among `others` (every surface of the application)."""
+        return Owners(others).owner(request) is self
+
+    def checks_access(self, listener_auth: bool) -> bool:
+        """Whether a request can be refused or counted here: a credential asked for, or limits
+        (without either, every caller is the owner, who holds every role)."""
+        return self.requires_credential(listener_auth) or self.rate_policy is not None
+
+
+class Owners:
+    """Which surface each request belongs to, from the surfaces of one application (in the order of
+    `app[SURFACES]`): a matched route to the surface that added it (the first, were two to share a
+    resource); an unmatched path (404, 405) to the surface with the longest prefix of it, else the
+    fallback surface; None for a route no surface added."""
+
+    __slots__ = ("_by_route", "_prefixes", "_fallback")
+
+    def __init__(self, surfaces: Sequence[Surface]) -> None:
+        self._by_route: dict[object, Surface] = {}
+        for surface in surfaces:
+            for resource in surface.resources:
+                for resource_route in resource:
+                    self._by_route.setdefault(resource_route, surface)
+        # the longest first: OpsConductor's `/ws/executions` before Monitor's `/ws`
+        self._prefixes = sorted(((p, s) for s in surfaces for p in s.prefixes), key=lambda ps: -len(ps[0]))
+        self._fallback = next((s for s in surfaces if s.fallback), None)
+
+    def owner(self, request: web.Request) -> Surface | None:
         match_info = request.match_info
-        if match_info.http_exception is None:
-            return match_info.route.resource in self.resources
-        path = request.path
-        if any(path.startswith(p) for p in self.prefixes):
-            return True
-        if not self.fallback:
-            return False
-        return not any(o is not self and any(path.startswith(p) for p in o.prefixes) for o in others)
+        surface = self._by_route.get(match_info.route)
+        if surface is not None or match_info.http_exception is None:
+            return surface
+        return self.unmatched(request.path)
+
+    def unmatched(self, path: str) -> Surface | None:
+        """The surface that answers a path no route matched."""
+        for prefix, surface in self._prefixes:
+            if path.startswith(prefix):
+                return surface
+        return self._fallback
 
 
 def route(router: web.UrlDispatcher, surface: Surface, method: str, path: str, handler: Handler,

@@ -17,6 +17,18 @@ Measured (issue 16, load 9-10 on the 2 cores, main's tree run with this script j
         now  585 creations/s, median 45.3 ms, p99 205 ms, 770 us (3,000 created, all completed)
   GET /api/executions?limit=10 at concurrency 1: 0.303 ms → 0.287 ms median
   (GET /api/health at concurrency 32 beside them: 3,393 and 3,273 requests/s)
+
+Measured (issue 16, one dispatching middleware instead of four chained per surface; main at 67baf1a
+with this script, interleaved, six pairs, load 3.4-6.5 on the 2 cores shared with other work), at
+concurrency 1, median of each run, main → this tree:
+  GET /api/executions?limit=10: 0.288/0.290/0.285/0.386/0.367/0.295 → 0.274/0.274/0.287/0.358/0.345/0.333 ms
+  GET /api/health:              0.273/0.274/0.294/0.421/0.293/0.363 → 0.269/0.253/0.272/0.407/0.330/0.330 ms
+  POST /api/executions at concurrency 32 (three of the pairs): 638/525/749 → 1,022/513/784 creations/s
+  The load moves these more than the change does. What it removes, counted by cProfile in the server
+  (3,000 requests, deterministic): Python function calls per GET /api/executions?limit=10 266 → 218,
+  per GET /api/health 281 → 220 (the four surfaces' middlewares and their `owns`, the access check
+  of a surface that checks nothing, the Host parsing and the timestamp's calls).
+  "server CPU" at concurrency 1 includes the event loop's and the kernel's work of each round trip.
 """
 
 from __future__ import annotations
@@ -189,13 +201,17 @@ async def measure(base: str, n: int, total: int, concurrency: int, server: psuti
     async with aiohttp.ClientSession() as session:
         for route in ROUTES:
             await latency(session, base + route, 200)  # warm up
+            before = server.cpu_times()
             times = await latency(session, base + route, n)
+            after = server.cpu_times()
+            serial_cpu = ((after.user - before.user) + (after.system - before.system)) / n
             rps, cpu = await throughput(base + route, total, concurrency, server)
             times.sort()
             print(f"GET {route:28s} median {statistics.median(times) * 1000:6.3f} ms  "
                   f"p99 {times[int(len(times) * 0.99)] * 1000:6.3f} ms  "
-                  f"{rps:8.0f} req/s at concurrency {concurrency}  "
-                  f"server CPU {cpu * 1e6:5.0f} us/request")
+                  f"(server CPU {serial_cpu * 1e6:3.0f} us)  "
+                  f"{rps:6.0f} req/s at concurrency {concurrency}  "
+                  f"(server CPU {cpu * 1e6:3.0f} us/request)")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
 
 

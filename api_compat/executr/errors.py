@@ -1,5 +1,5 @@
-"""The executr error body (`{"error": message, "context": {...}}`) and the shared error middleware
-(`api_compat.error_middleware`) set to answer every failure in that body. Where the reference answers
+"""The executr error body (`{"error": message, "context": {...}}`) and its `SurfaceErrors`
+(`api_compat.error_middleware`), set to answer every failure in that body. Where the reference answers
 500 or drops the connection (a malformed id, cancelling a running job, a report from an executor
 that does not hold the job), this answers the documented 400/404, or 409 for the wrong executor."""
 
@@ -12,9 +12,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api_compat.error_middleware import error_middleware as shared_error_middleware
+from api_compat.error_middleware import SurfaceErrors
 from api_compat.request_parsing import RequestRefused, describe_fields
-from api_compat.surface import Surface
 from engine.errors import EngineError
 
 log = logging.getLogger(__name__)
@@ -66,5 +65,5 @@ def _engine(request: web.Request, exc: EngineError, status: int) -> web.Response
     return fail(exc.message, status, context=context)
 
 
-def error_middleware(surface: Surface) -> Any:
-    return shared_error_middleware(surface, fail, validation=_validation, refused=_refused, engine=_engine)
+def surface_errors() -> SurfaceErrors:
+    return SurfaceErrors(fail, validation=_validation, refused=_refused, engine=_engine)

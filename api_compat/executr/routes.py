@@ -13,7 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from api_compat.executr import admin, jobs
-from api_compat.executr.errors import ErrorBody, error_middleware, fail
+from api_compat.executr.errors import ErrorBody, fail, surface_errors
 from api_compat.executr.jobs import MAX_CLAIM_WAIT
 from api_compat.executr.keys import HEARTBEAT_TIMEOUT, METRICS, STOPPING
 from api_compat.executr.metrics import JobMetrics
@@ -66,7 +66,7 @@ def _array(model: type[BaseModel], description: str) -> dict[str, Any]:
 
 def make_surface() -> Surface:
     return Surface(name="executr", title="executr job queue", error_model=ErrorBody, prefixes=(PREFIX,),
-                   refusal=fail)
+                   refusal=fail, errors=surface_errors())
 
 
 def install(app: web.Application, surface: Surface) -> None:
@@ -131,7 +131,6 @@ def install(app: web.Application, surface: Surface) -> None:
     app.on_shutdown.append(release_claims)
     app[HEARTBEAT_TIMEOUT] = app[CONFIG].executr_heartbeat_timeout
     app.cleanup_ctx.append(_stale_jobs)
-    app.middlewares.append(error_middleware(surface))
 
 
 async def _stale_jobs(app: web.Application) -> AsyncIterator[None]:

@@ -1,6 +1,6 @@
-"""StepFlow Monitor's errors: reading bodies and query parameters into its 400s, and the shared error
-middleware (`api_compat.error_middleware`) set to answer in its envelope, with a workflow error 400
-and `?token=` accepted on a WebSocket upgrade."""
+"""StepFlow Monitor's errors: reading bodies and query parameters into its 400s, and its
+`SurfaceErrors` (`api_compat.error_middleware`), set to answer in its envelope, with a workflow
+error 400 and `?token=` accepted on a WebSocket upgrade."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api_compat.error_middleware import error_middleware as shared_error_middleware
+from api_compat.error_middleware import SurfaceErrors
 from api_compat.monitor.envelope import ApiError, fail
 from api_compat.request_parsing import REQUIRED, read_json_body
-from api_compat.surface import Surface
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,6 @@ def read_query(request: web.Request, model: type[M]) -> M:
         raise ApiError(400, "invalid query parameters: " + describe_validation(exc)) from None
 
 
-def error_middleware(surface: Surface) -> Any:
-    return shared_error_middleware(
-        surface, fail, validation=lambda exc: fail(describe_validation(exc), 400),
-        client_error=_workflow_error(), query_token_on_upgrade=True)
+def surface_errors() -> SurfaceErrors:
+    return SurfaceErrors(fail, validation=lambda exc: fail(describe_validation(exc), 400),
+                         client_error=_workflow_error(), query_token_on_upgrade=True)

@@ -2,8 +2,9 @@
 `STEPFLOW_MONITOR_SHAPE=reference`): what the reference implementation's web UI reads.
 
 The reference server answers an older shape than its own API document, and its web UI reads that
-one. Under this shape the handlers still build the documented answers; one middleware (outside the
-error middleware, inside the cross-site one) rewrites each Monitor answer before it leaves:
+one. Under this shape the handlers still build the documented answers; the surface's errors
+(`SurfaceErrors.reshape`, run by the dispatching middleware after the error answers are made)
+rewrite each Monitor answer before it leaves:
 
 - no envelope: the `data` object itself; an error is `{"error": message}` with the same status;
   `warnings`, when a request had some, sit beside the fields;
@@ -27,6 +28,7 @@ Every other Monitor answer is its `data`. The WebSocket's messages under this sh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -37,8 +39,8 @@ from api_compat.monitor import artifacts
 from api_compat.monitor.envelope import dumps
 from api_compat.monitor.keys import STEPS_READ, SUBMITTED
 from api_compat.monitor.wire import line_dict, step_dict
-from api_compat.state import ENGINE, SURFACES
-from api_compat.surface import Handler, Surface, route
+from api_compat.state import ENGINE
+from api_compat.surface import Surface, route
 from engine.model import LogLine, StepKind
 
 REFERENCE = "reference"
@@ -173,35 +175,28 @@ def _envelope_of(response: web.Response) -> dict[str, Any] | None:
     return envelope
 
 
-def reference_middleware(surface: Surface) -> Any:
-    @web.middleware
-    async def reference_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        surfaces = request.app[SURFACES]  # read first: as an argument, mypy infers the key from `owns`
-        if not surface.owns(request, surfaces):
-            return response
-        # a file, a WebSocket: not an envelope
-        if not isinstance(response, web.Response) or response.prepared or response.content_type != "application/json":
-            return response
-        envelope = _envelope_of(response)
-        if envelope is None:
-            return response
-        answer: Any
-        if not envelope["success"]:
-            answer = {"error": envelope["error"]}
-        else:
-            answer = envelope["data"]
-            match_info = request.match_info
-            resource = match_info.route.resource if match_info.http_exception is None else None
-            reshaper = RESHAPERS.get((request.method, resource.canonical)) if resource is not None else None
-            if reshaper is not None:
-                answer = await reshaper(request, answer)
-            if envelope.get("warnings") and isinstance(answer, dict):
-                answer = {**answer, "warnings": envelope["warnings"]}
-        response.body = dumps(answer).encode()
+async def reshape(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+    """A Monitor answer (an error too) in the reference shape (`SurfaceErrors.reshape`)."""
+    # a file, a WebSocket: not an envelope
+    if not isinstance(response, web.Response) or response.prepared or response.content_type != "application/json":
         return response
-
-    return reference_shape
+    envelope = _envelope_of(response)
+    if envelope is None:
+        return response
+    answer: Any
+    if not envelope["success"]:
+        answer = {"error": envelope["error"]}
+    else:
+        answer = envelope["data"]
+        match_info = request.match_info
+        resource = match_info.route.resource if match_info.http_exception is None else None
+        reshaper = RESHAPERS.get((request.method, resource.canonical)) if resource is not None else None
+        if reshaper is not None:
+            answer = await reshaper(request, answer)
+        if envelope.get("warnings") and isinstance(answer, dict):
+            answer = {**answer, "warnings": envelope["warnings"]}
+    response.body = dumps(answer).encode()
+    return response
 
 
 async def execution_artifacts(request: web.Request) -> web.StreamResponse:
@@ -212,12 +207,13 @@ async def execution_artifacts(request: web.Request) -> web.StreamResponse:
 
 
 def install(app: web.Application, surface: Surface) -> None:
-    """The reference shape's route and middleware; call before the surface's error middleware is
-    appended (this one must see the error envelopes that one makes)."""
+    """The reference shape's route, and its rewriting of every answer of `surface`."""
     route(app.router, surface, "GET", "/api/artifacts/execution/{execution_id}", execution_artifacts,
           "Reference shape only (its web UI's client calls it): the artifacts of an execution", "artifacts",
           errors=(400,), response={
               "description": "`{artifacts, execution_id, count}`, without the envelope (reference shape)",
               "content": {"application/json": {}},
           })
-    app.middlewares.append(reference_middleware(surface))
+    if surface.errors is None:
+        raise ValueError("the reference shape rewrites the answers of a surface with its errors")
+    surface.errors = dataclasses.replace(surface.errors, reshape=reshape)

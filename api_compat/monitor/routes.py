@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from api_compat.monitor import artifacts, executions, health, list_cache, reference_shape, statistics, ws
 from api_compat.monitor.envelope import fail
-from api_compat.monitor.errors import error_middleware
+from api_compat.monitor.errors import surface_errors
 from api_compat.monitor.keys import PROBE, WS_HUB
 from api_compat.monitor.reference_ws import ReferenceWsHub
 from api_compat.monitor.schemas import (
@@ -70,11 +70,13 @@ def make_surface() -> Surface:
         fallback=True,
         complete_schemas=_complete_schemas,
         refusal=fail,
+        errors=surface_errors(),
     )
 
 
 def install(app: web.Application, surface: Surface) -> None:
-    """Add the Monitor routes to `app` and its error middleware to `app.middlewares`."""
+    """Add the Monitor routes to `app` (their errors are `surface.errors`, run by the application's
+    dispatching middleware: api_compat/error_middleware.py)."""
     r = app.router
     t_ex, t_art, t_health, t_ws = "executions", "artifacts", "health", "websocket"
     route(r, surface, "GET", "/api/executions", executions.list_executions, "List executions", t_ex,
@@ -145,8 +147,7 @@ def install(app: web.Application, surface: Surface) -> None:
     list_cache.install(app)
     _install_hub(app)
     if app[CONFIG].monitor_shape == reference_shape.REFERENCE:
-        reference_shape.install(app, surface)  # its middleware goes outside the error middleware
-    app.middlewares.append(error_middleware(surface))
+        reference_shape.install(app, surface)  # every answer, errors too, rewritten as they leave
 
 
 def _install_hub(app: web.Application) -> None:
@@ -180,5 +181,4 @@ def make_ws_app(surface: Surface, main: web.Application) -> web.Application:
           websocket=True, response=WS_DOC, status=101, errors=(400, 503))
     route(app.router, surface, "GET", "/ws", ws.websocket_handler, "The WebSocket", "websocket",
           websocket=True, response=WS_DOC, status=101, errors=(400, 503))
-    app.middlewares.append(error_middleware(surface))
     return app

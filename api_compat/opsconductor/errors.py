@@ -1,5 +1,5 @@
 """OpsConductor's error body (`{"error": code, "message", "details"}`, the document's "Standard Error
-Format") and the shared error middleware set to answer every failure in it. Bodies that do not
+Format") and its `SurfaceErrors`, set to answer every failure in it. Bodies that do not
 validate and malformed serials are 422 `validation_error` with `details.field`; bad query
 parameters 400 `bad_request`."""
 
@@ -11,9 +11,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api_compat.error_middleware import error_middleware as shared_error_middleware
+from api_compat.error_middleware import SurfaceErrors
 from api_compat.request_parsing import RequestRefused
-from api_compat.surface import Surface
 from engine.errors import EngineError
 
 #: the `error` code of each status
@@ -80,6 +79,5 @@ def _engine(request: web.Request, exc: EngineError, status: int) -> web.Response
     return fail(exc.message, status)
 
 
-def error_middleware(surface: Surface) -> Any:
-    return shared_error_middleware(surface, fail, validation=_validation, refused=_refused, engine=_engine,
-                                   query_token_on_upgrade=True)
+def surface_errors() -> SurfaceErrors:
+    return SurfaceErrors(fail, validation=_validation, refused=_refused, engine=_engine, query_token_on_upgrade=True)

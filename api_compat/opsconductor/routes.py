@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from api_compat.opsconductor import analytics, jobs, lookups, serials, targets, ws
-from api_compat.opsconductor.errors import ErrorBody, error_middleware, fail
+from api_compat.opsconductor.errors import ErrorBody, fail, surface_errors
 from api_compat.opsconductor.keys import FILE_TARGETS, SCHEDULER, STORE, WS_HUB
 from api_compat.opsconductor.launch import start_execution
 from api_compat.opsconductor.paging import PageQuery
@@ -51,7 +51,7 @@ def make_surface() -> Surface:
     # requests limited per user by role (100/minute standard, 500/minute administrator)
     return Surface(name="opsconductor", title="OpsConductor", error_model=ErrorBody,
                    prefixes=("/api/jobs", "/api/targets", "/api/analytics", "/ws/executions"), refusal=fail,
-                   auth_always=True, rate_policy=OPSCONDUCTOR_POLICY)
+                   auth_always=True, rate_policy=OPSCONDUCTOR_POLICY, errors=surface_errors())
 
 
 def install(app: web.Application, surface: Surface) -> None:
@@ -129,7 +129,6 @@ def install(app: web.Application, surface: Surface) -> None:
 
     app.on_shutdown.append(close_sockets)
     app[CLOSE_STREAMS].append(close_sockets)
-    app.middlewares.append(error_middleware(surface))
 
 
 async def _running(app: web.Application) -> AsyncIterator[None]:

@@ -1,5 +1,5 @@
 """RustCI's error body (`{"success": false, "error": {"code", "message", "details"}}`) and the
-shared error middleware (`api_compat.error_middleware`) set to answer every failure in it."""
+surface's `SurfaceErrors` (`api_compat.error_middleware`), set to answer every failure in it."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from api_compat.error_middleware import error_middleware as shared_error_middleware
+from api_compat.error_middleware import SurfaceErrors
 from api_compat.request_parsing import RequestRefused, describe_fields
-from api_compat.surface import Surface
 from engine.errors import EngineError
 
 #: the documented codes, and ours where the document has none (NOT_FOUND of a route, CONFLICT)
@@ -81,5 +80,5 @@ def _engine(request: web.Request, exc: EngineError, status: int) -> web.Response
     return fail(exc.message, status, details=details)
 
 
-def error_middleware(surface: Surface) -> Any:
-    return shared_error_middleware(surface, fail, validation=_validation, refused=_refused, engine=_engine)
+def surface_errors() -> SurfaceErrors:
+    return SurfaceErrors(fail, validation=_validation, refused=_refused, engine=_engine)

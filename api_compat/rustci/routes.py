@@ -20,7 +20,7 @@ from api_compat.rustci import handlers as h
 from api_compat.rustci import worker_routes
 from api_compat.rustci.activity import Activity
 from api_compat.rustci.desk import RunnerDesk
-from api_compat.rustci.errors import RustciErrorBody, error_middleware, fail
+from api_compat.rustci.errors import RustciErrorBody, fail, surface_errors
 from api_compat.rustci.keys import DESK, SSE, WS_HUB
 from api_compat.rustci.wire import (
     RunnerBulkRequest,
@@ -83,7 +83,8 @@ def make_surface() -> Surface:
     # the document: a Bearer JWT or an X-API-Key (when the listener's auth is on), and its request
     # limits (registration per address, status and jobs per runner, bulk per user)
     return Surface(name="rustci", title="RustCI runners", error_model=RustciErrorBody, prefixes=(PREFIX,),
-                   refusal=fail, api_key=True, rate_policy=RUSTCI_POLICY, own_credential=runner_credential)
+                   refusal=fail, api_key=True, rate_policy=RUSTCI_POLICY, own_credential=runner_credential,
+                   errors=surface_errors())
 
 
 def runner_credential(request: web.Request, presented: str) -> Principal | None:
@@ -155,7 +156,6 @@ def install(app: web.Application, surface: Surface) -> None:
     app[CLOSE_STREAMS].append(hub.stop)
     app.on_shutdown.append(lambda _app: hub.stop())
     app.cleanup_ctx.append(_running)
-    app.middlewares.append(error_middleware(surface))
 
 
 async def _running(app: web.Application) -> AsyncIterator[None]:
