@@ -65,6 +65,9 @@ class ApiConfig:
     #: seconds without a heartbeat after which a running executr job goes back to the queue
     #: (`--executr-heartbeat-timeout`, STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)
     executr_heartbeat_timeout: float = 15.0
+    #: the longest an executr claim is held open (its `?wait=` may ask for up to 25 s; a longer one is
+    #: cut to this, answering 204 sooner): for a proxy with a shorter idle timeout, and for the tests
+    executr_longest_claim_wait: float = 25.0
     #: request limits overriding a surface's documented ones: ("SURFACE.CATEGORY[.ROLE]", "100/minute"
     #: or "off"), e.g. ("opsconductor.requests.standard", "200/minute") (`--rate-limit`, STEPFLOW_RATE_LIMITS)
     rate_limits: tuple[tuple[str, str], ...] = ()
@@ -169,6 +172,8 @@ class ApiConfig:
         if not 0 < self.executr_heartbeat_timeout < 1e9:
             raise ConfigError("the executr heartbeat timeout must be a positive number of seconds "
                               "(--executr-heartbeat-timeout, STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT)")
+        if not 0 <= self.executr_longest_claim_wait < 1e9:
+            raise ConfigError("the longest executr claim wait must be a number of seconds from 0")
         if self.max_upload_bytes <= 0:
             raise ConfigError("the upload cap must be a positive number of bytes")
         from api_compat.rate_limits import check_overrides, parse_limit

@@ -104,7 +104,13 @@ def _env(data: Path, **extra: str) -> dict[str, str]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """`stepflow serve` on a free port, with a short heartbeat timeout; its base URL."""
-    data = tmp_path / "serve-data"
+    with serving(tmp_path / "serve-data") as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(data: Path) -> Iterator[str]:
+    """`stepflow serve` on a free port storing in `data`, with a short heartbeat timeout; its base URL."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0"],
         env=_env(data, **{HEARTBEAT_TIMEOUT_ENV: str(HEARTBEAT_TIMEOUT)}), cwd=ROOT,

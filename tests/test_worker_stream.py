@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,7 +242,16 @@ async def test_output_from_an_executor_that_does_not_hold_the_job_is_refused(
     assert "forged" not in [line["content"] for line in lines]
 
 
-async def test_the_output_route_is_in_the_openapi_document(server: str) -> None:
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `stepflow serve` for the tests of this module that only ask about its routes (no job is
+    ever submitted to it); its base URL."""
+    with base.serving(tmp_path_factory.mktemp("idle-serve") / "serve-data") as url:
+        yield url
+
+
+async def test_the_output_route_is_in_the_openapi_document(idle_server: str) -> None:
+    server = idle_server
     async with aiohttp.ClientSession() as http, http.get(f"{server}/api/openapi.json") as resp:
         document = await resp.json()
     operation = document["paths"]["/api/v1/jobs/{job_id}/output"]["post"]
@@ -255,7 +264,8 @@ async def test_the_output_route_is_in_the_openapi_document(server: str) -> None:
     ("POST", "/jobs/{id}"), ("GET", "/jobs/{id}/heartbeat"), ("GET", "/jobs/{id}/output"),
     ("POST", "/admin/stats"), ("POST", "/health"),
 ])
-async def test_a_wrong_method_is_405_in_executrs_error_body(server: str, method: str, path: str) -> None:
+async def test_a_wrong_method_is_405_in_executrs_error_body(idle_server: str, method: str, path: str) -> None:
+    server = idle_server
     job_id = "0" * 8 + "-0000-4000-8000-" + "0" * 12
     async with aiohttp.ClientSession() as http, \
             http.request(method, f"{server}/api/v1{path.replace('{id}', job_id)}") as resp:
@@ -274,7 +284,9 @@ async def test_the_folder_of_a_job_whose_worker_was_killed_is_removed_by_the_nex
         await client.submit(binaries.job("slow-once.sh", "d", env={"MARKS": str(marks)}))
         await appears(marks / "started-d")
         (dead_folder,) = work.iterdir()
-        workers.start("live", "--work-dir", str(work))
+        # a short grace: the teardown stops this worker while its job sleeps (30 s by default; 15 s of
+        # them waited before the kill)
+        workers.start("live", "--work-dir", str(work), "--grace", "0.5")
         await client.submit(binaries.job("sleeper.sh", "l", "60", env={"MARKS": str(marks)}))
         await appears(marks / "started-l")
         (live_folder,) = (p for p in work.iterdir() if p != dead_folder)
@@ -379,7 +391,9 @@ class Proxy:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._http = aiohttp.ClientSession(auto_decompress=False)
-        self._runner = web.AppRunner(app)
+        # a worker that stops drops its long-poll claim: so does the proxy, upstream (as a real proxy
+        # does), instead of holding the claim to its end (up to 20 s) before it can close
+        self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

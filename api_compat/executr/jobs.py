@@ -190,7 +190,7 @@ def _client_gone(request: web.Request) -> bool:
 
 async def claim_job(request: web.Request) -> web.StreamResponse:
     q = QueryParams(request.query, error=ExecutrError)
-    wait = _seconds(q, "wait")
+    wait = min(_seconds(q, request.query.get("wait"), "wait"), request.app[CONFIG].executr_longest_claim_wait)
     body = await _body(request, ClaimRequest)
     jobs = _jobs(request)
     metrics = request.app[METRICS]
@@ -225,8 +225,9 @@ async def claim_job(request: web.Request) -> web.StreamResponse:
     return _json(job_json(item, claimed.execution))
 
 
-def _seconds(q: QueryParams, name: str) -> float:
-    raw = q.text(name)
+def _seconds(q: QueryParams, raw: str | None, name: str) -> float:
+    """`raw` (the parameter `name`, None when not given) as seconds; empty is no number: refused, as
+    QueryParams.integer refuses it."""
     if raw is None:
         return 0.0
     try:

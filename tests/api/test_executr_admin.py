@@ -187,3 +187,23 @@ async def test_a_waiting_claim_answers_204_when_the_listener_stops(
     status, _ = await asyncio.wait_for(waiting, 5)
     assert status == 204
     assert loop.time() - stopped_at < 3  # not the 25 s it asked to wait, nor the shutdown timeout
+
+
+async def test_a_claim_waits_no_longer_than_the_listener_holds_one_and_an_empty_wait_is_refused(
+        engine: Any, tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    """`executr_longest_claim_wait` cuts a longer `?wait=` (204 sooner); it still waits that long for
+    a job. `?wait=` with no number is a 400, as an empty integer parameter is."""
+    async with running(engine, make_config(tmp_path, executr_longest_claim_wait=0.3)) as lst:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status, _ = await asyncio.wait_for(_call(session, lst, "POST", f"{V1}/jobs/claim?wait=25",
+                                                 json=claim_body()), 10)
+        assert status == 204
+        assert 0.3 <= loop.time() - started < 5
+        waiting = asyncio.create_task(_call(session, lst, "POST", f"{V1}/jobs/claim?wait=25", json=claim_body()))
+        await asyncio.sleep(0)
+        _, created = await _call(session, lst, "POST", f"{V1}/jobs", json=job())
+        status, claimed = await asyncio.wait_for(waiting, 5)
+        assert status == 200 and claimed["id"] == created["id"]
+        status, body = await _call(session, lst, "POST", f"{V1}/jobs/claim?wait=", json=claim_body())
+        assert status == 400 and "wait" in body["error"]

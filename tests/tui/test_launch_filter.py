@@ -3,8 +3,12 @@ file that ran is remembered as recent (one that failed validation is not)."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from textual import events
 from textual.widgets import Input
 
@@ -51,8 +55,19 @@ async def test_words_in_any_order_and_arrows_move_in_the_filtered_list(engine):
         assert screen.execution.command.endswith(second.name) or second.stem in screen.execution.name
 
 
-async def test_a_typed_path_runs_that_file(engine, tmp_path: Path):
-    elsewhere = tmp_path / "elsewhere"
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A new folder with a short absolute path (/tmp/sf…): typed key by key, each key a re-filter
+    and a redraw, pytest's tmp_path (some 90 characters) took seconds."""
+    folder = Path(tempfile.mkdtemp(prefix="sf", dir="/tmp"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def test_a_typed_path_runs_that_file(engine, short_dir: Path):
+    elsewhere = short_dir / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "mine.yml").write_text("name: typed-one\nsteps:\n  - name: hi\n    run: echo typed path ran\n")
     app = make_app(engine, workflow_dirs=[SAMPLES])
@@ -69,14 +84,14 @@ async def test_a_typed_path_runs_that_file(engine, tmp_path: Path):
         await wait_for(pilot, lambda: "typed path ran" in screen_text(app), what="its output")
 
 
-async def test_enter_typed_right_after_a_path_runs_that_file(engine, tmp_path: Path):
+async def test_enter_typed_right_after_a_path_runs_that_file(engine, short_dir: Path):
     """The typed path is checked off the event loop; an enter that comes before the check is answered
     once the check is done, with that file."""
-    (tmp_path / "quick.yml").write_text("name: typed-quick\nsteps:\n  - name: hi\n    run: echo quick ran\n")
+    (short_dir / "quick.yml").write_text("name: typed-quick\nsteps:\n  - name: hi\n    run: echo quick ran\n")
     app = make_app(engine, workflow_dirs=[SAMPLES])
     async with app.run_test(size=(100, 30)) as pilot:
         await open_dialog(pilot)
-        await pilot.press(*str(tmp_path / "quick.yml"), "enter")
+        await pilot.press(*str(short_dir / "quick.yml"), "enter")
         screen = await wait_for(pilot, lambda: isinstance(app.screen, ExecutionScreen) and app.screen,
                                 what="the execution")
         assert screen.execution.name == "typed-quick"
