@@ -202,14 +202,7 @@ def _is_disk_full(exc: BaseException) -> bool:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: no implicit transactions (see storage.pragmas)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        pragmas.apply(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return pragmas.connect(path)
 
 
 def _has_json_each(conn: sqlite3.Connection) -> bool:

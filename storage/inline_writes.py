@@ -71,15 +71,8 @@ class InlineWriter:
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
-            # isolation_level=None: no implicit transactions, ours are explicit (see storage.pragmas)
-            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, cached_statements=64)
-            try:
-                pragmas.apply(conn)
-                conn.execute("PRAGMA busy_timeout=0")
-                conn.execute("PRAGMA wal_autocheckpoint=0")
-            except BaseException:
-                conn.close()
-                raise
+            conn = pragmas.connect(self.path, "PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0",
+                                   check_same_thread=False, cached_statements=64)
             self._conn = conn
         return conn
 

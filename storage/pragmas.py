@@ -11,6 +11,8 @@ turn that off (`isolation_level = None`) and emit BEGIN from SQLAlchemy's "begin
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # SQLAlchemy is imported by who installs the listeners: the CLI's reads need none of it
@@ -83,3 +85,19 @@ def apply(dbapi_connection: Any) -> None:
 
 def _on_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(WRITE) else "BEGIN")
+
+
+def connect(path: Path | str, *extra: str, **options: Any) -> sqlite3.Connection:
+    """A plain sqlite3 connection on `path` with the pragmas, then the `extra` statements (a
+    connection's own pragmas); closed again if any fails. isolation_level=None: no implicit
+    transactions, ours are explicit. `options` go to sqlite3.connect (check_same_thread,
+    cached_statements)."""
+    conn = sqlite3.connect(path, isolation_level=None, **options)
+    try:
+        apply(conn)
+        for statement in extra:
+            conn.execute(statement)
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -103,11 +103,5 @@ class ReadOnlyStore:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: no implicit transactions; a read of several statements begins its own
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        pragmas.apply(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    # a read of several statements begins its own transaction
+    return pragmas.connect(path)

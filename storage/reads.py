@@ -123,14 +123,7 @@ class Reader:
                 conn.execute("ROLLBACK")
 
     def _connect(self) -> sqlite3.Connection:
-        # isolation_level=None: no implicit transactions, ours are explicit (see storage.pragmas)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, cached_statements=256)
-        try:
-            pragmas.apply(conn)
-            conn.execute("PRAGMA query_only=ON")
-        except BaseException:
-            conn.close()
-            raise
+        conn = pragmas.connect(self.path, "PRAGMA query_only=ON", check_same_thread=False, cached_statements=256)
         with self._lock:
             self._connections.append(conn)
         return conn

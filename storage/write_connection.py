@@ -70,11 +70,4 @@ class WriteConnection:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: no implicit transactions, ours are explicit (see storage.pragmas)
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, cached_statements=256)
-    try:
-        pragmas.apply(conn)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return pragmas.connect(path, check_same_thread=False, cached_statements=256)
