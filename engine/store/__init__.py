@@ -15,7 +15,7 @@ from typing import Protocol
 from engine.store.artifacts import ArtifactReads
 from engine.store.executions import ExecutionEvents, ExecutionReads, StoreStats
 from engine.store.logs import LogReads
-from engine.store.opsconductor import OpsRecords
+from engine.store.ops_protocol import OpsRecords
 from engine.store.queue import (
     FINISHED,
     QUEUE_TRANSITIONS,
