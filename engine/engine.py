@@ -115,6 +115,10 @@ class Engine(ArtifactCommands):
             self._jobs = Jobs(self.store, self.hub, self.writer, self.artifacts)
         return self._jobs
 
+    @jobs.setter
+    def jobs(self, jobs: Jobs) -> None:  # an attribute to who serves the engine (api_compat.state)
+        self._jobs = jobs
+
     @property
     def workers(self) -> WorkerPool:
         """The commands of `worker` targets, waiting for (and run by) `stepflow worker` processes."""
