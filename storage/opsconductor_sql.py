@@ -38,7 +38,7 @@ from engine.store.opsconductor import (
 )
 from storage import columns
 from storage.columns import to_iso
-from storage.registry import _NEXT_VALUE
+from storage.registry_sql import _NEXT_VALUE
 from storage.rows import RowMap
 
 if TYPE_CHECKING:
@@ -86,9 +86,10 @@ def _outcomes(text: str | None) -> Outcomes:
                     None if average is None else float(average))
 
 
-# -- the store's OpsConductor methods (storage.opsconductor.SqliteOps calls them) ----------------------------
-async def create_ops_job(store: SqliteOps, *, name: str, description: str, job_type: str, actions: Sequence[Mapping[str, Any]],
-                         target_ids: Sequence[int], scheduled_at: datetime | None) -> OpsJob:
+# -- SqliteOps's methods (storage.opsconductor), the store first ------------------------------------
+async def create_ops_job(store: SqliteOps, *, name: str, description: str, job_type: str,
+                         actions: Sequence[Mapping[str, Any]], target_ids: Sequence[int],
+                         scheduled_at: datetime | None) -> OpsJob:
     now = utcnow()
     job = OpsJob(id=0, uuid=new_id(), serial="", name=name, description=description, job_type=job_type,
                  actions=[dict(a) for a in actions], target_ids=list(target_ids), scheduled_at=scheduled_at,
@@ -105,7 +106,8 @@ async def get_ops_job(store: SqliteOps, *, id: int | None = None, serial: str | 
     return await store._reader.run(_get_job, column, value, inline=True)
 
 
-async def list_ops_jobs(store: SqliteOps, *, sort: str, descending: bool, limit: int, offset: int) -> tuple[list[OpsJob], int]:
+async def list_ops_jobs(store: SqliteOps,
+                        *, sort: str, descending: bool, limit: int, offset: int) -> tuple[list[OpsJob], int]:
     column = JOB_SORTS[sort]
     return await store._reader.run(_list_jobs, column, descending, limit, offset, snapshot=True, inline=True)
 
@@ -142,7 +144,8 @@ async def begin_ops_execution(store: SqliteOps, job_id: int, targets: Sequence[B
     return execution
 
 
-async def link_ops_execution(store: SqliteOps, ops_execution_id: int, execution_id: str, branch_steps: Mapping[int, str]) -> None:
+async def link_ops_execution(store: SqliteOps,
+                             ops_execution_id: int, execution_id: str, branch_steps: Mapping[int, str]) -> None:
     async with store._write() as conn:
         await conn.exec_driver_sql(
             "UPDATE ops_executions SET execution_pk = x.pk, execution_id = x.id, status = x.status, "
@@ -164,7 +167,8 @@ async def fail_ops_execution(store: SqliteOps, ops_execution_id: int, error: str
             (error, now, ops_execution_id))
 
 
-async def get_ops_execution(store: SqliteOps, *, id: int | None = None, serial: str | None = None) -> OpsExecution | None:
+async def get_ops_execution(store: SqliteOps,
+                            *, id: int | None = None, serial: str | None = None) -> OpsExecution | None:
     column, value = ("id", id) if id is not None else ("serial", serial)
     return await store._reader.run(_get_execution, column, value, snapshot=True, inline=True)
 
@@ -181,7 +185,8 @@ async def find_ops_serials(store: SqliteOps, serials: Sequence[str]) -> dict[str
     return await store._reader.run(_find_serials, list(serials), snapshot=True, inline=True)
 
 
-async def search_ops(store: SqliteOps, text: str, *, executions: bool, branches: bool, limit: int) -> list[SearchHit]:
+async def search_ops(store: SqliteOps,
+                     text: str, *, executions: bool, branches: bool, limit: int) -> list[SearchHit]:
     return await store._reader.run(_search, text, executions, branches, limit, snapshot=True)
 
 
@@ -202,7 +207,8 @@ async def target_outcomes(store: SqliteOps, target_id: int, since: datetime) -> 
                                   "WHERE target_id = ? AND created_at >= ?", (target_id, to_iso(since)))
 
 
-async def target_history(store: SqliteOps, target_id: int, *, limit: int, offset: int) -> tuple[list[HistoryEntry], int]:
+async def target_history(store: SqliteOps,
+                         target_id: int, *, limit: int, offset: int) -> tuple[list[HistoryEntry], int]:
     return await store._reader.run(_history, target_id, limit, offset, snapshot=True)
 
 
@@ -214,7 +220,8 @@ async def execution_outcomes(store: SqliteOps, since: datetime, *, job_id: int |
                                   "WHERE job_id = ? AND created_at >= ?", (job_id, to_iso(since)))
 
 
-async def execution_buckets(store: SqliteOps, start: datetime, unit: str, count: int) -> list[tuple[str, Outcomes]]:
+async def execution_buckets(store: SqliteOps,
+                            start: datetime, unit: str, count: int) -> list[tuple[str, Outcomes]]:
     return await store._reader.run(_buckets, to_iso(start), _STEPS[unit], count)
 
 
