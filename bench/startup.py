@@ -51,19 +51,26 @@ executr jobs and the worker targets' pool (the engine makes them at their first 
 adoption and workflow planning, and the records and statements of OpsConductor, the work queue and
 the registry (the store's methods call storage.opsconductor_sql / queue_sql / registry_sql, imported
 at the first call; engine.store's protocols sit in modules of their own, its records are found there
-at their first use). 814M -> 716M instructions (callgrind, -12%). The machine was loaded for every
-run (load average 3-7 on 2 cores): the CPU column is the figure, the walls mean little. Beside main
-at 194d9ae (load 6.7): `exec -- true` 167.5 -> 153.2 ms CPU (walls 307.7 / 325.0 ms). Beside 67baf1a,
-15 runs, medians, wall / CPU:
-                  67baf1a (before)     this tree (after)
-  load 3.0        520.9 ms / 394.8 ms  243.2 ms / 150.1 ms
-  load 5.9        489.7 ms / 400.7 ms  219.5 ms / 151.6 ms
-(the read commands unchanged, within noise). On a quiet machine, with the ~30 ms `exec` waits beyond
-its CPU (the watchdog's and the command's spawn, SQLite's syncs at the first commit and the last
-close, the interpreter's exit), that is ~180 ms: the goal of 200 ms with some margin, not 160.
-What is left: the engine's dataclasses (~50 ms as above), rich (the plain printer uses its Console),
-asyncio, psutil (~4 ms: `this_engine` needs the process's create time), the CI dialects of
-engine.markers (~1 ms: its parser imports them all).
+at their first use). 814M -> 716M instructions (callgrind, -12%). Runs on a quieter machine (15 runs,
+medians, wall / CPU; python -c pass 9.7-10.9 ms):
+                  before               this tree (after)
+  beside main at 194d9ae, load 2.2:
+  exec -- true    175.7 ms / 160.1 ms  161.5 ms / 151.1 ms
+  beside 67baf1a, load 1.7 and 1.4 (the read commands as before, within noise):
+  exec -- true    397.4 ms / 389.4 ms  157.5 ms / 148.7 ms
+                  387.6 ms / 379.0 ms  155.4 ms / 145.6 ms
+  ls               77.8 ms /  77.4 ms   79.7 ms /  79.2 ms
+  ls --json        57.2 ms /  56.8 ms   58.1 ms /  57.7 ms
+  show ID          86.7 ms /  86.3 ms   87.9 ms /  87.3 ms
+  logs ID          62.8 ms /  62.2 ms   64.2 ms /  63.8 ms
+  --help           43.5 ms /  43.1 ms   43.9 ms /  43.6 ms
+  --version        42.3 ms /  41.8 ms   42.9 ms /  42.5 ms
+On a loaded machine (load 3-7) the walls mean little: `exec` 219-325 ms wall, 150-153 ms CPU.
+What is left: the engine's dataclasses (its events, model, marker tree: most of the ~50 ms above),
+rich (the plain printer prints through its Console), asyncio, psutil (~4 ms: `this_engine` needs the
+process's create time), the CI dialects of engine.markers (~1 ms: its parser imports them all), and
+~10 ms of waits beyond the CPU (the watchdog's and the command's spawn, SQLite's syncs at the first
+commit and the last close).
 """
 
 from __future__ import annotations
