@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Unpack
 
 from engine.admission import AdmissionGroups, AdmissionQueue, end_unstarted
-from engine.adoption import adopt_queue
 from engine.artifact_commands import ArtifactCommands
 from engine.artifacts import ArtifactStore
 from engine.defaults import DEFAULT_MAX_RUNNING
@@ -23,7 +22,6 @@ from engine.events import ExecutionCreated, ExecutionDeleted, ExecutionUpdated
 from engine.execution.run import ExecutionRun
 from engine.execution.state import ExecutionState
 from engine.hub import Hub, Subscriber
-from engine.jobs import Jobs
 from engine.model import (
     COMPLETED_IN,
     AbortReason,
@@ -41,15 +39,15 @@ from engine.model import (
 )
 from engine.ownership import owner_is_alive, this_engine
 from engine.runners.base import Runner
-from engine.runners.worker import WorkerPool
-from engine.store import Store, StoreStats
 from engine.store.logs import LogSelection
 from engine.store_writer import StoreWriter
 from engine.submission import Planned, SubmitRequest, check_request, command_request_of, plan_command
 from engine.surrogates import replace_in, replace_surrogates, unencodable
-from engine.workflow.plan import plan_workflow, stored_workflow_path
 
 if TYPE_CHECKING:
+    from engine.jobs import Jobs
+    from engine.runners.worker import WorkerPool
+    from engine.store import Store, StoreStats
     from engine.workflow.load import Workflow
 
 log = logging.getLogger(__name__)
@@ -103,10 +101,32 @@ class Engine(ArtifactCommands):
         self._left_queue = asyncio.Event()
         self._closing = False
         self._started = False
-        #: jobs: executions worker processes claim and run (engine.jobs)
-        self.jobs = Jobs(store, self.hub, self.writer, self.artifacts)
-        #: commands of `worker` targets, waiting for (and run by) `stepflow worker` processes
-        self.workers = WorkerPool()
+        # made at their first use (`jobs`, `workers`): `stepflow exec` uses neither, and starts
+        # without importing them (tests/test_startup_imports.py)
+        self._jobs: Jobs | None = None
+        self._workers: WorkerPool | None = None
+
+    @property
+    def jobs(self) -> Jobs:
+        """Jobs: executions worker processes claim and run (engine.jobs)."""
+        if self._jobs is None:
+            from engine.jobs import Jobs
+
+            self._jobs = Jobs(self.store, self.hub, self.writer, self.artifacts)
+        return self._jobs
+
+    @jobs.setter
+    def jobs(self, jobs: Jobs) -> None:  # an attribute to who serves the engine (api_compat.state)
+        self._jobs = jobs
+
+    @property
+    def workers(self) -> WorkerPool:
+        """The commands of `worker` targets, waiting for (and run by) `stepflow worker` processes."""
+        if self._workers is None:
+            from engine.runners.worker import WorkerPool
+
+            self._workers = WorkerPool()
+        return self._workers
 
     @property
     def description(self) -> str:
@@ -156,8 +176,10 @@ class Engine(ArtifactCommands):
                 task.cancel()
             if still:
                 await asyncio.wait(still, timeout=5)
-        await self.jobs.close()
-        await self.workers.close()
+        if self._jobs is not None:
+            await self._jobs.close()
+        if self._workers is not None:
+            await self._workers.close()
         await self.writer.stop()
         for runner in self._runners.values():
             try:
@@ -208,6 +230,8 @@ class Engine(ArtifactCommands):
         self._check_open()  # again: shutdown may have begun while the thread read
         for target in request.targets:
             self._check_target(target, workflow)
+        from engine.workflow.plan import plan_workflow
+
         execution, steps, plan, masker = plan_workflow(
             workflow, list(request.targets) or None, request.name, request.user or _current_user(),
             request.done_steps, known_targets=self.config.targets, kill_grace=self.config.kill_grace,
@@ -288,6 +312,8 @@ class Engine(ArtifactCommands):
     async def _adopt_queue(self) -> None:
         """Queue what stopped or dead engines left queued, rebuilt from the stored rows; end, failed,
         what cannot be rebuilt."""
+        from engine.adoption import adopt_queue  # a lasting engine's: a one-shot `exec` adopts nothing
+
         adopted, failed = await adopt_queue(self.store, owner_alive, this_engine(), user=_current_user(),
                                             kill_grace=self.config.kill_grace, known_targets=self.config.targets,
                                             check_target=self._check_target)
@@ -402,6 +428,8 @@ class Engine(ArtifactCommands):
                         done[(step.target, step.name)] = step.metadata.get(COMPLETED_IN) or execution_id
                 if workflow_steps and len(done) == len(workflow_steps):
                     raise nothing_left
+            from engine.workflow.plan import stored_workflow_path
+
             path = stored_workflow_path(original)
             return await self.submit(SubmitRequest(
                 kind=ExecutionKind.WORKFLOW, source=original.source, workflow_path=path,
@@ -465,7 +493,8 @@ class Engine(ArtifactCommands):
             return entry[0].execution.snapshot()
         stored = await self.store.get_execution(execution_id)
         # a job just claimed: running although the store may not say so yet
-        return None if stored is None else self.jobs.as_claimed(stored)
+        # a job just claimed (only this engine's Jobs can have claimed it: none, none claimed)
+        return stored if stored is None or self._jobs is None else self._jobs.as_claimed(stored)
 
     async def resolve_execution_id(self, prefix: str) -> str:
         if prefix in self._runs:

@@ -101,7 +101,14 @@ def test_a_read_command_imports_no_engine_nor_sqlalchemy(history: tuple[Path, st
 
 #: what `stepflow exec` must not import, on a database at this stepflow's schema
 EXEC_FORBIDDEN = ("sqlalchemy", "aiosqlite", "alembic", "greenlet", "pydantic", "textual", "aiohttp", "asyncssh",
-                  "docker", "yaml", "storage.tables", "stepflow_tui.app", "api_compat")
+                  "docker", "yaml", "storage.tables", "stepflow_tui.app", "api_compat",
+                  # what other commands use, made or imported at its first use: the executr jobs and
+                  # the worker targets' pool, the queue's adoption (a one-shot exec adopts nothing),
+                  # workflow planning, the records and statements of OpsConductor, the work queue and the
+                  # registry
+                  "engine.jobs", "engine.job_live", "engine.job_output", "engine.runners.worker", "engine.adoption",
+                  "engine.workflow", "engine.store.opsconductor", "storage.opsconductor_sql", "engine.store.queue",
+                  "storage.queue_sql", "engine.store.registry", "storage.registry_sql")
 
 
 def forbidden_in(modules: list[str], forbidden: tuple[str, ...]) -> list[str]:

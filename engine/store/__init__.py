@@ -10,22 +10,42 @@ builds.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from engine.store.artifacts import ArtifactReads
 from engine.store.executions import ExecutionEvents, ExecutionReads, StoreStats
 from engine.store.logs import LogReads
-from engine.store.opsconductor import OpsRecords
-from engine.store.queue import (
-    FINISHED,
-    QUEUE_TRANSITIONS,
-    QueueCount,
-    QueueFilter,
-    QueueItem,
-    QueueStatus,
-    WorkQueue,
-)
-from engine.store.registry import Counters, Registry, RegistryEntry, Serial
+from engine.store.ops_protocol import OpsRecords
+from engine.store.queue_protocol import WorkQueue
+from engine.store.registry_protocol import Counters, Registry
+
+if TYPE_CHECKING:
+    from engine.store.queue import (
+        FINISHED,
+        QUEUE_TRANSITIONS,
+        QueueCount,
+        QueueFilter,
+        QueueItem,
+        QueueStatus,
+    )
+    from engine.store.registry import RegistryEntry, Serial
+
+#: the queue's and the registry's records, found here too, imported at their first use: `stepflow
+#: exec` uses none (tests/test_startup_imports.py)
+_RECORDS = {
+    **dict.fromkeys(("FINISHED", "QUEUE_TRANSITIONS", "QueueCount", "QueueFilter", "QueueItem", "QueueStatus"),
+                    "engine.store.queue"),
+    **dict.fromkeys(("RegistryEntry", "Serial"), "engine.store.registry"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _RECORDS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
 
 
 class Lifecycle(Protocol):
