@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from storage.connections import Connections
@@ -24,73 +23,106 @@ if TYPE_CHECKING:
     )
 
 
-def _sql() -> ModuleType:
-    from storage import opsconductor_sql
-
-    return opsconductor_sql
-
 
 class SqliteOps(Connections):
     # -- jobs ----------------------------------------------------------------------------------------
     async def create_ops_job(self, *, name: str, description: str, job_type: str, actions: Sequence[Mapping[str, Any]],
                              target_ids: Sequence[int], scheduled_at: datetime | None) -> OpsJob:
-        return await _sql().create_ops_job(self, name=name, description=description, job_type=job_type,
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.create_ops_job(self, name=name, description=description, job_type=job_type,
                                            actions=actions, target_ids=target_ids, scheduled_at=scheduled_at)
 
     async def get_ops_job(self, *, id: int | None = None, serial: str | None = None) -> OpsJob | None:
-        return await _sql().get_ops_job(self, id=id, serial=serial)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.get_ops_job(self, id=id, serial=serial)
 
     async def list_ops_jobs(self, *, sort: str, descending: bool, limit: int, offset: int) -> tuple[list[OpsJob], int]:
-        return await _sql().list_ops_jobs(self, sort=sort, descending=descending, limit=limit, offset=offset)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.list_ops_jobs(self, sort=sort, descending=descending, limit=limit, offset=offset)
 
     async def scheduled_ops_jobs(self) -> list[OpsJob]:
-        return await _sql().scheduled_ops_jobs(self)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.scheduled_ops_jobs(self)
 
     async def take_scheduled_job(self, job_id: int) -> bool:
-        return await _sql().take_scheduled_job(self, job_id)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.take_scheduled_job(self, job_id)
 
     # -- executions ----------------------------------------------------------------------------------
     async def begin_ops_execution(self, job_id: int, targets: Sequence[BranchTarget]) -> OpsExecution:
-        return await _sql().begin_ops_execution(self, job_id, targets)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.begin_ops_execution(self, job_id, targets)
 
     async def link_ops_execution(self, ops_execution_id: int, execution_id: str,
                                  branch_steps: Mapping[int, str]) -> None:
-        return await _sql().link_ops_execution(self, ops_execution_id, execution_id, branch_steps)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.link_ops_execution(self, ops_execution_id, execution_id, branch_steps)
 
     async def fail_ops_execution(self, ops_execution_id: int, error: str) -> None:
-        return await _sql().fail_ops_execution(self, ops_execution_id, error)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.fail_ops_execution(self, ops_execution_id, error)
 
     async def get_ops_execution(self, *, id: int | None = None, serial: str | None = None) -> OpsExecution | None:
-        return await _sql().get_ops_execution(self, id=id, serial=serial)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.get_ops_execution(self, id=id, serial=serial)
 
     async def ops_job_executions(self, job_id: int, *, limit: int = 100) -> list[OpsExecution]:
-        return await _sql().ops_job_executions(self, job_id, limit=limit)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.ops_job_executions(self, job_id, limit=limit)
 
     async def get_ops_branch(self, serial: str) -> OpsBranch | None:
-        return await _sql().get_ops_branch(self, serial)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.get_ops_branch(self, serial)
 
     async def find_ops_serials(self, serials: Sequence[str]) -> dict[str, OpsExecution | OpsBranch]:
-        return await _sql().find_ops_serials(self, serials)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.find_ops_serials(self, serials)
 
     async def search_ops(self, text: str, *, executions: bool, branches: bool, limit: int) -> list[SearchHit]:
-        return await _sql().search_ops(self, text, executions=executions, branches=branches, limit=limit)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.search_ops(self, text, executions=executions, branches=branches, limit=limit)
 
     # -- targets -------------------------------------------------------------------------------------
     async def delete_idle_target(self, target_id: int) -> bool | None:
-        return await _sql().delete_idle_target(self, target_id)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.delete_idle_target(self, target_id)
 
     # -- figures -------------------------------------------------------------------------------------
     async def target_outcomes(self, target_id: int, since: datetime) -> Outcomes:
-        return await _sql().target_outcomes(self, target_id, since)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.target_outcomes(self, target_id, since)
 
     async def target_history(self, target_id: int, *, limit: int, offset: int) -> tuple[list[HistoryEntry], int]:
-        return await _sql().target_history(self, target_id, limit=limit, offset=offset)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.target_history(self, target_id, limit=limit, offset=offset)
 
     async def execution_outcomes(self, since: datetime, *, job_id: int | None = None) -> Outcomes:
-        return await _sql().execution_outcomes(self, since, job_id=job_id)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.execution_outcomes(self, since, job_id=job_id)
 
     async def execution_buckets(self, start: datetime, unit: str, count: int) -> list[tuple[str, Outcomes]]:
-        return await _sql().execution_buckets(self, start, unit, count)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.execution_buckets(self, start, unit, count)
 
     async def job_target_outcomes(self, job_id: int, since: datetime) -> list[TargetOutcomes]:
-        return await _sql().job_target_outcomes(self, job_id, since)
+        from storage import opsconductor_sql
+
+        return await opsconductor_sql.job_target_outcomes(self, job_id, since)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from storage.connections import Connections
@@ -14,11 +13,6 @@ from storage.connections import Connections
 if TYPE_CHECKING:
     from engine.store.queue import QueueCount, QueueFilter, QueueItem, QueueStatus
 
-
-def _sql() -> ModuleType:
-    from storage import queue_sql
-
-    return queue_sql
 
 
 class SqliteQueue(Connections):
@@ -34,36 +28,58 @@ class SqliteQueue(Connections):
         item_id: str | None = None,
         created_at: datetime | None = None,
     ) -> QueueItem:
-        return await _sql().enqueue(self, queue, payload, priority=priority, max_attempts=max_attempts, labels=labels,
-                                    execution_id=execution_id, item_id=item_id, created_at=created_at)
+        from storage import queue_sql
+
+        return await queue_sql.enqueue(self, queue, payload, priority=priority, max_attempts=max_attempts, labels=labels,
+                                          execution_id=execution_id, item_id=item_id, created_at=created_at)
 
     async def claim(self, queues: Sequence[str], worker: str) -> QueueItem | None:
-        return await _sql().claim(self, queues, worker)
+        from storage import queue_sql
+
+        return await queue_sql.claim(self, queues, worker)
 
     async def claim_many(self, queues: Sequence[str], workers: Sequence[str]) -> list[QueueItem | None]:
-        return await _sql().claim_many(self, queues, workers)
+        from storage import queue_sql
+
+        return await queue_sql.claim_many(self, queues, workers)
 
     async def heartbeat(self, item_id: str, worker: str, *, execution_id: str | None = None) -> QueueItem | None:
-        return await _sql().heartbeat(self, item_id, worker, execution_id=execution_id)
+        from storage import queue_sql
+
+        return await queue_sql.heartbeat(self, item_id, worker, execution_id=execution_id)
 
     async def finish(self, item_id: str, worker: str, status: QueueStatus, result: Any = None) -> QueueItem | None:
-        return await _sql().finish(self, item_id, worker, status, result)
+        from storage import queue_sql
+
+        return await queue_sql.finish(self, item_id, worker, status, result)
 
     async def cancel_queued(self, item_id: str) -> QueueItem | None:
-        return await _sql().cancel_queued(self, item_id)
+        from storage import queue_sql
+
+        return await queue_sql.cancel_queued(self, item_id)
 
     async def requeue_stale(self, queue: str, older_than: datetime) -> list[QueueItem]:
-        return await _sql().requeue_stale(self, queue, older_than)
+        from storage import queue_sql
+
+        return await queue_sql.requeue_stale(self, queue, older_than)
 
     async def get_queue_item(self, item_id: str) -> QueueItem | None:
-        return await _sql().get_queue_item(self, item_id)
+        from storage import queue_sql
+
+        return await queue_sql.get_queue_item(self, item_id)
 
     async def list_queue_items(self, flt: QueueFilter) -> tuple[list[QueueItem], int]:
-        return await _sql().list_queue_items(self, flt)
+        from storage import queue_sql
+
+        return await queue_sql.list_queue_items(self, flt)
 
     async def queue_counts(self) -> list[QueueCount]:
-        return await _sql().queue_counts(self)
+        from storage import queue_sql
+
+        return await queue_sql.queue_counts(self)
 
     async def queue_workers(self, queue: str, status: QueueStatus) -> dict[str, int]:
-        return await _sql().queue_workers(self, queue, status)
+        from storage import queue_sql
+
+        return await queue_sql.queue_workers(self, queue, status)
 

@@ -5,7 +5,6 @@ importing it (its statements, row map and the registry's records: tests/test_sta
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from storage.connections import Connections
@@ -14,31 +13,38 @@ if TYPE_CHECKING:
     from engine.store.registry import RegistryEntry, Serial
 
 
-def _sql() -> ModuleType:
-    from storage import registry_sql
-
-    return registry_sql
-
 
 class SqliteRegistry(Connections):
     # -- counters ------------------------------------------------------------------------------------
     async def next_value(self, name: str) -> int:
-        return await _sql().next_value(self, name)
+        from storage import registry_sql
+
+        return await registry_sql.next_value(self, name)
 
     # -- registry ------------------------------------------------------------------------------------
     async def register(self, kind: str, name: str, data: Mapping[str, Any] | None = None, *,
                        serial: Serial | None = None) -> RegistryEntry:
-        return await _sql().register(self, kind, name, data, serial=serial)
+        from storage import registry_sql
+
+        return await registry_sql.register(self, kind, name, data, serial=serial)
 
     async def get_registered(self, kind: str, *, id: int | None = None, serial: str | None = None,
                              name: str | None = None) -> RegistryEntry | None:
-        return await _sql().get_registered(self, kind, id=id, serial=serial, name=name)
+        from storage import registry_sql
+
+        return await registry_sql.get_registered(self, kind, id=id, serial=serial, name=name)
 
     async def list_registered(self, kind: str, *, limit: int = 100, offset: int = 0) -> tuple[list[RegistryEntry], int]:
-        return await _sql().list_registered(self, kind, limit=limit, offset=offset)
+        from storage import registry_sql
+
+        return await registry_sql.list_registered(self, kind, limit=limit, offset=offset)
 
     async def update_registered(self, kind: str, id: int, data: Mapping[str, Any]) -> RegistryEntry | None:
-        return await _sql().update_registered(self, kind, id, data)
+        from storage import registry_sql
+
+        return await registry_sql.update_registered(self, kind, id, data)
 
     async def unregister(self, kind: str, id: int) -> bool:
-        return await _sql().unregister(self, kind, id)
+        from storage import registry_sql
+
+        return await registry_sql.unregister(self, kind, id)
