@@ -155,12 +155,7 @@ def test_exec_makes_a_new_database_and_brings_an_older_one_to_this_schema(tmp_pa
 
 
 def test_exec_refuses_a_database_of_a_newer_stepflow_in_one_line(history: tuple[Path, str], tmp_path: Path) -> None:
-    data = tmp_path / "newer"
-    data.mkdir()
-    (data / "stepflow.db").write_bytes((history[0] / "stepflow.db").read_bytes())
-    with sqlite3.connect(data / "stepflow.db") as db:
-        db.execute("UPDATE alembic_version SET version_num = '9999'")
-    db.close()
+    data = newer_database(history[0], tmp_path)
     result = stepflow(data, "exec", "--plain", "--", "true")
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
@@ -197,12 +192,7 @@ def test_reads_see_what_a_running_engine_wrote_and_mark_a_dead_one_lost(tmp_path
 
 
 def test_a_database_of_a_newer_stepflow_is_refused_in_one_line(history: tuple[Path, str], tmp_path: Path) -> None:
-    data = tmp_path / "newer"
-    data.mkdir()
-    (data / "stepflow.db").write_bytes((history[0] / "stepflow.db").read_bytes())
-    with sqlite3.connect(data / "stepflow.db") as db:
-        db.execute("UPDATE alembic_version SET version_num = '9999'")
-    db.close()
+    data = newer_database(history[0], tmp_path)
     for args in (["ls"], ["show", history[1]], ["logs", history[1]]):
         result = stepflow(data, *args)
         assert result.returncode == 1
@@ -244,3 +234,14 @@ def test_a_first_read_command_makes_the_database(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "no executions yet" in result.stderr
     assert (data / "stepflow.db").exists()
+
+
+def newer_database(data: Path, tmp_path: Path) -> Path:
+    """A copy of `data`'s database, stamped with a schema revision of a newer stepflow."""
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    (newer / "stepflow.db").write_bytes((data / "stepflow.db").read_bytes())
+    with sqlite3.connect(newer / "stepflow.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    db.close()
+    return newer
