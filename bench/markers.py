@@ -20,6 +20,11 @@ Measured here (2 shared cores), peak RSS of stepflow, start-up alone 56-58 MB:
   11.5 s → 8.0 s (17.4k → 25.1k markers per CPU-second); 50k pairs interleaved main/branch, twice:
   CPU 5.4/5.8 s → 3.9/4.3 s, wall 9.0/15.0 s → 7.1/10.3 s. Wall figures swing 2x from run to run on
   that machine (the raw sqlite3 baseline: 10.1 s, then 4.6 s). Goal 50,000 markers/s not reached.
+  issue 16, third round (quiet machine, load ~1, interleaved with main's tree just before): the store's
+  writer thread waited for the GIL after each call into SQLite (a row each, with executemany), so it
+  and the event loop took turns; a table's rows now go as one JSON statement of up to 500 rows, and an
+  engine process switches threads every 1 ms: 100k pairs 5.9/6.1/6.7 s (30-34k markers/s) before,
+  4.7/4.9/5.0 s (38-42.5k) after, raw sqlite3 2.2-2.3 s (87-90k) beside; peak RSS 84-85 MB.
   issue 16, third round (load 3.5-5 on the 2 cores; main's tree beside, interleaved, 100k pairs, 4 runs
   each): CPU 8.15/7.91/7.96/7.66 s → 6.03/5.96/6.33/6.16 s (~25.0k → ~32.6k markers per CPU-second);
   wall 12.3/12.7/8.8/8.7 s → 6.2/7.7/11.0/7.1 s (wall follows the machine's load: 16-23k → 18-32k

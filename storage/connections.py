@@ -207,7 +207,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _has_json_each(conn: sqlite3.Connection) -> bool:
     try:
-        conn.execute("SELECT count(*) FROM json_each('[1]')").fetchone()
+        # json_each, and the ->> operator (3.38) storage.writes' statements take rows apart with
+        conn.execute("SELECT count(*) FROM json_each('[1]') WHERE '[1]' ->> 0 = 1").fetchone()
     except sqlite3.OperationalError:
         log.info("this SQLite has no JSON functions: log lines are written one row at a time")
         return False

@@ -2,8 +2,8 @@
 
 A batch holds thousands of events (log lines, and between them step and counter snapshots). They are
 sorted into rows on the event loop (`BatchWriter.add`), then written with plain sqlite3 in one call
-to the write connection's thread (`BatchWriter.write`, storage.write_connection): a few `executemany`
-calls, one per table, in an order that keeps what matters:
+to the write connection's thread (`BatchWriter.write`, storage.write_connection): a statement or
+two per table, in an order that keeps what matters:
 
 1. execution snapshots, in the order they came;
 2. step snapshots, in order (a new step's parent comes before it: the engine creates parents first);
@@ -13,6 +13,14 @@ calls, one per table, in an order that keeps what matters:
 5. execution deletions last: a deletion takes effect at the end of its batch, removing anything the
    batch wrote for that execution too.
 Order matters only among the snapshots of one row, and that order is kept.
+
+A table's rows go as one statement whose one parameter is the rows as a JSON array, which SQLite
+unpacks (json_each) in order: one call into SQLite for the whole table, run without Python's GIL.
+With `executemany`, each row is a call that gives the GIL up and takes it back, and while the
+engine's thread is busy (a command printing markers) each of those waits for it: the writer thread
+then barely moved until the engine paused, and the two ran one after the other instead of side by
+side. Rows JSON cannot carry (a NUL, a value that is no JSON), or an SQLite without json_each, take
+`executemany`.
 
 Snapshots are upserts guarded by the transition tables: the row changes only when the stored status
 may move to the snapshot's status (or is the same), so a late `ExecutionUpdated` carrying "running"
@@ -30,6 +38,7 @@ fails the executions named there (engine.store_writer).
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -60,7 +69,7 @@ from engine.model import Step
 from engine.surrogates import replace_surrogates
 from storage.columns import MAX_SPAN_LINES
 from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
-from storage.upserts import upsert_sql
+from storage.upserts import rows_from_json, upsert_sql
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +89,28 @@ INSERT_LINES_JSON = (
     "INSERT OR IGNORE INTO log_lines (execution_pk, seq, step_pk, stream, ts, text) "
     "SELECT ?1, ?2 + key, ?3, ?4, ?5, value FROM json_each(?6)"
 )
+#: Log lines of a whole batch in one statement: `[execution_pk, start_seq, step_pk, stream, ts, [lines]]`
+#: per event, in one JSON array (see the module's docstring)
+#: (each block's head taken apart once, in a materialized CTE: in the join, SQLite would parse a
+#: block's whole text again for each of its lines)
+#: It begins with INSERT (the CTE inside): Python's sqlite3 counts the rows of statements that do.
+INSERT_BLOCKS_JSON = (
+    "INSERT OR IGNORE INTO log_lines (execution_pk, seq, step_pk, stream, ts, text) "
+    "WITH b AS MATERIALIZED (SELECT value ->> 0 AS e, value ->> 1 AS s, value ->> 2 AS st, value ->> 3 AS so, "
+    "value ->> 4 AS ts, value -> 5 AS lines FROM json_each(?1)) "
+    "SELECT b.e, b.s + l.key, b.st, b.so, b.ts, l.value FROM b, json_each(b.lines) AS l"
+)
 #: Where each step's lines are (storage.tables.log_spans). OR IGNORE as for the lines.
-INSERT_SPANS = "INSERT OR IGNORE INTO log_spans (execution_pk, first_seq, step_pk, lines) VALUES (?, ?, ?, ?)"
+_SPANS = "INSERT OR IGNORE INTO log_spans (execution_pk, first_seq, step_pk, lines)"
+INSERT_SPANS = f"{_SPANS} VALUES (?, ?, ?, ?)"
+INSERT_SPANS_JSON = f"{_SPANS} {rows_from_json(4)}"
+#: rows per JSON statement at most: a few GIL handovers a batch, and a text of a few hundred KiB
+#: (the peak memory of a command printing markers grew 3 MB with a whole batch's rows in one)
+JSON_ROWS = 500
+#: blocks of lines this long on average or shorter go all in one statement (INSERT_BLOCKS_JSON);
+#: longer ones a statement each (INSERT_LINES_JSON): few, and SQLite then reads each line's JSON once
+#: (INSERT_BLOCKS_JSON reads it twice: 1,000,000 lines through exec went 710k → 570k lines/s)
+SMALL_BLOCKS = 16
 #: SQLite's JSON text ends at an escaped NUL ("\\u0000"): such events take the per-line statement
 _JSON_NUL = "\\u0000"
 
@@ -106,6 +135,12 @@ STEP_UPSERT = upsert_sql("steps", STEPS.columns, guard_sql("steps", STEP_TRANSIT
 #: the same for the executions (rows of storage.rows.EXECUTIONS.values): an API creating a thousand
 #: executions a second writes several snapshots of each
 EXECUTION_UPSERT = upsert_sql("executions", EXECUTIONS.columns, guard_sql("executions", EXECUTION_TRANSITIONS))
+#: each of the two for a whole batch's rows in one JSON parameter
+JSON_UPSERTS = {
+    STEP_UPSERT: upsert_sql("steps", STEPS.columns, guard_sql("steps", STEP_TRANSITIONS), from_json=True),
+    EXECUTION_UPSERT: upsert_sql("executions", EXECUTIONS.columns, guard_sql("executions", EXECUTION_TRANSITIONS),
+                                 from_json=True),
+}
 #: the other statements a batch may hold, for rows of one value (the id) or of ARTIFACTS.values
 RAW_STATEMENTS: dict[str, str] = {
     "artifact": upsert_sql("artifacts", ARTIFACTS.columns),
@@ -185,9 +220,9 @@ class BatchWriter:
         line events, and a round trip between the threads for each statement (or a turn of a busy
         event loop for each) cost more than the rows."""
         if self._execution_rows:
-            _upsert_rows(db, "execution", EXECUTION_UPSERT, self._execution_rows, self.refused)
+            _upsert_rows(db, "execution", EXECUTION_UPSERT, self._execution_rows, self.refused, json_rows=self._json)
         if self._step_rows:
-            _upsert_rows(db, "step", STEP_UPSERT, self._step_rows, self.refused)
+            _upsert_rows(db, "step", STEP_UPSERT, self._step_rows, self.refused, json_rows=self._json)
         for kind, group in groupby(self._artifacts, key=itemgetter(0)):
             _upsert_rows(db, kind, RAW_STATEMENTS[kind], [row for _kind, row in group], self.refused)
         if self._lines:
@@ -219,14 +254,34 @@ class BatchWriter:
                 pass  # Notice, LinesDropped: for people watching, not kept
 
 
+def _many(db: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]], json_sql: str | None) -> int:
+    """`sql` for each row, as `json_sql` with the rows in one JSON array when there is one and they
+    fit (see the module's docstring); the rows changed."""
+    if json_sql is None or len(rows) < 2:
+        return int(db.executemany(sql, rows).rowcount)
+    changed = 0
+    for start in range(0, len(rows), JSON_ROWS):
+        chunk = rows[start:start + JSON_ROWS]
+        try:
+            doc = json.dumps(chunk, ensure_ascii=False, check_circular=False, allow_nan=False)
+        except (TypeError, ValueError):  # a value JSON cannot carry
+            doc = _JSON_NUL
+        if _JSON_NUL in doc:
+            changed += db.executemany(sql, chunk).rowcount
+        else:
+            changed += db.execute(json_sql, (doc,)).rowcount
+    return changed
+
+
 def _upsert_rows(db: sqlite3.Connection, kind: str, sql: str, rows: list[tuple[Any, ...]],
-                 refused: dict[str, str]) -> None:
-    """`sql` for each row. A row the database refuses is skipped and its execution named in
-    `refused`: SQLite undid only the statement that failed, the transaction goes on; the rows
-    before it were written, and writing them again in order leaves the same result (a guarded
-    snapshot of a row that moved on is refused again, a deleted row is already gone)."""
+                 refused: dict[str, str], *, json_rows: bool = False) -> None:
+    """`sql` for each row (all in one statement when `json_rows`: `_many`). A row the database
+    refuses is skipped and its execution named in `refused`: SQLite undid only the statement that
+    failed, the transaction goes on; the rows before it were written, and writing them again in
+    order leaves the same result (a guarded snapshot of a row that moved on is refused again, a
+    deleted row is already gone)."""
     try:
-        changed = db.executemany(sql, rows).rowcount
+        changed = _many(db, sql, rows, JSON_UPSERTS.get(sql) if json_rows else None)
     except sqlite3.IntegrityError:
         changed = 0
         for row in rows:
@@ -256,7 +311,7 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines:
         log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
     if not known:
         return 0
-    db.executemany(INSERT_SPANS, spans_of(known))
+    _many(db, INSERT_SPANS, spans_of(known), INSERT_SPANS_JSON if json_lines else None)
     try:
         inserted = _send_lines(db, known, json_lines, clean=False)
     except UnicodeEncodeError:
@@ -272,18 +327,31 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines:
 
 
 def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], json_lines: bool, *, clean: bool) -> int:
-    """Rows are made as executemany consumes the generators: no list of rows."""
+    """The blocks, JSON_ROWS at a time in one statement (INSERT_BLOCKS_JSON) when short (SMALL_BLOCKS).
+    Long blocks, or a chunk that JSON cannot carry, go a block a row (INSERT_LINES_JSON), and a row
+    a line for the blocks with a NUL; without SQLite's JSON, a row a line."""
+    if not json_lines:
+        return _insert_per_line(db, blocks, clean)
     inserted = 0
-    per_line: list[_LineBlock] = []
-    if json_lines:
-        docs = (block.json_row(clean, per_line) for block in blocks)
-        inserted += db.executemany(INSERT_LINES_JSON, (doc for doc in docs if doc is not None)).rowcount
-    else:
-        per_line = blocks
-    if per_line:
-        rows = chain.from_iterable(block.rows(clean) for block in per_line)
-        inserted += db.executemany(INSERT_LINES, rows).rowcount
+    for start in range(0, len(blocks), JSON_ROWS):
+        chunk = blocks[start:start + JSON_ROWS]
+        if sum(len(block.lines) for block in chunk) <= SMALL_BLOCKS * len(chunk):
+            doc = "[" + ",".join([block.json_block(clean) for block in chunk]) + "]"
+            if _JSON_NUL not in doc:
+                inserted += db.execute(INSERT_BLOCKS_JSON, (doc,)).rowcount
+                continue
+        per_line: list[_LineBlock] = []
+        docs = (block.json_row(clean, per_line) for block in chunk)
+        inserted += db.executemany(INSERT_LINES_JSON, (row for row in docs if row is not None)).rowcount
+        inserted += _insert_per_line(db, per_line, clean)
     return inserted
+
+
+def _insert_per_line(db: sqlite3.Connection, blocks: list[_LineBlock], clean: bool) -> int:
+    """Rows are made as executemany consumes the generators: no list of rows."""
+    if not blocks:
+        return 0
+    return int(db.executemany(INSERT_LINES, chain.from_iterable(block.rows(clean) for block in blocks)).rowcount)
 
 
 def _keys(db: sqlite3.Connection, table: str, ids: set[str]) -> dict[str, int]:
@@ -293,7 +361,10 @@ def _keys(db: sqlite3.Connection, table: str, ids: set[str]) -> dict[str, int]:
     for start in range(0, len(wanted), _IN_CHUNK):
         chunk = wanted[start:start + _IN_CHUNK]
         marks = ",".join("?" * len(chunk))
-        keys.update(db.execute(f"SELECT id, pk FROM {table} WHERE id IN ({marks})", chunk).fetchall())  # noqa: S608
+        # one row, a JSON object: a row each would take the GIL back after each (the module's docstring)
+        found = db.execute(f"SELECT json_group_object(id, pk) FROM {table} WHERE id IN ({marks})",  # noqa: S608
+                           chunk).fetchone()[0]
+        keys.update(json.loads(found))
     return keys
 
 
@@ -308,6 +379,12 @@ class _LineBlock:
         self.head = (execution_pks[e.exec_id], step_pk, e.stream.value, ts.timestamp())
         self.start = e.start_seq
         self.lines = e.lines
+
+    def json_block(self, clean: bool) -> str:
+        """The block as an element of INSERT_BLOCKS_JSON's array."""
+        execution_pk, step_pk, stream, ts = self.head
+        lines = _encode_lines(_clean(self.lines) if clean else self.lines)
+        return f"[{execution_pk},{self.start},{'null' if step_pk is None else step_pk},\"{stream}\",{ts!r},{lines}]"
 
     def json_row(self, clean: bool, per_line: list[_LineBlock]) -> tuple[Any, ...] | None:
         """The row for INSERT_LINES_JSON, or None after putting the block in `per_line`."""
