@@ -8,10 +8,10 @@ import functools
 import getpass
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any
 
 from engine.admission import AdmissionGroups, AdmissionQueue, end_unstarted
 from engine.artifact_commands import ArtifactCommands
@@ -21,25 +21,20 @@ from engine.errors import Conflict, InvalidRequest, NotFound, ShuttingDown, Stor
 from engine.events import ExecutionCreated, ExecutionDeleted, ExecutionUpdated
 from engine.execution.run import ExecutionRun
 from engine.execution.state import ExecutionState
-from engine.hub import Hub, Subscriber
+from engine.hub import Hub
+from engine.live_reads import LiveReads
 from engine.model import (
     COMPLETED_IN,
     AbortReason,
-    Artifact,
-    ArtifactFilter,
     Execution,
-    ExecutionFilter,
     ExecutionKind,
     ExecutionStatus,
-    LogLine,
-    Step,
     StepKind,
     StepStatus,
     utcnow,
 )
 from engine.ownership import owner_is_alive, this_engine
 from engine.runners.base import Runner
-from engine.store.logs import LogSelection
 from engine.store_writer import StoreWriter
 from engine.submission import Planned, SubmitRequest, check_request, command_request_of, plan_command
 from engine.surrogates import replace_in, replace_surrogates, unencodable
@@ -47,7 +42,7 @@ from engine.surrogates import replace_in, replace_surrogates, unencodable
 if TYPE_CHECKING:
     from engine.jobs import Jobs
     from engine.runners.worker import WorkerPool
-    from engine.store import Store, StoreStats
+    from engine.store import Store
     from engine.workflow.load import Workflow
 
 log = logging.getLogger(__name__)
@@ -69,7 +64,7 @@ class EngineConfig:
     adopt_queued: bool = True
 
 
-class Engine(ArtifactCommands):
+class Engine(ArtifactCommands, LiveReads):
     """The artifact commands are `engine.artifact_commands`'s."""
 
     def __init__(
@@ -475,73 +470,6 @@ class Engine(ArtifactCommands):
         await self.hub.publish(ExecutionDeleted(execution_id))
         await self.writer.barrier()
         await self.artifacts.remove_execution(execution_id)
-
-    # -- reads ------------------------------------------------------------------------------------
-    def is_live(self, execution_id: str) -> bool:
-        return execution_id in self._runs
-
-    @property
-    def running_count(self) -> int:
-        return len(self._runs)
-
-    async def list_executions(self, flt: ExecutionFilter) -> tuple[list[Execution], int]:
-        return await self.store.list_executions(flt)
-
-    async def get_execution(self, execution_id: str) -> Execution | None:
-        entry = self._runs.get(execution_id)
-        if entry is not None:
-            return entry[0].execution.snapshot()
-        stored = await self.store.get_execution(execution_id)
-        # a job just claimed: running although the store may not say so yet
-        # a job just claimed (only this engine's Jobs can have claimed it: none, none claimed)
-        return stored if stored is None or self._jobs is None else self._jobs.as_claimed(stored)
-
-    async def resolve_execution_id(self, prefix: str) -> str:
-        if prefix in self._runs:
-            return prefix
-        matches = await self.store.resolve_execution_id(prefix)
-        if not matches:
-            raise NotFound(f"no execution with id {prefix!r}")
-        if len(matches) > 1 and prefix not in matches:
-            raise InvalidRequest(f"{prefix!r} is ambiguous: {', '.join(m[:12] for m in matches[:5])}")
-        return prefix if prefix in matches else matches[0]
-
-    async def get_steps(self, execution_id: str) -> list[Step]:
-        entry = self._runs.get(execution_id)
-        if entry is None:
-            return await self.store.get_steps(execution_id)
-        # the live state holds the open steps and the finished ones the store may not hold yet; a
-        # finished marker step leaves it only once stored. Copied before the store is read, so a
-        # step that leaves meanwhile is in what the read sees.
-        live = {s.id: s.snapshot() for s in entry[0].steps.values()}
-        stored = await self.store.get_steps(execution_id)
-        merged = [live.pop(s.id, s) for s in stored]
-        merged += live.values()
-        merged.sort(key=lambda s: s.index)
-        return merged
-
-    async def list_artifacts(self, flt: ArtifactFilter) -> tuple[list[Artifact], int]:
-        return await self.store.list_artifacts(flt)
-
-    async def get_log_lines(
-        self,
-        execution_id: str,
-        **selection: Unpack[LogSelection],
-    ) -> list[LogLine]:
-        return await self.store.get_log_lines(execution_id, **selection)
-
-    async def count_log_lines(self, execution_id: str, *, step_ids: Sequence[str] | None = None) -> int:
-        return await self.store.count_log_lines(execution_id, step_ids=step_ids)
-
-    async def stats(self) -> StoreStats:
-        return await self.store.stats()
-
-    async def optimize(self) -> list[str]:
-        await self.writer.barrier()
-        return await self.store.optimize()
-
-    def subscribe(self, *, maxsize: int = 10_000) -> Subscriber:
-        return self.hub.subscribe(maxsize)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _check_open(self) -> None:
