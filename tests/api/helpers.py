@@ -71,3 +71,24 @@ async def receive_until(ws: aiohttp.ClientWebSocketResponse, predicate: Any,
             seen.append(message)
             if predicate(message):
                 return seen
+
+
+async def read_event(resp: aiohttp.ClientResponse, *, comments: bool = False, wait: float = 30.0) -> dict[str, str]:
+    """The next Server-Sent Event's fields (`data` lines joined), within `wait` seconds; with
+    `comments`, a comment counts as one (else they are skipped)."""
+    fields: dict[str, str] = {}
+    while True:
+        raw = await asyncio.wait_for(resp.content.readline(), wait)
+        if not raw:
+            return {"eof": ""}
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if fields:
+                return fields
+            continue
+        if line.startswith(":"):
+            if comments:
+                return {"comment": line[1:].strip()}
+            continue
+        name, _, value = line.partition(": ")
+        fields[name] = fields[name] + "\n" + value if name in fields else value

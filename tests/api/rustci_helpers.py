@@ -83,24 +83,6 @@ async def rc(engine: Any, tmp_path: Path) -> AsyncIterator[RustciApi]:
         yield api
 
 
-async def read_event(resp: aiohttp.ClientResponse) -> dict[str, str]:
-    """The next Server-Sent Event's fields (comments skipped)."""
-    fields: dict[str, str] = {}
-    while True:
-        raw = await asyncio.wait_for(resp.content.readline(), WAIT)
-        if not raw:
-            return {"eof": ""}
-        line = raw.decode().rstrip("\r\n")
-        if not line:
-            if fields:
-                return fields
-            continue
-        if line.startswith(":"):
-            continue
-        name, _, value = line.partition(": ")
-        fields[name] = fields[name] + "\n" + value if name in fields else value
-
-
 async def next_message(ws: aiohttp.ClientWebSocketResponse, kind: str, **match: Any) -> dict[str, Any]:
     """The next WebSocket message of type `kind` whose fields match."""
     async with asyncio.timeout(WAIT):

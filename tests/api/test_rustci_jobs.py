@@ -11,7 +11,8 @@ from typing import Any
 
 from api_compat.rustci.keys import SSE
 from engine.model import AbortReason, ExecutionStatus, StepKind
-from tests.api.rustci_helpers import WAIT, RustciApi, next_message, rc, read_event
+from tests.api.helpers import read_event
+from tests.api.rustci_helpers import WAIT, RustciApi, next_message, rc
 
 __all__ = ["rc"]
 

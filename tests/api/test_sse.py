@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from api_compat.sse import SseHub
+from tests.api.helpers import read_event
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -75,26 +76,6 @@ async def served(request: pytest.FixtureRequest) -> AsyncIterator[Served]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WAIT)) as s:
         yield s
-
-
-async def read_event(resp: aiohttp.ClientResponse, *, comments: bool = False) -> dict[str, str]:
-    """The next event's fields (`data` lines joined); with `comments`, a comment counts as one."""
-    fields: dict[str, str] = {}
-    while True:
-        raw = await asyncio.wait_for(resp.content.readline(), WAIT)
-        if not raw:
-            return {"eof": ""}
-        line = raw.decode().rstrip("\r\n")
-        if not line:
-            if fields:
-                return fields
-            continue
-        if line.startswith(":"):
-            if comments:
-                return {"comment": line[1:].strip()}
-            continue
-        name, _, value = line.partition(": ")
-        fields[name] = fields[name] + "\n" + value if name in fields else value
 
 
 async def opened(served: Served, session: aiohttp.ClientSession, path: str,
