@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 #: the branch's metadata key: the attempt whose output streams under it
 LIVE_ATTEMPT = "executr.live_attempt"
 #: what a report's text and a stream's pieces are counted in
-_ENCODING = ("utf-8", "surrogatepass")
+ENCODING = ("utf-8", "surrogatepass")
 
 
 class OutputGap(InvalidRequest):
@@ -50,6 +50,14 @@ class OutputPiece:
     stream: Stream
     offset: int
     text: str
+
+    def past(self, received: int) -> bytes:
+        """Its bytes past the first `received` of its stream (none when sent before: a piece sent
+        twice is taken once); OutputGap when it starts past them, after a piece that never came."""
+        if self.offset > received:
+            raise OutputGap(f"{self.stream.value} output at byte {self.offset}, but only {received} bytes were "
+                            "received: send from there")
+        return self.text.encode(*ENCODING)[received - self.offset:]
 
 
 class StreamedCommand:
@@ -144,14 +152,10 @@ class LiveJob:
             if self.ended:
                 return
             for piece in pieces:
-                data = piece.text.encode(*_ENCODING)
                 have = self.received.get(piece.stream)
                 if have is None:  # the first piece since this server started: where the stream was
                     have = piece.offset
-                if piece.offset > have:
-                    raise OutputGap(f"{piece.stream.value} output at byte {piece.offset}, but only {have} "
-                                    "bytes were received: send from there")
-                data = data[have - piece.offset:]
+                data = piece.past(have)
                 self.received[piece.stream] = have + len(data)
                 if data:
                     self.command.feed(piece.stream, data)
@@ -195,13 +199,13 @@ def unstreamed(report: str, received: int) -> bytes:
     """What of a stream's report (as its worker sent it at the end, perhaps cut with a note) was not
     received while the job ran, `received` bytes of it: the rest of it, and the note when the
     stream did not get past where the report was cut."""
-    data = report.encode(*_ENCODING)
+    data = report.encode(*ENCODING)
     if received <= 0:
         return data
     cut = _CUT_NOTE.search(report)
     if cut is None:
         return data[received:]
-    head = report[:cut.start()].encode(*_ENCODING)
+    head = report[:cut.start()].encode(*ENCODING)
     if received > len(head):
         return b""  # the stream brought more than the report kept
-    return head[received:] + cut.group().encode(*_ENCODING)
+    return head[received:] + cut.group().encode(*ENCODING)

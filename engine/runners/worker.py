@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import Conflict, NotFound
-from engine.job_live import OutputGap, OutputPiece, StreamedCommand
+from engine.job_live import ENCODING, OutputPiece, StreamedCommand
 from engine.model import Stream, new_id
 from engine.runners.base import CommandSpec, FetchError, ResourceSample, ResourceUsage
 
 #: seconds without a heartbeat after which a worker's command is given up
 DEFAULT_STALE_AFTER = 15.0
-_ENCODING = ("utf-8", "surrogatepass")
 #: longest an output request waits for its lines to be published
 TAKEN_TIMEOUT = 30.0
 
@@ -95,12 +94,8 @@ class RemoteCommand:
             self.check_holder(worker)
             self.last_beat = time.monotonic()
             for piece in pieces:
-                data = piece.text.encode(*_ENCODING)
                 have = self._received[piece.stream]
-                if piece.offset > have:
-                    raise OutputGap(f"{piece.stream.value} output at byte {piece.offset}, but only {have} bytes "
-                                    "were received: send from there")
-                data = data[have - piece.offset:]
+                data = piece.past(have)
                 self._received[piece.stream] = have + len(data)
                 if data:
                     self._stream.feed(piece.stream, data)
@@ -113,7 +108,7 @@ class RemoteCommand:
         async with self._lock:
             self.check_holder(worker)
             for stream, text in ((Stream.STDOUT, stdout), (Stream.STDERR, stderr)):
-                rest = text.encode(*_ENCODING)[self._received[stream]:]
+                rest = text.encode(*ENCODING)[self._received[stream]:]
                 if rest:
                     self._stream.feed(stream, rest)
             self.ended, self.reason = True, f"exit {exit_code}"
@@ -133,7 +128,7 @@ class RemoteCommand:
         self.ended, self.reason = True, reason
         if line:
             text = ("\n" if self._open_line else "") + f"[stepflow: {line}]\n"
-            self._stream.feed(Stream.STDERR, text.encode(*_ENCODING))
+            self._stream.feed(Stream.STDERR, text.encode(*ENCODING))
         self._stream.end(-1)
 
 
