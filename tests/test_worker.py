@@ -129,12 +129,17 @@ def serving(data: Path) -> Iterator[str]:
         threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its pipe drained
         yield url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, as a user stopping it would; SIGKILL if it has not ended 20 s later."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Workers:

@@ -30,7 +30,7 @@ from api_compat.executr.binary_cache import BinaryCache
 from api_compat.executr.client import ExecutrClient
 from api_compat.executr.job_dirs import LOCK_NAME, JobDir, sweep
 from tests import test_worker as base
-from tests.test_worker import ROOT, Binaries, Workers
+from tests.test_worker import ROOT, Binaries, Workers, stop
 
 # the fixtures of tests/test_worker.py, taken as they are
 server = base.server
@@ -498,15 +498,6 @@ def _serve(data: Path, port: int) -> subprocess.Popen[str]:
     return proc
 
 
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 async def test_output_streamed_across_a_restart_of_the_server_is_stored_once(
         tmp_path: Path, staged: Binaries, marks: Path) -> None:
     with socket.socket() as sock:
@@ -521,7 +512,7 @@ async def test_output_streamed_across_a_restart_of_the_server_is_stored_once(
         async with ExecutrClient(url) as client, aiohttp.ClientSession() as http:
             job_id = (await client.submit(staged.job("staged.sh", "r", env={"MARKS": str(marks)})))["id"]
             await until(lambda: _with(http, url, job_id, "first line"))
-        await asyncio.to_thread(_stop, serve)
+        await asyncio.to_thread(stop, serve)
         serve = await asyncio.to_thread(_serve, data, port)
         async with ExecutrClient(url) as client, aiohttp.ClientSession() as http:
             (marks / "go-r").touch()  # streamed to the new server
@@ -534,7 +525,7 @@ async def test_output_streamed_across_a_restart_of_the_server_is_stored_once(
             steps = await steps_of(http, url, job_id)
     finally:
         crew.stop_all()
-        await asyncio.to_thread(_stop, serve)
+        await asyncio.to_thread(stop, serve)
     assert job["status"] == "completed", job
     assert [line["content"] for line in lines if line["stream"] == "stdout"] == job["stdout"].splitlines()
     assert steps["build"] == "completed"

@@ -16,6 +16,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -163,3 +164,14 @@ async def serving(engine: Any, config: ApiConfig, ops_policy: RatePolicy = SMALL
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header of a Bearer credential."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
+    """The status, JSON body and headers of one request."""
+    async with session.request(method, url, **kwargs) as resp:
+        return resp.status, await resp.json(content_type=None), resp.headers

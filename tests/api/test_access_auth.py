@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -13,21 +12,12 @@ import pytest
 from api_compat import create_token, revoke_token, token_id
 from api_compat.api_keys import create_api_key, keys_path
 from api_compat.auth import secret_path
-from tests.api.access_surfaces import serving
+from tests.api.access_surfaces import bearer, call, serving
 from tests.api.conftest import make_config
 from tests.api.helpers import check_ok
 from tests.api.scripted_engine import ScriptedEngine
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
-    async with session.request(method, url, **kwargs) as resp:
-        return resp.status, await resp.json(content_type=None), resp.headers
 
 
 async def test_a_token_always_surface_refuses_without_a_token_even_with_the_listener_auth_off(

@@ -21,20 +21,11 @@ from api_compat import ApiConfig, ConfigError, create_token
 from api_compat.api_keys import create_api_key
 from api_compat.rate_limits import OPSCONDUCTOR_POLICY, RUSTCI_POLICY
 from api_compat.surface import Surface, route
-from tests.api.access_surfaces import serving
+from tests.api.access_surfaces import bearer, call, serving
 from tests.api.conftest import make_config
 from tests.api.scripted_engine import ScriptedEngine
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-async def call(session: aiohttp.ClientSession, method: str, url: str, **kwargs: Any) -> tuple[int, Any, Any]:
-    async with session.request(method, url, **kwargs) as resp:
-        return resp.status, await resp.json(content_type=None), resp.headers
 
 
 def rate(headers: Any) -> tuple[int, int, int]:
