@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine
-from stepflow_tui.cli.wiring import EngineOptions, running_engine, start_engine
+from stepflow_tui.cli.wiring import YOUNG_OBJECTS, EngineOptions, running_engine, start_engine
 from storage import SqliteStore
 from storage.paths import database_path
 
@@ -23,11 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
-    """The builder freezes the process's objects (as `stepflow` does); give them back to the
-    collector after, as the tests share one process."""
+    """The builder freezes the process's objects and sets the collector's thresholds (as `stepflow`
+    does); give them back after, as the tests share one process."""
     gc.unfreeze()
+    thresholds = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 def test_the_builder_reads_the_targets_file_and_applies_the_kill_grace(tmp_path: Path, unfrozen: None) -> None:
@@ -50,17 +52,22 @@ def test_the_builder_reads_the_targets_file_and_applies_the_kill_grace(tmp_path:
 
 async def test_the_program_tunes_the_gc_and_the_engine_library_does_not(tmp_path: Path, unfrozen: None) -> None:
     # an embedder's (or a test's) engine leaves the process's collector as it was
+    thresholds = gc.get_threshold()
     engine = Engine(SqliteStore(database_path(tmp_path / "lib")), tmp_path / "lib")
     await engine.start()
     try:
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == thresholds
     finally:
         await engine.shutdown()
     # the `stepflow` program's engine: what exists once the store is open is out of the collector's
     # sight (its full passes over it stalled a workflow of short steps for 100-150 ms each)
+    # and the young objects (a command printing markers makes hundreds of thousands a second) are
+    # passed over less often
     engine = await start_engine(tmp_path / "cli", EngineOptions(targets={}))
     try:
         assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] == YOUNG_OBJECTS > thresholds[0]
     finally:
         await engine.shutdown()
 
