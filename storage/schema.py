@@ -143,9 +143,9 @@ def _retried(fn: Callable[[], T], locked: type[Exception]) -> T:
 
 
 def bring_to_head(conn: Connection, path: Path) -> None:
-    """Run inside the caller's write transaction (BEGIN IMMEDIATE), on SQLAlchemy's connection: an
-    older file is migrated (`migrate`); one at HEAD is left as it is, an empty one gets the schema
-    of storage/schema.sql."""
+    """Run inside the caller's write transaction (BEGIN IMMEDIATE), on SQLAlchemy's connection: the
+    file is migrated (`migrate`) unless another process brought it to HEAD meanwhile. (A new file is
+    made by `bring_new_file_to_head`; if one came here, Alembic would build it from nothing.)"""
     names = {row[0] for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if "alembic_version" in names:
         versions = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all()
@@ -153,11 +153,6 @@ def bring_to_head(conn: Connection, path: Path) -> None:
             return
         if len(versions) == 1:
             check_known(versions[0], path)
-    elif not names:
-        driver_connection = conn.connection.driver_connection
-        assert isinstance(driver_connection, sqlite3.Connection)
-        create_schema(driver_connection)
-        return
     migrate(conn, path)
 
 
