@@ -1,8 +1,9 @@
 """The SQLite store's connections: opening the file (migrations, pragmas), the write transactions
 and the reads every part of the store (storage.sqlite_store, storage.queue, storage.registry) uses.
 
-Opening is plain sqlite3: one SELECT tells the file's schema revision (storage.schema), and only a
-new or older file goes through SQLAlchemy and Alembic to be brought to it. What `stepflow exec` does
+Opening is plain sqlite3: one SELECT tells the file's schema revision (storage.schema); a new file
+gets its schema with sqlite3 too (storage/schema.sql), and only an older one goes through SQLAlchemy
+and Alembic to be brought to it. What `stepflow exec` does
 (the engine's start-up, its executions' rows, the queue, the registry) is plain sqlite3 too: reads
 on storage.reads' connections, the events' batches on storage.write_connection's, writes of a row or
 a few inline (storage.inline_writes). Importing SQLAlchemy's Core alone costs ~0.2 s, the whole
@@ -88,7 +89,8 @@ class Connections:
             version = stored_revision(conn)
             if version != HEAD:
                 check_known(version, self.path)
-                # SQLAlchemy and Alembic, on a thread: the loop goes on meanwhile
+                # on a thread, the loop going on meanwhile: a new file's schema with sqlite3, an
+                # older file's migrations through SQLAlchemy and Alembic
                 await asyncio.to_thread(bring_file_to_head, self.path)
             return _has_json_each(conn)
         finally:

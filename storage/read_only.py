@@ -3,8 +3,9 @@ through. sqlite3 and the plain SQL of storage.queries, nothing else: no SQLAlche
 import, more than the whole start-up budget of those commands, issue 16), no asyncio, no Alembic.
 
 Opening checks the file's schema revision with one SELECT. A file at this stepflow's revision is
-read as it is; a new or older one is brought to it once (storage.schema, through SQLAlchemy, as the
-engine's store does); one a newer stepflow wrote is refused (`SchemaTooNew`). The connection reads
+read as it is; a new or older one is brought to it once (storage.schema, as the engine's store does:
+a new file with sqlite3, an older one through SQLAlchemy and Alembic); one a newer stepflow wrote is
+refused (`SchemaTooNew`). The connection reads
 the WAL like any other: it sees every transaction a running engine has committed. It never writes
 (`query_only`).
 """

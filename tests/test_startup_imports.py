@@ -4,9 +4,11 @@ Alembic, no pydantic, no TUI, API or runner libraries, and not stepflow's engine
 with sqlite3 (storage.read_only). Each command runs in a subprocess of its own, which writes the
 modules it imported when it exits; bench/startup.py measures the time.
 
-`stepflow exec` runs an engine, but on a database at this stepflow's schema it too imports no
-SQLAlchemy, Alembic, aiosqlite nor greenlet: the engine's store opens and writes through sqlite3
-(storage.connections), and SQLAlchemy's async engine is made only for what `serve` and the TUI ask.
+`stepflow exec` runs an engine, but on a database at this stepflow's schema, or a new one, it too
+imports no SQLAlchemy, Alembic, aiosqlite nor greenlet: the engine's store opens and writes through
+sqlite3 (storage.connections), a new file gets its schema from storage/schema.sql, and SQLAlchemy's
+async engine is made only for what `serve` and the TUI ask. Only an older file is migrated through
+Alembic.
 
 And what the lean read path must still do: read what a running engine writes (WAL), mark what a
 dead engine left running as lost, refuse a database a newer stepflow wrote, migrate an older one.
@@ -137,8 +139,11 @@ def test_exec_makes_a_new_database_and_brings_an_older_one_to_this_schema(tmp_pa
     from storage.schema import HEAD, MIGRATIONS
 
     fresh = tmp_path / "new" / "data"
-    result = stepflow(fresh, "exec", "--plain", "--", "true")
+    result, modules = modules_of(fresh, tmp_path, "exec", "--plain", "--", "true")
     assert result.returncode == 0, result.stderr
+    # a new file's schema is plain SQL run by sqlite3 (storage/schema.sql)
+    bad = forbidden_in(modules, EXEC_FORBIDDEN)
+    assert not bad, f"stepflow exec on a new data directory imported {', '.join(bad)}"
     older = tmp_path / "older"
     older.mkdir()
     config = Config()
@@ -230,10 +235,13 @@ def test_a_read_command_brings_an_older_database_to_this_schema(tmp_path: Path) 
 
 def test_a_first_read_command_makes_the_database(tmp_path: Path) -> None:
     data = tmp_path / "new" / "data"
-    result = stepflow(data, "ls")
+    result, modules = modules_of(data, tmp_path, "ls")
     assert result.returncode == 0, result.stderr
     assert "no executions yet" in result.stderr
     assert (data / "stepflow.db").exists()
+    # made with sqlite3 alone, as `exec` makes it
+    bad = forbidden_in(modules, FORBIDDEN)
+    assert not bad, f"stepflow ls on a new data directory imported {', '.join(bad)}"
 
 
 def newer_database(data: Path, tmp_path: Path) -> Path:

@@ -215,8 +215,9 @@ def _schema_of(path: Path) -> dict[str, object]:
 
 
 async def test_a_new_file_gets_the_schema_the_migrations_build(tmp_path: Path) -> None:
-    """A new file is made from tables.py and stamped (no Alembic import at open); the same schema as
-    `alembic upgrade head` from nothing, and HEAD is Alembic's head."""
+    """A new file is made from storage/schema.sql (what `create_all` makes of tables.py:
+    tests/test_new_schema.py) and stamped, with sqlite3 alone; the same schema as `alembic upgrade
+    head` from nothing, and HEAD is Alembic's head."""
     from alembic import command
     from alembic.config import Config
     from alembic.script import ScriptDirectory
