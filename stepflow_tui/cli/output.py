@@ -307,7 +307,7 @@ class ProgressPrinter:
         if step_id not in self._failed_markers:
             self.failed_tails.pop(step_id, None)
         children = self._finished.pop(step_id, None)
-        if children is not None:  # a parent (`_hidden` counts only what left `_finished`)
+        if children is not None:  # a parent (`_hidden` has no entry but for a parent in `_finished`)
             self._hidden.pop(step_id, None)
             for child in children:
                 self._forget(child)
