@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.engine import Engine
-from engine.events import Event, ExecutionFinished
 from engine.model import ExecutionKind, ExecutionStatus
 from engine.submission import SubmitRequest
 from stepflow_tui.cli import output as out
@@ -55,19 +54,10 @@ async def follow_execution(engine: Engine, submit, *, verbose: bool, plain: bool
                                   verbose=verbose)
     try:
         with printer:
-            finished = False
             async for first in subscription:
                 # what is queued is handled at once, then flushed: a command printing markers
                 # makes thousands of events a second
-                event: Event | None = first
-                while event is not None:
-                    if event.execution_id == execution.id:
-                        printer.handle(event)
-                        if isinstance(event, ExecutionFinished):
-                            finished = True
-                            break
-                    event = subscription.get_nowait()
-                if finished:
+                if printer.show(first, subscription.get_nowait):
                     break
                 printer.flush()
     finally:
