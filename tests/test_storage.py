@@ -56,7 +56,7 @@ from storage.pragmas import BUSY_TIMEOUT_MS, CACHE_SIZE_KIB, PAGE_SIZE
 from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
-from storage.writes import JSON_ROWS
+from storage.writes import SNAPSHOT_ROWS
 from tests.engine_helpers import opened_store
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -1062,16 +1062,16 @@ async def test_the_store_writer_lingers_asleep_until_a_barrier_or_a_full_batch(
 
 
 async def test_a_batch_of_many_steps_reads_back_field_for_field(store: SqliteStore) -> None:
-    """A table's rows go to SQLite as JSON arrays of at most JSON_ROWS rows, which it takes apart;
-    a chunk JSON cannot carry (a NUL in a name) goes row by row. Either way each field reads back
+    """A table's rows go to SQLite as multi-row statements of at most SNAPSHOT_ROWS rows (then 32,
+    4 and 1: 2 × SNAPSHOT_ROWS + 37), bound as parameters, a NUL in a name too. Each field reads back
     as it was written: text, integers, floats, booleans, None, metadata, times, in order of arrival
     (the later snapshot of a step wins)."""
     e = execution()
     b = branch_of(e)
     await created(store, e, b)
-    many = 2 * JSON_ROWS + 37
+    many = 2 * SNAPSHOT_ROWS + 37
     steps = [
-        replace(step_of(e, b, f"step {i}" + ("\x00nul" if i == JSON_ROWS + 3 else ""), i + 1, StepKind.MARKER),
+        replace(step_of(e, b, f"step {i}" + ("\x00nul" if i == SNAPSHOT_ROWS + 3 else ""), i + 1, StepKind.MARKER),
                 description=f"ünï 😀 \u2028 {i}", exit_code=i - 5 if i % 3 else None, progress=i / 7,
                 estimated_duration=i * 1.5 if i % 2 else None, stop_on_error=bool(i % 2),
                 metadata={"n": i, "tags": ["a", "b"]}, cpu_percent=0.1 + i, rss_bytes=2**40 + i,
