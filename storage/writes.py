@@ -2,8 +2,8 @@
 
 A batch holds thousands of events (log lines, and between them step and counter snapshots). They are
 sorted into rows on the event loop (`BatchWriter.add`), then written with plain sqlite3 in one call
-to the write connection's thread (`BatchWriter.write`, storage.write_connection): a statement or
-two per table, in an order that keeps what matters:
+to the write connection's thread (`BatchWriter.write`, storage.write_connection): a few statements
+per table, in an order that keeps what matters:
 
 1. execution snapshots, in the order they came;
 2. step snapshots, in order (a new step's parent comes before it: the engine creates parents first);
@@ -14,19 +14,33 @@ two per table, in an order that keeps what matters:
    batch wrote for that execution too.
 Order matters only among the snapshots of one row, and that order is kept.
 
-A table's rows go as one statement whose one parameter is the rows as a JSON array, which SQLite
-unpacks (json_each) in order: one call into SQLite for the whole table, run without Python's GIL.
-With `executemany`, each row is a call that gives the GIL up and takes it back, and while the
-engine's thread is busy (a command printing markers) each of those waits for it: the writer thread
-then barely moved until the engine paused, and the two ran one after the other instead of side by
-side. Rows JSON cannot carry (a NUL, a value that is no JSON), or an SQLite without json_each, take
-`executemany`.
+A table's rows go as a few statements of many rows each, `INSERT … VALUES (?, …), (?, …), …` with
+the rows bound as parameters (storage.upserts.MultiRow): each statement is one call into SQLite,
+which does the rows' work without Python's GIL. Calls are what count: each gives the GIL up and,
+while the engine's thread is busy (a command printing markers), waits for it to come back; with
+`executemany`, a call a row, the writer thread barely moved until the engine paused. Before, a
+table's rows went as one JSON document per 500 rows that SQLite unpacked (json_each, `value ->> i`):
+one call too, but SQLite's JSON work cost more than the binding that replaced it. Measured on the
+real schema, 100,000 marker steps in transactions of 500 rows: the upsert 15-16 µs a row as JSON,
+~8 µs as VALUES; lines in blocks of 3 (a marker pair), 5.2 µs a block as JSON, 3.2 µs as VALUES;
+binding costs ~45 ns a parameter, under the GIL. `stepflow exec` printing 100,000 marker pairs: the
+writer thread's CPU 2.8 s → 1.4-1.5 s, the whole 5.0-5.8 s → 4.6-4.7 s wall.
+
+A statement takes at most SNAPSHOT_ROWS (LINE_ROWS) rows, fewer if SQLite binds fewer parameters
+(SQLITE_LIMIT_VARIABLE_NUMBER); what is left goes in powers of two, so a table has a dozen texts at
+most, made once and found prepared in sqlite3's statement cache (storage.write_connection). Lines
+of a long block (LONG_BLOCK lines or more: a command printing plain output) bind the block's head
+once and then a parameter a line (BLOCK_INSERTS): 1,000,000 lines in blocks of 1,000 cost ~530 ns
+a line of CPU that way, ~590 as JSON, ~735 at six parameters a line. Bound parameters carry what
+JSON could not (a NUL); a line with a lone surrogate, which UTF-8 cannot encode, is sent again with
+U+FFFD in its place.
 
 Snapshots are upserts guarded by the transition tables: the row changes only when the stored status
 may move to the snapshot's status (or is the same), so a late `ExecutionUpdated` carrying "running"
 never resurrects a finished execution. The guard is one SQL expression for every row (the allowed
-(from, to) pairs written out), which is what lets all of a table's snapshots go in one
-`executemany`. A snapshot followed in the same batch by one of the same row and status is dropped:
+(from, to) pairs written out), which is what lets all of a table's snapshots go in one statement;
+SQLite applies a statement's rows in order, so two snapshots of a row in one statement apply as two
+statements would. A snapshot followed in the same batch by one of the same row and status is dropped:
 whatever the guard decides, the later one gets the same decision and overwrites every field. A
 step added in the batch (StepAdded: a marker step, which no stored row can hold yet) keeps only its
 latest snapshot whatever its status: a step that starts and ends within a batch is one insert.
@@ -74,9 +88,9 @@ log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=StrEnum)
 
-#: rows per statement at most (storage.upserts.MultiRow): a few statements a batch, each one call
-#: into SQLite without the GIL; its prepared statements (one per size, kept in sqlite3's cache) take
-#: @@MEM@@
+#: rows per statement at most (storage.upserts.MultiRow): a batch of a command printing markers
+#: (~1,650 steps, ~5,000 lines) is ~30 statements. The prepared statements of every size of every
+#: table take ~3.4 MB; the step upsert of 256 rows ~0.9 ms to prepare.
 SNAPSHOT_ROWS = 256
 #: log lines per statement at most: the same, for rows of 6 values
 LINE_ROWS = 512
@@ -86,6 +100,14 @@ _LINE_COLUMNS = "log_lines (execution_pk, seq, step_pk, stream, ts, text)"
 #: the statement would fail the whole batch and, after the writer's retries, lose it.
 INSERT_LINES = f"INSERT OR IGNORE INTO {_LINE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?)"
 LINE_INSERTS = MultiRow(6, LINE_ROWS, lambda rows: f"INSERT OR IGNORE INTO {_LINE_COLUMNS} {values_sql(6, rows)}")
+#: The lines of one block (a LinesLogged event): the block's head bound once, then its lines, their
+#: seq offsets written in the text. A long block's lines cost a parameter each instead of six.
+BLOCK_INSERTS = MultiRow(1, LINE_ROWS, lambda rows: (
+    f"INSERT OR IGNORE INTO {_LINE_COLUMNS} SELECT ?1, ?2 + column1, ?3, ?4, ?5, column2 FROM (VALUES "
+    + ", ".join(f"({i}, ?{i + 6})" for i in range(rows)) + ")"))
+#: blocks of at least this many lines go a statement (or a few) each, as BLOCK_INSERTS; shorter ones
+#: together, as LINE_INSERTS
+LONG_BLOCK = 32
 #: Where each step's lines are (storage.tables.log_spans). OR IGNORE as for the lines.
 SPAN_INSERTS = MultiRow(4, LINE_ROWS, lambda rows: "INSERT OR IGNORE INTO log_spans (execution_pk, first_seq, step_pk, "
                         f"lines) {values_sql(4, rows)}")
@@ -292,11 +314,30 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json: bool,
 
 
 def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], *, clean: bool) -> int:
-    """The blocks' lines, LINE_ROWS at a time in one statement; their rows are made as they are
-    bound, a statement's worth at a time."""
-    count = sum(len(block.lines) for block in blocks)
-    values = chain.from_iterable(chain.from_iterable(block.rows(clean) for block in blocks))
-    return _many(db, LINE_INSERTS, count, values)
+    """The blocks' lines: runs of short blocks LINE_ROWS lines at a time in one statement (their
+    rows made as they are bound, a statement's worth at a time), a long block in statements of its
+    own (BLOCK_INSERTS)."""
+    inserted = 0
+    for long, run in groupby(blocks, key=lambda block: len(block.lines) >= LONG_BLOCK):
+        if long:
+            inserted += sum(_insert_block(db, block, clean) for block in run)
+        else:
+            short = list(run)
+            count = sum(len(block.lines) for block in short)
+            values = chain.from_iterable(chain.from_iterable(block.rows(clean) for block in short))
+            inserted += _many(db, LINE_INSERTS, count, values)
+    return inserted
+
+
+def _insert_block(db: sqlite3.Connection, block: _LineBlock, clean: bool) -> int:
+    execution_pk, step_pk, stream, ts = block.head
+    lines = _clean(block.lines) if clean else block.lines
+    inserted = at = 0
+    for rows in BLOCK_INSERTS.sizes(len(lines), db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 5):
+        params = [execution_pk, block.start + at, step_pk, stream, ts, *lines[at:at + rows]]
+        inserted += db.execute(BLOCK_INSERTS.sql(rows), params).rowcount
+        at += rows
+    return inserted
 
 
 def _keys(db: sqlite3.Connection, table: str, ids: set[str], json: bool) -> dict[str, int]:

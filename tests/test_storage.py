@@ -743,8 +743,8 @@ async def test_a_far_offset_in_a_filtered_log_is_one_fast_read(store: SqliteStor
 
 
 async def test_lines_json_cannot_carry_are_stored_whole(store: SqliteStore) -> None:
-    """Lines go to SQLite as one JSON array per event; a NUL would end the text there, so those
-    events take the per-line statement, in the same batch."""
+    """Lines went to SQLite as JSON, where a NUL ended the text; bound as parameters they are
+    stored whole, NULs and all."""
     e = execution()
     await created(store, e)
     odd = ("a\x00b", "\x00", "literal \\u0000 text", "emoji 😀 ünï \u2028")
@@ -753,6 +753,32 @@ async def test_lines_json_cannot_carry_are_stored_whole(store: SqliteStore) -> N
     got = await store.get_log_lines(e.id)
     assert [line.text for line in got] == ["line 0", "line 1", "line 2", *odd, "line 7", "line 8", "line 9"]
     assert seqs(got) == list(range(10))
+
+
+async def test_long_and_short_blocks_of_one_batch_read_back_in_order(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long block (a command's plain output) goes in statements of its own, its lines a parameter
+    each; short ones (marker pairs) together, six parameters a line. Both carry a NUL, a lone
+    surrogate (stored as U+FFFD) and the step, across the statements' sizes (1,000 + 37 lines)."""
+    e = execution()
+    b = branch_of(e)
+    await created(store, e, b)
+    long_n = 1_037
+    long_lines = tuple(f"long {i}" + ("\x00nul" if i == 600 else "") + (" \udc80" if i == 1_030 else "")
+                       for i in range(long_n))
+    short = [LinesLogged(e.id, b.id, Stream.STDOUT, 2 + long_n + 3 * k, T0,
+                         (f"short {k}", "a\x00b" if k == 1 else "x", f"end {k}")) for k in range(5)]
+    await store.apply([lines(e, b, 0, 2), LinesLogged(e.id, b.id, Stream.STDERR, 2, T0, long_lines), *short])
+    got = await store.get_log_lines(e.id)
+    expected = ["line 0", "line 1", *(text.replace("\udc80", "\ufffd") for text in long_lines),
+                *(text for event in short for text in event.lines)]
+    assert [line.text for line in got] == expected
+    assert seqs(got) == list(range(len(expected)))
+    assert {line.step_id for line in got} == {b.id}
+    assert [line.stream for line in got[2:2 + long_n]] == [Stream.STDERR] * long_n
+    assert "UTF-8 cannot encode" in caplog.text
+    assert len(await store.get_log_lines(e.id, step_ids=[b.id], limit=5_000)) == len(expected)
 
 
 async def test_a_line_utf8_cannot_encode_is_stored_with_a_replacement(
