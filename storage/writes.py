@@ -143,7 +143,7 @@ _EXECUTION_ID_AT = {"execution": 0, "step": STEPS.columns.index("execution_id"),
                     "artifact": ARTIFACTS.columns.index("execution_id")}
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
-#: ids per `IN (...)`, well under SQLite's limit on bound parameters
+#: ids per `IN (...)` at most (fewer where SQLite binds fewer parameters)
 _IN_CHUNK = 5_000
 
 
@@ -345,8 +345,9 @@ def _keys(db: sqlite3.Connection, table: str, ids: set[str], json: bool) -> dict
     (a JSON object): a row each would take the GIL back after each (the module's docstring)."""
     keys: dict[str, int] = {}
     wanted = sorted(ids)
-    for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start:start + _IN_CHUNK]
+    per = min(_IN_CHUNK, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    for start in range(0, len(wanted), per):
+        chunk = wanted[start:start + per]
         where = f"FROM {table} WHERE id IN ({','.join('?' * len(chunk))})"  # noqa: S608
         if json:
             keys.update(loads(db.execute(f"SELECT json_group_object(id, pk) {where}", chunk).fetchone()[0]))

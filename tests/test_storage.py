@@ -51,12 +51,12 @@ from engine.model import (
     Stream,
     new_id,
 )
-from storage import SqliteStore, artifacts_dir, database_path, default_data_dir
+from storage import SqliteStore, artifacts_dir, database_path, default_data_dir, pragmas
 from storage.pragmas import BUSY_TIMEOUT_MS, CACHE_SIZE_KIB, PAGE_SIZE
 from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
-from storage.writes import SNAPSHOT_ROWS
+from storage.writes import SNAPSHOT_ROWS, BatchWriter
 from tests.engine_helpers import opened_store
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -779,6 +779,35 @@ async def test_long_and_short_blocks_of_one_batch_read_back_in_order(
     assert [line.stream for line in got[2:2 + long_n]] == [Stream.STDERR] * long_n
     assert "UTF-8 cannot encode" in caplog.text
     assert len(await store.get_log_lines(e.id, step_ids=[b.id], limit=5_000)) == len(expected)
+
+
+async def test_a_batch_fits_an_sqlite_that_binds_few_parameters(store: SqliteStore) -> None:
+    """Statements take fewer rows, and look up fewer ids, where SQLite binds fewer parameters
+    (SQLITE_LIMIT_VARIABLE_NUMBER: 999 before 3.32, less where set so): every step and line of a
+    batch is still stored, each line with its step."""
+    e = execution()
+    b = branch_of(e)
+    await created(store, e, b)
+    steps = [replace(step_of(e, b, f"step {i}", i + 1, StepKind.MARKER), status=StepStatus.RUNNING)
+             for i in range(300)]
+    events = [*(StepAdded(s) for s in steps), lines(e, b, 0, 100), LinesLogged(e.id, b.id, Stream.STDOUT, 100, T0,
+                                                                              ("a", "b", "c")),
+              *(LinesLogged(e.id, s.id, Stream.STDOUT, 103 + i, T0, (s.name,)) for i, s in enumerate(steps))]
+    batch = BatchWriter()
+    batch.add(events)
+    db = pragmas.connect(store.path)
+    try:
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)  # two steps of 21 values, eight lines of 6
+        db.execute("BEGIN IMMEDIATE")
+        batch.write(db)
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    assert batch.lines_written == 403 and not batch.refused
+    assert [s for s in await store.get_steps(e.id) if s.parent_id == b.id] == steps
+    got = await store.get_log_lines(e.id, limit=1_000)
+    assert [line.text for line in got] == [*(f"line {i}" for i in range(100)), "a", "b", "c", *(s.name for s in steps)]
+    assert [line.step_id for line in got[103:]] == [s.id for s in steps]
 
 
 async def test_a_line_utf8_cannot_encode_is_stored_with_a_replacement(
