@@ -28,8 +28,8 @@ def upsert_sql(table: str, columns: Sequence[str], where: str | None = None, *, 
 class MultiRow:
     """One statement's text for any number of rows, of a few sizes only: `chunk` rows, and the
     powers of two below it (see `sizes`). Texts are made once and kept, so that sqlite3's statement
-    cache (storage.write_connection) finds them prepared: a statement of 256 rows takes ~1 ms to
-    prepare, as long as writing its rows."""
+    cache (storage.write_connection) finds them prepared: the step upsert of 256 rows takes ~0.9 ms
+    to prepare, half as long as SQLite takes to write its rows."""
 
     __slots__ = ("_make", "_texts", "chunk", "width")
 

@@ -96,15 +96,16 @@ SNAPSHOT_ROWS = 256
 LINE_ROWS = 512
 
 _LINE_COLUMNS = "log_lines (execution_pk, seq, step_pk, stream, ts, text)"
-#: Log lines, one row per line. OR IGNORE: a repeated (execution, seq) is an engine bug, but failing
+#: Log lines, rows of 6 values. OR IGNORE: a repeated (execution, seq) is an engine bug, but failing
 #: the statement would fail the whole batch and, after the writer's retries, lose it.
-INSERT_LINES = f"INSERT OR IGNORE INTO {_LINE_COLUMNS} VALUES (?, ?, ?, ?, ?, ?)"
 LINE_INSERTS = MultiRow(6, LINE_ROWS, lambda rows: f"INSERT OR IGNORE INTO {_LINE_COLUMNS} {values_sql(6, rows)}")
 #: The lines of one block (a LinesLogged event): the block's head bound once, then its lines, their
 #: seq offsets written in the text. A long block's lines cost a parameter each instead of six.
 BLOCK_INSERTS = MultiRow(1, LINE_ROWS, lambda rows: (
     f"INSERT OR IGNORE INTO {_LINE_COLUMNS} SELECT ?1, ?2 + column1, ?3, ?4, ?5, column2 FROM (VALUES "
     + ", ".join(f"({i}, ?{i + 6})" for i in range(rows)) + ")"))
+#: one row (the benches' raw sqlite3 baselines insert with it)
+INSERT_LINES = LINE_INSERTS.sql(1)
 #: blocks of at least this many lines go a statement (or a few) each, as BLOCK_INSERTS; shorter ones
 #: together, as LINE_INSERTS
 LONG_BLOCK = 32
