@@ -30,7 +30,14 @@ from engine.events import ExecutionCreated, LinesLogged  # noqa: E402
 from engine.model import Execution, Step, StepKind, Stream, new_id, utcnow  # noqa: E402
 from storage import SqliteStore  # noqa: E402
 from storage.pragmas import PRAGMAS  # noqa: E402
-from storage.writes import INSERT_LINES, INSERT_LINES_JSON  # noqa: E402
+from storage.writes import INSERT_LINES  # noqa: E402
+
+#: a block of lines as one JSON array that SQLite unpacks (the store's way before it bound them as
+#: multi-row VALUES): kept here as a figure to compare with
+INSERT_LINES_JSON = (
+    "INSERT OR IGNORE INTO log_lines (execution_pk, seq, step_pk, stream, ts, text) "
+    "SELECT ?1, ?2 + key, ?3, ?4, ?5, value FROM json_each(?6)"
+)
 
 
 def text_of(i: int) -> str:

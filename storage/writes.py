@@ -2,8 +2,8 @@
 
 A batch holds thousands of events (log lines, and between them step and counter snapshots). They are
 sorted into rows on the event loop (`BatchWriter.add`), then written with plain sqlite3 in one call
-to the write connection's thread (`BatchWriter.write`, storage.write_connection): a statement or
-two per table, in an order that keeps what matters:
+to the write connection's thread (`BatchWriter.write`, storage.write_connection): a few statements
+per table, in an order that keeps what matters:
 
 1. execution snapshots, in the order they came;
 2. step snapshots, in order (a new step's parent comes before it: the engine creates parents first);
@@ -14,19 +14,33 @@ two per table, in an order that keeps what matters:
    batch wrote for that execution too.
 Order matters only among the snapshots of one row, and that order is kept.
 
-A table's rows go as one statement whose one parameter is the rows as a JSON array, which SQLite
-unpacks (json_each) in order: one call into SQLite for the whole table, run without Python's GIL.
-With `executemany`, each row is a call that gives the GIL up and takes it back, and while the
-engine's thread is busy (a command printing markers) each of those waits for it: the writer thread
-then barely moved until the engine paused, and the two ran one after the other instead of side by
-side. Rows JSON cannot carry (a NUL, a value that is no JSON), or an SQLite without json_each, take
-`executemany`.
+A table's rows go as a few statements of many rows each, `INSERT … VALUES (?, …), (?, …), …` with
+the rows bound as parameters (storage.upserts.MultiRow): each statement is one call into SQLite,
+which does the rows' work without Python's GIL. Calls are what count: each gives the GIL up and,
+while the engine's thread is busy (a command printing markers), waits for it to come back; with
+`executemany`, a call a row, the writer thread barely moved until the engine paused. Before, a
+table's rows went as one JSON document per 500 rows that SQLite unpacked (json_each, `value ->> i`):
+one call too, but SQLite's JSON work cost more than the binding that replaced it. Measured on the
+real schema, 100,000 marker steps in transactions of 500 rows: the upsert 15-16 µs a row as JSON,
+~8 µs as VALUES; lines in blocks of 3 (a marker pair), 5.2 µs a block as JSON, 3.2 µs as VALUES;
+binding costs ~45 ns a parameter, under the GIL. `stepflow exec` printing 100,000 marker pairs: the
+writer thread's CPU 2.8 s → 1.4-1.5 s, the whole 5.0-5.8 s → 4.6-4.7 s wall.
+
+A statement takes at most SNAPSHOT_ROWS (LINE_ROWS) rows, fewer if SQLite binds fewer parameters
+(SQLITE_LIMIT_VARIABLE_NUMBER); what is left goes in powers of two, so a table has a dozen texts at
+most, made once and found prepared in sqlite3's statement cache (storage.write_connection). Lines
+of a long block (LONG_BLOCK lines or more: a command printing plain output) bind the block's head
+once and then a parameter a line (BLOCK_INSERTS): 1,000,000 lines in blocks of 1,000 cost ~530 ns
+a line of CPU that way, ~590 as JSON, ~735 at six parameters a line. Bound parameters carry what
+JSON could not (a NUL); a line with a lone surrogate, which UTF-8 cannot encode, is sent again with
+U+FFFD in its place.
 
 Snapshots are upserts guarded by the transition tables: the row changes only when the stored status
 may move to the snapshot's status (or is the same), so a late `ExecutionUpdated` carrying "running"
 never resurrects a finished execution. The guard is one SQL expression for every row (the allowed
-(from, to) pairs written out), which is what lets all of a table's snapshots go in one
-`executemany`. A snapshot followed in the same batch by one of the same row and status is dropped:
+(from, to) pairs written out), which is what lets all of a table's snapshots go in one statement;
+SQLite applies a statement's rows in order, so two snapshots of a row in one statement apply as two
+statements would. A snapshot followed in the same batch by one of the same row and status is dropped:
 whatever the guard decides, the later one gets the same decision and overwrites every field. A
 step added in the batch (StepAdded: a marker step, which no stored row can hold yet) keeps only its
 latest snapshot whatever its status: a step that starts and ends within a batch is one insert.
@@ -38,14 +52,13 @@ fails the executions named there (engine.store_writer).
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC
 from enum import StrEnum
-from itertools import chain, count, groupby, repeat
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from itertools import chain, count, groupby, islice, repeat
+from json import loads
 from operator import itemgetter
 from typing import Any, Generic, TypeVar
 
@@ -69,57 +82,36 @@ from engine.model import Step
 from engine.surrogates import replace_surrogates
 from storage.columns import MAX_SPAN_LINES
 from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
-from storage.upserts import rows_from_json, upsert_sql
+from storage.upserts import MultiRow, upsert_sql, values_sql
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=StrEnum)
 
-#: Log lines, one row per line. The general way, and the one for lines SQLite's JSON cannot carry.
-#: OR IGNORE: a repeated (execution, seq) is an engine bug, but failing the statement would fail
-#: the whole batch and, after the writer's retries, lose it.
-INSERT_LINES = (
-    "INSERT OR IGNORE INTO log_lines (execution_pk, seq, step_pk, stream, ts, text) VALUES (?, ?, ?, ?, ?, ?)"
-)
-#: Log lines, one row per LinesLogged event: its lines as a JSON array that SQLite unpacks. Same rows
-#: as INSERT_LINES, but the per-line work happens inside SQLite, without Python's GIL: with per-line
-#: rows the writer thread takes the GIL back after every line, and while the engine's thread is busy
-#: each of those waits, which halved the throughput end to end.
-INSERT_LINES_JSON = (
-    "INSERT OR IGNORE INTO log_lines (execution_pk, seq, step_pk, stream, ts, text) "
-    "SELECT ?1, ?2 + key, ?3, ?4, ?5, value FROM json_each(?6)"
-)
-#: Log lines of a whole batch in one statement: `[execution_pk, start_seq, step_pk, stream, ts, [lines]]`
-#: per event, in one JSON array (see the module's docstring)
-#: (each block's head taken apart once, in a materialized CTE: in the join, SQLite would parse a
-#: block's whole text again for each of its lines)
-#: It begins with INSERT (the CTE inside): Python's sqlite3 counts the rows of statements that do.
-INSERT_BLOCKS_JSON = (
-    "INSERT OR IGNORE INTO log_lines (execution_pk, seq, step_pk, stream, ts, text) "
-    "WITH b AS MATERIALIZED (SELECT value ->> 0 AS e, value ->> 1 AS s, value ->> 2 AS st, value ->> 3 AS so, "
-    "value ->> 4 AS ts, value -> 5 AS lines FROM json_each(?1)) "
-    "SELECT b.e, b.s + l.key, b.st, b.so, b.ts, l.value FROM b, json_each(b.lines) AS l"
-)
+#: rows per statement at most (storage.upserts.MultiRow): a batch of a command printing markers
+#: (~1,650 steps, ~5,000 lines) is ~30 statements. The prepared statements of every size of every
+#: table take ~3.4 MB; the step upsert of 256 rows ~0.9 ms to prepare.
+SNAPSHOT_ROWS = 256
+#: log lines per statement at most: the same, for rows of 6 values
+LINE_ROWS = 512
+
+_LINE_COLUMNS = "log_lines (execution_pk, seq, step_pk, stream, ts, text)"
+#: Log lines, rows of 6 values. OR IGNORE: a repeated (execution, seq) is an engine bug, but failing
+#: the statement would fail the whole batch and, after the writer's retries, lose it.
+LINE_INSERTS = MultiRow(6, LINE_ROWS, lambda rows: f"INSERT OR IGNORE INTO {_LINE_COLUMNS} {values_sql(6, rows)}")
+#: The lines of one block (a LinesLogged event): the block's head bound once, then its lines, their
+#: seq offsets written in the text. A long block's lines cost a parameter each instead of six.
+BLOCK_INSERTS = MultiRow(1, LINE_ROWS, lambda rows: (
+    f"INSERT OR IGNORE INTO {_LINE_COLUMNS} SELECT ?1, ?2 + column1, ?3, ?4, ?5, column2 FROM (VALUES "
+    + ", ".join(f"({i}, ?{i + 6})" for i in range(rows)) + ")"))
+#: one row (the benches' raw sqlite3 baselines insert with it)
+INSERT_LINES = LINE_INSERTS.sql(1)
+#: blocks of at least this many lines go a statement (or a few) each, as BLOCK_INSERTS; shorter ones
+#: together, as LINE_INSERTS
+LONG_BLOCK = 32
 #: Where each step's lines are (storage.tables.log_spans). OR IGNORE as for the lines.
-_SPANS = "INSERT OR IGNORE INTO log_spans (execution_pk, first_seq, step_pk, lines)"
-INSERT_SPANS = f"{_SPANS} VALUES (?, ?, ?, ?)"
-INSERT_SPANS_JSON = f"{_SPANS} {rows_from_json(4)}"
-#: rows per JSON statement at most: a few GIL handovers a batch, and a text of a few hundred KiB
-#: (the peak memory of a command printing markers grew 3 MB with a whole batch's rows in one)
-JSON_ROWS = 500
-#: blocks of lines this long on average or shorter go all in one statement (INSERT_BLOCKS_JSON);
-#: longer ones a statement each (INSERT_LINES_JSON): few, and SQLite then reads each line's JSON once
-#: (INSERT_BLOCKS_JSON reads it twice: 1,000,000 lines through exec went 710k → 570k lines/s)
-SMALL_BLOCKS = 16
-#: SQLite's JSON text ends at an escaped NUL ("\\u0000"): such events take the per-line statement
-_JSON_NUL = "\\u0000"
-
-
-def _encode_lines(lines: Sequence[str]) -> str:
-    """A block's lines as a JSON array, as `json.dumps(lines, ensure_ascii=False)` writes it, a
-    quarter of its cost (it makes an encoder for every call): a command printing markers makes a
-    block of a few lines for each step."""
-    return "[" + ", ".join(map(encode_basestring, lines)) + "]"
+SPAN_INSERTS = MultiRow(4, LINE_ROWS, lambda rows: "INSERT OR IGNORE INTO log_spans (execution_pk, first_seq, step_pk, "
+                        f"lines) {values_sql(4, rows)}")
 
 
 def guard_sql(table: str, transitions: Mapping[S, frozenset[S]]) -> str:
@@ -131,16 +123,16 @@ def guard_sql(table: str, transitions: Mapping[S, frozenset[S]]) -> str:
 
 #: the step upsert as plain SQL, for rows of storage.rows.STEPS.values: a command printing markers
 #: makes thousands of steps a second, and SQLAlchemy's work per row cost more than SQLite's
-STEP_UPSERT = upsert_sql("steps", STEPS.columns, guard_sql("steps", STEP_TRANSITIONS))
+STEP_UPSERTS = MultiRow(len(STEPS.columns), SNAPSHOT_ROWS,
+                        lambda rows: upsert_sql("steps", STEPS.columns, guard_sql("steps", STEP_TRANSITIONS), rows=rows))
+STEP_UPSERT = STEP_UPSERTS.sql(1)
 #: the same for the executions (rows of storage.rows.EXECUTIONS.values): an API creating a thousand
 #: executions a second writes several snapshots of each
-EXECUTION_UPSERT = upsert_sql("executions", EXECUTIONS.columns, guard_sql("executions", EXECUTION_TRANSITIONS))
-#: each of the two for a whole batch's rows in one JSON parameter
-JSON_UPSERTS = {
-    STEP_UPSERT: upsert_sql("steps", STEPS.columns, guard_sql("steps", STEP_TRANSITIONS), from_json=True),
-    EXECUTION_UPSERT: upsert_sql("executions", EXECUTIONS.columns, guard_sql("executions", EXECUTION_TRANSITIONS),
-                                 from_json=True),
-}
+EXECUTION_UPSERTS = MultiRow(
+    len(EXECUTIONS.columns), SNAPSHOT_ROWS,
+    lambda rows: upsert_sql("executions", EXECUTIONS.columns, guard_sql("executions", EXECUTION_TRANSITIONS), rows=rows))
+EXECUTION_UPSERT = EXECUTION_UPSERTS.sql(1)
+
 #: the other statements a batch may hold, for rows of one value (the id) or of ARTIFACTS.values
 RAW_STATEMENTS: dict[str, str] = {
     "artifact": upsert_sql("artifacts", ARTIFACTS.columns),
@@ -152,7 +144,7 @@ _EXECUTION_ID_AT = {"execution": 0, "step": STEPS.columns.index("execution_id"),
                     "artifact": ARTIFACTS.columns.index("execution_id")}
 #: rows whose misses are expected (a snapshot older than the stored status) and only logged
 _GUARDED = frozenset({"execution", "step"})
-#: ids per `IN (...)`, well under SQLite's limit on bound parameters
+#: ids per `IN (...)` at most (fewer where SQLite binds fewer parameters)
 _IN_CHUNK = 5_000
 
 
@@ -194,7 +186,8 @@ class BatchWriter:
     sqlite3 (`write`, on the write connection's thread, in the caller's transaction)."""
 
     def __init__(self, *, json_lines: bool = True) -> None:
-        #: SQLite has json_each (3.38+, or built with JSON1): lines go as one row per event
+        #: SQLite has its JSON functions (3.38+, or built with JSON1): the keys of the lines'
+        #: executions and steps are looked up as one row (`_keys`)
         self._json = json_lines
         self._executions = _Snapshots(EXECUTIONS.values)
         self._steps = _Snapshots(STEPS.values)
@@ -220,15 +213,15 @@ class BatchWriter:
         line events, and a round trip between the threads for each statement (or a turn of a busy
         event loop for each) cost more than the rows."""
         if self._execution_rows:
-            _upsert_rows(db, "execution", EXECUTION_UPSERT, self._execution_rows, self.refused, json_rows=self._json)
+            _upsert_rows(db, "execution", self._execution_rows, self.refused, EXECUTION_UPSERTS)
         if self._step_rows:
-            _upsert_rows(db, "step", STEP_UPSERT, self._step_rows, self.refused, json_rows=self._json)
+            _upsert_rows(db, "step", self._step_rows, self.refused, STEP_UPSERTS)
         for kind, group in groupby(self._artifacts, key=itemgetter(0)):
-            _upsert_rows(db, kind, RAW_STATEMENTS[kind], [row for _kind, row in group], self.refused)
+            _upsert_rows(db, kind, [row for _kind, row in group], self.refused)
         if self._lines:
             self.lines_written += _insert_lines(db, self._lines, self._json, self.refused)
         if self._deleted:
-            _upsert_rows(db, "execution deletion", RAW_STATEMENTS["execution deletion"], self._deleted, self.refused)
+            _upsert_rows(db, "execution deletion", self._deleted, self.refused)
 
     def _add(self, event: Event) -> None:
         match event:
@@ -254,34 +247,28 @@ class BatchWriter:
                 pass  # Notice, LinesDropped: for people watching, not kept
 
 
-def _many(db: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]], json_sql: str | None) -> int:
-    """`sql` for each row, as `json_sql` with the rows in one JSON array when there is one and they
-    fit (see the module's docstring); the rows changed."""
-    if json_sql is None or len(rows) < 2:
-        return int(db.executemany(sql, rows).rowcount)
+def _many(db: sqlite3.Connection, statements: MultiRow, count: int, values: Iterator[Any]) -> int:
+    """`count` rows whose values come flat from `values`, a few statements of many rows each (see
+    the module's docstring); the rows changed."""
     changed = 0
-    for start in range(0, len(rows), JSON_ROWS):
-        chunk = rows[start:start + JSON_ROWS]
-        try:
-            doc = json.dumps(chunk, ensure_ascii=False, check_circular=False, allow_nan=False)
-        except (TypeError, ValueError):  # a value JSON cannot carry
-            doc = _JSON_NUL
-        if _JSON_NUL in doc:
-            changed += db.executemany(sql, chunk).rowcount
-        else:
-            changed += db.execute(json_sql, (doc,)).rowcount
+    for rows in statements.sizes(count, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)):
+        changed += db.execute(statements.sql(rows), list(islice(values, rows * statements.width))).rowcount
     return changed
 
 
-def _upsert_rows(db: sqlite3.Connection, kind: str, sql: str, rows: list[tuple[Any, ...]],
-                 refused: dict[str, str], *, json_rows: bool = False) -> None:
-    """`sql` for each row (all in one statement when `json_rows`: `_many`). A row the database
-    refuses is skipped and its execution named in `refused`: SQLite undid only the statement that
-    failed, the transaction goes on; the rows before it were written, and writing them again in
-    order leaves the same result (a guarded snapshot of a row that moved on is refused again, a
-    deleted row is already gone)."""
+def _upsert_rows(db: sqlite3.Connection, kind: str, rows: list[tuple[Any, ...]], refused: dict[str, str],
+                 statements: MultiRow | None = None) -> None:
+    """The rows, in a few statements (`_many`) when there are `statements` for them, else the
+    statement of RAW_STATEMENTS[kind] for each. A row the database refuses is skipped and its
+    execution named in `refused`: SQLite undid only the statement that failed, the transaction goes
+    on; the rows before it were written, and writing them again in order leaves the same result (a
+    guarded snapshot of a row that moved on is refused again, a deleted row is already gone)."""
+    sql = RAW_STATEMENTS[kind] if statements is None else statements.sql(1)
     try:
-        changed = _many(db, sql, rows, JSON_UPSERTS.get(sql) if json_rows else None)
+        if statements is None or len(rows) < 2:
+            changed = int(db.executemany(sql, rows).rowcount)
+        else:
+            changed = _many(db, statements, len(rows), chain.from_iterable(rows))
     except sqlite3.IntegrityError:
         changed = 0
         for row in rows:
@@ -295,10 +282,10 @@ def _upsert_rows(db: sqlite3.Connection, kind: str, sql: str, rows: list[tuple[A
         log.debug("%d %s snapshot(s) not applied: the stored status had moved past them", len(rows) - changed, kind)
 
 
-def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines: bool, refused: dict[str, str]) -> int:
+def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json: bool, refused: dict[str, str]) -> int:
     """The lines and their spans; returns how many lines were inserted."""
-    execution_pks = _keys(db, "executions", {e.exec_id for e in events})
-    step_pks = _keys(db, "steps", {e.step_id for e in events if e.step_id is not None})
+    execution_pks = _keys(db, "executions", {e.exec_id for e in events}, json)
+    step_pks = _keys(db, "steps", {e.step_id for e in events if e.step_id is not None}, json)
     known = [_LineBlock(e, execution_pks, step_pks) for e in events if e.exec_id in execution_pks]
     if len(known) < len(events):
         lost = {e.exec_id for e in events} - execution_pks.keys()
@@ -311,14 +298,15 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines:
         log.warning("log lines of unknown step(s) %s are kept without their step", ", ".join(sorted(missing_steps)))
     if not known:
         return 0
-    _many(db, INSERT_SPANS, spans_of(known), INSERT_SPANS_JSON if json_lines else None)
+    spans = spans_of(known)
+    _many(db, SPAN_INSERTS, len(spans), chain.from_iterable(spans))
     try:
-        inserted = _send_lines(db, known, json_lines, clean=False)
+        inserted = _send_lines(db, known, clean=False)
     except UnicodeEncodeError:
         # A line held a lone surrogate (a file name decoded with surrogateescape, say), which
         # UTF-8 cannot encode. The lines before it are in; OR IGNORE makes sending all again safe.
         log.warning("log lines with characters UTF-8 cannot encode were stored with U+FFFD in their place")
-        return _send_lines(db, known, json_lines, clean=True)
+        return _send_lines(db, known, clean=True)
     expected = sum(len(block.lines) for block in known)
     if inserted < expected:
         log.warning("%d log line(s) repeated a (execution, seq) already stored and were ignored",
@@ -326,45 +314,46 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json_lines:
     return inserted
 
 
-def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], json_lines: bool, *, clean: bool) -> int:
-    """The blocks, JSON_ROWS at a time in one statement (INSERT_BLOCKS_JSON) when short (SMALL_BLOCKS).
-    Long blocks, or a chunk that JSON cannot carry, go a block a row (INSERT_LINES_JSON), and a row
-    a line for the blocks with a NUL; without SQLite's JSON, a row a line."""
-    if not json_lines:
-        return _insert_per_line(db, blocks, clean)
+def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], *, clean: bool) -> int:
+    """The blocks' lines: runs of short blocks LINE_ROWS lines at a time in one statement (their
+    rows made as they are bound, a statement's worth at a time), a long block in statements of its
+    own (BLOCK_INSERTS)."""
     inserted = 0
-    for start in range(0, len(blocks), JSON_ROWS):
-        chunk = blocks[start:start + JSON_ROWS]
-        if sum(len(block.lines) for block in chunk) <= SMALL_BLOCKS * len(chunk):
-            doc = "[" + ",".join([block.json_block(clean) for block in chunk]) + "]"
-            if _JSON_NUL not in doc:
-                inserted += db.execute(INSERT_BLOCKS_JSON, (doc,)).rowcount
-                continue
-        per_line: list[_LineBlock] = []
-        docs = (block.json_row(clean, per_line) for block in chunk)
-        inserted += db.executemany(INSERT_LINES_JSON, (row for row in docs if row is not None)).rowcount
-        inserted += _insert_per_line(db, per_line, clean)
+    for long, run in groupby(blocks, key=lambda block: len(block.lines) >= LONG_BLOCK):
+        if long:
+            inserted += sum(_insert_block(db, block, clean) for block in run)
+        else:
+            short = list(run)
+            count = sum(len(block.lines) for block in short)
+            values = chain.from_iterable(chain.from_iterable(block.rows(clean) for block in short))
+            inserted += _many(db, LINE_INSERTS, count, values)
     return inserted
 
 
-def _insert_per_line(db: sqlite3.Connection, blocks: list[_LineBlock], clean: bool) -> int:
-    """Rows are made as executemany consumes the generators: no list of rows."""
-    if not blocks:
-        return 0
-    return int(db.executemany(INSERT_LINES, chain.from_iterable(block.rows(clean) for block in blocks)).rowcount)
+def _insert_block(db: sqlite3.Connection, block: _LineBlock, clean: bool) -> int:
+    execution_pk, step_pk, stream, ts = block.head
+    lines = _clean(block.lines) if clean else block.lines
+    inserted = at = 0
+    for rows in BLOCK_INSERTS.sizes(len(lines), db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 5):
+        params = [execution_pk, block.start + at, step_pk, stream, ts, *lines[at:at + rows]]
+        inserted += db.execute(BLOCK_INSERTS.sql(rows), params).rowcount
+        at += rows
+    return inserted
 
 
-def _keys(db: sqlite3.Connection, table: str, ids: set[str]) -> dict[str, int]:
-    """id -> integer key of the rows of `table` that exist."""
+def _keys(db: sqlite3.Connection, table: str, ids: set[str], json: bool) -> dict[str, int]:
+    """id -> integer key of the rows of `table` that exist. With SQLite's JSON functions, as one row
+    (a JSON object): a row each would take the GIL back after each (the module's docstring)."""
     keys: dict[str, int] = {}
     wanted = sorted(ids)
-    for start in range(0, len(wanted), _IN_CHUNK):
-        chunk = wanted[start:start + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        # one row, a JSON object: a row each would take the GIL back after each (the module's docstring)
-        found = db.execute(f"SELECT json_group_object(id, pk) FROM {table} WHERE id IN ({marks})",  # noqa: S608
-                           chunk).fetchone()[0]
-        keys.update(json.loads(found))
+    per = min(_IN_CHUNK, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    for start in range(0, len(wanted), per):
+        chunk = wanted[start:start + per]
+        where = f"FROM {table} WHERE id IN ({','.join('?' * len(chunk))})"  # noqa: S608
+        if json:
+            keys.update(loads(db.execute(f"SELECT json_group_object(id, pk) {where}", chunk).fetchone()[0]))
+        else:
+            keys.update(db.execute(f"SELECT id, pk {where}", chunk).fetchall())
     return keys
 
 
@@ -379,21 +368,6 @@ class _LineBlock:
         self.head = (execution_pks[e.exec_id], step_pk, e.stream.value, ts.timestamp())
         self.start = e.start_seq
         self.lines = e.lines
-
-    def json_block(self, clean: bool) -> str:
-        """The block as an element of INSERT_BLOCKS_JSON's array."""
-        execution_pk, step_pk, stream, ts = self.head
-        lines = _encode_lines(_clean(self.lines) if clean else self.lines)
-        return f"[{execution_pk},{self.start},{'null' if step_pk is None else step_pk},\"{stream}\",{ts!r},{lines}]"
-
-    def json_row(self, clean: bool, per_line: list[_LineBlock]) -> tuple[Any, ...] | None:
-        """The row for INSERT_LINES_JSON, or None after putting the block in `per_line`."""
-        doc = _encode_lines(_clean(self.lines) if clean else self.lines)
-        if _JSON_NUL in doc:
-            per_line.append(self)
-            return None
-        execution_pk, step_pk, stream, ts = self.head
-        return execution_pk, self.start, step_pk, stream, ts, doc
 
     def rows(self, clean: bool) -> Iterator[tuple[Any, ...]]:
         execution_pk, step_pk, stream, ts = self.head

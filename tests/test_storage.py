@@ -51,12 +51,12 @@ from engine.model import (
     Stream,
     new_id,
 )
-from storage import SqliteStore, artifacts_dir, database_path, default_data_dir
+from storage import SqliteStore, artifacts_dir, database_path, default_data_dir, pragmas
 from storage.pragmas import BUSY_TIMEOUT_MS, CACHE_SIZE_KIB, PAGE_SIZE
 from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
-from storage.writes import JSON_ROWS
+from storage.writes import SNAPSHOT_ROWS, BatchWriter
 from tests.engine_helpers import opened_store
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -744,8 +744,8 @@ async def test_a_far_offset_in_a_filtered_log_is_one_fast_read(store: SqliteStor
 
 
 async def test_lines_json_cannot_carry_are_stored_whole(store: SqliteStore) -> None:
-    """Lines go to SQLite as one JSON array per event; a NUL would end the text there, so those
-    events take the per-line statement, in the same batch."""
+    """Lines went to SQLite as JSON, where a NUL ended the text; bound as parameters they are
+    stored whole, NULs and all."""
     e = execution()
     await created(store, e)
     odd = ("a\x00b", "\x00", "literal \\u0000 text", "emoji 😀 ünï \u2028")
@@ -754,6 +754,61 @@ async def test_lines_json_cannot_carry_are_stored_whole(store: SqliteStore) -> N
     got = await store.get_log_lines(e.id)
     assert [line.text for line in got] == ["line 0", "line 1", "line 2", *odd, "line 7", "line 8", "line 9"]
     assert seqs(got) == list(range(10))
+
+
+async def test_long_and_short_blocks_of_one_batch_read_back_in_order(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A long block (a command's plain output) goes in statements of its own, its lines a parameter
+    each; short ones (marker pairs) together, six parameters a line. Both carry a NUL, a lone
+    surrogate (stored as U+FFFD) and the step, across the statements' sizes (1,000 + 37 lines)."""
+    e = execution()
+    b = branch_of(e)
+    await created(store, e, b)
+    long_n = 1_037
+    long_lines = tuple(f"long {i}" + ("\x00nul" if i == 600 else "") + (" \udc80" if i == 1_030 else "")
+                       for i in range(long_n))
+    short = [LinesLogged(e.id, b.id, Stream.STDOUT, 2 + long_n + 3 * k, T0,
+                         (f"short {k}", "a\x00b" if k == 1 else "x", f"end {k}")) for k in range(5)]
+    await store.apply([lines(e, b, 0, 2), LinesLogged(e.id, b.id, Stream.STDERR, 2, T0, long_lines), *short])
+    got = await store.get_log_lines(e.id)
+    expected = ["line 0", "line 1", *(text.replace("\udc80", "\ufffd") for text in long_lines),
+                *(text for event in short for text in event.lines)]
+    assert [line.text for line in got] == expected
+    assert seqs(got) == list(range(len(expected)))
+    assert {line.step_id for line in got} == {b.id}
+    assert [line.stream for line in got[2:2 + long_n]] == [Stream.STDERR] * long_n
+    assert "UTF-8 cannot encode" in caplog.text
+    assert len(await store.get_log_lines(e.id, step_ids=[b.id], limit=5_000)) == len(expected)
+
+
+async def test_a_batch_fits_an_sqlite_that_binds_few_parameters(store: SqliteStore) -> None:
+    """Statements take fewer rows, and look up fewer ids, where SQLite binds fewer parameters
+    (SQLITE_LIMIT_VARIABLE_NUMBER: 999 before 3.32, less where set so): every step and line of a
+    batch is still stored, each line with its step."""
+    e = execution()
+    b = branch_of(e)
+    await created(store, e, b)
+    steps = [replace(step_of(e, b, f"step {i}", i + 1, StepKind.MARKER), status=StepStatus.RUNNING)
+             for i in range(300)]
+    events = [*(StepAdded(s) for s in steps), lines(e, b, 0, 100), LinesLogged(e.id, b.id, Stream.STDOUT, 100, T0,
+                                                                              ("a", "b", "c")),
+              *(LinesLogged(e.id, s.id, Stream.STDOUT, 103 + i, T0, (s.name,)) for i, s in enumerate(steps))]
+    batch = BatchWriter()
+    batch.add(events)
+    db = pragmas.connect(store.path)
+    try:
+        db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 50)  # two steps of 21 values, eight lines of 6
+        db.execute("BEGIN IMMEDIATE")
+        batch.write(db)
+        db.execute("COMMIT")
+    finally:
+        db.close()
+    assert batch.lines_written == 403 and not batch.refused
+    assert [s for s in await store.get_steps(e.id) if s.parent_id == b.id] == steps
+    got = await store.get_log_lines(e.id, limit=1_000)
+    assert [line.text for line in got] == [*(f"line {i}" for i in range(100)), "a", "b", "c", *(s.name for s in steps)]
+    assert [line.step_id for line in got[103:]] == [s.id for s in steps]
 
 
 async def test_a_line_utf8_cannot_encode_is_stored_with_a_replacement(
@@ -1063,16 +1118,16 @@ async def test_the_store_writer_lingers_asleep_until_a_barrier_or_a_full_batch(
 
 
 async def test_a_batch_of_many_steps_reads_back_field_for_field(store: SqliteStore) -> None:
-    """A table's rows go to SQLite as JSON arrays of at most JSON_ROWS rows, which it takes apart;
-    a chunk JSON cannot carry (a NUL in a name) goes row by row. Either way each field reads back
+    """A table's rows go to SQLite as multi-row statements of at most SNAPSHOT_ROWS rows (then 32,
+    4 and 1: 2 × SNAPSHOT_ROWS + 37), bound as parameters, a NUL in a name too. Each field reads back
     as it was written: text, integers, floats, booleans, None, metadata, times, in order of arrival
     (the later snapshot of a step wins)."""
     e = execution()
     b = branch_of(e)
     await created(store, e, b)
-    many = 2 * JSON_ROWS + 37
+    many = 2 * SNAPSHOT_ROWS + 37
     steps = [
-        replace(step_of(e, b, f"step {i}" + ("\x00nul" if i == JSON_ROWS + 3 else ""), i + 1, StepKind.MARKER),
+        replace(step_of(e, b, f"step {i}" + ("\x00nul" if i == SNAPSHOT_ROWS + 3 else ""), i + 1, StepKind.MARKER),
                 description=f"ünï 😀 \u2028 {i}", exit_code=i - 5 if i % 3 else None, progress=i / 7,
                 estimated_duration=i * 1.5 if i % 2 else None, stop_on_error=bool(i % 2),
                 metadata={"n": i, "tags": ["a", "b"]}, cpu_percent=0.1 + i, rss_bytes=2**40 + i,
