@@ -215,18 +215,27 @@ class ExecutionState:
         metadata: dict[str, Any],
         now: datetime | None,
     ) -> Step:
+        # by position, in the order of Step's fields: a third of the work of naming them
         step = Step(
-            id=_marker_step_id(),
-            execution_id=self.execution.id,
-            name=name,
-            kind=StepKind.MARKER,
-            parent_id=parent.id,
-            index=self._take_index(),
-            created_at=now or utcnow(),
-            stop_on_error=stop_on_error,
-            estimated_duration=estimated_duration,
-            metadata=metadata,
-            target=parent.target,
+            _marker_step_id(),  # id
+            self.execution.id,  # execution_id
+            name,
+            StepKind.MARKER,  # kind
+            parent.id,  # parent_id
+            self._take_index(),  # index
+            "",  # description
+            StepStatus.PENDING,  # status
+            None,  # exit_code
+            None,  # error_message
+            None,  # abort_reason
+            now or utcnow(),  # created_at
+            None,  # started_at
+            None,  # completed_at
+            estimated_duration,
+            stop_on_error,
+            None,  # progress
+            metadata,
+            parent.target,  # target
         )
         move_step(step, StepStatus.RUNNING, at=now)
         self.steps[step.id] = step
