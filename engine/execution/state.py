@@ -29,6 +29,9 @@ from engine.events import (
     StepFinished,
     StepStarted,
     StepUpdated,
+    lines_logged,
+    step_added,
+    step_finished,
 )
 from engine.execution.transitions import STEP_TRANSITIONS, can_move_step, move_execution, move_step
 from engine.masking import Masker
@@ -203,7 +206,7 @@ class ExecutionState:
         held = self._held
         assert held is not None, "events are not held"
         step = self._new_marker_step(parent, name, stop_on_error, estimated_duration, metadata, self._held_at)
-        held.append(StepAdded(step.snapshot()))
+        held.append(step_added(step.snapshot()))
         return step
 
     def _new_marker_step(
@@ -300,7 +303,7 @@ class ExecutionState:
         move_step(step, status, exit_code=exit_code, error=error, at=self._held_at)
         self._work.count(step)
         # as in finish_step: the event carries the step itself
-        held.append(StepFinished(step))
+        held.append(step_finished(step))
         finished = self._finished_markers
         finished.append(step.id)
         return len(finished) >= FORGET_BATCH and self._stored is None
@@ -378,7 +381,7 @@ class ExecutionState:
         start = self._next_seq
         self._next_seq += len(lines)
         held.append(
-            LinesLogged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
+            lines_logged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
         )
 
     async def system_line(self, step_id: str | None, text: str) -> None:
