@@ -210,9 +210,12 @@ class CommandPump:
         run: list[str] = []
         run_step = self.owner.id
         start = 0
+        #: the step open now, when known without asking (a step the usual way just opened)
+        opened_last: str | None = None
         for i, markers in self._parser.parse_lines(lines):
             # where the lines before the marker go, and the step the marker finds open
-            before = self._current_step_id()
+            before = opened_last or self._current_step_id()
+            opened_last = None
             if i > start:
                 if run and before != run_step:
                     await state.log_lines(run_step, stream, run)
@@ -224,7 +227,11 @@ class CommandPump:
                     run = lines[start:i]
             if len(markers) == 1:
                 actions = tree.feed(markers[0])
-                if _opens_and_closes(actions) and state.holding() and not state.masker:
+                if (
+                    (type(actions[0]) in _HELD_ACTIONS if len(actions) == 1 else _opens_and_closes(actions))
+                    and state.holding()
+                    and not state.masker
+                ):
                     # the usual marker (a step opened or closed) while the block's events are
                     # held: applied without coroutines, as below
                     closing = type(markers[0]) is StepClosed  # then the actions only close
@@ -251,6 +258,8 @@ class CommandPump:
                         # the marker line itself belongs to the step it opens, or the one it closes
                         run_step = opened or before
                         run.append(lines[i])
+                        # the tree's innermost step: the one opened last
+                        opened_last = opened
                     if state.spill_due():
                         await state.spill()
                     start = i + 1
@@ -531,6 +540,9 @@ class CommandPump:
         if peak:
             owner.rss_bytes = peak
             owner.metadata["peak_rss_bytes"] = peak
+
+
+_HELD_ACTIONS = frozenset({mt.OpenStep, mt.CloseStep})
 
 
 def _opens_and_closes(actions: list[mt.Action]) -> bool:

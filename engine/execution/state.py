@@ -218,6 +218,8 @@ class ExecutionState:
         metadata: dict[str, Any],
         now: datetime | None,
     ) -> Step:
+        index = self._next_index  # _take_index, spelt out
+        self._next_index = index + 1
         # by position, in the order of Step's fields: a third of the work of naming them
         step = Step(
             _marker_step_id(),  # id
@@ -225,7 +227,7 @@ class ExecutionState:
             name,
             StepKind.MARKER,  # kind
             parent.id,  # parent_id
-            self._take_index(),  # index
+            index,
             "",  # description
             StepStatus.PENDING,  # status
             None,  # exit_code
