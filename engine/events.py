@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Any
 
 from engine.model import Artifact, Execution, LogLine, Step, Stream
 
@@ -189,10 +190,17 @@ class LinesDropped(Event):
 # __init__ goes through object.__setattr__ for each field, twice the work. The same objects (equal,
 # same type), for the engine's hot path only.
 _new = object.__new__
-_set_added_step = StepAdded.step.__set__  # type: ignore[attr-defined]
-_set_finished_step = StepFinished.step.__set__  # type: ignore[attr-defined]
+
+
+def _slot_setter(cls: type, name: str) -> Any:
+    """What sets field `name` of a `cls` (its slot's descriptor), bypassing the frozen __setattr__."""
+    return cls.__dict__[name].__set__
+
+
+_set_added_step = _slot_setter(StepAdded, "step")
+_set_finished_step = _slot_setter(StepFinished, "step")
 _LINES_FIELDS = ("exec_id", "step_id", "stream", "start_seq", "timestamp", "lines")
-_set_lines_fields = tuple(getattr(LinesLogged, name).__set__ for name in _LINES_FIELDS)
+_set_lines_fields = tuple(_slot_setter(LinesLogged, name) for name in _LINES_FIELDS)
 
 
 def step_added(step: Step) -> StepAdded:

@@ -22,7 +22,7 @@ class Bundle(list[Event]):
 
     def __init__(self, events: list[Event]) -> None:
         super().__init__(events)
-        self.lines = sum(len(e.lines) for e in events if type(e) is LinesLogged)  # type: ignore[attr-defined]
+        self.lines = sum([len(e.lines) for e in events if type(e) is LinesLogged])  # type: ignore[attr-defined]
 
 
 class Subscriber:

@@ -36,6 +36,7 @@ from engine.events import (
 from engine.execution.transitions import STEP_TRANSITIONS, can_move_step, move_execution, move_step
 from engine.masking import Masker
 from engine.model import (
+    TERMINAL_STEP,
     AbortReason,
     Execution,
     ExecutionStatus,
@@ -43,7 +44,6 @@ from engine.model import (
     StepKind,
     StepStatus,
     Stream,
-    TERMINAL_STEP,
     utcnow,
 )
 from engine.progress import WorkTally
