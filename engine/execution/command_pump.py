@@ -318,9 +318,13 @@ class CommandPump:
         meta = action.params  # the tree's copy of the marker's, made for this action
         if action.dialect != "stepflow":
             meta.setdefault("dialect", action.dialect)
+        parent_local_id = action.parent_local_id
         step = self.state.add_held_marker_step(
-            self._step_for(action.parent_local_id), action.name, action.stop_on_error,
-            action.estimated_duration, meta,
+            self.owner if parent_local_id is None else self._step_for(parent_local_id),
+            action.name,
+            action.stop_on_error,
+            action.estimated_duration,
+            meta,
         )
         self._local_steps[action.local_id] = step
         return step.id

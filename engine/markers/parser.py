@@ -11,7 +11,12 @@ from engine.markers.buildkite import parse_buildkite
 from engine.markers.github import parse_github
 from engine.markers.gitlab import parse_gitlab
 from engine.markers.scan import candidate_line_indexes
-from engine.markers.stepflow import parse_native_lenient, parse_native_strict
+from engine.markers.stepflow import (
+    parse_native_lenient,
+    parse_native_strict,
+    parse_step_complete,
+    parse_step_start,
+)
 from engine.markers.teamcity import parse_teamcity
 from engine.markers.types import Marker
 
@@ -71,7 +76,13 @@ class MarkerParser:
                 # the usual marker, StepFlow's at the start of the line: what `parse` would do
                 # for it, without its steps (no prefix, no CI dialect starts with "S")
                 try:
-                    marker = parse_native_strict(line)
+                    # the usual two without parse_native_strict's look-up of the keyword
+                    if line.startswith("STEP_START:"):
+                        marker = parse_step_start(line[11:])
+                    elif line.startswith("STEP_COMPLETE:"):
+                        marker = parse_step_complete(line[14:])
+                    else:
+                        marker = parse_native_strict(line)
                 except Exception:  # as `parse`: a parser bug must not stop the output being read
                     log.debug("marker parser failed on a line of %d characters", len(line), exc_info=True)
                     continue

@@ -44,9 +44,9 @@ def parse_native_strict(body: str) -> Marker | None:
     """The marker ``body`` starts with, keyword spelt exactly."""
     # the usual two first, without the look-up
     if body.startswith("STEP_START:"):
-        return _step_opened(body[11:])
+        return parse_step_start(body[11:])
     if body.startswith("STEP_COMPLETE:"):
-        return _step_closed(body[14:])
+        return parse_step_complete(body[14:])
     # each keyword holds one colon, its last character: the text up to the first colon is the one
     colon = body.find(":", 0, _LONGEST_KEYWORD)
     if colon < 0:
@@ -95,7 +95,8 @@ def _parse_params(text: str) -> dict[str, object]:
     return params
 
 
-def _step_opened(payload: str) -> StepOpened | None:
+def parse_step_start(payload: str) -> StepOpened | None:
+    """What follows ``STEP_START:``, as a marker (None: no name)."""
     # a name alone (no escapes, no parameters: the usual marker) the short way
     if "\x1b" not in payload and "[" not in payload and "{" not in payload and "--" not in payload:
         name = payload.strip()
@@ -115,7 +116,8 @@ def _step_opened(payload: str) -> StepOpened | None:
     return StepOpened(name, params, stop_on_error, estimated, "stepflow")
 
 
-def _step_closed(payload: str) -> StepClosed:
+def parse_step_complete(payload: str) -> StepClosed:
+    """What follows ``STEP_COMPLETE:``, as a marker."""
     # a name alone (no escapes, no parameters: the usual marker) the short way
     if "\x1b" not in payload and "[" not in payload and "{" not in payload and "--" not in payload:
         return StepClosed(payload.strip() or None, "stepflow")
@@ -153,8 +155,8 @@ def _step_errored(payload: str) -> StepErrored:
 
 #: each keyword's parser of what follows it, by the keyword without its colon
 _NATIVE_PARSERS: dict[str, Callable[[str], Marker | None]] = {
-    "STEP_START": _step_opened,
-    "STEP_COMPLETE": _step_closed,
+    "STEP_START": parse_step_start,
+    "STEP_COMPLETE": parse_step_complete,
     "STEP_ERROR": _step_errored,
     "STEP_PROGRESS": _progress,
     "ARTIFACT": _artifact,
