@@ -85,6 +85,11 @@ class WorkTally:
         self._work_done += share - (before or 0.0)
         return before != share
 
+    def started(self, step: Step) -> None:
+        """`count(step)` of a new workflow or marker step, running, with no progress yet (its share
+        is 0): what a command printing markers does thousands of times a second."""
+        self._shares[step.id] = 0.0
+
     @property
     def work_total(self) -> int:
         """Workflow and marker steps (what `total_steps` counts)."""

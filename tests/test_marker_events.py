@@ -74,3 +74,21 @@ def test_the_engines_quick_made_events_are_the_events_themselves() -> None:
     assert step_added(None) == StepAdded(None)  # type: ignore[arg-type]
     assert step_finished(None) == StepFinished(None)  # type: ignore[arg-type]
     assert type(step_finished(None)) is StepFinished  # type: ignore[arg-type]
+
+
+def test_a_started_marker_step_counts_in_the_progress_as_any_running_step() -> None:
+    from engine.execution.transitions import move_step
+    from engine.model import ExecutionStatus, Step
+    from engine.progress import WorkTally
+
+    counted, started = WorkTally(), WorkTally()
+    steps = [Step(id=f"s{i}", execution_id="e", name=f"s{i}", kind=StepKind.MARKER) for i in range(4)]
+    for step in steps:
+        move_step(step, StepStatus.RUNNING)
+        counted.count(step)
+        started.started(step)
+    move_step(steps[0], StepStatus.COMPLETED)
+    for tally in (counted, started):
+        tally.count(steps[0])
+    for tally in (counted, started):
+        assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (4, 1, 25.0)

@@ -244,8 +244,8 @@ class ExecutionState:
         )
         move_step(step, StepStatus.RUNNING, at=now)
         self.steps[step.id] = step
-        self._work.count(step)
-        self.execution.current_step_index = step.index
+        self._work.started(step)  # new, running, no progress
+        self.execution.current_step_index = index
         return step
 
     def _take_index(self) -> int:
