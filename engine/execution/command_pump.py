@@ -212,7 +212,7 @@ class CommandPump:
         start = 0
         #: the step open now, when known without asking (a step the usual way just opened)
         opened_last: str | None = None
-        for i, markers in self._parser.parse_lines(lines):
+        for i, markers in self._parser.iter_lines(lines):
             # where the lines before the marker go, and the step the marker finds open
             before = opened_last or self._current_step_id()
             opened_last = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from engine.markers.ansi import PREFIX_RE, WHITESPACE, has_whitespace
 from engine.markers.azure import parse_azure
@@ -67,9 +67,14 @@ class MarkerParser:
 
         The fast way to parse a block of output: plain lines are skipped by `candidate_line_indexes`.
         """
+        return list(self.iter_lines(lines))
+
+    def iter_lines(self, lines: Sequence[str]) -> Iterator[tuple[int, list[Marker]]]:
+        """`parse_lines`, one line's markers at a time: for a reader that is done with each before
+        the next (a command's pump). A block's markers are then not all alive at once, which the
+        garbage collector went through again and again (thousands of objects a block)."""
         parse = self.parse
         strict = not self.lenient
-        found: list[tuple[int, list[Marker]]] = []
         for index in candidate_line_indexes(lines, self.lenient):
             line = lines[index]
             if strict and line.startswith("STEP_") and "\r" not in line:
@@ -87,12 +92,11 @@ class MarkerParser:
                     log.debug("marker parser failed on a line of %d characters", len(line), exc_info=True)
                     continue
                 if marker is not None:
-                    found.append((index, [marker]))
+                    yield index, [marker]
                 continue
             markers = parse(line)
             if markers:
-                found.append((index, markers))
-        return found
+                yield index, markers
 
     def _parse_line(self, line: str) -> list[Marker]:
         if not line:
