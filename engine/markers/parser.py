@@ -80,6 +80,7 @@ class MarkerParser:
             if strict and line.startswith("STEP_") and "\r" not in line:
                 # the usual marker, StepFlow's at the start of the line: what `parse` would do
                 # for it, without its steps (no prefix, no CI dialect starts with "S")
+                marker: Marker | None
                 try:
                     # the usual two without parse_native_strict's look-up of the keyword
                     if line.startswith("STEP_START:"):
