@@ -22,7 +22,7 @@ class Bundle(list[Event]):
 
     def __init__(self, events: list[Event]) -> None:
         super().__init__(events)
-        self.lines = sum(len(e.lines) for e in events if type(e) is LinesLogged)  # type: ignore[attr-defined]
+        self.lines = sum([len(e.lines) for e in events if type(e) is LinesLogged])  # type: ignore[attr-defined]
 
 
 class Subscriber:
@@ -44,6 +44,24 @@ class Subscriber:
             return
         self._items.append(event)
         self._wakeup.set()
+
+    def offer_many(self, events: list[Event]) -> None:
+        """`offer` of each, in order (a block of a command's output: thousands a second)."""
+        if self._closed:
+            return
+        items = self._items
+        maxsize = self._maxsize
+        dropped = self._dropped
+        before = len(items)
+        for event in events:
+            if event.coalescable and len(items) >= maxsize:
+                if isinstance(event, LinesLogged):
+                    key = event.execution_id
+                    dropped[key] = dropped.get(key, 0) + len(event.lines)
+                continue
+            items.append(event)
+        if len(items) != before:
+            self._wakeup.set()
 
     @property
     def dropped_total(self) -> int:
@@ -201,11 +219,8 @@ class Hub:
         if not events:
             return
         await self.sink.put(Bundle(events))
-        subscribers = self._subscribers
-        if subscribers:
-            for event in events:
-                for sub in subscribers:
-                    sub.offer(event)
+        for sub in self._subscribers:
+            sub.offer_many(events)
 
     async def publish_stored(self, event: Event) -> None:
         """Like `publish`, but subscribers get the event once the store holds it (and everything

@@ -219,7 +219,7 @@ class Step:
         return (end - self.started_at).total_seconds()
 
     def snapshot(self) -> Step:
-        copy = _shallow_copy(self)
+        copy = Step(*_step_values(self))  # _shallow_copy, without its look-up: one for each event
         copy.metadata = dict(self.metadata)
         return copy
 
@@ -288,3 +288,4 @@ _Copied = TypeVar("_Copied", "Execution", "Step")
 _FIELD_VALUES: dict[type, operator.attrgetter[Any]] = {
     cls: operator.attrgetter(*(f.name for f in dataclasses.fields(cls))) for cls in (Execution, Step)
 }
+_step_values = _FIELD_VALUES[Step]

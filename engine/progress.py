@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from engine.model import COMPLETED_IN, ExecutionStatus, Step, StepKind, StepStatus
+from engine.model import COMPLETED_IN, TERMINAL_STEP, ExecutionStatus, Step, StepKind, StepStatus
 
 
 def step_done_share(step: Step) -> float:
@@ -59,16 +59,24 @@ class WorkTally:
 
     def count(self, step: Step) -> bool:
         """Take `step` as it is now (new, or changed); True when its share or the totals changed."""
-        share = step_done_share(step)
+        status = step.status
+        # a completed step's share, and a running one's without progress (the usual marker steps),
+        # without the call
+        if status is StepStatus.COMPLETED:
+            share = 1.0
+        elif status is StepStatus.RUNNING and step.progress is None:
+            share = 0.0
+        else:
+            share = step_done_share(step)
         if step.kind is StepKind.BRANCH:
             before = self._branch_shares.get(step.id)
             self._branch_shares[step.id] = share
             self._branch_done += share - (before or 0.0)
             return before != share
-        if step.status.is_terminal:
+        if status in TERMINAL_STEP:
             before = self._shares.pop(step.id, None)
             self._settled += 1
-            if step.status is StepStatus.COMPLETED:
+            if status is StepStatus.COMPLETED:
                 self._completed += 1
             self._work_done += share - (before or 0.0)
             return True
@@ -76,6 +84,11 @@ class WorkTally:
         self._shares[step.id] = share
         self._work_done += share - (before or 0.0)
         return before != share
+
+    def started(self, step: Step) -> None:
+        """`count(step)` of a new workflow or marker step, running, with no progress yet (its share
+        is 0): what a command printing markers does thousands of times a second."""
+        self._shares[step.id] = 0.0
 
     @property
     def work_total(self) -> int:

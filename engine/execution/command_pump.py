@@ -206,12 +206,16 @@ class CommandPump:
 
     async def _ingest_held(self, stream: Stream, lines: list[str]) -> None:
         state = self.state
+        tree = self._tree
         run: list[str] = []
         run_step = self.owner.id
         start = 0
-        for i, markers in self._parser.parse_lines(lines):
+        #: the step open now, when known without asking (a step the usual way just opened)
+        opened_last: str | None = None
+        for i, markers in self._parser.iter_lines(lines):
             # where the lines before the marker go, and the step the marker finds open
-            before = self._current_step_id()
+            before = opened_last or self._current_step_id()
+            opened_last = None
             if i > start:
                 if run and before != run_step:
                     await state.log_lines(run_step, stream, run)
@@ -221,12 +225,53 @@ class CommandPump:
                     run.extend(lines[start:i])
                 else:
                     run = lines[start:i]
-            opened: str | None = None
+            if len(markers) == 1:
+                actions = tree.feed(markers[0])
+                if (
+                    (type(actions[0]) in _HELD_ACTIONS if len(actions) == 1 else _opens_and_closes(actions))
+                    and state.holding()
+                    and not state.masker
+                ):
+                    # the usual marker (a step opened or closed) while the block's events are
+                    # held: applied without coroutines, as below
+                    closing = type(markers[0]) is StepClosed  # then the actions only close
+                    if closing:
+                        # the line that closes a step is its last: it goes out with the step's
+                        # lines before it, ahead of the close (one event where there were two)
+                        if run and before != run_step:
+                            state.log_held_lines(run_step, stream, run)
+                            run = []
+                        run.append(lines[i])
+                        state.log_held_lines(before, stream, run)
+                        run = []
+                        run_step = before
+                    elif run:
+                        state.log_held_lines(run_step, stream, run)
+                        run = []
+                    opened = None
+                    for action in actions:
+                        if type(action) is mt.OpenStep:
+                            opened = self._open_held(action)
+                        elif self._close_held(action):  # type: ignore[arg-type]
+                            await state.forget_stored()
+                    if not closing:
+                        # the marker line itself belongs to the step it opens, or the one it closes
+                        run_step = opened or before
+                        run.append(lines[i])
+                        # the tree's innermost step: the one opened last
+                        opened_last = opened
+                    if state.spill_due():
+                        await state.spill()
+                    start = i + 1
+                    continue
+                fed = [actions]
+            else:
+                fed = [tree.feed(marker) for marker in markers]
+            opened = None
             if len(markers) == 1 and type(markers[0]) is StepClosed:
-                closes = self._tree.feed(markers[0])
+                closes = fed[0]
                 if closes and all(type(a) is mt.CloseStep for a in closes):
-                    # the line that closes a step is its last: it goes out with the step's lines
-                    # before it, ahead of the close (one event where there were two)
+                    # as above, with coroutines
                     if run and before != run_step:
                         await state.log_lines(run_step, stream, run)
                         run = []
@@ -238,11 +283,6 @@ class CommandPump:
                         await self._apply(action)
                     start = i + 1
                     continue
-                fed = [closes]
-            elif len(markers) == 1:
-                fed = [self._tree.feed(markers[0])]
-            else:
-                fed = [self._tree.feed(marker) for marker in markers]
             for actions in fed:
                 if run and actions:
                     await state.log_lines(run_step, stream, run)
@@ -272,6 +312,35 @@ class CommandPump:
         if run:
             await state.log_lines(run_step, stream, run)
         await state.counters_changed()
+
+    def _open_held(self, action: mt.OpenStep) -> str:
+        """`_apply` of an OpenStep while events are held and nothing is masked: the new step's id."""
+        meta = action.params  # the tree's copy of the marker's, made for this action
+        if action.dialect != "stepflow":
+            meta.setdefault("dialect", action.dialect)
+        parent_local_id = action.parent_local_id
+        step = self.state.add_held_marker_step(
+            self.owner if parent_local_id is None else self._step_for(parent_local_id),
+            action.name,
+            action.stop_on_error,
+            action.estimated_duration,
+            meta,
+        )
+        self._local_steps[action.local_id] = step
+        return step.id
+
+    def _close_held(self, action: mt.CloseStep) -> bool:
+        """`_apply` of a CloseStep while events are held and nothing is masked; True when the
+        finished marker steps are due to leave the live state (`ExecutionState.forget_stored`)."""
+        closing = self._local_steps.pop(action.local_id, None)
+        if closing is None:
+            return False
+        self._last_closed = (action.local_id, closing)
+        if action.failed:
+            return self.state.finish_held_marker_step(
+                closing, StepStatus.FAILED, action.exit_code, action.error
+            )
+        return self.state.finish_held_marker_step(closing, StepStatus.COMPLETED, action.exit_code, None)
 
     # -- applying marker actions ---------------------------------------------------------------
     def _step_for(self, local_id: int | None) -> Step:
@@ -475,6 +544,20 @@ class CommandPump:
         if peak:
             owner.rss_bytes = peak
             owner.metadata["peak_rss_bytes"] = peak
+
+
+_HELD_ACTIONS = frozenset({mt.OpenStep, mt.CloseStep})
+
+
+def _opens_and_closes(actions: list[mt.Action]) -> bool:
+    """`actions` only open and close steps (at least one)."""
+    if not actions:
+        return False
+    for action in actions:
+        kind = type(action)
+        if kind is not mt.OpenStep and kind is not mt.CloseStep:
+            return False
+    return True
 
 
 def _masked(action: mt.Action, masker: Masker) -> mt.Action:

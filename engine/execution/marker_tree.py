@@ -170,6 +170,11 @@ class MarkerTree:
 
     def feed(self, marker: m.Marker) -> list[Action]:
         """What ``marker`` does, as actions to apply in order."""
+        kind = type(marker)  # the two usual ones first, without the match's isinstance checks
+        if kind is m.StepOpened:
+            return self._open(marker)  # type: ignore[arg-type]
+        if kind is m.StepClosed:
+            return self._close(marker)  # type: ignore[arg-type]
         match marker:
             case m.StepOpened():
                 return self._open(marker)
@@ -203,32 +208,44 @@ class MarkerTree:
 
     # -- opening and closing -------------------------------------------------------------------------------
     def _open(self, marker: m.StepOpened) -> list[Action]:
+        dialect = marker.dialect
+        stack = self._stack
         actions: list[Action] = []
-        if marker.dialect in _FLAT:
-            index = self._find(marker.dialect)
+        if stack and dialect in _FLAT:
+            index = self._find(dialect)
             if index is not None:
-                actions += self._close_from(index, False, None)
-        if marker.dialect == "stepflow":
+                actions = self._close_from(index, False, None)
+        if dialect == "stepflow":
             self._closed_early = None
         local_id = self._next_id
-        self._next_id += 1
+        self._next_id = local_id + 1
+        params = marker.params
         actions.append(
             OpenStep(
                 local_id,
-                self.current(),
+                stack[-1].local_id if stack else None,
                 marker.name,
-                dict(marker.params),
+                dict(params) if params else {},
                 marker.stop_on_error,
                 marker.estimated_duration,
-                marker.dialect,
+                dialect,
                 marker.expanded,
             )
         )
-        self._stack.append(_Open(local_id, marker.dialect, marker.name, marker.key, marker.stop_on_error))
+        stack.append(_Open(local_id, dialect, marker.name, marker.key, marker.stop_on_error))
         return actions
 
     def _close(self, marker: m.StepClosed) -> list[Action]:
         dialect = marker.dialect
+        stack = self._stack
+        if stack and dialect == "stepflow":
+            # the usual close: of the innermost step, a StepFlow step of that name (what the
+            # general way below does for it)
+            top = stack[-1]
+            if top.dialect == "stepflow" and (marker.name is None or marker.name == top.name):
+                stack.pop()
+                self._closed_early = None
+                return [CloseStep(top.local_id, False, None, None)]
         keyed = dialect in ("gitlab", "teamcity") and marker.name is not None
         index = self._find(dialect, marker.name if keyed else None)
         if index is None:

@@ -29,10 +29,14 @@ from engine.events import (
     StepFinished,
     StepStarted,
     StepUpdated,
+    lines_logged,
+    step_added,
+    step_finished,
 )
-from engine.execution.transitions import can_move_step, move_execution, move_step
+from engine.execution.transitions import STEP_TRANSITIONS, can_move_step, move_execution, move_step
 from engine.masking import Masker
 from engine.model import (
+    TERMINAL_STEP,
     AbortReason,
     Execution,
     ExecutionStatus,
@@ -63,18 +67,33 @@ HOLD_AT_MOST = 1_024
 #: a second, and each id goes into the steps' unique index: ids that follow each other land side by
 #: side at its end, where random ones (version 4) landed all over it, which doubled SQLite's work per
 #: step. `uuid4()` also asked the OS for every id. Step ids are names, not secrets.
+#:
+#: The ids of one millisecond share their first 74 bits (its time, then 26 random bits drawn once for
+#: it); their last 48 bits are a counter that starts at a random value below 2**47 and goes up by one
+#: an id (RFC 9562 6.2, a counter in the random bits: unique and in order within the process, a
+#: third of the work of drawing and formatting 128 bits an id). A clock that goes back keeps the
+#: millisecond it was at, so the ids stay in order.
 _marker_ids = random.Random(os.urandom(32))
-_VERSION_7 = (0x7 << 76) | (0x2 << 62)
+_id_ms = -1
+#: the id's text up to its counter: "tttttttt-tttt-7aaa-vbbb-" (time, version, random, variant+random)
+_id_prefix = ""
+_id_counter = 0
+_COUNTER_START = 1 << 47
+_COUNTER_END = 1 << 48
 
 
 def _marker_step_id() -> str:
-    value = (time.time_ns() // 1_000_000) << 80 | _marker_ids.getrandbits(76) & _RANDOM | _VERSION_7
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-#: where the 74 random bits go (of 76 drawn): the 12 after the version, the 62 after the variant
-_RANDOM = (0xFFF << 64) | ((1 << 62) - 1)
+    global _id_ms, _id_prefix, _id_counter
+    ms = time.time_ns() // 1_000_000
+    counter = _id_counter + 1
+    if ms > _id_ms or counter >= _COUNTER_END:
+        ms = max(ms, _id_ms + 1)
+        bits = _marker_ids.getrandbits(26 + 47)
+        _id_ms = ms
+        _id_prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{bits >> 61:03x}-{0x8000 | (bits >> 47) & 0x3FFF:04x}-"
+        counter = bits & (_COUNTER_START - 1)
+    _id_counter = counter
+    return f"{_id_prefix}{counter:012x}"
 
 
 class ExecutionState:
@@ -98,7 +117,7 @@ class ExecutionState:
         self._work = WorkTally(steps)
         #: ids of finished marker steps not yet known to be in the store
         self._finished_markers: list[str] = []
-        #: resolved by the store writer once it wrote what came before (see `_forget_stored`)
+        #: resolved by the store writer once it wrote what came before (see `forget_stored`)
         self._stored: asyncio.Future[None] | None = None
         #: events held back while a block of output is applied (see `hold`)
         self._held: list[Event] | None = None
@@ -125,14 +144,21 @@ class ExecutionState:
         if held:
             await self.hub.publish_many(held)
 
-    def _keep(self, event: Event) -> bool:
-        """Hold `event` if events are held and there is room: the usual case while a block of
-        output is applied, without a coroutine (True); otherwise `_publish` it (False)."""
+    def holding(self) -> bool:
+        """Events are held (see `hold`): the `*_held` methods may be used."""
+        return self._held is not None
+
+    def spill_due(self) -> bool:
+        """As many events are held as should go at once (see `spill`)."""
         held = self._held
-        if held is not None and len(held) < HOLD_AT_MOST - 1:
-            held.append(event)
-            return True
-        return False
+        return held is not None and len(held) >= HOLD_AT_MOST
+
+    async def spill(self) -> None:
+        """Publish the events held so far, and go on holding."""
+        held = self._held
+        if held:
+            self._held = []
+            await self.hub.publish_many(held)
 
     async def _publish(self, event: Event) -> None:
         held = self._held
@@ -157,29 +183,69 @@ class ExecutionState:
     ) -> Step:
         """A marker step, running. `counters=False`: the execution's counters are published later,
         by the caller's `counters_changed` (a command's pump does so once per block of output)."""
-        now = self._held_at or utcnow()
+        step = self._new_marker_step(
+            parent, name, stop_on_error, estimated_duration, dict(metadata) if metadata else {},
+            self._held_at or utcnow(),
+        )
+        await self._publish(StepAdded(step.snapshot()))
+        if counters:
+            await self.counters_changed()
+        return step
+
+    def add_held_marker_step(
+        self,
+        parent: Step,
+        name: str,
+        stop_on_error: bool,
+        estimated_duration: float | None,
+        metadata: dict[str, Any],
+    ) -> Step:
+        """`add_marker_step(counters=False)` while events are held (`holding`), without a coroutine:
+        its event joins the held ones, which the caller publishes when `spill_due`. The step takes
+        `metadata` as it is (not a copy)."""
+        held = self._held
+        assert held is not None, "events are not held"
+        step = self._new_marker_step(parent, name, stop_on_error, estimated_duration, metadata, self._held_at)
+        held.append(step_added(step.snapshot()))
+        return step
+
+    def _new_marker_step(
+        self,
+        parent: Step,
+        name: str,
+        stop_on_error: bool,
+        estimated_duration: float | None,
+        metadata: dict[str, Any],
+        now: datetime | None,
+    ) -> Step:
+        index = self._next_index  # _take_index, spelt out
+        self._next_index = index + 1
+        # by position, in the order of Step's fields: a third of the work of naming them
         step = Step(
-            id=_marker_step_id(),
-            execution_id=self.execution.id,
-            name=name,
-            kind=StepKind.MARKER,
-            parent_id=parent.id,
-            index=self._take_index(),
-            created_at=now,
-            stop_on_error=stop_on_error,
-            estimated_duration=estimated_duration,
-            metadata=dict(metadata) if metadata else {},
-            target=parent.target,
+            _marker_step_id(),  # id
+            self.execution.id,  # execution_id
+            name,
+            StepKind.MARKER,  # kind
+            parent.id,  # parent_id
+            index,
+            "",  # description
+            StepStatus.PENDING,  # status
+            None,  # exit_code
+            None,  # error_message
+            None,  # abort_reason
+            now or utcnow(),  # created_at
+            None,  # started_at
+            None,  # completed_at
+            estimated_duration,
+            stop_on_error,
+            None,  # progress
+            metadata,
+            parent.target,  # target
         )
         move_step(step, StepStatus.RUNNING, at=now)
         self.steps[step.id] = step
-        self._work.count(step)
-        self.execution.current_step_index = step.index
-        event = StepAdded(step.snapshot())
-        if not self._keep(event):
-            await self._publish(event)
-        if counters:
-            await self.counters_changed()
+        self._work.started(step)  # new, running, no progress
+        self.execution.current_step_index = index
         return step
 
     def _take_index(self) -> int:
@@ -214,18 +280,37 @@ class ExecutionState:
         # a finished marker step changes no more (its command's pump let it go; it leaves the live
         # state once stored): the event may carry the step itself, a copy fewer for each of the
         # thousands a second a command printing markers makes
-        marker_done = step.kind is StepKind.MARKER and status.is_terminal
-        event = StepFinished(step if marker_done else step.snapshot())
-        if not self._keep(event):
-            await self._publish(event)
+        marker_done = step.kind is StepKind.MARKER and status in TERMINAL_STEP
+        await self._publish(StepFinished(step if marker_done else step.snapshot()))
         if counters:
             await self.counters_changed()
         if marker_done:
             self._finished_markers.append(step.id)
             if len(self._finished_markers) >= FORGET_BATCH and self._stored is None:
-                await self._forget_stored()
+                await self.forget_stored()
 
-    async def _forget_stored(self) -> None:
+    def finish_held_marker_step(
+        self, step: Step, status: StepStatus, exit_code: int | None, error: str | None
+    ) -> bool:
+        """`finish_step(counters=False)` of a marker step while events are held (`holding`), to a
+        terminal status, without a coroutine: its event joins the held ones, which the caller
+        publishes when `spill_due`. True when the finished marker steps are due to leave the live
+        state: the caller then awaits `forget_stored`."""
+        held = self._held
+        assert held is not None, "events are not held"
+        if step.status not in STEP_TRANSITIONS[status]:
+            return False
+        if error is not None:
+            error = self.masker.mask(error)
+        move_step(step, status, exit_code=exit_code, error=error, at=self._held_at)
+        self._work.count(step)
+        # as in finish_step: the event carries the step itself
+        held.append(step_finished(step))
+        finished = self._finished_markers
+        finished.append(step.id)
+        return len(finished) >= FORGET_BATCH and self._stored is None
+
+    async def forget_stored(self) -> None:
         """Drop the finished marker steps from `steps` once the store holds them: a barrier goes
         into the store writer's queue behind their StepFinished events, and resolves when those
         are written. Nothing waits for it here; the steps leave when it resolves."""
@@ -282,9 +367,24 @@ class ExecutionState:
             lines = [self.masker.mask(line) for line in lines]
         start = self._next_seq
         self._next_seq += len(lines)
-        event = LinesLogged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
-        if not self._keep(event):
-            await self._publish(event)
+        await self._publish(
+            LinesLogged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
+        )
+
+    def log_held_lines(self, step_id: str | None, stream: Stream, lines: Sequence[str]) -> None:
+        """`log_lines` while events are held (`holding`), without a coroutine: the event joins the
+        held ones, which the caller publishes when `spill_due`."""
+        held = self._held
+        assert held is not None, "events are not held"
+        if not lines:
+            return
+        if self.masker:
+            lines = [self.masker.mask(line) for line in lines]
+        start = self._next_seq
+        self._next_seq += len(lines)
+        held.append(
+            lines_logged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
+        )
 
     async def system_line(self, step_id: str | None, text: str) -> None:
         await self.log_lines(step_id, Stream.SYSTEM, [text])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from engine.model import (
+    TERMINAL_STEP,
     AbortReason,
     Execution,
     ExecutionStatus,
@@ -90,7 +91,7 @@ def move_step(
     step.status = to
     if to is S.RUNNING:
         step.started_at = now
-    elif to.is_terminal:
+    elif to in TERMINAL_STEP:  # is_terminal without the property: twice for each marker step
         step.completed_at = now
         if exit_code is not None:
             step.exit_code = exit_code

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from engine.markers.ansi import PREFIX_RE, WHITESPACE, has_whitespace
 from engine.markers.azure import parse_azure
@@ -11,7 +11,12 @@ from engine.markers.buildkite import parse_buildkite
 from engine.markers.github import parse_github
 from engine.markers.gitlab import parse_gitlab
 from engine.markers.scan import candidate_line_indexes
-from engine.markers.stepflow import parse_native_lenient, parse_native_strict
+from engine.markers.stepflow import (
+    parse_native_lenient,
+    parse_native_strict,
+    parse_step_complete,
+    parse_step_start,
+)
 from engine.markers.teamcity import parse_teamcity
 from engine.markers.types import Marker
 
@@ -62,26 +67,37 @@ class MarkerParser:
 
         The fast way to parse a block of output: plain lines are skipped by `candidate_line_indexes`.
         """
+        return list(self.iter_lines(lines))
+
+    def iter_lines(self, lines: Sequence[str]) -> Iterator[tuple[int, list[Marker]]]:
+        """`parse_lines`, one line's markers at a time: for a reader that is done with each before
+        the next (a command's pump). A block's markers are then not all alive at once, which the
+        garbage collector went through again and again (thousands of objects a block)."""
         parse = self.parse
         strict = not self.lenient
-        found: list[tuple[int, list[Marker]]] = []
         for index in candidate_line_indexes(lines, self.lenient):
             line = lines[index]
             if strict and line.startswith("STEP_") and "\r" not in line:
                 # the usual marker, StepFlow's at the start of the line: what `parse` would do
                 # for it, without its steps (no prefix, no CI dialect starts with "S")
+                marker: Marker | None
                 try:
-                    marker = parse_native_strict(line)
+                    # the usual two without parse_native_strict's look-up of the keyword
+                    if line.startswith("STEP_START:"):
+                        marker = parse_step_start(line[11:])
+                    elif line.startswith("STEP_COMPLETE:"):
+                        marker = parse_step_complete(line[14:])
+                    else:
+                        marker = parse_native_strict(line)
                 except Exception:  # as `parse`: a parser bug must not stop the output being read
                     log.debug("marker parser failed on a line of %d characters", len(line), exc_info=True)
                     continue
                 if marker is not None:
-                    found.append((index, [marker]))
+                    yield index, [marker]
                 continue
             markers = parse(line)
             if markers:
-                found.append((index, markers))
-        return found
+                yield index, markers
 
     def _parse_line(self, line: str) -> list[Marker]:
         if not line:

@@ -49,24 +49,33 @@ def candidate_line_indexes(lines: Sequence[str], lenient: bool = False) -> list[
     if "\r" in text or text.count("\n") != len(lines) - 1:
         # A line holds "\r" or "\n" after all: offsets can't be mapped back to lines, check each line.
         return [i for i, line in enumerate(lines) if may_have_markers(line, lenient)]
-    found: set[int] = set()
-    if _FIRST_LINE_RE.match(text):
-        found.add(0)
-    # each match starts at the "\n" that ends the line before the candidate
-    _add_lines(text, [match.start() + 1 for match in _OTHER_LINES_RE.finditer(text)], found)
-    if lenient:
-        # lower() can change the length of non-ASCII text, never the number of "\n" before a point
-        lowered = text.lower()
-        find = lowered.find
-        hits: list[int] = []
-        for needle in LENIENT_NEEDLES:
-            pos = find(needle)
-            while pos != -1:
-                hits.append(pos)
-                # one hit per line is enough: go on from the next line
-                eol = find("\n", pos)
-                pos = find(needle, eol + 1) if eol != -1 else -1
-        _add_lines(lowered, hits, found)
+    strict: list[int] = [0] if _FIRST_LINE_RE.match(text) else []
+    # each match starts at the "\n" that ends the line before the candidate: the lines found are
+    # in order, each once
+    index = 0
+    previous = 0
+    count = text.count
+    add = strict.append
+    for match in _OTHER_LINES_RE.finditer(text):
+        pos = match.start()
+        index += count("\n", previous, pos + 1)
+        previous = pos + 1
+        add(index)
+    if not lenient:
+        return strict
+    found = set(strict)
+    # lower() can change the length of non-ASCII text, never the number of "\n" before a point
+    lowered = text.lower()
+    find = lowered.find
+    hits: list[int] = []
+    for needle in LENIENT_NEEDLES:
+        pos = find(needle)
+        while pos != -1:
+            hits.append(pos)
+            # one hit per line is enough: go on from the next line
+            eol = find("\n", pos)
+            pos = find(needle, eol + 1) if eol != -1 else -1
+    _add_lines(lowered, hits, found)
     return sorted(found)
 
 

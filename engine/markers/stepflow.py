@@ -42,6 +42,11 @@ _PROGRESS_RE = re.compile(
 
 def parse_native_strict(body: str) -> Marker | None:
     """The marker ``body`` starts with, keyword spelt exactly."""
+    # the usual two first, without the look-up
+    if body.startswith("STEP_START:"):
+        return parse_step_start(body[11:])
+    if body.startswith("STEP_COMPLETE:"):
+        return parse_step_complete(body[14:])
     # each keyword holds one colon, its last character: the text up to the first colon is the one
     colon = body.find(":", 0, _LONGEST_KEYWORD)
     if colon < 0:
@@ -63,12 +68,6 @@ def _native(keyword: str, payload: str) -> Marker | None:
     """``keyword`` upper-case, without its colon."""
     parse = _NATIVE_PARSERS.get(keyword)
     return None if parse is None else parse(payload)
-
-
-def _plain_name(payload: str) -> bool:
-    """`payload` is a name alone: no escapes, no parameters (the usual marker, a third of the
-    work of the general way)."""
-    return "\x1b" not in payload and "[" not in payload and "{" not in payload and "--" not in payload
 
 
 def _split_name(payload: str) -> tuple[str, str]:
@@ -96,8 +95,10 @@ def _parse_params(text: str) -> dict[str, object]:
     return params
 
 
-def _step_opened(payload: str) -> StepOpened | None:
-    if _plain_name(payload):
+def parse_step_start(payload: str) -> StepOpened | None:
+    """What follows ``STEP_START:``, as a marker (None: no name)."""
+    # a name alone (no escapes, no parameters: the usual marker) the short way
+    if "\x1b" not in payload and "[" not in payload and "{" not in payload and "--" not in payload:
         name = payload.strip()
         return StepOpened(name, {}, False, None, "stepflow") if name else None
     name, rest = _split_name(strip_ansi(payload))
@@ -115,8 +116,10 @@ def _step_opened(payload: str) -> StepOpened | None:
     return StepOpened(name, params, stop_on_error, estimated, "stepflow")
 
 
-def _step_closed(payload: str) -> StepClosed:
-    if _plain_name(payload):
+def parse_step_complete(payload: str) -> StepClosed:
+    """What follows ``STEP_COMPLETE:``, as a marker."""
+    # a name alone (no escapes, no parameters: the usual marker) the short way
+    if "\x1b" not in payload and "[" not in payload and "{" not in payload and "--" not in payload:
         return StepClosed(payload.strip() or None, "stepflow")
     name, _ = _split_name(strip_ansi(payload))
     return StepClosed(name or None, "stepflow")
@@ -152,8 +155,8 @@ def _step_errored(payload: str) -> StepErrored:
 
 #: each keyword's parser of what follows it, by the keyword without its colon
 _NATIVE_PARSERS: dict[str, Callable[[str], Marker | None]] = {
-    "STEP_START": _step_opened,
-    "STEP_COMPLETE": _step_closed,
+    "STEP_START": parse_step_start,
+    "STEP_COMPLETE": parse_step_complete,
     "STEP_ERROR": _step_errored,
     "STEP_PROGRESS": _progress,
     "ARTIFACT": _artifact,

@@ -1,0 +1,94 @@
+"""What subscribers hear of a command's marker steps, event by event: the TUI, the API's WebSockets
+and the store build the steps and their logs from these (issue 16, goal 4: the pump applies the
+usual markers without coroutines; the events must not change)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from engine.events import (
+    ExecutionFinished,
+    LinesLogged,
+    StepAdded,
+    StepFinished,
+    lines_logged,
+    step_added,
+    step_finished,
+)
+from engine.model import StepKind, StepStatus, Stream, utcnow
+from tests.engine_helpers import engine_at, submit_command
+
+SCRIPT = r"printf 'pre\nSTEP_START:a\nin a\nSTEP_COMPLETE:a\nSTEP_START:b\nin b\nSTEP_START:c\nSTEP_ERROR:bad\nafter\n'"
+
+
+async def test_marker_steps_are_heard_opened_with_their_lines_then_closed_in_output_order(tmp_path: Path) -> None:
+    async with engine_at(tmp_path) as engine:
+        sub = engine.subscribe()
+        ex = await submit_command(engine, SCRIPT)
+        heard: list[tuple[object, ...]] = []
+        names: dict[str, str] = {}
+        async with asyncio.timeout(20):
+            async for event in sub:
+                if isinstance(event, ExecutionFinished) and event.execution_id == ex.id:
+                    break
+                if isinstance(event, StepAdded) and event.step.execution_id == ex.id:
+                    step = event.step
+                    names[step.id] = step.name
+                    assert step.kind is StepKind.MARKER and step.started_at is not None
+                    assert uuid.UUID(step.id).version == 7
+                    heard.append(("added", step.name, step.status))
+                elif isinstance(event, StepFinished) and event.step.id in names:
+                    heard.append(("finished", event.step.name, event.step.status, event.step.error_message))
+                elif isinstance(event, LinesLogged) and event.exec_id == ex.id and event.stream is Stream.STDOUT:
+                    step_name = names.get(event.step_id or "", "command")
+                    if heard and heard[-1][:2] == ("lines", step_name):
+                        # the output read in two pieces: a step's lines in two events
+                        heard[-1][2].extend(event.lines)  # type: ignore[attr-defined]
+                    else:
+                        heard.append(("lines", step_name, list(event.lines)))
+    running, completed, failed = StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED
+    assert heard == [
+        ("lines", "command", ["pre"]),
+        ("added", "a", running),
+        ("lines", "a", ["STEP_START:a", "in a", "STEP_COMPLETE:a"]),
+        ("finished", "a", completed, None),
+        ("added", "b", running),
+        ("lines", "b", ["STEP_START:b", "in b"]),
+        ("finished", "b", completed, None),
+        ("added", "c", running),
+        ("lines", "c", ["STEP_START:c"]),
+        ("finished", "c", failed, "bad"),
+        ("lines", "c", ["STEP_ERROR:bad"]),
+        ("lines", "command", ["after"]),
+    ]
+    ids = list(names)
+    assert ids == sorted(ids), "marker step ids are time-ordered"
+
+
+def test_the_engines_quick_made_events_are_the_events_themselves() -> None:
+    now = utcnow()
+    assert lines_logged("e", "s", Stream.STDOUT, 3, now, ("a", "b")) == LinesLogged(
+        "e", "s", Stream.STDOUT, 3, now, ("a", "b"))
+    assert step_added(None) == StepAdded(None)  # type: ignore[arg-type]
+    assert step_finished(None) == StepFinished(None)  # type: ignore[arg-type]
+    assert type(step_finished(None)) is StepFinished  # type: ignore[arg-type]
+
+
+def test_a_started_marker_step_counts_in_the_progress_as_any_running_step() -> None:
+    from engine.execution.transitions import move_step
+    from engine.model import ExecutionStatus, Step
+    from engine.progress import WorkTally
+
+    counted, started = WorkTally(), WorkTally()
+    steps = [Step(id=f"s{i}", execution_id="e", name=f"s{i}", kind=StepKind.MARKER) for i in range(4)]
+    for step in steps:
+        move_step(step, StepStatus.RUNNING)
+        counted.count(step)
+        started.started(step)
+    move_step(steps[0], StepStatus.COMPLETED)
+    for tally in (counted, started):
+        tally.count(steps[0])
+    for tally in (counted, started):
+        assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (4, 1, 25.0)
