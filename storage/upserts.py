@@ -27,7 +27,7 @@ def upsert_sql(table: str, columns: Sequence[str], where: str | None = None, *, 
 
 class MultiRow:
     """One statement's text for any number of rows, of a few sizes only: `chunk` rows, and the
-    powers of two below it (see `sizes`). Texts are made once and kept, so that sqlite3's statement
+    multiples of an eighth of it (see `padded`), or the powers of two below it (see `sizes`). Texts are made once and kept, so that sqlite3's statement
     cache (storage.write_connection) finds them prepared: the step upsert of 256 rows takes ~0.9 ms
     to prepare, half as long as SQLite takes to write its rows."""
 
@@ -48,8 +48,9 @@ class MultiRow:
     def sizes(self, rows: int, max_params: int) -> Iterator[int]:
         """How many rows each statement takes, in order, for `rows` rows: `chunk` at a time (fewer
         if SQLite binds fewer than `chunk × width` parameters), the rest in powers of two, the
-        largest first (at most log2(chunk) statements more)."""
-        step = max(1, min(self.chunk, max_params // self.width))
+        largest first (at most log2(chunk) statements more). For rows that must each be sent once
+        (`padded` is for rows that may be sent twice)."""
+        step = self.rows_per_statement(max_params)
         whole, rest = divmod(rows, step)
         for _ in range(whole):
             yield step
@@ -58,3 +59,26 @@ class MultiRow:
             if rest & bit:
                 yield bit
             bit >>= 1
+
+    def padded(self, rows: int, max_params: int) -> Iterator[tuple[int, int]]:
+        """(rows taken, rows of the statement) for each statement, in order, for `rows` rows:
+        `chunk` at a time, then the rest in one statement whose size is a multiple of an eighth of
+        `chunk` (or the rest itself, when PADDED_EXACT rows or fewer), filled up with the rest's
+        last row again. For statements where a row sent twice changes nothing the second time (an
+        upsert of the same snapshot, an INSERT OR IGNORE): each statement costs the writer's thread
+        a wait for Python's GIL when it returns (storage.writes), and the rest of a batch in powers
+        of two was half of a batch's statements."""
+        step = self.rows_per_statement(max_params)
+        whole, rest = divmod(rows, step)
+        for _ in range(whole):
+            yield step, step
+        if rest:
+            grain = max(1, step // 8)
+            yield rest, rest if rest <= PADDED_EXACT else -(-rest // grain) * grain
+
+    def rows_per_statement(self, max_params: int) -> int:
+        return max(1, min(self.chunk, max_params // self.width))
+
+
+#: a rest of this many rows or fewer goes as a statement of its own size (`MultiRow.padded`)
+PADDED_EXACT = 8

@@ -27,8 +27,14 @@ binding costs ~45 ns a parameter, under the GIL. `stepflow exec` printing 100,00
 writer thread's CPU 2.8 s → 1.4-1.5 s, the whole 5.0-5.8 s → 4.6-4.7 s wall.
 
 A statement takes at most SNAPSHOT_ROWS (LINE_ROWS) rows, fewer if SQLite binds fewer parameters
-(SQLITE_LIMIT_VARIABLE_NUMBER); what is left goes in powers of two, so a table has a dozen texts at
-most, made once and found prepared in sqlite3's statement cache (storage.write_connection). Lines
+(SQLITE_LIMIT_VARIABLE_NUMBER); what is left goes in one statement of a multiple of an eighth of
+that, filled up with its last row again (storage.upserts.MultiRow.padded: an upsert of the same
+snapshot, or an INSERT OR IGNORE of the same key, changes nothing the second time), so a table has
+a dozen texts or so, made once and found prepared in sqlite3's statement cache
+(storage.write_connection). Each statement costs the writer thread a wait for the GIL when it
+returns while the engine's thread is busy: the rest in powers of two made ~37 statements a batch of
+markers (~1,600 steps), and the event loop waited for the writer ~0.65-0.8 s of 100,000 marker
+pairs; filled up, ~25 statements and ~0.6 s. Lines
 of a long block (LONG_BLOCK lines or more: a command printing plain output) bind the block's head
 once and then a parameter a line (BLOCK_INSERTS): 1,000,000 lines in blocks of 1,000 cost ~530 ns
 a line of CPU that way, ~590 as JSON, ~735 at six parameters a line. Bound parameters carry what
@@ -89,7 +95,7 @@ log = logging.getLogger(__name__)
 S = TypeVar("S", bound=StrEnum)
 
 #: rows per statement at most (storage.upserts.MultiRow): a batch of a command printing markers
-#: (~1,650 steps, ~5,000 lines) is ~30 statements. The prepared statements of every size of every
+#: (~1,650 steps, ~5,000 lines) is ~25 statements. The prepared statements of every size of every
 #: table take ~3.4 MB; the step upsert of 256 rows ~0.9 ms to prepare.
 SNAPSHOT_ROWS = 256
 #: log lines per statement at most: the same, for rows of 6 values
@@ -251,8 +257,12 @@ def _many(db: sqlite3.Connection, statements: MultiRow, count: int, values: Iter
     """`count` rows whose values come flat from `values`, a few statements of many rows each (see
     the module's docstring); the rows changed."""
     changed = 0
-    for rows in statements.sizes(count, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)):
-        changed += db.execute(statements.sql(rows), list(islice(values, rows * statements.width))).rowcount
+    width = statements.width
+    for rows, size in statements.padded(count, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)):
+        params = list(islice(values, rows * width))
+        if size > rows:  # the last row again, to a size whose statement is prepared (MultiRow.padded)
+            params += params[-width:] * (size - rows)
+        changed += db.execute(statements.sql(size), params).rowcount
     return changed
 
 

@@ -56,6 +56,7 @@ from storage.pragmas import BUSY_TIMEOUT_MS, CACHE_SIZE_KIB, PAGE_SIZE
 from storage.schema import HEAD, MIGRATIONS
 from storage.sqlite_store import LOST_MESSAGE
 from storage.tables import metadata
+from storage.upserts import MultiRow
 from storage.writes import SNAPSHOT_ROWS, BatchWriter
 from tests.engine_helpers import opened_store
 
@@ -782,6 +783,20 @@ async def test_long_and_short_blocks_of_one_batch_read_back_in_order(
     assert len(await store.get_log_lines(e.id, step_ids=[b.id], limit=5_000)) == len(expected)
 
 
+def test_a_batchs_rows_go_in_few_statements_of_prepared_sizes() -> None:
+    """Whole statements of `chunk` rows, then the rest in one statement of a size that is a multiple
+    of an eighth of `chunk` (a few sizes, kept prepared), or its own size when small; fewer rows a
+    statement where SQLite binds fewer parameters."""
+    statements = MultiRow(4, 256, lambda rows: f"{rows} rows")
+    assert list(statements.padded(256 * 2 + 37, 32_766)) == [(256, 256), (256, 256), (37, 64)]
+    assert list(statements.padded(5, 32_766)) == [(5, 5)]
+    assert list(statements.padded(256, 32_766)) == [(256, 256)]
+    assert list(statements.padded(0, 32_766)) == []
+    assert list(statements.padded(130, 400)) == [(100, 100), (30, 36)]  # 100 rows of 4 at most: a grain of 12
+    sizes = {size for n in range(1, 2_000) for _rows, size in statements.padded(n, 32_766)}
+    assert sizes == set(range(1, 9)) | set(range(32, 257, 32))
+
+
 async def test_a_batch_fits_an_sqlite_that_binds_few_parameters(store: SqliteStore) -> None:
     """Statements take fewer rows, and look up fewer ids, where SQLite binds fewer parameters
     (SQLITE_LIMIT_VARIABLE_NUMBER: 999 before 3.32, less where set so): every step and line of a
@@ -1118,10 +1133,11 @@ async def test_the_store_writer_lingers_asleep_until_a_barrier_or_a_full_batch(
 
 
 async def test_a_batch_of_many_steps_reads_back_field_for_field(store: SqliteStore) -> None:
-    """A table's rows go to SQLite as multi-row statements of at most SNAPSHOT_ROWS rows (then 32,
-    4 and 1: 2 × SNAPSHOT_ROWS + 37), bound as parameters, a NUL in a name too. Each field reads back
-    as it was written: text, integers, floats, booleans, None, metadata, times, in order of arrival
-    (the later snapshot of a step wins)."""
+    """A table's rows go to SQLite as multi-row statements of at most SNAPSHOT_ROWS rows, then the
+    rest (37) in one statement filled up to 64 rows with its last row again (MultiRow.padded), bound as
+    parameters, a NUL in a name too. Each field reads back as it was written: text, integers,
+    floats, booleans, None, metadata, times, in order of arrival (the later snapshot of a step wins),
+    and the rows sent twice change nothing."""
     e = execution()
     b = branch_of(e)
     await created(store, e, b)
