@@ -86,4 +86,5 @@ class WriteConnection:
 def _connect(path: Path) -> sqlite3.Connection:
     # cached_statements: storage.writes' statements of many rows come in ~50 texts (a dozen sizes a
     # table, storage.upserts.MultiRow), each kept prepared: preparing one again cost up to ~1 ms
-    return pragmas.connect(path, check_same_thread=False, cached_statements=256)
+    return pragmas.connect(path, f"PRAGMA cache_size=-{pragmas.WRITER_CACHE_SIZE_KIB}", check_same_thread=False,
+                           cached_statements=256)
