@@ -122,6 +122,10 @@ class Checkpoints:
                 except sqlite3.Error as exc:
                     # the next commit past the mark tries again; the WAL is only longer meanwhile
                     log.debug("a checkpoint of the store's WAL failed: %s", exc)
+                except Exception:
+                    # never expected; the thread goes on, the writer waiting for its pass past
+                    # LIMIT_PAGES must see it end
+                    log.warning("a checkpoint of the store's WAL failed", exc_info=True)
                 finally:
                     self._busy = False
                     self._idle.set()
