@@ -110,6 +110,12 @@ LINE_INSERTS = MultiRow(6, LINE_ROWS, lambda rows: f"INSERT OR IGNORE INTO {_LIN
 BLOCK_INSERTS = MultiRow(1, LINE_ROWS, lambda rows: (
     f"INSERT OR IGNORE INTO {_LINE_COLUMNS} SELECT ?1, ?2 + column1, ?3, ?4, ?5, column2 FROM (VALUES "
     + ", ".join(f"({i}, ?{i + 6})" for i in range(rows)) + ")"))
+#: Log lines of short blocks of one execution and stream (a batch of a command printing markers):
+#: those two bound once, then rows of 4 values (seq, step_pk, ts, text); binding costs the writer's
+#: thread GIL-held time by the parameter (the module's docstring)
+RUN_INSERTS = MultiRow(4, LINE_ROWS, lambda rows: (
+    f"INSERT OR IGNORE INTO {_LINE_COLUMNS} SELECT ?1, column1, column2, ?2, column3, column4 FROM "
+    f"(VALUES {', '.join(['(?, ?, ?, ?)'] * rows)})"))
 #: one row (the benches' raw sqlite3 baselines insert with it)
 INSERT_LINES = LINE_INSERTS.sql(1)
 #: blocks of at least this many lines go a statement (or a few) each, as BLOCK_INSERTS; shorter ones
@@ -253,13 +259,14 @@ class BatchWriter:
                 pass  # Notice, LinesDropped: for people watching, not kept
 
 
-def _many(db: sqlite3.Connection, statements: MultiRow, count: int, values: Iterator[Any]) -> int:
+def _many(db: sqlite3.Connection, statements: MultiRow, count: int, values: Iterator[Any],
+          head: Sequence[Any] = ()) -> int:
     """`count` rows whose values come flat from `values`, a few statements of many rows each (see
-    the module's docstring); the rows changed."""
+    the module's docstring), each statement's parameters after those of `head`; the rows changed."""
     changed = 0
     width = statements.width
-    for rows, size in statements.padded(count, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)):
-        params = list(islice(values, rows * width))
+    for rows, size in statements.padded(count, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - len(head)):
+        params = [*head, *islice(values, rows * width)]
         if size > rows:  # the last row again, to a size whose statement is prepared (MultiRow.padded)
             params += params[-width:] * (size - rows)
         changed += db.execute(statements.sql(size), params).rowcount
@@ -360,8 +367,14 @@ def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], *, clean: bool
         if long:
             inserted += sum(_insert_block(db, block, clean) for block in run)
         else:
-            values = _line_values(run, clean)
-            inserted += _many(db, LINE_INSERTS, len(values) // LINE_INSERTS.width, iter(values))
+            short = list(run)
+            heads = {(block[0], block[2]) for block in short}
+            if len(heads) == 1:
+                values = _run_values(short, clean)
+                inserted += _many(db, RUN_INSERTS, len(values) // RUN_INSERTS.width, iter(values), heads.pop())
+            else:
+                values = _line_values(short, clean)
+                inserted += _many(db, LINE_INSERTS, len(values) // LINE_INSERTS.width, iter(values))
     return inserted
 
 
@@ -373,6 +386,16 @@ def _line_values(blocks: Iterable[_LineBlock], clean: bool) -> list[Any]:
     for execution_pk, step_pk, stream, ts, start, lines in blocks:
         for seq, text in enumerate(_clean(lines) if clean else lines, start):
             extend((execution_pk, seq, step_pk, stream, ts, text))
+    return values
+
+
+def _run_values(blocks: Iterable[_LineBlock], clean: bool) -> list[Any]:
+    """The same for blocks of one execution and stream (RUN_INSERTS): four values a line."""
+    values: list[Any] = []
+    extend = values.extend
+    for _execution_pk, step_pk, _stream, ts, start, lines in blocks:
+        for seq, text in enumerate(_clean(lines) if clean else lines, start):
+            extend((seq, step_pk, ts, text))
     return values
 
 
