@@ -95,11 +95,14 @@ log = logging.getLogger(__name__)
 S = TypeVar("S", bound=StrEnum)
 
 #: rows per statement at most (storage.upserts.MultiRow): a batch of a command printing markers
-#: (~1,650 steps, ~5,000 lines) is ~25 statements. The prepared statements of every size of every
-#: table take ~3.4 MB; the step upsert of 256 rows ~0.9 ms to prepare.
-SNAPSHOT_ROWS = 256
-#: log lines per statement at most: the same, for rows of 6 values
-LINE_ROWS = 512
+#: (~1,650 steps, ~5,000 lines) is ~15 statements (~25 at 256 and 512 rows: the event loop waited
+#: for the writer ~0.32 -> ~0.25 s of 100,000 marker pairs). The prepared statements of every size of
+#: every table take a few MB (100,000 marker pairs' peak RSS +1.5 MB against 256 and 512 rows, which
+#: the write connection's smaller page cache made room for: storage.pragmas); the step upsert of 256
+#: rows took ~0.9 ms to prepare.
+SNAPSHOT_ROWS = 512
+#: log lines per statement at most: the same, for rows of 6 (or 4: RUN_INSERTS) values
+LINE_ROWS = 1024
 
 _LINE_COLUMNS = "log_lines (execution_pk, seq, step_pk, stream, ts, text)"
 #: Log lines, rows of 6 values. OR IGNORE: a repeated (execution, seq) is an engine bug, but failing
