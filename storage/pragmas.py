@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # SQLAlchemy is imported by who installs the listeners: the C
 WRITE = "stepflow_write"
 
 CACHE_SIZE_KIB = 16_384
+#: the store writer's connection's own (storage.write_connection): it appends, and an append touches
+#: the right edge of each b-tree and a few index pages; the reads, on other connections, keep theirs
+WRITER_CACHE_SIZE_KIB = 2_048
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 #: bytes per page of a new file (SQLite's default is 4096); a file keeps the size it was made with.

@@ -61,12 +61,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from enum import StrEnum
-from itertools import chain, count, groupby, islice, repeat
+from itertools import chain, groupby, islice
 from json import loads
 from operator import itemgetter
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from engine.events import (
     ArtifactAdded,
@@ -84,7 +84,7 @@ from engine.events import (
     StepUpdated,
 )
 from engine.execution.transitions import EXECUTION_TRANSITIONS, STEP_TRANSITIONS
-from engine.model import Step
+from engine.model import Step, Stream
 from engine.surrogates import replace_surrogates
 from storage.columns import MAX_SPAN_LINES
 from storage.rows import ARTIFACTS, EXECUTIONS, STEPS
@@ -95,11 +95,14 @@ log = logging.getLogger(__name__)
 S = TypeVar("S", bound=StrEnum)
 
 #: rows per statement at most (storage.upserts.MultiRow): a batch of a command printing markers
-#: (~1,650 steps, ~5,000 lines) is ~25 statements. The prepared statements of every size of every
-#: table take ~3.4 MB; the step upsert of 256 rows ~0.9 ms to prepare.
-SNAPSHOT_ROWS = 256
-#: log lines per statement at most: the same, for rows of 6 values
-LINE_ROWS = 512
+#: (~1,650 steps, ~5,000 lines) is ~15 statements (~25 at 256 and 512 rows: the event loop waited
+#: for the writer ~0.32 -> ~0.25 s of 100,000 marker pairs). The prepared statements of every size of
+#: every table take a few MB (100,000 marker pairs' peak RSS +1.5 MB against 256 and 512 rows, which
+#: the write connection's smaller page cache made room for: storage.pragmas); the step upsert of 256
+#: rows took ~0.9 ms to prepare.
+SNAPSHOT_ROWS = 512
+#: log lines per statement at most: the same, for rows of 6 (or 4: RUN_INSERTS) values
+LINE_ROWS = 1024
 
 _LINE_COLUMNS = "log_lines (execution_pk, seq, step_pk, stream, ts, text)"
 #: Log lines, rows of 6 values. OR IGNORE: a repeated (execution, seq) is an engine bug, but failing
@@ -110,6 +113,12 @@ LINE_INSERTS = MultiRow(6, LINE_ROWS, lambda rows: f"INSERT OR IGNORE INTO {_LIN
 BLOCK_INSERTS = MultiRow(1, LINE_ROWS, lambda rows: (
     f"INSERT OR IGNORE INTO {_LINE_COLUMNS} SELECT ?1, ?2 + column1, ?3, ?4, ?5, column2 FROM (VALUES "
     + ", ".join(f"({i}, ?{i + 6})" for i in range(rows)) + ")"))
+#: Log lines of short blocks of one execution and stream (a batch of a command printing markers):
+#: those two bound once, then rows of 4 values (seq, step_pk, ts, text); binding costs the writer's
+#: thread GIL-held time by the parameter (the module's docstring)
+RUN_INSERTS = MultiRow(4, LINE_ROWS, lambda rows: (
+    f"INSERT OR IGNORE INTO {_LINE_COLUMNS} SELECT ?1, column1, column2, ?2, column3, column4 FROM "
+    f"(VALUES {', '.join(['(?, ?, ?, ?)'] * rows)})"))
 #: one row (the benches' raw sqlite3 baselines insert with it)
 INSERT_LINES = LINE_INSERTS.sql(1)
 #: blocks of at least this many lines go a statement (or a few) each, as BLOCK_INSERTS; shorter ones
@@ -253,13 +262,14 @@ class BatchWriter:
                 pass  # Notice, LinesDropped: for people watching, not kept
 
 
-def _many(db: sqlite3.Connection, statements: MultiRow, count: int, values: Iterator[Any]) -> int:
+def _many(db: sqlite3.Connection, statements: MultiRow, count: int, values: Iterator[Any],
+          head: Sequence[Any] = ()) -> int:
     """`count` rows whose values come flat from `values`, a few statements of many rows each (see
-    the module's docstring); the rows changed."""
+    the module's docstring), each statement's parameters after those of `head`; the rows changed."""
     changed = 0
     width = statements.width
-    for rows, size in statements.padded(count, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)):
-        params = list(islice(values, rows * width))
+    for rows, size in statements.padded(count, db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - len(head)):
+        params = [*head, *islice(values, rows * width)]
         if size > rows:  # the last row again, to a size whose statement is prepared (MultiRow.padded)
             params += params[-width:] * (size - rows)
         changed += db.execute(statements.sql(size), params).rowcount
@@ -296,7 +306,7 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json: bool,
     """The lines and their spans; returns how many lines were inserted."""
     execution_pks = _keys(db, "executions", {e.exec_id for e in events}, json)
     step_pks = _keys(db, "steps", {e.step_id for e in events if e.step_id is not None}, json)
-    known = [_LineBlock(e, execution_pks, step_pks) for e in events if e.exec_id in execution_pks]
+    known = _blocks(events, execution_pks, step_pks)
     if len(known) < len(events):
         lost = {e.exec_id for e in events} - execution_pks.keys()
         log.warning("dropped %d log line(s) of unknown execution(s) %s",
@@ -317,35 +327,88 @@ def _insert_lines(db: sqlite3.Connection, events: list[LinesLogged], json: bool,
         # UTF-8 cannot encode. The lines before it are in; OR IGNORE makes sending all again safe.
         log.warning("log lines with characters UTF-8 cannot encode were stored with U+FFFD in their place")
         return _send_lines(db, known, clean=True)
-    expected = sum(len(block.lines) for block in known)
+    expected = sum(len(block[_LINES]) for block in known)
     if inserted < expected:
         log.warning("%d log line(s) repeated a (execution, seq) already stored and were ignored",
                     expected - inserted)
     return inserted
 
 
+#: a block of lines (a LinesLogged event of a known execution), made on the writer's thread, where
+#: every µs a block holds the GIL the event loop waits (a batch of markers has ~1,650 blocks):
+#: (execution_pk, step_pk, stream, ts, start_seq, lines)
+_LineBlock = tuple[int, int | None, str, float, int, Sequence[str]]
+_LINES: Final = 5
+_STREAMS = {stream: stream.value for stream in Stream}
+
+
+def _blocks(events: list[LinesLogged], execution_pks: dict[str, int], step_pks: dict[str, int]) -> list[_LineBlock]:
+    """The blocks of the events whose execution is known. The events of one read of a command's
+    output share one timestamp: it is converted once."""
+    blocks: list[_LineBlock] = []
+    append = blocks.append
+    stamp: datetime | None = None
+    ts = 0.0
+    for e in events:
+        execution_pk = execution_pks.get(e.exec_id)
+        if execution_pk is None:
+            continue
+        if e.timestamp is not stamp:
+            stamp = e.timestamp
+            ts = (stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)).timestamp()
+        step_id = e.step_id
+        append((execution_pk, None if step_id is None else step_pks.get(step_id), _STREAMS[e.stream], ts,
+                e.start_seq, e.lines))
+    return blocks
+
+
 def _send_lines(db: sqlite3.Connection, blocks: list[_LineBlock], *, clean: bool) -> int:
-    """The blocks' lines: runs of short blocks LINE_ROWS lines at a time in one statement (their
-    rows made as they are bound, a statement's worth at a time), a long block in statements of its
-    own (BLOCK_INSERTS)."""
+    """The blocks' lines: runs of short blocks LINE_ROWS lines at a time in one statement, a long
+    block in statements of its own (BLOCK_INSERTS)."""
     inserted = 0
-    for long, run in groupby(blocks, key=lambda block: len(block.lines) >= LONG_BLOCK):
+    for long, run in groupby(blocks, key=lambda block: len(block[_LINES]) >= LONG_BLOCK):
         if long:
             inserted += sum(_insert_block(db, block, clean) for block in run)
         else:
             short = list(run)
-            count = sum(len(block.lines) for block in short)
-            values = chain.from_iterable(chain.from_iterable(block.rows(clean) for block in short))
-            inserted += _many(db, LINE_INSERTS, count, values)
+            heads = {(block[0], block[2]) for block in short}
+            if len(heads) == 1:
+                values = _run_values(short, clean)
+                inserted += _many(db, RUN_INSERTS, len(values) // RUN_INSERTS.width, iter(values), heads.pop())
+            else:
+                values = _line_values(short, clean)
+                inserted += _many(db, LINE_INSERTS, len(values) // LINE_INSERTS.width, iter(values))
     return inserted
 
 
+def _line_values(blocks: Iterable[_LineBlock], clean: bool) -> list[Any]:
+    """The rows of short blocks' lines, flat: six values a line (a tuple a line, then one list, cost
+    the writer's thread less than iterators chained over the blocks)."""
+    values: list[Any] = []
+    extend = values.extend
+    for execution_pk, step_pk, stream, ts, start, lines in blocks:
+        for seq, text in enumerate(_clean(lines) if clean else lines, start):
+            extend((execution_pk, seq, step_pk, stream, ts, text))
+    return values
+
+
+def _run_values(blocks: Iterable[_LineBlock], clean: bool) -> list[Any]:
+    """The same for blocks of one execution and stream (RUN_INSERTS): four values a line."""
+    values: list[Any] = []
+    extend = values.extend
+    for _execution_pk, step_pk, _stream, ts, start, lines in blocks:
+        for seq, text in enumerate(_clean(lines) if clean else lines, start):
+            extend((seq, step_pk, ts, text))
+    return values
+
+
 def _insert_block(db: sqlite3.Connection, block: _LineBlock, clean: bool) -> int:
-    execution_pk, step_pk, stream, ts = block.head
-    lines = _clean(block.lines) if clean else block.lines
+    execution_pk, step_pk, stream, ts, start, lines = block
+    if clean:
+        lines = _clean(lines)
     inserted = at = 0
     for rows in BLOCK_INSERTS.sizes(len(lines), db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) - 5):
-        params = [execution_pk, block.start + at, step_pk, stream, ts, *lines[at:at + rows]]
+        params = [execution_pk, start + at, step_pk, stream, ts, *lines[at:at + rows]]
         inserted += db.execute(BLOCK_INSERTS.sql(rows), params).rowcount
         at += rows
     return inserted
@@ -367,35 +430,14 @@ def _keys(db: sqlite3.Connection, table: str, ids: set[str], json: bool) -> dict
     return keys
 
 
-class _LineBlock:
-    """The rows of one LinesLogged event, made as they are consumed."""
-
-    __slots__ = ("head", "lines", "start")
-
-    def __init__(self, e: LinesLogged, execution_pks: dict[str, int], step_pks: dict[str, int]) -> None:
-        ts = e.timestamp if e.timestamp.tzinfo else e.timestamp.replace(tzinfo=UTC)
-        step_pk = None if e.step_id is None else step_pks.get(e.step_id)
-        self.head = (execution_pks[e.exec_id], step_pk, e.stream.value, ts.timestamp())
-        self.start = e.start_seq
-        self.lines = e.lines
-
-    def rows(self, clean: bool) -> Iterator[tuple[Any, ...]]:
-        execution_pk, step_pk, stream, ts = self.head
-        return zip(
-            repeat(execution_pk), count(self.start), repeat(step_pk), repeat(stream), repeat(ts),
-            _clean(self.lines) if clean else self.lines, strict=False,
-        )
-
-
 def spans_of(blocks: Iterable[_LineBlock]) -> list[tuple[int, int, int | None, int]]:
     """Rows of log_spans, `(execution_pk, first_seq, step_pk, lines)`: a block's lines, joined to
     the previous span of its execution when they continue it (same step, the next seq), in pieces of
     at most MAX_SPAN_LINES. Lines without a step have spans of step None."""
     spans: list[list[Any]] = []
     last: dict[int, list[Any]] = {}
-    for block in blocks:
-        execution_pk, step_pk = block.head[0], block.head[1]
-        first, n = block.start, len(block.lines)
+    for execution_pk, step_pk, _stream, _ts, first, lines in blocks:
+        n = len(lines)
         span = last.get(execution_pk)
         if span is not None and span[2] == step_pk and span[1] + span[3] == first:
             joined = min(n, MAX_SPAN_LINES - span[3])
@@ -409,7 +451,7 @@ def spans_of(blocks: Iterable[_LineBlock]) -> list[tuple[int, int, int | None, i
             n -= span[3]
         if span is not None:
             last[execution_pk] = span
-    return [(e, first, step, n) for e, first, step, n in spans]
+    return spans  # type: ignore[return-value]  # lists of those four, bound as rows alike
 
 
 def _clean(lines: Sequence[str]) -> list[str]:
