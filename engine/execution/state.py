@@ -83,8 +83,12 @@ _COUNTER_END = 1 << 48
 
 
 def _marker_step_id() -> str:
+    return _marker_step_id_at(time.time_ns() // 1_000_000)
+
+
+def _marker_step_id_at(ms: int) -> str:
+    """`_marker_step_id` at `ms` milliseconds since the epoch (a block of output's one clock reading)."""
     global _id_ms, _id_prefix, _id_counter
-    ms = time.time_ns() // 1_000_000
     counter = _id_counter + 1
     if ms > _id_ms or counter >= _COUNTER_END:
         ms = max(ms, _id_ms + 1)
@@ -94,6 +98,11 @@ def _marker_step_id() -> str:
         counter = bits & (_COUNTER_START - 1)
     _id_counter = counter
     return f"{_id_prefix}{counter:012x}"
+
+
+#: bound once: each look-up through the enum class costs ~0.1 us (EnumType.__getattr__)
+_MARKER = StepKind.MARKER
+_RUNNING = StepStatus.RUNNING
 
 
 class ExecutionState:
@@ -124,6 +133,8 @@ class ExecutionState:
         #: while events are held: when the block was read, the time of all that it does (its
         #: lines, the steps it starts and ends), one clock reading instead of three a marker pair
         self._held_at: datetime | None = None
+        #: the same, in milliseconds since the epoch (for the ids of the steps the block adds)
+        self._held_ms = 0
 
     # -- publishing -----------------------------------------------------------------------
     def hold(self) -> bool:
@@ -136,6 +147,7 @@ class ExecutionState:
             return False
         self._held = []
         self._held_at = utcnow()
+        self._held_ms = time.time_ns() // 1_000_000
         return True
 
     async def release(self) -> None:
@@ -183,11 +195,15 @@ class ExecutionState:
     ) -> Step:
         """A marker step, running. `counters=False`: the execution's counters are published later,
         by the caller's `counters_changed` (a command's pump does so once per block of output)."""
-        step = self._new_marker_step(
-            parent, name, stop_on_error, estimated_duration, dict(metadata) if metadata else {},
-            self._held_at or utcnow(),
+        now = self._held_at
+        if now is None:
+            now, ms = utcnow(), time.time_ns() // 1_000_000
+        else:
+            ms = self._held_ms
+        step, running = self._new_marker_step(
+            parent, name, stop_on_error, estimated_duration, dict(metadata) if metadata else {}, now, ms
         )
-        await self._publish(StepAdded(step.snapshot()))
+        await self._publish(StepAdded(running))
         if counters:
             await self.counters_changed()
         return step
@@ -204,9 +220,11 @@ class ExecutionState:
         its event joins the held ones, which the caller publishes when `spill_due`. The step takes
         `metadata` as it is (not a copy)."""
         held = self._held
-        assert held is not None, "events are not held"
-        step = self._new_marker_step(parent, name, stop_on_error, estimated_duration, metadata, self._held_at)
-        held.append(step_added(step.snapshot()))
+        assert held is not None and self._held_at is not None, "events are not held"
+        step, running = self._new_marker_step(
+            parent, name, stop_on_error, estimated_duration, metadata, self._held_at, self._held_ms
+        )
+        held.append(step_added(running))
         return step
 
     def _new_marker_step(
@@ -216,37 +234,49 @@ class ExecutionState:
         stop_on_error: bool,
         estimated_duration: float | None,
         metadata: dict[str, Any],
-        now: datetime | None,
-    ) -> Step:
+        now: datetime,
+        ms: int,
+    ) -> tuple[Step, Step]:
+        """A new marker step, running since `now` (its id made at `ms`, the same time in
+        milliseconds), and a copy of it as it is now (`snapshot`, for its StepAdded)."""
         index = self._next_index  # _take_index, spelt out
         self._next_index = index + 1
-        # by position, in the order of Step's fields: a third of the work of naming them
+        step_id = _marker_step_id_at(ms)
+        execution_id = self.execution.id
+        parent_id = parent.id
+        target = parent.target
+        # by position, in the order of Step's fields (a third of the work of naming them), running
+        # from the start (what `move_step` to RUNNING does to a new step); its snapshot made the same
+        # way, not copied from it (a look-up of each field fewer)
         step = Step(
-            _marker_step_id(),  # id
-            self.execution.id,  # execution_id
+            step_id,  # id
+            execution_id,
             name,
-            StepKind.MARKER,  # kind
-            parent.id,  # parent_id
+            _MARKER,  # kind
+            parent_id,
             index,
             "",  # description
-            StepStatus.PENDING,  # status
+            _RUNNING,  # status
             None,  # exit_code
             None,  # error_message
             None,  # abort_reason
-            now or utcnow(),  # created_at
-            None,  # started_at
+            now,  # created_at
+            now,  # started_at
             None,  # completed_at
             estimated_duration,
             stop_on_error,
             None,  # progress
             metadata,
-            parent.target,  # target
+            target,
         )
-        move_step(step, StepStatus.RUNNING, at=now)
-        self.steps[step.id] = step
+        running = Step(
+            step_id, execution_id, name, _MARKER, parent_id, index, "", _RUNNING, None, None, None, now, now,
+            None, estimated_duration, stop_on_error, None, dict(metadata), target,
+        )
+        self.steps[step_id] = step
         self._work.started(step)  # new, running, no progress
         self.execution.current_step_index = index
-        return step
+        return step, running
 
     def _take_index(self) -> int:
         index = self._next_index
