@@ -92,3 +92,22 @@ def test_a_started_marker_step_counts_in_the_progress_as_any_running_step() -> N
         tally.count(steps[0])
     for tally in (counted, started):
         assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (4, 1, 25.0)
+
+
+def test_a_completed_marker_step_counts_in_the_progress_as_any_completed_step() -> None:
+    from engine.execution.transitions import move_step
+    from engine.model import ExecutionStatus, Step
+    from engine.progress import WorkTally
+
+    counted, completed = WorkTally(), WorkTally()
+    steps = [Step(id=f"s{i}", execution_id="e", name=f"s{i}", kind=StepKind.MARKER) for i in range(3)]
+    for step in steps:
+        move_step(step, StepStatus.RUNNING)
+        counted.count(step)
+        completed.started(step)
+    for step in steps[:2]:
+        move_step(step, StepStatus.COMPLETED)
+        counted.count(step)
+        completed.completed(step)
+    for tally in (counted, completed):
+        assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (3, 2, 66.7)

@@ -103,6 +103,7 @@ def _marker_step_id_at(ms: int) -> str:
 #: bound once: each look-up through the enum class costs ~0.1 us (EnumType.__getattr__)
 _MARKER = StepKind.MARKER
 _RUNNING = StepStatus.RUNNING
+_COMPLETED = StepStatus.COMPLETED
 
 
 class ExecutionState:
@@ -328,12 +329,22 @@ class ExecutionState:
         state: the caller then awaits `forget_stored`."""
         held = self._held
         assert held is not None, "events are not held"
-        if step.status not in STEP_TRANSITIONS[status]:
-            return False
-        if error is not None:
-            error = self.masker.mask(error)
-        move_step(step, status, exit_code=exit_code, error=error, at=self._held_at)
-        self._work.count(step)
+        if status is _COMPLETED and error is None and step.status is _RUNNING:
+            # the usual close (STEP_TRANSITIONS allows it): move_step and WorkTally.count spelt out
+            step.status = _COMPLETED
+            step.completed_at = self._held_at
+            if exit_code is not None:
+                step.exit_code = exit_code
+            if step.progress is not None:
+                step.progress = 100.0
+            self._work.completed(step)
+        else:
+            if step.status not in STEP_TRANSITIONS[status]:
+                return False
+            if error is not None:
+                error = self.masker.mask(error)
+            move_step(step, status, exit_code=exit_code, error=error, at=self._held_at)
+            self._work.count(step)
         # as in finish_step: the event carries the step itself
         held.append(step_finished(step))
         finished = self._finished_markers
