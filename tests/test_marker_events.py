@@ -111,3 +111,18 @@ def test_a_completed_marker_step_counts_in_the_progress_as_any_completed_step() 
         completed.completed(step)
     for tally in (counted, completed):
         assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (3, 2, 66.7)
+
+
+def test_marker_step_ids_of_one_millisecond_count_up_across_their_last_two_digits() -> None:
+    import time
+
+    from engine.execution.state import _marker_step_id_at
+
+    ms = time.time_ns() // 1_000_000 + 1_000  # ahead of the ids made so far (a clock back keeps its ms)
+    ids = [_marker_step_id_at(ms) for _ in range(600)]  # at least two carries out of the last byte
+    counters = [int(step_id[-12:], 16) for step_id in ids]
+    assert counters == list(range(counters[0], counters[0] + 600))
+    assert len({step_id[:-12] for step_id in ids}) == 1
+    assert all(uuid.UUID(step_id).version == 7 and len(step_id) == 36 for step_id in ids)
+    later = _marker_step_id_at(ms + 1)
+    assert later > ids[-1] and later[:13] != ids[-1][:13]
