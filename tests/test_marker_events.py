@@ -126,3 +126,49 @@ def test_marker_step_ids_of_one_millisecond_count_up_across_their_last_two_digit
     assert all(uuid.UUID(step_id).version == 7 and len(step_id) == 36 for step_id in ids)
     later = _marker_step_id_at(ms + 1)
     assert later > ids[-1] and later[:13] != ids[-1][:13]
+
+
+async def test_a_block_of_held_events_goes_to_the_store_writer_with_its_log_lines_counted() -> None:
+    from engine.events import LinesLogged
+    from engine.execution.state import ExecutionState
+    from engine.hub import Bundle, Hub
+    from engine.masking import Masker
+    from engine.model import Execution, Step
+
+    hub = Hub()
+    branch = Step(id="b", execution_id="e", name="local", kind=StepKind.BRANCH)
+    state = ExecutionState(Execution(id="e", name="x"), [branch], hub, Masker(), first_seq=7)
+    await state.log_lines(branch.id, Stream.STDOUT, ["before the block"])  # not held: not in a bundle
+    bundles: list[Bundle] = []
+    for sizes in ((3, 0, 2), (1,), ()):
+        assert state.hold()
+        for size in sizes:
+            step = state.add_held_marker_step(branch, "s", False, None, {})
+            state.log_held_lines(step.id, Stream.STDOUT, [f"line {n}" for n in range(size)])
+            await state.spill()
+            state.log_held_lines(branch.id, Stream.STDERR, ["after"])
+        await state.release()
+    while not hub.sink.empty():
+        item = hub.sink.get_nowait()
+        if isinstance(item, Bundle):
+            bundles.append(item)
+    assert [b.lines for b in bundles] == [
+        sum(len(e.lines) for e in b if isinstance(e, LinesLogged)) for b in bundles
+    ] == [3, 1, 3, 1, 1, 1]
+
+
+async def test_a_subscriber_takes_a_block_whole_when_it_has_room_and_drops_only_lines_when_full() -> None:
+    from engine.events import LinesDropped
+    from engine.hub import Hub
+
+    hub = Hub()
+    sub = hub.subscribe(maxsize=4)
+    now = utcnow()
+    lines = [lines_logged("e", "s", Stream.STDOUT, seq, now, ("a", "b")) for seq in (0, 2)]
+    block = [step_added(None), lines[0], step_finished(None)]  # type: ignore[arg-type]
+    sub.offer_many(block)  # room for all three
+    sub.offer_many([*lines, block[2]])  # room for one: the second lines are dropped, not the step's end
+    assert sub.dropped_total == 2
+    got = [await asyncio.wait_for(sub.__anext__(), 1) for _ in range(6)]
+    # the loss is told once the queue is half empty again
+    assert got == [*block, lines[0], LinesDropped("e", 2), block[2]]

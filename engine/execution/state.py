@@ -143,6 +143,8 @@ class ExecutionState:
         self._held_at: datetime | None = None
         #: the same, in milliseconds since the epoch (for the ids of the steps the block adds)
         self._held_ms = 0
+        #: `_next_seq` when the events held now began: the log lines among them are those after
+        self._held_seq = first_seq
 
     # -- publishing -----------------------------------------------------------------------
     def hold(self) -> bool:
@@ -154,6 +156,7 @@ class ExecutionState:
         if self._held is not None:
             return False
         self._held = []
+        self._held_seq = self._next_seq
         self._held_at = utcnow()
         self._held_ms = time.time_ns() // 1_000_000
         return True
@@ -162,7 +165,14 @@ class ExecutionState:
         held, self._held = self._held, None
         self._held_at = None
         if held:
-            await self.hub.publish_many(held)
+            await self.hub.publish_many(held, self._held_lines())
+
+    def _held_lines(self) -> int:
+        """The log lines among the events held (each LinesLogged took its numbers from
+        `_next_seq`), counted from now on again."""
+        lines = self._next_seq - self._held_seq
+        self._held_seq = self._next_seq
+        return lines
 
     def holding(self) -> bool:
         """Events are held (see `hold`): the `*_held` methods may be used."""
@@ -178,7 +188,7 @@ class ExecutionState:
         held = self._held
         if held:
             self._held = []
-            await self.hub.publish_many(held)
+            await self.hub.publish_many(held, self._held_lines())
 
     async def _publish(self, event: Event) -> None:
         held = self._held
@@ -188,7 +198,7 @@ class ExecutionState:
         held.append(event)
         if len(held) >= HOLD_AT_MOST:  # the store writer's queue holds about as many
             self._held = []
-            await self.hub.publish_many(held)
+            await self.hub.publish_many(held, self._held_lines())
 
     # -- steps ----------------------------------------------------------------------------
     async def add_marker_step(
