@@ -20,9 +20,12 @@ class Bundle(list[Event]):
     """Events that go into the sink as one item, in order (`Hub.publish_many`): what one block of a
     command's output made. `lines`: the log lines among them."""
 
-    def __init__(self, events: list[Event]) -> None:
+    def __init__(self, events: list[Event], lines: int | None = None) -> None:
+        """`lines`: the log lines among `events`, when the publisher counted them as it went."""
         super().__init__(events)
-        self.lines = sum([len(e.lines) for e in events if type(e) is LinesLogged])  # type: ignore[attr-defined]
+        if lines is None:
+            lines = sum([len(e.lines) for e in events if type(e) is LinesLogged])  # type: ignore[attr-defined]
+        self.lines = lines
 
 
 class Subscriber:
@@ -51,8 +54,13 @@ class Subscriber:
             return
         items = self._items
         maxsize = self._maxsize
-        dropped = self._dropped
         before = len(items)
+        if before + len(events) <= maxsize:  # room for all: none is dropped, as below
+            if events:
+                items.extend(events)
+                self._wakeup.set()
+            return
+        dropped = self._dropped
         for event in events:
             if event.coalescable and len(items) >= maxsize:
                 if isinstance(event, LinesLogged):
@@ -213,12 +221,13 @@ class Hub:
         for sub in self._subscribers:
             sub.offer(event)
 
-    async def publish_many(self, events: list[Event]) -> None:
+    async def publish_many(self, events: list[Event], lines: int | None = None) -> None:
         """`publish` of each, in order, as one item of the sink (`Bundle`): for what one block of a
-        command's output made, thousands of events a second when it prints markers."""
+        command's output made, thousands of events a second when it prints markers. `lines`: the
+        log lines among them, when the caller counted them (else they are counted here)."""
         if not events:
             return
-        await self.sink.put(Bundle(events))
+        await self.sink.put(Bundle(events, lines))
         for sub in self._subscribers:
             sub.offer_many(events)
 

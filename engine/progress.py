@@ -90,6 +90,14 @@ class WorkTally:
         is 0): what a command printing markers does thousands of times a second."""
         self._shares[step.id] = 0.0
 
+    def completed(self, step: Step) -> None:
+        """`count(step)` of a workflow or marker step that just completed: the usual end of the
+        thousands of marker steps a second a command may print."""
+        before = self._shares.pop(step.id, None)
+        self._settled += 1
+        self._completed += 1
+        self._work_done += 1.0 - (before or 0.0)
+
     @property
     def work_total(self) -> int:
         """Workflow and marker steps (what `total_steps` counts)."""

@@ -92,3 +92,83 @@ def test_a_started_marker_step_counts_in_the_progress_as_any_running_step() -> N
         tally.count(steps[0])
     for tally in (counted, started):
         assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (4, 1, 25.0)
+
+
+def test_a_completed_marker_step_counts_in_the_progress_as_any_completed_step() -> None:
+    from engine.execution.transitions import move_step
+    from engine.model import ExecutionStatus, Step
+    from engine.progress import WorkTally
+
+    counted, completed = WorkTally(), WorkTally()
+    steps = [Step(id=f"s{i}", execution_id="e", name=f"s{i}", kind=StepKind.MARKER) for i in range(3)]
+    for step in steps:
+        move_step(step, StepStatus.RUNNING)
+        counted.count(step)
+        completed.started(step)
+    for step in steps[:2]:
+        move_step(step, StepStatus.COMPLETED)
+        counted.count(step)
+        completed.completed(step)
+    for tally in (counted, completed):
+        assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (3, 2, 66.7)
+
+
+def test_marker_step_ids_of_one_millisecond_count_up_across_their_last_two_digits() -> None:
+    import time
+
+    from engine.execution.state import _marker_step_id_at
+
+    ms = time.time_ns() // 1_000_000 + 1_000  # ahead of the ids made so far (a clock back keeps its ms)
+    ids = [_marker_step_id_at(ms) for _ in range(600)]  # at least two carries out of the last byte
+    counters = [int(step_id[-12:], 16) for step_id in ids]
+    assert counters == list(range(counters[0], counters[0] + 600))
+    assert len({step_id[:-12] for step_id in ids}) == 1
+    assert all(uuid.UUID(step_id).version == 7 and len(step_id) == 36 for step_id in ids)
+    later = _marker_step_id_at(ms + 1)
+    assert later > ids[-1] and later[:13] != ids[-1][:13]
+
+
+async def test_a_block_of_held_events_goes_to_the_store_writer_with_its_log_lines_counted() -> None:
+    from engine.events import LinesLogged
+    from engine.execution.state import ExecutionState
+    from engine.hub import Bundle, Hub
+    from engine.masking import Masker
+    from engine.model import Execution, Step
+
+    hub = Hub()
+    branch = Step(id="b", execution_id="e", name="local", kind=StepKind.BRANCH)
+    state = ExecutionState(Execution(id="e", name="x"), [branch], hub, Masker(), first_seq=7)
+    await state.log_lines(branch.id, Stream.STDOUT, ["before the block"])  # not held: not in a bundle
+    bundles: list[Bundle] = []
+    for sizes in ((3, 0, 2), (1,), ()):
+        assert state.hold()
+        for size in sizes:
+            step = state.add_held_marker_step(branch, "s", False, None, {})
+            state.log_held_lines(step.id, Stream.STDOUT, [f"line {n}" for n in range(size)])
+            await state.spill()
+            state.log_held_lines(branch.id, Stream.STDERR, ["after"])
+        await state.release()
+    while not hub.sink.empty():
+        item = hub.sink.get_nowait()
+        if isinstance(item, Bundle):
+            bundles.append(item)
+    assert [b.lines for b in bundles] == [
+        sum(len(e.lines) for e in b if isinstance(e, LinesLogged)) for b in bundles
+    ] == [3, 1, 3, 1, 1, 1]
+
+
+async def test_a_subscriber_takes_a_block_whole_when_it_has_room_and_drops_only_lines_when_full() -> None:
+    from engine.events import LinesDropped
+    from engine.hub import Hub
+
+    hub = Hub()
+    sub = hub.subscribe(maxsize=4)
+    now = utcnow()
+    lines = [lines_logged("e", "s", Stream.STDOUT, seq, now, ("a", "b")) for seq in (0, 2)]
+    block = [step_added(None), lines[0], step_finished(None)]  # type: ignore[arg-type]
+    sub.offer_many(block)  # room for all three
+    sub.offer_many([*lines, block[2]])  # room for one: the second lines are dropped, not the step's end
+    assert sub.dropped_total == 2
+    got = [await asyncio.wait_for(sub.__anext__(), 1) for _ in range(6)]
+    # the loss is told once the queue is half empty again
+    assert got == [*block, lines[0], LinesDropped("e", 2), block[2]]

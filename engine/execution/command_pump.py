@@ -212,6 +212,11 @@ class CommandPump:
         start = 0
         #: the step open now, when known without asking (a step the usual way just opened)
         opened_last: str | None = None
+        open_held, close_held, log_held = self._open_held, self._close_held, state.log_held_lines
+        feed = tree.feed
+        # what the held way below takes, asked once a block and again after anything that may
+        # have let another task run (a mask added by another command of the execution)
+        held_way = state.holding() and not state.masker
         for i, markers in self._parser.iter_lines(lines):
             # where the lines before the marker go, and the step the marker finds open
             before = opened_last or self._current_step_id()
@@ -220,40 +225,41 @@ class CommandPump:
                 if run and before != run_step:
                     await state.log_lines(run_step, stream, run)
                     run = []
+                    held_way = state.holding() and not state.masker
                 run_step = before
                 if run:
                     run.extend(lines[start:i])
                 else:
                     run = lines[start:i]
             if len(markers) == 1:
-                actions = tree.feed(markers[0])
-                if (
-                    (type(actions[0]) in _HELD_ACTIONS if len(actions) == 1 else _opens_and_closes(actions))
-                    and state.holding()
-                    and not state.masker
+                marker = markers[0]
+                actions = feed(marker)
+                if held_way and (
+                    type(actions[0]) in _HELD_ACTIONS if len(actions) == 1 else _opens_and_closes(actions)
                 ):
                     # the usual marker (a step opened or closed) while the block's events are
                     # held: applied without coroutines, as below
-                    closing = type(markers[0]) is StepClosed  # then the actions only close
+                    closing = type(marker) is StepClosed  # then the actions only close
                     if closing:
                         # the line that closes a step is its last: it goes out with the step's
                         # lines before it, ahead of the close (one event where there were two)
                         if run and before != run_step:
-                            state.log_held_lines(run_step, stream, run)
+                            log_held(run_step, stream, run)
                             run = []
                         run.append(lines[i])
-                        state.log_held_lines(before, stream, run)
+                        log_held(before, stream, run)
                         run = []
                         run_step = before
                     elif run:
-                        state.log_held_lines(run_step, stream, run)
+                        log_held(run_step, stream, run)
                         run = []
                     opened = None
                     for action in actions:
-                        if type(action) is mt.OpenStep:
-                            opened = self._open_held(action)
-                        elif self._close_held(action):  # type: ignore[arg-type]
+                        if type(action) is _OpenStep:
+                            opened = open_held(action)  # type: ignore[arg-type]
+                        elif close_held(action):  # type: ignore[arg-type]
                             await state.forget_stored()
+                            held_way = state.holding() and not state.masker
                     if not closing:
                         # the marker line itself belongs to the step it opens, or the one it closes
                         run_step = opened or before
@@ -262,6 +268,7 @@ class CommandPump:
                         opened_last = opened
                     if state.spill_due():
                         await state.spill()
+                        held_way = state.holding() and not state.masker
                     start = i + 1
                     continue
                 fed = [actions]
@@ -282,6 +289,7 @@ class CommandPump:
                     for action in closes:
                         await self._apply(action)
                     start = i + 1
+                    held_way = state.holding() and not state.masker
                     continue
             for actions in fed:
                 if run and actions:
@@ -299,6 +307,7 @@ class CommandPump:
             run_step = step_id
             run.append(lines[i])
             start = i + 1
+            held_way = state.holding() and not state.masker
         if start < len(lines):
             step_id = self._current_step_id()
             if run and step_id != run_step:
@@ -547,6 +556,7 @@ class CommandPump:
 
 
 _HELD_ACTIONS = frozenset({mt.OpenStep, mt.CloseStep})
+_OpenStep = mt.OpenStep
 
 
 def _opens_and_closes(actions: list[mt.Action]) -> bool:

@@ -77,14 +77,22 @@ _marker_ids = random.Random(os.urandom(32))
 _id_ms = -1
 #: the id's text up to its counter: "tttttttt-tttt-7aaa-vbbb-" (time, version, random, variant+random)
 _id_prefix = ""
+#: the same and the counter's hex digits but its last two, which `_LOW_DIGITS` gives: the counter is
+#: formatted once every 256 ids (formatting it each time was ~0.1 us an id)
+_id_head = ""
+_LOW_DIGITS = tuple(f"{low:02x}" for low in range(256))
 _id_counter = 0
 _COUNTER_START = 1 << 47
 _COUNTER_END = 1 << 48
 
 
 def _marker_step_id() -> str:
-    global _id_ms, _id_prefix, _id_counter
-    ms = time.time_ns() // 1_000_000
+    return _marker_step_id_at(time.time_ns() // 1_000_000)
+
+
+def _marker_step_id_at(ms: int) -> str:
+    """`_marker_step_id` at `ms` milliseconds since the epoch (a block of output's one clock reading)."""
+    global _id_ms, _id_prefix, _id_head, _id_counter
     counter = _id_counter + 1
     if ms > _id_ms or counter >= _COUNTER_END:
         ms = max(ms, _id_ms + 1)
@@ -92,8 +100,17 @@ def _marker_step_id() -> str:
         _id_ms = ms
         _id_prefix = f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-7{bits >> 61:03x}-{0x8000 | (bits >> 47) & 0x3FFF:04x}-"
         counter = bits & (_COUNTER_START - 1)
+        _id_head = f"{_id_prefix}{counter >> 8:010x}"
+    elif not counter & 0xFF:
+        _id_head = f"{_id_prefix}{counter >> 8:010x}"
     _id_counter = counter
-    return f"{_id_prefix}{counter:012x}"
+    return _id_head + _LOW_DIGITS[counter & 0xFF]
+
+
+#: bound once: each look-up through the enum class costs ~0.1 us (EnumType.__getattr__)
+_MARKER = StepKind.MARKER
+_RUNNING = StepStatus.RUNNING
+_COMPLETED = StepStatus.COMPLETED
 
 
 class ExecutionState:
@@ -124,6 +141,10 @@ class ExecutionState:
         #: while events are held: when the block was read, the time of all that it does (its
         #: lines, the steps it starts and ends), one clock reading instead of three a marker pair
         self._held_at: datetime | None = None
+        #: the same, in milliseconds since the epoch (for the ids of the steps the block adds)
+        self._held_ms = 0
+        #: `_next_seq` when the events held now began: the log lines among them are those after
+        self._held_seq = first_seq
 
     # -- publishing -----------------------------------------------------------------------
     def hold(self) -> bool:
@@ -135,14 +156,23 @@ class ExecutionState:
         if self._held is not None:
             return False
         self._held = []
+        self._held_seq = self._next_seq
         self._held_at = utcnow()
+        self._held_ms = time.time_ns() // 1_000_000
         return True
 
     async def release(self) -> None:
         held, self._held = self._held, None
         self._held_at = None
         if held:
-            await self.hub.publish_many(held)
+            await self.hub.publish_many(held, self._held_lines())
+
+    def _held_lines(self) -> int:
+        """The log lines among the events held (each LinesLogged took its numbers from
+        `_next_seq`), counted from now on again."""
+        lines = self._next_seq - self._held_seq
+        self._held_seq = self._next_seq
+        return lines
 
     def holding(self) -> bool:
         """Events are held (see `hold`): the `*_held` methods may be used."""
@@ -158,7 +188,7 @@ class ExecutionState:
         held = self._held
         if held:
             self._held = []
-            await self.hub.publish_many(held)
+            await self.hub.publish_many(held, self._held_lines())
 
     async def _publish(self, event: Event) -> None:
         held = self._held
@@ -168,7 +198,7 @@ class ExecutionState:
         held.append(event)
         if len(held) >= HOLD_AT_MOST:  # the store writer's queue holds about as many
             self._held = []
-            await self.hub.publish_many(held)
+            await self.hub.publish_many(held, self._held_lines())
 
     # -- steps ----------------------------------------------------------------------------
     async def add_marker_step(
@@ -183,11 +213,15 @@ class ExecutionState:
     ) -> Step:
         """A marker step, running. `counters=False`: the execution's counters are published later,
         by the caller's `counters_changed` (a command's pump does so once per block of output)."""
-        step = self._new_marker_step(
-            parent, name, stop_on_error, estimated_duration, dict(metadata) if metadata else {},
-            self._held_at or utcnow(),
+        now = self._held_at
+        if now is None:
+            now, ms = utcnow(), time.time_ns() // 1_000_000
+        else:
+            ms = self._held_ms
+        step, running = self._new_marker_step(
+            parent, name, stop_on_error, estimated_duration, dict(metadata) if metadata else {}, now, ms
         )
-        await self._publish(StepAdded(step.snapshot()))
+        await self._publish(StepAdded(running))
         if counters:
             await self.counters_changed()
         return step
@@ -204,9 +238,11 @@ class ExecutionState:
         its event joins the held ones, which the caller publishes when `spill_due`. The step takes
         `metadata` as it is (not a copy)."""
         held = self._held
-        assert held is not None, "events are not held"
-        step = self._new_marker_step(parent, name, stop_on_error, estimated_duration, metadata, self._held_at)
-        held.append(step_added(step.snapshot()))
+        assert held is not None and self._held_at is not None, "events are not held"
+        step, running = self._new_marker_step(
+            parent, name, stop_on_error, estimated_duration, metadata, self._held_at, self._held_ms
+        )
+        held.append(step_added(running))
         return step
 
     def _new_marker_step(
@@ -216,37 +252,49 @@ class ExecutionState:
         stop_on_error: bool,
         estimated_duration: float | None,
         metadata: dict[str, Any],
-        now: datetime | None,
-    ) -> Step:
+        now: datetime,
+        ms: int,
+    ) -> tuple[Step, Step]:
+        """A new marker step, running since `now` (its id made at `ms`, the same time in
+        milliseconds), and a copy of it as it is now (`snapshot`, for its StepAdded)."""
         index = self._next_index  # _take_index, spelt out
         self._next_index = index + 1
-        # by position, in the order of Step's fields: a third of the work of naming them
+        step_id = _marker_step_id_at(ms)
+        execution_id = self.execution.id
+        parent_id = parent.id
+        target = parent.target
+        # by position, in the order of Step's fields (a third of the work of naming them), running
+        # from the start (what `move_step` to RUNNING does to a new step); its snapshot made the same
+        # way, not copied from it (a look-up of each field fewer)
         step = Step(
-            _marker_step_id(),  # id
-            self.execution.id,  # execution_id
+            step_id,  # id
+            execution_id,
             name,
-            StepKind.MARKER,  # kind
-            parent.id,  # parent_id
+            _MARKER,  # kind
+            parent_id,
             index,
             "",  # description
-            StepStatus.PENDING,  # status
+            _RUNNING,  # status
             None,  # exit_code
             None,  # error_message
             None,  # abort_reason
-            now or utcnow(),  # created_at
-            None,  # started_at
+            now,  # created_at
+            now,  # started_at
             None,  # completed_at
             estimated_duration,
             stop_on_error,
             None,  # progress
             metadata,
-            parent.target,  # target
+            target,
         )
-        move_step(step, StepStatus.RUNNING, at=now)
-        self.steps[step.id] = step
+        running = Step(
+            step_id, execution_id, name, _MARKER, parent_id, index, "", _RUNNING, None, None, None, now, now,
+            None, estimated_duration, stop_on_error, None, dict(metadata), target,
+        )
+        self.steps[step_id] = step
         self._work.started(step)  # new, running, no progress
         self.execution.current_step_index = index
-        return step
+        return step, running
 
     def _take_index(self) -> int:
         index = self._next_index
@@ -298,12 +346,22 @@ class ExecutionState:
         state: the caller then awaits `forget_stored`."""
         held = self._held
         assert held is not None, "events are not held"
-        if step.status not in STEP_TRANSITIONS[status]:
-            return False
-        if error is not None:
-            error = self.masker.mask(error)
-        move_step(step, status, exit_code=exit_code, error=error, at=self._held_at)
-        self._work.count(step)
+        if status is _COMPLETED and error is None and step.status is _RUNNING:
+            # the usual close (STEP_TRANSITIONS allows it): move_step and WorkTally.count spelt out
+            step.status = _COMPLETED
+            step.completed_at = self._held_at
+            if exit_code is not None:
+                step.exit_code = exit_code
+            if step.progress is not None:
+                step.progress = 100.0
+            self._work.completed(step)
+        else:
+            if step.status not in STEP_TRANSITIONS[status]:
+                return False
+            if error is not None:
+                error = self.masker.mask(error)
+            move_step(step, status, exit_code=exit_code, error=error, at=self._held_at)
+            self._work.count(step)
         # as in finish_step: the event carries the step itself
         held.append(step_finished(step))
         finished = self._finished_markers

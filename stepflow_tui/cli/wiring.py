@@ -144,9 +144,12 @@ def pause_collector() -> None:
 #: container objects allocated (net) between two passes over the youngest generation (Python's
 #: default: 700). A command printing markers makes hundreds of thousands of short-lived events and
 #: steps a second; at 700 the collector ran ~2,100 young and ~190 middle passes for 100,000 marker
-#: steps, 0.3-0.4 s of the event loop's CPU; at 10,000, 75 and 6 passes, ~0.18 s (issue 16). What
-#: waits longer for a pass is only garbage in reference cycles, a few MB at most.
-YOUNG_OBJECTS = 10_000
+#: steps, 0.3-0.4 s of the event loop's CPU; at 10,000, ~60 and 5 passes, ~0.1-0.18 s; at 50,000
+#: none during such a run (the objects alive at once: ~20,000). Loop CPU, 100k pairs, interleaved:
+#: 1.80/1.73/1.84 s at 10,000, 1.70/1.60/1.67/1.75 s at 50,000 or more; peak RSS the same, 66-67 MB
+#: (issue 16). What waits longer for a pass is only garbage in reference cycles: at most this many
+#: objects' worth.
+YOUNG_OBJECTS = 50_000
 
 
 def freeze_startup_objects() -> None:
