@@ -76,41 +76,27 @@ def test_the_engines_quick_made_events_are_the_events_themselves() -> None:
     assert type(step_finished(None)) is StepFinished  # type: ignore[arg-type]
 
 
-def test_a_started_marker_step_counts_in_the_progress_as_any_running_step() -> None:
+def test_marker_steps_count_in_the_progress_as_any_running_then_completed_step() -> None:
+    """The pump's short ways (`WorkTally.started` for a new running marker step, `completed` for
+    its usual close) count as the general `count` does."""
     from engine.execution.transitions import move_step
     from engine.model import ExecutionStatus, Step
     from engine.progress import WorkTally
 
-    counted, started = WorkTally(), WorkTally()
+    counted, short = WorkTally(), WorkTally()
     steps = [Step(id=f"s{i}", execution_id="e", name=f"s{i}", kind=StepKind.MARKER) for i in range(4)]
     for step in steps:
         move_step(step, StepStatus.RUNNING)
         counted.count(step)
-        started.started(step)
-    move_step(steps[0], StepStatus.COMPLETED)
-    for tally in (counted, started):
-        tally.count(steps[0])
-    for tally in (counted, started):
-        assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (4, 1, 25.0)
-
-
-def test_a_completed_marker_step_counts_in_the_progress_as_any_completed_step() -> None:
-    from engine.execution.transitions import move_step
-    from engine.model import ExecutionStatus, Step
-    from engine.progress import WorkTally
-
-    counted, completed = WorkTally(), WorkTally()
-    steps = [Step(id=f"s{i}", execution_id="e", name=f"s{i}", kind=StepKind.MARKER) for i in range(3)]
-    for step in steps:
-        move_step(step, StepStatus.RUNNING)
-        counted.count(step)
-        completed.started(step)
-    for step in steps[:2]:
+        short.started(step)
+    for tally in (counted, short):
+        assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (4, 0, 0.0)
+    for step in steps[:3]:
         move_step(step, StepStatus.COMPLETED)
         counted.count(step)
-        completed.completed(step)
-    for tally in (counted, completed):
-        assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (3, 2, 66.7)
+        short.completed(step)
+    for tally in (counted, short):
+        assert (tally.work_total, tally.work_completed, tally.percentage(ExecutionStatus.RUNNING)) == (4, 3, 75.0)
 
 
 def test_marker_step_ids_of_one_millisecond_count_up_across_their_last_two_digits() -> None:
