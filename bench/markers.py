@@ -31,6 +31,18 @@ Measured here (2 shared cores), peak RSS of stepflow, start-up alone 56-58 MB:
   markers/s); peak RSS 93 → 91 MB. The command's pump alone (in-process, 100k pairs): 34.6 → ~21 µs a
   pair; the store's writer thread ~2.2-2.5 s of CPU (steps upsert ~1.0 s, lines and spans ~0.6 s).
   Goal 50,000 markers/s still not reached (4 s wall would take ~35 µs of CPU a pair for everything).
+  issue 16, fourth round (quiet machine, load ~1; the session's start, 360cfbb, beside, interleaved, 3 runs
+  each): the store writer's rows as multi-row VALUES statements with bound parameters (JSON's
+  json_each/->> cost SQLite twice the work), the rest of a batch in one statement filled up with its
+  last row, its WAL checkpoints on a thread of their own, its page cache 2 MB; the event loop's marker
+  steps made and closed the short way while a block's events are held, cheaper ids, events and
+  parsing; the --plain printer by a table of handlers; a new database's schema from plain SQL; the
+  collector's young passes every 50,000 objects:
+    100k pairs: 4.17/4.34/4.53 s (44-48k markers/s) -> 2.47/2.47/2.55 s (78-81k markers/s),
+                CPU 5.45-5.87 -> 2.78-2.89 s; raw sqlite3 beside 1.95-2.14 s (94-102k)
+    50k pairs (100,000 marker lines): 2.27-2.30 s (43.5-44k) -> 1.28-1.38 s (72.5-78k)
+    peak RSS 83-84 MB -> 56-60 MB; `exec -- true` on a new data dir 0.27-0.31 -> 0.15-0.17 s
+  Goal 50,000 markers/s reached.
 """
 
 from __future__ import annotations
