@@ -89,7 +89,7 @@ async def seed(data_dir: Path, count: int) -> None:
 
 async def run_server(data_dir: Path, port_file: Path) -> None:
     from api_compat import ApiConfig, ApiListener
-    from stepflow_tui.cli.wiring import EngineOptions, start_engine
+    from stepflow.wiring import EngineOptions, start_engine
 
     # built as `stepflow serve` builds it (the composition root's GC tuning included)
     engine = await start_engine(data_dir, EngineOptions(targets={}))

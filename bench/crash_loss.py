@@ -114,7 +114,7 @@ def run_once(tmp: Path, n_printers: int, rate: int, seconds: float, *, start_tim
     flow.write_text(workflow_text(tmp, printers, rate))
     data = tmp / "data"
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
-    engine = subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", "run", "--plain", str(flow)],
+    engine = subprocess.Popen([sys.executable, "-m", "stepflow.main", "run", "--plain", str(flow)],
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + start_timeout

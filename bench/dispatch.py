@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.model import ExecutionKind  # noqa: E402
 from engine.submission import SubmitRequest  # noqa: E402
-from stepflow_tui.cli.wiring import EngineOptions, start_engine  # noqa: E402
+from stepflow.wiring import EngineOptions, start_engine  # noqa: E402
 
 
 def workflow_text(n: int) -> str:

@@ -53,7 +53,7 @@ def pct(values: list[float], q: float) -> float:
 def start_server(data: Path) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), "PYTHONUNBUFFERED": "1",
            "STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT": "3600", "STEPFLOW_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0"],
+    proc = subprocess.Popen([sys.executable, "-m", "stepflow.main", "serve", "--port", "0", "--ws-port", "0"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None
     for line in iter(proc.stdout.readline, ""):
@@ -66,7 +66,7 @@ def start_server(data: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def start_workers(url: str, tmp: Path, count: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
-    return [subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", "worker", "--server", url, "-q",
+    return [subprocess.Popen([sys.executable, "-m", "stepflow.main", "worker", "--server", url, "-q",
                               "--id", f"bench-{n}", "--concurrency", str(concurrency),
                               "--cache-dir", str(tmp / "cache"), "--work-dir", str(tmp / f"work-{n}")],
                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -39,7 +39,7 @@ from engine.engine import Engine  # noqa: E402
 from engine.model import ExecutionKind  # noqa: E402
 from engine.runners import ssh_pool  # noqa: E402
 from engine.submission import SubmitRequest  # noqa: E402
-from stepflow_tui.cli.wiring import EngineOptions, start_engine  # noqa: E402
+from stepflow.wiring import EngineOptions, start_engine  # noqa: E402
 
 MARKER_SCRIPT = """\
 echo "STEP_START:prepare"

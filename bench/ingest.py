@@ -68,7 +68,7 @@ def main() -> None:
         def stepflow(data: Path, command: str) -> tuple[float, float, subprocess.CompletedProcess[str]]:
             """Wall and CPU seconds (user + system, the command's included) of one `stepflow exec`."""
             env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
-            cmd = [sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--plain", "--name", "ingest", "--shell",
+            cmd = [sys.executable, "-m", "stepflow.main", "exec", "--plain", "--name", "ingest", "--shell",
                    "--", command]
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()

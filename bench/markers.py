@@ -119,7 +119,7 @@ def children_cpu() -> float:
 
 def run_stepflow(data: Path, command: str, live: bool) -> tuple[float, RssSampler, int]:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
-    cmd = [sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--name", "markers", "--shell", "--", command]
+    cmd = [sys.executable, "-m", "stepflow.main", "exec", "--name", "markers", "--shell", "--", command]
     if not live:
         cmd[4:4] = ["--plain"]
     started = time.perf_counter()

@@ -51,7 +51,7 @@ def record(n: int, fail_every: int, path: Path) -> None:
     from engine.events import ExecutionFinished
     from engine.model import ExecutionKind
     from engine.submission import SubmitRequest
-    from stepflow_tui.cli.wiring import running_engine
+    from stepflow.wiring import running_engine
 
     async def run(data: Path) -> tuple[object, object, list[object]]:
         async with running_engine(data) as engine:

@@ -25,8 +25,8 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
 
-.venv/bin/ruff check engine storage api_compat stepflow_tui tests bench
-.venv/bin/mypy engine storage api_compat stepflow_tui
+.venv/bin/ruff check engine storage api_compat stepflow_tui stepflow tests bench
+.venv/bin/mypy engine storage api_compat stepflow_tui stepflow
 cores=$(nproc 2>/dev/null || echo 2)
 workers=${STEPFLOW_TEST_WORKERS:-$(( cores * 2 > 8 ? 8 : cores * 2 ))}
 status=0

@@ -20,7 +20,7 @@ async def stepflow_serve(data_dir: Path, cwd: Path, port: int = 0) -> AsyncItera
     env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", str(port), "--ws-port", "0",
+        sys.executable, "-m", "stepflow.main", "serve", "--port", str(port), "--ws-port", "0",
         "--data-dir", str(data_dir),
         cwd=cwd, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -220,7 +220,7 @@ async def test_stepflow_ls_shows_queue_places(tmp_path: Path) -> None:
 def test_stepflow_max_running_is_checked_and_a_one_shot_exec_still_runs(tmp_path: Path) -> None:
     def exec_with(value: str) -> subprocess.CompletedProcess:
         env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path), "STEPFLOW_MAX_RUNNING": value}
-        return subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--plain", "--", "echo", "hi"],
+        return subprocess.run([sys.executable, "-m", "stepflow.main", "exec", "--plain", "--", "echo", "hi"],
                               env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
     bad = exec_with("lots")

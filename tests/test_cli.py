@@ -27,7 +27,7 @@ SAMPLES = samples.SAMPLES  # this process's copy: runs write beside the file
 def stepflow(data: Path, *args: str, timeout: float = 60, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
     return subprocess.run(
-        [sys.executable, "-m", "stepflow_tui.cli.main", *args],
+        [sys.executable, "-m", "stepflow.main", *args],
         env=env, cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout,
     )
 
@@ -35,7 +35,7 @@ def stepflow(data: Path, *args: str, timeout: float = 60, cwd: Path | None = Non
 def spawn(data: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "stepflow_tui.cli.main", *args],
+        [sys.executable, "-m", "stepflow.main", *args],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 
@@ -328,9 +328,9 @@ def test_serve_host_binds_the_websocket_port_there_too(tmp_path: Path) -> None:
 
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")},
            "STEPFLOW_STORAGE_PATH": str(tmp_path), "STEPFLOW_AUTH_ENABLED": "true", "PYTHONUNBUFFERED": "1"}
-    token = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "token", "create"], env=env, cwd=ROOT,
+    token = subprocess.run([sys.executable, "-m", "stepflow.main", "token", "create"], env=env, cwd=ROOT,
                            capture_output=True, text=True, timeout=30, check=True).stdout.strip()
-    proc = subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--host", "0.0.0.0",
+    proc = subprocess.Popen([sys.executable, "-m", "stepflow.main", "serve", "--host", "0.0.0.0",
                              "--port", "0", "--ws-port", "0"],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -418,8 +418,8 @@ async def test_the_tuis_listener_on_a_busy_port_names_the_tuis_own_option(tmp_pa
     import argparse
     import socket
 
+    from stepflow.wiring import start_api
     from stepflow_tui.cli.errors import CliError
-    from stepflow_tui.cli.wiring import start_api
     from tests.engine_helpers import engine_at
 
     with socket.socket() as busy:

@@ -21,7 +21,7 @@ def closed_port() -> int:
 def test_connecting_to_a_server_that_does_not_answer_says_so(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     result = subprocess.run(
-        [sys.executable, "-m", "stepflow_tui.cli.main", "tui", "--connect", url],
+        [sys.executable, "-m", "stepflow.main", "tui", "--connect", url],
         env={**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path)}, cwd=ROOT, stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=60,
     )

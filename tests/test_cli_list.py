@@ -29,7 +29,7 @@ def in_terminal(data: Path, *args: str, columns: int = 80) -> str:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {key: value for key, value in os.environ.items() if key not in ("COLUMNS", "LINES", "NO_COLOR")}
     env.update(STEPFLOW_STORAGE_PATH=str(data), TERM="xterm-256color")
-    proc = subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", *args], env=env, cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "stepflow.main", *args], env=env, cwd=ROOT,
                             stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     chunks = []
@@ -56,7 +56,7 @@ def test_piped_ls_prints_whole_ids_names_and_statuses(tmp_path: Path) -> None:
     executions = make_history(tmp_path)
     env_80 = {"COLUMNS": "80"}
     for env in ({}, env_80):
-        result = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "ls"], cwd=ROOT, capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "stepflow.main", "ls"], cwd=ROOT, capture_output=True,
                                 text=True, env={**os.environ, **env, "STEPFLOW_STORAGE_PATH": str(tmp_path)})
         assert result.returncode == 0, result.stderr
         rows = result.stdout.splitlines()[1:]

@@ -17,7 +17,7 @@ def spawn_piped(data: Path, *args: str) -> subprocess.Popen:
     """`stepflow ARGS | reader`: stdout is a pipe this test reads and then closes, as `head` does."""
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "stepflow_tui.cli.main", *args],
+        [sys.executable, "-m", "stepflow.main", *args],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
 

@@ -1,4 +1,4 @@
-"""The composition root's one engine builder (stepflow_tui.cli.wiring), which every command that runs
+"""The composition root's one engine builder (stepflow.wiring), which every command that runs
 something (`exec`, `run`, `rerun`, `tui`, `serve`) starts its engine with."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from engine.engine import Engine
-from stepflow_tui.cli.wiring import YOUNG_OBJECTS, EngineOptions, running_engine, start_engine
+from stepflow.wiring import YOUNG_OBJECTS, EngineOptions, running_engine, start_engine
 from storage import SqliteStore
 from storage.paths import database_path
 
@@ -44,7 +44,7 @@ def test_the_builder_reads_the_targets_file_and_applies_the_kill_grace(tmp_path:
     assert asyncio.run(build()) == ({"web1"}, 0.5)
     # the engine's store is the data directory's, and it was closed: `stepflow ls` reads it
     assert database_path(tmp_path / "data").exists()
-    listed = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "ls", "--json"],
+    listed = subprocess.run([sys.executable, "-m", "stepflow.main", "ls", "--json"],
                             env={**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data")}, cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and listed.stdout.strip() == "[]", listed.stdout + listed.stderr
@@ -78,7 +78,7 @@ def test_tui_with_a_broken_targets_file_says_what_is_wrong_with_the_file(tmp_pat
     targets_file = tmp_path / "targets.yaml"
     targets_file.write_text("web1: {type: ssh}\n")
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data"), "STEPFLOW_TARGETS_FILE": str(targets_file)}
-    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "tui", "--no-api"], env=env, cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "stepflow.main", "tui", "--no-api"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 2, done.stdout + done.stderr
     assert str(targets_file) in done.stderr and "cannot open the data directory" not in done.stderr

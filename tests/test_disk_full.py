@@ -40,7 +40,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def stepflow(data: Path, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
-    return subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "stepflow.main", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 

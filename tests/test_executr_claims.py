@@ -28,7 +28,7 @@ async def serve(data_dir: Path, cwd: Path) -> AsyncIterator[tuple[asyncio.subpro
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["STEPFLOW_EXECUTR_HEARTBEAT_TIMEOUT"] = "3600"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0",
+        sys.executable, "-m", "stepflow.main", "serve", "--port", "0", "--ws-port", "0",
         "--data-dir", str(data_dir), cwd=cwd, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
     try:

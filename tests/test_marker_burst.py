@@ -29,7 +29,7 @@ def burst(n: int) -> str:
 def test_a_burst_of_10k_marker_steps_is_stored_and_printed_step_by_step_in_order(tmp_path: Path) -> None:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--plain", "--shell", "--", burst(PAIRS)],
+        [sys.executable, "-m", "stepflow.main", "exec", "--plain", "--shell", "--", burst(PAIRS)],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=280,
     )
     # STEP_ERROR fails its step, not the command: the command itself exits 0

@@ -35,7 +35,7 @@ def pairs(n: int, then: str = "") -> str:
 
 def exec_peak_rss_mb(data: Path, n: int) -> float:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
-    cmd = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--plain",
+    cmd = [sys.executable, "-c", PEAK_RSS, sys.executable, "-m", "stepflow.main", "exec", "--plain",
            "--shell", "--", pairs(n)]
     result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -70,7 +70,7 @@ def test_exec_live_tree_shows_the_open_and_latest_steps_and_counts_the_rest(tmp_
     """On a terminal, exec redraws its tree at each event: with every step in it, 1,000 steps took
     70 s (each redraw laid out all of them) and memory grew with them."""
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path), "COLUMNS": "100", "LINES": "40"}
-    cmd = [sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--shell", "--", pairs(3_000)]
+    cmd = [sys.executable, "-m", "stepflow.main", "exec", "--shell", "--", pairs(3_000)]
     pid, fd = pty.fork()
     if pid == 0:  # the child: exec on a terminal of its own
         os.chdir(ROOT)

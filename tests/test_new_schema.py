@@ -70,7 +70,7 @@ def test_processes_opening_one_new_data_directory_at_once_all_run(tmp_path: Path
     fails; every execution is stored."""
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data")}
     env.pop("STEPFLOW_LOG_LEVEL", None)
-    procs = [subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", "exec", "--plain", "--", "true"],
+    procs = [subprocess.Popen([sys.executable, "-m", "stepflow.main", "exec", "--plain", "--", "true"],
                               env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     for proc in procs:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not supported(), reason="needs /proc")
 
 
 def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stepflow_tui.cli.main", *args]
+    return [sys.executable, "-m", "stepflow.main", *args]
 
 
 def environment(data: Path, **extra: str) -> dict[str, str]:

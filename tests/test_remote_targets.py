@@ -539,7 +539,7 @@ def test_targets_file_mistakes_are_reported_with_their_place(tmp_path: Path) -> 
 def stepflow(data: Path, targets_file: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), "STEPFLOW_TARGETS_FILE": str(targets_file)}
     return subprocess.run(
-        [sys.executable, "-m", "stepflow_tui.cli.main", *args],
+        [sys.executable, "-m", "stepflow.main", *args],
         env=env,
         cwd=ROOT,
         capture_output=True,
@@ -655,7 +655,7 @@ def test_cli_reaches_an_ssh_host_through_ssh_config_alone(tmp_path: Path, sshd_s
 
     def stepflow_at_home(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "stepflow_tui.cli.main", *args],
+            [sys.executable, "-m", "stepflow.main", *args],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
         )
 

@@ -50,7 +50,7 @@ SCRIPT = textwrap.dedent("""\
 def run_cli(data: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 60) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", *args], env=full_env, cwd=cwd or ROOT,
+    return subprocess.run([sys.executable, "-m", "stepflow.main", *args], env=full_env, cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout)
 
 

@@ -45,7 +45,7 @@ _RUN = (
     "import sys\n"
     "out, sys.argv = sys.argv[1], ['stepflow', *sys.argv[2:]]\n"
     "try:\n"
-    "    from stepflow_tui.cli.main import main\n"
+    "    from stepflow.main import main\n"
     "    code = main()\n"
     "except SystemExit as exc:\n"
     "    code = exc.code\n"
@@ -58,7 +58,7 @@ _RUN = (
 def stepflow(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
     env.pop("STEPFLOW_LOG_LEVEL", None)
-    return subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "stepflow.main", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.timeout(90)]
 def stepflow(data: Path, *args: str | bytes, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     """The CLI with arguments as bytes where a shell would pass bytes that are not UTF-8."""
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
-    return subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "stepflow.main", *args], env=env, cwd=ROOT,
                           capture_output=True, timeout=timeout)
 
 

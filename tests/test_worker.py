@@ -112,7 +112,7 @@ def server(tmp_path: Path) -> Iterator[str]:
 def serving(data: Path) -> Iterator[str]:
     """`stepflow serve` on a free port storing in `data`, with a short heartbeat timeout; its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0"],
+        [sys.executable, "-m", "stepflow.main", "serve", "--port", "0", "--ws-port", "0"],
         env=_env(data, **{HEARTBEAT_TIMEOUT_ENV: str(HEARTBEAT_TIMEOUT)}), cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -150,7 +150,7 @@ class Workers:
     def start(self, worker_id: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.tmp_path / f"worker-{worker_id}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stepflow_tui.cli.main", "worker", "--server", self.server, "--id", worker_id,
+            [sys.executable, "-m", "stepflow.main", "worker", "--server", self.server, "--id", worker_id,
              "--cache-dir", str(self.tmp_path / f"cache-{worker_id}"),
              "--work-dir", str(self.tmp_path / f"work-{worker_id}"), "--heartbeat", "0.5", *args],
             env=_env(self.tmp_path / "worker-data", **(env or {})), cwd=ROOT,
@@ -338,10 +338,10 @@ async def test_plain_polling_works_too(server: str, workers: Workers, binaries: 
 def auth_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     """`stepflow serve` with auth on, and a token `stepflow token create` minted for it."""
     data = tmp_path / "auth-data"
-    token = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "token", "create"],
+    token = subprocess.run([sys.executable, "-m", "stepflow.main", "token", "create"],
                            env=_env(data), cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0"],
+        [sys.executable, "-m", "stepflow.main", "serve", "--port", "0", "--ws-port", "0"],
         env=_env(data, STEPFLOW_AUTH_ENABLED="true"), cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True)
     try:

@@ -99,7 +99,7 @@ async def steps_of(http: aiohttp.ClientSession, url: str, job_id: str) -> dict[s
 
 def stepflow_logs(tmp_path: Path, job_id: str) -> str:
     """`stepflow logs ID` on the server's data folder (it reads the store, as a user would)."""
-    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "logs", job_id],
+    done = subprocess.run([sys.executable, "-m", "stepflow.main", "logs", job_id],
                           env=base._env(tmp_path / "serve-data"), cwd=ROOT, capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
@@ -485,7 +485,7 @@ async def test_a_failing_stream_drops_to_the_result_and_nothing_is_stored_twice(
 
 def _serve(data: Path, port: int) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", str(port), "--ws-port", "0"],
+        [sys.executable, "-m", "stepflow.main", "serve", "--port", str(port), "--ws-port", "0"],
         env=base._env(data, **{base.HEARTBEAT_TIMEOUT_ENV: "30"}), cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL, text=True)
     assert proc.stdout is not None

@@ -182,7 +182,7 @@ async def test_reading_is_off_the_event_loop_and_bounded_in_time() -> None:
 def test_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     fifo = tmp_path / "flow.yaml"
     os.mkfifo(fifo)
-    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "validate", str(fifo)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "stepflow.main", "validate", str(fifo)], cwd=ROOT,
                           capture_output=True, text=True, timeout=30,
                           env={**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data")})
     assert done.returncode != 0
@@ -237,7 +237,7 @@ def test_a_file_that_is_not_utf8_names_no_byte(tmp_path: Path) -> None:
 
 def stepflow_validate(tmp_path: Path, path: Path) -> tuple[subprocess.CompletedProcess, float]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "validate", str(path)], cwd=ROOT,
+    done = subprocess.run([sys.executable, "-m", "stepflow.main", "validate", str(path)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60, preexec_fn=limit_memory,
                           env={**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data")})
     return done, time.perf_counter() - started

@@ -1,5 +1,5 @@
 """The CLI's exit codes and its one error type: a message for the user and the exit code to end
-with. Every command module raises it; `stepflow_tui.cli.main.main` prints it."""
+with. Every command module raises it; `stepflow.main.main` prints it."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The read commands of the CLI: `ls`, `show` and `logs` (`-f` follows a running execution written
-by another process). They read a store the composition root (`stepflow_tui.cli.wiring`) opens for them:
+by another process). They read a store the composition root (`stepflow.wiring`) opens for them:
 synchronous reads of the file (storage.read_only), no engine, no asyncio. They are typed at every
 start, often in a loop by a script: what they import is their start-up time (a test counts it)."""
 

@@ -39,7 +39,7 @@ def setup_logging(data_dir: Path | None, *, to_file: bool, detailed: bool = Fals
         root.removeHandler(old_handler)
     detailed = detailed or to_file or level < logging.WARNING
     if to_file and data_dir is not None:
-        from stepflow_tui.cli.wiring import ensure_data_dir
+        from stepflow_tui.cli.data_dir import ensure_data_dir
 
         ensure_data_dir(data_dir)
         handler: logging.Handler = logging.FileHandler(data_dir / "stepflow.log")

@@ -1,5 +1,5 @@
 """The commands that run something and follow it live: `run` (a workflow file), `exec` (a command)
-and `rerun`. They start an engine through the opener the composition root (`stepflow_tui.cli.wiring`) gives
+and `rerun`. They start an engine through the opener the composition root (`stepflow.wiring`) gives
 them: building one needs the SQLite store, which this layer may not import."""
 
 from __future__ import annotations

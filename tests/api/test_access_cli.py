@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def stepflow(data: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(data)}
-    return subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", *args], env=env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "stepflow.main", *args], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
 
 

@@ -167,7 +167,7 @@ def test_the_environment_and_serve_take_overrides(tmp_path: Path) -> None:
     # category of this listener when the listener starts
     env = {**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path)}
     for value, needle in (("monitor.requests=lots", "not a rate limit"), ("nosuch.requests=1/minute", "no such category")):
-        result = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port",
+        result = subprocess.run([sys.executable, "-m", "stepflow.main", "serve", "--port", "0", "--ws-port",
                                  "0", "--rate-limit", value], env=env, capture_output=True, text=True, timeout=60)
         assert result.returncode != 0 and needle in result.stderr, result.stderr
         assert "Traceback" not in result.stderr

@@ -182,7 +182,7 @@ def test_the_folders_come_from_the_environment_unless_given(tmp_path: Path) -> N
 async def test_the_tuis_listener_runs_files_of_the_folders_it_offers(
     engine: Any, tmp_path: Path, flows: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from stepflow_tui.cli.wiring import start_api
+    from stepflow.wiring import start_api
 
     monkeypatch.setenv("STEPFLOW_WEBSOCKET_PORT", "off")
     monkeypatch.delenv("STEPFLOW_WORKFLOW_DIRS", raising=False)
@@ -219,7 +219,7 @@ async def test_a_remote_tui_sends_the_text_when_the_server_reads_no_such_path(en
 def test_stepflow_serve_takes_workflow_folders(tmp_path: Path, flows: Path) -> None:
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")},
            "STEPFLOW_STORAGE_PATH": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "stepflow.main", "serve", "--port", "0", "--ws-port", "0",
                              "--workflows", str(flows)],
                             env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -243,7 +243,7 @@ def test_stepflow_serve_takes_workflow_folders(tmp_path: Path, flows: Path) -> N
 
 
 def test_stepflow_serve_refuses_a_workflow_folder_that_is_none(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "stepflow_tui.cli.main", "serve", "--port", "0", "--ws-port", "0",
+    done = subprocess.run([sys.executable, "-m", "stepflow.main", "serve", "--port", "0", "--ws-port", "0",
                            "--workflows", str(tmp_path / "nowhere")], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env={**os.environ, "STEPFLOW_STORAGE_PATH": str(tmp_path / "data")})
     assert done.returncode != 0

@@ -1,5 +1,7 @@
-"""The composition root: the one module of `stepflow_tui` that builds the other layers and hands them
-to one another. `main` parses the command line and calls in here.
+"""The composition root: the one module that builds the layers (the store, the engine, the API
+listener and its clients, the TUI) and hands them to one another. `stepflow.main` parses the command
+line and calls in here. It sits outside the layers: `stepflow_tui` and `api_compat` never import each
+other, nor this package (tests/test_layers.py).
 
 - The data directory, the store and the engine every command runs on: `exec`, `run`, `rerun`, `tui`,
   `serve` and `worker` get their engine from `start_engine` / `running_engine`, so an option added to
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.defaults import DEFAULT_MAX_RUNNING
+from stepflow_tui.cli.data_dir import ensure_data_dir
 from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
@@ -42,17 +45,6 @@ def resolve_data_dir(arg: str | None) -> Path:
     from storage.paths import default_data_dir
 
     return default_data_dir()
-
-
-def ensure_data_dir(data_dir: Path) -> Path:
-    """Create the data directory; a path that cannot be one (a file, no permission) is a CliError."""
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        reason = "it is a file" if isinstance(exc, FileExistsError) else (exc.strerror or str(exc))
-        raise CliError(f"cannot use {data_dir} as the data directory: {reason} "
-                       f"(choose another with --data-dir or STEPFLOW_STORAGE_PATH)", EXIT_USAGE) from None
-    return data_dir
 
 
 def make_store(data_dir: Path) -> Store:

@@ -1,6 +1,6 @@
 """The `stepflow` command: its arguments and subcommands. What builds the store, the engine, the API
 listener and the clients, and hands them to one another, is the composition root
-(`stepflow_tui.cli.wiring`): this module imports no layer besides the engine and the TUI.
+(`stepflow.wiring`): this module imports no layer besides the engine and the TUI.
 
 Each command imports what it runs on when it runs: `stepflow ls`, `show`, `logs`, `--help` and
 `--version` start in a few tens of milliseconds, without asyncio, the engine, SQLAlchemy or the TUI
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from engine.errors import EngineError
-from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
-from stepflow_tui.cli.wiring import (
+from stepflow.wiring import (
     DEFAULT_MAX_RUNNING,
     DEFAULT_TOKEN_LIFETIME,
     cmd_serve,
@@ -30,6 +29,7 @@ from stepflow_tui.cli.wiring import (
     resolve_data_dir,
     running_engine,
 )
+from stepflow_tui.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
     from engine.engine import Engine
@@ -106,7 +106,7 @@ READS = (cmd_ls, cmd_show, cmd_logs)
 
 # -- the TUI ------------------------------------------------------------------------------------------
 async def cmd_tui(args: argparse.Namespace) -> int:
-    from stepflow_tui.cli.wiring import EngineOptions, connect, start_api, start_engine
+    from stepflow.wiring import EngineOptions, connect, start_api, start_engine
     from stepflow_tui.launch import run_tui
 
     def start(data_dir: Path) -> Awaitable[Engine]:
@@ -138,8 +138,8 @@ def package_version() -> str:
 
 
 def _version_beside_package() -> str | None:
-    """`Version:` of the one stepflow-*.dist-info in the folder holding stepflow_tui, if there is one."""
-    site = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    """`Version:` of the one stepflow-*.dist-info in the folder holding this package, if there is one."""
+    site = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         infos = [name for name in os.listdir(site) if name.startswith("stepflow-") and name.endswith(".dist-info")]
         if len(infos) != 1:
@@ -446,8 +446,8 @@ def _is_workflow_error(exc: EngineError) -> bool:
 
 
 if __name__ == "__main__":
-    # `python -m stepflow_tui.cli.main`: run the imported module's main, not this `__main__` copy (its
+    # `python -m stepflow.main`: run the imported module's main, not this `__main__` copy (its
     # functions and the commands' would be two copies of one module)
-    from stepflow_tui.cli.main import main as _main
+    from stepflow.main import main as _main
 
     raise SystemExit(_main())
