@@ -332,10 +332,8 @@ class ExecutionState:
         await self._publish(StepFinished(step if marker_done else step.snapshot()))
         if counters:
             await self.counters_changed()
-        if marker_done:
-            self._finished_markers.append(step.id)
-            if len(self._finished_markers) >= FORGET_BATCH and self._stored is None:
-                await self.forget_stored()
+        if marker_done and self._marker_finished(step):
+            await self.forget_stored()
 
     def finish_held_marker_step(
         self, step: Step, status: StepStatus, exit_code: int | None, error: str | None
@@ -364,6 +362,11 @@ class ExecutionState:
             self._work.count(step)
         # as in finish_step: the event carries the step itself
         held.append(step_finished(step))
+        return self._marker_finished(step)
+
+    def _marker_finished(self, step: Step) -> bool:
+        """Note a finished marker step, to leave the live state once stored; True when those
+        noted are due to leave (`forget_stored`)."""
         finished = self._finished_markers
         finished.append(step.id)
         return len(finished) >= FORGET_BATCH and self._stored is None
@@ -419,30 +422,24 @@ class ExecutionState:
 
     # -- log lines ------------------------------------------------------------------------
     async def log_lines(self, step_id: str | None, stream: Stream, lines: Sequence[str]) -> None:
-        if not lines:
-            return
-        if self.masker:
-            lines = [self.masker.mask(line) for line in lines]
-        start = self._next_seq
-        self._next_seq += len(lines)
-        await self._publish(
-            LinesLogged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
-        )
+        if lines:
+            await self._publish(self._lines_logged(step_id, stream, lines))
 
     def log_held_lines(self, step_id: str | None, stream: Stream, lines: Sequence[str]) -> None:
         """`log_lines` while events are held (`holding`), without a coroutine: the event joins the
         held ones, which the caller publishes when `spill_due`."""
         held = self._held
         assert held is not None, "events are not held"
-        if not lines:
-            return
+        if lines:
+            held.append(self._lines_logged(step_id, stream, lines))
+
+    def _lines_logged(self, step_id: str | None, stream: Stream, lines: Sequence[str]) -> LinesLogged:
+        """The event of `lines` (masked), numbered from the execution's next line."""
         if self.masker:
             lines = [self.masker.mask(line) for line in lines]
         start = self._next_seq
         self._next_seq += len(lines)
-        held.append(
-            lines_logged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
-        )
+        return lines_logged(self.execution.id, step_id, stream, start, self._held_at or utcnow(), tuple(lines))
 
     async def system_line(self, step_id: str | None, text: str) -> None:
         await self.log_lines(step_id, Stream.SYSTEM, [text])
