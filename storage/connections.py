@@ -54,7 +54,7 @@ class Connections:
         self._engine: AsyncEngine | None = None
         self._writer: AsyncEngine | None = None
         self._write_lock = asyncio.Lock()
-        self._json_lines = True
+        self._json_keys = True
         self._reader = Reader(self.path)
         #: where the events' batches are written (`_write_batch`)
         self._batch_writer = WriteConnection(self.path)
@@ -68,7 +68,7 @@ class Connections:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(_OPEN_ATTEMPTS):
             try:
-                self._json_lines = await self._check_schema()
+                self._json_keys = await self._check_schema()
             except sqlite3.OperationalError as exc:
                 # Two processes opening one new file at once: switching it to WAL needs an
                 # exclusive lock, and SQLite answers "locked" at once instead of calling the busy
@@ -92,7 +92,7 @@ class Connections:
                 # on a thread, the loop going on meanwhile: a new file's schema with sqlite3, an
                 # older file's migrations through SQLAlchemy and Alembic
                 await asyncio.to_thread(bring_file_to_head, self.path)
-            return _has_json_each(conn)
+            return _has_json_functions(conn)
         finally:
             conn.close()
 
@@ -207,7 +207,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     return pragmas.connect(path)
 
 
-def _has_json_each(conn: sqlite3.Connection) -> bool:
+def _has_json_functions(conn: sqlite3.Connection) -> bool:
     try:
         # json_group_object, which storage.writes looks up the keys of a batch's lines with
         conn.execute("SELECT json_group_object('a', 1)").fetchone()

@@ -61,7 +61,7 @@ class SqliteStore(SqliteQueue, SqliteRegistry, SqliteOps):
     async def apply(self, events: Sequence[Event]) -> dict[str, str]:
         if not events:
             return {}
-        batch = BatchWriter(json_lines=self._json_lines)
+        batch = BatchWriter(json_keys=self._json_keys)
         batch.add(events)
         await self._write_batch(batch.write)
         return batch.refused

@@ -200,10 +200,10 @@ class BatchWriter:
     """Sorts a batch of events into rows (`add`, on the event loop), then writes them with plain
     sqlite3 (`write`, on the write connection's thread, in the caller's transaction)."""
 
-    def __init__(self, *, json_lines: bool = True) -> None:
+    def __init__(self, *, json_keys: bool = True) -> None:
         #: SQLite has its JSON functions (3.38+, or built with JSON1): the keys of the lines'
         #: executions and steps are looked up as one row (`_keys`)
-        self._json = json_lines
+        self._json = json_keys
         self._executions = _Snapshots(EXECUTIONS.values)
         self._steps = _Snapshots(STEPS.values)
         self._artifacts: list[tuple[str, tuple[Any, ...]]] = []

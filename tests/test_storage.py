@@ -839,7 +839,7 @@ async def test_a_line_utf8_cannot_encode_is_stored_with_a_replacement(
 
 
 async def test_lines_without_sqlite_json(store: SqliteStore) -> None:
-    store._json_lines = False  # as on an SQLite built without JSON functions
+    store._json_keys = False  # as on an SQLite built without JSON functions
     e = execution()
     b = branch_of(e)
     await created(store, e, b)
