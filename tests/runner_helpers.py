@@ -46,7 +46,8 @@ async def start_ready(
     command = await runner.start(CommandSpec(script=script))
     output = command.output()
     async with asyncio.timeout(within):
-        assert await anext(output) == (Stream.STDOUT, b"ready\n")
+        first = await anext(output)
+        assert first == (Stream.STDOUT, b"ready\n"), first
     return command, output
 
 
